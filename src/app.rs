@@ -1,0 +1,37 @@
+//! From parsed arguments to an exit code: builds the context and dispatches the command.
+
+use crate::cli::{Cli, Command};
+use crate::commands::local::Context;
+use crate::commands::{list, local, plan, run_script};
+use crate::console::Console;
+use crate::error::AppError;
+use crate::layout::Layout;
+
+/// The protocol version `serve` speaks; printed by `version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+pub fn run(cli: Cli) -> Result<i32, AppError> {
+    let ctx = Context {
+        layout: Layout::new(&cli.root, cli.jobs_root.clone(), cli.store.clone()),
+        bbr_version: cli.bbr_version.clone(),
+        console: Console::new(cli.verbose),
+    };
+    match &cli.command {
+        Command::List { json } => list::list(&ctx, *json),
+        Command::Plan { workflow, json } => plan::plan(&ctx, *workflow, *json),
+        Command::PreBackupCheck => local::pre_backup_check(&ctx),
+        Command::Run(args) => run_script::run(&ctx, args),
+        Command::Backup(args) => local::backup(&ctx, args),
+        Command::Restore(args) => local::restore(&ctx, args),
+        Command::BackupCleanup(args) => local::backup_cleanup(&ctx, args),
+        Command::RestoreCleanup(args) => local::restore_cleanup(&ctx, args),
+        Command::Version => {
+            println!(
+                "bbr-agent {} (BBR contract {}, protocol {PROTOCOL_VERSION})",
+                env!("CARGO_PKG_VERSION"),
+                ctx.bbr_version
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The operator-side artifact, byte-compatible with BBR's: a directory
+//! `<deployment>_<UTC timestamp>` (mode 0700) holding one `<group>-<index>-<job>.tar` per job
+//! and a YAML `metadata` file with every file's checksum. `finish_time` is written last and
+//! only for a complete backup, so an artifact without it is never taken for a good one.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::checksums::Checksums;
+use crate::contract::METADATA_FILE;
+use crate::timestamp::Utc;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupMetadata {
+    pub instances: Vec<InstanceArtifacts>,
+    /// BBR's named artifacts of old; read so such backups are not misread, never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_artifacts: Vec<ArtifactChecksums>,
+    pub backup_activity: BackupActivity,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceArtifacts {
+    /// The instance group.
+    pub name: String,
+    /// The BOSH index, as a string.
+    pub index: String,
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactChecksums>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactChecksums {
+    /// The job.
+    pub name: String,
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupActivity {
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupDirError {
+    #[error("cannot create the artifact directory {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source} (is this a BBR artifact directory?)")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} is not valid BBR metadata: {detail}")]
+    Parse { path: PathBuf, detail: String },
+}
+
+/// One artifact directory on the operator's side.
+#[derive(Debug, Clone)]
+pub struct BackupDir {
+    pub path: PathBuf,
+}
+
+impl BackupDir {
+    /// Makes `<parent>/<deployment>_<timestamp>` with mode 0700.
+    pub fn create(
+        parent: &Path,
+        deployment: &str,
+        started: Utc,
+    ) -> Result<BackupDir, BackupDirError> {
+        let path = parent.join(format!("{deployment}_{}", started.compact()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| BackupDirError::Create {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(BackupDir { path })
+    }
+
+    pub fn open(path: &Path) -> BackupDir {
+        BackupDir {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// `<group>-<index>-<job>.tar`.
+    pub fn tar_path(&self, group: &str, index: &str, job: &str) -> PathBuf {
+        self.path.join(format!("{group}-{index}-{job}.tar"))
+    }
+
+    pub fn metadata_path(&self) -> PathBuf {
+        self.path.join(METADATA_FILE)
+    }
+
+    pub fn read_metadata(&self) -> Result<BackupMetadata, BackupDirError> {
+        let path = self.metadata_path();
+        let text = fs::read_to_string(&path).map_err(|source| BackupDirError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
+            path,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Writes the metadata whole or not at all: a temporary file, synced, then renamed.
+    pub fn write_metadata(&self, metadata: &BackupMetadata) -> Result<(), BackupDirError> {
+        let path = self.metadata_path();
+        let write_err = |source| BackupDirError::Write {
+            path: path.clone(),
+            source,
+        };
+        let yaml = serde_yaml::to_string(metadata).map_err(|e| write_err(io::Error::other(e)))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(write_err)?;
+        tmp.write_all(yaml.as_bytes()).map_err(write_err)?;
+        tmp.as_file().sync_all().map_err(write_err)?;
+        tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        Ok(())
+    }
+}

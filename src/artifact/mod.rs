@@ -1,0 +1,12 @@
+//! Artifacts: the VM-side store, the checksum manifest, the tar streams that carry a job's
+//! artifact directory, and the operator-side BBR artifact directory.
+
+pub mod backup_dir;
+pub mod checksums;
+mod entry_path;
+pub mod store;
+pub mod tar_reader;
+pub mod tar_writer;
+pub mod verify_stream;
+
+pub use checksums::Checksums;

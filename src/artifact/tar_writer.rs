@@ -1,0 +1,208 @@
+//! Writes a job's artifact directory as the tar BBR makes with `tar -C <dir> -c .`: entries
+//! named `./...`, directories before their contents, regular files hashed as they are read so
+//! the checksum manifest costs no second pass over the data.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use super::checksums::{Checksums, hex};
+use super::entry_path::{check_entry, check_symlink_target};
+
+/// Bytes read from a file at a time.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TarWriteError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write the artifact stream: {0}")]
+    Write(io::Error),
+    #[error("{path}: {why}; a restore would refuse it, so the backup does too")]
+    Unsupported { path: PathBuf, why: &'static str },
+}
+
+/// Streams `dir` as a tar into `out` and returns the manifest of its regular files.
+pub fn write_tar(dir: &Path, out: impl Write) -> Result<Checksums, TarWriteError> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Complete);
+    let mut checksums = Checksums::new();
+    let mut buf = vec![0u8; CHUNK];
+    let root_meta = fs::metadata(dir).map_err(|source| TarWriteError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    append_header(&mut builder, "./", &root_meta, EntryType::Directory, 0)?;
+    walk(dir, Path::new(""), &mut builder, &mut checksums, &mut buf)?;
+    builder
+        .into_inner()
+        .map_err(TarWriteError::Write)?
+        .flush()
+        .map_err(TarWriteError::Write)?;
+    Ok(checksums)
+}
+
+fn walk<W: Write>(
+    root: &Path,
+    relative: &Path,
+    builder: &mut tar::Builder<W>,
+    checksums: &mut Checksums,
+    buf: &mut [u8],
+) -> Result<(), TarWriteError> {
+    let dir = root.join(relative);
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TarWriteError::Read { path, source }
+    };
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .map_err(read_err(&dir))?
+        .collect::<Result<_, _>>()
+        .map_err(read_err(&dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let rel = relative.join(entry.file_name());
+        let name = format!("./{}", rel.display());
+        let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+        let file_type = meta.file_type();
+        if file_type.is_dir() {
+            append_header(builder, &format!("{name}/"), &meta, EntryType::Directory, 0)?;
+            walk(root, &rel, builder, checksums, buf)?;
+        } else if file_type.is_file() {
+            let mut file = File::open(&path).map_err(read_err(&path))?;
+            append_header(builder, &name, &meta, EntryType::Regular, meta.len())?;
+            let digest = copy_hashing(&mut file, builder.get_mut(), meta.len(), buf)
+                .map_err(|e| match e {
+                    CopyError::Read(source) => TarWriteError::Read { path: path.clone(), source },
+                    CopyError::Write(e) => TarWriteError::Write(e),
+                    CopyError::Shrunk => TarWriteError::Unsupported {
+                        path: path.clone(),
+                        why: "the file shrank while it was being read (is the job still writing it?)",
+                    },
+                })?;
+            pad(builder.get_mut(), meta.len())?;
+            checksums.insert(name, digest);
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(&path).map_err(read_err(&path))?;
+            let entry_path = check_entry(Path::new(&name)).expect("walked names are relative");
+            check_symlink_target(&entry_path, &target).map_err(|why| {
+                TarWriteError::Unsupported {
+                    path: path.clone(),
+                    why,
+                }
+            })?;
+            let mut header = header_for(&meta, EntryType::Symlink, 0);
+            header
+                .set_link_name(&target)
+                .map_err(|_| TarWriteError::Unsupported {
+                    path: path.clone(),
+                    why: "its symlink target is too long for a tar header",
+                })?;
+            write_named(builder, &name, &mut header)?;
+        } else {
+            return Err(TarWriteError::Unsupported {
+                path,
+                why: "it is a device, fifo or socket, which an artifact cannot hold",
+            });
+        }
+    }
+    Ok(())
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+    Shrunk,
+}
+
+/// Copies exactly `len` bytes (the size already in the header), hashing them on the way.
+fn copy_hashing(
+    file: &mut File,
+    out: &mut impl Write,
+    len: u64,
+    buf: &mut [u8],
+) -> Result<String, CopyError> {
+    let mut hasher = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => return Err(CopyError::Shrunk),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        left -= n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Pads a file's data to the 512-byte block boundary.
+fn pad(out: &mut impl Write, len: u64) -> Result<(), TarWriteError> {
+    let rem = (len % 512) as usize;
+    if rem != 0 {
+        out.write_all(&[0u8; 512][..512 - rem])
+            .map_err(TarWriteError::Write)?;
+    }
+    Ok(())
+}
+
+fn header_for(meta: &fs::Metadata, kind: EntryType, size: u64) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header
+}
+
+fn append_header<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    meta: &fs::Metadata,
+    kind: EntryType,
+    size: u64,
+) -> Result<(), TarWriteError> {
+    let mut header = header_for(meta, kind, size);
+    write_named(builder, name, &mut header)
+}
+
+/// Writes `header` under exactly `name`. The tar crate drops a leading `./` from names it sets,
+/// and BBR's manifests and GNU tar keep it, so the name bytes are written here: in the header
+/// when they fit, otherwise in a GNU long-name entry before it, as GNU tar does.
+fn write_named<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    header: &mut Header,
+) -> Result<(), TarWriteError> {
+    let bytes = name.as_bytes();
+    let slot = &mut header.as_old_mut().name;
+    if bytes.len() <= slot.len() {
+        slot.fill(0);
+        slot[..bytes.len()].copy_from_slice(bytes);
+    } else {
+        let mut long = Header::new_gnu();
+        long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_mode(0o644);
+        long.set_entry_type(EntryType::GNULongName);
+        long.set_size(bytes.len() as u64 + 1);
+        long.set_cksum();
+        let mut data = bytes.to_vec();
+        data.push(0);
+        builder
+            .append(&long, data.as_slice())
+            .map_err(TarWriteError::Write)?;
+        let slot = &mut header.as_old_mut().name;
+        slot.fill(0);
+        slot.copy_from_slice(&bytes[..100]);
+    }
+    header.set_cksum();
+    builder
+        .get_mut()
+        .write_all(header.as_bytes())
+        .map_err(TarWriteError::Write)
+}

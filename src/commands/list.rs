@@ -1,0 +1,125 @@
+//! `list`: the jobs, their scripts and parsed metadata, and what is skipped and why. Every
+//! job's metadata is shown even when another job's metadata script fails.
+
+use serde::Serialize;
+
+use super::local::Context;
+use crate::cli::ScriptArgs;
+use crate::contract::ScriptKind;
+use crate::error::AppError;
+use crate::instance::{InstanceError, SkippedJob};
+use crate::metadata::{JobMetadata, LockBefore};
+
+#[derive(Serialize)]
+struct Listing {
+    jobs_root: String,
+    jobs: Vec<ListedJob>,
+    skipped: Vec<SkippedJob>,
+}
+
+#[derive(Serialize)]
+struct ListedJob {
+    name: String,
+    path: String,
+    scripts: Vec<ScriptKind>,
+    metadata: Option<JobMetadata>,
+    metadata_error: Option<String>,
+}
+
+pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
+    let (_, id) = ctx.local_identity();
+    let instance = ctx.instance(id.clone(), ctx.settings(&ScriptArgs::defaults()));
+    let survey = instance.survey()?;
+    let mut listing = Listing {
+        jobs_root: ctx.layout.jobs_root.display().to_string(),
+        jobs: Vec::new(),
+        skipped: survey.ignored,
+    };
+    let mut failed = false;
+    for (job, result) in survey.jobs {
+        let (metadata, metadata_error) = match result {
+            Ok(m) if m.skip_bbr_scripts => {
+                listing.skipped.push(SkippedJob {
+                    job: job.name.clone(),
+                    reason: "its metadata sets skip_bbr_scripts: true".into(),
+                });
+                continue;
+            }
+            Ok(m) => (Some(m), None),
+            Err(e) => {
+                failed = true;
+                if let InstanceError::MetadataScript { report, .. } = &e {
+                    ctx.console.script_output(&id, report);
+                }
+                (None, Some(e.to_string()))
+            }
+        };
+        listing.jobs.push(ListedJob {
+            name: job.name.clone(),
+            path: job.dir.display().to_string(),
+            scripts: job.scripts.keys().copied().collect(),
+            metadata,
+            metadata_error,
+        });
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&listing).expect("listing serialises")
+        );
+    } else {
+        print_human(&listing);
+    }
+    Ok(i32::from(failed))
+}
+
+fn print_human(listing: &Listing) {
+    if listing.jobs.is_empty() {
+        println!("No BBR jobs under {}.", listing.jobs_root);
+    } else {
+        println!("BBR jobs under {}:", listing.jobs_root);
+    }
+    for job in &listing.jobs {
+        let scripts: Vec<&str> = job.scripts.iter().map(|k| k.file_name()).collect();
+        println!("  {}", job.name);
+        println!("    scripts: {}", scripts.join(", "));
+        if let Some(error) = &job.metadata_error {
+            println!("    metadata: ERROR: {error}");
+        }
+        if let Some(md) = &job.metadata {
+            for (key, list) in [
+                (
+                    "backup_should_be_locked_before",
+                    &md.backup_should_be_locked_before,
+                ),
+                (
+                    "restore_should_be_locked_before",
+                    &md.restore_should_be_locked_before,
+                ),
+            ] {
+                if !list.is_empty() {
+                    println!("    {key}: {}", describe(list));
+                }
+            }
+            if let Some(name) = &md.backup_name {
+                println!("    backup_name: {name} (discontinued: ignored)");
+            }
+            if let Some(name) = &md.restore_name {
+                println!("    restore_name: {name} (discontinued: restore will refuse this job)");
+            }
+        }
+    }
+    if !listing.skipped.is_empty() {
+        println!("Skipped:");
+        for s in &listing.skipped {
+            println!("  {}: {}", s.job, s.reason);
+        }
+    }
+}
+
+fn describe(list: &[LockBefore]) -> String {
+    list.iter()
+        .map(|l| format!("{} (release {})", l.job_name, l.release))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

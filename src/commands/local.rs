@@ -1,0 +1,190 @@
+//! The workflows on this VM alone: a deployment of one in-process instance, so a local
+//! backup takes exactly the code path a whole deployment takes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::identity::local_identity;
+use crate::artifact::backup_dir::BackupDir;
+use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
+use crate::console::Console;
+use crate::error::AppError;
+use crate::instance::{InstanceId, LocalInstance, ScriptSettings, Timeouts};
+use crate::layout::Layout;
+use crate::workflow::{self, BackupOptions, Deployment, Outcome, RestoreOptions};
+
+/// What every local command needs.
+pub struct Context {
+    pub layout: Layout,
+    pub bbr_version: String,
+    pub console: Arc<Console>,
+}
+
+impl Context {
+    pub fn settings(&self, scripts: &ScriptArgs) -> ScriptSettings {
+        ScriptSettings {
+            timeouts: Timeouts {
+                all: scripts.script_timeout,
+                ..Default::default()
+            },
+            grace: scripts.kill_grace,
+            bbr_version: self.bbr_version.clone(),
+        }
+    }
+
+    pub fn instance(&self, id: InstanceId, settings: ScriptSettings) -> LocalInstance {
+        LocalInstance::new(
+            id,
+            self.layout.clone(),
+            settings,
+            self.console.script_lines(),
+        )
+    }
+
+    /// The deployment and instance BOSH wrote for this VM, or `local` and `local/0` where it
+    /// wrote none (a command that needs the real names asks for them instead).
+    pub fn local_identity(&self) -> (String, InstanceId) {
+        local_identity(&self.layout, &IdentityArgs::none()).unwrap_or_else(|_| {
+            let id = InstanceId {
+                group: "local".into(),
+                index: "0".into(),
+            };
+            ("local".to_string(), id)
+        })
+    }
+
+    /// This VM as a deployment of one.
+    pub fn deployment(&self, scripts: &ScriptArgs) -> Deployment {
+        let (name, id) = self.local_identity();
+        let instance = self.instance(id, self.settings(scripts));
+        Deployment::new(name, vec![Box::new(instance)])
+    }
+
+    fn report(&self, outcome: &Outcome) -> i32 {
+        for error in &outcome.errors {
+            self.console.error(error);
+        }
+        outcome.exit_code()
+    }
+}
+
+impl IdentityArgs {
+    pub fn none() -> IdentityArgs {
+        IdentityArgs {
+            deployment: None,
+            instance_group: None,
+            index: None,
+        }
+    }
+}
+
+pub fn pre_backup_check(ctx: &Context) -> Result<i32, AppError> {
+    let mut dep = ctx.deployment(&ScriptArgs::defaults());
+    Ok(ctx.report(&workflow::pre_backup_check(&mut dep, &ctx.console)))
+}
+
+pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
+    let (name, id) = local_identity(&ctx.layout, &args.identity)?;
+    let instance = ctx.instance(id, ctx.settings(&args.scripts));
+    let mut dep = Deployment::new(name, vec![Box::new(instance)]);
+    let opts = BackupOptions {
+        artifact_parent: args.artifact_path.clone(),
+        lock_free: args.unsafe_lock_free,
+    };
+    let (outcome, _) = workflow::backup(&mut dep, &opts, &ctx.console);
+    Ok(ctx.report(&outcome))
+}
+
+pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
+    let metadata = BackupDir::open(&args.artifact_path).read_metadata()?;
+    let id = restore_identity(
+        &args.identity,
+        &metadata
+            .instances
+            .iter()
+            .map(|i| InstanceId {
+                group: i.name.clone(),
+                index: i.index.clone(),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let name = args
+        .identity
+        .deployment
+        .clone()
+        .unwrap_or_else(|| deployment_of_artifact(&args.artifact_path));
+    let instance = ctx.instance(id, ctx.settings(&args.scripts));
+    let mut dep = Deployment::new(name, vec![Box::new(instance)]);
+    let opts = RestoreOptions {
+        artifact: args.artifact_path.clone(),
+        only: Some(dep.id(0).clone()),
+    };
+    Ok(ctx.report(&workflow::restore(&mut dep, &opts, &ctx.console)))
+}
+
+pub fn backup_cleanup(ctx: &Context, scripts: &ScriptArgs) -> Result<i32, AppError> {
+    let mut dep = ctx.deployment(scripts);
+    Ok(ctx.report(&workflow::backup_cleanup(&mut dep, &ctx.console)))
+}
+
+pub fn restore_cleanup(ctx: &Context, scripts: &ScriptArgs) -> Result<i32, AppError> {
+    let mut dep = ctx.deployment(scripts);
+    Ok(ctx.report(&workflow::restore_cleanup(&mut dep, &ctx.console)))
+}
+
+/// Which instance of the backup this VM restores: the only one, or the one the flags name.
+fn restore_identity(args: &IdentityArgs, in_backup: &[InstanceId]) -> Result<InstanceId, AppError> {
+    let listed = || {
+        in_backup
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (&args.instance_group, in_backup) {
+        (None, [only]) => Ok(only.clone()),
+        (None, []) => Err(AppError::Identity(
+            "the backup holds no instance to restore".into(),
+        )),
+        (None, _) => Err(AppError::Identity(format!(
+            "the backup holds several instances ({}); pass --instance-group and --index",
+            listed()
+        ))),
+        (Some(group), _) => {
+            let wanted = InstanceId {
+                group: group.clone(),
+                index: args.index.unwrap_or(0).to_string(),
+            };
+            if in_backup.contains(&wanted) {
+                Ok(wanted)
+            } else {
+                Err(AppError::Identity(format!(
+                    "the backup holds no instance {wanted}; it holds {}",
+                    listed()
+                )))
+            }
+        }
+    }
+}
+
+/// `cf_20261126T100203Z` -> `cf`.
+fn deployment_of_artifact(path: &Path) -> String {
+    let name = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    match name.rsplit_once('_') {
+        Some((deployment, _)) if !deployment.is_empty() => deployment.to_string(),
+        _ => "local".to_string(),
+    }
+}
+
+impl ScriptArgs {
+    pub fn defaults() -> ScriptArgs {
+        ScriptArgs {
+            script_timeout: None,
+            kill_grace: std::time::Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! One file per command of the CLI; each turns parsed arguments into calls on the instance
+//! API or the workflows and returns an exit code.
+
+pub mod identity;
+pub mod list;
+pub mod local;
+pub mod plan;
+pub mod run_script;

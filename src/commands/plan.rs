@@ -1,0 +1,102 @@
+//! `plan backup|restore`: the steps a run would take, in order, without running them.
+
+use serde::Serialize;
+
+use super::local::Context;
+use crate::cli::{PlanWorkflow, ScriptArgs};
+use crate::contract::ScriptKind;
+use crate::error::AppError;
+use crate::workflow::{Deployment, JobRef, LockSide};
+
+#[derive(Serialize)]
+struct Plan {
+    workflow: &'static str,
+    /// Lock steps in order; the jobs of a step run at once (backup) or in turn (restore).
+    lock: Vec<Vec<String>>,
+    /// The backup or restore scripts.
+    run: Vec<String>,
+    /// Unlock steps in order: the lock steps reversed.
+    unlock: Vec<Vec<String>>,
+}
+
+pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, AppError> {
+    let mut dep = ctx.deployment(&ScriptArgs::defaults());
+    if let Err(errors) = dep.describe(&ctx.console) {
+        for e in errors {
+            ctx.console.error(e);
+        }
+        return Ok(1);
+    }
+    let (side, lock, run, unlock, name) = match workflow {
+        PlanWorkflow::Backup => (
+            LockSide::Backup,
+            ScriptKind::PreBackupLock,
+            ScriptKind::Backup,
+            ScriptKind::PostBackupUnlock,
+            "backup",
+        ),
+        PlanWorkflow::Restore => (
+            LockSide::Restore,
+            ScriptKind::PreRestoreLock,
+            ScriptKind::Restore,
+            ScriptKind::PostRestoreUnlock,
+            "restore",
+        ),
+    };
+    let steps = dep.lock_steps(side)?;
+    let names = |kind: ScriptKind, step: &[JobRef]| -> Vec<String> {
+        step.iter()
+            .filter(|&&r| dep.job(r).has(kind))
+            .map(|&r| dep.job(r).name.clone())
+            .collect()
+    };
+    let non_empty = |kind, steps: &mut dyn Iterator<Item = &Vec<JobRef>>| -> Vec<Vec<String>> {
+        steps
+            .map(|s| names(kind, s))
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let plan = Plan {
+        workflow: name,
+        lock: non_empty(lock, &mut steps.iter()),
+        run: names(run, &dep.jobs()),
+        unlock: non_empty(unlock, &mut steps.iter().rev()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("plan serialises")
+        );
+    } else {
+        print_human(&dep, &plan, workflow, (lock, run, unlock));
+    }
+    Ok(0)
+}
+
+fn print_human(
+    dep: &Deployment,
+    plan: &Plan,
+    workflow: PlanWorkflow,
+    kinds: (ScriptKind, ScriptKind, ScriptKind),
+) {
+    let (together, in_turn) = ("at once", "one at a time");
+    let how = match workflow {
+        PlanWorkflow::Backup => together,
+        PlanWorkflow::Restore => in_turn,
+    };
+    println!("{} plan for {} ({}):", plan.workflow, dep.name, dep.id(0));
+    let mut n = 0;
+    for (kind, steps) in [
+        (kinds.0, &plan.lock),
+        (kinds.1, &vec![plan.run.clone()]),
+        (kinds.2, &plan.unlock),
+    ] {
+        for step in steps.iter().filter(|s| !s.is_empty()) {
+            n += 1;
+            println!("  {n}. {kind} ({how}): {}", step.join(", "));
+        }
+    }
+    if n == 0 {
+        println!("  nothing to run");
+    }
+}

@@ -1,0 +1,68 @@
+//! `run <SCRIPT>`: one kind of script by hand, for the chosen jobs, with exactly the
+//! environment the workflow would give it, output streamed live.
+
+use super::local::Context;
+use crate::cli::RunArgs;
+use crate::console::Console;
+use crate::error::AppError;
+use crate::instance::{Instance, LocalInstance, UnlockContext};
+use crate::layout::Layout;
+
+pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
+    let (_, id) = ctx.local_identity();
+    let layout = Layout {
+        store: args
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| ctx.layout.store.clone()),
+        ..ctx.layout.clone()
+    };
+    // Output is what the operator came for: always live.
+    let console = Console::new(true);
+    let mut instance = LocalInstance::new(
+        id.clone(),
+        layout.clone(),
+        ctx.settings(&args.scripts),
+        console.script_lines(),
+    );
+    let jobs = instance.discover_only()?;
+    let kind = args.script;
+    let chosen: Vec<String> = if args.jobs.is_empty() {
+        jobs.iter()
+            .filter(|j| j.has(kind))
+            .map(|j| j.name.clone())
+            .collect()
+    } else {
+        for name in &args.jobs {
+            if !jobs.iter().any(|j| &j.name == name && j.has(kind)) {
+                return Err(AppError::Usage(format!(
+                    "job '{name}' has no bin/bbr/{kind} under {}",
+                    layout.jobs_root.display()
+                )));
+            }
+        }
+        args.jobs.clone()
+    };
+    if chosen.is_empty() {
+        console.info(format!(
+            "No job has bin/bbr/{kind} under {}.",
+            layout.jobs_root.display()
+        ));
+        return Ok(0);
+    }
+    if kind.uses_artifact_directory() {
+        std::fs::create_dir_all(&layout.store).map_err(AppError::Output)?;
+        console.info(format!(
+            "Artifact directories are under {} (remove it, or run backup-cleanup, when done)",
+            layout.store.display()
+        ));
+    }
+    let unlock = Some(UnlockContext {
+        after_backup_successful: args.after_backup_successful,
+    });
+    let reports = instance.run_scripts(kind, &chosen, false, unlock);
+    for report in &reports {
+        console.script(&id, report);
+    }
+    Ok(i32::from(!reports.iter().all(|r| r.success())))
+}

@@ -1,0 +1,30 @@
+//! The one top-level error, and how every failure maps to the documented exit codes.
+
+use crate::contract::exit_bits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
+    #[error(transparent)]
+    Cycle(#[from] crate::order::CycleError),
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
+    #[error(transparent)]
+    BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
+    #[error("cannot tell which instance this is: {0}")]
+    Identity(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Usage(_) => 2,
+            _ => exit_bits::GENERAL,
+        }
+    }
+}

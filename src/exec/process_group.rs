@@ -1,0 +1,55 @@
+//! A child's process group, and the SIGTERM -> grace -> SIGKILL sequence that ends it.
+//!
+//! Scripts run as group leaders (`setpgid(0, 0)` at spawn), so a signal to the group also
+//! reaches whatever the script started in the background.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessGroup(Pid);
+
+impl ProcessGroup {
+    /// The group led by the child with this pid.
+    pub fn led_by(pid: u32) -> ProcessGroup {
+        ProcessGroup(Pid::from_raw(pid as i32))
+    }
+
+    pub fn id(self) -> i32 {
+        self.0.as_raw()
+    }
+
+    pub fn signal(self, signal: Signal) {
+        // ESRCH: the group is already gone, which is what we want.
+        let _ = killpg(self.0, signal);
+    }
+
+    /// Whether any process of the group is still alive (signal 0 probes without sending).
+    pub fn is_alive(self) -> bool {
+        !matches!(killpg(self.0, None), Err(Errno::ESRCH))
+    }
+
+    /// Ends the group: SIGTERM, then SIGKILL to whatever is left once `grace` has passed.
+    /// `leader_exited` reports, with a wait of at most the given time, whether the leader has
+    /// been reaped; the group outlives its leader when background children ignore SIGTERM.
+    pub fn terminate(self, grace: Duration, mut leader_exited: impl FnMut(Duration) -> bool) {
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        let mut leader_gone = leader_exited(grace);
+        while Instant::now() < deadline && (!leader_gone || self.is_alive()) {
+            let pause =
+                Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
+            if leader_gone {
+                std::thread::sleep(pause);
+            } else {
+                leader_gone = leader_exited(pause);
+            }
+        }
+        if self.is_alive() {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}

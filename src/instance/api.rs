@@ -1,0 +1,154 @@
+//! The operations of one instance, and the types they exchange. Nothing here knows whether
+//! the instance is this machine or a VM at the other end of an SSH session.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Checksums;
+use crate::contract::ScriptKind;
+use crate::exec::{ScriptEnd, Stream};
+use crate::metadata::JobMetadata;
+
+/// An instance as BOSH names it: instance group and index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InstanceId {
+    pub group: String,
+    pub index: String,
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.index)
+    }
+}
+
+/// A BBR job on an instance, after its metadata script has run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub name: String,
+    /// Unknown on a VM; the orderer then matches on the job name alone.
+    pub release: Option<String>,
+    pub scripts: Vec<ScriptKind>,
+    pub metadata: JobMetadata,
+}
+
+impl JobInfo {
+    pub fn has(&self, kind: ScriptKind) -> bool {
+        self.scripts.contains(&kind)
+    }
+}
+
+/// A job left out of the run, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkippedJob {
+    pub job: String,
+    pub reason: String,
+}
+
+/// What an instance holds: its BBR jobs, what was left out, and whether a store is left over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Description {
+    pub jobs: Vec<JobInfo>,
+    pub skipped: Vec<SkippedJob>,
+    pub store_exists: bool,
+    pub store_path: String,
+}
+
+/// How one script ran.
+#[derive(Debug, Clone)]
+pub struct ScriptReport {
+    pub job: String,
+    pub kind: ScriptKind,
+    pub end: ScriptEnd,
+    pub duration: Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ScriptReport {
+    pub fn success(&self) -> bool {
+        self.end.success()
+    }
+}
+
+/// Extra context for the unlock scripts of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnlockContext {
+    /// `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL`.
+    pub after_backup_successful: bool,
+}
+
+/// Receives each line of script output as it happens: instance, job, script, stream, line.
+pub type ScriptLines = Arc<dyn Fn(&InstanceId, &str, ScriptKind, Stream, &str) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error("job '{job}': metadata script failed ({end}); nothing was locked")]
+    MetadataScript {
+        job: String,
+        end: String,
+        report: Box<ScriptReport>,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::artifact::store::StoreError),
+    #[error("job '{job}': {source}")]
+    SendArtifact {
+        job: String,
+        source: crate::artifact::tar_writer::TarWriteError,
+    },
+    #[error("job '{job}': the artifact was refused: {source}")]
+    ReceiveArtifact {
+        job: String,
+        source: crate::artifact::tar_reader::TarReadError,
+    },
+    #[error(
+        "job '{job}': the artifact arrived with wrong checksums ({detail}); nothing was restored"
+    )]
+    ChecksumMismatch { job: String, detail: String },
+    #[error("job '{job}' is not a BBR job on this instance")]
+    UnknownJob { job: String },
+}
+
+/// What the workflows may ask of one VM.
+pub trait Instance: Send {
+    fn id(&self) -> &InstanceId;
+
+    /// Finds the BBR jobs and runs their metadata scripts.
+    fn describe(&mut self) -> Result<Description, InstanceError>;
+
+    /// Makes the artifact store for a run; refuses a leftover one.
+    fn create_store(&mut self) -> Result<(), InstanceError>;
+
+    /// Runs one kind of script for the named jobs that have it: all at once when `parallel`,
+    /// else one after another in the given order. Failures are reports, not errors.
+    fn run_scripts(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[String],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+    ) -> Vec<ScriptReport>;
+
+    /// Streams a job's artifact directory out as a tar; returns its checksums.
+    fn send_artifact(&mut self, job: &str, out: &mut dyn Write)
+    -> Result<Checksums, InstanceError>;
+
+    /// Receives a job's artifact as a tar into the store, checking it against `expected`.
+    fn receive_artifact(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError>;
+
+    /// Removes the artifact store.
+    fn remove_store(&mut self) -> Result<(), InstanceError>;
+}

@@ -1,0 +1,322 @@
+//! The instance API on this machine: discovery, metadata, scripts and the store under one
+//! `--root`. Used by the local commands and, behind the stdio protocol, by `serve`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::thread;
+
+use super::api::{
+    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptLines, ScriptReport,
+    SkippedJob, UnlockContext,
+};
+use super::script_env::script_env;
+use super::settings::ScriptSettings;
+use crate::artifact::checksums::compare;
+use crate::artifact::store::Store;
+use crate::artifact::{Checksums, tar_reader, tar_writer};
+use crate::contract::ScriptKind;
+use crate::discover::{DiscoveredJob, discover};
+use crate::exec::{LineSink, ScriptCommand, run_script};
+use crate::layout::Layout;
+use crate::metadata;
+
+/// Bytes of each stream kept for reports; metadata output beyond it is refused.
+const KEEP_BYTES: usize = 1 << 20;
+
+pub struct LocalInstance {
+    id: InstanceId,
+    layout: Layout,
+    settings: ScriptSettings,
+    lines: ScriptLines,
+    jobs: BTreeMap<String, DiscoveredJob>,
+}
+
+impl LocalInstance {
+    pub fn new(
+        id: InstanceId,
+        layout: Layout,
+        settings: ScriptSettings,
+        lines: ScriptLines,
+    ) -> Self {
+        LocalInstance {
+            id,
+            layout,
+            settings,
+            lines,
+            jobs: BTreeMap::new(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn store(&self) -> Store {
+        Store::new(&self.layout.store)
+    }
+
+    /// Runs one script of one job and reports how it went.
+    fn run_one(
+        &self,
+        job: &DiscoveredJob,
+        kind: ScriptKind,
+        unlock: Option<UnlockContext>,
+    ) -> ScriptReport {
+        let path = job
+            .script(kind)
+            .expect("callers pick jobs that have the script");
+        let artifact_dir = self.layout.job_artifact_dir(&job.name);
+        let after_backup_successful = unlock.is_none_or(|u| u.after_backup_successful);
+        let (lines, id, job_name) = (Arc::clone(&self.lines), self.id.clone(), job.name.clone());
+        let sink: LineSink =
+            Arc::new(move |stream, line| lines(&id, &job_name, kind, stream, line));
+        let command = ScriptCommand {
+            path: path.to_path_buf(),
+            working_dir: job.dir.clone(),
+            env: script_env(
+                kind,
+                &artifact_dir,
+                &self.settings.bbr_version,
+                after_backup_successful,
+            ),
+            timeout: self.settings.timeouts.for_kind(kind),
+            grace: self.settings.grace,
+            keep_bytes: KEEP_BYTES,
+            sink,
+        };
+        if kind == ScriptKind::Backup
+            && let Err(e) = self.store().job_dir(&job.name)
+        {
+            return ScriptReport {
+                job: job.name.clone(),
+                kind,
+                end: crate::exec::ScriptEnd::NotStarted(e.to_string()),
+                duration: Default::default(),
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+        }
+        tracing::debug!(instance = %self.id, job = %job.name, script = %kind, "running script");
+        let outcome = run_script(&command);
+        let truncated = |c: &crate::exec::Captured| {
+            let mut text = c.text();
+            if c.truncated {
+                text.push_str("\n[output truncated]");
+            }
+            text
+        };
+        ScriptReport {
+            job: job.name.clone(),
+            kind,
+            end: outcome.end,
+            duration: outcome.duration,
+            stdout: truncated(&outcome.stdout),
+            stderr: truncated(&outcome.stderr),
+        }
+    }
+
+    fn metadata_of(&self, job: &DiscoveredJob) -> Result<metadata::JobMetadata, InstanceError> {
+        if !job.has(ScriptKind::Metadata) {
+            return Ok(metadata::JobMetadata::default());
+        }
+        let report = self.run_one(job, ScriptKind::Metadata, None);
+        if !report.success() {
+            return Err(InstanceError::MetadataScript {
+                job: job.name.clone(),
+                end: report.end.describe(),
+                report: Box::new(report),
+            });
+        }
+        if report.stdout.len() >= KEEP_BYTES {
+            return Err(metadata::MetadataError::Yaml {
+                job: job.name.clone(),
+                detail: format!("its output is larger than {KEEP_BYTES} bytes"),
+            }
+            .into());
+        }
+        Ok(metadata::parse(&job.name, &report.stdout)?)
+    }
+}
+
+/// Every discovered job with the result of its metadata script, and what was ignored.
+pub struct Survey {
+    pub jobs: Vec<(DiscoveredJob, Result<metadata::JobMetadata, InstanceError>)>,
+    pub ignored: Vec<SkippedJob>,
+}
+
+impl LocalInstance {
+    /// Discovers the jobs and runs every metadata script (concurrently: a VM with many jobs
+    /// should not wait on each in turn), keeping each job's result apart for `list`.
+    pub fn survey(&self) -> Result<Survey, InstanceError> {
+        let discovery = discover(&self.layout.jobs_root)?;
+        let results: Vec<_> = thread::scope(|s| {
+            let handles: Vec<_> = discovery
+                .jobs
+                .iter()
+                .map(|job| s.spawn(|| self.metadata_of(job)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("metadata thread"))
+                .collect()
+        });
+        Ok(Survey {
+            jobs: discovery.jobs.into_iter().zip(results).collect(),
+            ignored: discovery
+                .ignored
+                .into_iter()
+                .map(|i| SkippedJob {
+                    job: i.job,
+                    reason: i.reason,
+                })
+                .collect(),
+        })
+    }
+
+    /// Discovery alone, no metadata: for running scripts by hand, even when metadata fails.
+    pub fn discover_only(&mut self) -> Result<Vec<DiscoveredJob>, InstanceError> {
+        let discovery = discover(&self.layout.jobs_root)?;
+        self.jobs = discovery
+            .jobs
+            .iter()
+            .map(|j| (j.name.clone(), j.clone()))
+            .collect();
+        Ok(discovery.jobs)
+    }
+}
+
+impl Instance for LocalInstance {
+    fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    fn describe(&mut self) -> Result<Description, InstanceError> {
+        let survey = self.survey()?;
+        let mut skipped = survey.ignored;
+        let mut jobs = Vec::new();
+        let mut kept = BTreeMap::new();
+        for (job, result) in survey.jobs {
+            let metadata = result?;
+            if metadata.skip_bbr_scripts {
+                skipped.push(SkippedJob {
+                    job: job.name.clone(),
+                    reason: "its metadata sets skip_bbr_scripts: true".to_string(),
+                });
+                continue;
+            }
+            jobs.push(JobInfo {
+                name: job.name.clone(),
+                release: None,
+                scripts: job.scripts.keys().copied().collect(),
+                metadata,
+            });
+            kept.insert(job.name.clone(), job);
+        }
+        self.jobs = kept;
+        let store = self.store();
+        Ok(Description {
+            jobs,
+            skipped,
+            store_exists: store.exists(),
+            store_path: store.path().display().to_string(),
+        })
+    }
+
+    fn create_store(&mut self) -> Result<(), InstanceError> {
+        Ok(self.store().create()?)
+    }
+
+    fn run_scripts(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[String],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+    ) -> Vec<ScriptReport> {
+        let this: &LocalInstance = self;
+        let chosen: Vec<&DiscoveredJob> = jobs
+            .iter()
+            .filter_map(|name| this.jobs.get(name))
+            .filter(|job| job.has(kind))
+            .collect();
+        if !parallel || chosen.len() <= 1 {
+            return chosen
+                .into_iter()
+                .map(|job| this.run_one(job, kind, unlock))
+                .collect();
+        }
+        thread::scope(|s| {
+            let handles: Vec<_> = chosen
+                .into_iter()
+                .map(|job| s.spawn(move || this.run_one(job, kind, unlock)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("script thread"))
+                .collect()
+        })
+    }
+
+    fn send_artifact(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+    ) -> Result<Checksums, InstanceError> {
+        let dir = self.layout.job_artifact_dir(job);
+        tar_writer::write_tar(&dir, out).map_err(|source| InstanceError::SendArtifact {
+            job: job.to_string(),
+            source,
+        })
+    }
+
+    fn receive_artifact(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        if !self.jobs.contains_key(job) {
+            return Err(InstanceError::UnknownJob {
+                job: job.to_string(),
+            });
+        }
+        let store = self.store();
+        // Unpacked beside its final place and moved there only once every checksum agrees,
+        // so a restore script never sees a partial or unverified artifact.
+        let staging = store.path().join(format!(".{job}.receiving"));
+        let result = (|| {
+            fs::create_dir_all(&staging).map_err(|source| {
+                crate::artifact::store::StoreError::Create {
+                    path: staging.clone(),
+                    source,
+                }
+            })?;
+            let found = tar_reader::read_tar(input, Some(&staging)).map_err(|source| {
+                InstanceError::ReceiveArtifact {
+                    job: job.to_string(),
+                    source,
+                }
+            })?;
+            if let Some(mismatch) = compare(expected, &found) {
+                return Err(InstanceError::ChecksumMismatch {
+                    job: job.to_string(),
+                    detail: mismatch.to_string(),
+                });
+            }
+            let dest = self.layout.job_artifact_dir(job);
+            fs::rename(&staging, &dest).map_err(|source| {
+                crate::artifact::store::StoreError::Create { path: dest, source }.into()
+            })
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    fn remove_store(&mut self) -> Result<(), InstanceError> {
+        Ok(self.store().remove()?)
+    }
+}

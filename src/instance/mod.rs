@@ -1,0 +1,14 @@
+//! The instance API: everything one VM can be asked to do, and its in-process implementation
+//! on the local filesystem. The workflows talk to VMs only through the [`Instance`] trait.
+
+mod api;
+mod local;
+mod script_env;
+mod settings;
+
+pub use api::{
+    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptLines, ScriptReport,
+    SkippedJob, UnlockContext,
+};
+pub use local::{LocalInstance, Survey};
+pub use settings::{ScriptSettings, Timeouts};

@@ -1,0 +1,39 @@
+//! The BBR variables each script kind gets, and nothing else (DESIGN section 2).
+
+use std::path::Path;
+
+use crate::contract::{
+    ENV_AFTER_BACKUP_SCRIPTS_SUCCESSFUL, ENV_ARTIFACT_DIRECTORY, ENV_BBR_VERSION,
+    ENV_LEGACY_ARTIFACT_DIRECTORY, ScriptKind,
+};
+
+/// The BBR variables for `kind`. The artifact directory is passed with a trailing slash, as
+/// BBR passes it; scripts concatenate file names onto it.
+pub fn script_env(
+    kind: ScriptKind,
+    artifact_dir: &Path,
+    bbr_version: &str,
+    after_backup_successful: bool,
+) -> Vec<(String, String)> {
+    let with_slash = || {
+        let mut dir = artifact_dir.display().to_string();
+        if !dir.ends_with('/') {
+            dir.push('/');
+        }
+        dir
+    };
+    match kind {
+        ScriptKind::Backup | ScriptKind::Restore => vec![
+            (ENV_ARTIFACT_DIRECTORY.to_string(), with_slash()),
+            (ENV_LEGACY_ARTIFACT_DIRECTORY.to_string(), with_slash()),
+        ],
+        ScriptKind::Metadata => vec![(ENV_BBR_VERSION.to_string(), bbr_version.to_string())],
+        ScriptKind::PostBackupUnlock => vec![(
+            ENV_AFTER_BACKUP_SCRIPTS_SUCCESSFUL.to_string(),
+            after_backup_successful.to_string(),
+        )],
+        ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock | ScriptKind::PostRestoreUnlock => {
+            Vec::new()
+        }
+    }
+}

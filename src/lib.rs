@@ -1,0 +1,22 @@
+//! bbr-agent: the in-VM runtime for BOSH Backup and Restore.
+//!
+//! The contract (what BBR does and scripts rely on) is in [`contract`]; discovery, metadata
+//! and ordering are pure enough to test alone; [`instance`] is everything one VM can do;
+//! [`workflow`] drives a deployment of instances through BBR's flowcharts.
+
+pub mod app;
+pub mod artifact;
+pub mod cli;
+pub mod commands;
+pub mod console;
+pub mod contract;
+pub mod discover;
+pub mod duration;
+pub mod error;
+pub mod exec;
+pub mod instance;
+pub mod layout;
+pub mod metadata;
+pub mod order;
+pub mod timestamp;
+pub mod workflow;

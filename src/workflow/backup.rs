@@ -1,0 +1,146 @@
+//! The backup workflow, as BBR's flowchart draws it:
+//! checks -> make the local artifact -> lock (ordered) -> backup (all) -> unlock (reversed,
+//! always) -> drain the artifacts if the backup succeeded -> clean up the VMs.
+
+use std::path::PathBuf;
+
+use super::checks::backup_checks;
+use super::deployment::Deployment;
+use super::drain::drain;
+use super::outcome::Outcome;
+use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
+use crate::console::Console;
+use crate::contract::{ScriptKind, exit_bits};
+use crate::instance::UnlockContext;
+use crate::timestamp::Utc;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Where the `<deployment>_<timestamp>` directory is made.
+    pub artifact_parent: PathBuf,
+    /// Skip lock and unlock scripts (`--unsafe-lock-free`), as BBR's flag does.
+    pub lock_free: bool,
+}
+
+/// Backs the deployment up. Returns the outcome and the artifact directory, if one was made.
+pub fn backup(
+    dep: &mut Deployment,
+    opts: &BackupOptions,
+    console: &Console,
+) -> (Outcome, Option<PathBuf>) {
+    let mut outcome = Outcome::default();
+    let started = Utc::now();
+    console.info(format!("Starting backup of {}...", dep.name));
+
+    if let Err(errors) = dep.describe(console) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        return (outcome, None);
+    }
+    let plan = match backup_checks(dep, console) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            outcome.fail_all(exit_bits::GENERAL, errors);
+            return (outcome, None);
+        }
+    };
+
+    let artifact = match BackupDir::create(&opts.artifact_parent, &dep.name, started) {
+        Ok(dir) => dir,
+        Err(e) => return (outcome.stop(e.to_string()), None),
+    };
+    let mut metadata = BackupMetadata {
+        backup_activity: BackupActivity {
+            start_time: started.activity(),
+            finish_time: None,
+        },
+        ..Default::default()
+    };
+    if let Err(e) = artifact.write_metadata(&metadata) {
+        return (outcome.stop(e.to_string()), Some(artifact.path));
+    }
+
+    if let Err(errors) = dep.each_instance(|i| i.create_store()) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        // Only stores this run made are removed: a leftover would have failed the checks.
+        remove_stores(dep, &mut outcome);
+        return (outcome, Some(artifact.path));
+    }
+
+    let locked = opts.lock_free
+        || dep.run_steps(
+            ScriptKind::PreBackupLock,
+            &plan.lock_steps,
+            true,
+            None,
+            console,
+        );
+    if !locked {
+        outcome.fail(
+            exit_bits::LOCK,
+            "a pre-backup-lock script failed; backup scripts were not run",
+        );
+    }
+
+    let backed_up = locked && dep.run(ScriptKind::Backup, &plan.backup_jobs, true, None, console);
+    if locked && !backed_up {
+        outcome.fail(
+            exit_bits::GENERAL,
+            "a backup script failed; nothing was drained",
+        );
+    }
+
+    if !opts.lock_free {
+        let unlock = UnlockContext {
+            after_backup_successful: backed_up,
+        };
+        let unlock_steps: Vec<_> = plan.lock_steps.iter().rev().cloned().collect();
+        if !dep.run_every_step(
+            ScriptKind::PostBackupUnlock,
+            &unlock_steps,
+            true,
+            Some(unlock),
+            console,
+        ) {
+            outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
+        }
+    }
+
+    let drained = backed_up && {
+        match drain(dep, &plan.backup_jobs, &artifact, &mut metadata, console) {
+            Ok(()) => true,
+            Err(errors) => {
+                outcome.fail_all(exit_bits::GENERAL, errors);
+                false
+            }
+        }
+    };
+
+    remove_stores(dep, &mut outcome);
+
+    if drained {
+        metadata.backup_activity.finish_time = Some(Utc::now().activity());
+    }
+    if let Err(e) = artifact.write_metadata(&metadata) {
+        outcome.fail(exit_bits::GENERAL, e.to_string());
+    }
+    if drained && outcome.succeeded() {
+        console.info(format!("Backup created in {}", artifact.path.display()));
+    } else if drained {
+        console.info(format!(
+            "Backup created in {}, but the run had errors (see below)",
+            artifact.path.display()
+        ));
+    } else {
+        console.info(format!(
+            "Backup failed; {} holds no finish_time and is not a usable backup",
+            artifact.path.display()
+        ));
+    }
+    (outcome, Some(artifact.path))
+}
+
+fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
+    if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
+        outcome.fail_all(exit_bits::CLEANUP, errors);
+    }
+}

@@ -1,0 +1,73 @@
+//! The checks that come before anything is locked: there is something to back up, no
+//! instance holds a leftover store, and the lock order has no cycle.
+
+use super::deployment::{Deployment, JobRef, LockSide};
+use super::outcome::Outcome;
+use crate::console::Console;
+use crate::contract::ScriptKind;
+
+/// What a backup will do, once the checks have passed.
+#[derive(Debug)]
+pub struct BackupPlan {
+    pub lock_steps: Vec<Vec<JobRef>>,
+    pub backup_jobs: Vec<JobRef>,
+}
+
+/// Runs every check and reports every failure, not just the first.
+pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, Vec<String>> {
+    let mut errors = Vec::new();
+    let backup_jobs = dep.jobs_with(ScriptKind::Backup);
+    if backup_jobs.is_empty() {
+        errors.push(format!(
+            "deployment '{}' has no backup scripts: no job has bin/bbr/backup, so there is nothing to back up",
+            dep.name
+        ));
+    }
+    for (i, description) in dep.descriptions.iter().enumerate() {
+        if description.store_exists {
+            errors.push(format!(
+                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent backup-cleanup` first",
+                dep.id(i),
+                description.store_path
+            ));
+        }
+    }
+    for r in dep.jobs() {
+        if dep.job(r).metadata.backup_name.is_some() {
+            console.warn(format!(
+                "{} {}: discontinued metadata key backup_name is ignored; a backup that depends on it cannot be restored",
+                dep.id(r.instance),
+                dep.job(r).name
+            ));
+        }
+    }
+    let lock_steps = dep.lock_steps(LockSide::Backup).map_err(|e| e.to_string());
+    match lock_steps {
+        Ok(lock_steps) if errors.is_empty() => Ok(BackupPlan {
+            lock_steps,
+            backup_jobs,
+        }),
+        Ok(_) => Err(errors),
+        Err(cycle) => {
+            errors.push(cycle);
+            Err(errors)
+        }
+    }
+}
+
+/// `pre-backup-check`: the checks and nothing else; no script but `metadata` runs.
+pub fn pre_backup_check(dep: &mut Deployment, console: &Console) -> Outcome {
+    let mut outcome = Outcome::default();
+    if let Err(errors) = dep.describe(console) {
+        outcome.fail_all(crate::contract::exit_bits::GENERAL, errors);
+        return outcome;
+    }
+    match backup_checks(dep, console) {
+        Ok(_) => console.info(format!("Deployment '{}' can be backed up.", dep.name)),
+        Err(errors) => {
+            outcome.fail_all(crate::contract::exit_bits::GENERAL, errors);
+            console.info(format!("Deployment '{}' cannot be backed up.", dep.name));
+        }
+    }
+    outcome
+}

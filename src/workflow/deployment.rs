@@ -1,0 +1,245 @@
+//! A deployment: its instances, what each holds, one lock order over all of their jobs, and
+//! running one kind of script across them with the console told of every result.
+
+use std::collections::BTreeMap;
+use std::thread;
+
+use crate::console::Console;
+use crate::contract::ScriptKind;
+use crate::instance::{Description, Instance, InstanceId, JobInfo, ScriptReport, UnlockContext};
+use crate::metadata::LockBefore;
+use crate::order::{CycleError, OrderNode, Steps, order};
+
+/// A job on an instance: indices into the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JobRef {
+    pub instance: usize,
+    pub job: usize,
+}
+
+/// Which metadata list orders the locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSide {
+    Backup,
+    Restore,
+}
+
+pub struct Deployment {
+    pub name: String,
+    pub instances: Vec<Box<dyn Instance>>,
+    /// One per instance, after [`Deployment::describe`].
+    pub descriptions: Vec<Description>,
+}
+
+impl Deployment {
+    pub fn new(name: impl Into<String>, instances: Vec<Box<dyn Instance>>) -> Deployment {
+        Deployment {
+            name: name.into(),
+            instances,
+            descriptions: Vec::new(),
+        }
+    }
+
+    pub fn id(&self, instance: usize) -> &InstanceId {
+        self.instances[instance].id()
+    }
+
+    /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
+    pub fn describe(&mut self, console: &Console) -> Result<(), Vec<String>> {
+        let results: Vec<_> = thread::scope(|s| {
+            let handles: Vec<_> = self
+                .instances
+                .iter_mut()
+                .map(|instance| s.spawn(move || instance.describe()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("describe thread"))
+                .collect()
+        });
+        let mut errors = Vec::new();
+        self.descriptions.clear();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(description) => self.descriptions.push(description),
+                Err(e) => {
+                    if let crate::instance::InstanceError::MetadataScript { report, .. } = &e {
+                        console.script_output(self.id(i), report);
+                    }
+                    errors.push(format!("{}: {e}", self.id(i)));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn job(&self, r: JobRef) -> &JobInfo {
+        &self.descriptions[r.instance].jobs[r.job]
+    }
+
+    /// Every job of every instance, instance by instance.
+    pub fn jobs(&self) -> Vec<JobRef> {
+        self.descriptions
+            .iter()
+            .enumerate()
+            .flat_map(|(instance, d)| (0..d.jobs.len()).map(move |job| JobRef { instance, job }))
+            .collect()
+    }
+
+    /// Every job that has `kind`.
+    pub fn jobs_with(&self, kind: ScriptKind) -> Vec<JobRef> {
+        self.jobs()
+            .into_iter()
+            .filter(|&r| self.job(r).has(kind))
+            .collect()
+    }
+
+    /// The lock steps over every job of the deployment, as job references.
+    pub fn lock_steps(&self, side: LockSide) -> Result<Vec<Vec<JobRef>>, CycleError> {
+        let refs = self.jobs();
+        let nodes: Vec<OrderNode<'_>> = refs
+            .iter()
+            .map(|&r| {
+                let job = self.job(r);
+                let before: &[LockBefore] = match side {
+                    LockSide::Backup => &job.metadata.backup_should_be_locked_before,
+                    LockSide::Restore => &job.metadata.restore_should_be_locked_before,
+                };
+                OrderNode {
+                    label: format!("{} {}", self.id(r.instance), job.name),
+                    job_name: &job.name,
+                    release: job.release.as_deref(),
+                    locks_before: before,
+                }
+            })
+            .collect();
+        let Steps(steps) = order(&nodes)?;
+        Ok(steps
+            .into_iter()
+            .map(|step| step.into_iter().map(|n| refs[n]).collect())
+            .collect())
+    }
+
+    /// Runs `kind` for `jobs`. In parallel: every instance at once, and the jobs of an
+    /// instance at once. Serially: one job after another, in the order given. Returns
+    /// whether every script that ran succeeded.
+    pub fn run(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[JobRef],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+        console: &Console,
+    ) -> bool {
+        let reports: Vec<(usize, ScriptReport)> = if parallel {
+            let mut by_instance: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for &r in jobs.iter().filter(|&&r| self.job(r).has(kind)) {
+                by_instance
+                    .entry(r.instance)
+                    .or_default()
+                    .push(self.job(r).name.clone());
+            }
+            thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .instances
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(i, instance)| {
+                        by_instance.remove(&i).map(|names| (i, instance, names))
+                    })
+                    .map(|(i, instance, names)| {
+                        s.spawn(move || {
+                            let reports = instance.run_scripts(kind, &names, true, unlock);
+                            for report in &reports {
+                                console.script(instance.id(), report);
+                            }
+                            reports.into_iter().map(|r| (i, r)).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("script thread"))
+                    .collect()
+            })
+        } else {
+            let mut reports = Vec::new();
+            let chosen: Vec<(JobRef, String)> = jobs
+                .iter()
+                .filter(|&&r| self.job(r).has(kind))
+                .map(|&r| (r, self.job(r).name.clone()))
+                .collect();
+            for (r, name) in chosen {
+                for report in self.instances[r.instance].run_scripts(kind, &[name], false, unlock) {
+                    console.script(self.id(r.instance), &report);
+                    reports.push((r.instance, report));
+                }
+            }
+            reports
+        };
+        reports.iter().all(|(_, r)| r.success())
+    }
+
+    /// Runs `kind` step by step; stops after the first step with a failure. Returns whether
+    /// every step succeeded.
+    pub fn run_steps(
+        &mut self,
+        kind: ScriptKind,
+        steps: &[Vec<JobRef>],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+        console: &Console,
+    ) -> bool {
+        steps
+            .iter()
+            .all(|step| self.run(kind, step, parallel, unlock, console))
+    }
+
+    /// Runs `kind` for every step, whatever fails: unlocking must reach every job.
+    pub fn run_every_step(
+        &mut self,
+        kind: ScriptKind,
+        steps: &[Vec<JobRef>],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+        console: &Console,
+    ) -> bool {
+        let mut ok = true;
+        for step in steps {
+            ok &= self.run(kind, step, parallel, unlock, console);
+        }
+        ok
+    }
+
+    /// Applies `op` to every instance; returns the errors, each naming its instance.
+    pub fn each_instance(
+        &mut self,
+        op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
+    ) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = thread::scope(|s| {
+            let handles: Vec<_> = self
+                .instances
+                .iter_mut()
+                .map(|instance| {
+                    let op = &op;
+                    s.spawn(move || {
+                        op(instance.as_mut()).map_err(|e| format!("{}: {e}", instance.id()))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().expect("instance thread").err())
+                .collect()
+        });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

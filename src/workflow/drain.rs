@@ -1,0 +1,133 @@
+//! Bringing the artifacts home: each job's tar is written to the artifact directory while a
+//! second thread reads it as a tar and hashes every file, so the operator's side checks the
+//! VM's checksums without a second read. Instances drain in parallel, as under BBR.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::thread;
+
+use super::deployment::{Deployment, JobRef};
+use crate::artifact::Checksums;
+use crate::artifact::backup_dir::{
+    ArtifactChecksums, BackupDir, BackupMetadata, InstanceArtifacts,
+};
+use crate::artifact::checksums::compare;
+use crate::artifact::verify_stream::VerifyingWriter;
+use crate::console::Console;
+use crate::instance::Instance;
+
+/// Drains every job in `jobs` into `artifact`, recording checksums in `metadata`.
+pub fn drain(
+    dep: &mut Deployment,
+    jobs: &[JobRef],
+    artifact: &BackupDir,
+    metadata: &mut BackupMetadata,
+    console: &Console,
+) -> Result<(), Vec<String>> {
+    let mut by_instance: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for &r in jobs {
+        by_instance
+            .entry(r.instance)
+            .or_default()
+            .push(dep.job(r).name.clone());
+    }
+    let results: Vec<(usize, Vec<Result<ArtifactChecksums, String>>)> = thread::scope(|s| {
+        let handles: Vec<_> = dep
+            .instances
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, instance)| by_instance.remove(&i).map(|names| (i, instance, names)))
+            .map(|(i, instance, names)| {
+                s.spawn(move || {
+                    let results = names
+                        .iter()
+                        .map(|job| drain_job(instance.as_mut(), job, artifact, console))
+                        .collect();
+                    (i, results)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("drain thread"))
+            .collect()
+    });
+
+    let mut errors = Vec::new();
+    for (i, results) in results {
+        let id = dep.id(i);
+        let mut artifacts = Vec::new();
+        for result in results {
+            match result {
+                Ok(a) => artifacts.push(a),
+                Err(e) => errors.push(e),
+            }
+        }
+        metadata.instances.push(InstanceArtifacts {
+            name: id.group.clone(),
+            index: id.index.clone(),
+            artifacts,
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn drain_job(
+    instance: &mut dyn Instance,
+    job: &str,
+    artifact: &BackupDir,
+    console: &Console,
+) -> Result<ArtifactChecksums, String> {
+    let id = instance.id().clone();
+    let path = artifact.tar_path(&id.group, &id.index, job);
+    let started = std::time::Instant::now();
+    let fail = |what: String| {
+        // A tar that failed its check must not sit in the artifact looking like a good one.
+        let _ = std::fs::remove_file(&path);
+        Err(format!("{id} {job}: {what}"))
+    };
+    let file = match File::create(&path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
+    };
+    let mut writer = VerifyingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let sent: Checksums = match instance.send_artifact(job, &mut writer) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let (out, received) = match writer.finish() {
+        Ok(done) => done,
+        Err(e) => return fail(format!("cannot write {}: {e}", path.display())),
+    };
+    let received = match received {
+        Ok(c) => c,
+        Err(e) => return fail(format!("the artifact stream is not a valid tar: {e}")),
+    };
+    if let Some(mismatch) = compare(&sent, &received) {
+        return fail(format!(
+            "the artifact is corrupted: checksums do not match ({mismatch})"
+        ));
+    }
+    let synced = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all());
+    if let Err(e) = synced {
+        return fail(format!("cannot write {}: {e}", path.display()));
+    }
+    console.info(format!(
+        "{id} {job}: drained {} files to {} in {}",
+        received.len(),
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        crate::duration::format(started.elapsed())
+    ));
+    Ok(ArtifactChecksums {
+        name: job.to_string(),
+        checksums: received,
+    })
+}

@@ -1,0 +1,17 @@
+//! The BBR workflows over a deployment of instances: checks, backup, restore and the two
+//! cleanups, with BBR's error routing and exit-code bits (DESIGN section 4).
+
+mod backup;
+mod checks;
+mod cleanup;
+mod deployment;
+mod drain;
+mod outcome;
+mod restore;
+
+pub use backup::{BackupOptions, backup};
+pub use checks::{BackupPlan, backup_checks, pre_backup_check};
+pub use cleanup::{backup_cleanup, restore_cleanup};
+pub use deployment::{Deployment, JobRef, LockSide};
+pub use outcome::Outcome;
+pub use restore::{RestoreOptions, restore};

@@ -1,0 +1,37 @@
+//! The result of a workflow: the exit-code bits it earned and the errors behind them.
+
+use crate::contract::exit_bits;
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    bits: i32,
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    /// Records a failure of the kind `bit` (one of [`exit_bits`]).
+    pub fn fail(&mut self, bit: i32, error: impl Into<String>) {
+        self.bits |= bit;
+        self.errors.push(error.into());
+    }
+
+    pub fn fail_all(&mut self, bit: i32, errors: Vec<String>) {
+        for e in errors {
+            self.fail(bit, e);
+        }
+    }
+
+    /// Ends the workflow early: the same failure, returned for `return outcome.stop(..)`.
+    pub fn stop(mut self, error: impl Into<String>) -> Outcome {
+        self.fail(exit_bits::GENERAL, error);
+        self
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.bits == 0
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.bits
+    }
+}

@@ -1,0 +1,268 @@
+//! The restore workflow, as BBR's flowchart draws it:
+//! validate the local artifact (every checksum) -> the deployment matches the backup -> copy
+//! the artifacts to the VMs, verified there -> pre-restore-lock -> restore ->
+//! post-restore-unlock (always) -> clean up the VMs.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use super::deployment::{Deployment, JobRef, LockSide};
+use super::outcome::Outcome;
+use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
+use crate::artifact::checksums::compare;
+use crate::artifact::tar_reader::scan_file;
+use crate::console::Console;
+use crate::contract::{ScriptKind, exit_bits};
+use crate::instance::InstanceId;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The `<deployment>_<timestamp>` artifact directory.
+    pub artifact: PathBuf,
+    /// Restore only this instance of the backup (a local restore of one VM).
+    pub only: Option<InstanceId>,
+}
+
+/// A job to restore and the artifact it receives.
+struct Transfer {
+    job: JobRef,
+    tar: PathBuf,
+    checksums: crate::artifact::Checksums,
+}
+
+pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
+    let mut outcome = Outcome::default();
+    let backup = BackupDir::open(&opts.artifact);
+    console.info(format!(
+        "Starting restore of {} from {}...",
+        dep.name,
+        opts.artifact.display()
+    ));
+
+    let metadata = match validate_artifact(&backup, opts.only.as_ref()) {
+        Ok(m) => m,
+        Err(e) => return outcome.stop(e),
+    };
+    if let Err(errors) = dep.describe(console) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        return outcome;
+    }
+    let transfers = match match_deployment(dep, &backup, &metadata, console) {
+        Ok(t) => t,
+        Err(errors) => {
+            outcome.fail_all(exit_bits::GENERAL, errors);
+            return outcome;
+        }
+    };
+    let lock_steps = match dep.lock_steps(LockSide::Restore) {
+        Ok(steps) => steps,
+        Err(cycle) => return outcome.stop(cycle.to_string()),
+    };
+
+    if let Err(errors) = dep.each_instance(|i| i.create_store()) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        remove_stores(dep, &mut outcome);
+        return outcome;
+    }
+    if let Err(errors) = copy_to_instances(dep, &transfers, console) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        remove_stores(dep, &mut outcome);
+        return outcome;
+    }
+
+    // BBR runs every restore-side script one at a time.
+    let locked = dep.run_steps(
+        ScriptKind::PreRestoreLock,
+        &lock_steps,
+        false,
+        None,
+        console,
+    );
+    if !locked {
+        outcome.fail(
+            exit_bits::LOCK,
+            "a pre-restore-lock script failed; restore scripts were not run",
+        );
+    }
+    let restore_jobs: Vec<JobRef> = transfers.iter().map(|t| t.job).collect();
+    if locked && !dep.run(ScriptKind::Restore, &restore_jobs, false, None, console) {
+        outcome.fail(exit_bits::GENERAL, "a restore script failed");
+    }
+    let unlock_steps: Vec<_> = lock_steps.iter().rev().cloned().collect();
+    if !dep.run_every_step(
+        ScriptKind::PostRestoreUnlock,
+        &unlock_steps,
+        false,
+        None,
+        console,
+    ) {
+        outcome.fail(exit_bits::UNLOCK, "a post-restore-unlock script failed");
+    }
+
+    remove_stores(dep, &mut outcome);
+    if outcome.succeeded() {
+        console.info(format!(
+            "Restored {} from {}",
+            dep.name,
+            opts.artifact.display()
+        ));
+    }
+    outcome
+}
+
+/// Reads the metadata and checks every tar against it, before any VM is touched.
+fn validate_artifact(
+    backup: &BackupDir,
+    only: Option<&InstanceId>,
+) -> Result<BackupMetadata, String> {
+    let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
+    if let Some(id) = only {
+        metadata
+            .instances
+            .retain(|i| i.name == id.group && i.index == id.index);
+    }
+    if metadata.backup_activity.finish_time.is_none() {
+        return Err(format!(
+            "{} is not a complete backup: its metadata has no finish_time (the backup failed or was interrupted)",
+            backup.path.display()
+        ));
+    }
+    if !metadata.custom_artifacts.is_empty() {
+        return Err(format!(
+            "{} holds custom (named) artifacts from the discontinued backup_name feature; they cannot be restored",
+            backup.path.display()
+        ));
+    }
+    for instance in &metadata.instances {
+        for artifact in &instance.artifacts {
+            let tar = backup.tar_path(&instance.name, &instance.index, &artifact.name);
+            let found = scan_file(&tar)
+                .map_err(|e| format!("the backup is corrupted: {}: {e}", tar.display()))?;
+            if let Some(mismatch) = compare(&artifact.checksums, &found) {
+                return Err(format!(
+                    "the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
+                    tar.display()
+                ));
+            }
+        }
+    }
+    Ok(metadata)
+}
+
+/// Every instance of the backup must be in the deployment, every job that can restore must
+/// have an artifact, and no job may ask for the discontinued `restore_name`.
+fn match_deployment(
+    dep: &Deployment,
+    backup: &BackupDir,
+    metadata: &BackupMetadata,
+    console: &Console,
+) -> Result<Vec<Transfer>, Vec<String>> {
+    let mut errors = Vec::new();
+    let ids: Vec<InstanceId> = (0..dep.instances.len())
+        .map(|i| dep.id(i).clone())
+        .collect();
+    for instance in &metadata.instances {
+        let id = InstanceId {
+            group: instance.name.clone(),
+            index: instance.index.clone(),
+        };
+        if !ids.contains(&id) {
+            errors.push(format!(
+                "deployment '{}' does not match the structure of the backup: it has no instance {id}",
+                dep.name
+            ));
+        }
+    }
+    let mut transfers = Vec::new();
+    for r in dep.jobs() {
+        let (id, job) = (dep.id(r.instance), dep.job(r));
+        if job.metadata.restore_name.is_some() && job.has(ScriptKind::Restore) {
+            errors.push(format!(
+                "{id} {}: discontinued metadata key restore_name is set; bbr-agent, like BBR, cannot restore this job",
+                job.name
+            ));
+            continue;
+        }
+        if !job.has(ScriptKind::Restore) {
+            continue;
+        }
+        let artifact = metadata
+            .instances
+            .iter()
+            .find(|i| i.name == id.group && i.index == id.index)
+            .and_then(|i| i.artifacts.iter().find(|a| a.name == job.name));
+        match artifact {
+            Some(a) => transfers.push(Transfer {
+                job: r,
+                tar: backup.tar_path(&id.group, &id.index, &job.name),
+                checksums: a.checksums.clone(),
+            }),
+            None => errors.push(format!(
+                "{id} {}: the job has a restore script but the backup holds no artifact for it",
+                job.name
+            )),
+        }
+    }
+    for instance in &metadata.instances {
+        for artifact in &instance.artifacts {
+            let receiver = transfers.iter().any(|t| {
+                let id = dep.id(t.job.instance);
+                id.group == instance.name
+                    && id.index == instance.index
+                    && dep.job(t.job).name == artifact.name
+            });
+            if !receiver {
+                console.warn(format!(
+                    "{}/{} {}: no job with a restore script receives this artifact; it is not restored",
+                    instance.name, instance.index, artifact.name
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(transfers)
+    } else {
+        Err(errors)
+    }
+}
+
+fn copy_to_instances(
+    dep: &mut Deployment,
+    transfers: &[Transfer],
+    console: &Console,
+) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    for t in transfers {
+        let name = dep.job(t.job).name.clone();
+        let id = dep.id(t.job.instance).clone();
+        let started = std::time::Instant::now();
+        let result = File::open(&t.tar)
+            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
+            .and_then(|file| {
+                let mut input = BufReader::with_capacity(1 << 20, file);
+                dep.instances[t.job.instance]
+                    .receive_artifact(&name, &mut input, &t.checksums)
+                    .map_err(|e| format!("{id}: {e}"))
+            });
+        match result {
+            Ok(()) => console.info(format!(
+                "{id} {name}: copied {} files in {}",
+                t.checksums.len(),
+                crate::duration::format(started.elapsed())
+            )),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
+    if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
+        outcome.fail_all(exit_bits::CLEANUP, errors);
+    }
+}
