@@ -1,0 +1,189 @@
+//! Backup, wipe, restore: the data comes back byte for byte, in BBR's artifact format.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::{Vm, tree, write_file};
+
+/// A VM whose `store` job holds awkward file names.
+fn vm_with_awkward_data() -> Vm {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    let data = vm.data_dir("store");
+    for (name, contents) in [
+        ("plain.txt", &b"plain\n"[..]),
+        ("with spaces.txt", b"spaces"),
+        ("ünïcödé ☃.bin", b"\x00\x01\x02 unicode"),
+        ("-leading-dash", b"dash"),
+        ("nested/deeper/still/file", b"deep"),
+        ("nested/empty", b""),
+        (
+            "a name that is much longer than one hundred bytes so that the tar header cannot hold it and GNU long names are needed.txt",
+            b"long",
+        ),
+    ] {
+        write_file(&data.join(name), contents);
+    }
+    fs::create_dir_all(data.join("empty dir")).unwrap();
+    vm
+}
+
+#[test]
+fn backup_then_wipe_then_restore_gives_identical_data() {
+    let vm = vm_with_awkward_data();
+    let before = tree(&vm.data_dir("store"));
+
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success()
+    .assert_stdout_contains("Backup created in");
+    let artifact = vm.artifact_dir();
+    assert!(
+        artifact
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("acme_"),
+        "artifact dir is <deployment>_<timestamp>: {artifact:?}"
+    );
+    assert!(!vm.store().exists(), "the store is removed after a backup");
+
+    fs::remove_dir_all(vm.data_dir("store")).unwrap();
+    vm.agent(&["restore", "--artifact-path", artifact.to_str().unwrap()])
+        .assert_success();
+
+    assert_eq!(tree(&vm.data_dir("store")), before);
+    assert!(!vm.store().exists(), "the store is removed after a restore");
+    assert_eq!(vm.calls(), ["store backup", "store restore"]);
+}
+
+#[test]
+fn the_artifact_has_bbrs_layout_and_checksums() {
+    let vm = vm_with_awkward_data();
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let artifact = vm.artifact_dir();
+    let mode = fs::metadata(&artifact).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+
+    let tar = artifact.join("backend-0-store.tar");
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = String::from_utf8(listing.stdout).unwrap();
+    assert!(
+        names.lines().all(|n| n.starts_with("./")),
+        "GNU tar sees ./ names:\n{names}"
+    );
+    assert!(names.lines().any(|n| n == "./with spaces.txt"), "{names}");
+
+    // The checksums are exactly what BBR computes on the VM:
+    // cd <dir> && find . -type f | xargs shasum -a 256 (here with -print0 for odd names).
+    let expected = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -type f -print0 | xargs -0 sha256sum")
+        .arg("sh")
+        .arg(vm.data_dir("store"))
+        .output()
+        .unwrap();
+    let metadata: serde_yaml::Value =
+        serde_yaml::from_str(&fs::read_to_string(artifact.join("metadata")).unwrap()).unwrap();
+    let instance = &metadata["instances"][0];
+    assert_eq!(instance["name"], "backend");
+    assert_eq!(instance["index"], serde_yaml::Value::String("0".into()));
+    assert_eq!(instance["artifacts"][0]["name"], "store");
+    let checksums = &instance["artifacts"][0]["checksums"];
+    let lines = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(lines.lines().count(), checksums.as_mapping().unwrap().len());
+    for line in lines.lines() {
+        let (sum, name) = line.split_once("  ").unwrap();
+        assert_eq!(checksums[name].as_str(), Some(sum), "checksum of {name}");
+    }
+    let activity = &metadata["backup_activity"];
+    for key in ["start_time", "finish_time"] {
+        let t = activity[key].as_str().unwrap();
+        assert!(
+            t.ends_with(" UTC") && t.len() == 23,
+            "{key} is like 2026/11/26 10:02:03 UTC: {t}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_makes_restore_refuse_before_any_restore_side_script() {
+    let vm = vm_with_awkward_data();
+    vm.job("store").recording_locks();
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let tar = vm.artifact_dir().join("backend-0-store.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    // The file content "deep", padded with zeros (headers hold "deeper/" instead).
+    let at = bytes.windows(5).position(|w| w == b"deep\0").unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(&tar, bytes).unwrap();
+    fs::write(vm.log_path(), "").unwrap();
+
+    let run = vm.agent(&[
+        "restore",
+        "--artifact-path",
+        vm.artifact_dir().to_str().unwrap(),
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains("the backup is corrupted")
+        .assert_stderr_contains("./nested/deeper/still/file");
+    assert!(
+        vm.calls().is_empty(),
+        "no script may run: {:?}\n{}",
+        vm.calls(),
+        run.explain()
+    );
+    assert!(!vm.store().exists());
+}
+
+#[test]
+fn a_backup_refuses_a_leftover_store_and_names_the_cleanup() {
+    let vm = vm_with_awkward_data();
+    vm.job("store").recording_locks();
+    fs::create_dir_all(vm.store().join("store")).unwrap();
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_code(1)
+    .assert_stderr_contains("already exists")
+    .assert_stderr_contains("bbr-agent backup-cleanup");
+    assert!(
+        vm.calls().is_empty(),
+        "nothing may be locked: {:?}",
+        vm.calls()
+    );
+    assert!(
+        vm.store().join("store").exists(),
+        "the leftover is left for the operator to inspect"
+    );
+    assert_eq!(
+        fs::read_dir(vm.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory"
+    );
+
+    vm.agent(&["backup-cleanup"]).assert_success();
+    assert!(!vm.store().exists());
+    assert_eq!(vm.calls(), ["store post-backup-unlock"]);
+}
