@@ -14,12 +14,15 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of a VM whose `/var/vcap` tree is under `root`, with optional overrides.
+    /// Paths are made absolute: scripts run in their job's directory, not ours.
     pub fn new(root: &Path, jobs_root: Option<PathBuf>, store: Option<PathBuf>) -> Layout {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let root = absolute(root);
         let vcap = root.join("var/vcap");
         Layout {
-            root: root.to_path_buf(),
-            jobs_root: jobs_root.unwrap_or_else(|| vcap.join("jobs")),
-            store: store.unwrap_or_else(|| vcap.join("store/bbr-backup")),
+            jobs_root: jobs_root.map_or_else(|| vcap.join("jobs"), |p| absolute(&p)),
+            store: store.map_or_else(|| vcap.join("store/bbr-backup"), |p| absolute(&p)),
+            root,
         }
     }
 
