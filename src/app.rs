@@ -2,13 +2,12 @@
 
 use crate::cli::{Cli, Command};
 use crate::commands::local::Context;
-use crate::commands::{list, local, plan, run_script};
+use crate::commands::{deployment, list, local, plan, run_script};
 use crate::console::Console;
 use crate::error::AppError;
 use crate::layout::Layout;
 
-/// The protocol version `serve` speaks; printed by `version`.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
     let ctx = Context {
@@ -25,6 +24,12 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Command::Restore(args) => local::restore(&ctx, args),
         Command::BackupCleanup(args) => local::backup_cleanup(&ctx, args),
         Command::RestoreCleanup(args) => local::restore_cleanup(&ctx, args),
+        Command::Serve => Ok(crate::serve::serve(
+            ctx.layout.clone(),
+            std::io::stdin(),
+            std::io::stdout(),
+        )),
+        Command::Deployment(args) => deployment::run(&ctx, args),
         Command::Version => {
             println!(
                 "bbr-agent {} (BBR contract {}, protocol {PROTOCOL_VERSION})",

@@ -75,8 +75,55 @@ pub enum Command {
     BackupCleanup(ScriptArgs),
     /// After a failed restore: run every post-restore-unlock script and remove the store.
     RestoreCleanup(ScriptArgs),
+    /// Speak the stdio protocol on stdin/stdout, for the deployment driver (docs/protocol.md).
+    Serve,
+    /// Back up or restore a whole deployment through `bbr-agent serve` on every VM.
+    Deployment(DeploymentArgs),
     /// Print the agent's version and the BBR contract it implements.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentArgs {
+    /// The inventory: deployment name, instances, and the command that reaches each agent.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+
+    /// How many VMs are worked on at once.
+    #[arg(long, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT,
+          value_parser = clap::value_parser!(usize))]
+    pub max_in_flight: usize,
+
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
+
+    #[command(subcommand)]
+    pub command: DeploymentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Check that the deployment can be backed up; nothing but metadata scripts runs.
+    PreBackupCheck,
+    /// Back the deployment up into a BBR artifact directory.
+    Backup {
+        /// Directory in which the <deployment>_<timestamp> artifact is created.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        artifact_path: PathBuf,
+        /// Skip lock and unlock scripts: the backup may be inconsistent.
+        #[arg(long)]
+        unsafe_lock_free: bool,
+    },
+    /// Restore the deployment from a BBR artifact directory.
+    Restore {
+        /// The artifact directory to restore from.
+        #[arg(long, value_name = "DIR")]
+        artifact_path: PathBuf,
+    },
+    /// After a failed backup: run every post-backup-unlock script and remove the stores.
+    BackupCleanup,
+    /// After a failed restore: run every post-restore-unlock script and remove the stores.
+    RestoreCleanup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

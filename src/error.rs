@@ -12,6 +12,8 @@ pub enum AppError {
     Discover(#[from] crate::discover::DiscoverError),
     #[error(transparent)]
     BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
+    #[error(transparent)]
+    Inventory(#[from] crate::driver::inventory::InventoryError),
     #[error("cannot tell which instance this is: {0}")]
     Identity(String),
     #[error("{0}")]

@@ -115,6 +115,19 @@ pub enum InstanceError {
     ChecksumMismatch { job: String, detail: String },
     #[error("job '{job}' is not a BBR job on this instance")]
     UnknownJob { job: String },
+    #[error("cannot reach the agent of {instance} with `{command}`: {detail}{stderr}")]
+    Unreachable {
+        instance: String,
+        command: String,
+        detail: String,
+        stderr: String,
+    },
+    #[error("{message}")]
+    Remote { code: String, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("artifact transfer failed: {0}")]
+    Transfer(String),
 }
 
 /// What the workflows may ask of one VM.

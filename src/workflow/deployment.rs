@@ -2,13 +2,17 @@
 //! running one kind of script across them with the console told of every result.
 
 use std::collections::BTreeMap;
-use std::thread;
 
 use crate::console::Console;
 use crate::contract::ScriptKind;
 use crate::instance::{Description, Instance, InstanceId, JobInfo, ScriptReport, UnlockContext};
 use crate::metadata::LockBefore;
 use crate::order::{CycleError, OrderNode, Steps, order};
+
+use super::parallel::bounded_map;
+
+/// BBR's default for `--max-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10;
 
 /// A job on an instance: indices into the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +33,8 @@ pub struct Deployment {
     pub instances: Vec<Box<dyn Instance>>,
     /// One per instance, after [`Deployment::describe`].
     pub descriptions: Vec<Description>,
+    /// How many instances may be worked on at once.
+    pub max_in_flight: usize,
 }
 
 impl Deployment {
@@ -37,7 +43,30 @@ impl Deployment {
             name: name.into(),
             instances,
             descriptions: Vec::new(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// Applies `f` to every chosen instance, at most `max_in_flight` at a time, in order.
+    pub fn on_instances<X: Send, R: Send>(
+        &mut self,
+        chosen: impl IntoIterator<Item = (usize, X)>,
+        f: impl Fn(usize, &mut dyn Instance, X) -> R + Sync,
+    ) -> Vec<(usize, R)> {
+        let mut extras: BTreeMap<usize, X> = chosen.into_iter().collect();
+        let work: Vec<_> = self
+            .instances
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, instance)| extras.remove(&i).map(|x| (i, instance, x)))
+            .collect();
+        bounded_map(work, self.max_in_flight, |(i, instance, x)| {
+            (i, f(i, instance.as_mut(), x))
+        })
+    }
+
+    fn all(&self) -> Vec<(usize, ())> {
+        (0..self.instances.len()).map(|i| (i, ())).collect()
     }
 
     pub fn id(&self, instance: usize) -> &InstanceId {
@@ -46,20 +75,11 @@ impl Deployment {
 
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
     pub fn describe(&mut self, console: &Console) -> Result<(), Vec<String>> {
-        let results: Vec<_> = thread::scope(|s| {
-            let handles: Vec<_> = self
-                .instances
-                .iter_mut()
-                .map(|instance| s.spawn(move || instance.describe()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("describe thread"))
-                .collect()
-        });
+        let all = self.all();
+        let results = self.on_instances(all, |_, instance, ()| instance.describe());
         let mut errors = Vec::new();
         self.descriptions.clear();
-        for (i, result) in results.into_iter().enumerate() {
+        for (i, result) in results {
             match result {
                 Ok(description) => self.descriptions.push(description),
                 Err(e) => {
@@ -143,29 +163,17 @@ impl Deployment {
                     .or_default()
                     .push(self.job(r).name.clone());
             }
-            thread::scope(|s| {
-                let handles: Vec<_> = self
-                    .instances
-                    .iter_mut()
-                    .enumerate()
-                    .filter_map(|(i, instance)| {
-                        by_instance.remove(&i).map(|names| (i, instance, names))
-                    })
-                    .map(|(i, instance, names)| {
-                        s.spawn(move || {
-                            let reports = instance.run_scripts(kind, &names, true, unlock);
-                            for report in &reports {
-                                console.script(instance.id(), report);
-                            }
-                            reports.into_iter().map(|r| (i, r)).collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("script thread"))
-                    .collect()
-            })
+            let results = self.on_instances(by_instance, |_, instance, names| {
+                let reports = instance.run_scripts(kind, &names, true, unlock);
+                for report in &reports {
+                    console.script(instance.id(), report);
+                }
+                reports
+            });
+            results
+                .into_iter()
+                .flat_map(|(i, reports)| reports.into_iter().map(move |r| (i, r)))
+                .collect()
         } else {
             let mut reports = Vec::new();
             let chosen: Vec<(JobRef, String)> = jobs
@@ -220,22 +228,14 @@ impl Deployment {
         &mut self,
         op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
     ) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = thread::scope(|s| {
-            let handles: Vec<_> = self
-                .instances
-                .iter_mut()
-                .map(|instance| {
-                    let op = &op;
-                    s.spawn(move || {
-                        op(instance.as_mut()).map_err(|e| format!("{}: {e}", instance.id()))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().expect("instance thread").err())
-                .collect()
-        });
+        let all = self.all();
+        let errors: Vec<String> = self
+            .on_instances(all, |_, instance, ()| {
+                op(instance).map_err(|e| format!("{}: {e}", instance.id()))
+            })
+            .into_iter()
+            .filter_map(|(_, r)| r.err())
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::thread;
 
 use super::deployment::{Deployment, JobRef};
 use crate::artifact::Checksums;
@@ -32,26 +31,11 @@ pub fn drain(
             .or_default()
             .push(dep.job(r).name.clone());
     }
-    let results: Vec<(usize, Vec<Result<ArtifactChecksums, String>>)> = thread::scope(|s| {
-        let handles: Vec<_> = dep
-            .instances
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, instance)| by_instance.remove(&i).map(|names| (i, instance, names)))
-            .map(|(i, instance, names)| {
-                s.spawn(move || {
-                    let results = names
-                        .iter()
-                        .map(|job| drain_job(instance.as_mut(), job, artifact, console))
-                        .collect();
-                    (i, results)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("drain thread"))
-            .collect()
+    let results = dep.on_instances(by_instance, |_, instance, names| {
+        names
+            .iter()
+            .map(|job| drain_job(instance, job, artifact, console))
+            .collect::<Vec<_>>()
     });
 
     let mut errors = Vec::new();

@@ -7,11 +7,12 @@ mod cleanup;
 mod deployment;
 mod drain;
 mod outcome;
+mod parallel;
 mod restore;
 
 pub use backup::{BackupOptions, backup};
 pub use checks::{BackupPlan, backup_checks, pre_backup_check};
 pub use cleanup::{backup_cleanup, restore_cleanup};
-pub use deployment::{Deployment, JobRef, LockSide};
+pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, JobRef, LockSide};
 pub use outcome::Outcome;
 pub use restore::{RestoreOptions, restore};

@@ -44,11 +44,16 @@ pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         Ok(m) => m,
         Err(e) => return outcome.stop(e),
     };
+    // Before any VM is touched: every instance of the backup must be in the deployment.
+    if let Err(errors) = check_instances(dep, &metadata) {
+        outcome.fail_all(exit_bits::GENERAL, errors);
+        return outcome;
+    }
     if let Err(errors) = dep.describe(console) {
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
     }
-    let transfers = match match_deployment(dep, &backup, &metadata, console) {
+    let transfers = match plan_transfers(dep, &backup, &metadata, console) {
         Ok(t) => t,
         Err(errors) => {
             outcome.fail_all(exit_bits::GENERAL, errors);
@@ -150,14 +155,8 @@ fn validate_artifact(
     Ok(metadata)
 }
 
-/// Every instance of the backup must be in the deployment, every job that can restore must
-/// have an artifact, and no job may ask for the discontinued `restore_name`.
-fn match_deployment(
-    dep: &Deployment,
-    backup: &BackupDir,
-    metadata: &BackupMetadata,
-    console: &Console,
-) -> Result<Vec<Transfer>, Vec<String>> {
+/// Every instance of the backup must be in the deployment.
+fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     let ids: Vec<InstanceId> = (0..dep.instances.len())
         .map(|i| dep.id(i).clone())
@@ -169,11 +168,27 @@ fn match_deployment(
         };
         if !ids.contains(&id) {
             errors.push(format!(
-                "deployment '{}' does not match the structure of the backup: it has no instance {id}",
+                "deployment '{}' does not match the structure of the backup: it has no instance {id}; nothing was touched",
                 dep.name
             ));
         }
     }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every job that can restore must have an artifact, and no job may ask for the discontinued
+/// `restore_name`.
+fn plan_transfers(
+    dep: &Deployment,
+    backup: &BackupDir,
+    metadata: &BackupMetadata,
+    console: &Console,
+) -> Result<Vec<Transfer>, Vec<String>> {
+    let mut errors = Vec::new();
     let mut transfers = Vec::new();
     for r in dep.jobs() {
         let (id, job) = (dep.id(r.instance), dep.job(r));

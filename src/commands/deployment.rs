@@ -1,0 +1,67 @@
+//! `deployment --inventory FILE <command>`: the workflows over every VM of a deployment, each
+//! reached through its own `bbr-agent serve` session.
+
+use super::local::Context;
+use crate::cli::{DeploymentArgs, DeploymentCommand};
+use crate::driver::RemoteInstance;
+use crate::driver::inventory;
+use crate::error::AppError;
+use crate::instance::Instance;
+use crate::protocol::WireSettings;
+use crate::workflow::{self, BackupOptions, Deployment, RestoreOptions};
+
+pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
+    if args.max_in_flight == 0 {
+        return Err(AppError::Usage("--max-in-flight must be at least 1".into()));
+    }
+    let inventory = inventory::load(&args.inventory)?;
+    let settings = WireSettings {
+        script_timeout_ms: args.scripts.script_timeout.map(|d| d.as_millis() as u64),
+        kill_grace_ms: args.scripts.kill_grace.as_millis() as u64,
+        bbr_version: ctx.bbr_version.clone(),
+    };
+    let instances: Vec<Box<dyn Instance>> = inventory
+        .targets
+        .iter()
+        .map(|t| {
+            Box::new(RemoteInstance::new(
+                t.id.clone(),
+                &inventory.deployment,
+                &t.command,
+                settings.clone(),
+                ctx.console.script_lines(),
+            )) as Box<dyn Instance>
+        })
+        .collect();
+    let mut dep = Deployment::new(inventory.deployment.clone(), instances);
+    dep.max_in_flight = args.max_in_flight;
+    let console = &ctx.console;
+    let outcome = match &args.command {
+        DeploymentCommand::PreBackupCheck => workflow::pre_backup_check(&mut dep, console),
+        DeploymentCommand::Backup {
+            artifact_path,
+            unsafe_lock_free,
+        } => {
+            let opts = BackupOptions {
+                artifact_parent: artifact_path.clone(),
+                lock_free: *unsafe_lock_free,
+            };
+            workflow::backup(&mut dep, &opts, console).0
+        }
+        DeploymentCommand::Restore { artifact_path } => {
+            let opts = RestoreOptions {
+                artifact: artifact_path.clone(),
+                only: None,
+            };
+            workflow::restore(&mut dep, &opts, console)
+        }
+        DeploymentCommand::BackupCleanup => workflow::backup_cleanup(&mut dep, console),
+        DeploymentCommand::RestoreCleanup => workflow::restore_cleanup(&mut dep, console),
+    };
+    // Every session ends (bye) before the result is reported.
+    drop(dep);
+    for error in &outcome.errors {
+        console.error(error);
+    }
+    Ok(outcome.exit_code())
+}

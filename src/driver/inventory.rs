@@ -1,0 +1,202 @@
+//! The inventory file: a deployment's name, its instances, and the command (a tera template)
+//! that starts `bbr-agent serve` on each of them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::instance::InstanceId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read the inventory {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the inventory {path} is not valid: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error(
+        "the inventory {path}: instance {instance} has no command, and there is no top-level command"
+    )]
+    NoCommand { path: PathBuf, instance: InstanceId },
+    #[error("the inventory {path}: instance {instance} is listed twice")]
+    Duplicate { path: PathBuf, instance: InstanceId },
+    #[error(
+        "the inventory {path}: the command of instance {instance} cannot be rendered: {detail}"
+    )]
+    Template {
+        path: PathBuf,
+        instance: InstanceId,
+        detail: String,
+    },
+    #[error("the inventory {path} lists no instances")]
+    Empty { path: PathBuf },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    deployment: String,
+    #[serde(default)]
+    command: Option<String>,
+    instances: Vec<RawInstance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    group: String,
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    command: Option<String>,
+}
+
+/// One instance and the shell command that reaches its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: InstanceId,
+    pub command: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub deployment: String,
+    pub targets: Vec<Target>,
+}
+
+/// Reads and renders an inventory file.
+pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
+    let raw: RawInventory = serde_yaml::from_str(text).map_err(|e| InventoryError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if raw.instances.is_empty() {
+        return Err(InventoryError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut targets = Vec::new();
+    for instance in raw.instances {
+        let id = InstanceId {
+            group: instance.group.clone(),
+            index: instance.index.to_string(),
+        };
+        if !seen.insert(id.clone()) {
+            return Err(InventoryError::Duplicate {
+                path: path.to_path_buf(),
+                instance: id,
+            });
+        }
+        let template = instance
+            .command
+            .as_deref()
+            .or(raw.command.as_deref())
+            .ok_or_else(|| InventoryError::NoCommand {
+                path: path.to_path_buf(),
+                instance: id.clone(),
+            })?;
+        let mut context = tera::Context::new();
+        context.insert("deployment", &raw.deployment);
+        context.insert("group", &instance.group);
+        context.insert("index", &instance.index);
+        if let Some(v) = &instance.id {
+            context.insert("id", v);
+        }
+        if let Some(v) = &instance.address {
+            context.insert("address", v);
+        }
+        let command = tera::Tera::one_off(template, &context, false).map_err(|e| {
+            InventoryError::Template {
+                path: path.to_path_buf(),
+                instance: id.clone(),
+                detail: error_chain(&e),
+            }
+        })?;
+        targets.push(Target { id, command });
+    }
+    Ok(Inventory {
+        deployment: raw.deployment,
+        targets,
+    })
+}
+
+/// Tera's error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_instances_command_with_overrides() {
+        let inv = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: \"ssh {{ address }} serve --group {{ group }}/{{ index }} {{ deployment }}\"\ninstances:\n- {group: redis, index: 0, address: 10.0.0.5}\n- {group: api, index: 1, command: \"local {{ group }} {{ id }}\", id: abc}\n",
+        )
+        .unwrap();
+        assert_eq!(inv.deployment, "cf");
+        assert_eq!(
+            inv.targets[0].command,
+            "ssh 10.0.0.5 serve --group redis/0 cf"
+        );
+        assert_eq!(inv.targets[1].command, "local api abc");
+        assert_eq!(inv.targets[1].id.to_string(), "api/1");
+    }
+
+    #[test]
+    fn a_missing_variable_names_the_instance() {
+        let err = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: \"ssh {{ address }}\"\ninstances:\n- {group: redis, index: 0}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("instance redis/0"), "{err}");
+        assert!(err.contains("address"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_unknown_keys_and_missing_commands_are_refused() {
+        let dup = "deployment: cf\ncommand: x\ninstances:\n- {group: a, index: 0}\n- {group: a, index: 0}\n";
+        assert!(matches!(
+            parse(Path::new("i"), dup),
+            Err(InventoryError::Duplicate { .. })
+        ));
+        let unknown = "deployment: cf\ncommand: x\ninstances:\n- {group: a, index: 0, adress: y}\n";
+        assert!(
+            parse(Path::new("i"), unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("adress")
+        );
+        let none = "deployment: cf\ninstances:\n- {group: a, index: 0}\n";
+        assert!(matches!(
+            parse(Path::new("i"), none),
+            Err(InventoryError::NoCommand { .. })
+        ));
+    }
+}

@@ -1,0 +1,395 @@
+//! The instance API over the stdio protocol: one `serve` process per VM, started once through
+//! the inventory's command and kept for the whole run (one SSH session per VM).
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::artifact::Checksums;
+use crate::contract::ScriptKind;
+use crate::exec::ScriptEnd;
+use crate::instance::{
+    Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
+};
+use crate::protocol::framing::{ChunkReader, ChunkWriter, FrameError, read_line, write_json_line};
+use crate::protocol::{
+    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
+};
+
+/// How much of the agent command's stderr is kept for error messages.
+const STDERR_TAIL: usize = 8 * 1024;
+/// How long a finished session may take to exit before it is killed.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+pub struct RemoteInstance {
+    id: InstanceId,
+    deployment: String,
+    command: String,
+    settings: WireSettings,
+    lines: ScriptLines,
+    conn: Option<Connection>,
+    /// Why the session was lost, once it was.
+    lost: Option<String>,
+    next_id: u64,
+}
+
+struct Connection {
+    child: Child,
+    to_agent: BufWriter<ChildStdin>,
+    from_agent: BufReader<ChildStdout>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RemoteInstance {
+    pub fn new(
+        id: InstanceId,
+        deployment: &str,
+        command: &str,
+        settings: WireSettings,
+        lines: ScriptLines,
+    ) -> RemoteInstance {
+        RemoteInstance {
+            id,
+            deployment: deployment.to_string(),
+            command: command.to_string(),
+            settings,
+            lines,
+            conn: None,
+            lost: None,
+            next_id: 0,
+        }
+    }
+
+    /// Starts the agent command and says hello; once per run.
+    fn connect(&mut self) -> Result<(), InstanceError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if let Some(why) = &self.lost {
+            return Err(self.unreachable(why.clone(), String::new()));
+        }
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&self.command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.unreachable(format!("cannot start sh: {e}"), String::new()))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let tail = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = tail.lock().expect("stderr lock");
+                kept.extend_from_slice(&buf[..n]);
+                let excess = kept.len().saturating_sub(STDERR_TAIL);
+                kept.drain(..excess);
+            }
+        });
+        self.conn = Some(Connection {
+            to_agent: BufWriter::new(child.stdin.take().expect("stdin is piped")),
+            from_agent: BufReader::with_capacity(
+                1 << 20,
+                child.stdout.take().expect("stdout is piped"),
+            ),
+            child,
+            stderr,
+        });
+        let hello = Op::Hello {
+            protocol: PROTOCOL_VERSION,
+            deployment: self.deployment.clone(),
+            instance: self.id.clone(),
+            settings: self.settings.clone(),
+        };
+        let result = self.call(hello, None).and_then(|value| {
+            serde_json::from_value::<HelloResult>(value).map_err(|e| {
+                InstanceError::Protocol(format!("{}: a bad hello answer: {e}", self.id))
+            })
+        });
+        match result {
+            Ok(hello) if hello.protocol == PROTOCOL_VERSION => Ok(()),
+            Ok(hello) => {
+                let why = format!(
+                    "the agent speaks protocol {} (agent {}), this driver {PROTOCOL_VERSION}: install the same bbr-agent on both ends",
+                    hello.protocol, hello.agent_version
+                );
+                Err(self.lose(why))
+            }
+            Err(InstanceError::Remote { message, .. }) => Err(self.lose(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a request and reads to its response, passing script output on and, for
+    /// `send_artifact`, the data into `data`.
+    fn call(
+        &mut self,
+        op: Op,
+        data: Option<&mut dyn Write>,
+    ) -> Result<serde_json::Value, InstanceError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| InstanceError::Protocol("not connected".into()))?;
+        if let Err(e) = write_json_line(&mut conn.to_agent, &Request { id, op }) {
+            return Err(self.lose(format!("cannot send a request: {e}")));
+        }
+        self.response(id, data)
+    }
+
+    fn response(
+        &mut self,
+        id: u64,
+        mut data: Option<&mut dyn Write>,
+    ) -> Result<serde_json::Value, InstanceError> {
+        let mut data_error: Option<io::Error> = None;
+        loop {
+            let conn = self
+                .conn
+                .as_mut()
+                .ok_or_else(|| InstanceError::Protocol("not connected".into()))?;
+            let line = match read_line(&mut conn.from_agent) {
+                Ok(line) => line,
+                Err(FrameError::Eof) => return Err(self.lose("the agent's output ended".into())),
+                Err(e) => return Err(self.lose(format!("the agent's output broke: {e}"))),
+            };
+            let message: AgentMessage = match serde_json::from_slice(&line) {
+                Ok(m) => m,
+                Err(e) => {
+                    let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                    return Err(self.lose(format!(
+                        "the agent sent something that is not protocol ({e}): {shown}"
+                    )));
+                }
+            };
+            match message {
+                AgentMessage::Output {
+                    job,
+                    script,
+                    stream,
+                    line,
+                    ..
+                } => {
+                    (self.lines)(&self.id, &job, script, stream.into(), &line);
+                }
+                AgentMessage::Data { .. } => {
+                    let mut chunks = ChunkReader::new(&mut conn.from_agent);
+                    let copied = match data.as_mut() {
+                        Some(sink) => io::copy(&mut chunks, sink).map(|_| ()),
+                        None => Err(io::Error::other("data that was not asked for")),
+                    };
+                    if let Err(e) = copied {
+                        if chunks.drain().is_err() {
+                            return Err(self.lose(format!("the artifact stream broke: {e}")));
+                        }
+                        data_error = Some(e);
+                    }
+                }
+                AgentMessage::Ok { id: got, result } if got == id => {
+                    return match data_error {
+                        Some(e) => Err(InstanceError::Transfer(format!("{}: {e}", self.id))),
+                        None => Ok(result),
+                    };
+                }
+                AgentMessage::Error {
+                    id: got,
+                    code,
+                    message,
+                } if got == Some(id) || got.is_none() => {
+                    return Err(InstanceError::Remote {
+                        code: format!("{code:?}"),
+                        message,
+                    });
+                }
+                other => {
+                    return Err(self.lose(format!("the agent answered out of turn: {other:?}")));
+                }
+            }
+        }
+    }
+
+    /// Marks the session lost and says why, with the command's stderr.
+    fn lose(&mut self, why: String) -> InstanceError {
+        let stderr = match self.conn.take() {
+            Some(mut conn) => {
+                drop(conn.to_agent);
+                let _ = wait_or_kill(&mut conn.child, Duration::from_secs(2));
+                // Give the stderr thread a moment to take the last words.
+                thread::sleep(Duration::from_millis(50));
+                let kept = conn.stderr.lock().expect("stderr lock");
+                String::from_utf8_lossy(&kept).trim().to_string()
+            }
+            None => String::new(),
+        };
+        self.lost = Some(why.clone());
+        self.unreachable(why, stderr)
+    }
+
+    fn unreachable(&self, detail: String, stderr: String) -> InstanceError {
+        InstanceError::Unreachable {
+            instance: self.id.to_string(),
+            command: self.command.clone(),
+            detail,
+            stderr: if stderr.is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr: {}", stderr.replace('\n', " | "))
+            },
+        }
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        value: serde_json::Value,
+    ) -> Result<T, InstanceError> {
+        serde_json::from_value(value)
+            .map_err(|e| InstanceError::Protocol(format!("{}: a bad answer: {e}", self.id)))
+    }
+}
+
+impl Instance for RemoteInstance {
+    fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    fn describe(&mut self) -> Result<Description, InstanceError> {
+        self.connect()?;
+        let value = self.call(Op::Describe, None)?;
+        self.typed(value)
+    }
+
+    fn create_store(&mut self) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.call(Op::CreateStore, None).map(drop)
+    }
+
+    fn run_scripts(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[String],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+    ) -> Vec<ScriptReport> {
+        let op = Op::RunScripts {
+            script: kind,
+            jobs: jobs.to_vec(),
+            parallel,
+            after_backup_successful: unlock.map(|u| u.after_backup_successful),
+        };
+        let result = self
+            .connect()
+            .and_then(|()| self.call(op, None))
+            .and_then(|v| self.typed::<Vec<WireReport>>(v));
+        match result {
+            Ok(reports) => reports.into_iter().map(ScriptReport::from).collect(),
+            // The session is gone: every script asked for counts as failed, with the reason.
+            Err(e) => jobs
+                .iter()
+                .map(|job| ScriptReport {
+                    job: job.clone(),
+                    kind,
+                    end: ScriptEnd::NotStarted(e.to_string()),
+                    duration: Duration::ZERO,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn send_artifact(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+    ) -> Result<Checksums, InstanceError> {
+        self.connect()?;
+        let value = self.call(
+            Op::SendArtifact {
+                job: job.to_string(),
+            },
+            Some(out),
+        )?;
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            checksums: Checksums,
+        }
+        Ok(self.typed::<Sent>(value)?.checksums)
+    }
+
+    fn receive_artifact(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = Request {
+            id,
+            op: Op::ReceiveArtifact {
+                job: job.to_string(),
+                checksums: expected.clone(),
+            },
+        };
+        let conn = self.conn.as_mut().expect("connected");
+        let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
+            let mut chunks = ChunkWriter::new(&mut conn.to_agent);
+            let copied = io::copy(input, &mut chunks);
+            // The terminator goes out even when reading the local file failed, so the agent's
+            // stream stays in step; the agent then refuses the short artifact by its checksums.
+            chunks.finish()?;
+            copied.map(drop)
+        });
+        match sent {
+            Ok(()) => self.response(id, None).map(drop),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(self.lose(format!("the agent stopped reading: {e}")))
+            }
+            Err(e) => {
+                let answer = self.response(id, None);
+                Err(answer
+                    .err()
+                    .unwrap_or(InstanceError::Transfer(format!("{}: {e}", self.id))))
+            }
+        }
+    }
+
+    fn remove_store(&mut self) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.call(Op::RemoveStore, None).map(drop)
+    }
+}
+
+impl Drop for RemoteInstance {
+    fn drop(&mut self) {
+        if self.conn.is_some() {
+            let _ = self.call(Op::Bye, None);
+        }
+        if let Some(mut conn) = self.conn.take() {
+            drop(conn.to_agent);
+            let _ = wait_or_kill(&mut conn.child, EXIT_WAIT);
+        }
+    }
+}
+
+fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait().map(drop)
+}

@@ -1,0 +1,222 @@
+//! Framing: bounded JSON lines for control, length-prefixed raw chunks for bulk data.
+
+use std::io::{self, BufRead, Read, Write};
+
+/// Longest control line accepted, newline excluded.
+pub const MAX_LINE: usize = 4 << 20;
+/// Largest data chunk.
+pub const MAX_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the stream ended")]
+    Eof,
+    #[error("a line is longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("a data chunk of {0} bytes is larger than {MAX_CHUNK}")]
+    ChunkTooLarge(usize),
+    #[error("the stream ended inside a data chunk")]
+    TruncatedChunk,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads one line (without its newline), refusing one longer than [`MAX_LINE`] without
+/// buffering more than that. A last line without a newline counts as truncated input.
+pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
+    let mut line = Vec::new();
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if available.is_empty() {
+            return Err(FrameError::Eof);
+        }
+        let (used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&available[..i]);
+                (i + 1, true)
+            }
+            None => {
+                line.extend_from_slice(available);
+                (available.len(), false)
+            }
+        };
+        input.consume(used);
+        if line.len() > MAX_LINE {
+            return Err(FrameError::LineTooLong);
+        }
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
+/// Writes one value as a JSON line and flushes it.
+pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Reads the next chunk into `buf`; an empty result is the terminator.
+pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::TruncatedChunk);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_CHUNK {
+        return Err(FrameError::ChunkTooLarge(len));
+    }
+    buf.resize(len, 0);
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::TruncatedChunk,
+        _ => FrameError::Io(e),
+    })
+}
+
+/// A `Write` that sends everything written as data chunks of up to [`MAX_CHUNK`] bytes;
+/// [`ChunkWriter::finish`] sends the terminator.
+pub struct ChunkWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> ChunkWriter<W> {
+    pub fn new(out: W) -> Self {
+        ChunkWriter {
+            out,
+            buf: Vec::with_capacity(MAX_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write_all(&(self.buf.len() as u32).to_be_bytes())?;
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered and the zero-length terminator.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send()?;
+        self.out.write_all(&0u32.to_be_bytes())?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ChunkWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(MAX_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == MAX_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()?;
+        self.out.flush()
+    }
+}
+
+/// A `Read` over data chunks, ending at the terminator. [`ChunkReader::drain`] skips to it.
+pub struct ChunkReader<'a, R: Read> {
+    input: &'a mut R,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<'a, R: Read> ChunkReader<'a, R> {
+    pub fn new(input: &'a mut R) -> Self {
+        ChunkReader {
+            input,
+            chunk: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Result<(), FrameError> {
+        read_chunk(self.input, &mut self.chunk)?;
+        self.pos = 0;
+        self.done = self.chunk.is_empty();
+        Ok(())
+    }
+
+    /// Reads and drops whatever is left up to the terminator, keeping the stream in step.
+    pub fn drain(&mut self) -> Result<(), FrameError> {
+        while !self.done {
+            self.next_chunk()?;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for ChunkReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while !self.done && self.pos == self.chunk.len() {
+            self.next_chunk().map_err(|e| match e {
+                FrameError::Io(e) => e,
+                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+            })?;
+        }
+        if self.done {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_end_at_the_terminator() {
+        let data: Vec<u8> = (0..(MAX_CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let mut w = ChunkWriter::new(Vec::new());
+        w.write_all(&data).unwrap();
+        let mut wire = w.finish().unwrap();
+        wire.extend_from_slice(b"{\"next\":1}\n");
+        let mut input = io::Cursor::new(wire);
+        let mut back = Vec::new();
+        ChunkReader::new(&mut input).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(read_line(&mut input).unwrap(), b"{\"next\":1}");
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let mut too_big = io::Cursor::new(((MAX_CHUNK + 1) as u32).to_be_bytes().to_vec());
+        assert!(matches!(
+            read_chunk(&mut too_big, &mut Vec::new()),
+            Err(FrameError::ChunkTooLarge(_))
+        ));
+        let mut short = io::Cursor::new(vec![0, 0, 0, 9, 1, 2]);
+        assert!(matches!(
+            read_chunk(&mut short, &mut Vec::new()),
+            Err(FrameError::TruncatedChunk)
+        ));
+        let mut long = io::BufReader::new(io::repeat(b'x').take(MAX_LINE as u64 + 10));
+        assert!(matches!(read_line(&mut long), Err(FrameError::LineTooLong)));
+        let mut unterminated = io::Cursor::new(b"{\"id\":1".to_vec());
+        assert!(matches!(read_line(&mut unterminated), Err(FrameError::Eof)));
+    }
+}

@@ -1,0 +1,295 @@
+//! The messages of protocol version 1, as serde types.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Checksums;
+use crate::contract::ScriptKind;
+use crate::exec::{ScriptEnd, Stream};
+use crate::instance::{InstanceId, ScriptReport};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most of each stream a script report carries; every line already went out as an event.
+const REPORT_TAIL: usize = 256 * 1024;
+
+/// A request from the driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Hello {
+        protocol: u32,
+        deployment: String,
+        instance: InstanceId,
+        settings: WireSettings,
+    },
+    Describe,
+    CreateStore,
+    RunScripts {
+        script: ScriptKind,
+        jobs: Vec<String>,
+        parallel: bool,
+        after_backup_successful: Option<bool>,
+    },
+    SendArtifact {
+        job: String,
+    },
+    ReceiveArtifact {
+        job: String,
+        checksums: Checksums,
+    },
+    RemoveStore,
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSettings {
+    pub script_timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub bbr_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloResult {
+    pub protocol: u32,
+    pub agent_version: String,
+    pub bbr_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    ProtocolMismatch,
+    NotReady,
+    TooLong,
+    Instance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireStream {
+    Stdout,
+    Stderr,
+}
+
+impl From<Stream> for WireStream {
+    fn from(s: Stream) -> Self {
+        match s {
+            Stream::Stdout => WireStream::Stdout,
+            Stream::Stderr => WireStream::Stderr,
+        }
+    }
+}
+
+impl From<WireStream> for Stream {
+    fn from(s: WireStream) -> Self {
+        match s {
+            WireStream::Stdout => Stream::Stdout,
+            WireStream::Stderr => Stream::Stderr,
+        }
+    }
+}
+
+/// A message from the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    Output {
+        id: u64,
+        job: String,
+        script: ScriptKind,
+        stream: WireStream,
+        line: String,
+    },
+    Data {
+        id: u64,
+    },
+    Ok {
+        id: u64,
+        result: serde_json::Value,
+    },
+    Error {
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEnd {
+    Exited(i32),
+    Signalled(i32),
+    TimedOutMs(u64),
+    NotStarted(String),
+}
+
+/// A script report on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReport {
+    pub job: String,
+    pub script: ScriptKind,
+    pub end: WireEnd,
+    pub duration_ms: u64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn tail(text: &str) -> String {
+    if text.len() <= REPORT_TAIL {
+        return text.to_string();
+    }
+    let mut start = text.len() - REPORT_TAIL;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]\n{}", &text[start..])
+}
+
+impl From<&ScriptReport> for WireReport {
+    fn from(r: &ScriptReport) -> Self {
+        WireReport {
+            job: r.job.clone(),
+            script: r.kind,
+            end: match &r.end {
+                ScriptEnd::Exited(c) => WireEnd::Exited(*c),
+                ScriptEnd::Signalled(s) => WireEnd::Signalled(*s),
+                ScriptEnd::TimedOut(d) => WireEnd::TimedOutMs(d.as_millis() as u64),
+                ScriptEnd::NotStarted(why) => WireEnd::NotStarted(why.clone()),
+            },
+            duration_ms: r.duration.as_millis() as u64,
+            stdout: tail(&r.stdout),
+            stderr: tail(&r.stderr),
+        }
+    }
+}
+
+impl From<WireReport> for ScriptReport {
+    fn from(r: WireReport) -> Self {
+        ScriptReport {
+            job: r.job,
+            kind: r.script,
+            end: match r.end {
+                WireEnd::Exited(c) => ScriptEnd::Exited(c),
+                WireEnd::Signalled(s) => ScriptEnd::Signalled(s),
+                WireEnd::TimedOutMs(ms) => ScriptEnd::TimedOut(Duration::from_millis(ms)),
+                WireEnd::NotStarted(why) => ScriptEnd::NotStarted(why),
+            },
+            duration: Duration::from_millis(r.duration_ms),
+            stdout: r.stdout,
+            stderr: r.stderr,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_request(op: Op) {
+        let request = Request { id: 7, op };
+        let line = serde_json::to_string(&request).unwrap();
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            serde_json::from_str::<Request>(&line).unwrap(),
+            request,
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let instance = InstanceId {
+            group: "redis".into(),
+            index: "0".into(),
+        };
+        round_trip_request(Op::Hello {
+            protocol: PROTOCOL_VERSION,
+            deployment: "cf".into(),
+            instance,
+            settings: WireSettings {
+                script_timeout_ms: Some(30_000),
+                kill_grace_ms: 10_000,
+                bbr_version: "1.9.73".into(),
+            },
+        });
+        round_trip_request(Op::Describe);
+        round_trip_request(Op::CreateStore);
+        round_trip_request(Op::RunScripts {
+            script: ScriptKind::PostBackupUnlock,
+            jobs: vec!["a".into(), "b c".into()],
+            parallel: true,
+            after_backup_successful: Some(false),
+        });
+        round_trip_request(Op::SendArtifact { job: "a".into() });
+        let checksums = [("./x y".to_string(), "ab".repeat(32))]
+            .into_iter()
+            .collect();
+        round_trip_request(Op::ReceiveArtifact {
+            job: "a".into(),
+            checksums,
+        });
+        round_trip_request(Op::RemoveStore);
+        round_trip_request(Op::Bye);
+    }
+
+    #[test]
+    fn every_agent_message_round_trips() {
+        let report = ScriptReport {
+            job: "j".into(),
+            kind: ScriptKind::Backup,
+            end: ScriptEnd::TimedOut(Duration::from_millis(1500)),
+            duration: Duration::from_millis(1600),
+            stdout: "out\n".into(),
+            stderr: "ünï\n".into(),
+        };
+        let wire = WireReport::from(&report);
+        let messages = [
+            AgentMessage::Output {
+                id: 1,
+                job: "j".into(),
+                script: ScriptKind::Backup,
+                stream: WireStream::Stderr,
+                line: "a \"quoted\" line".into(),
+            },
+            AgentMessage::Data { id: 2 },
+            AgentMessage::Ok {
+                id: 3,
+                result: serde_json::to_value(vec![wire.clone()]).unwrap(),
+            },
+            AgentMessage::Error {
+                id: None,
+                code: ErrorCode::BadRequest,
+                message: "no".into(),
+            },
+        ];
+        for m in messages {
+            let line = serde_json::to_string(&m).unwrap();
+            assert_eq!(
+                serde_json::from_str::<AgentMessage>(&line).unwrap(),
+                m,
+                "{line}"
+            );
+        }
+        let back = ScriptReport::from(wire);
+        assert_eq!(back.end, report.end);
+        assert_eq!(back.stderr, report.stderr);
+    }
+
+    #[test]
+    fn report_output_is_cut_to_its_tail_on_a_char_boundary() {
+        let long = "é".repeat(REPORT_TAIL);
+        let cut = tail(&long);
+        assert!(cut.starts_with("[...]\n"));
+        assert!(cut.len() <= REPORT_TAIL + 7);
+    }
+}

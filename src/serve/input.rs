@@ -1,0 +1,80 @@
+//! The reader thread of `serve`: turns the input byte stream into requests and data chunks,
+//! so the session loop learns at once when the driver has gone.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
+
+use crate::protocol::Op;
+use crate::protocol::Request;
+use crate::protocol::framing::{FrameError, read_chunk, read_line};
+
+/// What the driver sent, in order.
+#[derive(Debug)]
+pub enum Input {
+    Request(Request),
+    /// A line that is not a request; the session answers `bad_request` and reads on.
+    Malformed(String),
+    /// One chunk of a `receive_artifact`'s data.
+    Data(Vec<u8>),
+    /// The zero-length chunk after a `receive_artifact`'s data.
+    DataEnd,
+    /// The stream broke (a line or chunk over its limit, a truncated chunk); nothing after it
+    /// can be trusted, and nothing follows it.
+    Broken(FrameError),
+}
+
+/// Starts the reader; the channel closes when the input ends.
+pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
+    // Bounded: a fast driver cannot make the agent buffer a whole artifact.
+    let (tx, rx) = sync_channel(4);
+    thread::spawn(move || read_all(BufReader::with_capacity(1 << 20, input), &tx));
+    rx
+}
+
+fn read_all(mut input: impl BufRead, tx: &SyncSender<Input>) {
+    loop {
+        let line = match read_line(&mut input) {
+            Ok(line) => line,
+            Err(FrameError::Eof) => return,
+            Err(e) => {
+                let _ = tx.send(Input::Broken(e));
+                return;
+            }
+        };
+        let request = match serde_json::from_slice::<Request>(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                if tx.send(Input::Malformed(e.to_string())).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let has_data = matches!(request.op, Op::ReceiveArtifact { .. });
+        if tx.send(Input::Request(request)).is_err() {
+            return;
+        }
+        if has_data {
+            let mut chunk = Vec::new();
+            loop {
+                if let Err(e) = read_chunk(&mut input, &mut chunk) {
+                    let _ = tx.send(Input::Broken(e));
+                    return;
+                }
+                let item = if chunk.is_empty() {
+                    Input::DataEnd
+                } else {
+                    Input::Data(std::mem::take(&mut chunk))
+                };
+                let end = matches!(item, Input::DataEnd);
+                if tx.send(item).is_err() {
+                    return;
+                }
+                if end {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The `serve` session loop: one request at a time, answered on stdout; and, when the driver
+//! goes away, the unlock scripts of every job this session locked and the removal of the
+//! store it made.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::input::{Input, spawn_reader};
+use crate::contract::ScriptKind;
+use crate::instance::{
+    Instance, InstanceError, InstanceId, LocalInstance, ScriptLines, ScriptSettings, Timeouts,
+    UnlockContext,
+};
+use crate::layout::Layout;
+use crate::protocol::framing::{ChunkWriter, write_json_line};
+use crate::protocol::{
+    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
+};
+
+type Output = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Serves the protocol on `input`/`output` until the driver says `bye` or goes away.
+/// Returns the exit code.
+pub fn serve(
+    layout: Layout,
+    input: impl Read + Send + 'static,
+    output: impl Write + Send + 'static,
+) -> i32 {
+    let mut session = Session {
+        layout,
+        out: Arc::new(Mutex::new(Box::new(io::BufWriter::new(output)))),
+        current: Arc::new(AtomicU64::new(0)),
+        instance: None,
+        locked: Vec::new(),
+        store_created: false,
+    };
+    let inputs = spawn_reader(input);
+    session.run(&inputs)
+}
+
+struct Session {
+    layout: Layout,
+    out: Output,
+    /// The request whose script output is being sent.
+    current: Arc<AtomicU64>,
+    instance: Option<LocalInstance>,
+    /// Jobs whose lock script ran in this session and that were not unlocked since, in lock
+    /// order, with the kind of lock.
+    locked: Vec<(String, ScriptKind)>,
+    store_created: bool,
+}
+
+/// How the loop ended.
+enum End {
+    Bye,
+    Gone,
+    Broken,
+}
+
+impl Session {
+    fn run(&mut self, inputs: &Receiver<Input>) -> i32 {
+        let end = loop {
+            let Ok(input) = inputs.recv() else {
+                break End::Gone;
+            };
+            match input {
+                Input::Request(request) => {
+                    let bye = matches!(request.op, Op::Bye);
+                    self.handle(request, inputs);
+                    if bye {
+                        break End::Bye;
+                    }
+                }
+                Input::Malformed(why) => self.error(
+                    None,
+                    ErrorCode::BadRequest,
+                    format!("not a valid request: {why}"),
+                ),
+                Input::Data(_) | Input::DataEnd => self.error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "data chunks outside receive_artifact".into(),
+                ),
+                Input::Broken(e) => {
+                    self.error(
+                        None,
+                        ErrorCode::TooLong,
+                        format!("the input stream broke: {e}"),
+                    );
+                    break End::Broken;
+                }
+            }
+        };
+        let held = self.release();
+        match end {
+            End::Bye if !held => 0,
+            End::Gone if !held => 0,
+            _ => 1,
+        }
+    }
+
+    fn handle(&mut self, request: Request, inputs: &Receiver<Input>) {
+        let id = request.id;
+        self.current.store(id, Ordering::SeqCst);
+        if let Op::Hello {
+            protocol,
+            deployment: _,
+            instance,
+            settings,
+        } = request.op
+        {
+            return self.hello(id, protocol, instance, settings);
+        }
+        if self.instance.is_none() {
+            if let Op::ReceiveArtifact { .. } = request.op {
+                drain_data(inputs);
+            }
+            return self.error(
+                Some(id),
+                ErrorCode::NotReady,
+                "the first request must be hello".into(),
+            );
+        }
+        let result = match request.op {
+            Op::Hello { .. } => unreachable!("handled above"),
+            Op::Describe => self.instance().describe().map(to_json),
+            Op::CreateStore => {
+                let r = self.instance().create_store();
+                self.store_created |= r.is_ok();
+                r.map(to_json)
+            }
+            Op::RunScripts {
+                script,
+                jobs,
+                parallel,
+                after_backup_successful,
+            } => {
+                let unlock = after_backup_successful.map(|a| UnlockContext {
+                    after_backup_successful: a,
+                });
+                Ok(to_json(self.run_scripts(script, &jobs, parallel, unlock)))
+            }
+            Op::SendArtifact { job } => self.send_artifact(id, &job),
+            Op::ReceiveArtifact { job, checksums } => {
+                let mut reader = DataReader {
+                    inputs,
+                    chunk: Vec::new(),
+                    pos: 0,
+                    done: false,
+                };
+                let r = self
+                    .instance()
+                    .receive_artifact(&job, &mut reader, &checksums);
+                // Keep the stream in step even when the artifact was refused part-way.
+                if !reader.done {
+                    drain_data(inputs);
+                }
+                r.map(to_json)
+            }
+            Op::RemoveStore => {
+                let r = self.instance().remove_store();
+                self.store_created &= r.is_err();
+                r.map(to_json)
+            }
+            Op::Bye => Ok(serde_json::Value::Null),
+        };
+        match result {
+            Ok(value) => self.send(&AgentMessage::Ok { id, result: value }),
+            Err(e) => self.error(Some(id), ErrorCode::Instance, e.to_string()),
+        }
+    }
+
+    fn hello(&mut self, id: u64, protocol: u32, instance: InstanceId, settings: WireSettings) {
+        if protocol != PROTOCOL_VERSION {
+            return self.error(
+                Some(id),
+                ErrorCode::ProtocolMismatch,
+                format!("this agent speaks protocol {PROTOCOL_VERSION}, the driver {protocol}: use the same bbr-agent version on both ends"),
+            );
+        }
+        let script_settings = ScriptSettings {
+            timeouts: Timeouts {
+                all: settings.script_timeout_ms.map(Duration::from_millis),
+                ..Default::default()
+            },
+            grace: Duration::from_millis(settings.kill_grace_ms),
+            bbr_version: settings.bbr_version.clone(),
+        };
+        let lines = self.output_lines();
+        self.instance = Some(LocalInstance::new(
+            instance,
+            self.layout.clone(),
+            script_settings,
+            lines,
+        ));
+        let result = HelloResult {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            bbr_version: settings.bbr_version,
+        };
+        self.send(&AgentMessage::Ok {
+            id,
+            result: to_json(result),
+        });
+    }
+
+    /// Script output goes to the driver as `output` events of the current request.
+    fn output_lines(&self) -> ScriptLines {
+        let (out, current) = (Arc::clone(&self.out), Arc::clone(&self.current));
+        Arc::new(move |_, job, kind, stream, line| {
+            let message = AgentMessage::Output {
+                id: current.load(Ordering::SeqCst),
+                job: job.to_string(),
+                script: kind,
+                stream: stream.into(),
+                line: line.to_string(),
+            };
+            let _ = write_json_line(&mut *out.lock().expect("output lock"), &message);
+        })
+    }
+
+    fn run_scripts(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[String],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+    ) -> Vec<WireReport> {
+        let reports = self.instance().run_scripts(kind, jobs, parallel, unlock);
+        for report in &reports {
+            match kind {
+                // A lock that failed may still have half-locked its job: it counts as locked.
+                ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock => {
+                    self.locked.push((report.job.clone(), kind));
+                }
+                ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock => {
+                    self.locked.retain(|(job, _)| job != &report.job);
+                }
+                _ => {}
+            }
+        }
+        reports.iter().map(WireReport::from).collect()
+    }
+
+    fn send_artifact(&mut self, id: u64, job: &str) -> Result<serde_json::Value, InstanceError> {
+        self.send(&AgentMessage::Data { id });
+        let out = Arc::clone(&self.out);
+        let mut guard = out.lock().expect("output lock");
+        let mut chunks = ChunkWriter::new(&mut *guard);
+        let result = self
+            .instance
+            .as_mut()
+            .expect("hello came first")
+            .send_artifact(job, &mut chunks);
+        // The terminator goes out whatever happened; the response then says how it went.
+        let _ = chunks.finish();
+        drop(guard);
+        result.map(|checksums| serde_json::json!({ "checksums": checksums }))
+    }
+
+    /// After the driver has gone: unlock what this session locked, newest first, and remove
+    /// the store it made. Returns whether anything was held.
+    fn release(&mut self) -> bool {
+        let held = !self.locked.is_empty() || self.store_created;
+        let Some(instance) = self.instance.as_mut() else {
+            return held;
+        };
+        while let Some((job, lock)) = self.locked.pop() {
+            let (unlock, context) = match lock {
+                ScriptKind::PreRestoreLock => (ScriptKind::PostRestoreUnlock, None),
+                _ => (
+                    ScriptKind::PostBackupUnlock,
+                    Some(UnlockContext {
+                        after_backup_successful: false,
+                    }),
+                ),
+            };
+            tracing::warn!(job = %job, script = %unlock, "driver gone: unlocking");
+            for report in instance.run_scripts(unlock, std::slice::from_ref(&job), false, context) {
+                if !report.success() {
+                    tracing::error!(job = %job, script = %unlock, end = %report.end.describe(), "unlock failed");
+                }
+            }
+        }
+        if self.store_created {
+            if let Err(e) = instance.remove_store() {
+                tracing::error!(error = %e, "cannot remove the store");
+            }
+            self.store_created = false;
+        }
+        held
+    }
+
+    fn instance(&mut self) -> &mut LocalInstance {
+        self.instance.as_mut().expect("hello came first")
+    }
+
+    fn send(&self, message: &AgentMessage) {
+        // A driver that cannot be written to is gone; the reader will see its input end.
+        let _ = write_json_line(&mut *self.out.lock().expect("output lock"), message);
+    }
+
+    fn error(&self, id: Option<u64>, code: ErrorCode, message: String) {
+        self.send(&AgentMessage::Error { id, code, message });
+    }
+}
+
+fn to_json(value: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).expect("protocol values serialise")
+}
+
+/// Skips a `receive_artifact`'s data up to its terminator.
+fn drain_data(inputs: &Receiver<Input>) {
+    while let Ok(Input::Data(_)) = inputs.recv() {}
+}
+
+/// A `Read` over the data chunks the reader thread passes on.
+struct DataReader<'a> {
+    inputs: &'a Receiver<Input>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for DataReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while !self.done && self.pos == self.chunk.len() {
+            match self.inputs.recv() {
+                Ok(Input::Data(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Input::DataEnd) => self.done = true,
+                Ok(_) | Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the driver's data ended before its terminator",
+                    ));
+                }
+            }
+        }
+        if self.done {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

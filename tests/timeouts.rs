@@ -1,0 +1,369 @@
+//! Script timeouts (DESIGN section 5): on expiry the script's whole process group gets SIGTERM,
+//! then SIGKILL after the grace period, and the workflow goes down its failure path, so unlock
+//! still runs. A script that leaves a daemon holding its output open does not hang the run.
+//!
+//! Every process a test starts writes its pid to a file under `<vm>/pids`; a [`Survivors`] guard
+//! kills whatever is left of them when the test ends, passed or failed.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use common::{Run, Vm};
+
+/// Kills every process whose pid file is under `dir` when dropped.
+struct Survivors {
+    dir: PathBuf,
+}
+
+impl Survivors {
+    fn new(vm: &Vm) -> Survivors {
+        let dir = vm.dir.path().join("pids");
+        fs::create_dir_all(&dir).unwrap();
+        Survivors { dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The pid a script wrote to `<pids>/<name>`.
+    fn pid(&self, name: &str, run: &Run) -> i32 {
+        read_pid(&self.file(name))
+            .unwrap_or_else(|| panic!("the script wrote no pid to pids/{name}\n{}", run.explain()))
+    }
+}
+
+impl Drop for Survivors {
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Some(pid) = read_pid(&entry.path())
+                && alive(pid)
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `kill -0`, except that a zombie counts as gone: it has ended and only waits for whoever
+/// inherited it (init, in a container maybe nobody) to reap it.
+fn alive(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z'),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is gone, allowing a moment for a signal already sent to land.
+fn gone_soon(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn assert_gone(survivors: &Survivors, names: &[&str], run: &Run) {
+    for name in names {
+        let pid = survivors.pid(name, run);
+        assert!(
+            gone_soon(pid),
+            "process {name} (pid {pid}) outlived the agent\n{}",
+            run.explain()
+        );
+    }
+}
+
+/// Runs the agent and measures how long it took.
+fn timed(vm: &Vm, args: &[&str]) -> (Run, Duration) {
+    let started = Instant::now();
+    let run = vm.agent(args);
+    (run, started.elapsed())
+}
+
+fn backup_args(vm: &Vm, extra: &[&'static str]) -> Vec<String> {
+    let mut args = vec![
+        "backup".to_string(),
+        "--artifact-path".to_string(),
+        vm.artifacts().display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+const QUICK: [&str; 4] = ["--script-timeout", "1s", "--kill-grace", "1s"];
+
+fn metadata_before(job: &str) -> String {
+    format!(
+        "backup_should_be_locked_before:\n- job_name: {job}\n  release: r\n\
+         restore_should_be_locked_before:\n- job_name: {job}\n  release: r"
+    )
+}
+
+/// api (locked first) and db, each with recording scripts and a backup that writes a file.
+fn two_job_vm() -> Vm {
+    let vm = Vm::with_identity("acme", "backend");
+    for name in ["api", "db"] {
+        vm.job(name)
+            .recording_locks()
+            .script(
+                "post-backup-unlock",
+                "echo \"$ME $BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL\" >> \"$LOG\"",
+            )
+            .script(
+                "backup",
+                "echo \"$ME\" >> \"$LOG\"\necho data > \"${BBR_ARTIFACT_DIRECTORY}data\"",
+            )
+            .script("restore", "echo \"$ME\" >> \"$LOG\"");
+    }
+    vm.job("api").metadata(&metadata_before("db"));
+    vm
+}
+
+fn of_script(calls: &[String], script: &str) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.split(' ').nth(1) == Some(script))
+        .cloned()
+        .collect()
+}
+
+fn assert_says_timed_out(run: &Run, job_script: &str) {
+    let all = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(
+        all.lines()
+            .any(|l| l.contains(job_script) && l.contains("timed out")),
+        "no message says {job_script} timed out\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_hung_lock_has_its_whole_process_group_ended_and_unlock_still_runs() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.job("api").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             echo $$ > '{script}'\n\
+             sleep 300 &\n\
+             echo $! > '{sleeper}'\n\
+             sh -c 'trap \"\" TERM; exec sleep 300' &\n\
+             echo $! > '{stubborn}'\n\
+             wait",
+            script = survivors.file("script").display(),
+            sleeper = survivors.file("sleeper").display(),
+            stubborn = survivors.file("stubborn").display(),
+        ),
+    );
+
+    let (run, took) = timed(&vm, &as_strs(&backup_args(&vm, &QUICK)));
+    run.assert_code(4);
+    assert_says_timed_out(&run, "api pre-backup-lock");
+    assert_gone(&survivors, &["script", "sleeper", "stubborn"], &run);
+
+    let calls = vm.calls();
+    assert!(
+        of_script(&calls, "backup").is_empty(),
+        "no backup after a failed lock: {calls:?}\n{}",
+        run.explain()
+    );
+    assert_eq!(
+        of_script(&calls, "post-backup-unlock"),
+        [
+            "db post-backup-unlock false",
+            "api post-backup-unlock false"
+        ],
+        "{}",
+        run.explain()
+    );
+    assert!(!vm.store().exists(), "{}", run.explain());
+    assert!(
+        took < Duration::from_secs(8),
+        "1s timeout + 1s grace took {took:?}\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_script_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    let (term_at, alive_at) = (survivors.file("term-at"), survivors.file("alive-at"));
+    vm.job("db").script(
+        "backup",
+        &format!(
+            "echo $$ > '{script}'\n\
+             trap 'date +%s%N > \"{term_at}\"; echo \"$ME got TERM\" >> \"$LOG\"' TERM\n\
+             echo \"$ME\" >> \"$LOG\"\n\
+             while :; do date +%s%N > '{alive_at}'; sleep 0.05; done",
+            script = survivors.file("script").display(),
+            term_at = term_at.display(),
+            alive_at = alive_at.display(),
+        ),
+    );
+
+    let (run, took) = timed(&vm, &as_strs(&backup_args(&vm, &QUICK)));
+    run.assert_code(1);
+    assert_says_timed_out(&run, "db backup");
+    assert_gone(&survivors, &["script"], &run);
+
+    let calls = vm.calls();
+    assert!(
+        calls.contains(&"db backup got TERM".to_string()),
+        "SIGTERM comes first: {calls:?}\n{}",
+        run.explain()
+    );
+    let nanos = |path: &Path| -> i128 {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no timestamp in {}\n{}", path.display(), run.explain()))
+    };
+    let survived = Duration::from_nanos((nanos(&alive_at) - nanos(&term_at)).max(0) as u64);
+    assert!(
+        survived >= Duration::from_millis(700),
+        "the script got its grace period after SIGTERM, but was seen alive only {survived:?} after it\n{}",
+        run.explain()
+    );
+    assert!(
+        survived < Duration::from_secs(3),
+        "SIGKILL came {survived:?} after SIGTERM with a 1s grace\n{}",
+        run.explain()
+    );
+    assert_eq!(
+        of_script(&calls, "post-backup-unlock"),
+        [
+            "db post-backup-unlock false",
+            "api post-backup-unlock false"
+        ],
+        "{}",
+        run.explain()
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_daemon_holding_stdout_open_does_not_hang_the_run() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    // No timeout at all: the script exits at once, its daemon keeps both pipes open.
+    vm.job("db").script(
+        "backup",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             echo data > \"${{BBR_ARTIFACT_DIRECTORY}}data\"\n\
+             sleep 300 &\n\
+             echo $! > '{daemon}'\n\
+             echo 'started a daemon'",
+            daemon = survivors.file("daemon").display(),
+        ),
+    );
+
+    let (run, took) = timed(&vm, &as_strs(&backup_args(&vm, &[])));
+    run.assert_success();
+    let daemon = survivors.pid("daemon", &run);
+    assert!(
+        alive(daemon),
+        "the daemon was alive while the agent finished (else this test proves nothing)\n{}",
+        run.explain()
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "a daemon holding the pipes held the run up for {took:?}\n{}",
+        run.explain()
+    );
+    let tar = vm.artifact_dir().join("backend-0-db.tar");
+    assert!(tar.exists(), "{}", run.explain());
+}
+
+#[test]
+fn a_hung_pre_restore_lock_is_ended_restore_is_skipped_and_unlock_runs() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.agent(&as_strs(&backup_args(&vm, &[]))).assert_success();
+    let artifact = vm.artifact_dir();
+    fs::write(vm.log_path(), "").unwrap();
+    vm.job("api").script(
+        "pre-restore-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             echo $$ > '{script}'\n\
+             sleep 300 &\n\
+             echo $! > '{sleeper}'\n\
+             wait",
+            script = survivors.file("script").display(),
+            sleeper = survivors.file("sleeper").display(),
+        ),
+    );
+
+    let mut args = vec!["restore", "--artifact-path", artifact.to_str().unwrap()];
+    args.extend(QUICK);
+    let (run, took) = timed(&vm, &args);
+    run.assert_code(4);
+    assert_says_timed_out(&run, "api pre-restore-lock");
+    assert_gone(&survivors, &["script", "sleeper"], &run);
+    let calls = vm.calls();
+    assert!(
+        of_script(&calls, "restore").is_empty(),
+        "{calls:?}\n{}",
+        run.explain()
+    );
+    assert_eq!(
+        of_script(&calls, "post-restore-unlock"),
+        ["db post-restore-unlock", "api post-restore-unlock"],
+        "{}",
+        run.explain()
+    );
+    assert!(!vm.store().exists(), "{}", run.explain());
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn scripts_that_finish_in_time_are_not_affected_by_the_timeout() {
+    let vm = two_job_vm();
+    vm.job("db").script(
+        "backup",
+        "echo \"$ME\" >> \"$LOG\"\nsleep 0.3\necho data > \"${BBR_ARTIFACT_DIRECTORY}data\"",
+    );
+    let run = vm.agent(&as_strs(&backup_args(&vm, &QUICK)));
+    run.assert_success();
+    assert_eq!(
+        of_script(&vm.calls(), "post-backup-unlock"),
+        ["db post-backup-unlock true", "api post-backup-unlock true"],
+        "{}",
+        run.explain()
+    );
+}
