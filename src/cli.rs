@@ -90,8 +90,7 @@ pub struct DeploymentArgs {
     pub inventory: PathBuf,
 
     /// How many VMs are worked on at once.
-    #[arg(long, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT,
-          value_parser = clap::value_parser!(usize))]
+    #[arg(long, global = true, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
     #[command(flatten)]
@@ -137,11 +136,11 @@ pub enum PlanWorkflow {
 pub struct ScriptArgs {
     /// End any script that runs longer than this (e.g. 30s, 5m, 2h): SIGTERM to its process
     /// group, then SIGKILL after the grace period. Default: no limit, as under BBR.
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, global = true, value_parser = crate::duration::parse)]
     pub script_timeout: Option<Duration>,
 
     /// Time between SIGTERM and SIGKILL for a script that timed out.
-    #[arg(long, value_parser = crate::duration::parse, default_value = "10s")]
+    #[arg(long, global = true, value_parser = crate::duration::parse, default_value = "10s")]
     pub kill_grace: Duration,
 }
 

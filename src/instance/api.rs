@@ -115,7 +115,7 @@ pub enum InstanceError {
     ChecksumMismatch { job: String, detail: String },
     #[error("job '{job}' is not a BBR job on this instance")]
     UnknownJob { job: String },
-    #[error("cannot reach the agent of {instance} with `{command}`: {detail}{stderr}")]
+    #[error("cannot reach the agent with `{command}`: {detail}{stderr}")]
     Unreachable {
         instance: String,
         command: String,

@@ -13,8 +13,12 @@ use crate::protocol::framing::{FrameError, read_chunk, read_line};
 #[derive(Debug)]
 pub enum Input {
     Request(Request),
-    /// A line that is not a request; the session answers `bad_request` and reads on.
-    Malformed(String),
+    /// A line that is not a request; the session answers `bad_request` (with the line's `id`
+    /// where it has one) and reads on.
+    Malformed {
+        id: Option<u64>,
+        why: String,
+    },
     /// One chunk of a `receive_artifact`'s data.
     Data(Vec<u8>),
     /// The zero-length chunk after a `receive_artifact`'s data.
@@ -45,7 +49,11 @@ fn read_all(mut input: impl BufRead, tx: &SyncSender<Input>) {
         let request = match serde_json::from_slice::<Request>(&line) {
             Ok(r) => r,
             Err(e) => {
-                if tx.send(Input::Malformed(e.to_string())).is_err() {
+                let id = serde_json::from_slice::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
+                let why = e.to_string();
+                if tx.send(Input::Malformed { id, why }).is_err() {
                     return;
                 }
                 continue;

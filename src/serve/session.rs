@@ -36,6 +36,7 @@ pub fn serve(
         instance: None,
         locked: Vec::new(),
         store_created: false,
+        broken: None,
     };
     let inputs = spawn_reader(input);
     session.run(&inputs)
@@ -51,6 +52,8 @@ struct Session {
     /// order, with the kind of lock.
     locked: Vec<(String, ScriptKind)>,
     store_created: bool,
+    /// Set when the input stream broke inside a request's data.
+    broken: Option<String>,
 }
 
 /// How the loop ended.
@@ -70,12 +73,20 @@ impl Session {
                 Input::Request(request) => {
                     let bye = matches!(request.op, Op::Bye);
                     self.handle(request, inputs);
+                    if let Some(why) = self.broken.take() {
+                        self.error(
+                            None,
+                            ErrorCode::TooLong,
+                            format!("the input stream broke: {why}"),
+                        );
+                        break End::Broken;
+                    }
                     if bye {
                         break End::Bye;
                     }
                 }
-                Input::Malformed(why) => self.error(
-                    None,
+                Input::Malformed { id, why } => self.error(
+                    id,
                     ErrorCode::BadRequest,
                     format!("not a valid request: {why}"),
                 ),
@@ -116,7 +127,7 @@ impl Session {
         }
         if self.instance.is_none() {
             if let Op::ReceiveArtifact { .. } = request.op {
-                drain_data(inputs);
+                self.broken = drain_data(inputs);
             }
             return self.error(
                 Some(id),
@@ -150,14 +161,17 @@ impl Session {
                     chunk: Vec::new(),
                     pos: 0,
                     done: false,
+                    broken: None,
                 };
                 let r = self
                     .instance()
                     .receive_artifact(&job, &mut reader, &checksums);
                 // Keep the stream in step even when the artifact was refused part-way.
-                if !reader.done {
-                    drain_data(inputs);
-                }
+                self.broken = if reader.done {
+                    reader.broken
+                } else {
+                    drain_data(inputs)
+                };
                 r.map(to_json)
             }
             Op::RemoveStore => {
@@ -312,9 +326,17 @@ fn to_json(value: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).expect("protocol values serialise")
 }
 
-/// Skips a `receive_artifact`'s data up to its terminator.
-fn drain_data(inputs: &Receiver<Input>) {
-    while let Ok(Input::Data(_)) = inputs.recv() {}
+/// Skips a `receive_artifact`'s data up to its terminator; says why if the stream broke
+/// before it.
+fn drain_data(inputs: &Receiver<Input>) -> Option<String> {
+    loop {
+        match inputs.recv() {
+            Ok(Input::Data(_)) => continue,
+            Ok(Input::DataEnd) => return None,
+            Ok(Input::Broken(e)) => return Some(e.to_string()),
+            Ok(_) | Err(_) => return Some("the data ended before its terminator".to_string()),
+        }
+    }
 }
 
 /// A `Read` over the data chunks the reader thread passes on.
@@ -323,6 +345,7 @@ struct DataReader<'a> {
     chunk: Vec<u8>,
     pos: usize,
     done: bool,
+    broken: Option<String>,
 }
 
 impl Read for DataReader<'_> {
@@ -334,8 +357,12 @@ impl Read for DataReader<'_> {
                     self.pos = 0;
                 }
                 Ok(Input::DataEnd) => self.done = true,
-                Ok(_) | Err(_) => {
+                other => {
                     self.done = true;
+                    self.broken = Some(match other {
+                        Ok(Input::Broken(e)) => e.to_string(),
+                        _ => "the data ended before its terminator".to_string(),
+                    });
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the driver's data ended before its terminator",

@@ -9,17 +9,26 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fleet;
+pub mod sshd;
+
 pub const AGENT: &str = env!("CARGO_BIN_EXE_bbr-agent");
 
 /// A VM: `<dir>/vm` is its `--root`; `<dir>/calls.log` records what its scripts did.
 pub struct Vm {
     pub dir: tempfile::TempDir,
+    /// A call log shared with other VMs (a fleet's), instead of `<dir>/calls.log`.
+    shared_log: Option<PathBuf>,
+    /// `group/index`, put before each call-log line when VMs share a log.
+    label: Option<String>,
 }
 
 impl Vm {
     pub fn new() -> Vm {
         let vm = Vm {
             dir: tempfile::tempdir().expect("temp dir"),
+            shared_log: None,
+            label: None,
         };
         fs::create_dir_all(vm.jobs_root()).unwrap();
         vm
@@ -53,7 +62,16 @@ impl Vm {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("calls.log")
+        self.shared_log
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("calls.log"))
+    }
+
+    /// This VM as a member of a fleet: its scripts log to `log`, each line led by `label`.
+    pub fn in_fleet(mut self, log: PathBuf, label: &str) -> Vm {
+        self.shared_log = Some(log);
+        self.label = Some(label.to_string());
+        self
     }
 
     /// Writes a file below the VM root, making its parent directories.
@@ -112,8 +130,14 @@ impl Job<'_> {
     /// Writes `bin/bbr/<script>`: a shell script whose prelude sets `LOG` (the call log) and
     /// `ME` (`<job> <script>`), then `body`.
     pub fn script(&self, script: &str, body: &str) -> &Self {
+        let label = self
+            .vm
+            .label
+            .as_ref()
+            .map(|l| format!("{l} "))
+            .unwrap_or_default();
         let text = format!(
-            "#!/bin/sh\nLOG='{}'\nME='{} {}'\n{body}\n",
+            "#!/bin/sh\nLOG='{}'\nME='{label}{} {}'\n{body}\n",
             self.vm.log_path().display(),
             self.name,
             script

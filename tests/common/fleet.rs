@@ -1,0 +1,118 @@
+//! A fleet: several fake VMs sharing one call log, an inventory that reaches each VM's
+//! `bbr-agent serve`, and the driver run against it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{AGENT, Run, Vm};
+
+pub struct Member {
+    pub group: String,
+    pub index: u32,
+    pub vm: Vm,
+}
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        Fleet {
+            dir: tempfile::tempdir().expect("temp dir"),
+            members: Vec::new(),
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("calls.log")
+    }
+
+    /// Adds the VM `group/index`; its scripts log `group/index job script` to the fleet log.
+    pub fn add(&mut self, group: &str, index: u32) -> &Vm {
+        let label = format!("{group}/{index}");
+        let vm = Vm::with_identity("acme", group).in_fleet(self.log_path(), &label);
+        self.members.push(Member {
+            group: group.to_string(),
+            index,
+            vm,
+        });
+        &self.members.last().unwrap().vm
+    }
+
+    pub fn vm(&self, group: &str, index: u32) -> &Vm {
+        &self
+            .members
+            .iter()
+            .find(|m| m.group == group && m.index == index)
+            .expect("a member of the fleet")
+            .vm
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Writes an inventory whose per-instance command is `command(member)`.
+    pub fn inventory_with(&self, command: impl Fn(&Member) -> String) -> PathBuf {
+        let mut text = String::from("deployment: acme\ninstances:\n");
+        for m in &self.members {
+            let cmd = command(m).replace('\'', "''");
+            text.push_str(&format!(
+                "- group: {}\n  index: {}\n  command: '{cmd}'\n",
+                m.group, m.index
+            ));
+        }
+        let path = self.dir.path().join("inventory.yml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// An inventory that runs each VM's agent locally: `bbr-agent --root <vm> serve`.
+    pub fn local_inventory(&self) -> PathBuf {
+        self.inventory_with(|m| format!("{AGENT} --root {} serve", m.vm.root().display()))
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        let dir = self.dir.path().join("artifacts");
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn artifact_dir(&self) -> PathBuf {
+        let dirs: Vec<_> = fs::read_dir(self.artifacts())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            dirs.len(),
+            1,
+            "expected one artifact directory, found {dirs:?}"
+        );
+        dirs[0].clone()
+    }
+
+    /// Runs `bbr-agent deployment --inventory <inventory> <args>`.
+    pub fn driver(&self, inventory: &Path, args: &[&str]) -> Run {
+        let mut all = vec![
+            "deployment".to_string(),
+            "--inventory".to_string(),
+            inventory.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Run::new(&all, self.dir.path())
+    }
+
+    /// `deployment backup` into `artifacts()`.
+    pub fn backup(&self, inventory: &Path, extra: &[&str]) -> Run {
+        let artifacts = self.artifacts().display().to_string();
+        let mut args = vec!["backup", "--artifact-path", &artifacts];
+        args.extend_from_slice(extra);
+        self.driver(inventory, &args)
+    }
+}

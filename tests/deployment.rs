@@ -1,0 +1,261 @@
+//! The deployment driver over the local `serve` transport: cross-VM ordering, round trips,
+//! refusals before any VM is touched, unreachable VMs and `--max-in-flight`.
+
+mod common;
+
+use std::fs;
+
+use common::fleet::Fleet;
+use common::{tree, write_file};
+
+/// api/0 holds a lock-only job; db/0 and blob/0 hold data. Metadata: api before db, db before
+/// blob, for backup and restore alike.
+fn three_vm_fleet() -> Fleet {
+    let mut fleet = Fleet::new();
+    let api = fleet.add("api", 0);
+    api.job("api-lock")
+        .recording_locks()
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}\nrestore_should_be_locked_before:\n- {job_name: db, release: acme}");
+    let db = fleet.add("db", 0);
+    db.job("db")
+        .recording_locks()
+        .copying_backup_restore()
+        .metadata("backup_should_be_locked_before:\n- {job_name: blob, release: acme}\nrestore_should_be_locked_before:\n- {job_name: blob, release: acme}");
+    write_file(
+        &db.data_dir("db").join("dump.sql"),
+        b"insert into t values (1);\n",
+    );
+    write_file(&db.data_dir("db").join("with space/ünï.txt"), b"x");
+    let blob = fleet.add("blob", 0);
+    blob.job("blob").recording_locks().copying_backup_restore();
+    write_file(
+        &blob.data_dir("blob").join("objects/aa/bb"),
+        &[7u8; 100_000],
+    );
+    write_file(&blob.data_dir("blob").join("empty"), b"");
+    fleet
+}
+
+fn position(calls: &[String], line: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c == line)
+        .unwrap_or_else(|| panic!("{line:?} not in the call log: {calls:#?}"))
+}
+
+#[test]
+fn backup_and_restore_of_three_vms_follow_the_cross_vm_lock_order() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.local_inventory();
+    let before_db = tree(&fleet.vm("db", 0).data_dir("db"));
+    let before_blob = tree(&fleet.vm("blob", 0).data_dir("blob"));
+
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success();
+    let calls = fleet.calls();
+    let lock = |l: &str| position(&calls, l);
+    assert!(
+        lock("api/0 api-lock pre-backup-lock") < lock("db/0 db pre-backup-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        lock("db/0 db pre-backup-lock") < lock("blob/0 blob pre-backup-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        lock("blob/0 blob pre-backup-lock") < lock("db/0 db backup"),
+        "{calls:#?}"
+    );
+    assert!(
+        lock("db/0 db backup") < lock("blob/0 blob post-backup-unlock"),
+        "{calls:#?}"
+    );
+    assert!(
+        lock("blob/0 blob post-backup-unlock") < lock("db/0 db post-backup-unlock"),
+        "{calls:#?}"
+    );
+    assert!(
+        lock("db/0 db post-backup-unlock") < lock("api/0 api-lock post-backup-unlock"),
+        "{calls:#?}"
+    );
+
+    let artifact = fleet.artifact_dir();
+    for tar in ["db-0-db.tar", "blob-0-blob.tar"] {
+        assert!(
+            artifact.join(tar).is_file(),
+            "{tar} in {artifact:?}\n{}",
+            run.explain()
+        );
+    }
+    for m in &fleet.members {
+        assert!(
+            !m.vm.store().exists(),
+            "{}/{} store removed",
+            m.group,
+            m.index
+        );
+    }
+    fs::remove_dir_all(fleet.vm("db", 0).data_dir("db")).unwrap();
+    fs::remove_dir_all(fleet.vm("blob", 0).data_dir("blob")).unwrap();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    fleet
+        .driver(
+            &inventory,
+            &["restore", "--artifact-path", artifact.to_str().unwrap()],
+        )
+        .assert_success();
+    assert_eq!(tree(&fleet.vm("db", 0).data_dir("db")), before_db);
+    assert_eq!(tree(&fleet.vm("blob", 0).data_dir("blob")), before_blob);
+    let calls = fleet.calls();
+    let at = |l: &str| position(&calls, l);
+    assert!(
+        at("api/0 api-lock pre-restore-lock") < at("db/0 db pre-restore-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        at("db/0 db pre-restore-lock") < at("blob/0 blob pre-restore-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        at("blob/0 blob post-restore-unlock") < at("db/0 db post-restore-unlock"),
+        "{calls:#?}"
+    );
+    assert!(
+        at("db/0 db post-restore-unlock") < at("api/0 api-lock post-restore-unlock"),
+        "{calls:#?}"
+    );
+}
+
+#[test]
+fn restore_is_refused_before_any_vm_is_touched_when_an_instance_is_missing() {
+    let mut fleet = three_vm_fleet();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    fleet.members.retain(|m| m.group != "blob");
+    let partial = fleet.local_inventory();
+    let run = fleet.driver(
+        &partial,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("has no instance blob/0");
+    assert!(
+        fleet.calls().is_empty(),
+        "no script may run: {:?}",
+        fleet.calls()
+    );
+    for m in &fleet.members {
+        assert!(
+            !m.vm.store().exists(),
+            "nothing written on {}/{}",
+            m.group,
+            m.index
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_vm_stops_the_run_before_anything_is_locked() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "blob" {
+            "echo 'ssh: connect to host 10.0.0.9 port 22: Connection refused' >&2; exit 255"
+                .to_string()
+        } else {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        }
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0: cannot reach the agent")
+        .assert_stderr_contains("Connection refused")
+        .assert_stderr_contains("exit 255");
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing may be locked: {:?}",
+        fleet.calls()
+    );
+    assert_eq!(
+        fs::read_dir(fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory"
+    );
+}
+
+#[test]
+fn an_agent_speaking_another_protocol_version_is_refused() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "db" {
+            // Reads the hello and answers as an agent of protocol 99 would.
+            r#"read line; echo '{"type":"ok","id":1,"result":{"protocol":99,"agent_version":"9.0.0","bbr_version":"1.9.73"}}'; cat >/dev/null"#.to_string()
+        } else {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        }
+    });
+    fleet
+        .backup(&inventory, &[])
+        .assert_code(1)
+        .assert_stderr_contains("db/0")
+        .assert_stderr_contains("protocol 99");
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing may be locked: {:?}",
+        fleet.calls()
+    );
+}
+
+/// Three VMs whose backup scripts log their start and end around a pause.
+fn slow_fleet() -> Fleet {
+    let mut fleet = Fleet::new();
+    for i in 0..3 {
+        fleet.add("worker", i).job("work").script(
+            "backup",
+            "echo \"start $ME\" >> \"$LOG\"; sleep 0.3; echo \"end $ME\" >> \"$LOG\"",
+        );
+    }
+    fleet
+}
+
+/// Whether two scripts ever ran at the same time, from start/end lines.
+fn overlapped(calls: &[String]) -> bool {
+    let mut running = 0;
+    for c in calls {
+        if c.starts_with("start ") {
+            running += 1;
+            if running > 1 {
+                return true;
+            }
+        } else if c.starts_with("end ") {
+            running -= 1;
+        }
+    }
+    false
+}
+
+#[test]
+fn max_in_flight_one_runs_one_vm_at_a_time() {
+    let fleet = slow_fleet();
+    let inventory = fleet.local_inventory();
+    fleet
+        .backup(&inventory, &["--max-in-flight", "1"])
+        .assert_success();
+    let calls = fleet.calls();
+    assert_eq!(calls.len(), 6, "{calls:#?}");
+    assert!(
+        !overlapped(&calls),
+        "scripts overlapped with --max-in-flight 1: {calls:#?}"
+    );
+}
+
+#[test]
+fn without_a_limit_the_vms_run_at_once() {
+    let fleet = slow_fleet();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    assert!(overlapped(&fleet.calls()), "{:#?}", fleet.calls());
+}

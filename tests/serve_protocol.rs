@@ -1,0 +1,259 @@
+//! `bbr-agent serve` spoken to directly: garbage and truncated input get an error or a clean
+//! exit, never a panic or a hang; and when the driver goes away, what was locked is unlocked.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{AGENT, Vm};
+use serde_json::{Value, json};
+
+/// Runs `serve` on `vm` with `input` as its whole stdin; returns its exit code and the
+/// messages it wrote. Fails the test if it takes more than 20 s (a hang).
+fn serve(vm: &Vm, input: &[u8]) -> (Option<i32>, Vec<Value>, String) {
+    let mut child = Command::new(AGENT)
+        .arg("--root")
+        .arg(vm.root())
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // serve may stop reading early (a broken frame); a broken pipe here is expected then.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve hung on input {:?}", String::from_utf8_lossy(input));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "serve panicked:\n{stderr}");
+    let messages = BufReader::new(&out.stdout[..])
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).expect("serve writes only JSON lines here"))
+        .collect();
+    (out.status.code(), messages, stderr)
+}
+
+fn hello(id: u64) -> String {
+    json!({"id": id, "op": "hello", "protocol": 1, "deployment": "acme",
+           "instance": {"group": "backend", "index": "0"},
+           "settings": {"script_timeout_ms": null, "kill_grace_ms": 1000, "bbr_version": "1.9.73"}})
+    .to_string()
+}
+
+fn line(v: Value) -> String {
+    v.to_string()
+}
+
+#[test]
+fn garbage_lines_get_bad_request_and_the_session_goes_on() {
+    let vm = Vm::new();
+    vm.job("j").recording("pre-backup-lock");
+    let input = format!(
+        "not json\n{}\n{}\n{{\"id\":3,\"op\":\"fly\"}}\n[1,2]\n{}\n",
+        line(json!({"id": 1, "op": "describe"})),
+        hello(2),
+        line(json!({"id": 4, "op": "describe"}))
+    );
+    let (code, messages, stderr) = serve(&vm, input.as_bytes());
+    assert_eq!(code, Some(0), "{messages:#?}\n{stderr}");
+    let kinds: Vec<(Value, Value, Value)> = messages
+        .iter()
+        .map(|m| (m["type"].clone(), m["id"].clone(), m["code"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (json!("error"), Value::Null, json!("bad_request")),
+            (json!("error"), json!(1), json!("not_ready")),
+            (json!("ok"), json!(2), Value::Null),
+            (json!("error"), json!(3), json!("bad_request")),
+            (json!("error"), Value::Null, json!("bad_request")),
+            (json!("ok"), json!(4), Value::Null),
+        ],
+        "{messages:#?}"
+    );
+    assert_eq!(messages[5]["result"]["jobs"][0]["name"], "j");
+}
+
+#[test]
+fn truncated_and_oversized_input_ends_the_session_cleanly() {
+    let vm = Vm::new();
+    // A request cut off mid-line: nothing to answer, a clean exit.
+    let (code, messages, _) = serve(&vm, hello(1)[..20].as_bytes());
+    assert_eq!((code, messages.len()), (Some(0), 0));
+
+    // A line over the 4 MiB limit: too_long, then a non-zero exit.
+    let mut huge = vec![b'x'; 5 << 20];
+    huge.push(b'\n');
+    let (code, messages, _) = serve(&vm, &huge);
+    assert_eq!(code, Some(1));
+    assert_eq!(messages.last().unwrap()["code"], "too_long");
+
+    // receive_artifact whose data is truncated mid-chunk.
+    let mut input = format!(
+        "{}\n{}\n",
+        hello(1),
+        line(json!({"id": 2, "op": "receive_artifact", "job": "j", "checksums": {}}))
+    )
+    .into_bytes();
+    input.extend_from_slice(&[0, 0, 0, 100, 1, 2, 3]);
+    let (code, messages, _) = serve(&vm, &input);
+    assert_eq!(code, Some(1), "{messages:#?}");
+    // And a chunk that claims more than 1 MiB.
+    let mut input = format!(
+        "{}\n{}\n",
+        hello(1),
+        line(json!({"id": 2, "op": "receive_artifact", "job": "j", "checksums": {}}))
+    )
+    .into_bytes();
+    input.extend_from_slice(&(64u32 << 20).to_be_bytes());
+    let (code, messages, _) = serve(&vm, &input);
+    assert_eq!(code, Some(1), "{messages:#?}");
+    assert!(
+        messages.iter().any(|m| m["code"] == "too_long"),
+        "{messages:#?}"
+    );
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused() {
+    let vm = Vm::new();
+    let mut request: Value = serde_json::from_str(&hello(1)).unwrap();
+    request["protocol"] = json!(2);
+    let (_, messages, _) = serve(&vm, format!("{request}\n").as_bytes());
+    assert_eq!(messages[0]["code"], "protocol_mismatch", "{messages:#?}");
+    assert!(
+        messages[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("protocol 1")
+    );
+}
+
+#[test]
+fn when_the_driver_goes_away_the_locked_jobs_are_unlocked_in_reverse_and_the_store_removed() {
+    let vm = Vm::new();
+    vm.job("first")
+        .recording_locks()
+        .metadata("backup_should_be_locked_before:\n- {job_name: second, release: r}");
+    vm.job("second").recording_locks().script(
+        "post-backup-unlock",
+        "echo \"$ME $BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL\" >> \"$LOG\"",
+    );
+    let run = |id: u64, job: &str| {
+        line(
+            json!({"id": id, "op": "run_scripts", "script": "pre-backup-lock", "jobs": [job],
+                    "parallel": true, "after_backup_successful": null}),
+        )
+    };
+    let input = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        hello(1),
+        line(json!({"id": 2, "op": "describe"})),
+        line(json!({"id": 3, "op": "create_store"})),
+        run(4, "first"),
+        run(5, "second"),
+    );
+    let (code, messages, stderr) = serve(&vm, input.as_bytes());
+    assert!(
+        messages.iter().all(|m| m["type"] != "error"),
+        "{messages:#?}"
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "it held locks when its input ended\n{stderr}"
+    );
+    assert_eq!(
+        vm.calls(),
+        [
+            "first pre-backup-lock",
+            "second pre-backup-lock",
+            "second post-backup-unlock false",
+            "first post-backup-unlock",
+        ]
+    );
+    assert!(!vm.store().exists(), "the store it made is removed");
+}
+
+#[test]
+fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
+    let vm = Vm::new();
+    vm.job("j").script(
+        "backup",
+        "printf 'hello' > \"$BBR_ARTIFACT_DIRECTORY/greeting\"",
+    );
+    let input = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}\n",
+        hello(1),
+        line(json!({"id": 2, "op": "describe"})),
+        line(json!({"id": 3, "op": "create_store"})),
+        line(
+            json!({"id": 4, "op": "run_scripts", "script": "backup", "jobs": ["j"], "parallel": true, "after_backup_successful": null})
+        ),
+        line(json!({"id": 5, "op": "send_artifact", "job": "j"})),
+        line(json!({"id": 6, "op": "remove_store"})),
+    );
+    let mut child = Command::new(AGENT)
+        .args(["--root", vm.root().to_str().unwrap(), "serve"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let bytes = out.stdout;
+    // Find the data announcement, then walk the chunks to the terminator.
+    let marker = b"{\"type\":\"data\",\"id\":5}\n";
+    let start = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("a data message")
+        + marker.len();
+    let mut at = start;
+    let mut data = Vec::new();
+    loop {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4;
+        if len == 0 {
+            break;
+        }
+        data.extend_from_slice(&bytes[at..at + len]);
+        at += len;
+    }
+    let rest: Vec<Value> = String::from_utf8(bytes[at..].to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rest[0]["id"], 5);
+    assert_eq!(
+        rest[0]["result"]["checksums"]["./greeting"],
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    let mut archive = tar::Archive::new(&data[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["./", "./greeting"]);
+    assert_eq!(rest[1]["type"], "ok");
+    assert!(!vm.store().exists());
+}
