@@ -90,7 +90,7 @@ fn garbage_lines_get_bad_request_and_the_session_goes_on() {
 fn truncated_and_oversized_input_ends_the_session_cleanly() {
     let vm = Vm::new();
     // A request cut off mid-line: nothing to answer, a clean exit.
-    let (code, messages, _) = serve(&vm, hello(1)[..20].as_bytes());
+    let (code, messages, _) = serve(&vm, &hello(1).as_bytes()[..20]);
     assert_eq!((code, messages.len()), (Some(0), 0));
 
     // A line over the 4 MiB limit: too_long, then a non-zero exit.
