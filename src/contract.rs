@@ -67,6 +67,14 @@ impl ScriptKind {
         matches!(self, ScriptKind::Backup | ScriptKind::Restore)
     }
 
+    /// The unlock scripts: they always run, even after an interruption.
+    pub fn is_unlock(self) -> bool {
+        matches!(
+            self,
+            ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock
+        )
+    }
+
     /// Lock and unlock scripts: the ones whose timeout defaults differ from data-moving ones.
     pub fn is_lock_or_unlock(self) -> bool {
         matches!(

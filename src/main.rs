@@ -9,6 +9,10 @@ use bbr_agent::cli::{Cli, LogFormat};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Err(e) = bbr_agent::interrupt::install_signal_handlers() {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
     let code = match bbr_agent::app::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -16,6 +20,8 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     };
+    // Interrupted by a signal: the cleanup has run; say so in the exit status, as shells do.
+    let code = bbr_agent::interrupt::signal().map_or(code, |sig| 128 + sig);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

@@ -44,6 +44,58 @@ fn serve(vm: &Vm, input: &[u8]) -> (Option<i32>, Vec<Value>, String) {
     (out.status.code(), messages, stderr)
 }
 
+/// An interactive session: requests go one at a time, each answered before the next, and the
+/// input stays open until the test closes it (closing it means "the driver has gone").
+struct Session {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    fn start(vm: &Vm) -> Session {
+        let mut child = Command::new(AGENT)
+            .args(["--root", vm.root().to_str().unwrap(), "serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Session {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+        }
+    }
+
+    /// Sends one request line and returns every message up to its answer.
+    fn call(&mut self, request: &str) -> Vec<Value> {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(request.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let mut messages = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "serve ended: {messages:#?}"
+            );
+            let m: Value = serde_json::from_str(&line).unwrap();
+            let done = m["type"] == "ok" || m["type"] == "error";
+            messages.push(m);
+            if done {
+                return messages;
+            }
+        }
+    }
+
+    /// Closes the input, as a vanished driver does, and waits for the exit code.
+    fn hang_up(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        self.child.wait().unwrap().code()
+    }
+}
+
 fn hello(id: u64) -> String {
     json!({"id": id, "op": "hello", "protocol": 1, "deployment": "acme",
            "instance": {"group": "backend", "index": "0"},
@@ -157,24 +209,24 @@ fn when_the_driver_goes_away_the_locked_jobs_are_unlocked_in_reverse_and_the_sto
                     "parallel": true, "after_backup_successful": null}),
         )
     };
-    let input = format!(
-        "{}\n{}\n{}\n{}\n{}\n",
+    let mut session = Session::start(&vm);
+    for request in [
         hello(1),
         line(json!({"id": 2, "op": "describe"})),
         line(json!({"id": 3, "op": "create_store"})),
         run(4, "first"),
         run(5, "second"),
-    );
-    let (code, messages, stderr) = serve(&vm, input.as_bytes());
-    assert!(
-        messages.iter().all(|m| m["type"] != "error"),
-        "{messages:#?}"
-    );
-    assert_eq!(
-        code,
-        Some(1),
-        "it held locks when its input ended\n{stderr}"
-    );
+    ] {
+        let answer = session.call(&request);
+        assert_eq!(
+            answer.last().unwrap()["type"],
+            "ok",
+            "{request}: {answer:#?}"
+        );
+    }
+    assert!(vm.store().exists());
+    let code = session.hang_up();
+    assert_eq!(code, Some(1), "it held locks when its input ended");
     assert_eq!(
         vm.calls(),
         [
@@ -194,57 +246,54 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
         "backup",
         "printf 'hello' > \"$BBR_ARTIFACT_DIRECTORY/greeting\"",
     );
-    let input = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n",
+    let mut session = Session::start(&vm);
+    for request in [
         hello(1),
         line(json!({"id": 2, "op": "describe"})),
         line(json!({"id": 3, "op": "create_store"})),
         line(
-            json!({"id": 4, "op": "run_scripts", "script": "backup", "jobs": ["j"], "parallel": true, "after_backup_successful": null})
+            json!({"id": 4, "op": "run_scripts", "script": "backup", "jobs": ["j"], "parallel": true, "after_backup_successful": null}),
         ),
-        line(json!({"id": 5, "op": "send_artifact", "job": "j"})),
-        line(json!({"id": 6, "op": "remove_store"})),
+    ] {
+        let answer = session.call(&request);
+        assert_eq!(
+            answer.last().unwrap()["type"],
+            "ok",
+            "{request}: {answer:#?}"
+        );
+    }
+    // The answer to send_artifact: a data message, raw chunks to a zero-length one, the result.
+    let stdin = session.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 5, "op": "send_artifact", "job": "j"})
+    )
+    .unwrap();
+    let mut header = String::new();
+    session.stdout.read_line(&mut header).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&header).unwrap(),
+        json!({"type": "data", "id": 5})
     );
-    let mut child = Command::new(AGENT)
-        .args(["--root", vm.root().to_str().unwrap(), "serve"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let bytes = out.stdout;
-    // Find the data announcement, then walk the chunks to the terminator.
-    let marker = b"{\"type\":\"data\",\"id\":5}\n";
-    let start = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("a data message")
-        + marker.len();
-    let mut at = start;
     let mut data = Vec::new();
     loop {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        at += 4;
+        let mut len = [0u8; 4];
+        std::io::Read::read_exact(&mut session.stdout, &mut len).unwrap();
+        let len = u32::from_be_bytes(len) as usize;
         if len == 0 {
             break;
         }
-        data.extend_from_slice(&bytes[at..at + len]);
-        at += len;
+        let mut chunk = vec![0u8; len];
+        std::io::Read::read_exact(&mut session.stdout, &mut chunk).unwrap();
+        data.extend_from_slice(&chunk);
     }
-    let rest: Vec<Value> = String::from_utf8(bytes[at..].to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rest[0]["id"], 5);
+    let mut result = String::new();
+    session.stdout.read_line(&mut result).unwrap();
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["id"], 5);
     assert_eq!(
-        rest[0]["result"]["checksums"]["./greeting"],
+        result["result"]["checksums"]["./greeting"],
         "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     );
     let mut archive = tar::Archive::new(&data[..]);
@@ -254,6 +303,8 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     assert_eq!(names, ["./", "./greeting"]);
-    assert_eq!(rest[1]["type"], "ok");
+    let answer = session.call(&line(json!({"id": 6, "op": "remove_store"})));
+    assert_eq!(answer[0]["type"], "ok");
+    assert_eq!(session.hang_up(), Some(0), "nothing held: a clean exit");
     assert!(!vm.store().exists());
 }

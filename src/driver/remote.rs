@@ -267,9 +267,20 @@ impl Instance for RemoteInstance {
         self.typed(value)
     }
 
+    fn begin(&mut self) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.call(Op::Begin, None).map(drop)
+    }
+
     fn create_store(&mut self) -> Result<(), InstanceError> {
         self.connect()?;
         self.call(Op::CreateStore, None).map(drop)
+    }
+
+    fn end_strays(&mut self) -> Result<Vec<String>, InstanceError> {
+        self.connect()?;
+        let value = self.call(Op::EndStrays, None)?;
+        self.typed(value)
     }
 
     fn run_scripts(

@@ -18,6 +18,11 @@ impl ProcessGroup {
         ProcessGroup(Pid::from_raw(pid as i32))
     }
 
+    /// A group known by its id (e.g. from the journal of a run that died).
+    pub fn from_id(pgid: i32) -> ProcessGroup {
+        ProcessGroup(Pid::from_raw(pgid))
+    }
+
     pub fn id(self) -> i32 {
         self.0.as_raw()
     }

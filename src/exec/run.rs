@@ -32,6 +32,10 @@ pub struct ScriptCommand {
     /// How many bytes of each stream to keep.
     pub keep_bytes: usize,
     pub sink: LineSink,
+    /// Whether an interruption ends it (lock, backup, restore) or lets it finish (unlock).
+    pub interruptible: bool,
+    /// Told the process group right after the script starts (for the journal).
+    pub on_spawn: Option<Box<dyn Fn(ProcessGroup) + Send + Sync>>,
 }
 
 /// How a script ended.
@@ -40,6 +44,8 @@ pub enum ScriptEnd {
     Exited(i32),
     Signalled(i32),
     TimedOut(Duration),
+    /// Ended because the run was interrupted (a signal, or the driver went away).
+    Interrupted,
     /// It could not be started at all (not executable, no interpreter, ...).
     NotStarted(String),
 }
@@ -58,6 +64,7 @@ impl ScriptEnd {
                 "timed out after {}; its process group was terminated",
                 crate::duration::format(*after)
             ),
+            ScriptEnd::Interrupted => "interrupted; its process group was terminated".to_string(),
             ScriptEnd::NotStarted(why) => format!("could not be started: {why}"),
         }
     }
@@ -66,6 +73,8 @@ impl ScriptEnd {
 #[derive(Debug, Clone)]
 pub struct ScriptOutcome {
     pub end: ScriptEnd,
+    /// The script's process group, once it started.
+    pub group: Option<ProcessGroup>,
     pub stdout: Captured,
     pub stderr: Captured,
     pub duration: Duration,
@@ -79,6 +88,7 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         Err(e) => {
             return ScriptOutcome {
                 end: ScriptEnd::NotStarted(e.to_string()),
+                group: None,
                 stdout: Captured::default(),
                 stderr: Captured::default(),
                 duration: started.elapsed(),
@@ -126,25 +136,10 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         let _ = status_tx.send(child.wait());
     });
 
-    let mut timed_out = None;
-    let status = match command.timeout {
-        None => status_rx.recv().ok(),
-        Some(limit) => match status_rx.recv_timeout(limit) {
-            Ok(status) => Some(status),
-            Err(RecvTimeoutError::Disconnected) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                timed_out = Some(limit);
-                let mut status = None;
-                group.terminate(command.grace, |wait| {
-                    if status.is_none() {
-                        status = status_rx.recv_timeout(wait).ok();
-                    }
-                    status.is_some()
-                });
-                status.or_else(|| status_rx.recv().ok())
-            }
-        },
-    };
+    if let Some(hook) = &command.on_spawn {
+        hook(group);
+    }
+    let (status, stopped) = wait(command, group, &status_rx);
 
     let drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
     for _ in 0..2 {
@@ -155,8 +150,9 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     }
     let take = |i: usize| kept[i].lock().expect("capture lock").clone();
 
-    let end = match (timed_out, status) {
-        (Some(after), _) => ScriptEnd::TimedOut(after),
+    let end = match (stopped, status) {
+        (Some(Stopped::TimedOut(after)), _) => ScriptEnd::TimedOut(after),
+        (Some(Stopped::Interrupted), _) => ScriptEnd::Interrupted,
         (None, Some(Ok(status))) => match (status.code(), status.signal()) {
             (Some(code), _) => ScriptEnd::Exited(code),
             (None, Some(signal)) => ScriptEnd::Signalled(signal),
@@ -167,10 +163,61 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     };
     ScriptOutcome {
         end,
+        group: Some(group),
         stdout: take(0),
         stderr: take(1),
         duration: started.elapsed(),
     }
+}
+
+/// Why the agent ended a script.
+enum Stopped {
+    TimedOut(Duration),
+    Interrupted,
+}
+
+/// How often the wait looks at the clock and for an interruption.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Waits for the script, ending its group when the timeout expires or the run is interrupted.
+/// The first look at the interruption comes right after the spawn, so an interruption that
+/// arrived while the script was starting still ends it.
+fn wait(
+    command: &ScriptCommand,
+    group: ProcessGroup,
+    status_rx: &mpsc::Receiver<io::Result<ExitStatus>>,
+) -> (Option<io::Result<ExitStatus>>, Option<Stopped>) {
+    let deadline = command.timeout.map(|t| Instant::now() + t);
+    let stopped = loop {
+        if command.interruptible && crate::interrupt::is_interrupted() {
+            break Stopped::Interrupted;
+        }
+        let now = Instant::now();
+        if let (Some(deadline), Some(limit)) = (deadline, command.timeout)
+            && now >= deadline
+        {
+            break Stopped::TimedOut(limit);
+        }
+        let slice = deadline.map_or(POLL, |d| POLL.min(d - now));
+        match status_rx.recv_timeout(slice) {
+            Ok(status) => return (Some(status), None),
+            Err(RecvTimeoutError::Disconnected) => return (None, None),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    };
+    let grace = if crate::interrupt::is_hard() {
+        Duration::ZERO
+    } else {
+        command.grace
+    };
+    let mut status = None;
+    group.terminate(grace, |wait| {
+        if status.is_none() {
+            status = status_rx.recv_timeout(wait).ok();
+        }
+        status.is_some()
+    });
+    (status.or_else(|| status_rx.recv().ok()), Some(stopped))
 }
 
 fn spawn(command: &ScriptCommand) -> io::Result<std::process::Child> {

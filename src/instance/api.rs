@@ -56,6 +56,9 @@ pub struct Description {
     pub skipped: Vec<SkippedJob>,
     pub store_exists: bool,
     pub store_path: String,
+    /// What a run that did not finish left in its journal: locked jobs, running scripts.
+    #[serde(default)]
+    pub journal: Option<crate::journal::JournalState>,
 }
 
 /// How one script ran.
@@ -99,6 +102,10 @@ pub enum InstanceError {
     },
     #[error(transparent)]
     Store(#[from] crate::artifact::store::StoreError),
+    #[error(transparent)]
+    Busy(#[from] crate::run_lock::RunLockError),
+    #[error("cannot write the run journal: {0}; nothing more is locked without it")]
+    Journal(std::io::Error),
     #[error("job '{job}': {source}")]
     SendArtifact {
         job: String,
@@ -134,6 +141,9 @@ pub enum InstanceError {
 pub trait Instance: Send {
     fn id(&self) -> &InstanceId;
 
+    /// Claims the VM for this run (its run lock); refused while another run holds it.
+    fn begin(&mut self) -> Result<(), InstanceError>;
+
     /// Finds the BBR jobs and runs their metadata scripts.
     fn describe(&mut self) -> Result<Description, InstanceError>;
 
@@ -162,6 +172,9 @@ pub trait Instance: Send {
         expected: &Checksums,
     ) -> Result<(), InstanceError>;
 
-    /// Removes the artifact store.
+    /// Removes the artifact store (and the journal, once nothing is locked).
     fn remove_store(&mut self) -> Result<(), InstanceError>;
+
+    /// Ends the scripts a dead run left running, as its journal records them; says which.
+    fn end_strays(&mut self) -> Result<Vec<String>, InstanceError>;
 }

@@ -19,8 +19,10 @@ use crate::artifact::{Checksums, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
 use crate::discover::{DiscoveredJob, discover};
 use crate::exec::{LineSink, ScriptCommand, run_script};
+use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::metadata;
+use crate::run_lock::{self, RunLock};
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
 const KEEP_BYTES: usize = 1 << 20;
@@ -31,6 +33,8 @@ pub struct LocalInstance {
     settings: ScriptSettings,
     lines: ScriptLines,
     jobs: BTreeMap<String, DiscoveredJob>,
+    run_lock: Option<RunLock>,
+    journal: Arc<Journal>,
 }
 
 impl LocalInstance {
@@ -40,13 +44,25 @@ impl LocalInstance {
         settings: ScriptSettings,
         lines: ScriptLines,
     ) -> Self {
+        let journal = Arc::new(Journal::open(&layout.run_dir()));
         LocalInstance {
             id,
             layout,
             settings,
             lines,
             jobs: BTreeMap::new(),
+            run_lock: None,
+            journal,
         }
+    }
+
+    /// Takes the VM's run lock, once; every operation that runs scripts or touches the store
+    /// comes through here.
+    fn claim(&mut self) -> Result<(), InstanceError> {
+        if self.run_lock.is_none() {
+            self.run_lock = Some(run_lock::acquire(&self.layout.run_dir())?);
+        }
+        Ok(())
     }
 
     pub fn layout(&self) -> &Layout {
@@ -85,21 +101,46 @@ impl LocalInstance {
             grace: self.settings.grace,
             keep_bytes: KEEP_BYTES,
             sink,
+            interruptible: !kind.is_unlock(),
+            // Metadata scripts change nothing and run before the run lock is taken.
+            on_spawn: (kind != ScriptKind::Metadata).then(|| {
+                let (journal, job) = (Arc::clone(&self.journal), job.name.clone());
+                Box::new(move |group| {
+                    if let Err(e) = journal.started(&job, kind, group) {
+                        tracing::error!(error = %e, "cannot record a running script in the journal");
+                    }
+                }) as Box<dyn Fn(_) + Send + Sync>
+            }),
         };
+        let not_started = |why: String| ScriptReport {
+            job: job.name.clone(),
+            kind,
+            end: crate::exec::ScriptEnd::NotStarted(why),
+            duration: Default::default(),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        if command.interruptible && crate::interrupt::is_interrupted() {
+            return not_started("the run was interrupted before it started".to_string());
+        }
         if kind == ScriptKind::Backup
             && let Err(e) = self.store().job_dir(&job.name)
         {
-            return ScriptReport {
-                job: job.name.clone(),
-                kind,
-                end: crate::exec::ScriptEnd::NotStarted(e.to_string()),
-                duration: Default::default(),
-                stdout: String::new(),
-                stderr: String::new(),
-            };
+            return not_started(e.to_string());
+        }
+        if matches!(kind, ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock)
+            && let Err(e) = self.journal.locking(&job.name, kind)
+        {
+            return not_started(InstanceError::Journal(e).to_string());
         }
         tracing::debug!(instance = %self.id, job = %job.name, script = %kind, "running script");
         let outcome = run_script(&command);
+        if let Some(group) = outcome.group.filter(|_| kind != ScriptKind::Metadata) {
+            let _ = self.journal.finished(group);
+        }
+        if kind.is_unlock() && outcome.end.success() {
+            let _ = self.journal.unlocked(&job.name);
+        }
         let truncated = |c: &crate::exec::Captured| {
             let mut text = c.text();
             if c.truncated {
@@ -221,10 +262,16 @@ impl Instance for LocalInstance {
             skipped,
             store_exists: store.exists(),
             store_path: store.path().display().to_string(),
+            journal: Journal::read(&self.layout.run_dir()).map_err(InstanceError::Journal)?,
         })
     }
 
+    fn begin(&mut self) -> Result<(), InstanceError> {
+        self.claim()
+    }
+
     fn create_store(&mut self) -> Result<(), InstanceError> {
+        self.claim()?;
         Ok(self.store().create()?)
     }
 
@@ -235,6 +282,30 @@ impl Instance for LocalInstance {
         parallel: bool,
         unlock: Option<UnlockContext>,
     ) -> Vec<ScriptReport> {
+        if kind != ScriptKind::Metadata
+            && let Err(e) = self.claim()
+        {
+            let why = e.to_string();
+            return jobs
+                .iter()
+                .map(|job| ScriptReport {
+                    job: job.clone(),
+                    kind,
+                    end: crate::exec::ScriptEnd::NotStarted(why.clone()),
+                    duration: Default::default(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                })
+                .collect();
+        }
+        if kind.is_unlock() {
+            // A job with a lock script but no unlock script is unlocked once its turn passes.
+            for name in jobs {
+                if self.jobs.get(name).is_some_and(|j| !j.has(kind)) {
+                    let _ = self.journal.unlocked(name);
+                }
+            }
+        }
         let this: &LocalInstance = self;
         let chosen: Vec<&DiscoveredJob> = jobs
             .iter()
@@ -317,6 +388,14 @@ impl Instance for LocalInstance {
     }
 
     fn remove_store(&mut self) -> Result<(), InstanceError> {
+        self.claim()?;
         Ok(self.store().remove()?)
+    }
+
+    fn end_strays(&mut self) -> Result<Vec<String>, InstanceError> {
+        self.claim()?;
+        self.journal
+            .end_strays(self.settings.grace)
+            .map_err(InstanceError::Journal)
     }
 }

@@ -32,6 +32,7 @@ pub enum Op {
         settings: WireSettings,
     },
     Describe,
+    Begin,
     CreateStore,
     RunScripts {
         script: ScriptKind,
@@ -47,6 +48,7 @@ pub enum Op {
         checksums: Checksums,
     },
     RemoveStore,
+    EndStrays,
     Bye,
 }
 
@@ -130,6 +132,7 @@ pub enum WireEnd {
     Exited(i32),
     Signalled(i32),
     TimedOutMs(u64),
+    Interrupted,
     NotStarted(String),
 }
 
@@ -164,6 +167,7 @@ impl From<&ScriptReport> for WireReport {
                 ScriptEnd::Exited(c) => WireEnd::Exited(*c),
                 ScriptEnd::Signalled(s) => WireEnd::Signalled(*s),
                 ScriptEnd::TimedOut(d) => WireEnd::TimedOutMs(d.as_millis() as u64),
+                ScriptEnd::Interrupted => WireEnd::Interrupted,
                 ScriptEnd::NotStarted(why) => WireEnd::NotStarted(why.clone()),
             },
             duration_ms: r.duration.as_millis() as u64,
@@ -182,6 +186,7 @@ impl From<WireReport> for ScriptReport {
                 WireEnd::Exited(c) => ScriptEnd::Exited(c),
                 WireEnd::Signalled(s) => ScriptEnd::Signalled(s),
                 WireEnd::TimedOutMs(ms) => ScriptEnd::TimedOut(Duration::from_millis(ms)),
+                WireEnd::Interrupted => ScriptEnd::Interrupted,
                 WireEnd::NotStarted(why) => ScriptEnd::NotStarted(why),
             },
             duration: Duration::from_millis(r.duration_ms),
@@ -223,6 +228,8 @@ mod tests {
             },
         });
         round_trip_request(Op::Describe);
+        round_trip_request(Op::Begin);
+        round_trip_request(Op::EndStrays);
         round_trip_request(Op::CreateStore);
         round_trip_request(Op::RunScripts {
             script: ScriptKind::PostBackupUnlock,

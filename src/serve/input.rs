@@ -32,7 +32,12 @@ pub enum Input {
 pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
-    thread::spawn(move || read_all(BufReader::with_capacity(1 << 20, input), &tx));
+    thread::spawn(move || {
+        read_all(BufReader::with_capacity(1 << 20, input), &tx);
+        // The driver has gone (or broke the stream): end running lock and backup scripts now,
+        // not when they finish on their own.
+        crate::interrupt::trigger(None);
+    });
     rx
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,8 +66,14 @@ enum End {
 impl Session {
     fn run(&mut self, inputs: &Receiver<Input>) -> i32 {
         let end = loop {
-            let Ok(input) = inputs.recv() else {
-                break End::Gone;
+            // A signal ends the session even while the driver's stream stays open.
+            let input = match inputs.recv_timeout(Duration::from_millis(100)) {
+                Ok(input) => input,
+                Err(RecvTimeoutError::Timeout) if crate::interrupt::is_interrupted() => {
+                    break End::Gone;
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break End::Gone,
             };
             match input {
                 Input::Request(request) => {
@@ -138,6 +144,8 @@ impl Session {
         let result = match request.op {
             Op::Hello { .. } => unreachable!("handled above"),
             Op::Describe => self.instance().describe().map(to_json),
+            Op::Begin => self.instance().begin().map(to_json),
+            Op::EndStrays => self.instance().end_strays().map(to_json),
             Op::CreateStore => {
                 let r = self.instance().create_store();
                 self.store_created |= r.is_ok();
@@ -244,17 +252,17 @@ impl Session {
         unlock: Option<UnlockContext>,
     ) -> Vec<WireReport> {
         let reports = self.instance().run_scripts(kind, jobs, parallel, unlock);
-        for report in &reports {
-            match kind {
-                // A lock that failed may still have half-locked its job: it counts as locked.
-                ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock => {
-                    self.locked.push((report.job.clone(), kind));
-                }
-                ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock => {
-                    self.locked.retain(|(job, _)| job != &report.job);
-                }
-                _ => {}
+        match kind {
+            // A lock that failed may still have half-locked its job: it counts as locked.
+            ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock => {
+                self.locked
+                    .extend(reports.iter().map(|r| (r.job.clone(), kind)));
             }
+            // Asked to unlock: done, whether or not the job has an unlock script.
+            ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock => {
+                self.locked.retain(|(job, _)| !jobs.contains(job));
+            }
+            _ => {}
         }
         reports.iter().map(WireReport::from).collect()
     }

@@ -32,7 +32,7 @@ pub fn backup(
     let started = Utc::now();
     console.info(format!("Starting backup of {}...", dep.name));
 
-    if let Err(errors) = dep.describe(console) {
+    if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
         outcome.fail_all(exit_bits::GENERAL, errors);
         return (outcome, None);
     }

@@ -23,15 +23,7 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             dep.name
         ));
     }
-    for (i, description) in dep.descriptions.iter().enumerate() {
-        if description.store_exists {
-            errors.push(format!(
-                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent backup-cleanup` first",
-                dep.id(i),
-                description.store_path
-            ));
-        }
-    }
+    errors.extend(leftovers(dep, "backup-cleanup"));
     for r in dep.jobs() {
         if dep.job(r).metadata.backup_name.is_some() {
             console.warn(format!(
@@ -55,10 +47,44 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
     }
 }
 
+/// What a run that did not finish left on each VM: a journal (locked jobs, running scripts)
+/// or a store. Each error names the cleanup command to run.
+pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, description) in dep.descriptions.iter().enumerate() {
+        if let Some(journal) = &description.journal {
+            let mut left = Vec::new();
+            for l in &journal.locked {
+                left.push(format!("{} locked", l.job));
+            }
+            for r in &journal.running {
+                left.push(format!(
+                    "{} {} running as process group {}",
+                    r.job, r.script, r.pgid
+                ));
+            }
+            errors.push(format!(
+                "{}: a run that did not finish (pid {}, `{}`) left {}; run `bbr-agent {cleanup}` first",
+                dep.id(i),
+                journal.pid,
+                journal.command,
+                left.join(", ")
+            ));
+        } else if description.store_exists {
+            errors.push(format!(
+                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent {cleanup}` first",
+                dep.id(i),
+                description.store_path
+            ));
+        }
+    }
+    errors
+}
+
 /// `pre-backup-check`: the checks and nothing else; no script but `metadata` runs.
 pub fn pre_backup_check(dep: &mut Deployment, console: &Console) -> Outcome {
     let mut outcome = Outcome::default();
-    if let Err(errors) = dep.describe(console) {
+    if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
         outcome.fail_all(crate::contract::exit_bits::GENERAL, errors);
         return outcome;
     }

