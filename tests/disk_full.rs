@@ -158,8 +158,6 @@ fn a_full_artifact_path_fails_the_backup_and_leaves_nothing_complete() {
 }
 
 #[test]
-#[ignore = "bug: a drain that cannot write the operator-side tar says only 'cannot write the \
-            artifact stream: No space left on device', without the tar's path (DESIGN section 7)"]
 fn a_full_artifact_path_is_named_in_the_error() {
     let vm = vm_with_big_data();
     let full = Tmpfs::mount();

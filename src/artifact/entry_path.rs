@@ -4,7 +4,12 @@
 //! resolved from the entry's own directory, stays inside too. Everything is judged on the
 //! names alone, before anything is written.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+
+/// How many symlinks one resolution may follow, as Linux's own limit.
+const MAX_HOPS: usize = 40;
 
 /// A checked entry name: the path relative to the job's directory and its `./` manifest key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,43 @@ pub fn check_symlink_target(entry: &EntryPath, target: &Path) -> Result<(), &'st
     Ok(())
 }
 
+/// Whether the symlink at `link` (relative to the job's directory) leads to a place inside
+/// it when every symlink of the archive along the way is followed too. Judged per link alone,
+/// `./up -> dot/..` looks harmless, yet with `./dot -> .` it is the directory above.
+pub fn resolves_inside(links: &BTreeMap<PathBuf, PathBuf>, link: &Path, target: &Path) -> bool {
+    let start: Vec<OsString> = link
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_os_string()).collect())
+        .unwrap_or_default();
+    walk(links, start, target, MAX_HOPS).is_some()
+}
+
+fn walk(
+    links: &BTreeMap<PathBuf, PathBuf>,
+    mut at: Vec<OsString>,
+    target: &Path,
+    hops: usize,
+) -> Option<Vec<OsString>> {
+    for component in target.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop()?;
+            }
+            Component::Normal(part) => {
+                at.push(part.to_os_string());
+                let here: PathBuf = at.iter().collect();
+                if let Some(next) = links.get(&here) {
+                    at.pop();
+                    at = walk(links, at, next, hops.checked_sub(1)?)?;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +119,26 @@ mod tests {
         assert!(check_entry(Path::new("../x")).is_err());
         assert!(check_entry(Path::new("./a/../../x")).is_err());
         assert!(check_entry(Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn a_chain_of_symlinks_is_followed_before_it_is_trusted() {
+        let mut links = BTreeMap::new();
+        links.insert(PathBuf::from("dot"), PathBuf::from("."));
+        links.insert(PathBuf::from("up"), PathBuf::from("dot/.."));
+        assert!(resolves_inside(&links, Path::new("dot"), Path::new(".")));
+        assert!(!resolves_inside(
+            &links,
+            Path::new("up"),
+            Path::new("dot/..")
+        ));
+        links.insert(PathBuf::from("a/b"), PathBuf::from("../c"));
+        assert!(resolves_inside(&links, Path::new("a/b"), Path::new("../c")));
+        links.insert(PathBuf::from("loop"), PathBuf::from("loop"));
+        assert!(
+            !resolves_inside(&links, Path::new("loop"), Path::new("loop")),
+            "a loop never resolves"
+        );
     }
 
     #[test]

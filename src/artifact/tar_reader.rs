@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::checksums::{Checksums, hex};
-use super::entry_path::{EntryPath, check_entry, check_symlink_target};
+use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolves_inside};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarReadError {
@@ -234,6 +234,19 @@ impl Reader<'_> {
     }
 
     fn finish(mut self) -> Result<Checksums, TarReadError> {
+        let links: BTreeMap<PathBuf, PathBuf> = self
+            .symlinks
+            .iter()
+            .map(|(p, t, _)| (p.relative.clone(), t.clone()))
+            .collect();
+        for (path, target, _) in &self.symlinks {
+            if !resolves_inside(&links, &path.relative, target) {
+                return Err(refused(
+                    &path.key,
+                    "it is a symlink that, through the archive's other symlinks, leads outside the job's directory",
+                ));
+            }
+        }
         if let Some(dest) = self.dest {
             for (path, target, owner) in &self.symlinks {
                 let at = dest.join(&path.relative);

@@ -88,12 +88,12 @@ fn walk<W: Write>(
         } else if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(read_err(&path))?;
             let entry_path = check_entry(Path::new(&name)).expect("walked names are relative");
-            check_symlink_target(&entry_path, &target).map_err(|why| {
-                TarWriteError::Unsupported {
+            check_symlink_target(&entry_path, &target)
+                .and_then(|()| resolves_on_disk(root, &path))
+                .map_err(|why| TarWriteError::Unsupported {
                     path: path.clone(),
                     why,
-                }
-            })?;
+                })?;
             let mut header = header_for(&meta, EntryType::Symlink, 0);
             header
                 .set_link_name(&target)
@@ -110,6 +110,16 @@ fn walk<W: Write>(
         }
     }
     Ok(())
+}
+
+/// A link whose target exists must resolve, on the real filesystem, inside the job's directory.
+fn resolves_on_disk(root: &Path, link: &Path) -> Result<(), &'static str> {
+    match (fs::canonicalize(link), fs::canonicalize(root)) {
+        (Ok(resolved), Ok(root)) if !resolved.starts_with(&root) => {
+            Err("it is a symlink that, through other symlinks, leads outside the job's directory")
+        }
+        _ => Ok(()),
+    }
 }
 
 enum CopyError {

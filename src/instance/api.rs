@@ -111,7 +111,7 @@ pub enum InstanceError {
         job: String,
         source: crate::artifact::tar_writer::TarWriteError,
     },
-    #[error("job '{job}': the artifact was refused: {source}")]
+    #[error("job '{job}': cannot take the artifact in: {source}")]
     ReceiveArtifact {
         job: String,
         source: crate::artifact::tar_reader::TarReadError,

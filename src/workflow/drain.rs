@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, Mutex};
 
 use super::deployment::{Deployment, JobRef};
 use crate::artifact::Checksums;
@@ -79,10 +80,19 @@ fn drain_job(
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
     };
+    let write_error = Arc::new(Mutex::new(None));
+    let file = NoteWriteError {
+        inner: file,
+        error: Arc::clone(&write_error),
+    };
     let mut writer = VerifyingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let sent: Checksums = match instance.send_artifact(job, &mut writer) {
         Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
+        // The artifact's own file failing (a full disk) is the cause to name, with its path.
+        Err(e) => match write_error.lock().expect("write error lock").take() {
+            Some(cause) => return fail(format!("cannot write {}: {cause}", path.display())),
+            None => return fail(e.to_string()),
+        },
     };
     let (out, received) = match writer.finish() {
         Ok(done) => done,
@@ -100,7 +110,7 @@ fn drain_job(
     let synced = out
         .into_inner()
         .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all());
+        .and_then(|f| f.inner.sync_all());
     if let Err(e) = synced {
         return fail(format!("cannot write {}: {e}", path.display()));
     }
@@ -114,4 +124,34 @@ fn drain_job(
         name: job.to_string(),
         checksums: received,
     })
+}
+
+/// Keeps the first error of the file being written, which the stream's own error may hide.
+struct NoteWriteError {
+    inner: File,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl NoteWriteError {
+    fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            let mut slot = self.error.lock().expect("write error lock");
+            if slot.is_none() {
+                *slot = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        result
+    }
+}
+
+impl Write for NoteWriteError {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.note(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.note(result)
+    }
 }
