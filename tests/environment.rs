@@ -664,7 +664,6 @@ fn a_relative_root_still_gives_scripts_absolute_paths() {
 }
 
 #[test]
-#[ignore = "bug: run --artifact-dir is passed on relative, so the script (in its job's directory) gets a path relative to the wrong directory"]
 fn run_with_a_relative_artifact_dir_resolves_it_against_the_current_directory() {
     let vm = Vm::with_identity("acme", "db");
     let job = vm.job("postgres");

@@ -11,10 +11,11 @@ use crate::layout::Layout;
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
     let (_, id) = ctx.local_identity();
     let layout = Layout {
-        store: args
-            .artifact_dir
-            .clone()
-            .unwrap_or_else(|| ctx.layout.store.clone()),
+        // Absolute: scripts run in their job's directory, not ours.
+        store: match &args.artifact_dir {
+            Some(dir) => std::path::absolute(dir).map_err(AppError::Output)?,
+            None => ctx.layout.store.clone(),
+        },
         ..ctx.layout.clone()
     };
     // Output is what the operator came for: always live.
