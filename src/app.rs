@@ -3,6 +3,7 @@
 use crate::cli::{Cli, Command};
 use crate::commands::local::Context;
 use crate::commands::{deployment, list, local, plan, run_script};
+use crate::config;
 use crate::console::Console;
 use crate::error::AppError;
 use crate::layout::Layout;
@@ -10,8 +11,14 @@ use crate::layout::Layout;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
+    let layout = Layout::new(&cli.root, cli.jobs_root.clone(), cli.store.clone());
+    let config = match &cli.config {
+        Some(path) => config::load(path, true)?,
+        None => config::load(&layout.root.join(config::DEFAULT_PATH), false)?,
+    };
     let ctx = Context {
-        layout: Layout::new(&cli.root, cli.jobs_root.clone(), cli.store.clone()),
+        layout,
+        config,
         bbr_version: cli.bbr_version.clone(),
         console: Console::new(cli.verbose),
     };
@@ -26,6 +33,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Command::RestoreCleanup(args) => local::restore_cleanup(&ctx, args),
         Command::Serve => Ok(crate::serve::serve(
             ctx.layout.clone(),
+            ctx.config.clone(),
             std::io::stdin(),
             std::io::stdout(),
         )),
@@ -34,7 +42,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
             println!(
                 "bbr-agent {} (BBR contract {}, protocol {PROTOCOL_VERSION})",
                 env!("CARGO_PKG_VERSION"),
-                ctx.bbr_version
+                ctx.settings(&Default::default()).bbr_version
             );
             Ok(0)
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::contract::{DEFAULT_BBR_VERSION, ScriptKind};
+use crate::contract::ScriptKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,9 +35,15 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// The BBR version handed to metadata scripts as BBR_VERSION.
-    #[arg(long, global = true, env = "BBR_AGENT_BBR_VERSION", default_value = DEFAULT_BBR_VERSION)]
-    pub bbr_version: String,
+    /// The BBR version handed to metadata scripts as BBR_VERSION [default: the configuration
+    /// file's, else 1.9.73].
+    #[arg(long, global = true, env = "BBR_AGENT_BBR_VERSION")]
+    pub bbr_version: Option<String>,
+
+    /// The agent's configuration file [default: <root>/var/vcap/jobs/bbr-agent/config/bbr-agent.yml,
+    /// if it exists].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -131,17 +137,58 @@ pub enum PlanWorkflow {
     Restore,
 }
 
-/// How scripts are run.
-#[derive(Debug, Clone, Args)]
+/// How scripts are run. Each flag overrides the configuration file, which overrides the
+/// defaults: 30m for lock and unlock scripts, 1m for metadata, no limit for backup and restore.
+#[derive(Debug, Clone, Default, Args)]
 pub struct ScriptArgs {
-    /// End any script that runs longer than this (e.g. 30s, 5m, 2h): SIGTERM to its process
-    /// group, then SIGKILL after the grace period. Default: no limit, as under BBR.
-    #[arg(long, global = true, value_parser = crate::duration::parse)]
-    pub script_timeout: Option<Duration>,
+    /// End any script that runs longer than this (e.g. 30s, 5m, 2h, or none): SIGTERM to its
+    /// process group, then SIGKILL after the grace period. Applies to every kind of script.
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_limit)]
+    pub script_timeout: Option<Limit>,
 
-    /// Time between SIGTERM and SIGKILL for a script that timed out.
-    #[arg(long, global = true, value_parser = crate::duration::parse, default_value = "10s")]
-    pub kill_grace: Duration,
+    /// The timeout of one kind of script, e.g. `--timeout pre-backup-lock=5m` or
+    /// `--timeout backup=none` (repeatable); wins over --script-timeout.
+    #[arg(long = "timeout", global = true, value_name = "KIND=DUR", value_parser = parse_kind_limit)]
+    pub timeouts: Vec<(ScriptKind, Limit)>,
+
+    /// Time between SIGTERM and SIGKILL for a script that timed out or was interrupted
+    /// [default: 10s].
+    #[arg(long, global = true, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub kill_grace: Option<Duration>,
+}
+
+/// A timeout, or `none` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<Duration>);
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    match text {
+        "none" => Ok(Limit(None)),
+        _ => crate::duration::parse(text).map(|d| Limit(Some(d))),
+    }
+}
+
+fn parse_kind_limit(text: &str) -> Result<(ScriptKind, Limit), String> {
+    let (kind, limit) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KIND=DUR, like pre-backup-lock=5m"))?;
+    Ok((kind.parse()?, parse_limit(limit)?))
+}
+
+impl ScriptArgs {
+    /// The operator's overrides: --script-timeout for every kind, then each --timeout.
+    pub fn overrides(&self, bbr_version: Option<String>) -> crate::instance::Overrides {
+        let mut timeouts = std::collections::BTreeMap::new();
+        if let Some(Limit(all)) = self.script_timeout {
+            timeouts.extend(ScriptKind::ALL.iter().map(|k| (*k, all)));
+        }
+        timeouts.extend(self.timeouts.iter().map(|(k, Limit(l))| (*k, *l)));
+        crate::instance::Overrides {
+            timeouts,
+            kill_grace: self.kill_grace,
+            bbr_version,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,8 @@ pub enum AppError {
     #[error(transparent)]
     BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Inventory(#[from] crate::driver::inventory::InventoryError),
     #[error("cannot tell which instance this is: {0}")]
     Identity(String),

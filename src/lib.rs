@@ -8,6 +8,7 @@ pub mod app;
 pub mod artifact;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod console;
 pub mod contract;
 pub mod discover;

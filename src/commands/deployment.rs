@@ -15,11 +15,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         return Err(AppError::Usage("--max-in-flight must be at least 1".into()));
     }
     let inventory = inventory::load(&args.inventory)?;
-    let settings = WireSettings {
-        script_timeout_ms: args.scripts.script_timeout.map(|d| d.as_millis() as u64),
-        kill_grace_ms: args.scripts.kill_grace.as_millis() as u64,
-        bbr_version: ctx.bbr_version.clone(),
-    };
+    let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     let instances: Vec<Box<dyn Instance>> = inventory
         .targets
         .iter()

@@ -28,7 +28,7 @@ struct ListedJob {
 
 pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
     let (_, id) = ctx.local_identity();
-    let instance = ctx.instance(id.clone(), ctx.settings(&ScriptArgs::defaults()));
+    let instance = ctx.instance(id.clone(), ctx.settings(&ScriptArgs::default()));
     let survey = instance.survey()?;
     let mut listing = Listing {
         jobs_root: ctx.layout.jobs_root.display().to_string(),

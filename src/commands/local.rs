@@ -7,29 +7,29 @@ use std::sync::Arc;
 use super::identity::local_identity;
 use crate::artifact::backup_dir::BackupDir;
 use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
+use crate::config::AgentConfig;
 use crate::console::Console;
 use crate::error::AppError;
-use crate::instance::{InstanceId, LocalInstance, ScriptSettings, Timeouts};
+use crate::instance::{InstanceId, LocalInstance, Overrides, ScriptSettings};
 use crate::layout::Layout;
 use crate::workflow::{self, BackupOptions, Deployment, Outcome, RestoreOptions};
 
 /// What every local command needs.
 pub struct Context {
     pub layout: Layout,
-    pub bbr_version: String,
+    pub config: AgentConfig,
+    /// `--bbr-version`, if given.
+    pub bbr_version: Option<String>,
     pub console: Arc<Console>,
 }
 
 impl Context {
+    pub fn overrides(&self, scripts: &ScriptArgs) -> Overrides {
+        scripts.overrides(self.bbr_version.clone())
+    }
+
     pub fn settings(&self, scripts: &ScriptArgs) -> ScriptSettings {
-        ScriptSettings {
-            timeouts: Timeouts {
-                all: scripts.script_timeout,
-                ..Default::default()
-            },
-            grace: scripts.kill_grace,
-            bbr_version: self.bbr_version.clone(),
-        }
+        ScriptSettings::resolve(&self.config, &self.overrides(scripts))
     }
 
     pub fn instance(&self, id: InstanceId, settings: ScriptSettings) -> LocalInstance {
@@ -79,7 +79,7 @@ impl IdentityArgs {
 }
 
 pub fn pre_backup_check(ctx: &Context) -> Result<i32, AppError> {
-    let mut dep = ctx.deployment(&ScriptArgs::defaults());
+    let mut dep = ctx.deployment(&ScriptArgs::default());
     Ok(ctx.report(&workflow::pre_backup_check(&mut dep, &ctx.console)))
 }
 
@@ -177,14 +177,5 @@ fn deployment_of_artifact(path: &Path) -> String {
     match name.rsplit_once('_') {
         Some((deployment, _)) if !deployment.is_empty() => deployment.to_string(),
         _ => "local".to_string(),
-    }
-}
-
-impl ScriptArgs {
-    pub fn defaults() -> ScriptArgs {
-        ScriptArgs {
-            script_timeout: None,
-            kill_grace: std::time::Duration::from_secs(10),
-        }
     }
 }

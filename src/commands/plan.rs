@@ -20,7 +20,7 @@ struct Plan {
 }
 
 pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, AppError> {
-    let mut dep = ctx.deployment(&ScriptArgs::defaults());
+    let mut dep = ctx.deployment(&ScriptArgs::default());
     if let Err(errors) = dep.describe(&ctx.console) {
         for e in errors {
             ctx.console.error(e);

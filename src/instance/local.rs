@@ -97,7 +97,7 @@ impl LocalInstance {
                 &self.settings.bbr_version,
                 after_backup_successful,
             ),
-            timeout: self.settings.timeouts.for_kind(kind),
+            timeout: self.settings.timeout(kind),
             grace: self.settings.grace,
             keep_bytes: KEEP_BYTES,
             sink,

@@ -11,4 +11,4 @@ pub use api::{
     SkippedJob, UnlockContext,
 };
 pub use local::{LocalInstance, Survey};
-pub use settings::{ScriptSettings, Timeouts};
+pub use settings::{Overrides, ScriptSettings};

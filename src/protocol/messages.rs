@@ -52,11 +52,42 @@ pub enum Op {
     Bye,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The operator's script settings, passed to every agent; the agent applies them over its
+/// own defaults and configuration file. Durations are in milliseconds; a `null` timeout means
+/// no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireSettings {
-    pub script_timeout_ms: Option<u64>,
-    pub kill_grace_ms: u64,
-    pub bbr_version: String,
+    #[serde(default)]
+    pub timeouts_ms: std::collections::BTreeMap<ScriptKind, Option<u64>>,
+    #[serde(default)]
+    pub kill_grace_ms: Option<u64>,
+    #[serde(default)]
+    pub bbr_version: Option<String>,
+}
+
+impl From<&crate::instance::Overrides> for WireSettings {
+    fn from(o: &crate::instance::Overrides) -> Self {
+        let ms = |d: Duration| d.as_millis() as u64;
+        WireSettings {
+            timeouts_ms: o.timeouts.iter().map(|(k, v)| (*k, v.map(ms))).collect(),
+            kill_grace_ms: o.kill_grace.map(ms),
+            bbr_version: o.bbr_version.clone(),
+        }
+    }
+}
+
+impl From<&WireSettings> for crate::instance::Overrides {
+    fn from(w: &WireSettings) -> Self {
+        crate::instance::Overrides {
+            timeouts: w
+                .timeouts_ms
+                .iter()
+                .map(|(k, v)| (*k, v.map(Duration::from_millis)))
+                .collect(),
+            kill_grace: w.kill_grace_ms.map(Duration::from_millis),
+            bbr_version: w.bbr_version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,9 +253,14 @@ mod tests {
             deployment: "cf".into(),
             instance,
             settings: WireSettings {
-                script_timeout_ms: Some(30_000),
-                kill_grace_ms: 10_000,
-                bbr_version: "1.9.73".into(),
+                timeouts_ms: [
+                    (ScriptKind::PreBackupLock, Some(30_000)),
+                    (ScriptKind::Backup, None),
+                ]
+                .into_iter()
+                .collect(),
+                kill_grace_ms: Some(10_000),
+                bbr_version: Some("1.9.73".into()),
             },
         });
         round_trip_request(Op::Describe);

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::input::{Input, spawn_reader};
+use crate::config::AgentConfig;
 use crate::contract::ScriptKind;
 use crate::instance::{
-    Instance, InstanceError, InstanceId, LocalInstance, ScriptLines, ScriptSettings, Timeouts,
+    Instance, InstanceError, InstanceId, LocalInstance, Overrides, ScriptLines, ScriptSettings,
     UnlockContext,
 };
 use crate::layout::Layout;
@@ -26,11 +27,13 @@ type Output = Arc<Mutex<Box<dyn Write + Send>>>;
 /// Returns the exit code.
 pub fn serve(
     layout: Layout,
+    config: AgentConfig,
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
 ) -> i32 {
     let mut session = Session {
         layout,
+        config,
         out: Arc::new(Mutex::new(Box::new(io::BufWriter::new(output)))),
         current: Arc::new(AtomicU64::new(0)),
         instance: None,
@@ -44,6 +47,8 @@ pub fn serve(
 
 struct Session {
     layout: Layout,
+    /// The VM's own configuration; the driver's settings apply over it.
+    config: AgentConfig,
     out: Output,
     /// The request whose script output is being sent.
     current: Arc<AtomicU64>,
@@ -203,14 +208,8 @@ impl Session {
                 format!("this agent speaks protocol {PROTOCOL_VERSION}, the driver {protocol}: use the same bbr-agent version on both ends"),
             );
         }
-        let script_settings = ScriptSettings {
-            timeouts: Timeouts {
-                all: settings.script_timeout_ms.map(Duration::from_millis),
-                ..Default::default()
-            },
-            grace: Duration::from_millis(settings.kill_grace_ms),
-            bbr_version: settings.bbr_version.clone(),
-        };
+        let script_settings = ScriptSettings::resolve(&self.config, &Overrides::from(&settings));
+        let bbr_version = script_settings.bbr_version.clone();
         let lines = self.output_lines();
         self.instance = Some(LocalInstance::new(
             instance,
@@ -221,7 +220,7 @@ impl Session {
         let result = HelloResult {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            bbr_version: settings.bbr_version,
+            bbr_version,
         };
         self.send(&AgentMessage::Ok {
             id,
