@@ -26,4 +26,5 @@ pub mod protocol;
 pub mod run_lock;
 pub mod serve;
 pub mod timestamp;
+pub mod trust;
 pub mod workflow;

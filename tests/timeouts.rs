@@ -9,13 +9,14 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use common::{Run, Vm};
+use common::{AGENT, Run, Vm};
 
 /// Kills every process whose pid file is under `dir` when dropped.
 struct Survivors {
@@ -97,10 +98,26 @@ fn assert_gone(survivors: &Survivors, names: &[&str], run: &Run) {
     }
 }
 
-/// Runs the agent and measures how long it took.
+/// How long any agent run here may take before the test's watchdog kills it: a broken
+/// timeout must fail the test, not hang it.
+const WATCHDOG_SECS: u32 = 20;
+
+/// Runs the agent under a watchdog (`timeout -s KILL`) and measures how long it took.
 fn timed(vm: &Vm, args: &[&str]) -> (Run, Duration) {
     let started = Instant::now();
-    let run = vm.agent(args);
+    let mut command = Command::new("timeout");
+    command
+        .args(["-s", "KILL", &WATCHDOG_SECS.to_string(), AGENT, "--root"])
+        .arg(vm.root())
+        .args(args)
+        .current_dir(vm.dir.path());
+    let run = Run::of(&mut command, vm.dir.path());
+    assert_ne!(
+        run.code,
+        Some(137),
+        "the agent hung: the watchdog killed it after {WATCHDOG_SECS}s\n{}",
+        run.explain()
+    );
     (run, started.elapsed())
 }
 
@@ -224,7 +241,7 @@ fn a_script_that_ignores_sigterm_is_killed_after_the_grace_period() {
             "echo $$ > '{script}'\n\
              trap 'date +%s%N > \"{term_at}\"; echo \"$ME got TERM\" >> \"$LOG\"' TERM\n\
              echo \"$ME\" >> \"$LOG\"\n\
-             while :; do date +%s%N > '{alive_at}'; sleep 0.05; done",
+             while :; do date +%s%N > '{alive_at}.new'; mv '{alive_at}.new' '{alive_at}'; sleep 0.05; done",
             script = survivors.file("script").display(),
             term_at = term_at.display(),
             alive_at = alive_at.display(),
@@ -248,6 +265,7 @@ fn a_script_that_ignores_sigterm_is_killed_after_the_grace_period() {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| panic!("no timestamp in {}\n{}", path.display(), run.explain()))
     };
+    // (The loop renames each timestamp into place, so SIGKILL never leaves a half-written one.)
     let survived = Duration::from_nanos((nanos(&alive_at) - nanos(&term_at)).max(0) as u64);
     assert!(
         survived >= Duration::from_millis(700),
@@ -313,7 +331,9 @@ fn a_daemon_holding_stdout_open_does_not_hang_the_run() {
 fn a_hung_pre_restore_lock_is_ended_restore_is_skipped_and_unlock_runs() {
     let vm = two_job_vm();
     let survivors = Survivors::new(&vm);
-    vm.agent(&as_strs(&backup_args(&vm, &[]))).assert_success();
+    timed(&vm, &as_strs(&backup_args(&vm, &[])))
+        .0
+        .assert_success();
     let artifact = vm.artifact_dir();
     fs::write(vm.log_path(), "").unwrap();
     vm.job("api").script(
@@ -358,7 +378,7 @@ fn scripts_that_finish_in_time_are_not_affected_by_the_timeout() {
         "backup",
         "echo \"$ME\" >> \"$LOG\"\nsleep 0.3\necho data > \"${BBR_ARTIFACT_DIRECTORY}data\"",
     );
-    let run = vm.agent(&as_strs(&backup_args(&vm, &QUICK)));
+    let (run, _) = timed(&vm, &as_strs(&backup_args(&vm, &QUICK)));
     run.assert_success();
     assert_eq!(
         of_script(&vm.calls(), "post-backup-unlock"),

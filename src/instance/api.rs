@@ -94,6 +94,8 @@ pub enum InstanceError {
     Discover(#[from] crate::discover::DiscoverError),
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Untrusted),
     #[error("job '{job}': metadata script failed ({end}); nothing was locked")]
     MetadataScript {
         job: String,

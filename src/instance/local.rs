@@ -23,6 +23,7 @@ use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::metadata;
 use crate::run_lock::{self, RunLock};
+use crate::trust;
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
 const KEEP_BYTES: usize = 1 << 20;
@@ -159,6 +160,8 @@ impl LocalInstance {
     }
 
     fn metadata_of(&self, job: &DiscoveredJob) -> Result<metadata::JobMetadata, InstanceError> {
+        // Before any script of the job runs, its metadata script included.
+        trust::check_job(job, &self.layout.jobs_root)?;
         if !job.has(ScriptKind::Metadata) {
             return Ok(metadata::JobMetadata::default());
         }
@@ -219,6 +222,9 @@ impl LocalInstance {
     /// Discovery alone, no metadata: for running scripts by hand, even when metadata fails.
     pub fn discover_only(&mut self) -> Result<Vec<DiscoveredJob>, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
+        for job in &discovery.jobs {
+            trust::check_job(job, &self.layout.jobs_root)?;
+        }
         self.jobs = discovery
             .jobs
             .iter()
