@@ -2,7 +2,7 @@
 //! so the session loop learns at once when the driver has gone.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread;
 
 use crate::protocol::Op;
@@ -33,7 +33,9 @@ pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
     thread::spawn(move || {
-        read_all(BufReader::with_capacity(1 << 20, input), &tx);
+        decode(BufReader::with_capacity(1 << 20, input), |item| {
+            tx.send(item).is_ok()
+        });
         // The driver has gone (or broke the stream): end running lock and backup scripts now,
         // not when they finish on their own.
         crate::interrupt::trigger(None);
@@ -41,13 +43,15 @@ pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     rx
 }
 
-fn read_all(mut input: impl BufRead, tx: &SyncSender<Input>) {
+/// Decodes the driver's stream into `send`, in order, until it ends, breaks, or `send`
+/// returns false. Memory stays bounded by the line and chunk limits whatever the input.
+pub fn decode(mut input: impl BufRead, mut send: impl FnMut(Input) -> bool) {
     loop {
         let line = match read_line(&mut input) {
             Ok(line) => line,
             Err(FrameError::Eof) => return,
             Err(e) => {
-                let _ = tx.send(Input::Broken(e));
+                let _ = send(Input::Broken(e));
                 return;
             }
         };
@@ -58,21 +62,21 @@ fn read_all(mut input: impl BufRead, tx: &SyncSender<Input>) {
                     .ok()
                     .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
                 let why = e.to_string();
-                if tx.send(Input::Malformed { id, why }).is_err() {
+                if !send(Input::Malformed { id, why }) {
                     return;
                 }
                 continue;
             }
         };
         let has_data = matches!(request.op, Op::ReceiveArtifact { .. });
-        if tx.send(Input::Request(request)).is_err() {
+        if !send(Input::Request(request)) {
             return;
         }
         if has_data {
             let mut chunk = Vec::new();
             loop {
                 if let Err(e) = read_chunk(&mut input, &mut chunk) {
-                    let _ = tx.send(Input::Broken(e));
+                    let _ = send(Input::Broken(e));
                     return;
                 }
                 let item = if chunk.is_empty() {
@@ -81,7 +85,7 @@ fn read_all(mut input: impl BufRead, tx: &SyncSender<Input>) {
                     Input::Data(std::mem::take(&mut chunk))
                 };
                 let end = matches!(item, Input::DataEnd);
-                if tx.send(item).is_err() {
+                if !send(item) {
                     return;
                 }
                 if end {
