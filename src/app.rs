@@ -1,5 +1,7 @@
 //! From parsed arguments to an exit code: builds the context and dispatches the command.
 
+use clap::CommandFactory;
+
 use crate::cli::{Cli, Command};
 use crate::commands::local::Context;
 use crate::commands::{deployment, list, local, plan, run_script};
@@ -44,6 +46,17 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
                 env!("CARGO_PKG_VERSION"),
                 ctx.settings(&Default::default()).bbr_version
             );
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            // Rendered whole first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "bbr-agent", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(0)
         }
     }

@@ -87,6 +87,13 @@ pub enum Command {
     Deployment(DeploymentArgs),
     /// Print the agent's version and the BBR contract it implements.
     Version,
+    /// Print a shell completion script (e.g. `bbr-agent completions bash > /etc/bash_completion.d/bbr-agent`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `bbr-agent man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
