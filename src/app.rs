@@ -2,11 +2,11 @@
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::commands::local::Context;
 use crate::commands::{deployment, list, local, plan, run_script};
 use crate::config;
-use crate::console::Console;
+use crate::console::{Console, Format};
 use crate::error::AppError;
 use crate::layout::Layout;
 
@@ -22,7 +22,13 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         layout,
         config,
         bbr_version: cli.bbr_version.clone(),
-        console: Console::new(cli.verbose),
+        console: Console::new(
+            cli.verbose,
+            match cli.log_format {
+                LogFormat::Text => Format::Human,
+                LogFormat::Json => Format::Json,
+            },
+        ),
     };
     match &cli.command {
         Command::List { json } => list::list(&ctx, *json),

@@ -1,80 +1,387 @@
-//! What the operator sees: one line per script with its result and duration, script output
-//! prefixed with `group/index job script`, live with `--verbose` and always on failure.
+//! What the operator sees, and what the run report is made from.
+//!
+//! Human output (the default): one line per script and per artifact transfer with its
+//! duration on stdout; script output prefixed `group/index job script stream:` on stderr, live
+//! with `--verbose` and always in full when a script fails. With `--log-format json`, the same
+//! events as one JSON object per line on stderr instead (docs/events.md).
+//! Every script and transfer is also recorded, for the HTML report.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use crate::exec::Stream;
+use serde::Serialize;
+
+use crate::contract::ScriptKind;
+use crate::exec::{ScriptEnd, Stream};
 use crate::instance::{InstanceId, ScriptLines, ScriptReport};
+use crate::timestamp::Utc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// One script run or artifact transfer, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub instance: String,
+    pub job: String,
+    /// A script name, or `drain` / `copy` for artifact transfers.
+    pub phase: String,
+    pub started: SystemTime,
+    pub duration: Duration,
+    pub ok: bool,
+    pub detail: String,
+    pub bytes: Option<u64>,
+    pub files: Option<usize>,
+    /// The end of the output of a failed script.
+    pub output_tail: String,
+}
+
+/// One event of the JSON stream (docs/events.md). Absent fields are left out.
+#[derive(Debug, Default, Serialize)]
+struct Event<'a> {
+    timestamp: String,
+    level: &'a str,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    script: Option<ScriptKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
 
 pub struct Console {
     verbose: bool,
+    format: Format,
+    records: Mutex<Vec<Record>>,
 }
 
 impl Console {
-    pub fn new(verbose: bool) -> Arc<Console> {
-        Arc::new(Console { verbose })
+    pub fn new(verbose: bool, format: Format) -> Arc<Console> {
+        Arc::new(Console {
+            verbose,
+            format,
+            records: Mutex::new(Vec::new()),
+        })
     }
 
-    /// The sink for live script output: printed only with `--verbose`.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().expect("records lock").clone()
+    }
+
+    fn emit(&self, event: Event<'_>) {
+        let mut line = serde_json::to_vec(&event).expect("events serialise");
+        line.push(b'\n');
+        let _ = std::io::stderr().lock().write_all(&line);
+    }
+
+    fn event<'a>(&self, level: &'a str, event: &'a str) -> Event<'a> {
+        Event {
+            timestamp: Utc::rfc3339(SystemTime::now()),
+            level,
+            event,
+            ..Default::default()
+        }
+    }
+
+    /// The sink for live script output: shown only with `--verbose`.
     pub fn script_lines(self: &Arc<Self>) -> ScriptLines {
         let console = Arc::clone(self);
         Arc::new(move |id, job, kind, stream, line| {
             if console.verbose {
+                console.output_line(id, job, kind, stream, line);
+            }
+        })
+    }
+
+    fn output_line(
+        &self,
+        id: &InstanceId,
+        job: &str,
+        kind: ScriptKind,
+        stream: Stream,
+        line: &str,
+    ) {
+        match self.format {
+            Format::Human => {
                 let _ = writeln!(
                     std::io::stderr().lock(),
                     "{id} {job} {kind} {}: {line}",
                     stream.name()
                 );
             }
-        })
+            Format::Json => self.emit(Event {
+                instance: Some(id.to_string()),
+                job: Some(job),
+                script: Some(kind),
+                phase: Some(phase_of(kind)),
+                stream: Some(stream.name()),
+                line: Some(line),
+                ..self.event("info", "output")
+            }),
+        }
     }
 
     pub fn info(&self, message: impl AsRef<str>) {
-        let _ = writeln!(std::io::stdout().lock(), "{}", message.as_ref());
+        match self.format {
+            Format::Human => {
+                let _ = writeln!(std::io::stdout().lock(), "{}", message.as_ref());
+            }
+            Format::Json => self.emit(Event {
+                message: Some(message.as_ref()),
+                ..self.event("info", "message")
+            }),
+        }
     }
 
     pub fn warn(&self, message: impl AsRef<str>) {
-        let _ = writeln!(std::io::stderr().lock(), "warning: {}", message.as_ref());
+        match self.format {
+            Format::Human => {
+                let _ = writeln!(std::io::stderr().lock(), "warning: {}", message.as_ref());
+            }
+            Format::Json => self.emit(Event {
+                message: Some(message.as_ref()),
+                ..self.event("warn", "warning")
+            }),
+        }
     }
 
     pub fn error(&self, message: impl AsRef<str>) {
-        let _ = writeln!(std::io::stderr().lock(), "error: {}", message.as_ref());
+        match self.format {
+            Format::Human => {
+                let _ = writeln!(std::io::stderr().lock(), "error: {}", message.as_ref());
+            }
+            Format::Json => self.emit(Event {
+                message: Some(message.as_ref()),
+                ..self.event("error", "error")
+            }),
+        }
     }
 
-    /// One line for a finished script; on failure (and not already shown live) its output.
+    /// A workflow starts or ends: `started`, or `finished` with its exit code.
+    pub fn run(&self, workflow: &str, deployment: &str, exit_code: Option<i32>) {
+        if self.format == Format::Json {
+            let message = format!("{workflow} of {deployment}");
+            self.emit(Event {
+                phase: Some(workflow),
+                exit_status: exit_code,
+                message: Some(&message),
+                ..self.event(
+                    "info",
+                    if exit_code.is_some() {
+                        "run_finished"
+                    } else {
+                        "run_started"
+                    },
+                )
+            });
+        }
+    }
+
+    /// One finished script: a line (or event), its output in full when it failed, a record.
     pub fn script(&self, id: &InstanceId, report: &ScriptReport) {
         let duration = crate::duration::format(report.duration);
         let (job, kind) = (&report.job, report.kind);
-        if report.success() {
-            self.info(format!("{id} {job} {kind}: done in {duration}"));
-            return;
+        let mut detail = report.end.describe();
+        if let ScriptEnd::Exited(127) = report.end {
+            detail.push_str(&not_found_hint(&report.stderr));
         }
-        self.info(format!(
-            "{id} {job} {kind}: FAILED ({}) after {duration}",
-            report.end.describe()
-        ));
-        if !self.verbose {
+        self.record(Record {
+            instance: id.to_string(),
+            job: job.clone(),
+            phase: kind.to_string(),
+            started: SystemTime::now() - report.duration,
+            duration: report.duration,
+            ok: report.success(),
+            detail: detail.clone(),
+            bytes: None,
+            files: None,
+            output_tail: if report.success() {
+                String::new()
+            } else {
+                tail(report)
+            },
+        });
+        match self.format {
+            Format::Human if report.success() => {
+                self.info(format!("{id} {job} {kind}: done in {duration}"))
+            }
+            Format::Human => self.info(format!(
+                "{id} {job} {kind}: FAILED ({detail}) after {duration}"
+            )),
+            Format::Json => self.emit(Event {
+                instance: Some(id.to_string()),
+                job: Some(job),
+                script: Some(kind),
+                phase: Some(phase_of(kind)),
+                duration_ms: Some(report.duration.as_millis() as u64),
+                exit_status: match report.end {
+                    ScriptEnd::Exited(code) => Some(code),
+                    _ => None,
+                },
+                outcome: Some(if report.success() { "ok" } else { "failed" }),
+                message: Some(&detail),
+                ..self.event(
+                    if report.success() { "info" } else { "error" },
+                    "script_finished",
+                )
+            }),
+        }
+        if !report.success() && !self.verbose {
             self.script_output(id, report);
         }
     }
 
-    /// Both streams of a script, every line prefixed.
+    /// Both streams of a script, every line prefixed (or as output events).
     pub fn script_output(&self, id: &InstanceId, report: &ScriptReport) {
-        let mut err = std::io::stderr().lock();
         for (stream, text) in [
             (Stream::Stdout, &report.stdout),
             (Stream::Stderr, &report.stderr),
         ] {
             for line in text.lines() {
-                let _ = writeln!(
-                    err,
-                    "{id} {} {} {}: {line}",
-                    report.job,
-                    report.kind,
-                    stream.name()
-                );
+                self.output_line(id, &report.job, report.kind, stream, line);
             }
         }
+    }
+
+    /// An artifact moved between this machine and a VM: `drain` or `copy`.
+    pub fn transfer(
+        &self,
+        id: &InstanceId,
+        job: &str,
+        phase: &str,
+        bytes: u64,
+        files: usize,
+        duration: Duration,
+    ) {
+        self.record(Record {
+            instance: id.to_string(),
+            job: job.to_string(),
+            phase: phase.to_string(),
+            started: SystemTime::now() - duration,
+            duration,
+            ok: true,
+            detail: String::new(),
+            bytes: Some(bytes),
+            files: Some(files),
+            output_tail: String::new(),
+        });
+        match self.format {
+            Format::Human => self.info(format!(
+                "{id} {job} {phase}: {files} files, {} in {}",
+                human_bytes(bytes),
+                crate::duration::format(duration)
+            )),
+            Format::Json => self.emit(Event {
+                instance: Some(id.to_string()),
+                job: Some(job),
+                phase: Some(phase),
+                duration_ms: Some(duration.as_millis() as u64),
+                bytes: Some(bytes),
+                files: Some(files),
+                outcome: Some("ok"),
+                ..self.event("info", "artifact_transferred")
+            }),
+        }
+    }
+
+    fn record(&self, record: Record) {
+        self.records.lock().expect("records lock").push(record);
+    }
+}
+
+/// The phase a script belongs to, as the event stream names it.
+pub fn phase_of(kind: ScriptKind) -> &'static str {
+    match kind {
+        ScriptKind::Metadata => "metadata",
+        ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock => "lock",
+        ScriptKind::Backup => "backup",
+        ScriptKind::Restore => "restore",
+        ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock => "unlock",
+    }
+}
+
+/// Exit status 127 is the shell's "command not found": say which, and the likely cause.
+fn not_found_hint(stderr: &str) -> String {
+    match stderr.lines().find(|l| l.contains("not found") || l.contains("No such file")) {
+        Some(line) => format!(
+            "; a command or file was not found ({}): is a colocated job or package missing from this VM?",
+            line.trim()
+        ),
+        None => "; the shell could not find a command: is a colocated job or package missing from this VM?".to_string(),
+    }
+}
+
+/// The last lines of a failed script's output, for the report.
+fn tail(report: &ScriptReport) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for (name, text) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+        lines.extend(text.lines().map(|l| format!("{name}: {l}")));
+    }
+    let start = lines.len().saturating_sub(20);
+    lines[start..].join("\n")
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_127_names_what_was_not_found() {
+        let hint = not_found_hint(
+            "/var/vcap/jobs/x/bin/bbr/backup: 3: /var/vcap/jobs/database-backup-restorer/bin/backup: not found\n",
+        );
+        assert!(
+            hint.contains("database-backup-restorer/bin/backup: not found"),
+            "{hint}"
+        );
+        assert!(hint.contains("colocated job"));
+    }
+
+    #[test]
+    fn bytes_read_for_humans() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod metadata;
 pub mod order;
 pub mod protocol;
+pub mod report;
 pub mod run_lock;
 pub mod serve;
 pub mod timestamp;

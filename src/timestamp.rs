@@ -45,6 +45,22 @@ impl Utc {
         }
     }
 
+    /// `2026-11-26T10:02:03.123Z`: RFC 3339 with milliseconds, for event streams and logs.
+    pub fn rfc3339(at: SystemTime) -> String {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = Utc::from_unix(since.as_secs() as i64);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year,
+            t.month,
+            t.day,
+            t.hour,
+            t.minute,
+            t.second,
+            since.subsec_millis()
+        )
+    }
+
     /// `20261126T100203Z`, as in `<deployment>_<timestamp>` artifact directory names.
     pub fn compact(&self) -> String {
         format!(
@@ -79,5 +95,7 @@ mod tests {
             "2000/02/29 00:00:00 UTC"
         );
         assert_eq!(Utc::from_unix(4_102_444_799).compact(), "20991231T235959Z");
+        let at = UNIX_EPOCH + std::time::Duration::from_millis(1_795_687_323_045);
+        assert_eq!(Utc::rfc3339(at), "2026-11-26T10:02:03.045Z");
     }
 }

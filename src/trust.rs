@@ -79,6 +79,9 @@ mod tests {
         );
         nix::unistd::chown(&script, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(check_path(&script), Err("is owned by uid 1000, not root".to_string()));
+        assert_eq!(
+            check_path(&script),
+            Err("is owned by uid 1000, not root".to_string())
+        );
     }
 }

@@ -19,7 +19,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
         ..ctx.layout.clone()
     };
     // Output is what the operator came for: always live.
-    let console = Console::new(true);
+    let console = Console::new(true, ctx.console.format());
     let mut instance = LocalInstance::new(
         id.clone(),
         layout.clone(),

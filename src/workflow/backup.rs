@@ -12,6 +12,7 @@ use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::UnlockContext;
+use crate::report::{self, RunSummary};
 use crate::timestamp::Utc;
 
 #[derive(Debug, Clone)]
@@ -22,8 +23,32 @@ pub struct BackupOptions {
     pub lock_free: bool,
 }
 
-/// Backs the deployment up. Returns the outcome and the artifact directory, if one was made.
+/// Backs the deployment up. Returns the outcome and the artifact directory, if one was made;
+/// the run report goes into it, whatever the outcome.
 pub fn backup(
+    dep: &mut Deployment,
+    opts: &BackupOptions,
+    console: &Console,
+) -> (Outcome, Option<PathBuf>) {
+    console.run("backup", &dep.name, None);
+    let (outcome, artifact) = run_backup(dep, opts, console);
+    if let Some(dir) = &artifact {
+        let summary = RunSummary {
+            workflow: "backup",
+            deployment: &dep.name,
+            exit_code: outcome.exit_code(),
+            artifact: Some(dir),
+            errors: &outcome.errors,
+        };
+        if let Err(e) = report::write(dir, "report.html", &summary, &console.records()) {
+            console.warn(e);
+        }
+    }
+    console.run("backup", &dep.name, Some(outcome.exit_code()));
+    (outcome, artifact)
+}
+
+fn run_backup(
     dep: &mut Deployment,
     opts: &BackupOptions,
     console: &Console,

@@ -14,11 +14,17 @@ use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::UnlockContext;
 
 pub fn backup_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
-    cleanup(dep, LockSide::Backup, console)
+    console.run("backup-cleanup", &dep.name, None);
+    let outcome = cleanup(dep, LockSide::Backup, console);
+    console.run("backup-cleanup", &dep.name, Some(outcome.exit_code()));
+    outcome
 }
 
 pub fn restore_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
-    cleanup(dep, LockSide::Restore, console)
+    console.run("restore-cleanup", &dep.name, None);
+    let outcome = cleanup(dep, LockSide::Restore, console);
+    console.run("restore-cleanup", &dep.name, Some(outcome.exit_code()));
+    outcome
 }
 
 fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {

@@ -114,12 +114,8 @@ fn drain_job(
     if let Err(e) = synced {
         return fail(format!("cannot write {}: {e}", path.display()));
     }
-    console.info(format!(
-        "{id} {job}: drained {} files to {} in {}",
-        received.len(),
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        crate::duration::format(started.elapsed())
-    ));
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {
         name: job.to_string(),
         checksums: received,

@@ -15,6 +15,8 @@ use crate::artifact::tar_reader::scan_file;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
+use crate::report::{self, RunSummary};
+use crate::timestamp::Utc;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -31,7 +33,28 @@ struct Transfer {
     checksums: crate::artifact::Checksums,
 }
 
+/// Restores the deployment; the run report goes into the artifact directory as
+/// `restore-report-<timestamp>.html` (a read-only artifact only costs a warning).
 pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
+    console.run("restore", &dep.name, None);
+    let started = Utc::now();
+    let outcome = run_restore(dep, opts, console);
+    let summary = RunSummary {
+        workflow: "restore",
+        deployment: &dep.name,
+        exit_code: outcome.exit_code(),
+        artifact: Some(&opts.artifact),
+        errors: &outcome.errors,
+    };
+    let name = format!("restore-report-{}.html", started.compact());
+    if let Err(e) = report::write(&opts.artifact, &name, &summary, &console.records()) {
+        console.warn(e);
+    }
+    console.run("restore", &dep.name, Some(outcome.exit_code()));
+    outcome
+}
+
+fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     let mut outcome = Outcome::default();
     let backup = BackupDir::open(&opts.artifact);
     console.info(format!(
@@ -266,11 +289,17 @@ fn copy_to_instances(
                     .map_err(|e| format!("{id}: {e}"))
             });
         match result {
-            Ok(()) => console.info(format!(
-                "{id} {name}: copied {} files in {}",
-                t.checksums.len(),
-                crate::duration::format(started.elapsed())
-            )),
+            Ok(()) => {
+                let bytes = std::fs::metadata(&t.tar).map(|m| m.len()).unwrap_or(0);
+                console.transfer(
+                    &id,
+                    &name,
+                    "copy",
+                    bytes,
+                    t.checksums.len(),
+                    started.elapsed(),
+                );
+            }
             Err(e) => errors.push(e),
         }
     }
