@@ -9,6 +9,7 @@ use crate::config;
 use crate::console::{Console, Format};
 use crate::error::AppError;
 use crate::layout::Layout;
+use crate::logging;
 
 use crate::protocol::PROTOCOL_VERSION;
 
@@ -18,6 +19,17 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Some(path) => config::load(path, true)?,
         None => config::load(&layout.root.join(config::DEFAULT_PATH), false)?,
     };
+    // Commands that run on a VM log there; the driver and the generators run elsewhere.
+    let on_vm = !matches!(
+        cli.command,
+        Command::Deployment(_) | Command::Version | Command::Completions { .. } | Command::Man
+    );
+    let log_dir = on_vm.then(|| layout.log_dir());
+    logging::init(
+        cli.log_format,
+        log_dir.as_deref(),
+        config.log_level.as_deref(),
+    );
     let ctx = Context {
         layout,
         config,

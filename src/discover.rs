@@ -1,7 +1,7 @@
 //! Discovery of BBR jobs under a jobs root, exactly as BBR finds them.
 //!
 //! BBR runs `find /var/vcap/jobs/*/bin/bbr/* -type f`: the shell glob follows the job
-//! directory symlinks the BOSH agent makes, `find` keeps regular files only (a symlinked
+//! directory symlinks the BOSH agent makes (and skips hidden names), `find` keeps regular files only (a symlinked
 //! script is not one, so BBR ignores it, and so do we, with a note an operator can see), and
 //! only the seven contract names count. Subdirectories of `bin/bbr/` are ignored.
 
@@ -66,7 +66,8 @@ pub fn discover(jobs_root: &Path) -> Result<Discovery, DiscoverError> {
             path: jobs_root.to_path_buf(),
             source,
         })?;
-        if let Some(name) = entry.file_name().to_str() {
+        // BBR's shell glob `/var/vcap/jobs/*` does not match names that start with a dot.
+        if let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
             names.push(name.to_string());
         }
     }

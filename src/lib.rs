@@ -20,6 +20,7 @@ pub mod instance;
 pub mod interrupt;
 pub mod journal;
 pub mod layout;
+pub mod logging;
 pub mod metadata;
 pub mod order;
 pub mod protocol;

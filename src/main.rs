@@ -1,14 +1,13 @@
-//! Parse, set up logging, dispatch, map errors to exit codes.
+//! Parse, dispatch, map errors to exit codes.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use bbr_agent::cli::{Cli, LogFormat};
+use bbr_agent::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     if let Err(e) = bbr_agent::interrupt::install_signal_handlers() {
         eprintln!("error: cannot install signal handlers: {e}");
         return ExitCode::from(1);
@@ -23,16 +22,4 @@ fn main() -> ExitCode {
     // Interrupted by a signal: the cleanup has run; say so in the exit status, as shells do.
     let code = bbr_agent::interrupt::signal().map_or(code, |sig| 128 + sig);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BBR_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

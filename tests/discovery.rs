@@ -548,3 +548,15 @@ fn restore_name_on_a_job_with_a_restore_script_makes_restore_refuse() {
     );
     assert!(!vm.store().exists(), "{}", run.explain());
 }
+
+#[test]
+fn a_hidden_job_directory_is_not_a_job_as_bbrs_glob_skips_it() {
+    let vm = Vm::new();
+    vm.job("visible").recording("backup");
+    vm.job(".hidden").recording("backup");
+
+    let (run, json) = list_json(&vm, 0);
+    assert_eq!(listed_names(&run, &json), ["visible"], "{}", run.explain());
+    vm.agent(&["run", "backup"]).assert_success();
+    assert_eq!(vm.calls(), ["visible backup"]);
+}

@@ -87,8 +87,10 @@ impl LocalInstance {
         let artifact_dir = self.layout.job_artifact_dir(&job.name);
         let after_backup_successful = unlock.is_none_or(|u| u.after_backup_successful);
         let (lines, id, job_name) = (Arc::clone(&self.lines), self.id.clone(), job.name.clone());
-        let sink: LineSink =
-            Arc::new(move |stream, line| lines(&id, &job_name, kind, stream, line));
+        let sink: LineSink = Arc::new(move |stream, line| {
+            tracing::info!(target: "script", "{id} {job_name} {kind} {}: {line}", stream.name());
+            lines(&id, &job_name, kind, stream, line)
+        });
         let command = ScriptCommand {
             path: path.to_path_buf(),
             working_dir: job.dir.clone(),
@@ -134,8 +136,16 @@ impl LocalInstance {
         {
             return not_started(InstanceError::Journal(e).to_string());
         }
-        tracing::debug!(instance = %self.id, job = %job.name, script = %kind, "running script");
+        tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
         let outcome = run_script(&command);
+        tracing::info!(
+            target: "script",
+            "{} {} {kind}: {} after {}",
+            self.id,
+            job.name,
+            if outcome.end.success() { "succeeded".to_string() } else { outcome.end.describe() },
+            crate::duration::format(outcome.duration)
+        );
         if let Some(group) = outcome.group.filter(|_| kind != ScriptKind::Metadata) {
             let _ = self.journal.finished(group);
         }
