@@ -1,0 +1,287 @@
+//! What the operator sees: the JSON event stream, the HTML report (rendered in a real headless
+//! Chromium), the VM log, live and failure output, exit-127 hints, completions and man page.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{AGENT, Vm, write_file};
+use serde_json::Value;
+
+/// Two jobs, api locked before db; db backs up a file and says so on both streams.
+fn vm() -> Vm {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("api")
+        .recording_locks()
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    vm.job("db").recording_locks().script(
+        "backup",
+        "echo \"$ME\" >> \"$LOG\"\necho 'dumping tables'\necho 'a warning on stderr' >&2\nhead -c 70000 /dev/zero > \"$BBR_ARTIFACT_DIRECTORY/dump\"",
+    );
+    vm
+}
+
+fn backup(vm: &Vm, extra: &[&str]) -> common::Run {
+    let artifacts = vm.artifacts().display().to_string();
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["backup", "--artifact-path", &artifacts]);
+    vm.agent(&args)
+}
+
+#[test]
+fn json_events_name_every_job_and_phase_and_parse_line_by_line() {
+    let vm = vm();
+    let run = backup(&vm, &["--log-format", "json"]);
+    run.assert_success();
+    assert!(
+        run.stdout.is_empty(),
+        "JSON mode keeps stdout clean\n{}",
+        run.explain()
+    );
+    let events: Vec<Value> = run
+        .stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", run.explain()))
+        })
+        .collect();
+    for e in &events {
+        for key in ["timestamp", "level", "event"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+    }
+    let finished: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "script_finished")
+        .map(|e| {
+            (
+                e["job"].as_str().unwrap().to_string(),
+                e["phase"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (job, phase) in [
+        ("api", "lock"),
+        ("db", "lock"),
+        ("db", "backup"),
+        ("db", "unlock"),
+        ("api", "unlock"),
+    ] {
+        assert!(
+            finished.contains(&(job.to_string(), phase.to_string(), "ok".to_string())),
+            "no {job} {phase} event in {finished:?}"
+        );
+    }
+    let script = events
+        .iter()
+        .find(|e| e["event"] == "script_finished")
+        .unwrap();
+    assert_eq!(script["instance"], "backend/0");
+    assert_eq!(script["exit_status"], 0);
+    assert!(script["duration_ms"].is_u64());
+    let transfer = events
+        .iter()
+        .find(|e| e["event"] == "artifact_transferred")
+        .unwrap();
+    assert_eq!(
+        (transfer["job"].as_str(), transfer["phase"].as_str()),
+        (Some("db"), Some("drain"))
+    );
+    assert!(transfer["bytes"].as_u64().unwrap() > 70_000, "{transfer}");
+    assert_eq!(transfer["files"], 1);
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["exit_status"].as_i64()),
+        (Some("run_finished"), Some(0))
+    );
+}
+
+#[test]
+fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
+    let vm = vm();
+    backup(&vm, &[]).assert_success();
+    let report = vm.artifact_dir().join("report.html");
+    let html = fs::read_to_string(&report).expect("report.html in the artifact directory");
+    for text in [
+        "backup of acme",
+        "succeeded",
+        "api",
+        "db",
+        "Lock window",
+        "KiB, 1 files",
+    ] {
+        assert!(html.contains(text), "report lacks {text:?}");
+    }
+    // A lock window for both locked jobs: a duration in the lock-window column.
+    let windows = html.matches("<td class=\"num\">").count();
+    assert!(windows >= 4, "{html}");
+    assert!(!html.contains("not locked"), "both jobs were locked");
+
+    let (dom, png) = render_in_chromium(&report, vm.dir.path());
+    assert!(
+        dom.contains("backup of acme") && dom.contains("<svg"),
+        "{dom}"
+    );
+    assert!(
+        png > 10_000,
+        "a screenshot of a rendered page, not an empty one ({png} bytes)"
+    );
+}
+
+#[test]
+fn a_failed_run_has_a_report_with_the_failing_output() {
+    let vm = vm();
+    vm.job("db")
+        .script("backup", "echo 'disk on fire' >&2; exit 3");
+    backup(&vm, &[]).assert_code(1);
+    let html = fs::read_to_string(vm.artifact_dir().join("report.html")).unwrap();
+    assert!(html.contains("failed (exit code 1)"), "{html}");
+    assert!(html.contains("stderr: disk on fire"), "{html}");
+    assert!(html.contains("exit status 3"), "{html}");
+}
+
+#[test]
+fn the_vm_log_holds_every_script_line_with_a_timestamp() {
+    let vm = vm();
+    backup(&vm, &[]).assert_success();
+    let log = fs::read_to_string(vm.root().join("var/vcap/sys/log/bbr-agent/bbr-agent.log"))
+        .expect("the VM log exists");
+    let line = log
+        .lines()
+        .find(|l| l.contains("backend/0 db backup stdout: dumping tables"))
+        .unwrap_or_else(|| panic!("no script output in the log:\n{log}"));
+    assert!(
+        line.starts_with("20") && line.contains('T'),
+        "timestamped: {line}"
+    );
+    assert!(
+        log.contains("backend/0 db backup stderr: a warning on stderr"),
+        "{log}"
+    );
+    assert!(
+        log.contains("backend/0 api pre-backup-lock: succeeded"),
+        "{log}"
+    );
+    // A second run appends (into another artifact path: names are to the second).
+    let elsewhere = vm.dir.path().join("second");
+    fs::create_dir_all(&elsewhere).unwrap();
+    vm.agent(&["backup", "--artifact-path", elsewhere.to_str().unwrap()])
+        .assert_success();
+    let again =
+        fs::read_to_string(vm.root().join("var/vcap/sys/log/bbr-agent/bbr-agent.log")).unwrap();
+    assert_eq!(again.matches("dumping tables").count(), 2);
+}
+
+#[test]
+fn verbose_streams_prefixed_output_and_a_failure_shows_both_streams() {
+    let vm = vm();
+    let run = backup(&vm, &["-v"]);
+    run.assert_success()
+        .assert_stderr_contains("backend/0 db backup stdout: dumping tables")
+        .assert_stderr_contains("backend/0 db backup stderr: a warning on stderr");
+    let quiet = backup(&Vm::with_identity("acme", "backend"), &[]);
+    assert!(!quiet.stderr.contains("dumping"), "nothing live without -v");
+
+    let failing = Vm::with_identity("acme", "backend");
+    failing.job("db").script(
+        "backup",
+        "echo 'step 1 of 2'\necho 'permission denied: /data' >&2\nexit 1",
+    );
+    let run = backup(&failing, &[]);
+    run.assert_code(1)
+        .assert_stdout_contains("backend/0 db backup: FAILED (exit status 1)")
+        .assert_stderr_contains("backend/0 db backup stdout: step 1 of 2")
+        .assert_stderr_contains("backend/0 db backup stderr: permission denied: /data");
+}
+
+#[test]
+fn exit_127_says_which_command_was_not_found() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("bbr-acmedb").script(
+        "backup",
+        "/var/vcap/jobs/database-backup-restorer/bin/backup /x/config.json",
+    );
+    backup(&vm, &[])
+        .assert_code(1)
+        .assert_stdout_contains("database-backup-restorer/bin/backup: not found")
+        .assert_stdout_contains("colocated job");
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef bbr-agent"),
+        ("fish", "complete -c bbr-agent"),
+    ] {
+        let out = Command::new(AGENT)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success() && text.contains(marker),
+            "{shell}: {text}"
+        );
+        assert!(
+            text.contains("backup-cleanup"),
+            "{shell} completes subcommands"
+        );
+    }
+    let out = Command::new(AGENT).arg("man").output().unwrap();
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.contains(".TH bbr-agent") && page.contains("deployment"),
+        "{page}"
+    );
+}
+
+/// Loads `page` in headless Chromium: its DOM after rendering, and a screenshot's size.
+fn render_in_chromium(page: &Path, scratch: &Path) -> (String, u64) {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "headless Chromium is needed: install Debian's chromium (.ci/run does)"
+    );
+    let base = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let url = format!("file://{}", page.display());
+    let profile = format!("--user-data-dir={}", scratch.join("chromium").display());
+    let dom = Command::new(chromium)
+        .args(base)
+        .arg(&profile)
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let shot = scratch.join("report.png");
+    let _ = write_file(&shot, b"");
+    let status = Command::new(chromium)
+        .args(base)
+        .arg(&profile)
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1200,800", &url])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    (
+        String::from_utf8_lossy(&dom.stdout).into_owned(),
+        fs::metadata(&shot).unwrap().len(),
+    )
+}
