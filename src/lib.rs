@@ -23,6 +23,7 @@ pub mod layout;
 pub mod logging;
 pub mod metadata;
 pub mod order;
+pub mod progress;
 pub mod protocol;
 pub mod report;
 pub mod run_lock;

@@ -16,6 +16,7 @@ use crate::artifact::checksums::compare;
 use crate::artifact::verify_stream::VerifyingWriter;
 use crate::console::Console;
 use crate::instance::Instance;
+use crate::progress::{self, Counted};
 
 /// Drains every job in `jobs` into `artifact`, recording checksums in `metadata`.
 pub fn drain(
@@ -86,7 +87,11 @@ fn drain_job(
         error: Arc::clone(&write_error),
     };
     let mut writer = VerifyingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let sent: Checksums = match instance.send_artifact(job, &mut writer) {
+    let bar = progress::transfer_bar(console, format!("{id} {job} drain"), None);
+    let mut counted = Counted::new(&mut writer, bar);
+    let sent = instance.send_artifact(job, &mut counted);
+    counted.finish();
+    let sent: Checksums = match sent {
         Ok(c) => c,
         // The artifact's own file failing (a full disk) is the cause to name, with its path.
         Err(e) => match write_error.lock().expect("write error lock").take() {

@@ -15,6 +15,7 @@ use crate::artifact::tar_reader::scan_file;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
+use crate::progress::{self, Counted};
 use crate::report::{self, RunSummary};
 use crate::timestamp::Utc;
 
@@ -283,10 +284,14 @@ fn copy_to_instances(
         let result = File::open(&t.tar)
             .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
             .and_then(|file| {
-                let mut input = BufReader::with_capacity(1 << 20, file);
-                dep.instances[t.job.instance]
+                let size = file.metadata().map(|m| m.len()).ok();
+                let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
+                let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
+                let received = dep.instances[t.job.instance]
                     .receive_artifact(&name, &mut input, &t.checksums)
-                    .map_err(|e| format!("{id}: {e}"))
+                    .map_err(|e| format!("{id}: {e}"));
+                input.finish();
+                received
             });
         match result {
             Ok(()) => {
