@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet
-agent=target/release/bbr-agent
+# .cargo/config.toml names the host triple as the target (for a static build), so the
+# binary is under target/<host triple>/release.
+agent="target/$(rustc -vV | sed -n 's/^host: //p')/release/bbr-agent"
 demo=target/demo
 rm -rf "$demo" && mkdir -p "$demo"
 cp -a examples/vm "$demo/vm"
