@@ -245,15 +245,22 @@ fn spawn(command: &ScriptCommand) -> io::Result<std::process::Child> {
     }
 }
 
-/// `HOME`, `USER` and `LOGNAME` of the user we run as, as `sudo` sets them.
+/// `HOME`, `USER` and `LOGNAME` of the user we run as, as `sudo` sets them. Read from
+/// `/etc/passwd` itself: the binary is static, and glibc's NSS would load the VM's own
+/// (possibly other-version) modules for a user it does not find there.
 fn user_env() -> Vec<(&'static str, String)> {
-    let uid = nix::unistd::geteuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(user)) => vec![
-            ("HOME", user.dir.to_string_lossy().into_owned()),
-            ("USER", user.name.clone()),
-            ("LOGNAME", user.name),
-        ],
-        _ => Vec::new(),
-    }
+    let uid = nix::unistd::geteuid().as_raw().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() >= 7 && fields[2] == uid)
+        .map(|f| {
+            vec![
+                ("HOME", f[5].to_string()),
+                ("USER", f[0].to_string()),
+                ("LOGNAME", f[0].to_string()),
+            ]
+        })
+        .unwrap_or_default()
 }
