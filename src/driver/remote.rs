@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
-use crate::exec::ScriptEnd;
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
 };
@@ -303,17 +302,7 @@ impl Instance for RemoteInstance {
         match result {
             Ok(reports) => reports.into_iter().map(ScriptReport::from).collect(),
             // The session is gone: every script asked for counts as failed, with the reason.
-            Err(e) => jobs
-                .iter()
-                .map(|job| ScriptReport {
-                    job: job.clone(),
-                    kind,
-                    end: ScriptEnd::NotStarted(e.to_string()),
-                    duration: Duration::ZERO,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                })
-                .collect(),
+            Err(e) => ScriptReport::none_started(jobs, kind, &e.to_string()),
         }
     }
 

@@ -76,6 +76,25 @@ impl ScriptReport {
     pub fn success(&self) -> bool {
         self.end.success()
     }
+
+    /// The report of a script that never started, and why.
+    pub fn not_started(job: &str, kind: ScriptKind, why: impl Into<String>) -> ScriptReport {
+        ScriptReport {
+            job: job.to_string(),
+            kind,
+            end: ScriptEnd::NotStarted(why.into()),
+            duration: Duration::ZERO,
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    /// The same failure for each of `jobs`: nothing was run.
+    pub fn none_started(jobs: &[String], kind: ScriptKind, why: &str) -> Vec<ScriptReport> {
+        jobs.iter()
+            .map(|job| ScriptReport::not_started(job, kind, why))
+            .collect()
+    }
 }
 
 /// Extra context for the unlock scripts of a backup.

@@ -115,14 +115,7 @@ impl LocalInstance {
                 }) as Box<dyn Fn(_) + Send + Sync>
             }),
         };
-        let not_started = |why: String| ScriptReport {
-            job: job.name.clone(),
-            kind,
-            end: crate::exec::ScriptEnd::NotStarted(why),
-            duration: Default::default(),
-            stdout: String::new(),
-            stderr: String::new(),
-        };
+        let not_started = |why: String| ScriptReport::not_started(&job.name, kind, why);
         if command.interruptible && crate::interrupt::is_interrupted() {
             return not_started("the run was interrupted before it started".to_string());
         }
@@ -301,18 +294,7 @@ impl Instance for LocalInstance {
         if kind != ScriptKind::Metadata
             && let Err(e) = self.claim()
         {
-            let why = e.to_string();
-            return jobs
-                .iter()
-                .map(|job| ScriptReport {
-                    job: job.clone(),
-                    kind,
-                    end: crate::exec::ScriptEnd::NotStarted(why.clone()),
-                    duration: Default::default(),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                })
-                .collect();
+            return ScriptReport::none_started(jobs, kind, &e.to_string());
         }
         if kind.is_unlock() {
             // A job with a lock script but no unlock script is unlocked once its turn passes.
