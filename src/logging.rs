@@ -22,9 +22,18 @@ pub const LOG_FILE: &str = "bbr-agent.log";
 pub fn init(format: LogFormat, vm_log_dir: Option<&Path>, file_level: Option<&str>) {
     let stderr_filter =
         EnvFilter::try_from_env("BBR_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A driver that has gone leaves `serve` a closed stderr: a log line that cannot be
+    // written must not disturb the cleanup that follows (or print about itself).
     let stderr = match format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .boxed(),
     }
     .with_filter(stderr_filter);
     // A VM log that cannot be opened (an operator's laptop, a read-only root) is skipped:

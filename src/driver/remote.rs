@@ -2,13 +2,16 @@
 //! the inventory's command and kept for the whole run (one SSH session per VM).
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
+use crate::exec::ProcessGroup;
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
 };
@@ -36,6 +39,8 @@ pub struct RemoteInstance {
 
 struct Connection {
     child: Child,
+    /// Tells the interruption watcher that the session is over.
+    ended: Arc<AtomicBool>,
     to_agent: BufWriter<ChildStdin>,
     from_agent: BufReader<ChildStdout>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -75,8 +80,13 @@ impl RemoteInstance {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own group: the session ends when the driver is interrupted (below), not
+            // half-way through a terminal's Ctrl-C to every process at once.
+            .process_group(0)
             .spawn()
             .map_err(|e| self.unreachable(format!("cannot start sh: {e}"), String::new()))?;
+        let ended = Arc::new(AtomicBool::new(false));
+        watch_for_interruption(ProcessGroup::led_by(child.id()), Arc::clone(&ended));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let tail = Arc::clone(&stderr);
@@ -93,6 +103,7 @@ impl RemoteInstance {
             }
         });
         self.conn = Some(Connection {
+            ended,
             to_agent: BufWriter::new(child.stdin.take().expect("stdin is piped")),
             from_agent: BufReader::with_capacity(
                 1 << 20,
@@ -220,6 +231,7 @@ impl RemoteInstance {
     fn lose(&mut self, why: String) -> InstanceError {
         let stderr = match self.conn.take() {
             Some(mut conn) => {
+                conn.ended.store(true, Ordering::SeqCst);
                 drop(conn.to_agent);
                 let _ = wait_or_kill(&mut conn.child, Duration::from_secs(2));
                 // Give the stderr thread a moment to take the last words.
@@ -376,10 +388,25 @@ impl Drop for RemoteInstance {
             let _ = self.call(Op::Bye, None);
         }
         if let Some(mut conn) = self.conn.take() {
+            conn.ended.store(true, Ordering::SeqCst);
             drop(conn.to_agent);
             let _ = wait_or_kill(&mut conn.child, EXIT_WAIT);
         }
     }
+}
+
+/// When the driver is interrupted (SIGTERM, SIGINT, SIGHUP), ends the session's command, so
+/// the agent at the other end sees its input end and unlocks what it locked, on its own.
+fn watch_for_interruption(session: ProcessGroup, ended: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        while !ended.load(Ordering::SeqCst) {
+            if crate::interrupt::is_interrupted() {
+                session.signal(nix::sys::signal::Signal::SIGTERM);
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
 }
 
 fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<()> {

@@ -37,14 +37,20 @@ impl ProcessGroup {
         !matches!(killpg(self.0, None), Err(Errno::ESRCH))
     }
 
-    /// Ends the group: SIGTERM, then SIGKILL to whatever is left once `grace` has passed.
-    /// `leader_exited` reports, with a wait of at most the given time, whether the leader has
-    /// been reaped; the group outlives its leader when background children ignore SIGTERM.
-    pub fn terminate(self, grace: Duration, mut leader_exited: impl FnMut(Duration) -> bool) {
+    /// Ends the group: SIGTERM, then SIGKILL to whatever is left once `grace` has passed, or
+    /// at once when `hurry` says so (a second interruption). `leader_exited` reports, with a
+    /// wait of at most the given time, whether the leader has been reaped; the group outlives
+    /// its leader when background children ignore SIGTERM.
+    pub fn terminate(
+        self,
+        grace: Duration,
+        mut leader_exited: impl FnMut(Duration) -> bool,
+        hurry: impl Fn() -> bool,
+    ) {
         self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + grace;
-        let mut leader_gone = leader_exited(grace);
-        while Instant::now() < deadline && (!leader_gone || self.is_alive()) {
+        let mut leader_gone = false;
+        while Instant::now() < deadline && !hurry() && (!leader_gone || self.is_alive()) {
             let pause =
                 Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
             if leader_gone {

@@ -96,6 +96,10 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         }
     };
     let group = ProcessGroup::led_by(child.id());
+    // Recorded first (in the journal), so an agent killed now still leaves its trace.
+    if let Some(hook) = &command.on_spawn {
+        hook(group);
+    }
 
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut kept = Vec::new();
@@ -136,9 +140,6 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         let _ = status_tx.send(child.wait());
     });
 
-    if let Some(hook) = &command.on_spawn {
-        hook(group);
-    }
     let (status, stopped) = wait(command, group, &status_rx);
 
     let drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
@@ -211,11 +212,16 @@ fn wait(
         command.grace
     };
     let mut status = None;
-    group.terminate(grace, |wait| {
+    let leader_exited = |wait| {
         if status.is_none() {
             status = status_rx.recv_timeout(wait).ok();
         }
         status.is_some()
+    };
+    // Only an interruption hurries: a timed-out script on a calm run gets its whole grace.
+    let interrupted = matches!(stopped, Stopped::Interrupted);
+    group.terminate(grace, leader_exited, || {
+        interrupted && crate::interrupt::is_hard()
     });
     (status.or_else(|| status_rx.recv().ok()), Some(stopped))
 }
