@@ -128,9 +128,12 @@ pub enum DeploymentCommand {
     },
     /// Restore the deployment from a BBR artifact directory.
     Restore {
-        /// The artifact directory to restore from.
+        /// The artifact directory to restore from (only read, never written).
         #[arg(long, value_name = "DIR")]
         artifact_path: PathBuf,
+        /// Write the HTML run report (timeline, lock windows, failures) to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// After a failed backup: run every post-backup-unlock script and remove the stores.
     BackupCleanup,
@@ -240,9 +243,13 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The artifact directory to restore from.
+    /// The artifact directory to restore from (only read, never written).
     #[arg(long, value_name = "DIR")]
     pub artifact_path: PathBuf,
+
+    /// Write the HTML run report (timeline, lock windows, failures) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     #[command(flatten)]
     pub identity: IdentityArgs,

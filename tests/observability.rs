@@ -285,3 +285,34 @@ fn render_in_chromium(page: &Path, scratch: &Path) -> (String, u64) {
         fs::metadata(&shot).unwrap().len(),
     )
 }
+
+#[test]
+fn a_restore_writes_its_report_where_asked_and_leaves_the_backup_untouched() {
+    let vm = vm();
+    backup(&vm, &[]).assert_success();
+    let artifact = vm.artifact_dir();
+    let before: Vec<_> = fs::read_dir(&artifact)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    vm.job("db").recording("restore");
+    let report = vm.dir.path().join("restore.html");
+    vm.agent(&[
+        "restore",
+        "--artifact-path",
+        artifact.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .assert_success();
+    let html = fs::read_to_string(&report).expect("the restore report where asked");
+    assert!(
+        html.contains("restore of acme") && html.contains("pre-restore-lock"),
+        "{html}"
+    );
+    let after: Vec<_> = fs::read_dir(&artifact)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "the backup directory is only read");
+}

@@ -44,10 +44,14 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
             };
             workflow::backup(&mut dep, &opts, console).0
         }
-        DeploymentCommand::Restore { artifact_path } => {
+        DeploymentCommand::Restore {
+            artifact_path,
+            report,
+        } => {
             let opts = RestoreOptions {
                 artifact: artifact_path.clone(),
                 only: None,
+                report: report.clone(),
             };
             workflow::restore(&mut dep, &opts, console)
         }

@@ -118,6 +118,7 @@ pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
     let opts = RestoreOptions {
         artifact: args.artifact_path.clone(),
         only: Some(dep.id(0).clone()),
+        report: args.report.clone(),
     };
     Ok(ctx.report(&workflow::restore(&mut dep, &opts, &ctx.console)))
 }

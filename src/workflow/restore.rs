@@ -17,7 +17,6 @@ use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
 use crate::progress::{self, Counted};
 use crate::report::{self, RunSummary};
-use crate::timestamp::Utc;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -25,6 +24,8 @@ pub struct RestoreOptions {
     pub artifact: PathBuf,
     /// Restore only this instance of the backup (a local restore of one VM).
     pub only: Option<InstanceId>,
+    /// Where to write the HTML run report, if anywhere.
+    pub report: Option<PathBuf>,
 }
 
 /// A job to restore and the artifact it receives.
@@ -34,22 +35,32 @@ struct Transfer {
     checksums: crate::artifact::Checksums,
 }
 
-/// Restores the deployment; the run report goes into the artifact directory as
-/// `restore-report-<timestamp>.html` (a read-only artifact only costs a warning).
+/// Restores the deployment. The backup's artifact directory is only read; the run report is
+/// written where `report` says, if it says.
 pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     console.run("restore", &dep.name, None);
-    let started = Utc::now();
     let outcome = run_restore(dep, opts, console);
-    let summary = RunSummary {
-        workflow: "restore",
-        deployment: &dep.name,
-        exit_code: outcome.exit_code(),
-        artifact: Some(&opts.artifact),
-        errors: &outcome.errors,
-    };
-    let name = format!("restore-report-{}.html", started.compact());
-    if let Err(e) = report::write(&opts.artifact, &name, &summary, &console.records()) {
-        console.warn(e);
+    if let Some(path) = &opts.report {
+        let summary = RunSummary {
+            workflow: "restore",
+            deployment: &dep.name,
+            exit_code: outcome.exit_code(),
+            artifact: Some(&opts.artifact),
+            errors: &outcome.errors,
+        };
+        let (dir, name) = (
+            path.parent().unwrap_or(std::path::Path::new(".")),
+            path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        );
+        let written = report::write(
+            dir,
+            name.as_deref().unwrap_or("report.html"),
+            &summary,
+            &console.records(),
+        );
+        if let Err(e) = written {
+            console.warn(e);
+        }
     }
     console.run("restore", &dep.name, Some(outcome.exit_code()));
     outcome
