@@ -51,12 +51,15 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Command::Restore(args) => local::restore(&ctx, args),
         Command::BackupCleanup(args) => local::backup_cleanup(&ctx, args),
         Command::RestoreCleanup(args) => local::restore_cleanup(&ctx, args),
-        Command::Serve => Ok(crate::serve::serve(
-            ctx.layout.clone(),
-            ctx.config.clone(),
-            std::io::stdin(),
-            std::io::stdout(),
-        )),
+        Command::Serve => {
+            let (input, output) = crate::protocol::pipes::raw_stdio()?;
+            Ok(crate::serve::serve(
+                ctx.layout.clone(),
+                ctx.config.clone(),
+                input,
+                output,
+            ))
+        }
         Command::Deployment(args) => deployment::run(&ctx, args),
         Command::Version => {
             println!(

@@ -16,6 +16,7 @@ use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
 };
 use crate::protocol::framing::{ChunkReader, ChunkWriter, FrameError, read_line, write_json_line};
+use crate::protocol::pipes;
 use crate::protocol::{
     AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
@@ -102,13 +103,16 @@ impl RemoteInstance {
                 kept.drain(..excess);
             }
         });
+        let (to_agent, from_agent) = (
+            child.stdin.take().expect("stdin is piped"),
+            child.stdout.take().expect("stdout is piped"),
+        );
+        pipes::enlarge(&to_agent);
+        pipes::enlarge(&from_agent);
         self.conn = Some(Connection {
             ended,
-            to_agent: BufWriter::new(child.stdin.take().expect("stdin is piped")),
-            from_agent: BufReader::with_capacity(
-                1 << 20,
-                child.stdout.take().expect("stdout is piped"),
-            ),
+            to_agent: BufWriter::new(to_agent),
+            from_agent: BufReader::with_capacity(1 << 20, from_agent),
             child,
             stderr,
         });
@@ -194,7 +198,7 @@ impl RemoteInstance {
                 AgentMessage::Data { .. } => {
                     let mut chunks = ChunkReader::new(&mut conn.from_agent);
                     let copied = match data.as_mut() {
-                        Some(sink) => io::copy(&mut chunks, sink).map(|_| ()),
+                        Some(sink) => chunks.copy_to(&mut **sink).map(drop),
                         None => Err(io::Error::other("data that was not asked for")),
                     };
                     if let Err(e) = copied {
@@ -411,11 +415,15 @@ fn watch_for_interruption(session: ProcessGroup, ended: Arc<AtomicBool>) {
 
 fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<()> {
     let deadline = Instant::now() + limit;
+    // An agent that was told `bye` exits within a millisecond or so: poll fast at first, so
+    // a fleet's sessions do not each cost a 20 ms nap.
+    let mut pause = Duration::from_micros(250);
     while Instant::now() < deadline {
         if child.try_wait()?.is_some() {
             return Ok(());
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
     child.kill()?;
     child.wait().map(drop)

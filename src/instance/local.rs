@@ -198,15 +198,19 @@ impl LocalInstance {
     /// should not wait on each in turn), keeping each job's result apart for `list`.
     pub fn survey(&self) -> Result<Survey, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
+        // A thread only for a job that has a metadata script to wait on.
         let results: Vec<_> = thread::scope(|s| {
-            let handles: Vec<_> = discovery
+            let pending: Vec<_> = discovery
                 .jobs
                 .iter()
-                .map(|job| s.spawn(|| self.metadata_of(job)))
+                .map(|job| match job.has(ScriptKind::Metadata) {
+                    true => Err(s.spawn(|| self.metadata_of(job))),
+                    false => Ok(self.metadata_of(job)),
+                })
                 .collect();
-            handles
+            pending
                 .into_iter()
-                .map(|h| h.join().expect("metadata thread"))
+                .map(|p| p.unwrap_or_else(|h| h.join().expect("metadata thread")))
                 .collect()
         });
         Ok(Survey {
@@ -374,6 +378,14 @@ impl Instance for LocalInstance {
                     detail: mismatch.to_string(),
                 });
             }
+            // Every file on disk before the artifact counts as received: one syncfs for the
+            // whole filesystem costs a fraction of an fsync per file.
+            let sync = fs::File::open(&staging)
+                .and_then(|dir| nix::unistd::syncfs(&dir).map_err(std::io::Error::from));
+            sync.map_err(|source| crate::artifact::store::StoreError::Create {
+                path: staging.clone(),
+                source,
+            })?;
             let dest = self.layout.job_artifact_dir(job);
             fs::rename(&staging, &dest).map_err(|source| {
                 crate::artifact::store::StoreError::Create { path: dest, source }.into()

@@ -157,6 +157,26 @@ impl<'a, R: Read> ChunkReader<'a, R> {
         Ok(())
     }
 
+    /// Copies every remaining chunk into `sink`, whole: one write per chunk, no small steps.
+    pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
+        let mut copied = 0;
+        if self.pos < self.chunk.len() {
+            sink.write_all(&self.chunk[self.pos..])?;
+            copied += (self.chunk.len() - self.pos) as u64;
+            self.pos = self.chunk.len();
+        }
+        while !self.done {
+            self.next_chunk().map_err(|e| match e {
+                FrameError::Io(e) => e,
+                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+            })?;
+            sink.write_all(&self.chunk)?;
+            copied += self.chunk.len() as u64;
+            self.pos = self.chunk.len();
+        }
+        Ok(copied)
+    }
+
     /// Reads and drops whatever is left up to the terminator, keeping the stream in step.
     pub fn drain(&mut self) -> Result<(), FrameError> {
         while !self.done {
@@ -199,6 +219,10 @@ mod tests {
         let mut back = Vec::new();
         ChunkReader::new(&mut input).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
+        let mut input = io::Cursor::new(input.into_inner());
+        let mut whole = Vec::new();
+        let copied = ChunkReader::new(&mut input).copy_to(&mut whole).unwrap();
+        assert_eq!((copied as usize, whole), (data.len(), data));
         assert_eq!(read_line(&mut input).unwrap(), b"{\"next\":1}");
     }
 

@@ -3,6 +3,7 @@
 
 pub mod framing;
 pub mod messages;
+pub mod pipes;
 
 pub use messages::{
     AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
