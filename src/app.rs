@@ -19,10 +19,16 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Some(path) => config::load(path, true)?,
         None => config::load(&layout.root.join(config::DEFAULT_PATH), false)?,
     };
-    // Commands that run on a VM log there; the driver and the generators run elsewhere.
+    // Runs on a VM log there. `list` and `plan` change nothing and are not runs; the driver
+    // and the generators do not run on a VM.
     let on_vm = !matches!(
         cli.command,
-        Command::Deployment(_) | Command::Version | Command::Completions { .. } | Command::Man
+        Command::List { .. }
+            | Command::Plan { .. }
+            | Command::Deployment(_)
+            | Command::Version
+            | Command::Completions { .. }
+            | Command::Man
     );
     let log_dir = on_vm.then(|| layout.log_dir());
     logging::init(

@@ -48,6 +48,13 @@ impl JournalState {
     }
 }
 
+/// How far a journal update must reach before the step it records may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    ToDisk,
+    PageCache,
+}
+
 /// The journal of this process's run, shared by the threads that run scripts.
 #[derive(Debug)]
 pub struct Journal {
@@ -86,7 +93,7 @@ impl Journal {
 
     /// Records that `job`'s lock script is about to run.
     pub fn locking(&self, job: &str, lock: ScriptKind) -> io::Result<()> {
-        self.update(|s| {
+        self.update(Sync::ToDisk, |s| {
             if !s.locked.iter().any(|l| l.job == job) {
                 s.locked.push(LockedJob {
                     job: job.to_string(),
@@ -98,12 +105,12 @@ impl Journal {
 
     /// Records that `job` was unlocked.
     pub fn unlocked(&self, job: &str) -> io::Result<()> {
-        self.update(|s| s.locked.retain(|l| l.job != job))
+        self.update(Sync::ToDisk, |s| s.locked.retain(|l| l.job != job))
     }
 
     pub fn started(&self, job: &str, script: ScriptKind, group: ProcessGroup) -> io::Result<()> {
         let start_time = start_time(group.id());
-        self.update(|s| {
+        self.update(Sync::PageCache, |s| {
             s.running.push(RunningScript {
                 job: job.to_string(),
                 script,
@@ -114,7 +121,9 @@ impl Journal {
     }
 
     pub fn finished(&self, group: ProcessGroup) -> io::Result<()> {
-        self.update(|s| s.running.retain(|r| r.pgid != group.id()))
+        self.update(Sync::PageCache, |s| {
+            s.running.retain(|r| r.pgid != group.id())
+        })
     }
 
     /// Ends the scripts a dead run left running: SIGTERM to each group that is still that
@@ -140,13 +149,16 @@ impl Journal {
                 script.job, script.script, script.pgid
             ));
         }
-        self.update(|s| s.running.clear())?;
+        self.update(Sync::PageCache, |s| s.running.clear())?;
         Ok(ended)
     }
 
-    /// Applies `change` and writes the whole journal durably: temporary file, fsync, rename,
-    /// fsync of the directory; or removes it when nothing is left locked or running.
-    fn update(&self, change: impl FnOnce(&mut JournalState)) -> io::Result<()> {
+    /// Applies `change` and writes the whole journal: temporary file, rename (so a reader
+    /// never sees half of it); or removes it when nothing is left locked or running. Lock
+    /// changes are also synced to disk (file and directory), so they survive the VM itself.
+    /// Running scripts are not: after a crash of the VM they are gone as well, and a SIGKILLed
+    /// agent's writes are in the page cache for the cleanup to read.
+    fn update(&self, sync: Sync, change: impl FnOnce(&mut JournalState)) -> io::Result<()> {
         let mut state = self.state.lock().expect("journal lock");
         change(&mut state);
         if state.is_idle() {
@@ -167,9 +179,14 @@ impl Journal {
         let tmp = self.path.with_extension("json.tmp");
         let mut file = File::create(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(&*state).map_err(io::Error::other)?)?;
-        file.sync_all()?;
+        if sync == Sync::ToDisk {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, &self.path)?;
-        File::open(dir)?.sync_all()
+        match sync {
+            Sync::ToDisk => File::open(dir)?.sync_all(),
+            Sync::PageCache => Ok(()),
+        }
     }
 }
 

@@ -31,7 +31,8 @@ pub fn check_job(job: &DiscoveredJob, jobs_root: &Path) -> Result<(), Untrusted>
     let mut paths: Vec<PathBuf> = job.scripts.values().cloned().collect();
     paths.extend([bbr.clone(), job.dir.join("bin"), job.dir.clone()]);
     // The job directory is usually a symlink the BOSH agent made; judge where it leads too.
-    if let Ok(real) = fs::canonicalize(&job.dir) {
+    let is_link = fs::symlink_metadata(&job.dir).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && let Ok(real) = fs::canonicalize(&job.dir) {
         paths.push(real);
     }
     paths.push(jobs_root.to_path_buf());

@@ -1,6 +1,8 @@
 //! `list`: the jobs, their scripts and parsed metadata, and what is skipped and why. Every
 //! job's metadata is shown even when another job's metadata script fails.
 
+use std::io::Write;
+
 use serde::Serialize;
 
 use super::local::Context;
@@ -63,28 +65,28 @@ pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
         });
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&listing).expect("listing serialises")
-        );
+        let json = serde_json::to_string_pretty(&listing).expect("listing serialises");
+        writeln!(std::io::stdout().lock(), "{json}")?;
     } else {
-        print_human(&listing);
+        print_human(&listing)?;
     }
     Ok(i32::from(failed))
 }
 
-fn print_human(listing: &Listing) {
+/// The listing for a terminal, written in one go (a line at a time costs a syscall a line).
+fn print_human(listing: &Listing) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if listing.jobs.is_empty() {
-        println!("No BBR jobs under {}.", listing.jobs_root);
+        writeln!(out, "No BBR jobs under {}.", listing.jobs_root)?;
     } else {
-        println!("BBR jobs under {}:", listing.jobs_root);
+        writeln!(out, "BBR jobs under {}:", listing.jobs_root)?;
     }
     for job in &listing.jobs {
         let scripts: Vec<&str> = job.scripts.iter().map(|k| k.file_name()).collect();
-        println!("  {}", job.name);
-        println!("    scripts: {}", scripts.join(", "));
+        writeln!(out, "  {}", job.name)?;
+        writeln!(out, "    scripts: {}", scripts.join(", "))?;
         if let Some(error) = &job.metadata_error {
-            println!("    metadata: ERROR: {error}");
+            writeln!(out, "    metadata: ERROR: {error}")?;
         }
         if let Some(md) = &job.metadata {
             for (key, list) in [
@@ -98,23 +100,27 @@ fn print_human(listing: &Listing) {
                 ),
             ] {
                 if !list.is_empty() {
-                    println!("    {key}: {}", describe(list));
+                    writeln!(out, "    {key}: {}", describe(list))?;
                 }
             }
             if let Some(name) = &md.backup_name {
-                println!("    backup_name: {name} (discontinued: ignored)");
+                writeln!(out, "    backup_name: {name} (discontinued: ignored)")?;
             }
             if let Some(name) = &md.restore_name {
-                println!("    restore_name: {name} (discontinued: restore will refuse this job)");
+                writeln!(
+                    out,
+                    "    restore_name: {name} (discontinued: restore will refuse this job)"
+                )?;
             }
         }
     }
     if !listing.skipped.is_empty() {
-        println!("Skipped:");
+        writeln!(out, "Skipped:")?;
         for s in &listing.skipped {
-            println!("  {}: {}", s.job, s.reason);
+            writeln!(out, "  {}: {}", s.job, s.reason)?;
         }
     }
+    out.flush()
 }
 
 fn describe(list: &[LockBefore]) -> String {
