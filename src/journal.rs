@@ -91,21 +91,26 @@ impl Journal {
         self.state.lock().expect("journal lock").clone()
     }
 
-    /// Records that `job`'s lock script is about to run.
-    pub fn locking(&self, job: &str, lock: ScriptKind) -> io::Result<()> {
+    /// Records, on disk, that these jobs' lock scripts are about to run.
+    pub fn locking(&self, jobs: &[&str], lock: ScriptKind) -> io::Result<()> {
         self.update(Sync::ToDisk, |s| {
-            if !s.locked.iter().any(|l| l.job == job) {
-                s.locked.push(LockedJob {
-                    job: job.to_string(),
-                    lock,
-                });
+            for job in jobs {
+                if !s.locked.iter().any(|l| l.job == *job) {
+                    s.locked.push(LockedJob {
+                        job: job.to_string(),
+                        lock,
+                    });
+                }
             }
         })
     }
 
-    /// Records that `job` was unlocked.
-    pub fn unlocked(&self, job: &str) -> io::Result<()> {
-        self.update(Sync::ToDisk, |s| s.locked.retain(|l| l.job != job))
+    /// Records that these jobs were unlocked. (Should the VM crash before this reaches the
+    /// disk, a cleanup unlocks them once more: unlock scripts must bear that anyway.)
+    pub fn unlocked(&self, jobs: &[&str]) -> io::Result<()> {
+        self.update(Sync::PageCache, |s| {
+            s.locked.retain(|l| !jobs.contains(&l.job.as_str()))
+        })
     }
 
     pub fn started(&self, job: &str, script: ScriptKind, group: ProcessGroup) -> io::Result<()> {
@@ -217,19 +222,21 @@ mod tests {
     fn records_locks_in_order_and_is_gone_once_nothing_is_locked() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path());
-        journal.locking("a", ScriptKind::PreBackupLock).unwrap();
-        journal.locking("b", ScriptKind::PreBackupLock).unwrap();
+        journal.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
+        journal
+            .locking(&["b", "a"], ScriptKind::PreBackupLock)
+            .unwrap();
         let on_disk = Journal::read(dir.path()).unwrap().unwrap();
         let jobs: Vec<&str> = on_disk.locked.iter().map(|l| l.job.as_str()).collect();
         assert_eq!(jobs, ["a", "b"]);
         assert_eq!(on_disk.pid, std::process::id());
 
-        journal.unlocked("a").unwrap();
+        journal.unlocked(&["a"]).unwrap();
         assert!(
             Journal::read(dir.path()).unwrap().is_some(),
             "kept while a job is locked"
         );
-        journal.unlocked("b").unwrap();
+        journal.unlocked(&["b"]).unwrap();
         assert_eq!(
             Journal::read(dir.path()).unwrap(),
             None,

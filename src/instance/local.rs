@@ -124,11 +124,6 @@ impl LocalInstance {
         {
             return not_started(e.to_string());
         }
-        if matches!(kind, ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock)
-            && let Err(e) = self.journal.locking(&job.name, kind)
-        {
-            return not_started(InstanceError::Journal(e).to_string());
-        }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
         let outcome = run_script(&command);
         tracing::info!(
@@ -141,9 +136,6 @@ impl LocalInstance {
         );
         if let Some(group) = outcome.group.filter(|_| kind != ScriptKind::Metadata) {
             let _ = self.journal.finished(group);
-        }
-        if kind.is_unlock() && outcome.end.success() {
-            let _ = self.journal.unlocked(&job.name);
         }
         let truncated = |c: &crate::exec::Captured| {
             let mut text = c.text();
@@ -300,36 +292,55 @@ impl Instance for LocalInstance {
         {
             return ScriptReport::none_started(jobs, kind, &e.to_string());
         }
-        if kind.is_unlock() {
-            // A job with a lock script but no unlock script is unlocked once its turn passes.
-            for name in jobs {
-                if self.jobs.get(name).is_some_and(|j| !j.has(kind)) {
-                    let _ = self.journal.unlocked(name);
-                }
-            }
-        }
         let this: &LocalInstance = self;
         let chosen: Vec<&DiscoveredJob> = jobs
             .iter()
             .filter_map(|name| this.jobs.get(name))
             .filter(|job| job.has(kind))
             .collect();
-        if !parallel || chosen.len() <= 1 {
-            return chosen
+        let is_lock = matches!(kind, ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock);
+        if is_lock {
+            // On disk before any of them runs: one write for the whole step.
+            let names: Vec<&str> = chosen.iter().map(|j| j.name.as_str()).collect();
+            if let Err(e) = this.journal.locking(&names, kind) {
+                return ScriptReport::none_started(
+                    jobs,
+                    kind,
+                    &InstanceError::Journal(e).to_string(),
+                );
+            }
+        }
+        let reports: Vec<ScriptReport> = if !parallel || chosen.len() <= 1 {
+            chosen
                 .into_iter()
                 .map(|job| this.run_one(job, kind, unlock))
-                .collect();
-        }
-        thread::scope(|s| {
-            let handles: Vec<_> = chosen
-                .into_iter()
-                .map(|job| s.spawn(move || this.run_one(job, kind, unlock)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("script thread"))
                 .collect()
-        })
+        } else {
+            thread::scope(|s| {
+                let handles: Vec<_> = chosen
+                    .into_iter()
+                    .map(|job| s.spawn(move || this.run_one(job, kind, unlock)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("script thread"))
+                    .collect()
+            })
+        };
+        if kind.is_unlock() {
+            // Unlocked: every job whose unlock script succeeded, and every job without one
+            // (a job with a lock script but no unlock script is unlocked once its turn passes).
+            let done: Vec<&str> = jobs
+                .iter()
+                .map(String::as_str)
+                .filter(|name| {
+                    let has_script = this.jobs.get(*name).is_some_and(|j| j.has(kind));
+                    !has_script || reports.iter().any(|r| r.job == *name && r.success())
+                })
+                .collect();
+            let _ = this.journal.unlocked(&done);
+        }
+        reports
     }
 
     fn send_artifact(
