@@ -1,43 +1,69 @@
-//! A writer that saves an artifact stream and, on another thread, reads it as a tar as it
-//! passes, so the receiving side learns every file's checksum without reading the data again.
+//! A writer that saves an artifact stream and, as it passes, reads it as a tar, so the
+//! receiving side learns every file's checksum without reading the data again.
+//!
+//! The caller's thread only gathers bytes into batches; one thread writes them to the file and
+//! another parses and hashes them, so reading the stream, writing it to disk and hashing it
+//! run side by side. Bounded channels keep the memory to a few batches whatever the size.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::checksums::Checksums;
 use super::tar_reader::{TarReadError, read_tar};
 
-/// Bytes gathered before they are handed to the checking thread.
+/// Bytes gathered before they are handed on.
 const BATCH: usize = 256 * 1024;
-/// Batches in flight: bounds the memory between the writer and the checker.
-const IN_FLIGHT: usize = 8;
+/// Batches in flight to each thread.
+const IN_FLIGHT: usize = 4;
+
+type Batch = Arc<Vec<u8>>;
 
 pub struct VerifyingWriter<W> {
-    out: W,
     batch: Vec<u8>,
-    to_checker: Option<SyncSender<Vec<u8>>>,
+    to_file: Option<SyncSender<Batch>>,
+    to_checker: Option<SyncSender<Batch>>,
+    file: JoinHandle<io::Result<W>>,
     checker: JoinHandle<Result<Checksums, TarReadError>>,
 }
 
-impl<W: Write> VerifyingWriter<W> {
-    pub fn new(out: W) -> Self {
-        let (tx, rx) = sync_channel(IN_FLIGHT);
+impl<W: Write + Send + 'static> VerifyingWriter<W> {
+    pub fn new(mut out: W) -> Self {
+        let (to_file, batches) = sync_channel::<Batch>(IN_FLIGHT);
+        let file = std::thread::spawn(move || {
+            let mut failed = None;
+            for batch in batches {
+                // After a failure (a full disk) the stream is still taken in to its end, so
+                // the sender never blocks; the first error is the result.
+                if failed.is_none()
+                    && let Err(e) = out.write_all(&batch)
+                {
+                    failed = Some(e);
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => out.flush().map(|()| out),
+            }
+        });
+        let (to_checker, rx) = sync_channel::<Batch>(IN_FLIGHT);
         let checker = std::thread::spawn(move || {
             let mut input = ChannelReader {
                 rx,
-                chunk: Vec::new(),
+                chunk: Arc::new(Vec::new()),
                 pos: 0,
             };
             let result = read_tar(&mut input, None);
-            // Drain whatever follows the archive (padding) so the writer never blocks.
+            // Take in whatever follows the archive (padding) so the writer never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
             result
         });
         VerifyingWriter {
-            out,
             batch: Vec::with_capacity(BATCH),
-            to_checker: Some(tx),
+            to_file: Some(to_file),
+            to_checker: Some(to_checker),
+            file,
             checker,
         }
     }
@@ -46,32 +72,43 @@ impl<W: Write> VerifyingWriter<W> {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        if let Some(tx) = &self.to_checker
-            && tx.send(batch).is_err()
-        {
-            // The checker stopped early; its result says why.
-            self.to_checker = None;
+        let batch = Arc::new(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH),
+        ));
+        for to in [&mut self.to_file, &mut self.to_checker] {
+            // A thread that stopped early has its reason in its result.
+            if to
+                .as_ref()
+                .is_some_and(|tx| tx.send(Arc::clone(&batch)).is_err())
+            {
+                *to = None;
+            }
         }
     }
 
-    /// Flushes the output and returns it with the checksums the stream carried.
+    /// Waits for both threads: the output, flushed, with the checksums the stream carried.
+    /// The output's own error (e.g. no space left) comes first.
     pub fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
         self.send_batch();
-        self.out.flush()?;
+        drop(self.to_file.take());
         drop(self.to_checker.take());
+        let out = self
+            .file
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))?;
         let result = self.checker.join().unwrap_or_else(|_| {
             Err(TarReadError::Read(io::Error::other(
                 "checksum thread panicked",
             )))
         });
-        Ok((self.out, result))
+        Ok((out, result))
     }
 }
 
-impl<W: Write> Write for VerifyingWriter<W> {
+impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
+        let n = buf.len().min(BATCH.saturating_sub(self.batch.len()).max(1));
         self.batch.extend_from_slice(&buf[..n]);
         if self.batch.len() >= BATCH {
             self.send_batch();
@@ -80,13 +117,13 @@ impl<W: Write> Write for VerifyingWriter<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
 struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+    rx: Receiver<Batch>,
+    chunk: Batch,
     pos: usize,
 }
 
@@ -105,5 +142,59 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_everything_and_reports_the_streams_checksums() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 700_000];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "big", &data[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+
+        let mut w = VerifyingWriter::new(Vec::new());
+        for piece in bytes.chunks(100_003) {
+            w.write_all(piece).unwrap();
+        }
+        let (out, sums) = w.finish().unwrap();
+        assert_eq!(out, bytes);
+        let sums = sums.unwrap();
+        assert_eq!(sums.len(), 1);
+        assert_eq!(
+            sums["./big"],
+            super::super::checksums::hex(&{
+                use sha2::Digest;
+                sha2::Sha256::digest(&data)
+            })
+        );
+    }
+
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_outputs_error_is_reported_after_the_whole_stream_was_taken() {
+        let mut w = VerifyingWriter::new(Full);
+        for _ in 0..64 {
+            w.write_all(&[0u8; 100_000]).unwrap();
+        }
+        let err = w.finish().err().expect("the disk was full");
+        assert_eq!(err.raw_os_error(), Some(28));
     }
 }

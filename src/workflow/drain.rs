@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::sync::{Arc, Mutex};
 
 use super::deployment::{Deployment, JobRef};
 use crate::artifact::Checksums;
@@ -81,27 +79,20 @@ fn drain_job(
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
     };
-    let write_error = Arc::new(Mutex::new(None));
-    let file = NoteWriteError {
-        inner: file,
-        error: Arc::clone(&write_error),
-    };
-    let mut writer = VerifyingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    // Written by its own thread in whole batches: no buffering needed here.
+    let mut writer = VerifyingWriter::new(file);
     let bar = progress::transfer_bar(console, format!("{id} {job} drain"), None);
     let mut counted = Counted::new(&mut writer, bar);
     let sent = instance.send_artifact(job, &mut counted);
     counted.finish();
-    let sent: Checksums = match sent {
-        Ok(c) => c,
-        // The artifact's own file failing (a full disk) is the cause to name, with its path.
-        Err(e) => match write_error.lock().expect("write error lock").take() {
-            Some(cause) => return fail(format!("cannot write {}: {cause}", path.display())),
-            None => return fail(e.to_string()),
-        },
-    };
+    // The artifact's own file failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {
         Ok(done) => done,
         Err(e) => return fail(format!("cannot write {}: {e}", path.display())),
+    };
+    let sent: Checksums = match sent {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
     };
     let received = match received {
         Ok(c) => c,
@@ -112,10 +103,7 @@ fn drain_job(
             "the artifact is corrupted: checksums do not match ({mismatch})"
         ));
     }
-    let synced = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.inner.sync_all());
+    let synced = out.sync_all();
     if let Err(e) = synced {
         return fail(format!("cannot write {}: {e}", path.display()));
     }
@@ -125,34 +113,4 @@ fn drain_job(
         name: job.to_string(),
         checksums: received,
     })
-}
-
-/// Keeps the first error of the file being written, which the stream's own error may hide.
-struct NoteWriteError {
-    inner: File,
-    error: Arc<Mutex<Option<io::Error>>>,
-}
-
-impl NoteWriteError {
-    fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
-        if let Err(e) = &result {
-            let mut slot = self.error.lock().expect("write error lock");
-            if slot.is_none() {
-                *slot = Some(io::Error::new(e.kind(), e.to_string()));
-            }
-        }
-        result
-    }
-}
-
-impl Write for NoteWriteError {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.inner.write(buf);
-        self.note(result)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let result = self.inner.flush();
-        self.note(result)
-    }
 }
