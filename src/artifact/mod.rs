@@ -8,5 +8,6 @@ pub mod store;
 pub mod tar_reader;
 pub mod tar_writer;
 pub mod verify_stream;
+pub mod writeback;
 
 pub use checksums::Checksums;

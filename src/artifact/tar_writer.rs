@@ -1,10 +1,13 @@
 //! Writes a job's artifact directory as the tar BBR makes with `tar -C <dir> -c .`: entries
 //! named `./...`, directories before their contents, regular files hashed as they are read so
-//! the checksum manifest costs no second pass over the data.
+//! the checksum manifest costs no second pass over the data. The hashing runs on a thread of
+//! its own, beside the reading and writing, on the same buffers.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::thread;
 
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -30,13 +33,14 @@ pub fn write_tar(dir: &Path, out: impl Write) -> Result<Checksums, TarWriteError
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut checksums = Checksums::new();
-    let mut buf = vec![0u8; CHUNK];
+    let hasher = Hasher::start();
     let root_meta = fs::metadata(dir).map_err(|source| TarWriteError::Read {
         path: dir.to_path_buf(),
         source,
     })?;
     append_header(&mut builder, "./", &root_meta, EntryType::Directory, 0)?;
-    walk(dir, Path::new(""), &mut builder, &mut checksums, &mut buf)?;
+    walk(dir, Path::new(""), &mut builder, &hasher)?;
+    checksums.extend(hasher.finish());
     builder
         .into_inner()
         .map_err(TarWriteError::Write)?
@@ -49,8 +53,7 @@ fn walk<W: Write>(
     root: &Path,
     relative: &Path,
     builder: &mut tar::Builder<W>,
-    checksums: &mut Checksums,
-    buf: &mut [u8],
+    hasher: &Hasher,
 ) -> Result<(), TarWriteError> {
     let dir = root.join(relative);
     let read_err = |path: &Path| {
@@ -70,11 +73,11 @@ fn walk<W: Write>(
         let file_type = meta.file_type();
         if file_type.is_dir() {
             append_header(builder, &format!("{name}/"), &meta, EntryType::Directory, 0)?;
-            walk(root, &rel, builder, checksums, buf)?;
+            walk(root, &rel, builder, hasher)?;
         } else if file_type.is_file() {
             let mut file = File::open(&path).map_err(read_err(&path))?;
             append_header(builder, &name, &meta, EntryType::Regular, meta.len())?;
-            let digest = copy_hashing(&mut file, builder.get_mut(), meta.len(), buf)
+            copy_hashing(&mut file, builder.get_mut(), meta.len(), hasher)
                 .map_err(|e| match e {
                     CopyError::Read(source) => TarWriteError::Read { path: path.clone(), source },
                     CopyError::Write(e) => TarWriteError::Write(e),
@@ -84,7 +87,7 @@ fn walk<W: Write>(
                     },
                 })?;
             pad(builder.get_mut(), meta.len())?;
-            checksums.insert(name, digest);
+            hasher.end_file(name);
         } else if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(read_err(&path))?;
             let entry_path = check_entry(Path::new(&name)).expect("walked names are relative");
@@ -128,16 +131,17 @@ enum CopyError {
     Shrunk,
 }
 
-/// Copies exactly `len` bytes (the size already in the header), hashing them on the way.
+/// Copies exactly `len` bytes (the size already in the header), handing each buffer to the
+/// hasher once it is written.
 fn copy_hashing(
     file: &mut File,
     out: &mut impl Write,
     len: u64,
-    buf: &mut [u8],
-) -> Result<String, CopyError> {
-    let mut hasher = Sha256::new();
+    hasher: &Hasher,
+) -> Result<(), CopyError> {
     let mut left = len;
     while left > 0 {
+        let mut buf = hasher.buffer();
         let want = buf.len().min(left as usize);
         let n = match file.read(&mut buf[..want]) {
             Ok(0) => return Err(CopyError::Shrunk),
@@ -145,11 +149,72 @@ fn copy_hashing(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Read(e)),
         };
-        hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        hasher.data(buf, n);
         left -= n as u64;
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(())
+}
+
+/// What the hashing thread is told, in stream order.
+enum ToHasher {
+    /// The first `n` bytes of the buffer belong to the current file.
+    Data(Vec<u8>, usize),
+    /// The current file, named so, is complete.
+    End(String),
+}
+
+/// SHA-256 on a thread of its own. Buffers go to it and come back for reuse, so there is no
+/// allocation (and no page-faulting of fresh memory) per chunk.
+struct Hasher {
+    to: SyncSender<ToHasher>,
+    free: Receiver<Vec<u8>>,
+    thread: thread::JoinHandle<Checksums>,
+}
+
+impl Hasher {
+    fn start() -> Hasher {
+        // Bounded: at most a few chunks wait to be hashed.
+        let (to, work) = sync_channel::<ToHasher>(4);
+        let (give_back, free) = channel::<Vec<u8>>();
+        let thread = thread::spawn(move || {
+            let mut sums = Checksums::new();
+            let mut sha = Sha256::new();
+            for message in work {
+                match message {
+                    ToHasher::Data(buf, n) => {
+                        sha.update(&buf[..n]);
+                        let _ = give_back.send(buf);
+                    }
+                    ToHasher::End(name) => {
+                        sums.insert(name, hex(&std::mem::take(&mut sha).finalize()));
+                    }
+                }
+            }
+            sums
+        });
+        Hasher { to, free, thread }
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        self.free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK])
+    }
+
+    fn data(&self, buf: Vec<u8>, n: usize) {
+        let _ = self.to.send(ToHasher::Data(buf, n));
+    }
+
+    fn end_file(&self, name: String) {
+        let _ = self.to.send(ToHasher::End(name));
+    }
+
+    /// Every file's digest, once all were hashed.
+    fn finish(self) -> Checksums {
+        drop(self.to);
+        self.thread
+            .join()
+            .expect("the hashing thread does not panic")
+    }
 }
 
 /// Pads a file's data to the 512-byte block boundary.

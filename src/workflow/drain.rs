@@ -12,6 +12,7 @@ use crate::artifact::backup_dir::{
 };
 use crate::artifact::checksums::compare;
 use crate::artifact::verify_stream::VerifyingWriter;
+use crate::artifact::writeback::WritebackFile;
 use crate::console::Console;
 use crate::instance::Instance;
 use crate::progress::{self, Counted};
@@ -80,7 +81,7 @@ fn drain_job(
         Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
     };
     // Written by its own thread in whole batches: no buffering needed here.
-    let mut writer = VerifyingWriter::new(file);
+    let mut writer = VerifyingWriter::new(WritebackFile::new(file));
     let bar = progress::transfer_bar(console, format!("{id} {job} drain"), None);
     let mut counted = Counted::new(&mut writer, bar);
     let sent = instance.send_artifact(job, &mut counted);
@@ -103,7 +104,7 @@ fn drain_job(
             "the artifact is corrupted: checksums do not match ({mismatch})"
         ));
     }
-    let synced = out.sync_all();
+    let synced = out.sync();
     if let Err(e) = synced {
         return fail(format!("cannot write {}: {e}", path.display()));
     }
