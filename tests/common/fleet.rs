@@ -85,16 +85,7 @@ impl Fleet {
     }
 
     pub fn artifact_dir(&self) -> PathBuf {
-        let dirs: Vec<_> = fs::read_dir(self.artifacts())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(
-            dirs.len(),
-            1,
-            "expected one artifact directory, found {dirs:?}"
-        );
-        dirs[0].clone()
+        super::only_artifact_dir(&self.artifacts())
     }
 
     /// Runs `bbr-agent deployment --inventory <inventory> <args>`.

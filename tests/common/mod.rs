@@ -107,16 +107,7 @@ impl Vm {
 
     /// The single `<deployment>_<timestamp>` directory under `artifacts()`.
     pub fn artifact_dir(&self) -> PathBuf {
-        let dirs: Vec<_> = fs::read_dir(self.artifacts())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(
-            dirs.len(),
-            1,
-            "expected one artifact directory, found {dirs:?}"
-        );
-        dirs[0].clone()
+        only_artifact_dir(&self.artifacts())
     }
 }
 
@@ -196,6 +187,20 @@ impl Vm {
     pub fn data_dir(&self, job: &str) -> PathBuf {
         self.root().join("var/vcap/store").join(job)
     }
+}
+
+/// The one `<deployment>_<timestamp>` directory a backup made under `parent`.
+pub fn only_artifact_dir(parent: &Path) -> PathBuf {
+    let dirs: Vec<_> = fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected one artifact directory, found {dirs:?}"
+    );
+    dirs[0].clone()
 }
 
 pub fn write_file(path: &Path, contents: &[u8]) -> PathBuf {
