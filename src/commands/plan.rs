@@ -1,5 +1,7 @@
 //! `plan backup|restore`: the steps a run would take, in order, without running them.
 
+use std::io::Write;
+
 use serde::Serialize;
 
 use super::local::Context;
@@ -62,29 +64,36 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
         run: names(run, &dep.jobs()),
         unlock: non_empty(unlock, &mut steps.iter().rev()),
     };
+    let mut out = std::io::stdout().lock();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).expect("plan serialises")
-        );
+        let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
+        writeln!(out, "{text}")?;
     } else {
-        print_human(&dep, &plan, workflow, (lock, run, unlock));
+        print_human(&mut out, &dep, &plan, workflow, (lock, run, unlock))?;
     }
     Ok(0)
 }
 
+/// Written through `out`, so a closed pipe (`| head`) is an error to report, not a panic.
 fn print_human(
+    out: &mut impl Write,
     dep: &Deployment,
     plan: &Plan,
     workflow: PlanWorkflow,
     kinds: (ScriptKind, ScriptKind, ScriptKind),
-) {
+) -> std::io::Result<()> {
     let (together, in_turn) = ("at once", "one at a time");
     let how = match workflow {
         PlanWorkflow::Backup => together,
         PlanWorkflow::Restore => in_turn,
     };
-    println!("{} plan for {} ({}):", plan.workflow, dep.name, dep.id(0));
+    writeln!(
+        out,
+        "{} plan for {} ({}):",
+        plan.workflow,
+        dep.name,
+        dep.id(0)
+    )?;
     let mut n = 0;
     for (kind, steps) in [
         (kinds.0, &plan.lock),
@@ -93,10 +102,11 @@ fn print_human(
     ] {
         for step in steps.iter().filter(|s| !s.is_empty()) {
             n += 1;
-            println!("  {n}. {kind} ({how}): {}", step.join(", "));
+            writeln!(out, "  {n}. {kind} ({how}): {}", step.join(", "))?;
         }
     }
     if n == 0 {
-        println!("  nothing to run");
+        writeln!(out, "  nothing to run")?;
     }
+    Ok(())
 }
