@@ -192,17 +192,22 @@ impl LocalInstance {
         let discovery = discover(&self.layout.jobs_root)?;
         // A thread only for a job that has a metadata script to wait on.
         let results: Vec<_> = thread::scope(|s| {
-            let pending: Vec<_> = discovery
+            let running: Vec<_> = discovery
                 .jobs
                 .iter()
-                .map(|job| match job.has(ScriptKind::Metadata) {
-                    true => Err(s.spawn(|| self.metadata_of(job))),
-                    false => Ok(self.metadata_of(job)),
+                .map(|job| {
+                    job.has(ScriptKind::Metadata)
+                        .then(|| s.spawn(|| self.metadata_of(job)))
                 })
                 .collect();
-            pending
-                .into_iter()
-                .map(|p| p.unwrap_or_else(|h| h.join().expect("metadata thread")))
+            discovery
+                .jobs
+                .iter()
+                .zip(running)
+                .map(|(job, thread)| match thread {
+                    Some(thread) => thread.join().expect("metadata thread"),
+                    None => self.metadata_of(job),
+                })
                 .collect()
         });
         Ok(Survey {
