@@ -12,13 +12,22 @@ use std::thread::JoinHandle;
 
 use super::checksums::Checksums;
 use super::tar_reader::{TarReadError, read_tar};
+use crate::protocol::framing::exhausted;
 
 /// Bytes gathered before they are handed on.
 const BATCH: usize = 256 * 1024;
 /// Batches in flight to each thread.
 const IN_FLIGHT: usize = 4;
 
-type Batch = Arc<Vec<u8>>;
+/// A batch shared by the file-writing and the checking thread.
+#[derive(Clone, Default)]
+struct Batch(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Batch {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 pub struct VerifyingWriter<W> {
     batch: Vec<u8>,
@@ -37,7 +46,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
                 // After a failure (a full disk) the stream is still taken in to its end, so
                 // the sender never blocks; the first error is the result.
                 if failed.is_none()
-                    && let Err(e) = out.write_all(&batch)
+                    && let Err(e) = out.write_all(batch.as_ref())
                 {
                     failed = Some(e);
                 }
@@ -51,8 +60,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         let checker = std::thread::spawn(move || {
             let mut input = ChannelReader {
                 rx,
-                chunk: Arc::new(Vec::new()),
-                pos: 0,
+                chunk: io::Cursor::new(Batch::default()),
             };
             let result = read_tar(&mut input, None);
             // Take in whatever follows the archive (padding) so the writer never blocks.
@@ -72,15 +80,15 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         if self.batch.is_empty() {
             return;
         }
-        let batch = Arc::new(std::mem::replace(
+        let batch = Batch(Arc::new(std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(BATCH),
-        ));
+        )));
         for to in [&mut self.to_file, &mut self.to_checker] {
             // A thread that stopped early has its reason in its result.
             if to
                 .as_ref()
-                .is_some_and(|tx| tx.send(Arc::clone(&batch)).is_err())
+                .is_some_and(|tx| tx.send(batch.clone()).is_err())
             {
                 *to = None;
             }
@@ -123,25 +131,18 @@ impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
 
 struct ChannelReader {
     rx: Receiver<Batch>,
-    chunk: Batch,
-    pos: usize,
+    chunk: io::Cursor<Batch>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
+        while exhausted(&self.chunk) {
             match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
+                Ok(chunk) => self.chunk = io::Cursor::new(chunk),
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.chunk.read(buf)
     }
 }
 

@@ -21,6 +21,21 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
+impl From<FrameError> for io::Error {
+    /// For `Read` implementations over frames: a broken frame is invalid data.
+    fn from(e: FrameError) -> io::Error {
+        match e {
+            FrameError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        }
+    }
+}
+
+/// Whether everything in the chunk was read.
+pub fn exhausted<T: AsRef<[u8]>>(chunk: &io::Cursor<T>) -> bool {
+    chunk.position() >= chunk.get_ref().as_ref().len() as u64
+}
+
 /// Reads one line (without its newline), refusing one longer than [`MAX_LINE`] without
 /// buffering more than that. A last line without a newline counts as truncated input.
 pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
@@ -135,8 +150,7 @@ impl<W: Write> Write for ChunkWriter<W> {
 /// A `Read` over data chunks, ending at the terminator. [`ChunkReader::drain`] skips to it.
 pub struct ChunkReader<'a, R: Read> {
     input: &'a mut R,
-    chunk: Vec<u8>,
-    pos: usize,
+    chunk: io::Cursor<Vec<u8>>,
     done: bool,
 }
 
@@ -144,35 +158,26 @@ impl<'a, R: Read> ChunkReader<'a, R> {
     pub fn new(input: &'a mut R) -> Self {
         ChunkReader {
             input,
-            chunk: Vec::new(),
-            pos: 0,
+            chunk: io::Cursor::new(Vec::new()),
             done: false,
         }
     }
 
     fn next_chunk(&mut self) -> Result<(), FrameError> {
-        read_chunk(self.input, &mut self.chunk)?;
-        self.pos = 0;
-        self.done = self.chunk.is_empty();
+        read_chunk(self.input, self.chunk.get_mut())?;
+        self.chunk.set_position(0);
+        self.done = self.chunk.get_ref().is_empty();
         Ok(())
     }
 
     /// Copies every remaining chunk into `sink`, whole: one write per chunk, no small steps.
     pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
-        let mut copied = 0;
-        if self.pos < self.chunk.len() {
-            sink.write_all(&self.chunk[self.pos..])?;
-            copied += (self.chunk.len() - self.pos) as u64;
-            self.pos = self.chunk.len();
-        }
+        let mut copied = io::copy(&mut self.chunk, sink)?;
         while !self.done {
-            self.next_chunk().map_err(|e| match e {
-                FrameError::Io(e) => e,
-                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-            })?;
-            sink.write_all(&self.chunk)?;
-            copied += self.chunk.len() as u64;
-            self.pos = self.chunk.len();
+            self.next_chunk()?;
+            sink.write_all(self.chunk.get_ref())?;
+            copied += self.chunk.get_ref().len() as u64;
+            self.chunk.set_position(self.chunk.get_ref().len() as u64);
         }
         Ok(copied)
     }
@@ -188,19 +193,10 @@ impl<'a, R: Read> ChunkReader<'a, R> {
 
 impl<R: Read> Read for ChunkReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while !self.done && self.pos == self.chunk.len() {
-            self.next_chunk().map_err(|e| match e {
-                FrameError::Io(e) => e,
-                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-            })?;
+        while !self.done && exhausted(&self.chunk) {
+            self.next_chunk()?;
         }
-        if self.done {
-            return Ok(0);
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.chunk.read(buf)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::instance::{
     UnlockContext,
 };
 use crate::layout::Layout;
-use crate::protocol::framing::{ChunkWriter, write_json_line};
+use crate::protocol::framing::{ChunkWriter, exhausted, write_json_line};
 use crate::protocol::{
     AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
@@ -171,8 +171,7 @@ impl Session {
             Op::ReceiveArtifact { job, checksums } => {
                 let mut reader = DataReader {
                     inputs,
-                    chunk: Vec::new(),
-                    pos: 0,
+                    chunk: io::Cursor::new(Vec::new()),
                     done: false,
                     broken: None,
                 };
@@ -349,20 +348,16 @@ fn drain_data(inputs: &Receiver<Input>) -> Option<String> {
 /// A `Read` over the data chunks the reader thread passes on.
 struct DataReader<'a> {
     inputs: &'a Receiver<Input>,
-    chunk: Vec<u8>,
-    pos: usize,
+    chunk: io::Cursor<Vec<u8>>,
     done: bool,
     broken: Option<String>,
 }
 
 impl Read for DataReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while !self.done && self.pos == self.chunk.len() {
+        while !self.done && exhausted(&self.chunk) {
             match self.inputs.recv() {
-                Ok(Input::Data(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
+                Ok(Input::Data(chunk)) => self.chunk = io::Cursor::new(chunk),
                 Ok(Input::DataEnd) => self.done = true,
                 other => {
                     self.done = true;
@@ -377,12 +372,6 @@ impl Read for DataReader<'_> {
                 }
             }
         }
-        if self.done {
-            return Ok(0);
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.chunk.read(buf)
     }
 }
