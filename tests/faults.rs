@@ -24,7 +24,8 @@ use serde_json::Value;
 use common::fleet::Fleet;
 use common::{Vm, listing, tree};
 use faults_support::{
-    Exit, Spawned, Survivors, alive, eventually, group_alive, group_gone_soon, run_agent,
+    Exit, Spawned, Survivors, alive, assert_backup_scripts_gone, eventually, group_alive,
+    group_gone_soon, run_agent,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -644,14 +645,7 @@ fn assert_every_vm_unlocked_itself(fleet: &Fleet, pids: &Survivors, limit: Durat
         "{}",
         explain()
     );
-    for job in FLEET_JOBS {
-        assert!(
-            group_gone_soon(pids.pid(&format!("{job}-backup")))
-                && !alive(pids.pid(&format!("{job}-sleep"))),
-            "{job}'s backup script outlived its session\n{}",
-            explain()
-        );
-    }
+    assert_backup_scripts_gone(pids, &FLEET_JOBS, &explain);
     let calls = fleet.calls();
     let unlocks = of_script(&calls, "post-backup-unlock");
     assert_eq!(unlocks.len(), 3, "each job unlocked once\n{}", explain());

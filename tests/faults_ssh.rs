@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use common::fleet::Fleet;
 use common::sshd::Sshd;
 use common::{AGENT, Vm, listing};
-use faults_support::{Spawned, Survivors, alive, eventually, group_gone_soon};
+use faults_support::{Spawned, Survivors, alive, assert_backup_scripts_gone, eventually};
 
 /// A job whose lock script creates `markers/<group>-<job>` and whose unlock script removes it;
 /// its backup records its process group and its agent (`$PPID`: the script's parent is
@@ -147,14 +147,7 @@ fn assert_every_vm_unlocked_itself(fleet: &Fleet, pids: &Survivors, markers: &Pa
         "a VM was left locked after its driver vanished\n{}",
         explain()
     );
-    for job in JOBS {
-        assert!(
-            group_gone_soon(pids.pid(&format!("{job}-backup")))
-                && !alive(pids.pid(&format!("{job}-sleep"))),
-            "{job}'s backup script outlived its session\n{}",
-            explain()
-        );
-    }
+    assert_backup_scripts_gone(pids, &JOBS, &explain);
     let calls = fleet.calls();
     for unlock in [
         "db/0 first post-backup-unlock false",

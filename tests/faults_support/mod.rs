@@ -106,6 +106,19 @@ pub fn group_gone_soon(pgid: i32) -> bool {
     eventually(Duration::from_secs(2), || !group_alive(pgid))
 }
 
+/// Each job's backup script (its group, recorded as `<job>-backup`) and the `sleep` it left in
+/// the background (`<job>-sleep`) are gone: nothing of the run outlived its session.
+pub fn assert_backup_scripts_gone(pids: &Survivors, jobs: &[&str], explain: &dyn Fn() -> String) {
+    for job in jobs {
+        assert!(
+            group_gone_soon(pids.pid(&format!("{job}-backup")))
+                && !alive(pids.pid(&format!("{job}-sleep"))),
+            "{job}'s backup script outlived its session\n{}",
+            explain()
+        );
+    }
+}
+
 static OUTPUTS: AtomicUsize = AtomicUsize::new(0);
 
 /// An agent (or driver) started in a process group of its own, its output going to files.
