@@ -1,12 +1,17 @@
-//! The run journal, `<run-dir>/journal.json`: which jobs are locked (written, and synced,
+//! The run journal, `<run-dir>/journal.jsonl`: which jobs are locked (written, and synced,
 //! before each lock script starts) and the process groups of running scripts. It outlives an
 //! agent killed with SIGKILL, so `backup-cleanup` and `restore-cleanup` can end that run's
 //! stray scripts and unlock exactly what it locked. The file exists only while something is
 //! locked or running: its presence is the mark of a run that did not finish.
+//!
+//! It is a log, one JSON record per line, appended to and never rewritten: a script's start
+//! costs one small write, not a new file and a rename (which on ext4 is most of what a no-op
+//! script costs the agent). A reader folds the records into the state; a last line cut short
+//! by a crash mid-write is ignored, since the step it would record had not started.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,7 +23,7 @@ use crate::exec::ProcessGroup;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalState {
-    /// The run that wrote it.
+    /// The run that wrote it last.
     pub pid: u32,
     pub command: String,
     /// Jobs whose lock script started, in lock order, and not yet unlocked.
@@ -46,9 +51,55 @@ impl JournalState {
     pub fn is_idle(&self) -> bool {
         self.locked.is_empty() && self.running.is_empty()
     }
+
+    fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Run { pid, command } => {
+                self.pid = *pid;
+                self.command = command.clone();
+            }
+            Record::Locking { jobs, lock } => {
+                for job in jobs {
+                    if !self.locked.iter().any(|l| &l.job == job) {
+                        self.locked.push(LockedJob {
+                            job: job.clone(),
+                            lock: *lock,
+                        });
+                    }
+                }
+            }
+            Record::Unlocked { jobs } => self.locked.retain(|l| !jobs.contains(&l.job)),
+            Record::Started(script) => self.running.push(script.clone()),
+            Record::Finished { pgid } => self.running.retain(|r| r.pgid != *pgid),
+            Record::StraysEnded => self.running.clear(),
+        }
+    }
 }
 
-/// How far a journal update must reach before the step it records may start.
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Record {
+    /// The process that appends the records after it (a cleanup carries on a dead run's).
+    Run {
+        pid: u32,
+        command: String,
+    },
+    Locking {
+        jobs: Vec<String>,
+        lock: ScriptKind,
+    },
+    Unlocked {
+        jobs: Vec<String>,
+    },
+    Started(RunningScript),
+    Finished {
+        pgid: i32,
+    },
+    StraysEnded,
+}
+
+/// How far a journal record must reach before the step it records may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sync {
     ToDisk,
@@ -59,23 +110,47 @@ enum Sync {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    state: Mutex<JournalState>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: JournalState,
+    /// Open for appending once this process has written its `Run` record to the file.
+    file: Option<File>,
 }
 
 impl Journal {
     pub fn path_in(run_dir: &Path) -> PathBuf {
-        run_dir.join("journal.json")
+        run_dir.join("journal.jsonl")
     }
 
     /// Reads the journal a run left behind, if any.
     pub fn read(run_dir: &Path) -> io::Result<Option<JournalState>> {
-        match fs::read(Self::path_in(run_dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let path = Self::path_in(run_dir);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut state = JournalState::default();
+        let mut lines = bytes.split_inclusive(|&b| b == b'\n').peekable();
+        while let Some(line) = lines.next() {
+            let complete = line.ends_with(b"\n");
+            match serde_json::from_slice::<Record>(line) {
+                Ok(record) => state.apply(&record),
+                // Cut short by a crash mid-write: the step it records never started.
+                Err(_) if !complete && lines.peek().is_none() => {}
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "{}: a damaged record ({e}): {}",
+                        path.display(),
+                        String::from_utf8_lossy(line).trim_end()
+                    )));
+                }
+            }
         }
+        Ok(Some(state))
     }
 
     /// The journal for this run, carrying on from one left behind (cleanup works on it).
@@ -83,52 +158,39 @@ impl Journal {
         let state = Self::read(run_dir).ok().flatten().unwrap_or_default();
         Journal {
             path: Self::path_in(run_dir),
-            state: Mutex::new(state),
+            inner: Mutex::new(Inner { state, file: None }),
         }
     }
 
     pub fn state(&self) -> JournalState {
-        self.state.lock().expect("journal lock").clone()
+        self.inner.lock().expect("journal lock").state.clone()
     }
 
     /// Records, on disk, that these jobs' lock scripts are about to run.
     pub fn locking(&self, jobs: &[&str], lock: ScriptKind) -> io::Result<()> {
-        self.update(Sync::ToDisk, |s| {
-            for job in jobs {
-                if !s.locked.iter().any(|l| l.job == *job) {
-                    s.locked.push(LockedJob {
-                        job: job.to_string(),
-                        lock,
-                    });
-                }
-            }
-        })
+        let jobs = jobs.iter().map(|j| j.to_string()).collect();
+        self.append(Sync::ToDisk, Record::Locking { jobs, lock })
     }
 
     /// Records that these jobs were unlocked. (Should the VM crash before this reaches the
     /// disk, a cleanup unlocks them once more: unlock scripts must bear that anyway.)
     pub fn unlocked(&self, jobs: &[&str]) -> io::Result<()> {
-        self.update(Sync::PageCache, |s| {
-            s.locked.retain(|l| !jobs.contains(&l.job.as_str()))
-        })
+        let jobs = jobs.iter().map(|j| j.to_string()).collect();
+        self.append(Sync::PageCache, Record::Unlocked { jobs })
     }
 
     pub fn started(&self, job: &str, script: ScriptKind, group: ProcessGroup) -> io::Result<()> {
-        let start_time = start_time(group.id());
-        self.update(Sync::PageCache, |s| {
-            s.running.push(RunningScript {
-                job: job.to_string(),
-                script,
-                pgid: group.id(),
-                start_time,
-            })
-        })
+        let record = Record::Started(RunningScript {
+            job: job.to_string(),
+            script,
+            pgid: group.id(),
+            start_time: start_time(group.id()),
+        });
+        self.append(Sync::PageCache, record)
     }
 
     pub fn finished(&self, group: ProcessGroup) -> io::Result<()> {
-        self.update(Sync::PageCache, |s| {
-            s.running.retain(|r| r.pgid != group.id())
-        })
+        self.append(Sync::PageCache, Record::Finished { pgid: group.id() })
     }
 
     /// Ends the scripts a dead run left running: SIGTERM to each group that is still that
@@ -154,45 +216,75 @@ impl Journal {
                 script.job, script.script, script.pgid
             ));
         }
-        self.update(Sync::PageCache, |s| s.running.clear())?;
+        self.append(Sync::PageCache, Record::StraysEnded)?;
         Ok(ended)
     }
 
-    /// Applies `change` and writes the whole journal: temporary file, rename (so a reader
-    /// never sees half of it); or removes it when nothing is left locked or running. Lock
-    /// changes are also synced to disk (file and directory), so they survive the VM itself.
-    /// Running scripts are not: after a crash of the VM they are gone as well, and a SIGKILLed
-    /// agent's writes are in the page cache for the cleanup to read.
-    fn update(&self, sync: Sync, change: impl FnOnce(&mut JournalState)) -> io::Result<()> {
-        let mut state = self.state.lock().expect("journal lock");
-        change(&mut state);
-        if state.is_idle() {
+    /// Applies `record` and appends it to the file, or removes the file once nothing is left
+    /// locked or running. Lock records are also synced to disk (and the directory, when the
+    /// file is new), so they survive the VM itself. The others are not: after a crash of the
+    /// VM its scripts are gone as well, and a SIGKILLed agent's writes are in the page cache
+    /// for the cleanup to read.
+    fn append(&self, sync: Sync, record: Record) -> io::Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        inner.state.apply(&record);
+        if inner.state.is_idle() {
+            inner.file = None;
             return match fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             };
         }
-        if state.pid == 0 || state.pid != std::process::id() {
-            state.pid = std::process::id();
-            state.command = std::env::args().collect::<Vec<_>>().join(" ");
+        let mut line = Vec::new();
+        let created = if inner.file.is_none() {
+            let (file, created) = self.open_for_append()?;
+            inner.file = Some(file);
+            let me = Record::Run {
+                pid: std::process::id(),
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            inner.state.apply(&me);
+            push_line(&mut line, &me)?;
+            created
+        } else {
+            false
+        };
+        push_line(&mut line, &record)?;
+        let file = inner.file.as_mut().expect("opened above");
+        // One write per record: with O_APPEND it lands whole or, on a crash, cut short.
+        file.write_all(&line)?;
+        if sync == Sync::ToDisk {
+            file.sync_data()?;
+            if created {
+                let dir = self.path.parent().expect("the journal is in a directory");
+                File::open(dir)?.sync_all()?;
+            }
         }
+        Ok(())
+    }
+
+    /// Opens the file for appending, creating it and its directory as needed; says whether
+    /// the file is new.
+    fn open_for_append(&self) -> io::Result<(File, bool)> {
         let dir = self.path.parent().expect("the journal is in a directory");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(&*state).map_err(io::Error::other)?)?;
-        if sync == Sync::ToDisk {
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        match sync {
-            Sync::ToDisk => File::open(dir)?.sync_all(),
-            Sync::PageCache => Ok(()),
-        }
+        let existed = self.path.exists();
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        Ok((file, !existed))
     }
+}
+
+fn push_line(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+    serde_json::to_writer(&mut *buf, record).map_err(io::Error::other)?;
+    buf.push(b'\n');
+    Ok(())
 }
 
 /// Whether the recorded group can still be the dead run's. A pid is not reused while it names
@@ -241,6 +333,65 @@ mod tests {
             Journal::read(dir.path()).unwrap(),
             None,
             "gone once nothing is locked"
+        );
+    }
+
+    #[test]
+    fn running_scripts_come_and_go_and_a_cleanup_carries_on_a_dead_runs_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path());
+        first.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
+        first
+            .started("a", ScriptKind::Backup, ProcessGroup::from_id(1))
+            .unwrap();
+        first
+            .started("b", ScriptKind::Backup, ProcessGroup::from_id(2))
+            .unwrap();
+        first.finished(ProcessGroup::from_id(1)).unwrap();
+        let left = Journal::read(dir.path()).unwrap().unwrap();
+        let running: Vec<(&str, i32)> = left
+            .running
+            .iter()
+            .map(|r| (r.job.as_str(), r.pgid))
+            .collect();
+        assert_eq!(running, [("b", 2)]);
+        drop(first);
+
+        // The "dead" run's journal, taken over by a cleanup: state carried on, records appended.
+        let cleanup = Journal::open(dir.path());
+        assert_eq!(cleanup.state(), left);
+        cleanup
+            .append(Sync::PageCache, Record::StraysEnded)
+            .unwrap();
+        let after = Journal::read(dir.path()).unwrap().unwrap();
+        assert!(after.running.is_empty());
+        assert_eq!(after.locked.len(), 1, "a is still locked");
+        cleanup.unlocked(&["a"]).unwrap();
+        assert_eq!(Journal::read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_cut_short_at_the_end_is_ignored_and_damage_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path());
+        journal.locking(&["a"], ScriptKind::PreRestoreLock).unwrap();
+        let path = Journal::path_in(dir.path());
+        let whole = fs::read(&path).unwrap();
+
+        let mut torn = whole.clone();
+        torn.extend_from_slice(br#"{"locking":{"jobs":["b"],"lo"#);
+        fs::write(&path, &torn).unwrap();
+        let state = Journal::read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.locked.len(), 1, "the torn record of b is not read");
+
+        let mut damaged = br#"{"locking":{"jobs"#.to_vec();
+        damaged.push(b'\n');
+        damaged.extend_from_slice(&whole);
+        fs::write(&path, &damaged).unwrap();
+        let err = Journal::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("journal.jsonl") && err.contains("damaged"),
+            "{err}"
         );
     }
 

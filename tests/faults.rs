@@ -49,7 +49,59 @@ fn run_dir(vm: &Vm) -> PathBuf {
 }
 
 fn journal_path(vm: &Vm) -> PathBuf {
-    run_dir(vm).join("journal.json")
+    run_dir(vm).join("journal.jsonl")
+}
+
+/// What a journal says, folded from its records as docs/reliability.md describes them.
+#[derive(Debug, Default)]
+struct JournalSays {
+    pid: i64,
+    locked: Vec<(String, String)>,
+    /// (job, script, process group)
+    running: Vec<(String, String, i64)>,
+}
+
+fn journal_says(text: &str) -> JournalSays {
+    let mut says = JournalSays::default();
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a journal line is not JSON ({e}): {line}\n{text}"));
+        let str_of = |v: &Value| v.as_str().unwrap_or_else(|| panic!("{line}")).to_string();
+        let jobs = |r: &Value| -> Vec<String> {
+            r["jobs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{line}"))
+                .iter()
+                .map(str_of)
+                .collect()
+        };
+        if let Some(run) = record.get("run") {
+            says.pid = run["pid"].as_i64().unwrap();
+        } else if let Some(r) = record.get("locking") {
+            for job in jobs(r) {
+                if !says.locked.iter().any(|(j, _)| *j == job) {
+                    says.locked.push((job, str_of(&r["lock"])));
+                }
+            }
+        } else if let Some(r) = record.get("unlocked") {
+            let jobs = jobs(r);
+            says.locked.retain(|(j, _)| !jobs.contains(j));
+        } else if let Some(r) = record.get("started") {
+            says.running.push((
+                str_of(&r["job"]),
+                str_of(&r["script"]),
+                r["pgid"].as_i64().unwrap(),
+            ));
+        } else if let Some(r) = record.get("finished") {
+            let pgid = r["pgid"].as_i64().unwrap();
+            says.running.retain(|(_, _, g)| *g != pgid);
+        } else if record == "strays_ended" {
+            says.running.clear();
+        } else {
+            panic!("an unknown journal record: {line}\n{text}");
+        }
+    }
+    says
 }
 
 /// A `post-backup-unlock` that records whether it was told the backup succeeded.
@@ -115,10 +167,11 @@ fn wait_for_calls(log: &Path, lines: &[&str], agent: &Spawned) {
 /// Waits until the journal on `vm` records `scripts` running scripts.
 fn wait_for_running(vm: &Vm, scripts: usize, agent: &Spawned) {
     let running = || {
-        fs::read(journal_path(vm))
+        fs::read_to_string(journal_path(vm))
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .and_then(|j| j["running"].as_array().map(Vec::len))
+            // A line being written right now: look again.
+            .filter(|text| text.ends_with('\n'))
+            .map(|text| journal_says(&text).running.len())
             .unwrap_or(0)
     };
     assert!(
@@ -304,30 +357,22 @@ fn assert_journal_of_the_killed_run(vm: &Vm, killed: i32, stray: i32) {
             listing(vm.dir.path())
         )
     });
-    let journal: Value = serde_json::from_str(&text).expect("the journal is JSON");
-    assert_eq!(journal["pid"], killed, "{text}");
-    let locked: Vec<(&str, &str)> = journal["locked"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{text}"))
+    let journal = journal_says(&text);
+    assert_eq!(journal.pid, i64::from(killed), "{text}");
+    let locked: Vec<(&str, &str)> = journal
+        .locked
         .iter()
-        .map(|l| (l["job"].as_str().unwrap(), l["lock"].as_str().unwrap()))
+        .map(|(job, lock)| (job.as_str(), lock.as_str()))
         .collect();
     assert_eq!(
         locked,
         [("a", "pre-backup-lock"), ("b", "pre-backup-lock")],
         "{text}"
     );
-    let running: Vec<(&str, &str, i64)> = journal["running"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{text}"))
+    let running: Vec<(&str, &str, i64)> = journal
+        .running
         .iter()
-        .map(|r| {
-            (
-                r["job"].as_str().unwrap(),
-                r["script"].as_str().unwrap(),
-                r["pgid"].as_i64().unwrap(),
-            )
-        })
+        .map(|(job, script, pgid)| (job.as_str(), script.as_str(), *pgid))
         .collect();
     assert_eq!(running, [("a", "backup", i64::from(stray))], "{text}");
 }
