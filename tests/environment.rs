@@ -685,3 +685,69 @@ fn run_with_a_relative_artifact_dir_resolves_it_against_the_current_directory() 
         "saved\n"
     );
 }
+
+/// Scripts inherit no descriptor but 0, 1 and 2, as under sudo (not the agent's protocol
+/// pipes, not what the agent itself inherited from an SSH session), and start with every
+/// signal at its default and none blocked, even when the agent was started with signals
+/// ignored (as under `nohup`; Rust itself ignores SIGPIPE).
+#[test]
+fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
+    let vm = Vm::with_identity("acme", "web");
+    let job = vm.job("web");
+    let seen = vm.dir.path().join("seen");
+    fs::create_dir_all(&seen).unwrap();
+    job.script(
+        "backup",
+        &format!(
+            "ls /proc/self/fd | sort -n | tr '\\n' ' ' > '{seen}/fds'\n\
+             grep -E '^Sig(Ign|Blk):' /proc/$$/status > '{seen}/signals'",
+            seen = seen.display()
+        ),
+    );
+    let artifacts = vm.artifacts();
+    // sh sets SIGUSR1 and SIGQUIT to ignored and execs the agent, which inherits that.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("trap '' USR1 QUIT; exec \"$0\" \"$@\"")
+        .arg(AGENT)
+        .arg("--root")
+        .arg(vm.root())
+        .args(["backup", "--artifact-path", artifacts.to_str().unwrap()])
+        .current_dir(vm.dir.path());
+    let run = Run::of(&mut command, vm.dir.path());
+    run.assert_success();
+
+    let read = |name: &str| {
+        fs::read_to_string(seen.join(name))
+            .unwrap_or_else(|e| panic!("backup did not record {name} ({e})\n{}", run.explain()))
+    };
+    // `ls` itself holds descriptor 3 (the directory it reads).
+    assert_eq!(
+        read("fds").trim(),
+        "0 1 2 3",
+        "the script has only stdin, stdout and stderr\n{}",
+        run.explain()
+    );
+    let mask = |field: &str| {
+        let signals = read("signals");
+        let hex = signals
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in {signals:?}"));
+        u64::from_str_radix(hex.trim(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "no signal blocked\n{}", run.explain());
+    // glibc's posix_spawn (std's too, wherever std uses it) leaves glibc's two internal
+    // signals, 32 and 33, ignored; no program can send or use them, and glibc programs take
+    // them back at start-up. Every other signal must be at its default.
+    let internal = (1 << (32 - 1)) | (1 << (33 - 1));
+    assert_eq!(
+        mask("SigIgn:") & !internal,
+        0,
+        "no signal ignored in the script (SIGUSR1 is bit {}, SIGQUIT bit {})\n{}",
+        10 - 1,
+        3 - 1,
+        run.explain()
+    );
+}

@@ -1,8 +1,7 @@
-//! Draining a child's stdout or stderr: line by line to a live sink, and into a bounded
-//! buffer kept for failure reports and for `metadata` output.
+//! A child's stdout or stderr: line by line to a live sink, and into a bounded buffer kept
+//! for failure reports and for `metadata` output.
 
-use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Which of the script's streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,64 +44,73 @@ impl Captured {
     }
 }
 
-/// Reads `pipe` to its end, handing lines to `sink` and keeping up to `limit` bytes in `kept`.
-pub fn drain(
-    mut pipe: impl Read,
+/// One stream of a running script: complete lines go to the sink as they arrive, and up to
+/// `limit` bytes are kept.
+pub struct StreamCapture {
     stream: Stream,
-    sink: &LineSink,
-    kept: &Mutex<Captured>,
     limit: usize,
-) {
-    let mut buf = vec![0u8; MAX_LINE];
-    let mut line: Vec<u8> = Vec::new();
-    let emit = |line: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(line);
-        sink(stream, text.trim_end_matches('\r'));
-        line.clear();
-    };
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let data = &buf[..n];
-        kept.lock().expect("capture lock").keep(data, limit);
+    kept: Captured,
+    /// The line so far, without its newline.
+    line: Vec<u8>,
+}
+
+impl StreamCapture {
+    pub fn new(stream: Stream, limit: usize) -> StreamCapture {
+        StreamCapture {
+            stream,
+            limit,
+            kept: Captured::default(),
+            line: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes read from the stream.
+    pub fn feed(&mut self, data: &[u8], sink: &LineSink) {
+        self.kept.keep(data, self.limit);
         for piece in data.split_inclusive(|&b| b == b'\n') {
             if let Some(body) = piece.strip_suffix(b"\n") {
-                line.extend_from_slice(body);
-                emit(&mut line);
+                self.line.extend_from_slice(body);
+                self.emit(sink);
             } else {
-                line.extend_from_slice(piece);
-                if line.len() >= MAX_LINE {
-                    emit(&mut line);
+                self.line.extend_from_slice(piece);
+                if self.line.len() >= MAX_LINE {
+                    self.emit(sink);
                 }
             }
         }
     }
-    if !line.is_empty() {
-        emit(&mut line);
+
+    /// The stream ended (or is given up on): passes on a last line without a newline.
+    pub fn finish(mut self, sink: &LineSink) -> Captured {
+        if !self.line.is_empty() {
+            self.emit(sink);
+        }
+        self.kept
+    }
+
+    fn emit(&mut self, sink: &LineSink) {
+        let text = String::from_utf8_lossy(&self.line);
+        sink(self.stream, text.trim_end_matches('\r'));
+        self.line.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn lines_reach_the_sink_and_the_buffer_is_bounded() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = Arc::clone(&seen);
         let sink: LineSink = Arc::new(move |s, l| seen2.lock().unwrap().push((s, l.to_string())));
-        let kept = Mutex::new(Captured::default());
-        drain(
-            &b"one\ntwo\r\nno newline"[..],
-            Stream::Stderr,
-            &sink,
-            &kept,
-            5,
-        );
+        let mut capture = StreamCapture::new(Stream::Stderr, 5);
+        // Split where a pipe might split it: mid-line and mid-"\r\n".
+        for piece in [&b"one\ntw"[..], b"o\r", b"\nno newline"] {
+            capture.feed(piece, &sink);
+        }
+        let kept = capture.finish(&sink);
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
@@ -111,7 +119,6 @@ mod tests {
                 (Stream::Stderr, "no newline".to_string())
             ]
         );
-        let kept = kept.into_inner().unwrap();
         assert_eq!(kept.bytes, b"one\nt");
         assert!(kept.truncated);
     }

@@ -1,9 +1,12 @@
 //! Running one script: its own process group, a clean environment, both output streams
-//! drained concurrently, a timeout that ends the whole group.
+//! drained as they come, a timeout that ends the whole group. (`spawn` also starts the
+//! driver's sessions.)
 
 mod capture;
 mod process_group;
 mod run;
+pub mod spawn;
+mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
 pub use process_group::ProcessGroup;

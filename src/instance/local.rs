@@ -321,15 +321,20 @@ impl Instance for LocalInstance {
                 .map(|job| this.run_one(job, kind, unlock))
                 .collect()
         } else {
+            // All at once: a thread for each job but the last, which runs on this one.
+            let (last, others) = chosen.split_last().expect("more than one job");
             thread::scope(|s| {
-                let handles: Vec<_> = chosen
-                    .into_iter()
+                let handles: Vec<_> = others
+                    .iter()
                     .map(|job| s.spawn(move || this.run_one(job, kind, unlock)))
                     .collect();
-                handles
+                let last = this.run_one(last, kind, unlock);
+                let mut reports: Vec<ScriptReport> = handles
                     .into_iter()
                     .map(|h| h.join().expect("script thread"))
-                    .collect()
+                    .collect();
+                reports.push(last);
+                reports
             })
         };
         if kind.is_unlock() {

@@ -1,0 +1,187 @@
+//! Watching a started script from the thread that started it: both output pipes and the
+//! leader's exit in one `poll` loop, so a script costs no thread of its own.
+//!
+//! The exit is seen through a pidfd (Linux 5.3), which becomes readable when the leader
+//! terminates. Without one (an older kernel), the leader is looked at with `WNOHANG` after
+//! each wait, and every millisecond once its output has ended.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::capture::{Captured, LineSink, Stream, StreamCapture};
+use super::spawn::Spawned;
+
+/// Bytes read from a pipe at once.
+const READ_SIZE: usize = 64 * 1024;
+
+pub struct Watch {
+    pid: Pid,
+    pidfd: Option<OwnedFd>,
+    status: Option<Result<WaitStatus, Errno>>,
+    /// Open pipes; `None` once at their end.
+    pipes: [Option<File>; 2],
+    captures: [StreamCapture; 2],
+    sink: LineSink,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    pub fn new(child: Spawned, sink: LineSink, keep_bytes: usize) -> Watch {
+        Watch {
+            pid: child.pid,
+            pidfd: pidfd_open(child.pid),
+            status: None,
+            pipes: [Some(child.stdout), Some(child.stderr)],
+            captures: [
+                StreamCapture::new(Stream::Stdout, keep_bytes),
+                StreamCapture::new(Stream::Stderr, keep_bytes),
+            ],
+            sink,
+            buf: vec![0; READ_SIZE],
+        }
+    }
+
+    /// The leader's status once it has been reaped (an error if waiting for it failed).
+    pub fn status(&self) -> Option<Result<WaitStatus, Errno>> {
+        self.status
+    }
+
+    /// Waits at most `max` for output (passed on to the sink) or the leader's exit, and
+    /// says whether the leader has exited by now.
+    pub fn wait(&mut self, max: Duration) -> bool {
+        if self.status.is_some() {
+            if self.pipes.iter().any(Option::is_some) {
+                self.poll_once(max);
+            }
+            return true;
+        }
+        let events = self.poll_once(max);
+        if events.exit || self.pidfd.is_none() {
+            self.reap(WaitPidFlag::WNOHANG);
+        }
+        self.status.is_some()
+    }
+
+    /// Waits for the leader, however long it takes (it has been sent SIGKILL, or ended).
+    pub fn reap_blocking(&mut self) {
+        if self.status.is_none() {
+            self.reap(WaitPidFlag::empty());
+        }
+    }
+
+    /// Reads the pipes to their ends, or until `deadline`: a script that started a daemon
+    /// without redirecting its output must not hold the run up. Returns what was kept.
+    pub fn finish(mut self, deadline: Instant) -> (Captured, Captured) {
+        while self.pipes.iter().any(Option::is_some) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.poll_once(left);
+        }
+        let [out, err] = self.captures;
+        (out.finish(&self.sink), err.finish(&self.sink))
+    }
+
+    fn reap(&mut self, flags: WaitPidFlag) {
+        loop {
+            match waitpid(self.pid, Some(flags)) {
+                Ok(WaitStatus::StillAlive) => return,
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    self.status = Some(Ok(status));
+                    self.pidfd = None;
+                    return;
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.status = Some(Err(e));
+                    self.pidfd = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One `poll` over the open pipes and the pidfd; reads what is ready.
+    fn poll_once(&mut self, max: Duration) -> Events {
+        let pipes_open = self.pipes.iter().any(Option::is_some);
+        let watch_exit = self.status.is_none() && self.pidfd.is_some();
+        if !pipes_open && !watch_exit {
+            // Nothing to poll: the pipes are done and the exit cannot be watched.
+            std::thread::sleep(max.min(Duration::from_millis(1)));
+            return Events { exit: false };
+        }
+        let mut fds = Vec::with_capacity(3);
+        let mut slots = Vec::with_capacity(3);
+        for (i, pipe) in self.pipes.iter().enumerate() {
+            if let Some(pipe) = pipe {
+                fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+                slots.push(Some(i));
+            }
+        }
+        if let (true, Some(pidfd)) = (watch_exit, &self.pidfd) {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+            slots.push(None);
+        }
+        // Rounded up: a wait of less than a millisecond must not become a busy loop.
+        let millis = max.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(_) => return Events { exit: false },
+            Ok(_) => {}
+        }
+        let ready: Vec<(Option<usize>, bool)> = fds
+            .iter()
+            .zip(&slots)
+            .map(|(fd, slot)| (*slot, fd.any().unwrap_or(false)))
+            .collect();
+        drop(fds);
+        let mut exit = false;
+        for (slot, is_ready) in ready {
+            match (slot, is_ready) {
+                (Some(i), true) => self.read_pipe(i),
+                (None, true) => exit = true,
+                _ => {}
+            }
+        }
+        Events { exit }
+    }
+
+    fn read_pipe(&mut self, i: usize) {
+        let Some(pipe) = self.pipes[i].as_mut() else {
+            return;
+        };
+        match pipe.read(&mut self.buf) {
+            Ok(0) => self.pipes[i] = None,
+            Ok(n) => self.captures[i].feed(&self.buf[..n], &self.sink),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.pipes[i] = None,
+        }
+    }
+}
+
+struct Events {
+    /// The pidfd said the leader terminated.
+    exit: bool,
+}
+
+/// A pidfd for the child, or `None` where the kernel has no `pidfd_open`.
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1;
+    // no memory is passed. The pid is our unreaped child, so it cannot name another process.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor was just created for us and nothing else owns it. pidfds are
+    // created close-on-exec.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
