@@ -3,5 +3,6 @@
 
 pub mod inventory;
 mod remote;
+mod session_command;
 
 pub use remote::RemoteInstance;

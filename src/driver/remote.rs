@@ -1,14 +1,14 @@
 //! The instance API over the stdio protocol: one `serve` process per VM, started once through
 //! the inventory's command and kept for the whole run (one SSH session per VM).
 
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::session_command;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
 use crate::exec::ProcessGroup;
@@ -20,6 +20,9 @@ use crate::protocol::pipes;
 use crate::protocol::{
     AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 
 /// How much of the agent command's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
@@ -39,11 +42,12 @@ pub struct RemoteInstance {
 }
 
 struct Connection {
-    child: Child,
+    /// The session command (`sh`), leader of its own process group.
+    pid: Pid,
     /// Tells the interruption watcher that the session is over.
     ended: Arc<AtomicBool>,
-    to_agent: BufWriter<ChildStdin>,
-    from_agent: BufReader<ChildStdout>,
+    to_agent: BufWriter<File>,
+    from_agent: BufReader<File>,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -75,21 +79,18 @@ impl RemoteInstance {
         if let Some(why) = &self.lost {
             return Err(self.unreachable(why.clone(), String::new()));
         }
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&self.command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group: the session ends when the driver is interrupted (below), not
-            // half-way through a terminal's Ctrl-C to every process at once.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| self.unreachable(format!("cannot start sh: {e}"), String::new()))?;
+        // Its own group: the session ends when the driver is interrupted (below), not
+        // half-way through a terminal's Ctrl-C to every process at once.
+        let child = session_command::spawn(&self.command)
+            .map_err(|e| self.unreachable(format!("cannot start it: {e}"), String::new()))?;
         let ended = Arc::new(AtomicBool::new(false));
-        watch_for_interruption(ProcessGroup::led_by(child.id()), Arc::clone(&ended));
+        let pid = child.pid;
+        watch_for_interruption(
+            ProcessGroup::led_by(pid.as_raw() as u32),
+            Arc::clone(&ended),
+        );
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let mut pipe = child.stderr;
         let tail = Arc::clone(&stderr);
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -103,17 +104,14 @@ impl RemoteInstance {
                 kept.drain(..excess);
             }
         });
-        let (to_agent, from_agent) = (
-            child.stdin.take().expect("stdin is piped"),
-            child.stdout.take().expect("stdout is piped"),
-        );
+        let (to_agent, from_agent) = (child.stdin.expect("stdin is piped"), child.stdout);
         pipes::enlarge(&to_agent);
         pipes::enlarge(&from_agent);
         self.conn = Some(Connection {
             ended,
             to_agent: BufWriter::new(to_agent),
             from_agent: BufReader::with_capacity(1 << 20, from_agent),
-            child,
+            pid,
             stderr,
         });
         let hello = Op::Hello {
@@ -234,10 +232,10 @@ impl RemoteInstance {
     /// Marks the session lost and says why, with the command's stderr.
     fn lose(&mut self, why: String) -> InstanceError {
         let stderr = match self.conn.take() {
-            Some(mut conn) => {
+            Some(conn) => {
                 conn.ended.store(true, Ordering::SeqCst);
                 drop(conn.to_agent);
-                let _ = wait_or_kill(&mut conn.child, Duration::from_secs(2));
+                let _ = wait_or_kill(conn.pid, Duration::from_secs(2));
                 // Give the stderr thread a moment to take the last words.
                 thread::sleep(Duration::from_millis(50));
                 let kept = conn.stderr.lock().expect("stderr lock");
@@ -384,18 +382,22 @@ impl Instance for RemoteInstance {
         self.connect()?;
         self.call(Op::RemoveStore, None).map(drop)
     }
+
+    fn close(&mut self) {
+        if self.conn.is_some() {
+            let _ = self.call(Op::Bye, None);
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.ended.store(true, Ordering::SeqCst);
+            drop(conn.to_agent);
+            let _ = wait_or_kill(conn.pid, EXIT_WAIT);
+        }
+    }
 }
 
 impl Drop for RemoteInstance {
     fn drop(&mut self) {
-        if self.conn.is_some() {
-            let _ = self.call(Op::Bye, None);
-        }
-        if let Some(mut conn) = self.conn.take() {
-            conn.ended.store(true, Ordering::SeqCst);
-            drop(conn.to_agent);
-            let _ = wait_or_kill(&mut conn.child, EXIT_WAIT);
-        }
+        self.close();
     }
 }
 
@@ -413,18 +415,19 @@ fn watch_for_interruption(session: ProcessGroup, ended: Arc<AtomicBool>) {
     });
 }
 
-fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<()> {
+/// Reaps the session command, killing its group once `limit` has passed.
+fn wait_or_kill(pid: Pid, limit: Duration) -> nix::Result<()> {
     let deadline = Instant::now() + limit;
     // An agent that was told `bye` exits within a millisecond or so: poll fast at first, so
     // a fleet's sessions do not each cost a 20 ms nap.
     let mut pause = Duration::from_micros(250);
     while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
+        if waitpid(pid, Some(WaitPidFlag::WNOHANG))? != WaitStatus::StillAlive {
             return Ok(());
         }
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-    child.kill()?;
-    child.wait().map(drop)
+    ProcessGroup::led_by(pid.as_raw() as u32).signal(Signal::SIGKILL);
+    waitpid(pid, None).map(drop)
 }

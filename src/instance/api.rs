@@ -198,4 +198,8 @@ pub trait Instance: Send {
 
     /// Ends the scripts a dead run left running, as its journal records them; says which.
     fn end_strays(&mut self) -> Result<Vec<String>, InstanceError>;
+
+    /// Ends the session with the VM, if there is one (says goodbye and waits for it to go).
+    /// Dropping an instance does the same; this lets a fleet's sessions end all at once.
+    fn close(&mut self) {}
 }

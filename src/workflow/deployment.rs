@@ -248,3 +248,12 @@ impl Deployment {
         }
     }
 }
+
+/// Sessions end all at once, not one after another as the instances drop: a fleet's
+/// goodbyes are each a round trip and an exit to wait for.
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let all = self.all();
+        self.on_instances(all, |_, instance, ()| instance.close());
+    }
+}
