@@ -111,6 +111,19 @@ impl BackupDir {
         })
     }
 
+    /// Makes everything written into the directory durable: one `syncfs` for all its tars
+    /// (the file data and the directory entries), instead of an fsync per file, each of which
+    /// waits for its own journal commit. The metadata, written after this, is what makes the
+    /// backup a backup.
+    pub fn sync(&self) -> Result<(), BackupDirError> {
+        let write_err = |source| BackupDirError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = fs::File::open(&self.path).map_err(write_err)?;
+        nix::unistd::syncfs(&dir).map_err(|e| write_err(io::Error::from(e)))
+    }
+
     /// Writes the metadata whole or not at all: a temporary file, synced, then renamed.
     pub fn write_metadata(&self, metadata: &BackupMetadata) -> Result<(), BackupDirError> {
         let path = self.metadata_path();

@@ -3,7 +3,9 @@
 //!
 //! The caller's thread only gathers bytes into batches; one thread writes them to the file and
 //! another parses and hashes them, so reading the stream, writing it to disk and hashing it
-//! run side by side. Bounded channels keep the memory to a few batches whatever the size.
+//! run side by side. Bounded channels keep the memory to a few batches whatever the size. A
+//! stream shorter than one batch never starts the threads: it is written and checked at the
+//! end, on the caller's thread.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -31,14 +33,27 @@ impl AsRef<[u8]> for Batch {
 
 pub struct VerifyingWriter<W> {
     batch: Vec<u8>,
+    stage: Stage<W>,
+}
+
+enum Stage<W> {
+    /// Nothing handed on yet: an artifact smaller than one batch is written and checked on
+    /// the caller's thread at `finish`, without starting two threads for it.
+    Gathering(W),
+    Threads(Threads<W>),
+    /// Only while switching from one to the other.
+    Switching,
+}
+
+struct Threads<W> {
     to_file: Option<SyncSender<Batch>>,
     to_checker: Option<SyncSender<Batch>>,
     file: JoinHandle<io::Result<W>>,
     checker: JoinHandle<Result<Checksums, TarReadError>>,
 }
 
-impl<W: Write + Send + 'static> VerifyingWriter<W> {
-    pub fn new(mut out: W) -> Self {
+impl<W: Write + Send + 'static> Threads<W> {
+    fn start(mut out: W) -> Self {
         let (to_file, batches) = sync_channel::<Batch>(IN_FLIGHT);
         let file = std::thread::spawn(move || {
             let mut failed = None;
@@ -67,8 +82,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
             let _ = io::copy(&mut input, &mut io::sink());
             result
         });
-        VerifyingWriter {
-            batch: Vec::with_capacity(BATCH),
+        Threads {
             to_file: Some(to_file),
             to_checker: Some(to_checker),
             file,
@@ -76,14 +90,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         }
     }
 
-    fn send_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = Batch(Arc::new(std::mem::replace(
-            &mut self.batch,
-            Vec::with_capacity(BATCH),
-        )));
+    fn send(&mut self, batch: Batch) {
         for to in [&mut self.to_file, &mut self.to_checker] {
             // A thread that stopped early has its reason in its result.
             if to
@@ -95,10 +102,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         }
     }
 
-    /// Waits for both threads: the output, flushed, with the checksums the stream carried.
-    /// The output's own error (e.g. no space left) comes first.
-    pub fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
-        self.send_batch();
+    fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
         drop(self.to_file.take());
         drop(self.to_checker.take());
         let out = self
@@ -114,8 +118,55 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
     }
 }
 
+impl<W: Write + Send + 'static> VerifyingWriter<W> {
+    pub fn new(out: W) -> Self {
+        VerifyingWriter {
+            batch: Vec::new(),
+            stage: Stage::Gathering(out),
+        }
+    }
+
+    /// Hands the full batch on, starting the threads with the first one.
+    fn send_batch(&mut self) {
+        let batch = Batch(Arc::new(std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(BATCH),
+        )));
+        if let Stage::Gathering(_) = self.stage
+            && let Stage::Gathering(out) = std::mem::replace(&mut self.stage, Stage::Switching)
+        {
+            self.stage = Stage::Threads(Threads::start(out));
+        }
+        if let Stage::Threads(threads) = &mut self.stage {
+            threads.send(batch);
+        }
+    }
+
+    /// The output, flushed, with the checksums the stream carried. The output's own error
+    /// (e.g. no space left) comes first.
+    pub fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
+        match std::mem::replace(&mut self.stage, Stage::Switching) {
+            Stage::Gathering(mut out) => {
+                out.write_all(&self.batch)?;
+                out.flush()?;
+                Ok((out, read_tar(&mut &self.batch[..], None)))
+            }
+            Stage::Threads(mut threads) => {
+                if !self.batch.is_empty() {
+                    threads.send(Batch(Arc::new(std::mem::take(&mut self.batch))));
+                }
+                threads.finish()
+            }
+            Stage::Switching => unreachable!("the stage is always restored"),
+        }
+    }
+}
+
 impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(BATCH.min(buf.len().max(8 * 1024)));
+        }
         let n = buf.len().min(BATCH.saturating_sub(self.batch.len()).max(1));
         self.batch.extend_from_slice(&buf[..n]);
         if self.batch.len() >= BATCH {
@@ -150,17 +201,44 @@ impl Read for ChannelReader {
 mod tests {
     use super::*;
 
-    #[test]
-    fn writes_everything_and_reports_the_streams_checksums() {
+    /// A tar of one file `big` holding `size` bytes of 7s, and that file's checksum.
+    fn one_file_tar(size: usize) -> (Vec<u8>, String) {
         let mut tar = tar::Builder::new(Vec::new());
-        let data = vec![7u8; 700_000];
+        let data = vec![7u8; size];
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
         tar.append_data(&mut header, "big", &data[..]).unwrap();
-        let bytes = tar.into_inner().unwrap();
+        let sum = super::super::checksums::hex(&{
+            use sha2::Digest;
+            sha2::Sha256::digest(&data)
+        });
+        (tar.into_inner().unwrap(), sum)
+    }
 
+    #[test]
+    fn a_stream_of_less_than_a_batch_is_written_and_checked_the_same() {
+        for size in [0, 1, 2_000, BATCH - 2_048] {
+            let (bytes, sum) = one_file_tar(size);
+            assert!(bytes.len() <= BATCH, "{size}");
+            let mut w = VerifyingWriter::new(Vec::new());
+            for piece in bytes.chunks(1_000) {
+                w.write_all(piece).unwrap();
+            }
+            let (out, sums) = w.finish().unwrap();
+            assert_eq!(out, bytes, "{size}");
+            assert_eq!(sums.unwrap()["./big"], sum, "{size}");
+        }
+        let mut w = VerifyingWriter::new(Full);
+        w.write_all(&one_file_tar(10).0).unwrap();
+        let err = w.finish().err().expect("the disk was full");
+        assert_eq!(err.raw_os_error(), Some(28));
+    }
+
+    #[test]
+    fn writes_everything_and_reports_the_streams_checksums() {
+        let (bytes, sum) = one_file_tar(700_000);
         let mut w = VerifyingWriter::new(Vec::new());
         for piece in bytes.chunks(100_003) {
             w.write_all(piece).unwrap();
@@ -169,13 +247,7 @@ mod tests {
         assert_eq!(out, bytes);
         let sums = sums.unwrap();
         assert_eq!(sums.len(), 1);
-        assert_eq!(
-            sums["./big"],
-            super::super::checksums::hex(&{
-                use sha2::Digest;
-                sha2::Sha256::digest(&data)
-            })
-        );
+        assert_eq!(sums["./big"], sum);
     }
 
     struct Full;

@@ -1,6 +1,6 @@
 //! A file that asks the kernel to start writing its pages back while it is still being
-//! written, so the `fsync` that ends a drain waits for the last few megabytes, not for all of
-//! them.
+//! written, so the one `syncfs` that ends a drain waits for the last few megabytes, not for
+//! all of them.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,17 +24,16 @@ impl WritebackFile {
         }
     }
 
-    /// Everything on disk; the file back.
-    pub fn sync(self) -> io::Result<File> {
-        self.file.sync_all()?;
-        Ok(self.file)
+    /// The file back; not yet durable (see `BackupDir::sync`).
+    pub fn into_file(self) -> File {
+        self.file
     }
 
     fn start_writeback(&mut self) {
         let (offset, len) = (self.started_to, self.written - self.started_to);
         // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for
         // as long as `self.file` lives. It is a hint: a failure changes nothing but speed, and
-        // the final fsync still makes the data durable.
+        // the final syncfs still makes the data durable.
         let _ = unsafe {
             nix::libc::sync_file_range(
                 self.file.as_raw_fd(),

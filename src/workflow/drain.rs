@@ -55,6 +55,11 @@ pub fn drain(
             artifacts,
         });
     }
+    if errors.is_empty()
+        && let Err(e) = artifact.sync()
+    {
+        errors.push(e.to_string());
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -104,11 +109,8 @@ fn drain_job(
             "the artifact is corrupted: checksums do not match ({mismatch})"
         ));
     }
-    let synced = out.sync();
-    if let Err(e) = synced {
-        return fail(format!("cannot write {}: {e}", path.display()));
-    }
-    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // Made durable with the rest of the artifact, by one syncfs in `drain`.
+    let bytes = out.into_file().metadata().map(|m| m.len()).unwrap_or(0);
     console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {
         name: job.to_string(),
