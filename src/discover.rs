@@ -77,11 +77,10 @@ pub fn discover(jobs_root: &Path) -> Result<Discovery, DiscoverError> {
     for name in names {
         let dir = jobs_root.join(&name);
         let bbr_dir = dir.join("bin/bbr");
-        // `metadata()` follows the job symlink, as the shell glob does.
-        if !bbr_dir.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        // Following the job symlink, as the shell glob does. No `bin/bbr` directory: no job.
+        let Some((scripts, not_regular)) = scripts_in(&bbr_dir)? else {
             continue;
-        }
-        let (scripts, not_regular) = scripts_in(&bbr_dir)?;
+        };
         if scripts.is_empty() && not_regular.is_empty() {
             continue;
         }
@@ -109,15 +108,28 @@ pub fn discover(jobs_root: &Path) -> Result<Discovery, DiscoverError> {
 
 type ScriptsFound = (BTreeMap<ScriptKind, PathBuf>, Vec<ScriptKind>);
 
-/// The contract scripts in one `bin/bbr` directory, and contract names that are not files.
-fn scripts_in(bbr_dir: &Path) -> Result<ScriptsFound, DiscoverError> {
+/// The contract scripts in one `bin/bbr` directory, and contract names that are not files;
+/// `None` when there is no such directory.
+fn scripts_in(bbr_dir: &Path) -> Result<Option<ScriptsFound>, DiscoverError> {
     let read_err = |source| DiscoverError::Read {
         path: bbr_dir.to_path_buf(),
         source,
     };
+    let entries = match fs::read_dir(bbr_dir) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(read_err(e)),
+    };
     let mut scripts = BTreeMap::new();
     let mut not_regular = Vec::new();
-    for entry in fs::read_dir(bbr_dir).map_err(read_err)? {
+    for entry in entries {
         let entry = entry.map_err(read_err)?;
         let Some(kind) = entry
             .file_name()
@@ -135,5 +147,5 @@ fn scripts_in(bbr_dir: &Path) -> Result<ScriptsFound, DiscoverError> {
         }
     }
     not_regular.sort();
-    Ok((scripts, not_regular))
+    Ok(Some((scripts, not_regular)))
 }

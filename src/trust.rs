@@ -9,6 +9,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::discover::DiscoveredJob;
 
@@ -22,32 +23,63 @@ pub struct Untrusted {
     pub why: String,
 }
 
-/// Checks every script of `job` and the directories above them up to `jobs_root`.
-pub fn check_job(job: &DiscoveredJob, jobs_root: &Path) -> Result<(), Untrusted> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
+/// The checks for one jobs root. The root itself is judged once, not once per job.
+#[derive(Debug)]
+pub struct Trust {
+    jobs_root: PathBuf,
+    /// Whether the agent runs as root (the only case the rule applies to).
+    enforced: bool,
+    jobs_root_verdict: OnceLock<Result<(), String>>,
+}
+
+impl Trust {
+    pub fn new(jobs_root: &Path) -> Trust {
+        Trust {
+            jobs_root: jobs_root.to_path_buf(),
+            enforced: nix::unistd::geteuid().is_root(),
+            jobs_root_verdict: OnceLock::new(),
+        }
     }
-    let bbr = job.dir.join("bin/bbr");
-    let mut paths: Vec<PathBuf> = job.scripts.values().cloned().collect();
-    paths.extend([bbr.clone(), job.dir.join("bin"), job.dir.clone()]);
-    // The job directory is usually a symlink the BOSH agent made; judge where it leads too.
-    let is_link = fs::symlink_metadata(&job.dir).is_ok_and(|m| m.file_type().is_symlink());
-    if is_link && let Ok(real) = fs::canonicalize(&job.dir) {
-        paths.push(real);
-    }
-    paths.push(jobs_root.to_path_buf());
-    for path in paths {
-        check_path(&path).map_err(|why| Untrusted {
+
+    /// Checks every script of `job` and the directories above them up to the jobs root.
+    pub fn check_job(&self, job: &DiscoveredJob) -> Result<(), Untrusted> {
+        if !self.enforced {
+            return Ok(());
+        }
+        let untrusted = |path: &Path, why: String| Untrusted {
             job: job.name.clone(),
-            path,
+            path: path.to_path_buf(),
             why,
-        })?;
+        };
+        let bbr = job.dir.join("bin/bbr");
+        let mut paths: Vec<PathBuf> = job.scripts.values().cloned().collect();
+        paths.extend([bbr, job.dir.join("bin")]);
+        // The job directory is usually a symlink the BOSH agent made: judge where it leads
+        // (which is what following it would stat anyway). Otherwise the lstat is the stat.
+        match fs::symlink_metadata(&job.dir) {
+            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&job.dir) {
+                Ok(real) => paths.push(real),
+                Err(e) => return Err(untrusted(&job.dir, format!("cannot be examined ({e})"))),
+            },
+            Ok(meta) => judge(&meta).map_err(|why| untrusted(&job.dir, why))?,
+            Err(e) => return Err(untrusted(&job.dir, format!("cannot be examined ({e})"))),
+        }
+        for path in paths {
+            check_path(&path).map_err(|why| untrusted(&path, why))?;
+        }
+        self.jobs_root_verdict
+            .get_or_init(|| check_path(&self.jobs_root))
+            .clone()
+            .map_err(|why| untrusted(&self.jobs_root, why))
     }
-    Ok(())
 }
 
 fn check_path(path: &Path) -> Result<(), String> {
     let meta = fs::metadata(path).map_err(|e| format!("cannot be examined ({e})"))?;
+    judge(&meta)
+}
+
+fn judge(meta: &fs::Metadata) -> Result<(), String> {
     if meta.uid() != 0 {
         return Err(format!("is owned by uid {}, not root", meta.uid()));
     }

@@ -23,7 +23,7 @@ use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::metadata;
 use crate::run_lock::{self, RunLock};
-use crate::trust;
+use crate::trust::Trust;
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
 const KEEP_BYTES: usize = 1 << 20;
@@ -36,6 +36,7 @@ pub struct LocalInstance {
     jobs: BTreeMap<String, DiscoveredJob>,
     run_lock: Option<RunLock>,
     journal: Arc<Journal>,
+    trust: Trust,
 }
 
 impl LocalInstance {
@@ -46,8 +47,10 @@ impl LocalInstance {
         lines: ScriptLines,
     ) -> Self {
         let journal = Arc::new(Journal::open(&layout.run_dir()));
+        let trust = Trust::new(&layout.jobs_root);
         LocalInstance {
             id,
+            trust,
             layout,
             settings,
             lines,
@@ -156,7 +159,7 @@ impl LocalInstance {
 
     fn metadata_of(&self, job: &DiscoveredJob) -> Result<metadata::JobMetadata, InstanceError> {
         // Before any script of the job runs, its metadata script included.
-        trust::check_job(job, &self.layout.jobs_root)?;
+        self.trust.check_job(job)?;
         if !job.has(ScriptKind::Metadata) {
             return Ok(metadata::JobMetadata::default());
         }
@@ -227,7 +230,7 @@ impl LocalInstance {
     pub fn discover_only(&mut self) -> Result<Vec<DiscoveredJob>, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
         for job in &discovery.jobs {
-            trust::check_job(job, &self.layout.jobs_root)?;
+            self.trust.check_job(job)?;
         }
         self.jobs = discovery
             .jobs
