@@ -110,7 +110,9 @@ impl RemoteInstance {
         self.conn = Some(Connection {
             ended,
             to_agent: BufWriter::new(to_agent),
-            from_agent: BufReader::with_capacity(1 << 20, from_agent),
+            // Small: a chunk's data, read with read_exact, mostly bypasses the buffer and
+            // lands in the chunk directly, not copied through here.
+            from_agent: BufReader::with_capacity(64 * 1024, from_agent),
             pid,
             stderr,
         });

@@ -131,8 +131,20 @@ impl<W: Write> ChunkWriter<W> {
     }
 }
 
+/// A write at least this large goes out as chunks of its own, not through the buffer.
+const PASS_THROUGH: usize = 64 * 1024;
+
 impl<W: Write> Write for ChunkWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // Big writes (a file's data) are not copied into the buffer first: what is buffered
+        // (a tar header, say) goes as a chunk, then the data as another.
+        if data.len() >= PASS_THROUGH {
+            self.send()?;
+            let n = data.len().min(MAX_CHUNK);
+            self.out.write_all(&(n as u32).to_be_bytes())?;
+            self.out.write_all(&data[..n])?;
+            return Ok(n);
+        }
         let n = data.len().min(MAX_CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == MAX_CHUNK {
@@ -206,10 +218,27 @@ mod tests {
 
     #[test]
     fn chunks_round_trip_and_end_at_the_terminator() {
-        let data: Vec<u8> = (0..(MAX_CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(MAX_CHUNK * 3 + 17)).map(|i| (i % 251) as u8).collect();
         let mut w = ChunkWriter::new(Vec::new());
-        w.write_all(&data).unwrap();
+        // Writes as a tar writer makes them: small headers between big runs of data, which
+        // pass through unbuffered.
+        let mut rest = &data[..];
+        for size in [512, MAX_CHUNK * 2, 100, 512, PASS_THROUGH, 3, MAX_CHUNK] {
+            let n = size.min(rest.len());
+            w.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        w.write_all(rest).unwrap();
         let mut wire = w.finish().unwrap();
+        let mut frames = io::Cursor::new(&wire[..]);
+        let mut chunk = Vec::new();
+        loop {
+            read_chunk(&mut frames, &mut chunk).unwrap();
+            assert!(chunk.len() <= MAX_CHUNK);
+            if chunk.is_empty() {
+                break;
+            }
+        }
         wire.extend_from_slice(b"{\"next\":1}\n");
         let mut input = io::Cursor::new(wire);
         let mut back = Vec::new();

@@ -33,7 +33,8 @@ pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
     thread::spawn(move || {
-        decode(BufReader::with_capacity(1 << 20, input), |item| {
+        // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
+        decode(BufReader::with_capacity(64 * 1024, input), |item| {
             tx.send(item).is_ok()
         });
         // The driver has gone (or broke the stream): end running lock and backup scripts now,
