@@ -158,6 +158,60 @@ fn restore_is_refused_before_any_vm_is_touched_when_an_instance_is_missing() {
     }
 }
 
+/// The backup is checked as it is copied, not read twice: a tar corrupted on its last VM
+/// stops the restore after the copies and before any lock or restore script on any VM, names
+/// the tar and the file, and leaves no store behind.
+#[test]
+fn a_corrupted_tar_stops_the_restore_before_any_script_on_any_vm() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    let tar = artifact.join("blob-0-blob.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    // A byte of objects/aa/bb (100,000 sevens) flipped; the tar itself stays well-formed.
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .unwrap()
+        + 500;
+    bytes[at] = 8;
+    fs::write(&tar, bytes).unwrap();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("the backup is corrupted")
+        .assert_stderr_contains(&tar.display().to_string())
+        .assert_stderr_contains("./objects/aa/bb")
+        .assert_stderr_contains("nothing was restored");
+    assert!(
+        fleet.calls().is_empty(),
+        "no script may run: {:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    for m in &fleet.members {
+        assert!(
+            !m.vm.store().exists(),
+            "{}/{}: the store is removed\n{}",
+            m.group,
+            m.index,
+            run.explain()
+        );
+    }
+    let data = fleet.vm("blob", 0).data_dir("blob").join("objects/aa/bb");
+    assert_eq!(
+        fs::read(&data).unwrap(),
+        vec![7u8; 100_000],
+        "the data was not touched\n{}",
+        run.explain()
+    );
+}
+
 #[test]
 fn an_unreachable_vm_stops_the_run_before_anything_is_locked() {
     let fleet = three_vm_fleet();

@@ -7,7 +7,7 @@
 //! file, so nothing is ever written through one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,8 +25,6 @@ pub enum TarReadError {
     Refused { entry: String, why: String },
     #[error("cannot read the artifact stream: {0}")]
     Read(io::Error),
-    #[error("cannot open {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -285,13 +283,4 @@ fn chown_if_root(path: &Path, owner: Option<(u64, u64)>, is_link: bool) {
     } else {
         std::os::unix::fs::chown(path, uid, gid)
     };
-}
-
-/// Verifies a tar file on disk without extracting it.
-pub fn scan_file(path: &Path) -> Result<Checksums, TarReadError> {
-    let file = File::open(path).map_err(|source| TarReadError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    read_tar(io::BufReader::with_capacity(1 << 20, file), None)
 }

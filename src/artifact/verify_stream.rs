@@ -1,11 +1,12 @@
-//! A writer that saves an artifact stream and, as it passes, reads it as a tar, so the
-//! receiving side learns every file's checksum without reading the data again.
+//! Checking an artifact stream as it passes, so nothing is read twice: a writer that saves the
+//! stream a drain brings home, and a reader over the tar a restore sends; either reads the
+//! stream as a tar on the side and learns every file's checksum.
 //!
-//! The caller's thread only gathers bytes into batches; one thread writes them to the file and
-//! another parses and hashes them, so reading the stream, writing it to disk and hashing it
-//! run side by side. Bounded channels keep the memory to a few batches whatever the size. A
-//! stream shorter than one batch never starts the threads: it is written and checked at the
-//! end, on the caller's thread.
+//! The caller's thread only gathers bytes into batches; a checker thread parses and hashes
+//! them (and, for the writer, another thread writes them to the file), so moving the stream,
+//! writing it and hashing it run side by side. Bounded channels keep the memory to a few
+//! batches whatever the size. A stream shorter than one batch starts no thread: it is
+//! checked at the end, on the caller's thread.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -47,9 +48,8 @@ enum Stage<W> {
 
 struct Threads<W> {
     to_file: Option<SyncSender<Batch>>,
-    to_checker: Option<SyncSender<Batch>>,
     file: JoinHandle<io::Result<W>>,
-    checker: JoinHandle<Result<Checksums, TarReadError>>,
+    checker: Checker,
 }
 
 impl<W: Write + Send + 'static> Threads<W> {
@@ -71,50 +71,126 @@ impl<W: Write + Send + 'static> Threads<W> {
                 None => out.flush().map(|()| out),
             }
         });
-        let (to_checker, rx) = sync_channel::<Batch>(IN_FLIGHT);
-        let checker = std::thread::spawn(move || {
+        Threads {
+            to_file: Some(to_file),
+            file,
+            checker: Checker::start(),
+        }
+    }
+
+    fn send(&mut self, batch: Batch) {
+        // A thread that stopped early has its reason in its result.
+        if self
+            .to_file
+            .as_ref()
+            .is_some_and(|tx| tx.send(batch.clone()).is_err())
+        {
+            self.to_file = None;
+        }
+        self.checker.send(batch);
+    }
+
+    fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
+        drop(self.to_file.take());
+        let out = self
+            .file
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))?;
+        Ok((out, self.checker.finish()))
+    }
+}
+
+/// The thread that reads batches as a tar and hashes every file.
+struct Checker {
+    to: Option<SyncSender<Batch>>,
+    thread: JoinHandle<Result<Checksums, TarReadError>>,
+}
+
+impl Checker {
+    fn start() -> Checker {
+        let (to, rx) = sync_channel::<Batch>(IN_FLIGHT);
+        let thread = std::thread::spawn(move || {
             let mut input = ChannelReader {
                 rx,
                 chunk: io::Cursor::new(Batch::default()),
             };
             let result = read_tar(&mut input, None);
-            // Take in whatever follows the archive (padding) so the writer never blocks.
+            // Take in whatever follows the archive (padding) so the sender never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
             result
         });
-        Threads {
-            to_file: Some(to_file),
-            to_checker: Some(to_checker),
-            file,
-            checker,
+        Checker {
+            to: Some(to),
+            thread,
         }
     }
 
     fn send(&mut self, batch: Batch) {
-        for to in [&mut self.to_file, &mut self.to_checker] {
-            // A thread that stopped early has its reason in its result.
-            if to
-                .as_ref()
-                .is_some_and(|tx| tx.send(batch.clone()).is_err())
-            {
-                *to = None;
-            }
+        // A checker that stopped early (a refused entry) has its reason in its result.
+        if self.to.as_ref().is_some_and(|tx| tx.send(batch).is_err()) {
+            self.to = None;
         }
     }
 
-    fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
-        drop(self.to_file.take());
-        drop(self.to_checker.take());
-        let out = self
-            .file
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))?;
-        let result = self.checker.join().unwrap_or_else(|_| {
+    fn finish(mut self) -> Result<Checksums, TarReadError> {
+        drop(self.to.take());
+        self.thread.join().unwrap_or_else(|_| {
             Err(TarReadError::Read(io::Error::other(
                 "checksum thread panicked",
             )))
-        });
-        Ok((out, result))
+        })
+    }
+}
+
+/// A reader over a tar that checks what passes through it: the restore's side of a transfer.
+pub struct CheckingReader<R> {
+    inner: R,
+    batch: Vec<u8>,
+    /// Started with the first full batch.
+    checker: Option<Checker>,
+}
+
+impl<R: Read> CheckingReader<R> {
+    pub fn new(inner: R) -> Self {
+        CheckingReader {
+            inner,
+            batch: Vec::new(),
+            checker: None,
+        }
+    }
+
+    /// The checksums of the tar that was read (to its end by the caller), or why it is not
+    /// a valid artifact.
+    pub fn finish(mut self) -> Result<Checksums, TarReadError> {
+        match self.checker.take() {
+            None => read_tar(&mut &self.batch[..], None),
+            Some(mut checker) => {
+                if !self.batch.is_empty() {
+                    checker.send(Batch(Arc::new(std::mem::take(&mut self.batch))));
+                }
+                checker.finish()
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for CheckingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let room = BATCH - self.batch.len();
+            let take = data.len().min(room);
+            self.batch.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.batch.len() == BATCH {
+                let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+                self.checker
+                    .get_or_insert_with(Checker::start)
+                    .send(Batch(Arc::new(full)));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -248,6 +324,30 @@ mod tests {
         let sums = sums.unwrap();
         assert_eq!(sums.len(), 1);
         assert_eq!(sums["./big"], sum);
+    }
+
+    #[test]
+    fn a_checking_reader_passes_the_bytes_on_and_learns_the_checksums() {
+        for size in [10, 700_000] {
+            let (bytes, sum) = one_file_tar(size);
+            let mut reader = CheckingReader::new(&bytes[..]);
+            let mut passed = Vec::new();
+            let mut buf = vec![0u8; 100_003];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                passed.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(passed, bytes, "{size}");
+            assert_eq!(reader.finish().unwrap()["./big"], sum, "{size}");
+        }
+        // Cut short: not a valid tar, whatever was passed on.
+        let (bytes, _) = one_file_tar(700_000);
+        let mut reader = CheckingReader::new(&bytes[..600_000]);
+        io::copy(&mut reader, &mut io::sink()).unwrap();
+        assert!(reader.finish().is_err());
     }
 
     struct Full;

@@ -15,7 +15,9 @@ use crate::exec::ProcessGroup;
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
 };
-use crate::protocol::framing::{ChunkReader, ChunkWriter, FrameError, read_line, write_json_line};
+use crate::protocol::framing::{
+    ChunkReader, ChunkWriter, FrameError, MAX_CHUNK, read_line, write_json_line,
+};
 use crate::protocol::pipes;
 use crate::protocol::{
     AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
@@ -360,7 +362,7 @@ impl Instance for RemoteInstance {
         let conn = self.conn.as_mut().expect("connected");
         let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
             let mut chunks = ChunkWriter::new(&mut conn.to_agent);
-            let copied = io::copy(input, &mut chunks);
+            let copied = copy_in_chunks(input, &mut chunks);
             // The terminator goes out even when reading the local file failed, so the agent's
             // stream stays in step; the agent then refuses the short artifact by its checksums.
             chunks.finish()?;
@@ -415,6 +417,23 @@ fn watch_for_interruption(session: ProcessGroup, ended: Arc<AtomicBool>) {
             thread::sleep(Duration::from_millis(50));
         }
     });
+}
+
+/// Copies `input` into `chunks` a whole chunk at a time: `io::copy` from a `dyn Read` would
+/// move it in 8 KiB pieces, each copied into the chunk writer's buffer.
+fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut copied = 0;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        chunks.write_all(&buf[..n])?;
+        copied += n as u64;
+    }
 }
 
 /// Reaps the session command, killing its group once `limit` has passed.

@@ -402,14 +402,9 @@ impl Instance for LocalInstance {
                     detail: mismatch.to_string(),
                 });
             }
-            // Every file on disk before the artifact counts as received: one syncfs for the
-            // whole filesystem costs a fraction of an fsync per file.
-            let sync = fs::File::open(&staging)
-                .and_then(|dir| nix::unistd::syncfs(&dir).map_err(std::io::Error::from));
-            sync.map_err(|source| crate::artifact::store::StoreError::Create {
-                path: staging.clone(),
-                source,
-            })?;
+            // Not synced to disk: the store is scratch for the restore scripts, read at once.
+            // Should the VM crash before they ran, the store is left over and the next
+            // restore refuses to start until restore-cleanup removed it.
             let dest = self.layout.job_artifact_dir(job);
             fs::rename(&staging, &dest).map_err(|source| {
                 crate::artifact::store::StoreError::Create { path: dest, source }.into()

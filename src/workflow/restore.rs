@@ -1,7 +1,11 @@
 //! The restore workflow, as BBR's flowchart draws it:
-//! validate the local artifact (every checksum) -> the deployment matches the backup -> copy
-//! the artifacts to the VMs, verified there -> pre-restore-lock -> restore ->
+//! check the local artifact -> the deployment matches the backup -> copy the artifacts to the
+//! VMs, every checksum verified on both ends as they pass -> pre-restore-lock -> restore ->
 //! post-restore-unlock (always) -> clean up the VMs.
+//!
+//! BBR reads the whole backup once to validate it and again to copy it; here the copy is the
+//! validation: the driver checks the tar it reads against the metadata while the agent checks
+//! what it unpacks, and a corrupted backup stops the run before any lock or restore script.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -11,7 +15,7 @@ use super::deployment::{Deployment, JobRef, LockSide};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
 use crate::artifact::checksums::compare;
-use crate::artifact::tar_reader::scan_file;
+use crate::artifact::verify_stream::CheckingReader;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
@@ -75,7 +79,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         opts.artifact.display()
     ));
 
-    let metadata = match validate_artifact(&backup, opts.only.as_ref()) {
+    let metadata = match check_artifact(&backup, opts.only.as_ref()) {
         Ok(m) => m,
         Err(e) => return outcome.stop(e),
     };
@@ -156,11 +160,9 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     outcome
 }
 
-/// Reads the metadata and checks every tar against it, before any VM is touched.
-fn validate_artifact(
-    backup: &BackupDir,
-    only: Option<&InstanceId>,
-) -> Result<BackupMetadata, String> {
+/// Reads the metadata and checks that the backup is complete and every tar is there, before
+/// any VM is touched. The tars' contents are checked as they are copied.
+fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
     if let Some(id) = only {
         metadata
@@ -182,13 +184,20 @@ fn validate_artifact(
     for instance in &metadata.instances {
         for artifact in &instance.artifacts {
             let tar = backup.tar_path(&instance.name, &instance.index, &artifact.name);
-            let found = scan_file(&tar)
-                .map_err(|e| format!("the backup is corrupted: {}: {e}", tar.display()))?;
-            if let Some(mismatch) = compare(&artifact.checksums, &found) {
-                return Err(format!(
-                    "the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
-                    tar.display()
-                ));
+            match std::fs::metadata(&tar) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "the backup is corrupted: {} is not a file; nothing was restored",
+                        tar.display()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the backup is incomplete: {}: {e}; nothing was restored",
+                        tar.display()
+                    ));
+                }
             }
         }
     }
@@ -297,12 +306,32 @@ fn copy_to_instances(
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
                 let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
-                let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
+                let mut input = Counted::new(
+                    CheckingReader::new(BufReader::with_capacity(1 << 20, file)),
+                    bar,
+                );
                 let received = dep.instances[t.job.instance]
                     .receive_artifact(&name, &mut input, &t.checksums)
                     .map_err(|e| format!("{id}: {e}"));
+                // Read to the end whatever the agent left (it stops at a refused entry), so
+                // the check below sees the whole tar.
+                let _ = std::io::copy(&mut input, &mut std::io::sink());
                 input.finish();
-                received
+                // The backup's own verdict first: a corrupted backup is named as such, even
+                // though the agent refused it too.
+                match input.into_inner().finish() {
+                    Err(e) => Err(format!(
+                        "{id} {name}: the backup is corrupted: {}: {e}; nothing was restored",
+                        t.tar.display()
+                    )),
+                    Ok(found) => match compare(&t.checksums, &found) {
+                        Some(mismatch) => Err(format!(
+                            "{id} {name}: the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
+                            t.tar.display()
+                        )),
+                        None => received,
+                    },
+                }
             });
         match result {
             Ok(()) => {
