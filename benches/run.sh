@@ -409,9 +409,9 @@ for RUN in $(seq 0 "$RUNS"); do
   # and checksums each entry): the same operator-side step as in the backup.
   timed bbr_restore_validate python3 "$WORK/bin/tar_sha256.py" "$RESTORE_TAR"
 
-  # Context: tar -x, then every restored file flushed to disk, as bbr-agent does (fsync).
+  # One pass of standard tools: the tar read once, hashed on the side while it is unpacked.
   mkdir -p "$B/restored"
-  timed tar_x_fsync sh -c 'tar -C "$1" -xf "$2" && sync -f "$1"' - "$B/restored" "$RESTORE_TAR"
+  timed restore_one_pass bash -c 'tee >(openssl dgst -sha256 > /dev/null) < "$2" | tar -C "$1" -x' - "$B/restored" "$RESTORE_TAR"
   rm -rf "$B/restored"
 done
 
@@ -725,19 +725,21 @@ section([
     ("`tar -x`", "bbr_restore_tar_x"),
     ("`find \\| xargs shasum -a 256` of the restored files", "bbr_restore_shasum"),
     ("context: BBR's local validation before a restore (re-read + SHA-256 per entry)", "bbr_restore_validate"),
-    ("context: `tar -x`, then `sync -f` (every file on disk, as bbr-agent does)", "tar_x_fsync"),
+    ("one-pass `tee >(openssl dgst -sha256) < artifact.tar \\| tar -x`", "restore_one_pass"),
 ], [
     ("bbr-agent restore send = whole command - empty-artifact command", rsend, rsend_cpu),
     ("`tar -x` then `find \\| xargs shasum` (summed per run)", rbbr, rbbr_cpu),
     ("context: BBR's whole restore sequence (validate + `tar -x` + shasum)", rall, rall_cpu),
 ])
-p("| ratio | value |")
-p("|---|---:|")
-p(f"| (`tar -x` + shasum) / bbr-agent restore send | {ratio(rbbr, rsend)} |")
-p(f"| BBR's whole restore sequence / bbr-agent restore send | {ratio(rall, rsend)} |")
-p(f"| (`tar -x` + shasum) / bbr-agent copy line | {ratio(rbbr, med('agent_copy_line'))} |")
-p(f"| best runs: (`tar -x` + shasum) / bbr-agent restore send | {ratio(best(base_steps), best(['agent_restore']) - best(['agent_restore_empty']))} |")
-p(f"| CPU: (`tar -x` + shasum) / bbr-agent restore send | {ratio(rbbr_cpu, rsend_cpu)} |")
+rone = med("restore_one_pass")
+p("| ratio | value | target | met |")
+p("|---|---:|---:|---|")
+p(f"| (`tar -x` + shasum) / bbr-agent restore send | {ratio(rbbr, rsend)} | >= 4x | {'yes' if rsend and rbbr / rsend >= 4 else 'NO'} |")
+p(f"| one-pass pipeline / bbr-agent restore send | {ratio(rone, rsend)} | >= 1x | {'yes' if rsend and rone / rsend >= 1 else 'NO'} |")
+p(f"| BBR's whole restore sequence / bbr-agent restore send | {ratio(rall, rsend)} | (context) | |")
+p(f"| (`tar -x` + shasum) / bbr-agent copy line | {ratio(rbbr, med('agent_copy_line'))} | (context) | |")
+p(f"| best runs: (`tar -x` + shasum) / bbr-agent restore send | {ratio(best(base_steps), best(['agent_restore']) - best(['agent_restore_empty']))} | (context) | |")
+p(f"| CPU: (`tar -x` + shasum) / bbr-agent restore send | {ratio(rbbr_cpu, rsend_cpu)} | (context) | |")
 p("")
 
 # 3. Memory

@@ -227,7 +227,7 @@ impl Reader<'_> {
                 let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs));
             }
             chown_if_root(&target, owner, false);
-            // Made durable all at once by the caller (one syncfs), not file by file.
+            // Not synced: a restored store is scratch (see LocalInstance::receive_artifact).
         }
         Ok(hex(&hasher.finalize()))
     }
