@@ -181,6 +181,17 @@ line_ns() {
 # Writes every file's pages out, so the next contender does not pay for this one's writeback.
 settle() { sync; }
 
+# quiet: after a part that loads the machine (the fleets), waits up to 30 s for the CPU
+# pressure (PSI some avg10) to fall under 5%, so the next part is not timed in its wake.
+quiet() {
+  [ -r /proc/pressure/cpu ] || return 0
+  local i
+  for ((i = 0; i < 60; i++)); do
+    awk '/^some/ { sub("avg10=", "", $2); exit !($2 < 5) }' /proc/pressure/cpu && return 0
+    sleep 0.5
+  done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Helpers written once: the operator side of BBR's sequence, the data generator, the summary
 # ---------------------------------------------------------------------------------------------
@@ -555,6 +566,8 @@ if [ ! -f "$LISTVM.done" ]; then
   touch "$LISTVM.done"
 fi
 "$AGENT" --root "$LISTVM" list > "$LOGS/list.out"
+settle
+quiet
 pressure "start-up"
 say "start-up: bbr-agent list over $START_JOBS jobs, $STARTUP_RUNS runs"
 if command -v hyperfine >/dev/null; then

@@ -51,10 +51,6 @@ impl<T> Counted<T> {
         }
     }
 
-    pub fn into_inner(self) -> T {
-        self.inner
-    }
-
     /// Removes the bar, leaving the terminal for the transfer's summary line.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

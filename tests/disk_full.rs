@@ -236,6 +236,11 @@ fn a_full_store_fails_the_restore_before_any_lock() {
         .assert_stderr_contains("No space left on device")
         .assert_stderr_contains(store.to_str().unwrap());
     assert!(
+        !run.stderr.contains("corrupted"),
+        "the backup is intact: the VM's disk is to blame, not the backup\n{}",
+        run.explain()
+    );
+    assert!(
         vm.calls().is_empty(),
         "no restore-side script may run: {:?}\n{}",
         vm.calls(),

@@ -4,6 +4,7 @@
 pub mod backup_dir;
 pub mod checksums;
 mod entry_path;
+mod hasher;
 pub mod store;
 pub mod tar_reader;
 pub mod tar_writer;

@@ -18,6 +18,7 @@ use tar::EntryType;
 
 use super::checksums::{Checksums, hex};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolves_inside};
+use super::hasher::Hasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarReadError {
@@ -37,11 +38,14 @@ pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums
         dest: extract_to,
         checksums: Checksums::new(),
         seen: BTreeSet::new(),
-        files: BTreeMap::new(),
+        files: BTreeSet::new(),
+        hard_links: Vec::new(),
         symlinks: Vec::new(),
         dir_modes: Vec::new(),
-        // 256 KiB: a fleet drains many artifacts at once, each with its own reader.
-        buf: vec![0u8; 256 * 1024],
+        // Unpacking hashes on a thread of its own, beside the writing; a reader that only
+        // checks (on a thread of its own already) hashes as it reads.
+        hasher: extract_to.map(|_| Hasher::new()),
+        buf: Vec::new(),
     };
     for entry in archive.entries().map_err(TarReadError::Read)? {
         let entry = entry.map_err(TarReadError::Read)?;
@@ -54,13 +58,17 @@ type Owner = Option<(u64, u64)>;
 
 struct Reader<'a> {
     dest: Option<&'a Path>,
+    /// Digests known so far; with a hasher, it has the rest.
     checksums: Checksums,
     seen: BTreeSet<PathBuf>,
-    /// Regular files so far, by relative path, with their digest (for hard links).
-    files: BTreeMap<PathBuf, String>,
+    /// Regular files (and hard links to them) so far, by relative path.
+    files: BTreeSet<PathBuf>,
+    /// Hard links, by key, and the key of the file each is a link to: its digest is theirs.
+    hard_links: Vec<(String, String)>,
     /// Symlinks to make once every file exists: where, to what, owned by whom.
     symlinks: Vec<(EntryPath, PathBuf, Owner)>,
     dir_modes: Vec<(PathBuf, u32)>,
+    hasher: Option<Hasher>,
     buf: Vec<u8>,
 }
 
@@ -111,9 +119,8 @@ impl Reader<'_> {
                 }
             }
             EntryType::Regular | EntryType::Continuous => {
-                let digest = self.file(&mut entry, &path, mode, owner, mtime)?;
-                self.files.insert(path.relative.clone(), digest.clone());
-                self.checksums.insert(path.key, digest);
+                self.file(&mut entry, &path, mode, owner, mtime)?;
+                self.files.insert(path.relative.clone());
             }
             EntryType::Link => {
                 let target_name = entry
@@ -126,19 +133,19 @@ impl Reader<'_> {
                         format!("it is a hard link whose target is refused: {why}"),
                     )
                 })?;
-                let digest = self.files.get(&target.relative).cloned().ok_or_else(|| {
-                    refused(
+                if !self.files.contains(&target.relative) {
+                    return Err(refused(
                         &shown,
                         "it is a hard link to something that is not an earlier file in the archive",
-                    )
-                })?;
+                    ));
+                }
                 if let Some(dest) = self.dest {
                     let at = dest.join(&path.relative);
                     fs::hard_link(dest.join(&target.relative), &at)
                         .map_err(|source| TarReadError::Write { path: at, source })?;
                 }
-                self.files.insert(path.relative.clone(), digest.clone());
-                self.checksums.insert(path.key, digest);
+                self.files.insert(path.relative.clone());
+                self.hard_links.push((path.key, target.key));
             }
             EntryType::Symlink => {
                 let target = entry
@@ -149,7 +156,7 @@ impl Reader<'_> {
                 check_symlink_target(&path, &target).map_err(|why| refused(&shown, why))?;
                 if self
                     .files
-                    .keys()
+                    .iter()
                     .any(|f| f.starts_with(&path.relative) && *f != path.relative)
                 {
                     return Err(refused(
@@ -178,7 +185,7 @@ impl Reader<'_> {
         mode: u32,
         owner: Option<(u64, u64)>,
         mtime: Option<u64>,
-    ) -> Result<String, TarReadError> {
+    ) -> Result<(), TarReadError> {
         let shown = &path.key;
         if path.is_root() {
             return Err(refused(shown, "a file cannot be the archive's root"));
@@ -199,21 +206,40 @@ impl Reader<'_> {
             }
             None => None,
         };
-        let mut hasher = Sha256::new();
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
+        let mut sha = Sha256::new();
+        let mut left = entry.size();
+        while left > 0 {
+            let mut buf = match &self.hasher {
+                Some(hasher) => hasher.buffer(left),
+                None if self.buf.is_empty() => vec![0u8; 256 * 1024],
+                None => std::mem::take(&mut self.buf),
+            };
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match entry.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(TarReadError::Read(io::ErrorKind::UnexpectedEof.into()));
+                }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.keep_buffer(buf);
+                    continue;
+                }
                 Err(e) => return Err(TarReadError::Read(e)),
             };
-            hasher.update(&self.buf[..n]);
+            left -= n as u64;
             if let Some((file, target)) = out.as_mut() {
-                file.write_all(&self.buf[..n])
+                file.write_all(&buf[..n])
                     .map_err(|source| TarReadError::Write {
                         path: target.clone(),
                         source,
                     })?;
+            }
+            match &self.hasher {
+                Some(hasher) => hasher.data(buf, n),
+                None => {
+                    sha.update(&buf[..n]);
+                    self.buf = buf;
+                }
             }
         }
         if let Some((file, target)) = out {
@@ -229,10 +255,32 @@ impl Reader<'_> {
             chown_if_root(&target, owner, false);
             // Not synced: a restored store is scratch (see LocalInstance::receive_artifact).
         }
-        Ok(hex(&hasher.finalize()))
+        match &self.hasher {
+            Some(hasher) => hasher.end_file(path.key.clone()),
+            None => {
+                self.checksums
+                    .insert(path.key.clone(), hex(&sha.finalize()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A buffer not handed to the hasher goes back to the reader's own.
+    fn keep_buffer(&mut self, buf: Vec<u8>) {
+        if self.hasher.is_none() {
+            self.buf = buf;
+        }
     }
 
     fn finish(mut self) -> Result<Checksums, TarReadError> {
+        if let Some(hasher) = self.hasher.take() {
+            self.checksums.extend(hasher.finish());
+        }
+        for (link, target) in &self.hard_links {
+            if let Some(digest) = self.checksums.get(target).cloned() {
+                self.checksums.insert(link.clone(), digest);
+            }
+        }
         let links: BTreeMap<PathBuf, PathBuf> = self
             .symlinks
             .iter()

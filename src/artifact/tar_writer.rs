@@ -3,23 +3,15 @@
 //! the checksum manifest costs no second pass over the data. The hashing runs on a thread of
 //! its own, beside the reading and writing, on the same buffers.
 
-use std::cell::OnceCell;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
-use std::thread;
 
-use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::checksums::{Checksums, hex};
+use super::checksums::Checksums;
 use super::entry_path::{check_entry, check_symlink_target};
-
-/// Bytes read from a file at a time, at most.
-const CHUNK: usize = 1 << 20;
-/// The smallest buffer made for a small file.
-const MIN_CHUNK: usize = 64 << 10;
+use super::hasher::Hasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarWriteError {
@@ -157,92 +149,6 @@ fn copy_hashing(
         left -= n as u64;
     }
     Ok(())
-}
-
-/// What the hashing thread is told, in stream order.
-enum ToHasher {
-    /// The first `n` bytes of the buffer belong to the current file.
-    Data(Vec<u8>, usize),
-    /// The current file, named so, is complete.
-    End(String),
-}
-
-/// SHA-256 on a thread of its own, started with the first file (an artifact with no files
-/// costs no thread). Buffers go to it and come back for reuse, so there is no allocation (and
-/// no page-faulting of fresh memory) per chunk.
-struct Hasher {
-    running: OnceCell<RunningHasher>,
-}
-
-struct RunningHasher {
-    to: SyncSender<ToHasher>,
-    free: Receiver<Vec<u8>>,
-    thread: thread::JoinHandle<Checksums>,
-}
-
-impl Hasher {
-    fn new() -> Hasher {
-        Hasher {
-            running: OnceCell::new(),
-        }
-    }
-
-    fn running(&self) -> &RunningHasher {
-        self.running.get_or_init(|| {
-            // Bounded: at most a few chunks wait to be hashed.
-            let (to, work) = sync_channel::<ToHasher>(4);
-            let (give_back, free) = channel::<Vec<u8>>();
-            let thread = thread::spawn(move || {
-                let mut sums = Checksums::new();
-                let mut sha = Sha256::new();
-                for message in work {
-                    match message {
-                        ToHasher::Data(buf, n) => {
-                            sha.update(&buf[..n]);
-                            let _ = give_back.send(buf);
-                        }
-                        ToHasher::End(name) => {
-                            sums.insert(name, hex(&std::mem::take(&mut sha).finalize()));
-                        }
-                    }
-                }
-                sums
-            });
-            RunningHasher { to, free, thread }
-        })
-    }
-
-    /// A buffer for the next chunk of a file with `left` bytes to go: one given back if it is
-    /// large enough, else a new one no larger than the file needs (a 2 KiB file does not cost
-    /// a zeroed megabyte). Buffers only grow, so a big file after small ones still moves in
-    /// whole chunks.
-    fn buffer(&self, left: u64) -> Vec<u8> {
-        let want = (left as usize).clamp(MIN_CHUNK, CHUNK);
-        match self.running().free.try_recv() {
-            Ok(buf) if buf.len() >= want => buf,
-            _ => vec![0u8; want],
-        }
-    }
-
-    fn data(&self, buf: Vec<u8>, n: usize) {
-        let _ = self.running().to.send(ToHasher::Data(buf, n));
-    }
-
-    fn end_file(&self, name: String) {
-        let _ = self.running().to.send(ToHasher::End(name));
-    }
-
-    /// Every file's digest, once all were hashed.
-    fn finish(self) -> Checksums {
-        let Some(running) = self.running.into_inner() else {
-            return Checksums::new();
-        };
-        drop(running.to);
-        running
-            .thread
-            .join()
-            .expect("the hashing thread does not panic")
-    }
 }
 
 /// Pads a file's data to the 512-byte block boundary.

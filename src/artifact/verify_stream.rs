@@ -1,12 +1,11 @@
-//! Checking an artifact stream as it passes, so nothing is read twice: a writer that saves the
-//! stream a drain brings home, and a reader over the tar a restore sends; either reads the
-//! stream as a tar on the side and learns every file's checksum.
+//! A writer that saves an artifact stream and, as it passes, reads it as a tar, so the
+//! receiving side learns every file's checksum without reading the data again.
 //!
-//! The caller's thread only gathers bytes into batches; a checker thread parses and hashes
-//! them (and, for the writer, another thread writes them to the file), so moving the stream,
-//! writing it and hashing it run side by side. Bounded channels keep the memory to a few
-//! batches whatever the size. A stream shorter than one batch starts no thread: it is
-//! checked at the end, on the caller's thread.
+//! The caller's thread only gathers bytes into batches; one thread writes them to the file and
+//! a checker thread parses and hashes them, so reading the stream, writing it to disk and
+//! hashing it run side by side. Bounded channels keep the memory to a few batches whatever the
+//! size. A stream shorter than one batch starts no thread: it is written and checked at the
+//! end, on the caller's thread.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -142,58 +141,6 @@ impl Checker {
     }
 }
 
-/// A reader over a tar that checks what passes through it: the restore's side of a transfer.
-pub struct CheckingReader<R> {
-    inner: R,
-    batch: Vec<u8>,
-    /// Started with the first full batch.
-    checker: Option<Checker>,
-}
-
-impl<R: Read> CheckingReader<R> {
-    pub fn new(inner: R) -> Self {
-        CheckingReader {
-            inner,
-            batch: Vec::new(),
-            checker: None,
-        }
-    }
-
-    /// The checksums of the tar that was read (to its end by the caller), or why it is not
-    /// a valid artifact.
-    pub fn finish(mut self) -> Result<Checksums, TarReadError> {
-        match self.checker.take() {
-            None => read_tar(&mut &self.batch[..], None),
-            Some(mut checker) => {
-                if !self.batch.is_empty() {
-                    checker.send(Batch(Arc::new(std::mem::take(&mut self.batch))));
-                }
-                checker.finish()
-            }
-        }
-    }
-}
-
-impl<R: Read> Read for CheckingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            let room = BATCH - self.batch.len();
-            let take = data.len().min(room);
-            self.batch.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.batch.len() == BATCH {
-                let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-                self.checker
-                    .get_or_insert_with(Checker::start)
-                    .send(Batch(Arc::new(full)));
-            }
-        }
-        Ok(n)
-    }
-}
-
 impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
         VerifyingWriter {
@@ -324,30 +271,6 @@ mod tests {
         let sums = sums.unwrap();
         assert_eq!(sums.len(), 1);
         assert_eq!(sums["./big"], sum);
-    }
-
-    #[test]
-    fn a_checking_reader_passes_the_bytes_on_and_learns_the_checksums() {
-        for size in [10, 700_000] {
-            let (bytes, sum) = one_file_tar(size);
-            let mut reader = CheckingReader::new(&bytes[..]);
-            let mut passed = Vec::new();
-            let mut buf = vec![0u8; 100_003];
-            loop {
-                let n = reader.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                passed.extend_from_slice(&buf[..n]);
-            }
-            assert_eq!(passed, bytes, "{size}");
-            assert_eq!(reader.finish().unwrap()["./big"], sum, "{size}");
-        }
-        // Cut short: not a valid tar, whatever was passed on.
-        let (bytes, _) = one_file_tar(700_000);
-        let mut reader = CheckingReader::new(&bytes[..600_000]);
-        io::copy(&mut reader, &mut io::sink()).unwrap();
-        assert!(reader.finish().is_err());
     }
 
     struct Full;

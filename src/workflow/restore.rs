@@ -4,18 +4,20 @@
 //! post-restore-unlock (always) -> clean up the VMs.
 //!
 //! BBR reads the whole backup once to validate it and again to copy it; here the copy is the
-//! validation: the driver checks the tar it reads against the metadata while the agent checks
-//! what it unpacks, and a corrupted backup stops the run before any lock or restore script.
+//! validation: the agent checks every file it unpacks against the backup's checksums, and a
+//! corrupted backup stops the run before any lock or restore script. Only when the agent
+//! refuses a tar does the driver read it again, to say whether the backup is to blame.
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::deployment::{Deployment, JobRef, LockSide};
 use super::outcome::Outcome;
+use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
 use crate::artifact::checksums::compare;
-use crate::artifact::verify_stream::CheckingReader;
+use crate::artifact::tar_reader::read_tar;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
@@ -36,7 +38,7 @@ pub struct RestoreOptions {
 struct Transfer {
     job: JobRef,
     tar: PathBuf,
-    checksums: crate::artifact::Checksums,
+    checksums: Checksums,
 }
 
 /// Restores the deployment. The backup's artifact directory is only read; the run report is
@@ -306,32 +308,18 @@ fn copy_to_instances(
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
                 let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
-                let mut input = Counted::new(
-                    CheckingReader::new(BufReader::with_capacity(1 << 20, file)),
-                    bar,
-                );
+                let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
                 let received = dep.instances[t.job.instance]
                     .receive_artifact(&name, &mut input, &t.checksums)
                     .map_err(|e| format!("{id}: {e}"));
-                // Read to the end whatever the agent left (it stops at a refused entry), so
-                // the check below sees the whole tar.
-                let _ = std::io::copy(&mut input, &mut std::io::sink());
                 input.finish();
-                // The backup's own verdict first: a corrupted backup is named as such, even
-                // though the agent refused it too.
-                match input.into_inner().finish() {
-                    Err(e) => Err(format!(
-                        "{id} {name}: the backup is corrupted: {}: {e}; nothing was restored",
-                        t.tar.display()
-                    )),
-                    Ok(found) => match compare(&t.checksums, &found) {
-                        Some(mismatch) => Err(format!(
-                            "{id} {name}: the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
-                            t.tar.display()
-                        )),
-                        None => received,
-                    },
-                }
+                // The agent verified every file against the backup's checksums. Only when it
+                // refused is the tar read again here, to tell a corrupted backup (named as
+                // such) from a failure on the VM (a full disk, say).
+                received.map_err(|agent_error| match corruption(&t.tar, &t.checksums) {
+                    Some(why) => format!("{id} {name}: {why}"),
+                    None => agent_error,
+                })
             });
         match result {
             Ok(()) => {
@@ -352,6 +340,26 @@ fn copy_to_instances(
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// What is wrong with the local tar, if anything: read whole and checked against the
+/// backup's checksums.
+fn corruption(tar: &Path, checksums: &Checksums) -> Option<String> {
+    let found = File::open(tar).map_err(|e| e.to_string()).and_then(|file| {
+        read_tar(BufReader::with_capacity(1 << 20, file), None).map_err(|e| e.to_string())
+    });
+    match found {
+        Err(e) => Some(format!(
+            "the backup is corrupted: {}: {e}; nothing was restored",
+            tar.display()
+        )),
+        Ok(found) => compare(checksums, &found).map(|mismatch| {
+            format!(
+                "the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
+                tar.display()
+            )
+        }),
     }
 }
 
