@@ -187,7 +187,7 @@ quiet() {
   [ -r /proc/pressure/cpu ] || return 0
   local i
   for ((i = 0; i < 60; i++)); do
-    awk '/^some/ { sub("avg10=", "", $2); exit !($2 < 5) }' /proc/pressure/cpu && return 0
+    awk '/^some/ { sub("avg10=", "", $2); exit !($2 + 0 < 5) }' /proc/pressure/cpu && return 0
     sleep 0.5
   done
 }
