@@ -130,7 +130,7 @@ fn run_backup(
         }
     }
 
-    let drained = backed_up && {
+    let mut drained = backed_up && {
         match drain(dep, &plan.backup_jobs, &artifact, &mut metadata, console) {
             Ok(()) => true,
             Err(errors) => {
@@ -140,7 +140,17 @@ fn run_backup(
         }
     };
 
-    remove_stores(dep, &mut outcome);
+    // The drained tars reach the disk (one syncfs) while the VMs remove their stores: the
+    // two wait on different disks and neither needs the other.
+    let synced = std::thread::scope(|s| {
+        let sync = drained.then(|| s.spawn(|| artifact.sync()));
+        remove_stores(dep, &mut outcome);
+        sync.map(|t| t.join().expect("the sync thread does not panic"))
+    });
+    if let Some(Err(e)) = synced {
+        outcome.fail(exit_bits::GENERAL, e.to_string());
+        drained = false;
+    }
 
     if drained {
         metadata.backup_activity.finish_time = Some(Utc::now().activity());

@@ -55,11 +55,6 @@ pub fn drain(
             artifacts,
         });
     }
-    if errors.is_empty()
-        && let Err(e) = artifact.sync()
-    {
-        errors.push(e.to_string());
-    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -109,7 +104,7 @@ fn drain_job(
             "the artifact is corrupted: checksums do not match ({mismatch})"
         ));
     }
-    // Made durable with the rest of the artifact, by one syncfs in `drain`.
+    // Made durable with the rest of the artifact, by one syncfs once all are drained.
     let bytes = out.into_file().metadata().map(|m| m.len()).unwrap_or(0);
     console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {
