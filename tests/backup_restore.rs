@@ -187,3 +187,75 @@ fn a_backup_refuses_a_leftover_store_and_names_the_cleanup() {
     assert!(!vm.store().exists());
     assert_eq!(vm.calls(), ["store post-backup-unlock"]);
 }
+
+/// As root (as on a VM), what a job backed up comes back with its owners, modes and
+/// modification times, as `sudo tar -x` gives them: a restore script copying with `cp -a`
+/// finds files owned by the job's user, not by root.
+#[test]
+fn owners_modes_and_times_survive_the_round_trip() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, lchown, symlink};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root can give files other owners (CI runs as root)");
+        return;
+    }
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    let data = vm.data_dir("store");
+    let file = write_file(&data.join("pgdata/base/1"), b"rows");
+    let dir = data.join("pgdata");
+    let link = data.join("pgdata/current");
+    symlink("base/1", &link).unwrap();
+    chown(&file, Some(1000), Some(1001)).unwrap();
+    chown(&dir, Some(1002), Some(1003)).unwrap();
+    lchown(&link, Some(1004), Some(1005)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let seen = |path: &std::path::Path| {
+        let m = fs::symlink_metadata(path).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime())
+    };
+    let before = [seen(&file), seen(&dir), seen(&link)];
+
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    fs::remove_dir_all(&data).unwrap();
+    let run = vm.agent(&[
+        "restore",
+        "--artifact-path",
+        vm.artifact_dir().to_str().unwrap(),
+    ]);
+    run.assert_success();
+
+    let after = [seen(&file), seen(&dir), seen(&link)];
+    assert_eq!(
+        after[0],
+        before[0],
+        "the file: uid, gid, mode, mtime\n{}",
+        run.explain()
+    );
+    let (a, b) = (after[1], before[1]);
+    assert_eq!(
+        (a.0, a.1, a.2),
+        (b.0, b.1, b.2),
+        "the directory: uid, gid, mode\n{}",
+        run.explain()
+    );
+    let (a, b) = (after[2], before[2]);
+    assert_eq!(
+        (a.0, a.1),
+        (b.0, b.1),
+        "the symlink: uid, gid\n{}",
+        run.explain()
+    );
+}

@@ -45,6 +45,7 @@ pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums
         // Unpacking hashes on a thread of its own, beside the writing; a reader that only
         // checks (on a thread of its own already) hashes as it reads.
         hasher: extract_to.map(|_| Hasher::new()),
+        as_root: nix::unistd::geteuid().is_root(),
         buf: Vec::new(),
     };
     for entry in archive.entries().map_err(TarReadError::Read)? {
@@ -69,6 +70,8 @@ struct Reader<'a> {
     symlinks: Vec<(EntryPath, PathBuf, Owner)>,
     dir_modes: Vec<(PathBuf, u32)>,
     hasher: Option<Hasher>,
+    /// Whether unpacked entries get the owners the tar names (only root can give them).
+    as_root: bool,
     buf: Vec<u8>,
 }
 
@@ -114,7 +117,9 @@ impl Reader<'_> {
                         path: target.clone(),
                         source,
                     })?;
-                    chown_if_root(&target, owner, false);
+                    if self.as_root {
+                        chown(&target, owner, false);
+                    }
                     self.dir_modes.push((target, mode));
                 }
             }
@@ -252,7 +257,9 @@ impl Reader<'_> {
             if let Some(secs) = mtime {
                 let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs));
             }
-            chown_if_root(&target, owner, false);
+            if let (true, Some((uid, gid))) = (self.as_root, owner) {
+                let _ = std::os::unix::fs::fchown(&file, Some(uid as u32), Some(gid as u32));
+            }
             // Not synced: a restored store is scratch (see LocalInstance::receive_artifact).
         }
         match &self.hasher {
@@ -301,7 +308,9 @@ impl Reader<'_> {
                     path: at.clone(),
                     source,
                 })?;
-                chown_if_root(&at, *owner, true);
+                if self.as_root {
+                    chown(&at, *owner, true);
+                }
             }
             // Deepest first, so a read-only directory is closed only after its contents exist.
             self.dir_modes
@@ -319,12 +328,10 @@ impl Reader<'_> {
     }
 }
 
-/// As root, files get the archive's owners back, as `sudo tar -x` gives them.
-fn chown_if_root(path: &Path, owner: Option<(u64, u64)>, is_link: bool) {
+/// Gives a directory or symlink the owner the archive names; callers do it only as root, as
+/// `sudo tar -x` does.
+fn chown(path: &Path, owner: Option<(u64, u64)>, is_link: bool) {
     let Some((uid, gid)) = owner else { return };
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
     let (uid, gid) = (Some(uid as u32), Some(gid as u32));
     let _ = if is_link {
         std::os::unix::fs::lchown(path, uid, gid)
