@@ -79,6 +79,28 @@ pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> i
 
 /// Reads the next chunk into `buf`; an empty result is the terminator.
 pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    let len = read_chunk_len(input)?;
+    buf.resize(len, 0);
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::TruncatedChunk,
+        _ => FrameError::Io(e),
+    })
+}
+
+/// Reads one chunk into a new buffer of exactly its length, without zeroing it first: for a
+/// chunk that is handed on to another thread, so no buffer can be reused.
+pub fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    let len = read_chunk_len(input)?;
+    let mut buf = Vec::with_capacity(len);
+    input.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(FrameError::TruncatedChunk);
+    }
+    Ok(buf)
+}
+
+/// A chunk's 4-byte length, checked against the limit.
+fn read_chunk_len(input: &mut impl Read) -> Result<usize, FrameError> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -91,11 +113,7 @@ pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameE
     if len > MAX_CHUNK {
         return Err(FrameError::ChunkTooLarge(len));
     }
-    buf.resize(len, 0);
-    input.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => FrameError::TruncatedChunk,
-        _ => FrameError::Io(e),
-    })
+    Ok(len)
 }
 
 /// A `Write` that sends everything written as data chunks of up to [`MAX_CHUNK`] bytes;

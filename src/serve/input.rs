@@ -7,7 +7,7 @@ use std::thread;
 
 use crate::protocol::Op;
 use crate::protocol::Request;
-use crate::protocol::framing::{FrameError, read_chunk, read_line};
+use crate::protocol::framing::{FrameError, read_chunk_owned, read_line};
 
 /// What the driver sent, in order.
 #[derive(Debug)]
@@ -74,16 +74,19 @@ pub fn decode(mut input: impl BufRead, mut send: impl FnMut(Input) -> bool) {
             return;
         }
         if has_data {
-            let mut chunk = Vec::new();
             loop {
-                if let Err(e) = read_chunk(&mut input, &mut chunk) {
-                    let _ = send(Input::Broken(e));
-                    return;
-                }
+                let chunk = match read_chunk_owned(&mut input) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let _ = send(Input::Broken(e));
+                        return;
+                    }
+                };
                 let item = if chunk.is_empty() {
                     Input::DataEnd
                 } else {
-                    Input::Data(std::mem::take(&mut chunk))
+                    // Handed to the session thread: a new buffer each time, not zeroed first.
+                    Input::Data(chunk)
                 };
                 let end = matches!(item, Input::DataEnd);
                 if !send(item) {
