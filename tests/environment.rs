@@ -699,8 +699,12 @@ fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
     job.script(
         "backup",
         &format!(
-            "ls /proc/self/fd | sort -n | tr '\\n' ' ' > '{seen}/fds'\n\
-             grep -E '^Sig(Ign|Blk):' /proc/$$/status > '{seen}/signals'",
+            // The signal state first, read with builtins only: while the shell waits for a
+            // command it starts, it may block signals itself.
+            "while read -r field value; do\n\
+               case $field in SigBlk:|SigIgn:) echo \"$field $value\";; esac\n\
+             done < /proc/$$/status > '{seen}/signals'\n\
+             ls /proc/self/fd | sort -n | tr '\\n' ' ' > '{seen}/fds'",
             seen = seen.display()
         ),
     );

@@ -6,6 +6,8 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use super::remove_tree::remove_tree;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -76,9 +78,9 @@ impl Store {
         Ok(dir)
     }
 
-    /// Removes the store and everything in it; a missing store is fine.
+    /// Removes the store and everything in it, on several threads; a missing store is fine.
     pub fn remove(&self) -> Result<(), StoreError> {
-        match fs::remove_dir_all(&self.path) {
+        match remove_tree(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Remove {
                 path: self.path.clone(),
                 source: e,
