@@ -327,6 +327,57 @@ fn a_daemon_holding_stdout_open_does_not_hang_the_run() {
     assert!(tar.exists(), "{}", run.explain());
 }
 
+/// A lock script's helper that keeps writing to the output it inherited keeps running after
+/// the script itself exited and the agent stopped waiting for that output: it is not killed
+/// by SIGPIPE (a lock held by such a helper must last until the unlock).
+#[test]
+fn a_chatty_helper_of_a_lock_script_lives_until_the_unlock() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    let helper = survivors.file("helper");
+    let seen = vm.dir.path().join("helper-seen-by-backup");
+    vm.job("db")
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\n\
+                 (while :; do echo held; sleep 0.1; done) &\n\
+                 echo $! > '{helper}'",
+                helper = helper.display(),
+            ),
+        )
+        // Longer than the 2 s the agent reads a finished script's output for.
+        .script(
+            "backup",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\n\
+                 echo data > \"${{BBR_ARTIFACT_DIRECTORY}}data\"\n\
+                 sleep 3\n\
+                 if kill -0 \"$(cat '{helper}')\"; then echo alive; else echo dead; fi > '{seen}'",
+                helper = helper.display(),
+                seen = seen.display(),
+            ),
+        )
+        .script(
+            "post-backup-unlock",
+            &format!(
+                "echo \"$ME $BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL\" >> \"$LOG\"\n\
+                 kill \"$(cat '{helper}')\"",
+                helper = helper.display(),
+            ),
+        );
+
+    let (run, _) = timed(&vm, &as_strs(&backup_args(&vm, &[])));
+    run.assert_success();
+    survivors.pid("helper", &run);
+    assert_eq!(
+        fs::read_to_string(&seen).unwrap_or_default().trim(),
+        "alive",
+        "the helper still ran 3 s after its lock script exited\n{}",
+        run.explain()
+    );
+}
+
 #[test]
 fn a_hung_pre_restore_lock_is_ended_restore_is_skipped_and_unlock_runs() {
     let vm = two_job_vm();

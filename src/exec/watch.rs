@@ -1,6 +1,9 @@
 //! Watching a started script from the thread that started it: both output pipes and the
 //! leader's exit in one `poll` loop, so a script costs no thread of its own.
 //!
+//! Output still arriving after the leader exited (from a daemon it started) is read for a
+//! little while, then on a thread of its own until the daemon closes its end.
+//!
 //! The exit is seen through a pidfd (Linux 5.3), which becomes readable when the leader
 //! terminates. Without one (an older kernel), the leader is looked at with `WNOHANG` after
 //! each wait, and every millisecond once its output has ended.
@@ -79,6 +82,9 @@ impl Watch {
 
     /// Reads the pipes to their ends, or until `deadline`: a script that started a daemon
     /// without redirecting its output must not hold the run up. Returns what was kept.
+    /// A pipe still open then (a daemon the script started holds it) is read to its end on a
+    /// thread of its own, its output dropped: closing it would kill the daemon with SIGPIPE
+    /// at its next write.
     pub fn finish(mut self, deadline: Instant) -> (Captured, Captured) {
         while self.pipes.iter().any(Option::is_some) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -86,6 +92,11 @@ impl Watch {
                 break;
             }
             self.poll_once(left);
+        }
+        for pipe in self.pipes.iter_mut().filter_map(Option::take) {
+            std::thread::spawn(move || {
+                let _ = io::copy(&mut &pipe, &mut io::sink());
+            });
         }
         let [out, err] = self.captures;
         (out.finish(&self.sink), err.finish(&self.sink))
