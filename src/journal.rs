@@ -11,7 +11,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -137,10 +137,15 @@ impl Journal {
         let mut lines = bytes.split_inclusive(|&b| b == b'\n').peekable();
         while let Some(line) = lines.next() {
             let complete = line.ends_with(b"\n");
+            // A process taking the journal over starts with its `run` record.
+            let taken_over = lines
+                .peek()
+                .is_some_and(|next| matches!(serde_json::from_slice(next), Ok(Record::Run { .. })));
             match serde_json::from_slice::<Record>(line) {
                 Ok(record) => state.apply(&record),
-                // Cut short by a crash mid-write: the step it records never started.
-                Err(_) if !complete && lines.peek().is_none() => {}
+                // Cut short by a crash mid-write: the step it records never started. It is the
+                // last line, or the one before a later process's first record.
+                Err(_) if (!complete && lines.peek().is_none()) || taken_over => {}
                 Err(e) => {
                     return Err(io::Error::other(format!(
                         "{}: a damaged record ({e}): {}",
@@ -155,7 +160,13 @@ impl Journal {
 
     /// The journal for this run, carrying on from one left behind (cleanup works on it).
     pub fn open(run_dir: &Path) -> Journal {
-        let state = Self::read(run_dir).ok().flatten().unwrap_or_default();
+        let state = match Self::read(run_dir) {
+            Ok(state) => state.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal a run left cannot be read; starting afresh");
+                JournalState::default()
+            }
+        };
         Journal {
             path: Self::path_in(run_dir),
             inner: Mutex::new(Inner { state, file: None }),
@@ -252,7 +263,11 @@ impl Journal {
         push_line(&mut line, &record)?;
         let file = inner.file.as_mut().expect("opened above");
         // One write per record: with O_APPEND it lands whole or, on a crash, cut short.
-        file.write_all(&line)?;
+        if let Err(e) = file.write_all(&line) {
+            // Possibly cut short: the next record starts from a reopened file, on a new line.
+            inner.file = None;
+            return Err(e);
+        }
         if sync == Sync::ToDisk {
             file.sync_data()?;
             if created {
@@ -272,11 +287,22 @@ impl Journal {
             .mode(0o700)
             .create(dir)?;
         let existed = self.path.exists();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .open(&self.path)?;
+        // A record cut short by a crash (or a failed write) ends without a newline: ours start
+        // on a line of their own.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.read_exact_at(&mut last, len - 1)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
         Ok((file, !existed))
     }
 }
@@ -384,15 +410,44 @@ mod tests {
         let state = Journal::read(dir.path()).unwrap().unwrap();
         assert_eq!(state.locked.len(), 1, "the torn record of b is not read");
 
-        let mut damaged = br#"{"locking":{"jobs"#.to_vec();
-        damaged.push(b'\n');
-        damaged.extend_from_slice(&whole);
+        // Damage between two records of the same run is not a crash's doing.
+        let mut damaged = whole.clone();
+        damaged.extend_from_slice(b"{\"locking\":{\"jobs\n");
+        damaged.extend_from_slice(b"{\"unlocked\":{\"jobs\":[\"a\"]}}\n");
         fs::write(&path, &damaged).unwrap();
         let err = Journal::read(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("journal.jsonl") && err.contains("damaged"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_run_taking_over_a_journal_cut_short_by_a_crash_starts_on_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = Journal::open(dir.path());
+        dead.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
+        drop(dead);
+        // The crash: half a record, no newline.
+        let path = Journal::path_in(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(br#"{"locking":{"jobs":["b"],"lo"#);
+        fs::write(&path, &bytes).unwrap();
+
+        let cleanup = Journal::open(dir.path());
+        assert_eq!(cleanup.state().locked.len(), 1, "a is locked, b never was");
+        cleanup
+            .started("a", ScriptKind::PostBackupUnlock, ProcessGroup::from_id(7))
+            .unwrap();
+        let state = Journal::read(dir.path())
+            .expect("readable after the take-over")
+            .unwrap();
+        assert_eq!(state.pid, std::process::id());
+        assert_eq!(state.locked.len(), 1);
+        assert_eq!(state.running.len(), 1);
+        cleanup.finished(ProcessGroup::from_id(7)).unwrap();
+        cleanup.unlocked(&["a"]).unwrap();
+        assert_eq!(Journal::read(dir.path()).unwrap(), None);
     }
 
     #[test]

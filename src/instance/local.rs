@@ -65,6 +65,9 @@ impl LocalInstance {
     fn claim(&mut self) -> Result<(), InstanceError> {
         if self.run_lock.is_none() {
             self.run_lock = Some(run_lock::acquire(&self.layout.run_dir())?);
+            // Read again under the lock: the run that held it may have finished (and removed
+            // its journal) since this instance was made.
+            self.journal = Arc::new(Journal::open(&self.layout.run_dir()));
         }
         Ok(())
     }
