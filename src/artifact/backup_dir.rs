@@ -111,17 +111,17 @@ impl BackupDir {
         })
     }
 
-    /// Makes everything written into the directory durable: one `syncfs` for all its tars
-    /// (the file data and the directory entries), instead of an fsync per file, each of which
-    /// waits for its own journal commit. The metadata, written after this, is what makes the
-    /// backup a backup.
+    /// Makes the directory's entries (the tars' names) durable; each tar's data was synced
+    /// when it was drained. The metadata, written after this, is what makes the backup a
+    /// backup.
     pub fn sync(&self) -> Result<(), BackupDirError> {
         let write_err = |source| BackupDirError::Write {
             path: self.path.clone(),
             source,
         };
-        let dir = fs::File::open(&self.path).map_err(write_err)?;
-        nix::unistd::syncfs(&dir).map_err(|e| write_err(io::Error::from(e)))
+        fs::File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_err)
     }
 
     /// Writes the metadata whole or not at all: a temporary file, synced, then renamed.

@@ -1,6 +1,6 @@
 //! A file that asks the kernel to start writing its pages back while it is still being
-//! written, so the one `syncfs` that ends a drain waits for the last few megabytes, not for
-//! all of them.
+//! written, so the fsync that ends a drain waits for the last few megabytes, not for all of
+//! them.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -33,7 +33,7 @@ impl WritebackFile {
         let (offset, len) = (self.started_to, self.written - self.started_to);
         // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for
         // as long as `self.file` lives. It is a hint: a failure changes nothing but speed, and
-        // the final syncfs still makes the data durable.
+        // the final fsync still makes the data durable.
         let _ = unsafe {
             nix::libc::sync_file_range(
                 self.file.as_raw_fd(),

@@ -140,7 +140,7 @@ fn run_backup(
         }
     };
 
-    // The drained tars reach the disk (one syncfs) while the VMs remove their stores: the
+    // The artifact directory's entries reach the disk while the VMs remove their stores: the
     // two wait on different disks and neither needs the other.
     let synced = std::thread::scope(|s| {
         let sync = drained.then(|| s.spawn(|| artifact.sync()));

@@ -104,8 +104,14 @@ fn drain_job(
             "the artifact is corrupted: checksums do not match ({mismatch})"
         ));
     }
-    // Made durable with the rest of the artifact, by one syncfs once all are drained.
-    let bytes = out.into_file().metadata().map(|m| m.len()).unwrap_or(0);
+    // Synced through its own descriptor, which is the one to report what went wrong in its
+    // writeback (an I/O error, a full NFS quota): syncfs would not report it on kernels
+    // before 5.8, nor when another process's syncfs saw the error first.
+    let file = out.into_file();
+    if let Err(e) = file.sync_data() {
+        return fail(format!("cannot write {}: {e}", path.display()));
+    }
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {
         name: job.to_string(),
