@@ -512,6 +512,21 @@ fn run_exits_1_when_a_script_fails() {
     );
 }
 
+/// A script ended by a real-time signal (SIGRTMIN+1, 35 on Linux) is reported as killed by
+/// it, not as a script that could not be started.
+#[test]
+fn a_script_killed_by_a_real_time_signal_says_so() {
+    let vm = Vm::with_identity("acme", "db");
+    vm.job("j").script(
+        "post-restore-unlock",
+        "echo \"$ME\" >> \"$LOG\"\nkill -35 $$\nsleep 5",
+    );
+    let run = vm.agent(&["run", "post-restore-unlock"]);
+    run.assert_code(1)
+        .assert_stdout_contains("j post-restore-unlock: FAILED (killed by signal 35)");
+    assert_eq!(vm.calls(), ["j post-restore-unlock"], "{}", run.explain());
+}
+
 #[test]
 fn run_refuses_a_job_without_that_script_as_a_usage_error() {
     let vm = Vm::with_identity("acme", "db");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::WaitStatus;
+use std::os::unix::process::ExitStatusExt;
 
 use super::capture::{Captured, LineSink};
 use super::process_group::ProcessGroup;
@@ -134,8 +134,12 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     let end = match (stopped, status) {
         (Some(Stopped::TimedOut(after)), _) => ScriptEnd::TimedOut(after),
         (Some(Stopped::Interrupted), _) => ScriptEnd::Interrupted,
-        (None, Some(Ok(WaitStatus::Exited(_, code)))) => ScriptEnd::Exited(code),
-        (None, Some(Ok(WaitStatus::Signaled(_, signal, _)))) => ScriptEnd::Signalled(signal as i32),
+        (None, Some(Ok(status))) if status.code().is_some() => {
+            ScriptEnd::Exited(status.code().unwrap_or_default())
+        }
+        (None, Some(Ok(status))) if status.signal().is_some() => {
+            ScriptEnd::Signalled(status.signal().unwrap_or_default())
+        }
         (None, Some(Err(e))) => ScriptEnd::NotStarted(format!("waiting for it failed: {e}")),
         (None, _) => ScriptEnd::NotStarted("unknown wait status".to_string()),
     };

@@ -11,12 +11,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitPidFlag;
 use nix::unistd::Pid;
 
 use super::capture::{Captured, LineSink, Stream, StreamCapture};
@@ -28,7 +30,7 @@ const READ_SIZE: usize = 64 * 1024;
 pub struct Watch {
     pid: Pid,
     pidfd: Option<OwnedFd>,
-    status: Option<Result<WaitStatus, Errno>>,
+    status: Option<Result<ExitStatus, Errno>>,
     /// Open pipes; `None` once at their end.
     pipes: [Option<File>; 2],
     captures: [StreamCapture; 2],
@@ -53,7 +55,7 @@ impl Watch {
     }
 
     /// The leader's status once it has been reaped (an error if waiting for it failed).
-    pub fn status(&self) -> Option<Result<WaitStatus, Errno>> {
+    pub fn status(&self) -> Option<Result<ExitStatus, Errno>> {
         self.status
     }
 
@@ -102,18 +104,25 @@ impl Watch {
         (out.finish(&self.sink), err.finish(&self.sink))
     }
 
+    /// Reaps the leader if it has ended (or waits for it, without `WNOHANG`). The raw wait
+    /// status is kept: nix's `waitpid` cannot name a real-time signal (SIGRTMIN+n) and fails
+    /// after the child is already reaped.
     fn reap(&mut self, flags: WaitPidFlag) {
         loop {
-            match waitpid(self.pid, Some(flags)) {
-                Ok(WaitStatus::StillAlive) => return,
-                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    self.status = Some(Ok(status));
+            let mut status: libc::c_int = 0;
+            // SAFETY: waitpid writes one int through the pointer, which points at a local
+            // that outlives the call; the pid is our own child.
+            let reaped = unsafe { libc::waitpid(self.pid.as_raw(), &mut status, flags.bits()) };
+            match reaped {
+                0 => return,
+                -1 if Errno::last() == Errno::EINTR => continue,
+                -1 => {
+                    self.status = Some(Err(Errno::last()));
                     self.pidfd = None;
                     return;
                 }
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    self.status = Some(Err(e));
+                _ => {
+                    self.status = Some(Ok(ExitStatus::from_raw(status)));
                     self.pidfd = None;
                     return;
                 }
