@@ -313,3 +313,42 @@ fn without_a_limit_the_vms_run_at_once() {
     fleet.backup(&inventory, &[]).assert_success();
     assert!(overlapped(&fleet.calls()), "{:#?}", fleet.calls());
 }
+
+/// A session command of plain words runs without `sh -c`, found on PATH; one naming a
+/// program without a `#!` line still runs, as `sh -c` would run it (as a shell script).
+#[test]
+fn plain_word_commands_run_and_a_script_without_shebang_still_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let launcher = fleet.dir.path().join("start-agent");
+    let vm_root = fleet.vm("db", 0).root();
+    fs::write(
+        &launcher,
+        format!(
+            "exec {} --root {} serve\n",
+            common::AGENT,
+            vm_root.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let inventory = fleet.inventory_with(|_| launcher.display().to_string());
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success();
+    assert_eq!(
+        fleet.calls(),
+        [
+            "db/0 db pre-backup-lock",
+            "db/0 db backup",
+            "db/0 db post-backup-unlock"
+        ],
+        "{}",
+        run.explain()
+    );
+}

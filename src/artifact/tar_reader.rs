@@ -19,6 +19,7 @@ use tar::EntryType;
 use super::checksums::{Checksums, hex};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolves_inside};
 use super::hasher::Hasher;
+use super::tar_writer::read_retrying;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarReadError {
@@ -220,15 +221,12 @@ impl Reader<'_> {
                 None => std::mem::take(&mut self.buf),
             };
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = match entry.read(&mut buf[..want]) {
+            // Interrupted reads are retried with the same buffer (see tar_writer).
+            let n = match read_retrying(entry, &mut buf[..want]) {
                 Ok(0) => {
                     return Err(TarReadError::Read(io::ErrorKind::UnexpectedEof.into()));
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.keep_buffer(buf);
-                    continue;
-                }
                 Err(e) => return Err(TarReadError::Read(e)),
             };
             left -= n as u64;
@@ -270,13 +268,6 @@ impl Reader<'_> {
             }
         }
         Ok(())
-    }
-
-    /// A buffer not handed to the hasher goes back to the reader's own.
-    fn keep_buffer(&mut self, buf: Vec<u8>) {
-        if self.hasher.is_none() {
-            self.buf = buf;
-        }
     }
 
     fn finish(mut self) -> Result<Checksums, TarReadError> {

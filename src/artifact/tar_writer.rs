@@ -138,10 +138,11 @@ fn copy_hashing(
     while left > 0 {
         let mut buf = hasher.buffer(left);
         let want = buf.len().min(left as usize);
-        let n = match file.read(&mut buf[..want]) {
+        // Interrupted reads are retried with the same buffer: one taken from the hasher
+        // must go back to it, or its budget would shrink for good.
+        let n = match read_retrying(file, &mut buf[..want]) {
             Ok(0) => return Err(CopyError::Shrunk),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Read(e)),
         };
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
@@ -149,6 +150,16 @@ fn copy_hashing(
         left -= n as u64;
     }
     Ok(())
+}
+
+/// `read`, tried again while it is interrupted by a signal.
+pub(super) fn read_retrying(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Pads a file's data to the 512-byte block boundary.

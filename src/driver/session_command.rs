@@ -10,16 +10,94 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::exec::spawn::Spawn;
+use crate::exec::spawn::{Spawn, Spawned};
 
-/// Words the shell would not run as a program from `PATH`.
+/// Words a shell (dash, or bash where `/bin/sh` is bash) would not run as a program from
+/// `PATH`: its keywords and builtins.
 const SHELL_WORDS: &[&str] = &[
-    "!", ".", ":", "[", "[[", "alias", "bg", "break", "case", "cd", "command", "continue", "do",
-    "done", "elif", "else", "esac", "eval", "exec", "exit", "export", "false", "fc", "fg", "fi",
-    "for", "function", "getopts", "hash", "if", "in", "jobs", "kill", "local", "printf", "pwd",
-    "read", "readonly", "return", "select", "set", "shift", "test", "then", "time", "times",
-    "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
-    "echo", "{", "}",
+    "!",
+    ".",
+    ":",
+    "[",
+    "[[",
+    "alias",
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "case",
+    "cd",
+    "chdir",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "coproc",
+    "declare",
+    "dirs",
+    "disown",
+    "do",
+    "done",
+    "echo",
+    "elif",
+    "else",
+    "enable",
+    "esac",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "false",
+    "fc",
+    "fg",
+    "fi",
+    "for",
+    "function",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "if",
+    "in",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "printf",
+    "pushd",
+    "pwd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "select",
+    "set",
+    "shift",
+    "shopt",
+    "source",
+    "suspend",
+    "test",
+    "then",
+    "time",
+    "times",
+    "trap",
+    "true",
+    "type",
+    "typeset",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "until",
+    "wait",
+    "while",
+    "{",
+    "}",
 ];
 
 /// The words of `command` when running them directly is exactly what `sh -c` would do.
@@ -40,15 +118,22 @@ pub fn plain_words(command: &str) -> Option<Vec<&str>> {
 }
 
 /// Starts `command` in its own process group with its stdin a pipe.
-pub fn spawn(command: &str) -> std::io::Result<crate::exec::spawn::Spawned> {
-    let words = plain_words(command);
-    let (program, args): (&str, Vec<&OsStr>) = match &words {
-        Some(words) => (words[0], words[1..].iter().map(OsStr::new).collect()),
-        None => ("/bin/sh", vec![OsStr::new("-c"), OsStr::new(command)]),
-    };
+pub fn spawn(command: &str) -> std::io::Result<Spawned> {
+    if let Some(words) = plain_words(command) {
+        let args: Vec<&OsStr> = words[1..].iter().map(OsStr::new).collect();
+        match start(words[0], &args) {
+            // A program without a `#!` line: the shell would run it as a script.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {}
+            other => return other,
+        }
+    }
+    start("/bin/sh", &[OsStr::new("-c"), OsStr::new(command)])
+}
+
+fn start(program: &str, args: &[&OsStr]) -> std::io::Result<Spawned> {
     Spawn {
         program: Path::new(program),
-        args: &args,
+        args,
         env: None,
         working_dir: None,
         stdin_pipe: true,

@@ -387,7 +387,10 @@ impl Instance for LocalInstance {
         // so a restore script never sees a partial or unverified artifact.
         let staging = store.path().join(format!(".{job}.receiving"));
         let result = (|| {
-            fs::create_dir_all(&staging).map_err(|source| {
+            // Empty, always: what an interrupted receive left must not be moved into place
+            // beside the files that were checked.
+            let _ = fs::remove_dir_all(&staging);
+            fs::create_dir(&staging).map_err(|source| {
                 crate::artifact::store::StoreError::Create {
                     path: staging.clone(),
                     source,

@@ -322,6 +322,11 @@ fn copy_to_instances(
                 })
             });
         match result {
+            // Nothing is restored anyway: stop copying (it may be hours of data).
+            Err(e) => {
+                errors.push(e);
+                break;
+            }
             Ok(()) => {
                 let bytes = std::fs::metadata(&t.tar).map(|m| m.len()).unwrap_or(0);
                 console.transfer(
@@ -333,7 +338,6 @@ fn copy_to_instances(
                     started.elapsed(),
                 );
             }
-            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
