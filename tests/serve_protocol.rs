@@ -308,3 +308,76 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
     assert_eq!(session.hang_up(), Some(0), "nothing held: a clean exit");
     assert!(!vm.store().exists());
 }
+
+/// A driver that stops reading (an SSH connection that stalls but does not drop) does not
+/// stop the agent from ending a script at its timeout: a lock script that prints without end
+/// is ended on time although none of its output can be delivered.
+#[test]
+fn a_stalled_driver_does_not_hold_off_a_scripts_timeout() {
+    let vm = Vm::with_identity("acme", "backend");
+    let pid_file = vm.dir.path().join("chatty.pid");
+    vm.job("chatty").script(
+        "pre-backup-lock",
+        &format!(
+            "echo $$ > '{}'\nwhile :; do echo 'a line of output that nobody reads'; done",
+            pid_file.display()
+        ),
+    );
+    let mut child = Command::new(AGENT)
+        .args(["--root", vm.root().to_str().unwrap(), "serve"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut settings: Value = serde_json::from_str(&hello(1)).unwrap();
+    settings["settings"]["timeouts_ms"] = json!({"pre-backup-lock": 1000});
+    settings["settings"]["kill_grace_ms"] = json!(0);
+    for request in [
+        settings.to_string(),
+        line(json!({"id": 2, "op": "describe"})),
+        line(json!({"id": 3, "op": "create_store"})),
+        line(
+            json!({"id": 4, "op": "run_scripts", "script": "pre-backup-lock",
+                    "jobs": ["chatty"], "parallel": true, "after_backup_successful": null}),
+        ),
+    ] {
+        stdin.write_all(request.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Nobody reads the agent's stdout from here on.
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the script never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_alive = alive(pid);
+    if still_alive && pid > 1 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !still_alive,
+        "the script ran on past its 1 s timeout while the driver did not read"
+    );
+}

@@ -2,6 +2,7 @@
 //! instance. One process serves one VM for a whole run.
 
 pub mod input;
+mod output_queue;
 mod session;
 
 pub use session::serve;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::input::{Input, spawn_reader};
+use super::output_queue::{Output, OutputQueue};
 use crate::config::AgentConfig;
 use crate::contract::ScriptKind;
 use crate::instance::{
@@ -21,8 +22,6 @@ use crate::protocol::{
     AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
 
-type Output = Arc<Mutex<Box<dyn Write + Send>>>;
-
 /// Serves the protocol on `input`/`output` until the driver says `bye` or goes away.
 /// Returns the exit code.
 pub fn serve(
@@ -31,10 +30,12 @@ pub fn serve(
     input: impl Read + Send + 'static,
     output: impl Write + Send + 'static,
 ) -> i32 {
+    let out: Output = Arc::new(Mutex::new(Box::new(io::BufWriter::new(output))));
     let mut session = Session {
         layout,
         config,
-        out: Arc::new(Mutex::new(Box::new(io::BufWriter::new(output)))),
+        lines: Arc::new(OutputQueue::start(Arc::clone(&out))),
+        out,
         current: Arc::new(AtomicU64::new(0)),
         instance: None,
         locked: Vec::new(),
@@ -50,6 +51,8 @@ struct Session {
     /// The VM's own configuration; the driver's settings apply over it.
     config: AgentConfig,
     out: Output,
+    /// Script output, written by a thread of its own (see `output_queue`).
+    lines: Arc<OutputQueue>,
     /// The request whose script output is being sent.
     current: Arc<AtomicU64>,
     instance: Option<LocalInstance>,
@@ -229,16 +232,15 @@ impl Session {
 
     /// Script output goes to the driver as `output` events of the current request.
     fn output_lines(&self) -> ScriptLines {
-        let (out, current) = (Arc::clone(&self.out), Arc::clone(&self.current));
+        let (lines, current) = (Arc::clone(&self.lines), Arc::clone(&self.current));
         Arc::new(move |_, job, kind, stream, line| {
-            let message = AgentMessage::Output {
+            lines.line(AgentMessage::Output {
                 id: current.load(Ordering::SeqCst),
                 job: job.to_string(),
                 script: kind,
                 stream: stream.into(),
                 line: line.to_string(),
-            };
-            let _ = write_json_line(&mut *out.lock().expect("output lock"), &message);
+            });
         })
     }
 
@@ -319,6 +321,8 @@ impl Session {
     }
 
     fn send(&self, message: &AgentMessage) {
+        // The output of the request's scripts goes first.
+        self.lines.flush();
         // A driver that cannot be written to is gone; the reader will see its input end.
         let _ = write_json_line(&mut *self.out.lock().expect("output lock"), message);
     }
