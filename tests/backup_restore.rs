@@ -209,6 +209,11 @@ fn owners_modes_and_times_survive_the_round_trip() {
     chown(&dir, Some(1002), Some(1003)).unwrap();
     lchown(&link, Some(1004), Some(1005)).unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    // Root's own, with bits a umask of 022 would take away, and plain root 0644.
+    let shared = write_file(&data.join("pgdata/shared"), b"shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o666)).unwrap();
+    let plain = write_file(&data.join("pgdata/plain"), b"plain");
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
     let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
     fs::File::options()
@@ -221,7 +226,13 @@ fn owners_modes_and_times_survive_the_round_trip() {
         let m = fs::symlink_metadata(path).unwrap();
         (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime())
     };
-    let before = [seen(&file), seen(&dir), seen(&link)];
+    let before = [
+        seen(&file),
+        seen(&dir),
+        seen(&link),
+        seen(&shared),
+        seen(&plain),
+    ];
 
     vm.agent(&[
         "backup",
@@ -237,7 +248,19 @@ fn owners_modes_and_times_survive_the_round_trip() {
     ]);
     run.assert_success();
 
-    let after = [seen(&file), seen(&dir), seen(&link)];
+    let after = [
+        seen(&file),
+        seen(&dir),
+        seen(&link),
+        seen(&shared),
+        seen(&plain),
+    ];
+    assert_eq!(
+        (after[3], after[4]),
+        (before[3], before[4]),
+        "root's files: uid, gid, mode (0666 and 0644), mtime\n{}",
+        run.explain()
+    );
     assert_eq!(
         after[0],
         before[0],

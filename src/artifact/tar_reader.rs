@@ -47,6 +47,8 @@ pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums
         // checks (on a thread of its own already) hashes as it reads.
         hasher: extract_to.map(|_| Hasher::new()),
         as_root: nix::unistd::geteuid().is_root(),
+        umask: extract_to.and_then(|_| process_umask()),
+        created_owner: extract_to.and_then(created_owner),
         buf: Vec::new(),
     };
     for entry in archive.entries().map_err(TarReadError::Read)? {
@@ -73,6 +75,12 @@ struct Reader<'a> {
     hasher: Option<Hasher>,
     /// Whether unpacked entries get the owners the tar names (only root can give them).
     as_root: bool,
+    /// This process's umask, when known: a file created with its mode already has it unless
+    /// the umask takes bits away, and then needs no `fchmod`.
+    umask: Option<u32>,
+    /// The owner a new file below the destination gets, when it is sure: one the archive
+    /// names too needs no `fchown`.
+    created_owner: Option<(u64, u64)>,
     buf: Vec<u8>,
 }
 
@@ -199,10 +207,12 @@ impl Reader<'_> {
         let mut out = match self.dest {
             Some(dest) => {
                 let target = dest.join(&path.relative);
+                // Created with its own mode when the umask is known (the store is the agent's
+                // alone, mode 0700, so nobody can open it early), else private until written.
                 let file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(0o600)
+                    .mode(if self.umask.is_some() { mode } else { 0o600 })
                     .open(&target)
                     .map_err(|source| TarReadError::Write {
                         path: target.clone(),
@@ -250,12 +260,16 @@ impl Reader<'_> {
                 path: target.clone(),
                 source,
             };
-            file.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(write_err)?;
+            if self.umask.is_none_or(|umask| mode & umask != 0) {
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(write_err)?;
+            }
             if let Some(secs) = mtime {
                 let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs));
             }
-            if let (true, Some((uid, gid))) = (self.as_root, owner) {
+            if let (true, Some((uid, gid))) = (self.as_root, owner)
+                && self.created_owner != owner
+            {
                 let _ = std::os::unix::fs::fchown(&file, Some(uid as u32), Some(gid as u32));
             }
             // Not synced: a restored store is scratch (see LocalInstance::receive_artifact).
@@ -317,6 +331,25 @@ impl Reader<'_> {
         }
         Ok(self.checksums)
     }
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with `umask(2)` would change it
+/// for a moment, under every other thread).
+fn process_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
+}
+
+/// The owner of a file created below `dest`: this process's, unless `dest` is set-group-ID
+/// (its files then take its group).
+fn created_owner(dest: &Path) -> Option<(u64, u64)> {
+    let meta = fs::metadata(dest).ok()?;
+    if std::os::unix::fs::MetadataExt::mode(&meta) & 0o2000 != 0 {
+        return None;
+    }
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    Some((u64::from(uid.as_raw()), u64::from(gid.as_raw())))
 }
 
 /// Gives a directory or symlink the owner the archive names; callers do it only as root, as
