@@ -86,21 +86,6 @@ fn vm_with_big_data() -> Vm {
     vm
 }
 
-/// The one `acme_<timestamp>` directory under `parent`.
-fn only_artifact_dir(parent: &Path, run: &Run) -> PathBuf {
-    let dirs: Vec<_> = fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(
-        dirs.len(),
-        1,
-        "one artifact directory: {dirs:?}\n{}",
-        run.explain()
-    );
-    dirs[0].clone()
-}
-
 /// A failed backup's artifact dir holds no tar and no metadata with a finish_time: nothing that
 /// could be taken for a good backup (the run report may stay: it says the run failed).
 fn assert_nothing_looks_complete(artifact: &Path, run: &Run) {
@@ -127,7 +112,7 @@ fn assert_nothing_looks_complete(artifact: &Path, run: &Run) {
 /// Backs `vm` up into a full tmpfs; returns the run and the artifact directory it made.
 fn backup_into_full_artifact_path(vm: &Vm, full: &Tmpfs) -> (Run, PathBuf) {
     let run = vm.agent(&["backup", "--artifact-path", full.path().to_str().unwrap()]);
-    let artifact = only_artifact_dir(full.path(), &run);
+    let artifact = common::only_artifact_dir_after(full.path(), &run.explain());
     (run, artifact)
 }
 

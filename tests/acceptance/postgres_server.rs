@@ -4,7 +4,6 @@
 //! SIGKILL) when dropped, even when the test failed.
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -106,7 +105,7 @@ impl PostgresServer {
             child: None,
         };
         for attempt in 1..=3 {
-            server.port = free_port();
+            server.port = crate::common::free_port();
             let log = File::create(server.log_path()).unwrap();
             let child = as_postgres(&server.bin.join("postgres"))
                 .arg("-D")
@@ -226,12 +225,4 @@ impl Drop for PostgresServer {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

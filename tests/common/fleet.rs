@@ -51,11 +51,7 @@ impl Fleet {
     }
 
     pub fn calls(&self) -> Vec<String> {
-        fs::read_to_string(self.log_path())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::read_calls(&self.log_path())
     }
 
     /// Writes an inventory whose per-instance command is `command(member)`.

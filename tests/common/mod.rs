@@ -91,11 +91,7 @@ impl Vm {
 
     /// Every line the scripts appended to the call log.
     pub fn calls(&self) -> Vec<String> {
-        fs::read_to_string(self.log_path())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        read_calls(&self.log_path())
     }
 
     /// Runs the agent with `--root <vm>` and the given arguments.
@@ -189,8 +185,31 @@ impl Vm {
     }
 }
 
+/// The lines of a call log (none when there is no log yet).
+pub fn read_calls(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A free TCP port on loopback, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The one `<deployment>_<timestamp>` directory a backup made under `parent`.
 pub fn only_artifact_dir(parent: &Path) -> PathBuf {
+    only_artifact_dir_after(parent, "")
+}
+
+/// [`only_artifact_dir`], whose failure also shows `explain` (the run that made it).
+pub fn only_artifact_dir_after(parent: &Path, explain: &str) -> PathBuf {
     let dirs: Vec<_> = fs::read_dir(parent)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -198,7 +217,7 @@ pub fn only_artifact_dir(parent: &Path) -> PathBuf {
     assert_eq!(
         dirs.len(),
         1,
-        "expected one artifact directory, found {dirs:?}"
+        "expected one artifact directory, found {dirs:?}\n{explain}"
     );
     dirs[0].clone()
 }

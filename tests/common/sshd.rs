@@ -2,7 +2,7 @@
 //! for the driver's end-to-end tests. Stopped when dropped.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -36,7 +36,7 @@ impl Sshd {
         fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
         // sshd's privilege separation directory.
         fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
+        let port = super::free_port();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
@@ -101,12 +101,4 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
