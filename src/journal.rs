@@ -173,6 +173,18 @@ impl Journal {
         }
     }
 
+    /// A journal not read yet: for an instance that has not taken the run lock, before which
+    /// what the file says may still change.
+    pub fn unread(run_dir: &Path) -> Journal {
+        Journal {
+            path: Self::path_in(run_dir),
+            inner: Mutex::new(Inner {
+                state: JournalState::default(),
+                file: None,
+            }),
+        }
+    }
+
     pub fn state(&self) -> JournalState {
         self.inner.lock().expect("journal lock").state.clone()
     }

@@ -46,7 +46,8 @@ impl LocalInstance {
         settings: ScriptSettings,
         lines: ScriptLines,
     ) -> Self {
-        let journal = Arc::new(Journal::open(&layout.run_dir()));
+        // Read once the run lock is held (`claim`); nothing writes it before.
+        let journal = Arc::new(Journal::unread(&layout.run_dir()));
         let trust = Trust::new(&layout.jobs_root);
         LocalInstance {
             id,
@@ -65,8 +66,8 @@ impl LocalInstance {
     fn claim(&mut self) -> Result<(), InstanceError> {
         if self.run_lock.is_none() {
             self.run_lock = Some(run_lock::acquire(&self.layout.run_dir())?);
-            // Read again under the lock: the run that held it may have finished (and removed
-            // its journal) since this instance was made.
+            // Read under the lock: the run that held it may have finished (and removed its
+            // journal) since this instance was made.
             self.journal = Arc::new(Journal::open(&self.layout.run_dir()));
         }
         Ok(())
