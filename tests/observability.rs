@@ -246,7 +246,7 @@ fn render_in_chromium(page: &Path, scratch: &Path) -> (String, u64) {
     let chromium = Path::new("/usr/bin/chromium");
     assert!(
         chromium.exists(),
-        "headless Chromium is needed: install Debian's chromium (.ci/run does)"
+        "headless Chromium is needed: install Debian's chromium (scripts/test does)"
     );
     let base = [
         "--headless",

@@ -21,7 +21,7 @@ impl Sshd {
     pub fn start() -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
-            "{SSHD} is missing: install Debian's openssh-server (.ci/run does)"
+            "{SSHD} is missing: install Debian's openssh-server (scripts/test does)"
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
