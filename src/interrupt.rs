@@ -20,7 +20,17 @@ pub fn trigger(signal: Option<i32>) {
         let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     }
     let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
-    tracing::warn!(signal = ?signal, count = n, "interrupted: ending running scripts, then unlocking");
+    let cause = match signal {
+        Some(sig) => nix::sys::signal::Signal::try_from(sig)
+            .map(|s| format!("interrupted by {}", s.as_str()))
+            .unwrap_or_else(|_| format!("interrupted by signal {sig}")),
+        None => "the driver went away".to_string(),
+    };
+    if n == 1 {
+        tracing::warn!("{cause}: ending running scripts, then unlocking what is locked");
+    } else {
+        tracing::warn!("{cause} again: killing running scripts at once (no grace period)");
+    }
 }
 
 pub fn is_interrupted() -> bool {
