@@ -294,7 +294,8 @@ impl Console {
         });
         match self.format {
             Format::Human => self.info(format!(
-                "{id} {job} {phase}: {files} files, {} in {}",
+                "{id} {job} {phase}: {}, {} in {}",
+                file_count(files),
                 human_bytes(bytes),
                 crate::duration::format(duration)
             )),
@@ -346,6 +347,15 @@ fn tail(report: &ScriptReport) -> String {
     }
     let start = lines.len().saturating_sub(20);
     lines[start..].join("\n")
+}
+
+/// `1 file`, `3 files`.
+pub fn file_count(n: usize) -> String {
+    if n == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{n} files")
+    }
 }
 
 pub fn human_bytes(bytes: u64) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::console::{Record, human_bytes};
+use crate::console::{Record, file_count, human_bytes};
 use crate::duration::format as took;
 use crate::timestamp::Utc;
 
@@ -113,8 +113,9 @@ pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, St
             let artifact = rs
                 .iter()
                 .filter_map(|r| {
-                    r.bytes
-                        .map(|b| format!("{}, {} files", human_bytes(b), r.files.unwrap_or(0)))
+                    r.bytes.map(|b| {
+                        format!("{}, {}", human_bytes(b), file_count(r.files.unwrap_or(0)))
+                    })
                 })
                 .collect::<Vec<_>>()
                 .join("; ");

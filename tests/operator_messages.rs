@@ -92,3 +92,31 @@ fn on_a_terminal_a_warning_is_coloured_unless_no_color_is_set() {
         plain.explain()
     );
 }
+
+#[test]
+fn a_plan_says_which_jobs_run_side_by_side() {
+    let vm = Vm::with_identity("acme", "backend");
+    for job in ["api", "db", "worker"] {
+        vm.job(job).recording_locks().copying_backup_restore();
+    }
+    vm.job("db")
+        .metadata("backup_should_be_locked_before:\n- {job_name: api, release: acme}\nrestore_should_be_locked_before:\n- {job_name: api, release: acme}");
+
+    let backup = vm.agent(&["plan", "backup"]);
+    backup
+        .assert_success()
+        .assert_stdout_contains("1. pre-backup-lock (all 2 jobs in parallel): db, worker\n")
+        .assert_stdout_contains("2. pre-backup-lock: api\n")
+        .assert_stdout_contains("3. backup (all 3 jobs in parallel): ");
+    let restore = vm.agent(&["plan", "restore"]);
+    restore
+        .assert_success()
+        .assert_stdout_contains("1. pre-restore-lock (one job at a time): db, worker\n")
+        .assert_stdout_contains("2. pre-restore-lock: api\n");
+    assert!(
+        !backup.stdout.contains("at once") && !restore.stdout.contains("at once"),
+        "\"at once\" says nothing of what runs at once\n{}{}",
+        backup.explain(),
+        restore.explain()
+    );
+}

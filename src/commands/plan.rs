@@ -82,10 +82,11 @@ fn print_human(
     workflow: PlanWorkflow,
     kinds: (ScriptKind, ScriptKind, ScriptKind),
 ) -> std::io::Result<()> {
-    let (together, in_turn) = ("at once", "one at a time");
-    let how = match workflow {
-        PlanWorkflow::Backup => together,
-        PlanWorkflow::Restore => in_turn,
+    // What "at once" means is what a reader of a plan needs: which jobs run side by side.
+    let how = |jobs: usize| match (jobs, workflow) {
+        (1, _) => String::new(),
+        (n, PlanWorkflow::Backup) => format!(" (all {n} jobs in parallel)"),
+        (_, PlanWorkflow::Restore) => " (one job at a time)".to_string(),
     };
     writeln!(
         out,
@@ -102,7 +103,7 @@ fn print_human(
     ] {
         for step in steps.iter().filter(|s| !s.is_empty()) {
             n += 1;
-            writeln!(out, "  {n}. {kind} ({how}): {}", step.join(", "))?;
+            writeln!(out, "  {n}. {kind}{}: {}", how(step.len()), step.join(", "))?;
         }
     }
     if n == 0 {
