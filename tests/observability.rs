@@ -113,7 +113,7 @@ fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
         "api",
         "db",
         "Lock window",
-        "KiB, 1 files",
+        "KiB, 1 file<",
     ] {
         assert!(html.contains(text), "report lacks {text:?}");
     }
