@@ -619,6 +619,38 @@ fn a_journal_line_that_cannot_be_read_is_named_and_cleanup_unlocks_the_rest_as_b
     run_agent(&vm, &strs(&backup_args(&vm))).assert_code(0);
 }
 
+/// A journal naming a job that is no longer on the VM (removed by a deploy since the run
+/// died): cleanup unlocks the rest, says that job cannot be unlocked (exit 8), and leaves no
+/// journal behind, so the next backup is not refused for a job that is not there.
+#[test]
+fn cleanup_reports_a_locked_job_that_is_gone_and_leaves_no_journal() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("a")
+        .recording("pre-backup-lock")
+        .recording("backup")
+        .script("post-backup-unlock", UNLOCK_RECORDING);
+    let journal = [
+        r#"{"run":{"pid":4000000,"command":"bbr-agent backup"}}"#,
+        r#"{"locking":{"jobs":["gone","a"],"lock":"pre-backup-lock"}}"#,
+    ]
+    .join("\n");
+    common::write_file(&journal_path(&vm), format!("{journal}\n").as_bytes());
+
+    let cleanup = run_agent(&vm, &["backup-cleanup"]);
+    cleanup
+        .assert_code(8)
+        .assert_stderr_contains("the journal records gone as locked")
+        .assert_stderr_contains("job 'gone' is not a BBR job on this instance");
+    assert_eq!(
+        vm.calls(),
+        ["a post-backup-unlock false"],
+        "{}",
+        cleanup.explain
+    );
+    assert!(!journal_path(&vm).exists(), "{}", cleanup.explain);
+    run_agent(&vm, &strs(&backup_args(&vm))).assert_code(0);
+}
+
 /// A deployment run whose agents were killed with SIGKILL (the VMs' power, say; not the
 /// driver, whose death the agents survive and clean up after): the journals name the
 /// deployment's cleanup command, and a new run, deployment or local, says exactly that one.
