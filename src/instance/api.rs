@@ -155,6 +155,10 @@ pub enum InstanceError {
     ChecksumMismatch { job: String, detail: String },
     #[error("job '{job}' is not a BBR job on this instance")]
     UnknownJob { job: String },
+    #[error(
+        "job '{job}' is not a job with a backup script on this instance: it has no artifact to send"
+    )]
+    NoArtifact { job: String },
     #[error("cannot reach the agent with `{command}`: {detail}{stderr}")]
     Unreachable {
         instance: String,

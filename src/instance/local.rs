@@ -129,7 +129,7 @@ impl LocalInstance {
         self.jobs
             .get(job)
             .filter(|j| j.has(ScriptKind::Backup))
-            .ok_or_else(|| InstanceError::UnknownJob {
+            .ok_or_else(|| InstanceError::NoArtifact {
                 job: job.to_string(),
             })
     }
