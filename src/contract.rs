@@ -75,6 +75,24 @@ impl ScriptKind {
         )
     }
 
+    /// The lock an unlock script releases: `pre-backup-lock` for `post-backup-unlock`, and so on.
+    pub fn lock_it_releases(self) -> Option<ScriptKind> {
+        match self {
+            ScriptKind::PostBackupUnlock => Some(ScriptKind::PreBackupLock),
+            ScriptKind::PostRestoreUnlock => Some(ScriptKind::PreRestoreLock),
+            _ => None,
+        }
+    }
+
+    /// The unlock script that releases a lock script's lock.
+    pub fn unlock_releasing(self) -> Option<ScriptKind> {
+        match self {
+            ScriptKind::PreBackupLock => Some(ScriptKind::PostBackupUnlock),
+            ScriptKind::PreRestoreLock => Some(ScriptKind::PostRestoreUnlock),
+            _ => None,
+        }
+    }
+
     /// Lock and unlock scripts: the ones whose timeout defaults differ from data-moving ones.
     pub fn is_lock_or_unlock(self) -> bool {
         matches!(

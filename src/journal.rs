@@ -7,7 +7,15 @@
 //! It is a log, one JSON record per line, appended to and never rewritten: a script's start
 //! costs one small write, not a new file and a rename (which on ext4 is most of what a no-op
 //! script costs the agent). A reader folds the records into the state; a last line cut short
-//! by a crash mid-write is ignored, since the step it would record had not started.
+//! by a crash mid-write is ignored, since the step it would record had not started. Any other
+//! line it cannot read (damage, or a record of another agent version) is named in
+//! [`JournalState::unreadable`], and the rest is still read: a cleanup unlocks what it can
+//! read and, for the rest, every job (BBR's rule without a journal).
+//!
+//! A lock is released only by its own side's unlock (`post-backup-unlock` for
+//! `pre-backup-lock`): once that unlock script has run, whether it succeeded or not (a failed
+//! one is recorded as attempted, and reported by the run), so a failed unlock does not hold up
+//! the next run. What stays recorded is what a run died before unlocking.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -26,9 +34,21 @@ pub struct JournalState {
     /// The run that wrote it last.
     pub pid: u32,
     pub command: String,
-    /// Jobs whose lock script started, in lock order, and not yet unlocked.
+    /// When that run's process started (`2026/11/26 10:02:03 UTC`), where it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// The command that cleans up after that run, without its last word (`backup-cleanup` or
+    /// `restore-cleanup`): `bbr-agent --root /x` for a local run, `bbr-agent deployment
+    /// --inventory FILE` for a deployment run. Absent in journals of older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_via: Option<String>,
+    /// Jobs whose lock script started, in lock order, and not yet unlocked; a job locked on
+    /// both sides is listed once per side.
     pub locked: Vec<LockedJob>,
     pub running: Vec<RunningScript>,
+    /// The lines that could not be read, as one line naming the file and the line numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,23 +72,40 @@ impl JournalState {
         self.locked.is_empty() && self.running.is_empty()
     }
 
+    /// Whether a run left anything here: something locked or running, or lines that could
+    /// not be read (which may have been either).
+    pub fn left_anything(&self) -> bool {
+        !self.is_idle() || self.unreadable.is_some()
+    }
+
     fn apply(&mut self, record: &Record) {
         match record {
-            Record::Run { pid, command } => {
+            Record::Run {
+                pid,
+                command,
+                started,
+                cleanup_via,
+            } => {
                 self.pid = *pid;
                 self.command = command.clone();
+                self.started = started.clone();
+                self.cleanup_via = cleanup_via.clone();
             }
             Record::Locking { jobs, lock } => {
                 for job in jobs {
-                    if !self.locked.iter().any(|l| &l.job == job) {
-                        self.locked.push(LockedJob {
-                            job: job.clone(),
-                            lock: *lock,
-                        });
+                    let entry = LockedJob {
+                        job: job.clone(),
+                        lock: *lock,
+                    };
+                    if !self.locked.contains(&entry) {
+                        self.locked.push(entry);
                     }
                 }
             }
-            Record::Unlocked { jobs } => self.locked.retain(|l| !jobs.contains(&l.job)),
+            // Without `lock` (older agents): every lock of the job.
+            Record::Unlocked { jobs, lock, .. } => self
+                .locked
+                .retain(|l| !(jobs.contains(&l.job) && lock.is_none_or(|k| k == l.lock))),
             Record::Started(script) => self.running.push(script.clone()),
             Record::Finished { pgid } => self.running.retain(|r| r.pgid != *pgid),
             Record::StraysEnded => self.running.clear(),
@@ -84,13 +121,23 @@ enum Record {
     Run {
         pid: u32,
         command: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cleanup_via: Option<String>,
     },
     Locking {
         jobs: Vec<String>,
         lock: ScriptKind,
     },
+    /// The jobs' unlock script ran (or they have none): their `lock` is released. `failed`:
+    /// the script failed; the release was attempted, and the run reported it.
     Unlocked {
         jobs: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock: Option<ScriptKind>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        failed: bool,
     },
     Started(RunningScript),
     Finished {
@@ -106,16 +153,27 @@ enum Sync {
     PageCache,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Line numbers of unreadable lines named in [`JournalState::unreadable`], at most.
+const NAMED_LINES: usize = 5;
+
 /// The journal of this process's run, shared by the threads that run scripts.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    /// Written into this process's `Run` record (see [`JournalState::cleanup_via`]).
+    cleanup_via: Option<String>,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     state: JournalState,
+    /// The locks this process recorded and has not released, in lock order.
+    mine: Vec<LockedJob>,
     /// Open for appending once this process has written its `Run` record to the file.
     file: Option<File>,
 }
@@ -125,7 +183,8 @@ impl Journal {
         run_dir.join("journal.jsonl")
     }
 
-    /// Reads the journal a run left behind, if any.
+    /// Reads the journal a run left behind, if any. Only a file that cannot be read at all is
+    /// an error; lines that cannot be read are named in the state's `unreadable`.
     pub fn read(run_dir: &Path) -> io::Result<Option<JournalState>> {
         let path = Self::path_in(run_dir);
         let bytes = match fs::read(&path) {
@@ -134,8 +193,11 @@ impl Journal {
             Err(e) => return Err(e),
         };
         let mut state = JournalState::default();
+        let (mut bad_lines, mut bad_count, mut first_error) = (Vec::new(), 0usize, None);
         let mut lines = bytes.split_inclusive(|&b| b == b'\n').peekable();
+        let mut number = 0usize;
         while let Some(line) = lines.next() {
+            number += 1;
             let complete = line.ends_with(b"\n");
             // A process taking the journal over starts with its `run` record.
             let taken_over = lines
@@ -147,13 +209,29 @@ impl Journal {
                 // last line, or the one before a later process's first record.
                 Err(_) if (!complete && lines.peek().is_none()) || taken_over => {}
                 Err(e) => {
-                    return Err(io::Error::other(format!(
-                        "{}: a damaged record ({e}): {}",
-                        path.display(),
-                        String::from_utf8_lossy(line).trim_end()
-                    )));
+                    bad_count += 1;
+                    if bad_lines.len() < NAMED_LINES {
+                        bad_lines.push(number.to_string());
+                    }
+                    first_error.get_or_insert_with(|| e.to_string());
                 }
             }
+        }
+        if bad_count > 0 {
+            let more = bad_count - bad_lines.len();
+            state.unreadable = Some(format!(
+                "{} line{} {}{}: a record this agent cannot read (damaged, or from another agent version: {}); what {} recorded is not known",
+                path.display(),
+                if bad_count > 1 { "s" } else { "" },
+                bad_lines.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                },
+                first_error.unwrap_or_default(),
+                if bad_count > 1 { "they" } else { "it" },
+            ));
         }
         Ok(Some(state))
     }
@@ -164,12 +242,20 @@ impl Journal {
             Ok(state) => state.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "the journal a run left cannot be read; starting afresh");
-                JournalState::default()
+                JournalState {
+                    unreadable: Some(format!("{}: {e}", Self::path_in(run_dir).display())),
+                    ..JournalState::default()
+                }
             }
         };
         Journal {
             path: Self::path_in(run_dir),
-            inner: Mutex::new(Inner { state, file: None }),
+            cleanup_via: None,
+            inner: Mutex::new(Inner {
+                state,
+                mine: Vec::new(),
+                file: None,
+            }),
         }
     }
 
@@ -178,15 +264,28 @@ impl Journal {
     pub fn unread(run_dir: &Path) -> Journal {
         Journal {
             path: Self::path_in(run_dir),
+            cleanup_via: None,
             inner: Mutex::new(Inner {
                 state: JournalState::default(),
+                mine: Vec::new(),
                 file: None,
             }),
         }
     }
 
+    /// The cleanup command this run's `Run` record names (see [`JournalState::cleanup_via`]).
+    pub fn with_cleanup_via(mut self, cleanup_via: String) -> Journal {
+        self.cleanup_via = Some(cleanup_via);
+        self
+    }
+
     pub fn state(&self) -> JournalState {
         self.inner.lock().expect("journal lock").state.clone()
+    }
+
+    /// The locks this process recorded and has not released since, in lock order.
+    pub fn held_here(&self) -> Vec<LockedJob> {
+        self.inner.lock().expect("journal lock").mine.clone()
     }
 
     /// Records, on disk, that these jobs' lock scripts are about to run.
@@ -195,11 +294,22 @@ impl Journal {
         self.append(Sync::ToDisk, Record::Locking { jobs, lock })
     }
 
-    /// Records that these jobs were unlocked. (Should the VM crash before this reaches the
-    /// disk, a cleanup unlocks them once more: unlock scripts must bear that anyway.)
-    pub fn unlocked(&self, jobs: &[&str]) -> io::Result<()> {
+    /// Records that these jobs' `lock` was released: their unlock script ran (`failed`: and
+    /// failed), or they have none. (Should the VM crash before this reaches the disk, a
+    /// cleanup unlocks them once more: unlock scripts must bear that anyway.)
+    pub fn unlocked(&self, jobs: &[&str], lock: ScriptKind, failed: bool) -> io::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let jobs = jobs.iter().map(|j| j.to_string()).collect();
-        self.append(Sync::PageCache, Record::Unlocked { jobs })
+        self.append(
+            Sync::PageCache,
+            Record::Unlocked {
+                jobs,
+                lock: Some(lock),
+                failed,
+            },
+        )
     }
 
     pub fn started(&self, job: &str, script: ScriptKind, group: ProcessGroup) -> io::Result<()> {
@@ -250,7 +360,20 @@ impl Journal {
     /// for the cleanup to read.
     fn append(&self, sync: Sync, record: Record) -> io::Result<()> {
         let mut inner = self.inner.lock().expect("journal lock");
+        let inner = &mut *inner;
         inner.state.apply(&record);
+        if let Record::Locking { jobs, lock } = &record {
+            for job in jobs {
+                let entry = LockedJob {
+                    job: job.clone(),
+                    lock: *lock,
+                };
+                if !inner.mine.contains(&entry) {
+                    inner.mine.push(entry);
+                }
+            }
+        }
+        inner.mine.retain(|l| inner.state.locked.contains(l));
         if inner.state.is_idle() {
             inner.file = None;
             return match fs::remove_file(&self.path) {
@@ -265,6 +388,8 @@ impl Journal {
             let me = Record::Run {
                 pid: std::process::id(),
                 command: std::env::args().collect::<Vec<_>>().join(" "),
+                started: process_started(),
+                cleanup_via: self.cleanup_via.clone(),
             };
             inner.state.apply(&me);
             push_line(&mut line, &me)?;
@@ -336,6 +461,22 @@ fn still_ours(script: &RunningScript) -> bool {
     }
 }
 
+/// When this process started, from its start time and the boot time (`btime` in
+/// `/proc/stat`); `USER_HZ`, the unit of `/proc`'s clock ticks, is 100 on Linux.
+fn process_started() -> Option<String> {
+    const USER_HZ: u64 = 100;
+    let ticks = start_time(std::process::id() as i32)?;
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let at = boot.checked_add(ticks / USER_HZ)?;
+    Some(crate::timestamp::Utc::from_unix(i64::try_from(at).ok()?).activity())
+}
+
 /// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
 fn start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -361,12 +502,16 @@ mod tests {
         assert_eq!(jobs, ["a", "b"]);
         assert_eq!(on_disk.pid, std::process::id());
 
-        journal.unlocked(&["a"]).unwrap();
+        journal
+            .unlocked(&["a"], ScriptKind::PreBackupLock, false)
+            .unwrap();
         assert!(
             Journal::read(dir.path()).unwrap().is_some(),
             "kept while a job is locked"
         );
-        journal.unlocked(&["b"]).unwrap();
+        journal
+            .unlocked(&["b"], ScriptKind::PreBackupLock, false)
+            .unwrap();
         assert_eq!(
             Journal::read(dir.path()).unwrap(),
             None,
@@ -404,12 +549,74 @@ mod tests {
         let after = Journal::read(dir.path()).unwrap().unwrap();
         assert!(after.running.is_empty());
         assert_eq!(after.locked.len(), 1, "a is still locked");
-        cleanup.unlocked(&["a"]).unwrap();
+        cleanup
+            .unlocked(&["a"], ScriptKind::PreBackupLock, false)
+            .unwrap();
         assert_eq!(Journal::read(dir.path()).unwrap(), None);
     }
 
     #[test]
-    fn a_line_cut_short_at_the_end_is_ignored_and_damage_elsewhere_is_an_error() {
+    fn a_lock_is_released_by_its_own_sides_unlock_only_and_a_failed_unlock_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path());
+        journal.locking(&["a"], ScriptKind::PreRestoreLock).unwrap();
+        journal.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
+        let locks = |state: &JournalState| -> Vec<(String, ScriptKind)> {
+            state
+                .locked
+                .iter()
+                .map(|l| (l.job.clone(), l.lock))
+                .collect()
+        };
+        assert_eq!(
+            locks(&Journal::read(dir.path()).unwrap().unwrap()),
+            [
+                ("a".to_string(), ScriptKind::PreRestoreLock),
+                ("a".to_string(), ScriptKind::PreBackupLock)
+            ],
+            "one entry per side"
+        );
+        journal
+            .unlocked(&["a"], ScriptKind::PreBackupLock, true)
+            .unwrap();
+        let left = Journal::read(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            locks(&left),
+            [("a".to_string(), ScriptKind::PreRestoreLock)],
+            "the backup unlock, failed but attempted, releases the backup lock only"
+        );
+        assert_eq!(journal.held_here(), left.locked);
+        journal
+            .unlocked(&["a"], ScriptKind::PreRestoreLock, false)
+            .unwrap();
+        assert_eq!(Journal::read(dir.path()).unwrap(), None);
+        assert!(journal.held_here().is_empty());
+    }
+
+    #[test]
+    fn the_locks_held_here_are_this_processs_not_a_dead_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = Journal::open(dir.path());
+        dead.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
+        drop(dead);
+        let next = Journal::open(dir.path()).with_cleanup_via("bbr-agent --root /x".into());
+        assert!(next.held_here().is_empty(), "a is the dead run's");
+        next.locking(&["b"], ScriptKind::PreBackupLock).unwrap();
+        let held: Vec<String> = next.held_here().into_iter().map(|l| l.job).collect();
+        assert_eq!(held, ["b"]);
+        let state = Journal::read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.cleanup_via.as_deref(), Some("bbr-agent --root /x"));
+        assert!(state.started.is_some_and(|t| t.ends_with(" UTC")));
+        // An older agent's record, without the lock: every lock of the job.
+        let path = Journal::path_in(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"unlocked\":{\"jobs\":[\"a\",\"b\"]}}\n");
+        fs::write(&path, &bytes).unwrap();
+        assert!(Journal::read(dir.path()).unwrap().unwrap().is_idle());
+    }
+
+    #[test]
+    fn a_line_cut_short_at_the_end_is_ignored_and_damage_elsewhere_is_named_and_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path());
         journal.locking(&["a"], ScriptKind::PreRestoreLock).unwrap();
@@ -422,16 +629,23 @@ mod tests {
         let state = Journal::read(dir.path()).unwrap().unwrap();
         assert_eq!(state.locked.len(), 1, "the torn record of b is not read");
 
-        // Damage between two records of the same run is not a crash's doing.
+        // Damage between two records of the same run is not a crash's doing; nor is a record
+        // of another agent version. Both are named, with their line numbers, and skipped.
         let mut damaged = whole.clone();
         damaged.extend_from_slice(b"{\"locking\":{\"jobs\n");
-        damaged.extend_from_slice(b"{\"unlocked\":{\"jobs\":[\"a\"]}}\n");
+        damaged
+            .extend_from_slice(b"{\"locking\":{\"jobs\":[\"b\"],\"lock\":\"pre-restore-lock\"}}\n");
+        damaged.extend_from_slice(b"{\"frobnicated\":{\"jobs\":[\"a\"]}}\n");
         fs::write(&path, &damaged).unwrap();
-        let err = Journal::read(dir.path()).unwrap_err().to_string();
+        let state = Journal::read(dir.path()).unwrap().unwrap();
+        let jobs: Vec<&str> = state.locked.iter().map(|l| l.job.as_str()).collect();
+        assert_eq!(jobs, ["a", "b"], "what can be read is read");
+        let unreadable = state.unreadable.expect("named");
         assert!(
-            err.contains("journal.jsonl") && err.contains("damaged"),
-            "{err}"
+            unreadable.contains("journal.jsonl lines 3, 5:"),
+            "{unreadable}"
         );
+        assert!(!unreadable.contains('\n'), "one line: {unreadable}");
     }
 
     #[test]
@@ -458,7 +672,9 @@ mod tests {
         assert_eq!(state.locked.len(), 1);
         assert_eq!(state.running.len(), 1);
         cleanup.finished(ProcessGroup::from_id(7)).unwrap();
-        cleanup.unlocked(&["a"]).unwrap();
+        cleanup
+            .unlocked(&["a"], ScriptKind::PreBackupLock, false)
+            .unwrap();
         assert_eq!(Journal::read(dir.path()).unwrap(), None);
     }
 

@@ -188,6 +188,22 @@ fn a_backup_refuses_a_leftover_store_and_names_the_cleanup() {
     assert_eq!(vm.calls(), ["store post-backup-unlock"]);
 }
 
+/// `run backup` by hand makes the store as a backup makes it: root only (0700), since a dump
+/// in it may hold credentials; it is left for the operator to look at. Before, it was made
+/// with the umask's mode (0755 here): readable by any user.
+#[test]
+fn run_backup_makes_the_store_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let vm = vm_with_awkward_data();
+    vm.agent(&["run", "backup"]).assert_success();
+    let mode = fs::metadata(vm.store()).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the store's mode is {mode:o}");
+    assert!(
+        vm.store().join("store/plain.txt").is_file(),
+        "left to look at"
+    );
+}
+
 /// As root (as on a VM), what a job backed up comes back with its owners, modes and
 /// modification times, as `sudo tar -x` gives them: a restore script copying with `cp -a`
 /// finds files owned by the job's user, not by root.

@@ -428,6 +428,71 @@ fn a_post_restore_unlock_failure_exits_8_after_every_unlock() {
     assert!(!vm.store().exists(), "{}", run.explain());
 }
 
+/// The body of an unlock script that records itself and fails the first time only (a
+/// `monit start` that timed out, a CredHub down for a minute), the second time succeeds.
+fn failing_once(marker: &Path) -> String {
+    recording_then(&format!(
+        "if [ ! -e '{m}' ]; then touch '{m}'; echo \"stderr of $ME: monit start timed out\" >&2; exit 1; fi",
+        m = marker.display()
+    ))
+}
+
+/// An unlock that failed was attempted: the run reports it (exit 8, the script's output) and
+/// the next backup runs, as under BBR. Before, the journal kept the job locked and every later
+/// backup was refused until `backup-cleanup`.
+#[test]
+fn an_unlock_that_fails_once_does_not_stop_the_next_backup() {
+    let vm = three_job_vm();
+    let marker = vm.dir.path().join("unlock-failed-once");
+    vm.job("db").script(
+        "post-backup-unlock",
+        &format!(
+            "{UNLOCK_RECORDING}
+{}",
+            failing_once(&marker)
+        ),
+    );
+
+    let first = backup(&vm);
+    first.assert_code(8);
+    assert_prefixed_line(
+        &first,
+        "backend/0 db post-backup-unlock stderr:",
+        "stderr of db post-backup-unlock: monit start timed out",
+    );
+    // Another artifact path: two backups within one second would want the same directory.
+    let elsewhere = vm.dir.path().join("second");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let second = vm.agent(&["backup", "--artifact-path", elsewhere.to_str().unwrap()]);
+    second.assert_success();
+    assert_eq!(
+        of_script(&vm.calls(), "pre-backup-lock").len(),
+        6,
+        "the second backup locked every job again\n{}",
+        second.explain()
+    );
+}
+
+/// The same for a restore: a failed `post-restore-unlock` does not stop the next restore.
+#[test]
+fn a_restore_unlock_that_fails_once_does_not_stop_the_next_restore() {
+    let vm = three_job_vm();
+    let artifact = backed_up(&vm);
+    let marker = vm.dir.path().join("unlock-failed-once");
+    vm.job("api")
+        .script("post-restore-unlock", &failing_once(&marker));
+
+    restore(&vm, &artifact).assert_code(8);
+    let second = restore(&vm, &artifact);
+    second.assert_success();
+    assert_eq!(
+        of_script(&vm.calls(), "restore").len(),
+        6,
+        "the second restore ran every restore script\n{}",
+        second.explain()
+    );
+}
+
 // ---------------------------------------------------------------- cleanup commands
 
 #[test]

@@ -84,8 +84,11 @@ fn journal_says(text: &str) -> JournalSays {
                 }
             }
         } else if let Some(r) = record.get("unlocked") {
+            // `lock`: the lock it releases (every lock of the job without it).
             let jobs = jobs(r);
-            says.locked.retain(|(j, _)| !jobs.contains(j));
+            let lock = r.get("lock").map(str_of);
+            says.locked
+                .retain(|(j, l)| !(jobs.contains(j) && lock.as_ref().is_none_or(|k| k == l)));
         } else if let Some(r) = record.get("started") {
             says.running.push((
                 str_of(&r["job"]),
@@ -392,15 +395,18 @@ fn after_sigkill_the_journal_refuses_a_new_backup_and_backup_cleanup_unlocks_exa
     assert_journal_of_the_killed_run(&vm, killed, stray);
     let calls_before = vm.calls();
 
-    // A new backup is refused: it names the leftover and the cleanup command.
+    // A new backup is refused: it names the leftover and the exact cleanup command.
     let refused = run_agent(&vm, &strs(&backup_args(&vm)));
     refused
         .assert_code(1)
-        .assert_stderr_contains(&format!("pid {killed}"))
+        .assert_stderr_contains(&format!("a run that was killed (pid {killed}, started "))
         .assert_stderr_contains("a locked")
         .assert_stderr_contains("b locked")
         .assert_stderr_contains(&format!("a backup running as process group {stray}"))
-        .assert_stderr_contains("backup-cleanup");
+        .assert_stderr_contains(&format!(
+            "run `bbr-agent --root {} backup-cleanup` first",
+            vm.root().display()
+        ));
     assert_eq!(vm.calls(), calls_before, "{}", refused.explain);
     assert!(
         journal_path(&vm).exists() && group_alive(stray),
@@ -458,10 +464,16 @@ fn after_sigkill_deployment_backup_cleanup_ends_the_stray_and_unlocks_by_the_jou
         &[],
     )
     .wait(Duration::from_secs(10));
+    // The killed run was db/0's own (local): its cleanup command is the local one.
     refused
         .assert_code(1)
-        .assert_stderr_contains(&format!("db/0: a run that did not finish (pid {killed}"))
-        .assert_stderr_contains("backup-cleanup");
+        .assert_stderr_contains(&format!(
+            "db/0: a run that was killed (pid {killed}, started "
+        ))
+        .assert_stderr_contains(&format!(
+            "run `bbr-agent --root {} backup-cleanup` first",
+            db.root().display()
+        ));
     assert_eq!(fleet.calls(), calls_before, "{}", refused.explain);
 
     let cleanup = Spawned::start(
@@ -493,6 +505,218 @@ fn after_sigkill_deployment_backup_cleanup_ends_the_stray_and_unlocks_by_the_jou
     assert!(b_first, "b unlocks before a\n{}", cleanup.explain);
     assert!(!db.store().exists(), "{}", cleanup.explain);
     assert!(!journal_path(db).exists(), "{}", cleanup.explain);
+}
+
+/// After the SIGKILL another job's metadata script fails, and so does that of `b`, which the
+/// journal records as locked: neither is needed to end the stray and to unlock `a` and `b`
+/// (BBR's order still known from `a`'s metadata). Before, cleanup stopped at the metadata
+/// ("nothing was locked", exit 8) and left the stray backup running.
+#[test]
+fn after_sigkill_backup_cleanup_unlocks_by_the_journal_whatever_the_metadata_scripts_do() {
+    let vm = Vm::with_identity("acme", "backend");
+    let pids = Survivors::new(vm.dir.path());
+    three_jobs(&vm, &pids);
+    kill_mid_backup(&vm, "");
+    assert!(group_alive(pids.pid("a-backup")), "the stray runs on");
+    vm.job("b").script(
+        "metadata",
+        "echo 'b: metadata is broken' >&2
+exit 3",
+    );
+    vm.job("d")
+        .script(
+            "metadata",
+            "echo 'd: metadata is broken' >&2
+exit 3",
+        )
+        .script("post-backup-unlock", UNLOCK_RECORDING);
+    let calls_before = vm.calls();
+
+    let cleanup = run_agent(&vm, &["backup-cleanup"]);
+    cleanup
+        .assert_code(0)
+        .assert_stderr_contains("job 'd': its metadata script failed")
+        .assert_stderr_contains("job 'b': its metadata script failed");
+    assert_groups_gone(&pids, &["a-backup", "a-sleep"], &cleanup.explain);
+    let calls = vm.calls();
+    assert_eq!(
+        calls[calls_before.len()..],
+        ["b post-backup-unlock false", "a post-backup-unlock false"],
+        "what the journal records, in reverse lock order; not c or d, never locked
+{}",
+        cleanup.explain
+    );
+    assert!(!vm.store().exists(), "{}", cleanup.explain);
+    assert!(!journal_path(&vm).exists(), "{}", cleanup.explain);
+}
+
+/// A journal with a line this agent cannot read (damage, or a record of another agent
+/// version): the refusal and the cleanup name the file and the line; the cleanup unlocks what
+/// it can read (`r`'s restore lock, with its own side's unlock), and for the rest every job,
+/// as BBR does without a journal; then the journal is gone and a backup runs again. Before,
+/// cleanup unlocked nothing and kept the journal, so every run failed the same way.
+#[test]
+fn a_journal_line_that_cannot_be_read_is_named_and_cleanup_unlocks_the_rest_as_bbr_does() {
+    let vm = Vm::with_identity("acme", "backend");
+    for job in ["a", "b"] {
+        vm.job(job)
+            .recording("pre-backup-lock")
+            .script("post-backup-unlock", UNLOCK_RECORDING);
+    }
+    vm.job("a").recording("backup");
+    vm.job("c").script("post-backup-unlock", UNLOCK_RECORDING);
+    vm.job("r")
+        .recording("pre-restore-lock")
+        .recording("post-restore-unlock");
+    let journal = [
+        r#"{"run":{"pid":4000000,"command":"bbr-agent backup"}}"#,
+        r#"{"locking":{"jobs":["a"],"lock":"pre-backup-lock"}}"#,
+        r#"{"locking":{"jobs":["r"],"lock":"pre-restore-lock"}}"#,
+        r#"{"unlocking_soon":{"jobs":["a"],"lock":"pre-backup-lock"}}"#,
+        r#"{"started":{"job":"a","script":"backup","pgid":4000001,"start_time":1}}"#,
+    ]
+    .join(
+        "
+",
+    );
+    common::write_file(
+        &journal_path(&vm),
+        format!(
+            "{journal}
+"
+        )
+        .as_bytes(),
+    );
+    let path = journal_path(&vm).display().to_string();
+
+    let refused = run_agent(&vm, &strs(&backup_args(&vm)));
+    refused
+        .assert_code(1)
+        .assert_stderr_contains(&format!("{path} line 4: a record this agent cannot read"))
+        .assert_stderr_contains("a locked, r locked");
+    assert!(vm.calls().is_empty(), "{}", refused.explain);
+
+    let cleanup = run_agent(&vm, &["backup-cleanup"]);
+    cleanup
+        .assert_code(0)
+        .assert_stderr_contains(&format!("{path} line 4: a record this agent cannot read"));
+    let mut calls = vm.calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "a post-backup-unlock false",
+            "b post-backup-unlock false",
+            "c post-backup-unlock false",
+            "r post-restore-unlock",
+        ],
+        "r by the journal, on its own side; a, b and c as BBR does
+{}",
+        cleanup.explain
+    );
+    assert!(!journal_path(&vm).exists(), "{}", cleanup.explain);
+
+    run_agent(&vm, &strs(&backup_args(&vm))).assert_code(0);
+}
+
+/// A journal naming a job that is no longer on the VM (removed by a deploy since the run
+/// died): cleanup unlocks the rest, says that job cannot be unlocked (exit 8), and leaves no
+/// journal behind, so the next backup is not refused for a job that is not there.
+#[test]
+fn cleanup_reports_a_locked_job_that_is_gone_and_leaves_no_journal() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("a")
+        .recording("pre-backup-lock")
+        .recording("backup")
+        .script("post-backup-unlock", UNLOCK_RECORDING);
+    let journal = [
+        r#"{"run":{"pid":4000000,"command":"bbr-agent backup"}}"#,
+        r#"{"locking":{"jobs":["gone","a"],"lock":"pre-backup-lock"}}"#,
+    ]
+    .join("\n");
+    common::write_file(&journal_path(&vm), format!("{journal}\n").as_bytes());
+
+    let cleanup = run_agent(&vm, &["backup-cleanup"]);
+    cleanup
+        .assert_code(8)
+        .assert_stderr_contains("the journal records gone as locked")
+        .assert_stderr_contains("job 'gone' is not a BBR job on this instance");
+    assert_eq!(
+        vm.calls(),
+        ["a post-backup-unlock false"],
+        "{}",
+        cleanup.explain
+    );
+    assert!(!journal_path(&vm).exists(), "{}", cleanup.explain);
+    run_agent(&vm, &strs(&backup_args(&vm))).assert_code(0);
+}
+
+/// A deployment run whose agents were killed with SIGKILL (the VMs' power, say; not the
+/// driver, whose death the agents survive and clean up after): the journals name the
+/// deployment's cleanup command, and a new run, deployment or local, says exactly that one.
+#[test]
+fn after_its_agents_are_killed_a_deployment_run_is_refused_naming_the_deployments_cleanup() {
+    let pids_dir = tempfile::tempdir().unwrap();
+    let pids = Survivors::new(pids_dir.path());
+    let fleet = hanging_fleet(&pids);
+    let mut driver = driver_mid_backup(&fleet);
+    let db_agent = pids.pid("first-agent");
+    for job in ["first", "web"] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pids.pid(&format!("{job}-agent"))),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let exit = driver.wait(driver.started.elapsed() + Duration::from_secs(8));
+    assert_ne!(
+        exit.code,
+        Some(0),
+        "the backup failed
+{}",
+        exit.explain
+    );
+    let calls_before = fleet.calls();
+    assert!(
+        of_script(&calls_before, "post-backup-unlock").is_empty(),
+        "no agent lived to unlock
+{}",
+        exit.explain
+    );
+
+    let inventory = fleet.local_inventory();
+    let command = format!(
+        "run `bbr-agent deployment --inventory {} backup-cleanup` first",
+        inventory.display()
+    );
+    let refused = fleet.backup(&inventory, &[]);
+    refused
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "db/0: a run that was killed (pid {db_agent}, started "
+        ))
+        .assert_stderr_contains("first locked, second locked")
+        .assert_stderr_contains(&command);
+    let local = run_agent(fleet.vm("db", 0), &strs(&backup_args(fleet.vm("db", 0))));
+    local.assert_code(1).assert_stderr_contains(&command);
+    assert_eq!(fleet.calls(), calls_before, "refusals change nothing");
+
+    let cleanup = fleet.driver(&inventory, &["backup-cleanup"]);
+    cleanup.assert_success();
+    let explain = || cleanup.explain();
+    assert_backup_scripts_gone(&pids, &FLEET_JOBS, &explain);
+    let mut unlocks = of_script(&fleet.calls(), "post-backup-unlock");
+    unlocks.sort();
+    assert_eq!(
+        unlocks,
+        [
+            "db/0 first post-backup-unlock false",
+            "db/0 second post-backup-unlock false",
+            "web/0 web post-backup-unlock false"
+        ],
+        "{}",
+        cleanup.explain()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -381,3 +381,236 @@ fn a_stalled_driver_does_not_hold_off_a_scripts_timeout() {
         "the script ran on past its 1 s timeout while the driver did not read"
     );
 }
+
+fn journal(vm: &Vm) -> std::path::PathBuf {
+    vm.root().join("var/vcap/sys/run/bbr-agent/journal.jsonl")
+}
+
+fn run_scripts(id: u64, script: &str, job: &str) -> String {
+    line(
+        json!({"id": id, "op": "run_scripts", "script": script, "jobs": [job],
+                "parallel": true, "after_backup_successful": null}),
+    )
+}
+
+/// Sends each request and checks it was answered `ok`.
+fn all_ok(session: &mut Session, requests: &[String]) {
+    for request in requests {
+        let answer = session.call(request);
+        assert_eq!(
+            answer.last().unwrap()["type"],
+            "ok",
+            "{request}: {answer:#?}"
+        );
+    }
+}
+
+/// A second `hello` after a lock is refused and changes nothing: the lock is still the
+/// session's, and is released when the session ends. Before, it swapped the instance for a
+/// new one, which "unlocked" the job at the end without running its unlock script and erased
+/// the journal: the job stayed locked, and nothing on the VM said so.
+#[test]
+fn a_second_hello_is_refused_and_the_lock_before_it_is_still_released_at_the_end() {
+    let vm = Vm::new();
+    vm.job("j").recording_locks();
+    let mut session = Session::start(&vm);
+    all_ok(
+        &mut session,
+        &[
+            hello(1),
+            line(json!({"id": 2, "op": "describe"})),
+            run_scripts(3, "pre-backup-lock", "j"),
+        ],
+    );
+    let answer = session.call(&hello(4));
+    assert_eq!(answer.last().unwrap()["type"], "error", "{answer:#?}");
+    assert_eq!(answer.last().unwrap()["code"], "bad_request", "{answer:#?}");
+    assert!(journal(&vm).exists(), "the lock is still recorded");
+    assert_eq!(
+        session.hang_up(),
+        Some(1),
+        "it held a lock when its input ended"
+    );
+    assert_eq!(vm.calls(), ["j pre-backup-lock", "j post-backup-unlock"]);
+    assert!(!journal(&vm).exists(), "released by its own unlock");
+}
+
+/// An unlock of the other side (`post-backup-unlock` after `pre-restore-lock`) runs, but does
+/// not release the restore lock: the journal keeps it, and the session's end runs
+/// `post-restore-unlock`. Before, any unlock released the job, so the restore lock was never
+/// released.
+#[test]
+fn an_unlock_of_the_other_side_does_not_release_a_lock() {
+    let vm = Vm::new();
+    vm.job("j").recording_locks();
+    let mut session = Session::start(&vm);
+    all_ok(
+        &mut session,
+        &[
+            hello(1),
+            line(json!({"id": 2, "op": "describe"})),
+            run_scripts(3, "pre-restore-lock", "j"),
+            run_scripts(4, "post-backup-unlock", "j"),
+        ],
+    );
+    let recorded = std::fs::read_to_string(journal(&vm)).unwrap_or_default();
+    assert!(
+        recorded.contains("pre-restore-lock"),
+        "the restore lock is still recorded: {recorded:?}"
+    );
+    assert_eq!(
+        session.hang_up(),
+        Some(1),
+        "it held a lock when its input ended"
+    );
+    assert_eq!(
+        vm.calls(),
+        [
+            "j pre-restore-lock",
+            "j post-backup-unlock",
+            "j post-restore-unlock"
+        ]
+    );
+    assert!(!journal(&vm).exists());
+}
+
+/// `send_artifact` sends only a job of this VM that has a backup script: `../../x` is refused
+/// before any data, with an error naming it, and nothing outside the store goes out. Before,
+/// it tarred whatever directory the name led to.
+#[test]
+fn send_artifact_refuses_a_name_that_is_not_a_job_with_a_backup_script() {
+    let vm = Vm::new();
+    vm.job("j")
+        .script("backup", "echo data > \"$BBR_ARTIFACT_DIRECTORY/f\"");
+    vm.job("nobackup").recording("pre-backup-lock");
+    // <dir>/secret: five levels up from the store <dir>/vm/var/vcap/store/bbr-backup.
+    common::write_file(&vm.dir.path().join("secret/key"), b"not yours");
+    let mut session = Session::start(&vm);
+    all_ok(
+        &mut session,
+        &[
+            hello(1),
+            line(json!({"id": 2, "op": "describe"})),
+            line(json!({"id": 3, "op": "create_store"})),
+        ],
+    );
+    for (id, job) in [
+        (4, "../../../../../secret"),
+        (5, "nobackup"),
+        (6, "nosuchjob"),
+    ] {
+        let stdin = session.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            json!({"id": id, "op": "send_artifact", "job": job})
+        )
+        .unwrap();
+        let mut first = String::new();
+        session.stdout.read_line(&mut first).unwrap();
+        let answer: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("{job}: not a JSON line first ({e}): {first:?}"));
+        assert_eq!(answer["type"], "error", "{job}: {answer}");
+        assert_eq!(answer["id"], id, "{answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("'{job}'")),
+            "names the job: {answer}"
+        );
+    }
+    all_ok(
+        &mut session,
+        &[line(json!({"id": 7, "op": "remove_store"}))],
+    );
+    assert_eq!(session.hang_up(), Some(0));
+}
+
+/// A backup script run without `create_store` (as by a driver that skipped it): the store
+/// is made as `create_store` makes it, root only (0700), and the session that made it removes
+/// it at its end. Before, it was made 0755 and left behind after `bye`.
+#[test]
+fn a_store_made_for_a_backup_script_is_0700_and_removed_by_its_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let vm = Vm::new();
+    vm.job("j")
+        .script("backup", "echo data > \"$BBR_ARTIFACT_DIRECTORY/f\"");
+    let mut session = Session::start(&vm);
+    all_ok(
+        &mut session,
+        &[
+            hello(1),
+            line(json!({"id": 2, "op": "describe"})),
+            run_scripts(3, "backup", "j"),
+        ],
+    );
+    let mode = std::fs::metadata(vm.store()).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the store's mode is {mode:o}");
+    all_ok(&mut session, &[line(json!({"id": 4, "op": "bye"}))]);
+    session.hang_up();
+    assert!(
+        !vm.store().exists(),
+        "the session that made the store removed it"
+    );
+}
+
+/// The peak memory (VmHWM) of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+}
+
+/// A script printing 64 MiB without a newline and without valid UTF-8 (each byte becomes a
+/// 3-byte U+FFFD on the way out) while the driver reads nothing: the output queue is bounded
+/// by bytes, not lines, so the agent's peak memory stays far below the output's size. Before,
+/// 4,096 queued lines of 64 KiB (192 KiB once made UTF-8) each let it grow to the whole
+/// output, over 200 MiB here.
+#[test]
+fn output_the_driver_does_not_read_is_bounded_in_bytes() {
+    let vm = Vm::new();
+    let done = vm.dir.path().join("flood.done");
+    vm.job("flood").script(
+        "pre-backup-lock",
+        &format!(
+            "head -c 67108864 /dev/zero | tr '\\000' '\\377'\ntouch '{}'",
+            done.display()
+        ),
+    );
+    let mut child = Command::new(AGENT)
+        .args(["--root", vm.root().to_str().unwrap(), "serve"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for request in [
+        hello(1),
+        line(json!({"id": 2, "op": "describe"})),
+        run_scripts(3, "pre-backup-lock", "flood"),
+    ] {
+        writeln!(stdin, "{request}").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Nobody reads the agent's stdout from here on.
+    let started = Instant::now();
+    while !done.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The script wrote its last bytes; give the agent a moment to take them in.
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = peak_rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done.exists(), "the script never finished its output");
+    assert!(
+        peak < 64 * 1024,
+        "the agent's peak memory was {} MiB for 64 MiB of output nobody read",
+        peak / 1024
+    );
+}

@@ -20,13 +20,16 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         .targets
         .iter()
         .map(|t| {
-            Box::new(RemoteInstance::new(
-                t.id.clone(),
-                &inventory.deployment,
-                &t.command,
-                settings.clone(),
-                ctx.console.script_lines(),
-            )) as Box<dyn Instance>
+            Box::new(
+                RemoteInstance::new(
+                    t.id.clone(),
+                    &inventory.deployment,
+                    &t.command,
+                    settings.clone(),
+                    ctx.console.script_lines(),
+                )
+                .with_inventory(&args.inventory),
+            ) as Box<dyn Instance>
         })
         .collect();
     let mut dep = Deployment::new(inventory.deployment.clone(), instances);

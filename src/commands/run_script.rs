@@ -2,10 +2,11 @@
 //! environment the workflow would give it, output streamed live.
 
 use super::local::Context;
+use crate::artifact::store::Store;
 use crate::cli::RunArgs;
 use crate::console::Console;
 use crate::error::AppError;
-use crate::instance::{Instance, LocalInstance, UnlockContext};
+use crate::instance::{Instance, InstanceError, LocalInstance, UnlockContext};
 use crate::layout::Layout;
 
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
@@ -52,7 +53,14 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
         return Ok(0);
     }
     if kind.uses_artifact_directory() {
-        std::fs::create_dir_all(&layout.store).map_err(AppError::Output)?;
+        // Made as a run makes it (root only: artifacts hold credentials and data), and left
+        // for the operator to look at.
+        let store = Store::new(&layout.store);
+        if !store.exists() {
+            store
+                .create()
+                .map_err(|e| AppError::Instance(InstanceError::Store(e)))?;
+        }
         console.info(format!(
             "Artifact directories are under {} (remove it, or run backup-cleanup, when done)",
             layout.store.display()

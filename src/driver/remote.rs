@@ -34,6 +34,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 pub struct RemoteInstance {
     id: InstanceId,
     deployment: String,
+    /// The inventory file, absolute, told to the agent in `hello`.
+    inventory: Option<String>,
     command: String,
     settings: WireSettings,
     lines: ScriptLines,
@@ -64,6 +66,7 @@ impl RemoteInstance {
         RemoteInstance {
             id,
             deployment: deployment.to_string(),
+            inventory: None,
             command: command.to_string(),
             settings,
             lines,
@@ -71,6 +74,15 @@ impl RemoteInstance {
             lost: None,
             next_id: 0,
         }
+    }
+
+    /// Tells the agent, in `hello`, which inventory drives it (for the cleanup command it
+    /// records).
+    pub fn with_inventory(mut self, inventory: &std::path::Path) -> RemoteInstance {
+        self.inventory = std::path::absolute(inventory)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string));
+        self
     }
 
     /// Starts the agent command and says hello; once per run.
@@ -123,6 +135,7 @@ impl RemoteInstance {
             deployment: self.deployment.clone(),
             instance: self.id.clone(),
             settings: self.settings.clone(),
+            inventory: self.inventory.clone(),
         };
         let result = self.call(hello, None).and_then(|value| {
             serde_json::from_value::<HelloResult>(value).map_err(|e| {
@@ -280,7 +293,13 @@ impl Instance for RemoteInstance {
 
     fn describe(&mut self) -> Result<Description, InstanceError> {
         self.connect()?;
-        let value = self.call(Op::Describe, None)?;
+        let value = self.call(Op::Describe { for_cleanup: false }, None)?;
+        self.typed(value)
+    }
+
+    fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError> {
+        self.connect()?;
+        let value = self.call(Op::Describe { for_cleanup: true }, None)?;
         self.typed(value)
     }
 

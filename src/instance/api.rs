@@ -59,6 +59,18 @@ pub struct Description {
     /// What a run that did not finish left in its journal: locked jobs, running scripts.
     #[serde(default)]
     pub journal: Option<crate::journal::JournalState>,
+    /// Only from [`Instance::describe_for_cleanup`]: the jobs whose metadata could not be had.
+    /// A job listed in `jobs` too is kept without its metadata (no lock order); one that is
+    /// not (its scripts are not trusted) cannot be unlocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<JobProblem>,
+}
+
+/// A job of a cleanup's description whose metadata could not be had, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobProblem {
+    pub job: String,
+    pub error: String,
 }
 
 /// How one script ran.
@@ -143,6 +155,10 @@ pub enum InstanceError {
     ChecksumMismatch { job: String, detail: String },
     #[error("job '{job}' is not a BBR job on this instance")]
     UnknownJob { job: String },
+    #[error(
+        "job '{job}' is not a job with a backup script on this instance: it has no artifact to send"
+    )]
+    NoArtifact { job: String },
     #[error("cannot reach the agent with `{command}`: {detail}{stderr}")]
     Unreachable {
         instance: String,
@@ -167,6 +183,12 @@ pub trait Instance: Send {
 
     /// Finds the BBR jobs and runs their metadata scripts.
     fn describe(&mut self) -> Result<Description, InstanceError>;
+
+    /// As [`Instance::describe`], for a cleanup: a job whose metadata script fails (or whose
+    /// metadata is bad) is kept without metadata, and a job whose scripts are not trusted is
+    /// left out; both are listed in `problems` instead of failing the whole description,
+    /// since unlocking needs no metadata.
+    fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError>;
 
     /// Makes the artifact store for a run; refuses a leftover one.
     fn create_store(&mut self) -> Result<(), InstanceError>;

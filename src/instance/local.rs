@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
 use super::api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptLines, ScriptReport,
-    SkippedJob, UnlockContext,
+    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
+    ScriptReport, SkippedJob, UnlockContext,
 };
 use super::script_env::script_env;
 use super::settings::ScriptSettings;
@@ -19,7 +20,7 @@ use crate::artifact::{Checksums, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
 use crate::discover::{DiscoveredJob, discover};
 use crate::exec::{LineSink, ScriptCommand, run_script};
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalState, LockedJob};
 use crate::layout::Layout;
 use crate::metadata;
 use crate::run_lock::{self, RunLock};
@@ -34,8 +35,18 @@ pub struct LocalInstance {
     settings: ScriptSettings,
     lines: ScriptLines,
     jobs: BTreeMap<String, DiscoveredJob>,
+    /// Whether `jobs` was filled (by `describe` or `discover_only`): before, no job is known.
+    described: bool,
+    /// Jobs a cleanup's description left out because their scripts are not trusted, and why.
+    refused: BTreeMap<String, String>,
     run_lock: Option<RunLock>,
     journal: Arc<Journal>,
+    /// What the journal held when the run lock was taken: what a run that did not finish left.
+    left_behind: Option<JournalState>,
+    /// The cleanup command after this run (see `JournalState::cleanup_via`).
+    cleanup_via: String,
+    /// Whether this instance made the store (and so removes it when its session ends).
+    store_made: bool,
     trust: Trust,
 }
 
@@ -52,12 +63,29 @@ impl LocalInstance {
         LocalInstance {
             id,
             trust,
+            cleanup_via: local_cleanup_via(&layout),
             layout,
             settings,
             lines,
             jobs: BTreeMap::new(),
+            described: false,
+            refused: BTreeMap::new(),
             run_lock: None,
             journal,
+            left_behind: None,
+            store_made: false,
+        }
+    }
+
+    /// This instance is driven by `bbr-agent deployment --inventory <inventory>`: a run it
+    /// leaves unfinished is cleaned up from there. Ignored unless a plain one-line path.
+    pub fn driven_by_inventory(&mut self, inventory: &str) {
+        if !inventory.is_empty()
+            && inventory.len() <= 4096
+            && !inventory.chars().any(char::is_control)
+        {
+            self.cleanup_via =
+                format!("bbr-agent deployment --inventory {}", shell_word(inventory));
         }
     }
 
@@ -68,9 +96,47 @@ impl LocalInstance {
             self.run_lock = Some(run_lock::acquire(&self.layout.run_dir())?);
             // Read under the lock: the run that held it may have finished (and removed its
             // journal) since this instance was made.
-            self.journal = Arc::new(Journal::open(&self.layout.run_dir()));
+            let journal =
+                Journal::open(&self.layout.run_dir()).with_cleanup_via(self.cleanup_via.clone());
+            self.left_behind = Some(journal.state()).filter(JournalState::left_anything);
+            self.journal = Arc::new(journal);
         }
         Ok(())
+    }
+
+    /// The locks this instance took and has not released, in lock order (the journal's).
+    pub fn held_locks(&self) -> Vec<LockedJob> {
+        self.journal.held_here()
+    }
+
+    /// Whether this instance made the store and has not removed it.
+    pub fn store_made(&self) -> bool {
+        self.store_made
+    }
+
+    /// Makes the store if it is missing (a backup script run without `create_store`), as
+    /// `create_store` would: mode 0700, and removed by whoever made it.
+    fn ensure_store(&mut self) -> Result<(), InstanceError> {
+        if !self.store().exists() {
+            self.store().create()?;
+            self.store_made = true;
+        }
+        Ok(())
+    }
+
+    /// The job whose artifact may be sent: a BBR job here with a backup script.
+    fn backed_up_job(&self, job: &str) -> Result<&DiscoveredJob, InstanceError> {
+        self.jobs
+            .get(job)
+            .filter(|j| j.has(ScriptKind::Backup))
+            .ok_or_else(|| InstanceError::NoArtifact {
+                job: job.to_string(),
+            })
+    }
+
+    /// Checks, before any data goes out, that `job`'s artifact may be sent.
+    pub fn check_send_artifact(&self, job: &str) -> Result<(), InstanceError> {
+        self.backed_up_job(job).map(drop)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -241,22 +307,42 @@ impl LocalInstance {
             .iter()
             .map(|j| (j.name.clone(), j.clone()))
             .collect();
+        self.described = true;
         Ok(discovery.jobs)
     }
-}
 
-impl Instance for LocalInstance {
-    fn id(&self) -> &InstanceId {
-        &self.id
-    }
-
-    fn describe(&mut self) -> Result<Description, InstanceError> {
+    /// `describe`, strict (any job's metadata failing fails it) or for a cleanup (see
+    /// [`Instance::describe_for_cleanup`]).
+    fn describe_with(&mut self, for_cleanup: bool) -> Result<Description, InstanceError> {
         let survey = self.survey()?;
         let mut skipped = survey.ignored;
         let mut jobs = Vec::new();
         let mut kept = BTreeMap::new();
+        let mut problems = Vec::new();
+        self.refused.clear();
         for (job, result) in survey.jobs {
-            let metadata = result?;
+            let metadata = match result {
+                Ok(metadata) => metadata,
+                Err(e) if for_cleanup => {
+                    let error = match &e {
+                        InstanceError::MetadataScript { job, end, .. } => {
+                            format!("job '{job}': its metadata script failed ({end})")
+                        }
+                        other => other.to_string(),
+                    };
+                    tracing::warn!(job = %job.name, %error, "cleanup goes on without the job's metadata");
+                    problems.push(JobProblem {
+                        job: job.name.clone(),
+                        error: error.clone(),
+                    });
+                    if matches!(e, InstanceError::Untrusted(_)) {
+                        self.refused.insert(job.name.clone(), error);
+                        continue;
+                    }
+                    metadata::JobMetadata::default()
+                }
+                Err(e) => return Err(e),
+            };
             if metadata.skip_bbr_scripts {
                 skipped.push(SkippedJob {
                     job: job.name.clone(),
@@ -273,14 +359,96 @@ impl Instance for LocalInstance {
             kept.insert(job.name.clone(), job);
         }
         self.jobs = kept;
+        self.described = true;
         let store = self.store();
+        // What the run that held the VM before left, as read when the run lock was taken
+        // (this run's own records since are not leftovers).
+        let journal = match self.run_lock {
+            Some(_) => self.left_behind.clone(),
+            None => Journal::read(&self.layout.run_dir())
+                .map_err(InstanceError::Journal)?
+                .filter(JournalState::left_anything),
+        };
         Ok(Description {
             jobs,
             skipped,
             store_exists: store.exists(),
             store_path: store.path().display().to_string(),
-            journal: Journal::read(&self.layout.run_dir()).map_err(InstanceError::Journal)?,
+            journal,
+            problems,
         })
+    }
+
+    /// After an unlock step: records in the journal which jobs' locks it released. A job whose
+    /// unlock script ran has done what it can, failed or not; so has a known job without one.
+    /// A job not known here changes nothing unless the instance was described (it is not on
+    /// this VM, or its scripts are refused: nothing can ever unlock it here).
+    fn record_unlocks(&self, kind: ScriptKind, jobs: &[String], reports: &[ScriptReport]) {
+        let Some(lock) = kind.lock_it_releases() else {
+            return;
+        };
+        let (mut released, mut failed) = (Vec::new(), Vec::new());
+        for name in jobs {
+            match self.jobs.get(name) {
+                Some(job) if job.has(kind) => match reports.iter().find(|r| r.job == *name) {
+                    Some(r) if r.success() => released.push(name.as_str()),
+                    _ => failed.push(name.as_str()),
+                },
+                Some(_) => released.push(name.as_str()),
+                None if self.described => failed.push(name.as_str()),
+                None => {}
+            }
+        }
+        for (names, failed) in [(released, false), (failed, true)] {
+            if let Err(e) = self.journal.unlocked(&names, lock, failed) {
+                tracing::error!(error = %e, "cannot record an unlock in the journal");
+            }
+        }
+    }
+}
+
+/// The local cleanup command for this layout: `bbr-agent` with the options that find the same
+/// run directory and store.
+fn local_cleanup_via(layout: &Layout) -> String {
+    let defaults = Layout::new(&layout.root, None, None);
+    let mut words = vec!["bbr-agent".to_string()];
+    let mut option = |name: &str, path: &Path| {
+        words.push(name.to_string());
+        words.push(shell_word(&path.display().to_string()));
+    };
+    if layout.root != Path::new("/") {
+        option("--root", &layout.root);
+    }
+    if layout.jobs_root != defaults.jobs_root {
+        option("--jobs-root", &layout.jobs_root);
+    }
+    if layout.store != defaults.store {
+        option("--store", &layout.store);
+    }
+    words.join(" ")
+}
+
+/// `word` as one shell word, quoted only when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+impl Instance for LocalInstance {
+    fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    fn describe(&mut self) -> Result<Description, InstanceError> {
+        self.describe_with(false)
+    }
+
+    fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError> {
+        self.describe_with(true)
     }
 
     fn begin(&mut self) -> Result<(), InstanceError> {
@@ -289,7 +457,9 @@ impl Instance for LocalInstance {
 
     fn create_store(&mut self) -> Result<(), InstanceError> {
         self.claim()?;
-        Ok(self.store().create()?)
+        self.store().create()?;
+        self.store_made = true;
+        Ok(())
     }
 
     fn run_scripts(
@@ -304,11 +474,31 @@ impl Instance for LocalInstance {
         {
             return ScriptReport::none_started(jobs, kind, &e.to_string());
         }
+        if kind == ScriptKind::Backup
+            && let Err(e) = self.ensure_store()
+        {
+            return ScriptReport::none_started(jobs, kind, &e.to_string());
+        }
         let this: &LocalInstance = self;
         let chosen: Vec<&DiscoveredJob> = jobs
             .iter()
             .filter_map(|name| this.jobs.get(name))
             .filter(|job| job.has(kind))
+            .collect();
+        // Names that are no job here: misuse (or a job gone since it was locked), never run.
+        let unknown: Vec<ScriptReport> = jobs
+            .iter()
+            .filter(|name| !this.jobs.contains_key(*name))
+            .map(|name| {
+                let why = match this.refused.get(name) {
+                    Some(error) => error.clone(),
+                    None if this.described => {
+                        format!("job '{name}' is not a BBR job on this instance")
+                    }
+                    None => format!("job '{name}' is not known yet: describe the instance first"),
+                };
+                ScriptReport::not_started(name, kind, why)
+            })
             .collect();
         let is_lock = matches!(kind, ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock);
         if is_lock {
@@ -322,7 +512,7 @@ impl Instance for LocalInstance {
                 );
             }
         }
-        let reports: Vec<ScriptReport> = if !parallel || chosen.len() <= 1 {
+        let mut reports: Vec<ScriptReport> = if !parallel || chosen.len() <= 1 {
             chosen
                 .into_iter()
                 .map(|job| this.run_one(job, kind, unlock))
@@ -344,19 +534,8 @@ impl Instance for LocalInstance {
                 reports
             })
         };
-        if kind.is_unlock() {
-            // Unlocked: every job whose unlock script succeeded, and every job without one
-            // (a job with a lock script but no unlock script is unlocked once its turn passes).
-            let done: Vec<&str> = jobs
-                .iter()
-                .map(String::as_str)
-                .filter(|name| {
-                    let has_script = this.jobs.get(*name).is_some_and(|j| j.has(kind));
-                    !has_script || reports.iter().any(|r| r.job == *name && r.success())
-                })
-                .collect();
-            let _ = this.journal.unlocked(&done);
-        }
+        this.record_unlocks(kind, jobs, &reports);
+        reports.extend(unknown);
         reports
     }
 
@@ -365,6 +544,9 @@ impl Instance for LocalInstance {
         job: &str,
         out: &mut dyn Write,
     ) -> Result<Checksums, InstanceError> {
+        // Only a job found here: a name like `../../etc` must not tar what it points at.
+        let job = self.backed_up_job(job)?.name.clone();
+        let job = job.as_str();
         let dir = self.layout.job_artifact_dir(job);
         tar_writer::write_tar(&dir, out).map_err(|source| InstanceError::SendArtifact {
             job: job.to_string(),
@@ -425,7 +607,9 @@ impl Instance for LocalInstance {
 
     fn remove_store(&mut self) -> Result<(), InstanceError> {
         self.claim()?;
-        Ok(self.store().remove()?)
+        self.store().remove()?;
+        self.store_made = false;
+        Ok(())
     }
 
     fn end_strays(&mut self) -> Result<Vec<String>, InstanceError> {

@@ -7,8 +7,8 @@ mod script_env;
 mod settings;
 
 pub use api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptLines, ScriptReport,
-    SkippedJob, UnlockContext,
+    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
+    ScriptReport, SkippedJob, UnlockContext,
 };
 pub use local::{LocalInstance, Survey};
 pub use settings::{Overrides, ScriptSettings};

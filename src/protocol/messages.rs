@@ -30,8 +30,16 @@ pub enum Op {
         deployment: String,
         instance: InstanceId,
         settings: WireSettings,
+        /// The driver's inventory file (absolute), so that a run the agent cannot finish
+        /// names the driver's cleanup command. Optional: older drivers do not send it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inventory: Option<String>,
     },
-    Describe,
+    Describe {
+        /// For a cleanup: jobs whose metadata fails are listed as problems, not an error.
+        #[serde(default, skip_serializing_if = "is_false")]
+        for_cleanup: bool,
+    },
     Begin,
     CreateStore,
     RunScripts {
@@ -50,6 +58,10 @@ pub enum Op {
     RemoveStore,
     EndStrays,
     Bye,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The operator's script settings, passed to every agent; the agent applies them over its
@@ -262,8 +274,10 @@ mod tests {
                 kill_grace_ms: Some(10_000),
                 bbr_version: Some("1.9.73".into()),
             },
+            inventory: Some("/home/op/acme.yml".into()),
         });
-        round_trip_request(Op::Describe);
+        round_trip_request(Op::Describe { for_cleanup: false });
+        round_trip_request(Op::Describe { for_cleanup: true });
         round_trip_request(Op::Begin);
         round_trip_request(Op::EndStrays);
         round_trip_request(Op::CreateStore);

@@ -3,24 +3,30 @@
 //! thread that watches a script, and with it the script's timeout and interruption.
 //!
 //! Everything else the session writes (answers, data) waits until the queue is written
-//! ([`OutputQueue::flush`]), so output still comes before the answer it belongs to. When the
-//! queue is full the newest lines are dropped, counted, and said to be missing; the VM log
-//! has every line.
+//! ([`OutputQueue::flush`]), so output still comes before the answer it belongs to. The queue
+//! is bounded in bytes, whatever the lines are like: a line longer than [`MAX_SENT_LINE`] is
+//! cut there, with a marker; when [`QUEUED_BYTES`] are waiting, the newest lines are dropped,
+//! counted, and said to be missing. The VM log has every line in full.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::protocol::AgentMessage;
 use crate::protocol::framing::write_json_line;
 
-/// Lines waiting to be written, at most.
-const QUEUED_LINES: usize = 4096;
+/// Bytes of output waiting to be written, at most (the lines' text, plus [`PER_LINE`] each).
+const QUEUED_BYTES: usize = 8 << 20;
+/// What a queued line costs besides its text: the message around it.
+const PER_LINE: usize = 128;
+/// Bytes of one line sent to the driver, at most; the rest is cut off (the VM log has it).
+pub const MAX_SENT_LINE: usize = 64 << 10;
 
 enum Item {
-    Line(AgentMessage),
+    /// A line and what it counts against the queue's bytes.
+    Line(AgentMessage, usize),
     /// Answered once everything queued before it is written.
     Flushed(mpsc::Sender<()>),
 }
@@ -28,22 +34,26 @@ enum Item {
 pub type Output = Arc<Mutex<Box<dyn Write + Send>>>;
 
 pub struct OutputQueue {
-    to_writer: SyncSender<Item>,
+    to_writer: Sender<Item>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
 }
 
 impl OutputQueue {
     pub fn start(out: Output) -> OutputQueue {
-        let (to_writer, items) = mpsc::sync_channel::<Item>(QUEUED_LINES);
+        let (to_writer, items) = mpsc::channel::<Item>();
         let dropped = Arc::new(AtomicU64::new(0));
-        let missing = Arc::clone(&dropped);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (missing, written) = (Arc::clone(&dropped), Arc::clone(&queued));
         thread::spawn(move || {
             for item in items {
                 match item {
-                    Item::Line(message) => {
+                    Item::Line(message, cost) => {
                         let mut out = out.lock().expect("output lock");
                         // A driver that cannot be written to is gone; its input ends too.
                         let _ = write_json_line(&mut *out, &message);
+                        written.fetch_sub(cost, Ordering::SeqCst);
                         let lost = missing.swap(0, Ordering::SeqCst);
                         if let Some(note) =
                             (lost > 0).then(|| missing_lines(&message, lost)).flatten()
@@ -57,16 +67,33 @@ impl OutputQueue {
                 }
             }
         });
-        OutputQueue { to_writer, dropped }
+        OutputQueue {
+            to_writer,
+            queued,
+            dropped,
+        }
     }
 
-    /// Queues a line; never waits. A full queue (a driver not reading) drops it.
-    pub fn line(&self, message: AgentMessage) {
-        match self.to_writer.try_send(Item::Line(message)) {
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+    /// Queues a line, cut to [`MAX_SENT_LINE`]; never waits. A full queue (a driver not
+    /// reading) drops it.
+    pub fn line(&self, mut message: AgentMessage) {
+        let mut cost = PER_LINE;
+        if let AgentMessage::Output { line, job, .. } = &mut message {
+            cut(line);
+            cost += line.capacity() + job.capacity();
+        }
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
+                (queued + cost <= QUEUED_BYTES).then_some(queued + cost)
+            });
+        if reserved.is_err() {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if self.to_writer.send(Item::Line(message, cost)).is_err() {
+            // The writer is gone (it never ends before the queue): nothing waits for this.
+            self.queued.fetch_sub(cost, Ordering::SeqCst);
         }
     }
 
@@ -77,6 +104,24 @@ impl OutputQueue {
             let _ = written.recv();
         }
     }
+}
+
+/// Cuts `line` to [`MAX_SENT_LINE`] bytes (at a character boundary), saying so at its end.
+fn cut(line: &mut String) {
+    if line.len() <= MAX_SENT_LINE {
+        return;
+    }
+    let mut end = MAX_SENT_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = line.len() - end;
+    line.truncate(end);
+    line.push_str(&format!(
+        " [bbr-agent: {left_out} more bytes of this line were not sent; the VM log has them]"
+    ));
+    // What is queued is the allocation, not the length.
+    line.shrink_to_fit();
 }
 
 /// The note that follows the first line written after lines were dropped.
@@ -98,5 +143,71 @@ fn missing_lines(after: &AgentMessage, lost: u64) -> Option<AgentMessage> {
             ),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::ScriptKind;
+    use crate::protocol::messages::WireStream;
+
+    /// A writer that takes nothing until it is let go: a driver that does not read.
+    struct Stalled(Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.1.recv();
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn output(line: String) -> AgentMessage {
+        AgentMessage::Output {
+            id: 1,
+            job: "j".into(),
+            script: ScriptKind::Backup,
+            stream: WireStream::Stdout,
+            line,
+        }
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_the_queue_holds_a_bounded_number_of_bytes() {
+        let (written, (go, wait)) = (Arc::new(Mutex::new(Vec::new())), mpsc::channel());
+        let out: Output = Arc::new(Mutex::new(Box::new(Stalled(Arc::clone(&written), wait))));
+        let queue = OutputQueue::start(out);
+        // 192 KiB lines (64 KiB of invalid UTF-8, made U+FFFD): 1,000 of them are 187 MiB.
+        for _ in 0..1000 {
+            queue.line(output("\u{FFFD}".repeat(64 << 10)));
+        }
+        let queued = queue.queued.load(Ordering::SeqCst);
+        assert!(queued <= QUEUED_BYTES, "{queued} bytes queued");
+        let dropped = queue.dropped.load(Ordering::SeqCst);
+        assert!(
+            dropped >= 1000 - (QUEUED_BYTES / MAX_SENT_LINE) as u64,
+            "{dropped} dropped"
+        );
+        drop(go);
+        queue.flush();
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let line = first["line"].as_str().unwrap();
+        assert!(line.len() < MAX_SENT_LINE + 200, "{} bytes", line.len());
+        assert!(
+            line.ends_with("the VM log has them]"),
+            "{}",
+            &line[line.len() - 100..]
+        );
+        assert!(text.contains("lines of script output were not sent"));
+        assert_eq!(
+            queue.queued.load(Ordering::SeqCst),
+            0,
+            "all written, none counted"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! The `serve` session loop: one request at a time, answered on stdout; and, when the driver
 //! goes away, the unlock scripts of every job this session locked and the removal of the
 //! store it made.
+//!
+//! What the session holds is the instance's to say: the locks its journal records as taken
+//! here and not released by their own side's unlock, and the store it made. No request but
+//! the matching unlock changes that; a request that misuses the protocol is refused.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,8 +42,6 @@ pub fn serve(
         out,
         current: Arc::new(AtomicU64::new(0)),
         instance: None,
-        locked: Vec::new(),
-        store_created: false,
         broken: None,
     };
     let inputs = spawn_reader(input);
@@ -56,10 +58,6 @@ struct Session {
     /// The request whose script output is being sent.
     current: Arc<AtomicU64>,
     instance: Option<LocalInstance>,
-    /// Jobs whose lock script ran in this session and that were not unlocked since, in lock
-    /// order, with the kind of lock.
-    locked: Vec<(String, ScriptKind)>,
-    store_created: bool,
     /// Set when the input stream broke inside a request's data.
     broken: Option<String>,
 }
@@ -135,9 +133,19 @@ impl Session {
             deployment: _,
             instance,
             settings,
+            inventory,
         } = request.op
         {
-            return self.hello(id, protocol, instance, settings);
+            if self.instance.is_some() {
+                // A second hello must not swap the instance (and its locks) for a new one.
+                return self.error(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "hello was already received: a session says hello once; nothing was changed"
+                        .into(),
+                );
+            }
+            return self.hello(id, protocol, instance, settings, inventory);
         }
         if self.instance.is_none() {
             if let Op::ReceiveArtifact { .. } = request.op {
@@ -151,14 +159,13 @@ impl Session {
         }
         let result = match request.op {
             Op::Hello { .. } => unreachable!("handled above"),
-            Op::Describe => self.instance().describe().map(to_json),
+            Op::Describe { for_cleanup: false } => self.instance().describe().map(to_json),
+            Op::Describe { for_cleanup: true } => {
+                self.instance().describe_for_cleanup().map(to_json)
+            }
             Op::Begin => self.instance().begin().map(to_json),
             Op::EndStrays => self.instance().end_strays().map(to_json),
-            Op::CreateStore => {
-                let r = self.instance().create_store();
-                self.store_created |= r.is_ok();
-                r.map(to_json)
-            }
+            Op::CreateStore => self.instance().create_store().map(to_json),
             Op::RunScripts {
                 script,
                 jobs,
@@ -189,11 +196,7 @@ impl Session {
                 };
                 r.map(to_json)
             }
-            Op::RemoveStore => {
-                let r = self.instance().remove_store();
-                self.store_created &= r.is_err();
-                r.map(to_json)
-            }
+            Op::RemoveStore => self.instance().remove_store().map(to_json),
             Op::Bye => Ok(serde_json::Value::Null),
         };
         match result {
@@ -202,7 +205,14 @@ impl Session {
         }
     }
 
-    fn hello(&mut self, id: u64, protocol: u32, instance: InstanceId, settings: WireSettings) {
+    fn hello(
+        &mut self,
+        id: u64,
+        protocol: u32,
+        instance: InstanceId,
+        settings: WireSettings,
+        inventory: Option<String>,
+    ) {
         if protocol != PROTOCOL_VERSION {
             return self.error(
                 Some(id),
@@ -213,12 +223,11 @@ impl Session {
         let script_settings = ScriptSettings::resolve(&self.config, &Overrides::from(&settings));
         let bbr_version = script_settings.bbr_version.clone();
         let lines = self.output_lines();
-        self.instance = Some(LocalInstance::new(
-            instance,
-            self.layout.clone(),
-            script_settings,
-            lines,
-        ));
+        let mut local = LocalInstance::new(instance, self.layout.clone(), script_settings, lines);
+        if let Some(inventory) = &inventory {
+            local.driven_by_inventory(inventory);
+        }
+        self.instance = Some(local);
         let result = HelloResult {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -251,23 +260,15 @@ impl Session {
         parallel: bool,
         unlock: Option<UnlockContext>,
     ) -> Vec<WireReport> {
+        // The instance's journal keeps what is locked, and releases a lock only on its own
+        // side's unlock.
         let reports = self.instance().run_scripts(kind, jobs, parallel, unlock);
-        match kind {
-            // A lock that failed may still have half-locked its job: it counts as locked.
-            ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock => {
-                self.locked
-                    .extend(reports.iter().map(|r| (r.job.clone(), kind)));
-            }
-            // Asked to unlock: done, whether or not the job has an unlock script.
-            ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock => {
-                self.locked.retain(|(job, _)| !jobs.contains(job));
-            }
-            _ => {}
-        }
         reports.iter().map(WireReport::from).collect()
     }
 
     fn send_artifact(&mut self, id: u64, job: &str) -> Result<serde_json::Value, InstanceError> {
+        // Refused before any data: the answer is then an error alone.
+        self.instance().check_send_artifact(job)?;
         self.send(&AgentMessage::Data { id });
         let out = Arc::clone(&self.out);
         let mut guard = out.lock().expect("output lock");
@@ -283,35 +284,34 @@ impl Session {
         result.map(|checksums| serde_json::json!({ "checksums": checksums }))
     }
 
-    /// After the driver has gone: unlock what this session locked, newest first, and remove
-    /// the store it made. Returns whether anything was held.
+    /// When the session ends: unlock what this session still holds locked, newest first, each
+    /// with its own side's unlock script, and remove the store it made. Returns whether
+    /// anything was held.
     fn release(&mut self) -> bool {
-        let held = !self.locked.is_empty() || self.store_created;
         let Some(instance) = self.instance.as_mut() else {
-            return held;
+            return false;
         };
-        while let Some((job, lock)) = self.locked.pop() {
-            let (unlock, context) = match lock {
-                ScriptKind::PreRestoreLock => (ScriptKind::PostRestoreUnlock, None),
-                _ => (
-                    ScriptKind::PostBackupUnlock,
-                    Some(UnlockContext {
-                        after_backup_successful: false,
-                    }),
-                ),
+        let locked = instance.held_locks();
+        let held = !locked.is_empty() || instance.store_made();
+        for entry in locked.iter().rev() {
+            let Some(unlock) = entry.lock.unlock_releasing() else {
+                continue;
             };
-            tracing::warn!(job = %job, script = %unlock, "driver gone: unlocking");
-            for report in instance.run_scripts(unlock, std::slice::from_ref(&job), false, context) {
+            let context = (unlock == ScriptKind::PostBackupUnlock).then_some(UnlockContext {
+                after_backup_successful: false,
+            });
+            let job = &entry.job;
+            tracing::warn!(job = %job, script = %unlock, "session ended while locked: unlocking");
+            for report in instance.run_scripts(unlock, std::slice::from_ref(job), false, context) {
                 if !report.success() {
                     tracing::error!(job = %job, script = %unlock, end = %report.end.describe(), "unlock failed");
                 }
             }
         }
-        if self.store_created {
-            if let Err(e) = instance.remove_store() {
-                tracing::error!(error = %e, "cannot remove the store");
-            }
-            self.store_created = false;
+        if instance.store_made()
+            && let Err(e) = instance.remove_store()
+        {
+            tracing::error!(error = %e, "cannot remove the store");
         }
         held
     }

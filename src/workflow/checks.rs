@@ -48,7 +48,9 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
 }
 
 /// What a run that did not finish left on each VM: a journal (locked jobs, running scripts)
-/// or a store. Each error names the cleanup command to run.
+/// or a store. Each error names the cleanup command to run (`cleanup`: `backup-cleanup` or
+/// `restore-cleanup`), as the dead run's mode gives it: the deployment's command when a driver
+/// ran it, the local one otherwise.
 pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
     let mut errors = Vec::new();
     for (i, description) in dep.descriptions.iter().enumerate() {
@@ -63,11 +65,19 @@ pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
                     r.job, r.script, r.pgid
                 ));
             }
+            if let Some(unreadable) = &journal.unreadable {
+                left.push(format!("a journal it cannot all read ({unreadable})"));
+            }
+            let started = journal
+                .started
+                .as_ref()
+                .map(|t| format!(", started {t}"))
+                .unwrap_or_default();
+            let via = journal.cleanup_via.as_deref().unwrap_or("bbr-agent");
             errors.push(format!(
-                "{}: a run that did not finish (pid {}, `{}`) left {}; run `bbr-agent {cleanup}` first",
+                "{}: a run that was killed (pid {}{started}) left {}; run `{via} {cleanup}` first",
                 dep.id(i),
                 journal.pid,
-                journal.command,
                 left.join(", ")
             ));
         } else if description.store_exists {

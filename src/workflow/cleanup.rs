@@ -3,7 +3,13 @@
 //!
 //! Where the dead run left a journal, exactly the jobs it records as locked are unlocked, each
 //! with the unlock script of the lock it took. Without a journal, cleanup does what BBR does:
-//! the command's unlock script for every job.
+//! the command's unlock script for every job; and so for a journal with lines it cannot read,
+//! besides what it can read.
+//!
+//! Nothing but the journal is needed to end the stray scripts and to unlock a job the journal
+//! names: the strays are ended first, and a job whose metadata script fails is unlocked all
+//! the same (outside any lock order; the failure is said). What cannot be unlocked is
+//! reported, and the journal is gone afterwards, so the next run is not held up by it.
 
 use std::collections::BTreeSet;
 
@@ -11,6 +17,7 @@ use super::deployment::{Deployment, JobRef, LockSide};
 use super::outcome::Outcome;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
+use crate::instance::Description;
 use crate::instance::UnlockContext;
 
 pub fn backup_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
@@ -33,17 +40,21 @@ fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
     }
-    match dep.describe(console) {
-        // Without metadata there is no order to unlock in; say so and still clear the store.
+    // Whatever the metadata scripts do: this needs the journals alone.
+    end_strays(dep, &mut outcome, console);
+    match dep.describe_for_cleanup(console) {
+        // No jobs known on an instance (unreachable, its jobs cannot be listed): say so and
+        // still clear the store.
         Err(errors) => outcome.fail_all(exit_bits::UNLOCK, errors),
         Ok(()) => {
-            end_strays(dep, &mut outcome, console);
+            report_problems(dep, side, &mut outcome, console);
             for lock_side in [LockSide::Backup, LockSide::Restore] {
                 let chosen = to_unlock(dep, side, lock_side);
                 if !chosen.is_empty() {
                     unlock(dep, lock_side, &chosen, &mut outcome, console);
                 }
             }
+            unlock_jobs_not_here(dep, &mut outcome, console);
         }
     }
     if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
@@ -55,16 +66,10 @@ fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
     outcome
 }
 
-/// Ends what the journals record as still running.
+/// Ends what the journals record as still running, on every instance.
 fn end_strays(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
-    let with_strays: Vec<(usize, ())> = dep
-        .descriptions
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.journal.as_ref().is_some_and(|j| !j.running.is_empty()))
-        .map(|(i, _)| (i, ()))
-        .collect();
-    for (i, result) in dep.on_instances(with_strays, |_, instance, ()| instance.end_strays()) {
+    let all = dep.all();
+    for (i, result) in dep.on_instances(all, |_, instance, ()| instance.end_strays()) {
         match result {
             Ok(ended) => {
                 for script in ended {
@@ -76,23 +81,119 @@ fn end_strays(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
     }
 }
 
-/// The jobs whose `lock_side` unlock script runs: those a journal records as locked on that
-/// side, and, on instances without a journal, every job when it is the command's own side.
-fn to_unlock(dep: &Deployment, command_side: LockSide, lock_side: LockSide) -> BTreeSet<JobRef> {
-    let lock_kind = match lock_side {
+/// Says what a cleanup cannot know (journal lines it cannot read, jobs without metadata) and
+/// what it cannot do (unlock a job whose scripts are not trusted).
+fn report_problems(dep: &Deployment, side: LockSide, outcome: &mut Outcome, console: &Console) {
+    let unlock = unlock_kind(side);
+    for (i, d) in dep.descriptions.iter().enumerate() {
+        let id = dep.id(i);
+        if let Some(unreadable) = d.journal.as_ref().and_then(|j| j.unreadable.as_ref()) {
+            console.warn(format!(
+                "{id}: {unreadable}; so besides what it records, every job's {unlock} runs, as without a journal"
+            ));
+        }
+        for problem in &d.problems {
+            if d.jobs.iter().any(|j| j.name == problem.job) {
+                console.warn(format!(
+                    "{id}: {}; it is unlocked all the same, outside any lock order",
+                    problem.error
+                ));
+            } else if !recorded_locked(d, &problem.job) {
+                // (One its journal names is reported as it is tried, below.)
+                outcome.fail(
+                    exit_bits::UNLOCK,
+                    format!("{id}: {}; it cannot be unlocked", problem.error),
+                );
+            }
+        }
+    }
+}
+
+fn unlock_kind(side: LockSide) -> ScriptKind {
+    match side {
+        LockSide::Backup => ScriptKind::PostBackupUnlock,
+        LockSide::Restore => ScriptKind::PostRestoreUnlock,
+    }
+}
+
+fn lock_kind(side: LockSide) -> ScriptKind {
+    match side {
         LockSide::Backup => ScriptKind::PreBackupLock,
         LockSide::Restore => ScriptKind::PreRestoreLock,
-    };
+    }
+}
+
+fn recorded_locked(d: &Description, job: &str) -> bool {
+    d.journal
+        .as_ref()
+        .is_some_and(|j| j.locked.iter().any(|l| l.job == job))
+}
+
+/// The jobs whose `lock_side` unlock script runs: those a journal records as locked on that
+/// side, and, on instances without a journal (or with lines it cannot read), every job when
+/// it is the command's own side.
+fn to_unlock(dep: &Deployment, command_side: LockSide, lock_side: LockSide) -> BTreeSet<JobRef> {
+    let lock = lock_kind(lock_side);
     dep.jobs()
         .into_iter()
         .filter(|&r| match &dep.descriptions[r.instance].journal {
-            Some(journal) => journal
-                .locked
-                .iter()
-                .any(|l| l.lock == lock_kind && l.job == dep.job(r).name),
+            Some(journal) => {
+                journal
+                    .locked
+                    .iter()
+                    .any(|l| l.lock == lock && l.job == dep.job(r).name)
+                    || (journal.unreadable.is_some() && lock_side == command_side)
+            }
             None => lock_side == command_side,
         })
         .collect()
+}
+
+/// The jobs a journal records as locked that are not among the instance's jobs (gone from
+/// the VM, or their scripts refused): asked to unlock by name, the instance says why it
+/// cannot and records that the release was attempted, so the journal does not outlive it.
+fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
+    for side in [LockSide::Backup, LockSide::Restore] {
+        let (lock, kind) = (lock_kind(side), unlock_kind(side));
+        let chosen: Vec<(usize, Vec<String>)> = dep
+            .descriptions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let names: Vec<String> = d
+                    .journal
+                    .iter()
+                    .flat_map(|j| &j.locked)
+                    .filter(|l| l.lock == lock && !d.jobs.iter().any(|j| j.name == l.job))
+                    .map(|l| l.job.clone())
+                    .collect();
+                (!names.is_empty()).then_some((i, names))
+            })
+            .collect();
+        let context = (side == LockSide::Backup).then_some(UnlockContext {
+            after_backup_successful: false,
+        });
+        let results = dep.on_instances(chosen, |_, instance, names| {
+            let reports = instance.run_scripts(kind, &names, false, context);
+            for report in &reports {
+                console.script(instance.id(), report);
+            }
+            reports
+        });
+        for (i, reports) in results {
+            for report in reports.iter().filter(|r| !r.success()) {
+                outcome.fail(
+                    exit_bits::UNLOCK,
+                    format!(
+                        "{}: the journal records {} as locked, but its {kind} cannot run: {}",
+                        dep.id(i),
+                        report.job,
+                        report.end.describe()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn unlock(
@@ -102,15 +203,15 @@ fn unlock(
     outcome: &mut Outcome,
     console: &Console,
 ) {
-    let (kind, context, parallel) = match side {
+    let kind = unlock_kind(side);
+    let (context, parallel) = match side {
         LockSide::Backup => (
-            ScriptKind::PostBackupUnlock,
             Some(UnlockContext {
                 after_backup_successful: false,
             }),
             true,
         ),
-        LockSide::Restore => (ScriptKind::PostRestoreUnlock, None, false),
+        LockSide::Restore => (None, false),
     };
     let steps: Vec<Vec<JobRef>> = match dep.lock_steps(side) {
         Ok(steps) => steps.into_iter().rev().collect(),

@@ -65,7 +65,7 @@ impl Deployment {
         })
     }
 
-    fn all(&self) -> Vec<(usize, ())> {
+    pub(super) fn all(&self) -> Vec<(usize, ())> {
         (0..self.instances.len()).map(|i| (i, ())).collect()
     }
 
@@ -80,8 +80,24 @@ impl Deployment {
 
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
     pub fn describe(&mut self, console: &Console) -> Result<(), Vec<String>> {
+        self.describe_with(false, console)
+    }
+
+    /// [`Deployment::describe`] for a cleanup: a job's metadata failing is one of its
+    /// description's `problems`, not an error (see [`Instance::describe_for_cleanup`]).
+    pub fn describe_for_cleanup(&mut self, console: &Console) -> Result<(), Vec<String>> {
+        self.describe_with(true, console)
+    }
+
+    fn describe_with(&mut self, for_cleanup: bool, console: &Console) -> Result<(), Vec<String>> {
         let all = self.all();
-        let results = self.on_instances(all, |_, instance, ()| instance.describe());
+        let results = self.on_instances(all, |_, instance, ()| {
+            if for_cleanup {
+                instance.describe_for_cleanup()
+            } else {
+                instance.describe()
+            }
+        });
         let mut errors = Vec::new();
         self.descriptions.clear();
         for (i, result) in results {
