@@ -90,7 +90,8 @@ where
             Level::ERROR => ("error", "1;31"),
             Level::WARN => ("warning", "1;33"),
             Level::INFO => ("info", ""),
-            _ => ("debug", ""),
+            Level::DEBUG => ("debug", ""),
+            Level::TRACE => ("trace", ""),
         };
         if self.colour && !sgr.is_empty() {
             write!(writer, "\x1b[{sgr}mbbr-agent: {word}:\x1b[0m ")?;

@@ -1185,7 +1185,7 @@ fn a_secret_in_the_agents_environment_reaches_no_script_and_no_output() {
     .wait(Duration::from_secs(10));
     exit.assert_code(0);
     assert!(
-        ["INFO", "DEBUG", "TRACE"]
+        ["bbr-agent: info:", "bbr-agent: debug:", "bbr-agent: trace:"]
             .iter()
             .any(|level| exit.stderr.contains(level)),
         "BBR_AGENT_LOG=trace took effect (else this test proves less)\n{}",
