@@ -352,3 +352,104 @@ fn plain_word_commands_run_and_a_script_without_shebang_still_runs() {
         run.explain()
     );
 }
+
+/// Every file and directory under `dir`, relative to it.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    common::listing(dir)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
+}
+
+/// An inventory naming a group or the deployment `../..`-style would put the tar or the
+/// artifact directory outside `--artifact-path`: refused, naming the file and the field,
+/// before any VM is reached.
+#[test]
+fn inventory_names_that_are_not_plain_names_are_refused_before_anything_runs() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("../../x", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let before = entries(fleet.dir.path());
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains(&format!(
+            "the inventory {}: instances[0].group (index 0) \"../../x\" contains `/`",
+            inventory.display()
+        ))
+        .assert_stderr_contains("write the name BOSH gives it");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    let after = entries(fleet.dir.path());
+    let added: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert_eq!(added, ["artifacts"], "nothing written\n{}", run.explain());
+
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let text = fs::read_to_string(&inventory).unwrap();
+    fs::write(
+        &inventory,
+        text.replace("deployment: acme", "deployment: ../x"),
+    )
+    .unwrap();
+    let before = entries(fleet.dir.path());
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("deployment \"../x\" contains `/`");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    let after = entries(fleet.dir.path());
+    let added: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert_eq!(added, ["artifacts"], "nothing written\n{}", run.explain());
+}
+
+/// A VM that reports a job named `../../x` (a compromised VM: its answer is rewritten on the
+/// way) gets no file made for it: the backup stops before anything is locked.
+#[test]
+fn a_job_name_from_a_vm_that_is_not_a_plain_name_is_refused_before_anything_is_locked() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("victim")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "{} --root {} serve | sed -u 's|\"name\":\"victim\"|\"name\":\"../../x\"|'",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("db/0: the VM reports a job named \"../../x\", which contains `/`")
+        .assert_stderr_contains("nothing was locked");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert_eq!(
+        fs::read_dir(fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
+        run.explain()
+    );
+}

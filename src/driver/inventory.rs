@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::artifact::backup_dir::DEPLOYMENT_NAME_MAX;
+use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
 use crate::instance::InstanceId;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,15 @@ pub enum InventoryError {
     },
     #[error("the inventory {path} lists no instances")]
     Empty { path: PathBuf },
+    #[error(
+        "the inventory {path}: {field} {value:?} {why}, so it cannot name a file in the artifact directory; write the name BOSH gives it"
+    )]
+    NotPlain {
+        path: PathBuf,
+        field: String,
+        value: String,
+        why: NotPlain,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +99,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         return Err(InventoryError::Empty {
             path: path.to_path_buf(),
         });
+    }
+    // Every name that becomes a file name is checked before anything runs.
+    let not_plain = |field: String, value: &str, why| InventoryError::NotPlain {
+        path: path.to_path_buf(),
+        field,
+        value: value.to_string(),
+        why,
+    };
+    plain_name::check(&raw.deployment, DEPLOYMENT_NAME_MAX)
+        .map_err(|why| not_plain("deployment".into(), &raw.deployment, why))?;
+    for (n, instance) in raw.instances.iter().enumerate() {
+        plain_name::check(&instance.group, NAME_MAX).map_err(|why| {
+            let field = format!("instances[{n}].group (index {})", instance.index);
+            not_plain(field, &instance.group, why)
+        })?;
     }
     let mut seen = BTreeSet::new();
     let mut targets = Vec::new();
@@ -197,6 +223,38 @@ mod tests {
         assert!(matches!(
             parse(Path::new("i"), none),
             Err(InventoryError::NoCommand { .. })
+        ));
+    }
+
+    #[test]
+    fn names_that_are_not_one_file_name_are_refused_naming_the_field() {
+        let err = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: x\ninstances:\n- {group: api, index: 0}\n- {group: ../../x, index: 3}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("inv.yml: instances[1].group (index 3) \"../../x\" contains `/`"),
+            "{err}"
+        );
+        for deployment in ["../../x", "..", "\"\"", "\"a\\nb\""] {
+            let text = format!(
+                "deployment: {deployment}\ncommand: x\ninstances:\n- {{group: a, index: 0}}\n"
+            );
+            let err = parse(Path::new("inv.yml"), &text).unwrap_err().to_string();
+            assert!(err.contains("inv.yml: deployment "), "{deployment}: {err}");
+        }
+        let long = format!(
+            "deployment: {}\ncommand: x\ninstances:\n- {{group: a, index: 0}}\n",
+            "d".repeat(239)
+        );
+        assert!(matches!(
+            parse(Path::new("i"), &long),
+            Err(InventoryError::NotPlain {
+                why: NotPlain::TooLong { .. },
+                ..
+            })
         ));
     }
 }

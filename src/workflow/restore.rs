@@ -17,6 +17,7 @@ use super::outcome::Outcome;
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
 use crate::artifact::checksums::compare;
+use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
 use crate::artifact::tar_reader::read_tar;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
@@ -166,6 +167,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 /// any VM is touched. The tars' contents are checked as they are copied.
 fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
+    check_names(backup, &metadata)?;
     if let Some(id) = only {
         metadata
             .instances
@@ -206,6 +208,32 @@ fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<Backu
     Ok(metadata)
 }
 
+/// Every instance and job name in the metadata must name a tar inside the backup: checked
+/// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
+fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
+    let refuse = |key: String, value: &str, why: NotPlain| {
+        format!(
+            "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
+            backup.metadata_path().display()
+        )
+    };
+    for (i, instance) in metadata.instances.iter().enumerate() {
+        plain_name::check(&instance.name, NAME_MAX)
+            .map_err(|why| refuse(format!("instances[{i}].name"), &instance.name, why))?;
+        plain_name::check(&instance.index, NAME_MAX)
+            .map_err(|why| refuse(format!("instances[{i}].index"), &instance.index, why))?;
+        for (j, artifact) in instance.artifacts.iter().enumerate() {
+            let key = format!("instances[{i}].artifacts[{j}].name");
+            plain_name::check(&artifact.name, NAME_MAX)
+                .and_then(|()| {
+                    plain_name::check_tar_name(&instance.name, &instance.index, &artifact.name)
+                })
+                .map_err(|why| refuse(key, &artifact.name, why))?;
+        }
+    }
+    Ok(())
+}
+
 /// Every instance of the backup must be in the deployment.
 fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
@@ -239,8 +267,12 @@ fn plan_transfers(
     metadata: &BackupMetadata,
     console: &Console,
 ) -> Result<Vec<Transfer>, Vec<String>> {
-    let mut errors = Vec::new();
     let mut transfers = Vec::new();
+    let receivers = dep.jobs_with(ScriptKind::Restore);
+    let mut errors = super::checks::tar_name_errors(dep, &receivers);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     for r in dep.jobs() {
         let (id, job) = (dep.id(r.instance), dep.job(r));
         if job.metadata.restore_name.is_some() && job.has(ScriptKind::Restore) {
