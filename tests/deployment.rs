@@ -453,3 +453,69 @@ fn a_job_name_from_a_vm_that_is_not_a_plain_name_is_refused_before_anything_is_l
         run.explain()
     );
 }
+
+/// A fleet of one VM, `db/0`, and an inventory whose only instance has the YAML `fields`
+/// (lines) given by `fields(agent command)`, the agent command being `<agent> --root <vm>`.
+fn one_vm_inventory(fields: impl Fn(&str) -> String) -> (Fleet, std::path::PathBuf) {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let agent = format!(
+        "{} --root {}",
+        common::AGENT,
+        fleet.vm("db", 0).root().display()
+    );
+    let text = format!(
+        "deployment: acme\ninstances:\n- group: db\n  index: 0\n{}",
+        fields(&agent)
+    );
+    let inventory = fleet.dir.path().join("inventory.yml");
+    fs::write(&inventory, text).unwrap();
+    (fleet, inventory)
+}
+
+fn assert_backed_up(fleet: &Fleet, run: &common::Run) {
+    run.assert_success();
+    assert_eq!(
+        fleet.calls(),
+        [
+            "db/0 db pre-backup-lock",
+            "db/0 db backup",
+            "db/0 db post-backup-unlock"
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+/// An inventory value is one word to the shell, whatever it holds: an address of
+/// `$V; touch pwned #` runs nothing.
+#[test]
+fn inventory_values_are_quoted_for_the_shell() {
+    let (fleet, inventory) = one_vm_inventory(|agent| {
+        format!(
+            "  address: '$V; touch pwned #'\n  command: 'env BBR_TARGET={{{{ address }}}} {agent} serve'\n"
+        )
+    });
+    let run = fleet.backup(&inventory, &[]);
+    assert!(
+        !fleet.dir.path().join("pwned").exists(),
+        "the address ran as shell\n{}",
+        run.explain()
+    );
+    assert_backed_up(&fleet, &run);
+}
+
+/// A value meant to be shell says so: `{{ id | unquoted }}` is split into words.
+#[test]
+fn an_unquoted_inventory_value_is_taken_as_shell() {
+    let (fleet, inventory) = one_vm_inventory(|agent| {
+        let (program, root_flag) = agent.split_once(' ').unwrap();
+        format!("  id: '{root_flag}'\n  command: '{program} {{{{ id | unquoted }}}} serve'\n")
+    });
+    let run = fleet.backup(&inventory, &[]);
+    assert_backed_up(&fleet, &run);
+}

@@ -1,10 +1,13 @@
 //! The inventory file: a deployment's name, its instances, and the command (a tera template)
-//! that starts `bbr-agent serve` on each of them.
+//! that starts `bbr-agent serve` on each of them, every value in it quoted for the shell.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::shell_quote;
 
 use crate::artifact::backup_dir::DEPLOYMENT_NAME_MAX;
 use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
@@ -115,6 +118,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             not_plain(field, &instance.group, why)
         })?;
     }
+    let tera = command_renderer();
     let mut seen = BTreeSet::new();
     let mut targets = Vec::new();
     for instance in raw.instances {
@@ -146,19 +150,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         if let Some(v) = &instance.address {
             context.insert("address", v);
         }
-        let command = tera::Tera::one_off(template, &context, false).map_err(|e| {
-            InventoryError::Template {
-                path: path.to_path_buf(),
-                instance: id.clone(),
-                detail: error_chain(&e),
-            }
-        })?;
+        let command =
+            tera.render_str(template, &context, true)
+                .map_err(|e| InventoryError::Template {
+                    path: path.to_path_buf(),
+                    instance: id.clone(),
+                    detail: error_chain(&e),
+                })?;
         targets.push(Target { id, command });
     }
     Ok(Inventory {
         deployment: raw.deployment,
         targets,
     })
+}
+
+/// Renders a session command: every `{{ value }}` is quoted for the shell (one word,
+/// whatever it holds), unless the template says `{{ value | unquoted }}`: a value meant to be
+/// shell, taken as it is.
+fn command_renderer() -> tera::Tera {
+    fn unquoted(value: Cow<'_, str>, _: tera::Kwargs, _: &tera::State) -> tera::Value {
+        tera::Value::safe_string(&value)
+    }
+    let mut tera = tera::Tera::default();
+    tera.set_escape_fn(shell_quote::escape);
+    tera.register_filter("unquoted", unquoted);
+    tera
 }
 
 /// Tera's error and its causes on one line.
@@ -256,5 +273,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn values_are_quoted_for_the_shell_unless_unquoted() {
+        let inv = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: \"ssh vcap@{{ address }} serve {{ group }}-{{ index }}\"\ninstances:\n- {group: db, index: 0, address: \"$V; touch pwned #\"}\n- {group: db, index: 1, address: \"it's\"}\n- {group: db, index: 2, address: \"-J jump 10.0.0.5\", command: \"ssh {{ address | unquoted }} serve\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.targets[0].command,
+            "ssh vcap@'$V; touch pwned #' serve db-0"
+        );
+        assert_eq!(inv.targets[1].command, r"ssh vcap@'it'\''s' serve db-1");
+        assert_eq!(inv.targets[2].command, "ssh -J jump 10.0.0.5 serve");
     }
 }
