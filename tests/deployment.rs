@@ -519,3 +519,52 @@ fn an_unquoted_inventory_value_is_taken_as_shell() {
     let run = fleet.backup(&inventory, &[]);
     assert_backed_up(&fleet, &run);
 }
+
+/// `backup-cleanup` and `restore-cleanup` with VMs that cannot be reached clean up every VM
+/// that can (its unlock scripts, its leftover store), name each of the others on a line of
+/// its own with the command's error, and exit 1.
+#[test]
+fn cleanup_with_unreachable_vms_cleans_up_every_vm_it_can_reach() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "db" {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        } else {
+            format!(
+                "echo 'ssh: connect to host {}: Connection refused' >&2; exit 255",
+                m.group
+            )
+        }
+    });
+    for (command, unlock) in [
+        ("backup-cleanup", "db/0 db post-backup-unlock"),
+        ("restore-cleanup", "db/0 db post-restore-unlock"),
+    ] {
+        fs::write(fleet.log_path(), "").unwrap();
+        let store = fleet.vm("db", 0).store();
+        fs::create_dir_all(&store).unwrap();
+        let run = fleet.driver(&inventory, &[command]);
+        run.assert_code(1);
+        for group in ["api", "blob"] {
+            let lines: Vec<_> = run
+                .stderr
+                .lines()
+                .filter(|l| l.contains(&format!("{group}/0: cannot reach the agent")))
+                .collect();
+            assert_eq!(lines.len(), 1, "{command}: {group}\n{}", run.explain());
+            assert!(
+                lines[0].contains(&format!("connect to host {group}: Connection refused"))
+                    && lines[0].contains("was not cleaned up"),
+                "{command}: {}\n{}",
+                lines[0],
+                run.explain()
+            );
+        }
+        assert_eq!(fleet.calls(), [unlock], "{command}\n{}", run.explain());
+        assert!(
+            !store.exists(),
+            "{command}: db/0's store\n{}",
+            run.explain()
+        );
+    }
+}
