@@ -158,9 +158,8 @@ fn restore_is_refused_before_any_vm_is_touched_when_an_instance_is_missing() {
     }
 }
 
-/// The backup is checked as it is copied, not read twice: a tar corrupted on its last VM
-/// stops the restore after the copies and before any lock or restore script on any VM, names
-/// the tar and the file, and leaves no store behind.
+/// A tar corrupted on its last VM stops the restore before any lock or restore script on any
+/// VM, names the tar and the file, and leaves no store behind.
 #[test]
 fn a_corrupted_tar_stops_the_restore_before_any_script_on_any_vm() {
     let fleet = three_vm_fleet();
@@ -566,5 +565,63 @@ fn cleanup_with_unreachable_vms_cleans_up_every_vm_it_can_reach() {
             "{command}: db/0's store\n{}",
             run.explain()
         );
+    }
+}
+
+/// BBR checks the whole local artifact before it runs anything on a VM, and so does the
+/// restore: a corrupted tar for one of two VMs, and no session is even started, so no script
+/// at all runs (metadata included) on either VM; the error names the tar and the file.
+#[test]
+fn a_corrupted_tar_is_refused_before_any_vm_is_reached() {
+    let mut fleet = Fleet::new();
+    for group in ["db", "blob"] {
+        let vm = fleet.add(group, 0);
+        vm.job(group)
+            .recording_locks()
+            .copying_backup_restore()
+            .script("metadata", "echo \"$ME\" >> \"$LOG\"; echo '{}'");
+        write_file(&vm.data_dir(group).join("data"), &[7u8; 10_000]);
+    }
+    let log = fleet.log_path();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "echo '{}/{} session' >> '{}'; exec {} --root {} serve",
+            m.group,
+            m.index,
+            log.display(),
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    let tar = artifact.join("blob-0-blob.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .unwrap()
+        + 100;
+    bytes[at] = 8;
+    fs::write(&tar, bytes).unwrap();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0 blob: the backup is corrupted")
+        .assert_stderr_contains(&tar.display().to_string())
+        .assert_stderr_contains("./data")
+        .assert_stderr_contains("nothing was restored");
+    assert!(
+        fleet.calls().is_empty(),
+        "no session, no script: {:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    for m in &fleet.members {
+        assert!(!m.vm.store().exists(), "{}\n{}", m.group, run.explain());
     }
 }
