@@ -625,3 +625,37 @@ fn a_corrupted_tar_is_refused_before_any_vm_is_reached() {
         assert!(!m.vm.store().exists(), "{}\n{}", m.group, run.explain());
     }
 }
+
+/// `a-0-b` job `c` and `a` job `b-0-c` both make `a-0-b-0-c.tar`: refused before anything
+/// is locked, naming both, instead of one tar written over the other.
+#[test]
+fn two_jobs_whose_tars_would_have_one_name_are_refused_before_anything_is_locked() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("a-0-b", 0)
+        .job("c")
+        .recording_locks()
+        .copying_backup_restore();
+    fleet
+        .add("a", 0)
+        .job("b-0-c")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1).assert_stderr_contains(
+        "a-0-b/0 c and a/0 b-0-c would both be written to \"a-0-b-0-c.tar\"",
+    );
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert_eq!(
+        fs::read_dir(fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
+        run.explain()
+    );
+}

@@ -1,5 +1,8 @@
-//! The checks that come before anything is locked: there is something to back up, no
-//! instance holds a leftover store, and the lock order has no cycle.
+//! The checks that come before anything is locked: there is something to back up, every job
+//! names a tar of its own, no instance holds a leftover store, and the lock order has no
+//! cycle.
+
+use std::collections::BTreeMap;
 
 use super::deployment::{Deployment, JobRef, LockSide};
 use super::outcome::Outcome;
@@ -55,14 +58,21 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
 /// locked or any file is made.
 pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
     let mut errors = Vec::new();
+    // Two jobs whose names join to the same tar name (`a-0-b` job `c` and `a` job `b-0-c`)
+    // would write one file: refused, not one silently lost.
+    let mut tars: BTreeMap<String, String> = BTreeMap::new();
     for &r in jobs {
         let (id, name) = (dep.id(r.instance), &dep.job(r).name);
+        let tar = tar_file_name(&id.group, &id.index, name);
         let checked = plain_name::check(name, plain_name::NAME_MAX)
             .and_then(|()| plain_name::check_tar_name(&id.group, &id.index, name));
         if let Err(why) = checked {
             errors.push(format!(
-                "{id}: the VM reports a job named {name:?}, which {why}, so it cannot name the job's tar {:?}; nothing was locked: check the VM's jobs directory (and that its agent is bbr-agent)",
-                tar_file_name(&id.group, &id.index, name)
+                "{id}: the VM reports a job named {name:?}, which {why}, so it cannot name the job's tar {tar:?}; nothing was locked: check the VM's jobs directory (and that its agent is bbr-agent)"
+            ));
+        } else if let Some(other) = tars.insert(tar.clone(), format!("{id} {name}")) {
+            errors.push(format!(
+                "{other} and {id} {name} would both be written to {tar:?} (BBR names a tar <group>-<index>-<job>); nothing was locked: rename the instance group or the job"
             ));
         }
     }
