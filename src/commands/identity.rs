@@ -20,7 +20,7 @@ pub fn local_identity(
             .map(|()| value.clone())
             .map_err(|why| {
                 AppError::Identity(format!(
-                    "{from} {value:?} {why}, so it cannot name a file in the artifact directory"
+                    "{from} {value:?} {why}, so it cannot be part of a file name (the artifact directory and its tars are named after it)"
                 ))
             })
     };

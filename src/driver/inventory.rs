@@ -39,7 +39,7 @@ pub enum InventoryError {
     #[error("the inventory {path} lists no instances")]
     Empty { path: PathBuf },
     #[error(
-        "the inventory {path}: {field} {value:?} {why}, so it cannot name a file in the artifact directory; write the name BOSH gives it"
+        "the inventory {path}: {field} {value:?} {why}, so it cannot be part of a file name (the artifact directory and its tars are named after it); write the name BOSH gives it"
     )]
     NotPlain {
         path: PathBuf,
