@@ -298,3 +298,35 @@ fn owners_modes_and_times_survive_the_round_trip() {
         run.explain()
     );
 }
+
+/// The VM's own names become the artifact directory's and the tar's: one that is not a plain
+/// name (a `/var/vcap/instance/name` of `../../x`, a `--deployment ../x`) is refused before
+/// any script runs, naming where it came from.
+#[test]
+fn a_local_identity_that_is_not_a_plain_name_is_refused() {
+    let vm = Vm::with_identity("acme", "../../x");
+    vm.job("store").recording_locks().copying_backup_restore();
+    let artifacts = vm.artifacts().display().to_string();
+    vm.agent(&["backup", "--artifact-path", &artifacts])
+        .assert_code(1)
+        .assert_stderr_contains("var/vcap/instance/name \"../../x\" contains `/`");
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        &artifacts,
+        "--deployment",
+        "../x",
+        "--instance-group",
+        "store",
+    ])
+    .assert_code(1)
+    .assert_stderr_contains("--deployment \"../x\" contains `/`");
+    assert!(vm.calls().is_empty(), "{:?}", vm.calls());
+    assert_eq!(fs::read_dir(vm.artifacts()).unwrap().count(), 0);
+    let outside: Vec<_> = fs::read_dir(vm.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('x'))
+        .collect();
+    assert!(outside.is_empty(), "written outside: {outside:?}");
+}

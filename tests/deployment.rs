@@ -158,9 +158,8 @@ fn restore_is_refused_before_any_vm_is_touched_when_an_instance_is_missing() {
     }
 }
 
-/// The backup is checked as it is copied, not read twice: a tar corrupted on its last VM
-/// stops the restore after the copies and before any lock or restore script on any VM, names
-/// the tar and the file, and leaves no store behind.
+/// A tar corrupted on its last VM stops the restore before any lock or restore script on any
+/// VM, names the tar and the file, and leaves no store behind.
 #[test]
 fn a_corrupted_tar_stops_the_restore_before_any_script_on_any_vm() {
     let fleet = three_vm_fleet();
@@ -349,6 +348,314 @@ fn plain_word_commands_run_and_a_script_without_shebang_still_runs() {
             "db/0 db post-backup-unlock"
         ],
         "{}",
+        run.explain()
+    );
+}
+
+/// Every file and directory under `dir`, relative to it.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    common::listing(dir)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
+}
+
+/// An inventory naming a group or the deployment `../..`-style would put the tar or the
+/// artifact directory outside `--artifact-path`: refused, naming the file and the field,
+/// before any VM is reached.
+#[test]
+fn inventory_names_that_are_not_plain_names_are_refused_before_anything_runs() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("../../x", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let before = entries(fleet.dir.path());
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains(&format!(
+            "the inventory {}: instances[0].group (index 0) \"../../x\" contains `/`",
+            inventory.display()
+        ))
+        .assert_stderr_contains("write the name BOSH gives it");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    let after = entries(fleet.dir.path());
+    let added: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert_eq!(added, ["artifacts"], "nothing written\n{}", run.explain());
+
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let text = fs::read_to_string(&inventory).unwrap();
+    fs::write(
+        &inventory,
+        text.replace("deployment: acme", "deployment: ../x"),
+    )
+    .unwrap();
+    let before = entries(fleet.dir.path());
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("deployment \"../x\" contains `/`");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    let after = entries(fleet.dir.path());
+    let added: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert_eq!(added, ["artifacts"], "nothing written\n{}", run.explain());
+}
+
+/// A VM that reports a job named `../../x` (a compromised VM: its answer is rewritten on the
+/// way) gets no file made for it: the backup stops before anything is locked.
+#[test]
+fn a_job_name_from_a_vm_that_is_not_a_plain_name_is_refused_before_anything_is_locked() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("victim")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "{} --root {} serve | sed -u 's|\"name\":\"victim\"|\"name\":\"../../x\"|'",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("db/0: the VM reports a job named \"../../x\", which contains `/`")
+        .assert_stderr_contains("nothing was locked");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert_eq!(
+        fs::read_dir(fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
+        run.explain()
+    );
+}
+
+/// A fleet of one VM, `db/0`, and an inventory whose only instance has the YAML `fields`
+/// (lines) given by `fields(agent command)`, the agent command being `<agent> --root <vm>`.
+fn one_vm_inventory(fields: impl Fn(&str) -> String) -> (Fleet, std::path::PathBuf) {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let agent = format!(
+        "{} --root {}",
+        common::AGENT,
+        fleet.vm("db", 0).root().display()
+    );
+    let text = format!(
+        "deployment: acme\ninstances:\n- group: db\n  index: 0\n{}",
+        fields(&agent)
+    );
+    let inventory = fleet.dir.path().join("inventory.yml");
+    fs::write(&inventory, text).unwrap();
+    (fleet, inventory)
+}
+
+fn assert_backed_up(fleet: &Fleet, run: &common::Run) {
+    run.assert_success();
+    assert_eq!(
+        fleet.calls(),
+        [
+            "db/0 db pre-backup-lock",
+            "db/0 db backup",
+            "db/0 db post-backup-unlock"
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+/// An inventory value is one word to the shell, whatever it holds: an address of
+/// `$V; touch pwned #` runs nothing.
+#[test]
+fn inventory_values_are_quoted_for_the_shell() {
+    let (fleet, inventory) = one_vm_inventory(|agent| {
+        format!(
+            "  address: '$V; touch pwned #'\n  command: 'env BBR_TARGET={{{{ address }}}} {agent} serve'\n"
+        )
+    });
+    let run = fleet.backup(&inventory, &[]);
+    assert!(
+        !fleet.dir.path().join("pwned").exists(),
+        "the address ran as shell\n{}",
+        run.explain()
+    );
+    assert_backed_up(&fleet, &run);
+}
+
+/// A value meant to be shell says so: `{{ id | unquoted }}` is split into words.
+#[test]
+fn an_unquoted_inventory_value_is_taken_as_shell() {
+    let (fleet, inventory) = one_vm_inventory(|agent| {
+        let (program, root_flag) = agent.split_once(' ').unwrap();
+        format!("  id: '{root_flag}'\n  command: '{program} {{{{ id | unquoted }}}} serve'\n")
+    });
+    let run = fleet.backup(&inventory, &[]);
+    assert_backed_up(&fleet, &run);
+}
+
+/// `backup-cleanup` and `restore-cleanup` with VMs that cannot be reached clean up every VM
+/// that can (its unlock scripts, its leftover store), name each of the others on a line of
+/// its own with the command's error, and exit 1.
+#[test]
+fn cleanup_with_unreachable_vms_cleans_up_every_vm_it_can_reach() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "db" {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        } else {
+            format!(
+                "echo 'ssh: connect to host {}: Connection refused' >&2; exit 255",
+                m.group
+            )
+        }
+    });
+    for (command, unlock) in [
+        ("backup-cleanup", "db/0 db post-backup-unlock"),
+        ("restore-cleanup", "db/0 db post-restore-unlock"),
+    ] {
+        fs::write(fleet.log_path(), "").unwrap();
+        let store = fleet.vm("db", 0).store();
+        fs::create_dir_all(&store).unwrap();
+        let run = fleet.driver(&inventory, &[command]);
+        run.assert_code(1);
+        for group in ["api", "blob"] {
+            let lines: Vec<_> = run
+                .stderr
+                .lines()
+                .filter(|l| l.contains(&format!("{group}/0: cannot reach the agent")))
+                .collect();
+            assert_eq!(lines.len(), 1, "{command}: {group}\n{}", run.explain());
+            assert!(
+                lines[0].contains(&format!("connect to host {group}: Connection refused"))
+                    && lines[0].contains("was not cleaned up"),
+                "{command}: {}\n{}",
+                lines[0],
+                run.explain()
+            );
+        }
+        assert_eq!(fleet.calls(), [unlock], "{command}\n{}", run.explain());
+        assert!(
+            !store.exists(),
+            "{command}: db/0's store\n{}",
+            run.explain()
+        );
+    }
+}
+
+/// BBR checks the whole local artifact before it runs anything on a VM, and so does the
+/// restore: a corrupted tar for one of two VMs, and no session is even started, so no script
+/// at all runs (metadata included) on either VM; the error names the tar and the file.
+#[test]
+fn a_corrupted_tar_is_refused_before_any_vm_is_reached() {
+    let mut fleet = Fleet::new();
+    for group in ["db", "blob"] {
+        let vm = fleet.add(group, 0);
+        vm.job(group)
+            .recording_locks()
+            .copying_backup_restore()
+            .script("metadata", "echo \"$ME\" >> \"$LOG\"; echo '{}'");
+        write_file(&vm.data_dir(group).join("data"), &[7u8; 10_000]);
+    }
+    let log = fleet.log_path();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "echo '{}/{} session' >> '{}'; exec {} --root {} serve",
+            m.group,
+            m.index,
+            log.display(),
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    let tar = artifact.join("blob-0-blob.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .unwrap()
+        + 100;
+    bytes[at] = 8;
+    fs::write(&tar, bytes).unwrap();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0 blob: the backup is corrupted")
+        .assert_stderr_contains(&tar.display().to_string())
+        .assert_stderr_contains("./data")
+        .assert_stderr_contains("nothing was restored");
+    assert!(
+        fleet.calls().is_empty(),
+        "no session, no script: {:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    for m in &fleet.members {
+        assert!(!m.vm.store().exists(), "{}\n{}", m.group, run.explain());
+    }
+}
+
+/// `a-0-b` job `c` and `a` job `b-0-c` both make `a-0-b-0-c.tar`: refused before anything
+/// is locked, naming both, instead of one tar written over the other.
+#[test]
+fn two_jobs_whose_tars_would_have_one_name_are_refused_before_anything_is_locked() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("a-0-b", 0)
+        .job("c")
+        .recording_locks()
+        .copying_backup_restore();
+    fleet
+        .add("a", 0)
+        .job("b-0-c")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1).assert_stderr_contains(
+        "a-0-b/0 c and a/0 b-0-c would both be written to \"a-0-b-0-c.tar\"",
+    );
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert_eq!(
+        fs::read_dir(fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
         run.explain()
     );
 }

@@ -467,3 +467,60 @@ fn a_tar_made_by_gnu_tar_restores() {
     );
     assert!(!vm.store().exists());
 }
+
+/// A metadata file naming an instance `../../outside/x` (or an index or a job with `/`) would
+/// read a tar from outside the backup: refused, naming the metadata key, before any tar is
+/// read or any script runs. The planted tar outside is valid, so only the name check stops it.
+#[test]
+fn metadata_names_that_are_not_plain_names_are_refused_before_anything_is_read() {
+    let entries = [E::Dir("./"), E::File("./planted.txt", b"from outside\n")];
+    let sums = checksums_of(&entries);
+    for (key, name, index, job) in [
+        ("instances[0].name", "../../outside/x", "0", "store"),
+        (
+            "instances[0].index",
+            "backend",
+            "0/../../../outside",
+            "store",
+        ),
+        (
+            "instances[0].artifacts[0].name",
+            "backend",
+            "0",
+            "../../outside/y",
+        ),
+    ] {
+        let vm = vm();
+        let dir = vm.artifacts().join(ARTIFACT);
+        let tar = dir.join(format!("{name}-{index}-{job}.tar"));
+        fs::create_dir_all(tar.parent().unwrap()).unwrap();
+        fs::create_dir_all(dir.join("backend-0-../../outside")).unwrap();
+        write_file(&tar, &tar_bytes(&entries));
+        write_metadata(&dir, &sums, true);
+        let text = fs::read_to_string(dir.join("metadata")).unwrap();
+        let text = text
+            .replace("name: backend", &format!("name: '{name}'"))
+            .replace("index: '0'", &format!("index: '{index}'"))
+            .replace("name: store", &format!("name: '{job}'"));
+        fs::write(dir.join("metadata"), text).unwrap();
+        let before = paths(&vm);
+
+        let run = restore(&vm, &dir);
+        run.assert_code(1)
+            .assert_stderr_contains(&format!("metadata: {key} "))
+            .assert_stderr_contains("nothing was read");
+        assert!(
+            vm.calls().is_empty(),
+            "{key}: {:?}\n{}",
+            vm.calls(),
+            run.explain()
+        );
+        assert!(!vm.store().exists(), "{key}\n{}", run.explain());
+        assert_eq!(
+            paths(&vm),
+            before,
+            "{key}: nothing written\n{}",
+            run.explain()
+        );
+    }
+}

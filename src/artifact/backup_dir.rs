@@ -60,6 +60,14 @@ pub enum BackupDirError {
     Parse { path: PathBuf, detail: String },
 }
 
+/// The longest deployment name whose `<deployment>_<timestamp>` is one file name.
+pub const DEPLOYMENT_NAME_MAX: usize = super::plain_name::NAME_MAX - "_YYYYMMDDTHHMMSSZ".len();
+
+/// `<group>-<index>-<job>.tar`, as BBR names a job's tar.
+pub fn tar_file_name(group: &str, index: &str, job: &str) -> String {
+    format!("{group}-{index}-{job}.tar")
+}
+
 /// One artifact directory on the operator's side.
 #[derive(Debug, Clone)]
 pub struct BackupDir {
@@ -90,9 +98,9 @@ impl BackupDir {
         }
     }
 
-    /// `<group>-<index>-<job>.tar`.
+    /// `<group>-<index>-<job>.tar`; each name was checked by [`super::plain_name`].
     pub fn tar_path(&self, group: &str, index: &str, job: &str) -> PathBuf {
-        self.path.join(format!("{group}-{index}-{job}.tar"))
+        self.path.join(tar_file_name(group, index, job))
     }
 
     pub fn metadata_path(&self) -> PathBuf {

@@ -5,6 +5,7 @@ pub mod backup_dir;
 pub mod checksums;
 mod entry_path;
 mod hasher;
+pub mod plain_name;
 mod remove_tree;
 pub mod store;
 pub mod tar_reader;

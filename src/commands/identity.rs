@@ -2,6 +2,8 @@
 
 use std::fs;
 
+use crate::artifact::backup_dir::DEPLOYMENT_NAME_MAX;
+use crate::artifact::plain_name;
 use crate::cli::IdentityArgs;
 use crate::error::AppError;
 use crate::instance::InstanceId;
@@ -12,13 +14,29 @@ pub fn local_identity(
     layout: &Layout,
     args: &IdentityArgs,
 ) -> Result<(String, InstanceId), AppError> {
+    // Both names become file names (the artifact directory, the tars): plain names only.
+    let plain = |value: String, from: &dyn std::fmt::Display, max| {
+        plain_name::check(&value, max)
+            .map(|()| value.clone())
+            .map_err(|why| {
+                AppError::Identity(format!(
+                    "{from} {value:?} {why}, so it cannot be part of a file name (the artifact directory and its tars are named after it)"
+                ))
+            })
+    };
     let read = |flag: &Option<String>, file: &str, option: &str| -> Result<String, AppError> {
+        let max = match file {
+            "deployment" => DEPLOYMENT_NAME_MAX,
+            _ => plain_name::NAME_MAX,
+        };
         if let Some(value) = flag {
-            return Ok(value.clone());
+            return plain(value.clone(), &option, max);
         }
         let path = layout.instance_dir().join(file);
         match fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            Ok(text) if !text.trim().is_empty() => {
+                plain(text.trim().to_string(), &path.display(), max)
+            }
             Ok(_) => Err(AppError::Identity(format!(
                 "{} is empty; pass {option}",
                 path.display()

@@ -1,11 +1,16 @@
 //! The inventory file: a deployment's name, its instances, and the command (a tera template)
-//! that starts `bbr-agent serve` on each of them.
+//! that starts `bbr-agent serve` on each of them, every value in it quoted for the shell.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::shell_quote;
+
+use crate::artifact::backup_dir::DEPLOYMENT_NAME_MAX;
+use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
 use crate::instance::InstanceId;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,15 @@ pub enum InventoryError {
     },
     #[error("the inventory {path} lists no instances")]
     Empty { path: PathBuf },
+    #[error(
+        "the inventory {path}: {field} {value:?} {why}, so it cannot be part of a file name (the artifact directory and its tars are named after it); write the name BOSH gives it"
+    )]
+    NotPlain {
+        path: PathBuf,
+        field: String,
+        value: String,
+        why: NotPlain,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +103,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             path: path.to_path_buf(),
         });
     }
+    // Every name that becomes a file name is checked before anything runs.
+    let not_plain = |field: String, value: &str, why| InventoryError::NotPlain {
+        path: path.to_path_buf(),
+        field,
+        value: value.to_string(),
+        why,
+    };
+    plain_name::check(&raw.deployment, DEPLOYMENT_NAME_MAX)
+        .map_err(|why| not_plain("deployment".into(), &raw.deployment, why))?;
+    for (n, instance) in raw.instances.iter().enumerate() {
+        plain_name::check(&instance.group, NAME_MAX).map_err(|why| {
+            let field = format!("instances[{n}].group (index {})", instance.index);
+            not_plain(field, &instance.group, why)
+        })?;
+    }
+    let tera = command_renderer();
     let mut seen = BTreeSet::new();
     let mut targets = Vec::new();
     for instance in raw.instances {
@@ -120,19 +150,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         if let Some(v) = &instance.address {
             context.insert("address", v);
         }
-        let command = tera::Tera::one_off(template, &context, false).map_err(|e| {
-            InventoryError::Template {
-                path: path.to_path_buf(),
-                instance: id.clone(),
-                detail: error_chain(&e),
-            }
-        })?;
+        let command =
+            tera.render_str(template, &context, true)
+                .map_err(|e| InventoryError::Template {
+                    path: path.to_path_buf(),
+                    instance: id.clone(),
+                    detail: error_chain(&e),
+                })?;
         targets.push(Target { id, command });
     }
     Ok(Inventory {
         deployment: raw.deployment,
         targets,
     })
+}
+
+/// Renders a session command: every `{{ value }}` is quoted for the shell (one word,
+/// whatever it holds), unless the template says `{{ value | unquoted }}`: a value meant to be
+/// shell, taken as it is.
+fn command_renderer() -> tera::Tera {
+    fn unquoted(value: Cow<'_, str>, _: tera::Kwargs, _: &tera::State) -> tera::Value {
+        tera::Value::safe_string(&value)
+    }
+    let mut tera = tera::Tera::default();
+    tera.set_escape_fn(shell_quote::escape);
+    tera.register_filter("unquoted", unquoted);
+    tera
 }
 
 /// Tera's error and its causes on one line.
@@ -198,5 +241,52 @@ mod tests {
             parse(Path::new("i"), none),
             Err(InventoryError::NoCommand { .. })
         ));
+    }
+
+    #[test]
+    fn names_that_are_not_one_file_name_are_refused_naming_the_field() {
+        let err = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: x\ninstances:\n- {group: api, index: 0}\n- {group: ../../x, index: 3}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("inv.yml: instances[1].group (index 3) \"../../x\" contains `/`"),
+            "{err}"
+        );
+        for deployment in ["../../x", "..", "\"\"", "\"a\\nb\""] {
+            let text = format!(
+                "deployment: {deployment}\ncommand: x\ninstances:\n- {{group: a, index: 0}}\n"
+            );
+            let err = parse(Path::new("inv.yml"), &text).unwrap_err().to_string();
+            assert!(err.contains("inv.yml: deployment "), "{deployment}: {err}");
+        }
+        let long = format!(
+            "deployment: {}\ncommand: x\ninstances:\n- {{group: a, index: 0}}\n",
+            "d".repeat(239)
+        );
+        assert!(matches!(
+            parse(Path::new("i"), &long),
+            Err(InventoryError::NotPlain {
+                why: NotPlain::TooLong { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn values_are_quoted_for_the_shell_unless_unquoted() {
+        let inv = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: \"ssh vcap@{{ address }} serve {{ group }}-{{ index }}\"\ninstances:\n- {group: db, index: 0, address: \"$V; touch pwned #\"}\n- {group: db, index: 1, address: \"it's\"}\n- {group: db, index: 2, address: \"-J jump 10.0.0.5\", command: \"ssh {{ address | unquoted }} serve\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.targets[0].command,
+            "ssh vcap@'$V; touch pwned #' serve db-0"
+        );
+        assert_eq!(inv.targets[1].command, r"ssh vcap@'it'\''s' serve db-1");
+        assert_eq!(inv.targets[2].command, "ssh -J jump 10.0.0.5 serve");
     }
 }

@@ -4,5 +4,6 @@
 pub mod inventory;
 mod remote;
 mod session_command;
+mod shell_quote;
 
 pub use remote::RemoteInstance;

@@ -1,8 +1,13 @@
-//! The checks that come before anything is locked: there is something to back up, no
-//! instance holds a leftover store, and the lock order has no cycle.
+//! The checks that come before anything is locked: there is something to back up, every job
+//! names a tar of its own, no instance holds a leftover store, and the lock order has no
+//! cycle.
+
+use std::collections::BTreeMap;
 
 use super::deployment::{Deployment, JobRef, LockSide};
 use super::outcome::Outcome;
+use crate::artifact::backup_dir::tar_file_name;
+use crate::artifact::plain_name;
 use crate::console::Console;
 use crate::contract::ScriptKind;
 
@@ -23,6 +28,7 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             dep.name
         ));
     }
+    errors.extend(tar_name_errors(dep, &backup_jobs));
     errors.extend(leftovers(dep, "backup-cleanup"));
     for r in dep.jobs() {
         if dep.job(r).metadata.backup_name.is_some() {
@@ -45,6 +51,32 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             Err(errors)
         }
     }
+}
+
+/// The jobs whose names, reported by their VMs, cannot name their tar
+/// (`<group>-<index>-<job>.tar`) in the artifact directory: checked before anything is
+/// locked or any file is made.
+pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
+    let mut errors = Vec::new();
+    // Two jobs whose names join to the same tar name (`a-0-b` job `c` and `a` job `b-0-c`)
+    // would write one file: refused, not one silently lost.
+    let mut tars: BTreeMap<String, String> = BTreeMap::new();
+    for &r in jobs {
+        let (id, name) = (dep.id(r.instance), &dep.job(r).name);
+        let tar = tar_file_name(&id.group, &id.index, name);
+        let checked = plain_name::check(name, plain_name::NAME_MAX)
+            .and_then(|()| plain_name::check_tar_name(&id.group, &id.index, name));
+        if let Err(why) = checked {
+            errors.push(format!(
+                "{id}: the VM reports a job named {name:?}, which {why}, so it cannot name the job's tar {tar:?}; nothing was locked: check the VM's jobs directory (and that its agent is bbr-agent)"
+            ));
+        } else if let Some(other) = tars.insert(tar.clone(), format!("{id} {name}")) {
+            errors.push(format!(
+                "{other} and {id} {name} would both be written to {tar:?} (BBR names a tar <group>-<index>-<job>); nothing was locked: rename the instance group or the job"
+            ));
+        }
+    }
+    errors
 }
 
 /// What a run that did not finish left on each VM: a journal (locked jobs, running scripts)

@@ -1,5 +1,6 @@
 //! `backup-cleanup` and `restore-cleanup`: after a run that did not finish, end its stray
-//! scripts, run the unlock scripts (in reverse lock order) and remove the store.
+//! scripts, run the unlock scripts (in reverse lock order) and remove the store, on every VM
+//! that can be reached.
 //!
 //! Where the dead run left a journal, exactly the jobs it records as locked are unlocked, each
 //! with the unlock script of the lock it took. Without a journal, cleanup does what BBR does:
@@ -36,9 +37,23 @@ pub fn restore_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
 
 fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
     let mut outcome = Outcome::default();
-    if let Err(errors) = dep.begin() {
-        outcome.fail_all(exit_bits::GENERAL, errors);
-        return outcome;
+    // A VM that cannot be reached (or that a live run holds) is named and left out; every
+    // other VM is still cleaned up. Exit 1, as BBR's for a VM it cannot reach: 16 stays the
+    // store removal that failed on a VM that was reached.
+    let failed = dep.begin_each();
+    if !failed.is_empty() {
+        for (_, error) in &failed {
+            outcome.fail(
+                exit_bits::GENERAL,
+                format!(
+                    "{error}; this VM was not cleaned up (its jobs may still be locked): run this cleanup again once it can be reached"
+                ),
+            );
+        }
+        dep.leave_out(&failed.iter().map(|(i, _)| *i).collect());
+        if dep.instances.is_empty() {
+            return outcome;
+        }
     }
     // Whatever the metadata scripts do: this needs the journals alone.
     end_strays(dep, &mut outcome, console);

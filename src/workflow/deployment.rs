@@ -1,7 +1,7 @@
 //! A deployment: its instances, what each holds, one lock order over all of their jobs, and
 //! running one kind of script across them with the console told of every result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::console::Console;
 use crate::contract::ScriptKind;
@@ -76,6 +76,23 @@ impl Deployment {
     /// Claims every instance for this run (their run locks), before anything else happens.
     pub fn begin(&mut self) -> Result<(), Vec<String>> {
         self.each_instance(|i| i.begin())
+    }
+
+    /// [`Deployment::begin`], each failure with its instance's position: for a workflow that
+    /// goes on with the instances it could claim.
+    pub fn begin_each(&mut self) -> Vec<(usize, String)> {
+        self.failures(|i| i.begin())
+    }
+
+    /// Leaves the instances at `positions` out of the rest of the run (their sessions end);
+    /// before [`Deployment::describe`], which describes the instances that are left.
+    pub fn leave_out(&mut self, positions: &BTreeSet<usize>) {
+        let mut position = 0;
+        self.instances.retain(|_| {
+            position += 1;
+            !positions.contains(&(position - 1))
+        });
+        self.descriptions.clear();
     }
 
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
@@ -249,19 +266,27 @@ impl Deployment {
         &mut self,
         op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
     ) -> Result<(), Vec<String>> {
-        let all = self.all();
-        let errors: Vec<String> = self
-            .on_instances(all, |_, instance, ()| {
-                op(instance).map_err(|e| format!("{}: {e}", instance.id()))
-            })
-            .into_iter()
-            .filter_map(|(_, r)| r.err())
-            .collect();
+        let errors: Vec<String> = self.failures(op).into_iter().map(|(_, e)| e).collect();
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
+    }
+
+    /// Applies `op` to every instance; returns the failures, each with the instance's
+    /// position and an error naming it.
+    fn failures(
+        &mut self,
+        op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
+    ) -> Vec<(usize, String)> {
+        let all = self.all();
+        self.on_instances(all, |_, instance, ()| {
+            op(instance).map_err(|e| format!("{}: {e}", instance.id()))
+        })
+        .into_iter()
+        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+        .collect()
     }
 }
 

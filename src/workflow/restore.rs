@@ -3,10 +3,11 @@
 //! VMs, every checksum verified on both ends as they pass -> pre-restore-lock -> restore ->
 //! post-restore-unlock (always) -> clean up the VMs.
 //!
-//! BBR reads the whole backup once to validate it and again to copy it; here the copy is the
-//! validation: the agent checks every file it unpacks against the backup's checksums, and a
-//! corrupted backup stops the run before any lock or restore script. Only when the agent
-//! refuses a tar does the driver read it again, to say whether the backup is to blame.
+//! As BBR does, the whole backup is read once to validate it, before any VM is touched (a
+//! corrupted backup runs no script at all, metadata included), and again to copy it. The copy
+//! is verified too: the agent checks every file it unpacks against the backup's checksums, and
+//! when it refuses a tar the driver reads that tar again, to say whether the backup (changed
+//! since it was validated) is to blame.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,6 +18,7 @@ use super::outcome::Outcome;
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
 use crate::artifact::checksums::compare;
+use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
 use crate::artifact::tar_reader::read_tar;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
@@ -85,10 +87,14 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         Ok(m) => m,
         Err(e) => return outcome.stop(e),
     };
-    // Before any VM is touched: every instance of the backup must be in the deployment.
+    // Before any VM is touched: every instance of the backup must be in the deployment, and
+    // every tar must match its checksums.
     if let Err(errors) = check_instances(dep, &metadata) {
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
+    }
+    if let Err(e) = validate(&backup, &metadata, console) {
+        return outcome.stop(e);
     }
     if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
         outcome.fail_all(exit_bits::GENERAL, errors);
@@ -163,9 +169,10 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 }
 
 /// Reads the metadata and checks that the backup is complete and every tar is there, before
-/// any VM is touched. The tars' contents are checked as they are copied.
+/// any VM is touched. The tars' contents are checked next, by [`validate`].
 fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
+    check_names(backup, &metadata)?;
     if let Some(id) = only {
         metadata
             .instances
@@ -206,6 +213,32 @@ fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<Backu
     Ok(metadata)
 }
 
+/// Every instance and job name in the metadata must name a tar inside the backup: checked
+/// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
+fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
+    let refuse = |key: String, value: &str, why: NotPlain| {
+        format!(
+            "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
+            backup.metadata_path().display()
+        )
+    };
+    for (i, instance) in metadata.instances.iter().enumerate() {
+        plain_name::check(&instance.name, NAME_MAX)
+            .map_err(|why| refuse(format!("instances[{i}].name"), &instance.name, why))?;
+        plain_name::check(&instance.index, NAME_MAX)
+            .map_err(|why| refuse(format!("instances[{i}].index"), &instance.index, why))?;
+        for (j, artifact) in instance.artifacts.iter().enumerate() {
+            let key = format!("instances[{i}].artifacts[{j}].name");
+            plain_name::check(&artifact.name, NAME_MAX)
+                .and_then(|()| {
+                    plain_name::check_tar_name(&instance.name, &instance.index, &artifact.name)
+                })
+                .map_err(|why| refuse(key, &artifact.name, why))?;
+        }
+    }
+    Ok(())
+}
+
 /// Every instance of the backup must be in the deployment.
 fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
@@ -239,8 +272,12 @@ fn plan_transfers(
     metadata: &BackupMetadata,
     console: &Console,
 ) -> Result<Vec<Transfer>, Vec<String>> {
-    let mut errors = Vec::new();
     let mut transfers = Vec::new();
+    let receivers = dep.jobs_with(ScriptKind::Restore);
+    let mut errors = super::checks::tar_name_errors(dep, &receivers);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     for r in dep.jobs() {
         let (id, job) = (dep.id(r.instance), dep.job(r));
         if job.metadata.restore_name.is_some() && job.has(ScriptKind::Restore) {
@@ -316,7 +353,7 @@ fn copy_to_instances(
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
                 // such) from a failure on the VM (a full disk, say).
-                received.map_err(|agent_error| match corruption(&t.tar, &t.checksums) {
+                received.map_err(|agent_error| match corruption(&t.tar, &t.checksums, None) {
                     Some(why) => format!("{id} {name}: {why}"),
                     None => agent_error,
                 })
@@ -347,11 +384,58 @@ fn copy_to_instances(
     }
 }
 
-/// What is wrong with the local tar, if anything: read whole and checked against the
-/// backup's checksums.
-fn corruption(tar: &Path, checksums: &Checksums) -> Option<String> {
+/// Reads every tar of the backup, one after another, and checks it against the metadata's
+/// checksums: the pass BBR makes before it runs anything on a VM. Nothing else runs beside it.
+fn validate(
+    backup: &BackupDir,
+    metadata: &BackupMetadata,
+    console: &Console,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let (mut tars, mut files, mut bytes) = (0, 0, 0);
+    for instance in &metadata.instances {
+        for artifact in &instance.artifacts {
+            let tar = backup.tar_path(&instance.name, &instance.index, &artifact.name);
+            let size = std::fs::metadata(&tar).map(|m| m.len()).ok();
+            let label = format!(
+                "{}/{} {} check",
+                instance.name, instance.index, artifact.name
+            );
+            let bar = progress::transfer_bar(console, label, size);
+            if let Some(why) = corruption(&tar, &artifact.checksums, bar) {
+                return Err(format!(
+                    "{}/{} {}: {why}",
+                    instance.name, instance.index, artifact.name
+                ));
+            }
+            tars += 1;
+            files += artifact.checksums.len();
+            bytes += size.unwrap_or(0);
+        }
+    }
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    console.info(format!(
+        "Checked the backup: {}, {}, {}, every checksum matches ({})",
+        count(tars, "tar"),
+        count(files, "file"),
+        crate::console::human_bytes(bytes),
+        crate::duration::format(started.elapsed())
+    ));
+    Ok(())
+}
+
+/// What is wrong with the local tar, if anything: read whole (onto `bar`, if any) and checked
+/// against the backup's checksums.
+fn corruption(
+    tar: &Path,
+    checksums: &Checksums,
+    bar: Option<indicatif::ProgressBar>,
+) -> Option<String> {
     let found = File::open(tar).map_err(|e| e.to_string()).and_then(|file| {
-        read_tar(BufReader::with_capacity(1 << 20, file), None).map_err(|e| e.to_string())
+        let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
+        let read = read_tar(&mut input, None).map_err(|e| e.to_string());
+        input.finish();
+        read
     });
     match found {
         Err(e) => Some(format!(
