@@ -79,6 +79,13 @@ fn the_artifact_has_bbrs_layout_and_checksums() {
         0o700
     );
 
+    let metadata_mode = fs::metadata(artifact.join("metadata")).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&metadata_mode) & 0o777,
+        0o644,
+        "the metadata file is 0644 as BBR's (inside the 0700 directory)"
+    );
+
     let tar = artifact.join("backend-0-store.tar");
     let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
     let names = String::from_utf8(listing.stdout).unwrap();

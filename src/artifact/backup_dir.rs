@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,8 @@ impl BackupDir {
             .map_err(write_err)
     }
 
-    /// Writes the metadata whole or not at all: a temporary file, synced, then renamed.
+    /// Writes the metadata whole or not at all: a temporary file, synced, then renamed. It is
+    /// 0644 as BBR's is (the directory, 0700, is what keeps others out).
     pub fn write_metadata(&self, metadata: &BackupMetadata) -> Result<(), BackupDirError> {
         let path = self.metadata_path();
         let write_err = |source| BackupDirError::Write {
@@ -133,6 +134,9 @@ impl BackupDir {
         };
         let yaml = serde_yaml::to_string(metadata).map_err(|e| write_err(io::Error::other(e)))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(write_err)?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(write_err)?;
         tmp.write_all(yaml.as_bytes()).map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
