@@ -79,7 +79,9 @@ fn the_artifact_has_bbrs_layout_and_checksums() {
         0o700
     );
 
-    let metadata_mode = fs::metadata(artifact.join("metadata")).unwrap().permissions();
+    let metadata_mode = fs::metadata(artifact.join("metadata"))
+        .unwrap()
+        .permissions();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&metadata_mode) & 0o777,
         0o644,
@@ -288,4 +290,52 @@ fn owners_modes_and_times_survive_the_round_trip() {
         "the symlink: uid, gid\n{}",
         run.explain()
     );
+}
+
+/// A file from before 1970 and one from far ahead: our tar holds their times as GNU tar
+/// writes them (GNU tar lists the same dates), and a restore gives them back.
+#[test]
+fn times_before_1970_and_far_ahead_survive_the_round_trip() {
+    use std::os::unix::fs::MetadataExt;
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    let data = vm.data_dir("store");
+    for (name, date) in [
+        ("old", "1960-01-01 00:00:00 UTC"),
+        ("far", "2400-01-01 00:00:00 UTC"),
+    ] {
+        write_file(&data.join(name), name.as_bytes());
+        let touch = Command::new("touch")
+            .arg("-d")
+            .arg(date)
+            .arg(data.join(name))
+            .output()
+            .unwrap();
+        assert!(touch.status.success(), "touch: {touch:?}");
+    }
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let listing = Command::new("tar")
+        .args(["--utc", "--full-time", "-tvf"])
+        .arg(vm.artifact_dir().join("backend-0-store.tar"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(listing.contains("1960-01-01 00:00:00 ./old"), "{listing}");
+    assert!(listing.contains("2400-01-01 00:00:00 ./far"), "{listing}");
+
+    fs::remove_dir_all(&data).unwrap();
+    let run = vm.agent(&[
+        "restore",
+        "--artifact-path",
+        vm.artifact_dir().to_str().unwrap(),
+    ]);
+    run.assert_success();
+    let mtime = |name: &str| fs::metadata(data.join(name)).unwrap().mtime();
+    assert_eq!(mtime("old"), -315_619_200, "{}", run.explain());
+    assert_eq!(mtime("far"), 13_569_465_600, "{}", run.explain());
 }
