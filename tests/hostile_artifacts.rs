@@ -656,3 +656,126 @@ fn a_2_gib_long_name_record_is_refused_with_bounded_memory() {
     assert!(vm.calls().is_empty(), "{:?}\n{}", vm.calls(), run.explain());
     assert!(!vm.store().exists(), "{}", run.explain());
 }
+
+/// A tar of regular files named by the given bytes (under `./`).
+fn byte_named_tar(files: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut root = header("./", EntryType::Directory, 0o755, 0);
+    root.set_cksum();
+    builder.append(&root, &[][..]).unwrap();
+    for (name, data) in files {
+        let mut h = header("", EntryType::Regular, 0o644, data.len() as u64);
+        let full = [b"./", *name].concat();
+        h.as_old_mut().name[..full.len()].copy_from_slice(&full);
+        h.set_cksum();
+        builder.append(&h, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// BBR's metadata for one artifact, written as BBR's Go YAML writes it: a name that is not
+/// UTF-8 as a `!!binary` key of its bytes in base64.
+fn write_bbr_metadata(dir: &Path, checksums: &[(&[u8], String)]) {
+    let mut sums = String::new();
+    for (name, sum) in checksums {
+        let full = [b"./", *name].concat();
+        match std::str::from_utf8(&full) {
+            Ok(text) => sums.push_str(&format!("      {text}: {sum}\n")),
+            Err(_) => sums.push_str(&format!("      !!binary {}: {sum}\n", base64(&full))),
+        }
+    }
+    let text = format!(
+        "instances:\n- name: backend\n  index: \"0\"\n  artifacts:\n  - name: store\n    checksums:\n{sums}backup_activity:\n  start_time: 2026/01/01 00:00:00 UTC\n  finish_time: 2026/01/01 00:00:05 UTC\n"
+    );
+    write_file(&dir.join("metadata"), text.as_bytes());
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(bytes)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Names in the restored job's data directory, as bytes.
+fn names_in(dir: &Path) -> BTreeSet<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect()
+}
+
+/// `\xff` and `\xfe` were one key once names were mapped to UTF-8 lossily, so the file the
+/// metadata did not list reached the restore script unchecked. Each is its own key now: the
+/// unlisted one is named, and nothing runs.
+#[test]
+fn a_file_whose_name_once_collided_with_a_listed_one_is_refused() {
+    let vm = vm();
+    let dir = vm.artifacts().join(ARTIFACT);
+    write_file(
+        &dir.join(TAR),
+        &byte_named_tar(&[(b"\xff", b"listed"), (b"\xfe", b"smuggled in")]),
+    );
+    write_bbr_metadata(&dir, &[(b"\xff", sha256(b"listed"))]);
+    assert_checksums_refused(&vm, &dir, "not in the manifest: ./\\xfe");
+
+    // And the reverse: listed, but not in the tar.
+    write_file(&dir.join(TAR), &byte_named_tar(&[(b"\xff", b"listed")]));
+    write_bbr_metadata(
+        &dir,
+        &[(b"\xff", sha256(b"listed")), (b"\xfe", sha256(b"gone"))],
+    );
+    assert_checksums_refused(&vm, &dir, "missing: ./\\xfe");
+}
+
+/// An artifact as BBR makes it from names that are not UTF-8 (GNU tar keeps the bytes, the
+/// metadata keys them `!!binary`): it restores, each name exactly as it was.
+#[test]
+fn names_that_are_not_utf8_from_a_gnu_tar_artifact_restore_as_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let vm = vm();
+    let source = vm.dir.path().join("made-by-bbr");
+    let files: [(&[u8], &[u8]); 4] = [
+        (b"caf\xe9", b"latin-1"),
+        (b"\xff", b"ff"),
+        (b"\xfe", b"fe"),
+        ("café".as_bytes(), b"utf-8"),
+    ];
+    for (name, data) in files {
+        write_file(&source.join(std::ffi::OsStr::from_bytes(name)), data);
+    }
+    let dir = vm.artifacts().join(ARTIFACT);
+    fs::create_dir_all(&dir).unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&source)
+        .arg("-cf")
+        .arg(dir.join(TAR))
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "GNU tar: {tar:?}");
+    let sums: Vec<(&[u8], String)> = files.iter().map(|(n, d)| (*n, sha256(d))).collect();
+    write_bbr_metadata(&dir, &sums);
+
+    let run = restore(&vm, &dir);
+    run.assert_success();
+    let data = vm.data_dir("store");
+    let expected: BTreeSet<Vec<u8>> = files.iter().map(|(n, _)| n.to_vec()).collect();
+    assert_eq!(names_in(&data), expected, "{}", run.explain());
+    for (name, contents) in files {
+        assert_eq!(
+            fs::read(data.join(std::ffi::OsStr::from_bytes(name))).unwrap(),
+            contents
+        );
+    }
+}

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::checksums::Checksums;
+use super::metadata_keys;
 use crate::contract::METADATA_FILE;
 use crate::timestamp::Utc;
 
@@ -105,10 +106,14 @@ impl BackupDir {
             path: path.clone(),
             source,
         })?;
-        serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
-            path,
-            detail: e.to_string(),
-        })
+        let mut metadata: BackupMetadata =
+            serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        metadata_keys::read_keys(&mut metadata)
+            .map_err(|detail| BackupDirError::Parse { path, detail })?;
+        Ok(metadata)
     }
 
     /// Makes the directory's entries (the tars' names) durable; each tar's data was synced
@@ -132,7 +137,7 @@ impl BackupDir {
             path: path.clone(),
             source,
         };
-        let yaml = serde_yaml::to_string(metadata).map_err(|e| write_err(io::Error::other(e)))?;
+        let yaml = metadata_keys::to_yaml(metadata).map_err(|e| write_err(io::Error::other(e)))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(write_err)?;
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o644))

@@ -6,6 +6,7 @@ mod base64;
 pub mod checksums;
 mod entry_path;
 mod hasher;
+mod metadata_keys;
 mod remove_tree;
 pub mod store;
 mod tar_header;

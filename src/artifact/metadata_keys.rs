@@ -1,0 +1,194 @@
+//! How the metadata's YAML holds the checksum key of a name that is not UTF-8: as BBR's Go
+//! YAML writer holds any string that is not UTF-8, a `!!binary` scalar of the name's bytes in
+//! base64 (`!!binary Li9jYWbp: <sha>` for `./caf\xe9`), which BBR's reader turns back into
+//! those bytes. A real name's key begins `./`, and base64 has no `.`, so the two never meet.
+//!
+//! serde_yaml neither writes that tag nor reports it when it reads, so the keys are tagged
+//! here on the way out and recognised on the way in.
+
+use serde_yaml::Value;
+use serde_yaml::value::{Tag, TaggedValue};
+
+use super::backup_dir::{ArtifactChecksums, BackupMetadata};
+use super::base64;
+use super::checksums::{BINARY_KEY, Checksums, key_of_name, shown_key};
+
+/// The metadata as YAML, every key of a name that is not UTF-8 as a `!!binary` scalar.
+pub fn to_yaml(metadata: &BackupMetadata) -> Result<String, serde_yaml::Error> {
+    let binary = artifacts(metadata)
+        .flat_map(|a| a.checksums.keys())
+        .filter(|k| k.starts_with(BINARY_KEY))
+        .count();
+    if binary == 0 {
+        return serde_yaml::to_string(metadata);
+    }
+    let value = serde_yaml::to_value(metadata)?;
+    // The keys get a tag of their own first, then that tag's text is made `!!binary`: a tag
+    // no name in the text holds, so exactly the keys' tags are replaced.
+    let mut n = 0u64;
+    loop {
+        let marker = format!("bbr-agent-binary-{n}");
+        let text = serde_yaml::to_string(&tag_keys(value.clone(), &marker))?;
+        let token = format!("!{marker} ");
+        if text.matches(&token).count() == binary {
+            return Ok(text.replace(&token, "!!binary "));
+        }
+        n += 1;
+    }
+}
+
+fn artifacts(metadata: &BackupMetadata) -> impl Iterator<Item = &ArtifactChecksums> {
+    metadata
+        .instances
+        .iter()
+        .flat_map(|i| i.artifacts.iter())
+        .chain(metadata.custom_artifacts.iter())
+}
+
+/// `value` with every binary key of every artifact's checksums tagged `!marker`.
+fn tag_keys(mut value: Value, marker: &str) -> Value {
+    let mut artifacts: Vec<&mut Value> = Vec::new();
+    if let Some(Value::Sequence(instances)) = value.get_mut("instances") {
+        for instance in instances {
+            if let Some(Value::Sequence(list)) = instance.get_mut("artifacts") {
+                artifacts.extend(list.iter_mut());
+            }
+        }
+    }
+    for artifact in artifacts {
+        let Some(Value::Mapping(sums)) = artifact.get_mut("checksums") else {
+            continue;
+        };
+        *sums = std::mem::take(sums)
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::String(s) if s.starts_with(BINARY_KEY) => (
+                    Value::Tagged(Box::new(TaggedValue {
+                        tag: Tag::new(marker),
+                        value: Value::String(s[BINARY_KEY.len()..].to_string()),
+                    })),
+                    v,
+                ),
+                other => (other, v),
+            })
+            .collect();
+    }
+    value
+}
+
+/// Turns every key read from the YAML into its checksum key. serde_yaml gives a `!!binary`
+/// key as its base64 text, which no real key is (those begin `./`): the bytes it decodes to
+/// are the name, keyed as `checksums::key_of_name` keys it (a UTF-8 name as itself, as BBR's
+/// reader reads it). A key given twice (a name both plain and as `!!binary`) is refused.
+pub fn read_keys(metadata: &mut BackupMetadata) -> Result<(), String> {
+    for instance in &mut metadata.instances {
+        for artifact in &mut instance.artifacts {
+            artifact.checksums =
+                normalized(std::mem::take(&mut artifact.checksums)).map_err(|key| {
+                    format!(
+                        "instance {}/{} job {}: the checksum of {} is listed twice",
+                        instance.name,
+                        instance.index,
+                        artifact.name,
+                        shown_key(&key)
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+fn normalized(sums: Checksums) -> Result<Checksums, String> {
+    let mut out = Checksums::new();
+    for (key, sum) in sums {
+        let key = if key.starts_with("./") || key.starts_with(BINARY_KEY) {
+            key
+        } else {
+            match base64::decode(&key) {
+                Some(name) if name.starts_with(b"./") => key_of_name(name),
+                _ => key,
+            }
+        };
+        if out.contains_key(&key) {
+            return Err(key);
+        }
+        out.insert(key, sum);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::backup_dir::{BackupActivity, InstanceArtifacts};
+    use crate::artifact::checksums::key;
+
+    fn metadata(keys: &[String]) -> BackupMetadata {
+        BackupMetadata {
+            instances: vec![InstanceArtifacts {
+                name: "backend".into(),
+                index: "0".into(),
+                artifacts: vec![ArtifactChecksums {
+                    name: "store".into(),
+                    checksums: keys.iter().map(|k| (k.clone(), "ab".repeat(32))).collect(),
+                }],
+            }],
+            custom_artifacts: Vec::new(),
+            backup_activity: BackupActivity {
+                start_time: "2026/01/01 00:00:00 UTC".into(),
+                finish_time: Some("2026/01/01 00:00:05 UTC".into()),
+            },
+        }
+    }
+
+    fn read(text: &str) -> Result<BackupMetadata, String> {
+        let mut m: BackupMetadata = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        read_keys(&mut m)?;
+        Ok(m)
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_written_as_binary_and_read_back() {
+        let long = vec![0xffu8; 300];
+        let keys = vec![
+            key(b"plain"),
+            key(b"caf\xe9"),
+            key(b"\xff"),
+            key(b"\xfe"),
+            key(&long),
+            // A name holding the first marker's text: another marker is taken.
+            key(b"!bbr-agent-binary-0 x"),
+        ];
+        let m = metadata(&keys);
+        let text = to_yaml(&m).unwrap();
+        assert!(text.contains("!!binary Li9jYWbp: "), "{text}");
+        assert!(text.contains("!!binary Li//: "), "{text}");
+        assert!(text.contains("./!bbr-agent-binary-0 x"), "{text}");
+        assert!(!text.contains("'!!binary"), "{text}");
+        assert_eq!(read(&text).unwrap(), m, "{text}");
+    }
+
+    #[test]
+    fn bbrs_binary_keys_are_read_and_a_key_given_twice_is_refused() {
+        // As BBR's Go YAML writes them: short and, past 70 characters of base64, as a block.
+        let text = "instances:\n- name: backend\n  index: \"0\"\n  artifacts:\n  - name: store\n    checksums:\n      ./plain: aa\n      !!binary Li9jYWbp: bb\n      ? !!binary |\n        Li////////////////////////////////////////////////////////////////////\n        ////8=\n      : cc\nbackup_activity:\n  start_time: x\n  finish_time: y\n";
+        let m = read(text).unwrap();
+        let sums = &m.instances[0].artifacts[0].checksums;
+        let mut long = b"./".to_vec();
+        long.extend(vec![0xffu8; 54]);
+        let expected: Checksums = [
+            ("./plain".to_string(), "aa".to_string()),
+            (key(b"caf\xe9"), "bb".to_string()),
+            (key_of_name(long), "cc".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(sums, &expected);
+        // `Li9h` is `./a`: the same name as the plain key.
+        let twice = text.replace("Li9jYWbp", "Li9h").replace("./plain", "./a");
+        assert_eq!(
+            read(&twice).unwrap_err(),
+            "instance backend/0 job store: the checksum of ./a is listed twice"
+        );
+    }
+}
