@@ -643,6 +643,7 @@ fn a_2_gib_long_name_record_is_refused_with_bounded_memory() {
         .arg(&dir)
         .current_dir(vm.dir.path());
     let (run, peak_kib) = Run::measured(&mut command, vm.dir.path());
+    eprintln!("peak RSS of the refused restore: {peak_kib} KiB");
     run.assert_code(1)
         .assert_stderr_contains("'././@LongLink' is refused")
         .assert_stderr_contains(

@@ -38,7 +38,7 @@ pub struct InstanceArtifacts {
 pub struct ArtifactChecksums {
     /// The job.
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_keys::unique_keys")]
     pub checksums: Checksums,
 }
 

@@ -117,6 +117,35 @@ fn normalized(sums: Checksums) -> Result<Checksums, String> {
     Ok(out)
 }
 
+/// Reads a checksum map, refusing a key the YAML gives twice (serde's maps keep the last one
+/// silently): each file of the tar must be matched by exactly one entry.
+pub fn unique_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Checksums, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = Checksums;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of file names to checksums")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Checksums, A::Error> {
+            let mut out = Checksums::new();
+            while let Some((key, sum)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the checksum of {} is listed twice",
+                        shown_key(&key)
+                    )));
+                }
+                out.insert(key, sum);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +218,13 @@ mod tests {
         assert_eq!(
             read(&twice).unwrap_err(),
             "instance backend/0 job store: the checksum of ./a is listed twice"
+        );
+        let plain_twice = text.replace("!!binary Li9jYWbp", "./plain");
+        assert!(
+            read(&plain_twice)
+                .unwrap_err()
+                .contains("the checksum of ./plain is listed twice"),
+            "{plain_twice}"
         );
     }
 }
