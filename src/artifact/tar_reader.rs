@@ -180,7 +180,11 @@ fn describe<R: Read>(
         .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
     for (what, bytes) in [("name", Some(&name)), ("link target", link.as_ref())] {
         let Some(bytes) = bytes else { continue };
-        let shown = shown(&name);
+        // A name past any bound is shown by its start only: the message stays one line.
+        let shown = match name.len() {
+            0..=200 => shown(&name),
+            _ => format!("{}...", shown(&name[..200])),
+        };
         if bytes.len() as u64 >= PATH_MAX {
             return Err(refused(
                 &shown,
@@ -603,5 +607,25 @@ mod tests {
                 ),
             }
         }
+        // From a PAX path record (up to 64 KiB): refused, and shown by its start.
+        let name = format!("./{}", "p".repeat(5000));
+        let body = format!(" path={name}\n");
+        let record = format!("{}{body}", body.len() + 4);
+        assert_eq!(
+            record.len(),
+            body.len() + 4,
+            "the length counts its own 4 digits"
+        );
+        let mut tar = raw_header(b"PaxHeaders/x", EntryType::XHeader, record.len() as u64).to_vec();
+        tar.extend_from_slice(record.as_bytes());
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+        tar.extend_from_slice(&raw_header(b"./short", EntryType::Regular, 0));
+        tar.extend_from_slice(&[0u8; 1024]);
+        let err = read_tar(&tar[..], None).unwrap_err().to_string();
+        assert!(
+            err.contains("its name is 5002 bytes; names are at most 4095 bytes (PATH_MAX)"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{err}");
     }
 }
