@@ -4,7 +4,8 @@
 //! those bytes. A real name's key begins `./`, and base64 has no `.`, so the two never meet.
 //!
 //! serde_yaml neither writes that tag nor reports it when it reads, so the keys are tagged
-//! here on the way out and recognised on the way in.
+//! here on the way out (with a random tag of our own, then made `!!binary`) and recognised on
+//! the way in.
 
 use serde_yaml::Value;
 use serde_yaml::value::{Tag, TaggedValue};
@@ -23,18 +24,27 @@ pub fn to_yaml(metadata: &BackupMetadata) -> Result<String, serde_yaml::Error> {
         return serde_yaml::to_string(metadata);
     }
     let value = serde_yaml::to_value(metadata)?;
-    // The keys get a tag of their own first, then that tag's text is made `!!binary`: a tag
-    // no name in the text holds, so exactly the keys' tags are replaced.
-    let mut n = 0u64;
-    loop {
-        let marker = format!("bbr-agent-binary-{n}");
+    // The keys get a tag of their own first, then that tag's text is made `!!binary`.
+    // A random marker: no name can hold it by design, and the count proves none does.
+    for _ in 0..8 {
+        let marker = format!("bbr-agent-binary-{:016x}{:016x}", random(), random());
         let text = serde_yaml::to_string(&tag_keys(value.clone(), &marker))?;
         let token = format!("!{marker} ");
         if text.matches(&token).count() == binary {
             return Ok(text.replace(&token, "!!binary "));
         }
-        n += 1;
     }
+    Err(serde::ser::Error::custom(
+        "cannot tag the checksum keys of names that are not UTF-8 as !!binary",
+    ))
+}
+
+/// 64 random bits, from the standard library's randomly keyed hasher.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
 fn artifacts(metadata: &BackupMetadata) -> impl Iterator<Item = &ArtifactChecksums> {
@@ -185,7 +195,7 @@ mod tests {
             key(b"\xff"),
             key(b"\xfe"),
             key(&long),
-            // A name holding the first marker's text: another marker is taken.
+            // A name that looks like a marker: left as it is.
             key(b"!bbr-agent-binary-0 x"),
         ];
         let m = metadata(&keys);
