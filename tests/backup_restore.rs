@@ -79,6 +79,15 @@ fn the_artifact_has_bbrs_layout_and_checksums() {
         0o700
     );
 
+    let metadata_mode = fs::metadata(artifact.join("metadata"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&metadata_mode) & 0o777,
+        0o644,
+        "the metadata file is 0644 as BBR's (inside the 0700 directory)"
+    );
+
     let tar = artifact.join("backend-0-store.tar");
     let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
     let names = String::from_utf8(listing.stdout).unwrap();
@@ -329,4 +338,116 @@ fn a_local_identity_that_is_not_a_plain_name_is_refused() {
         .filter(|n| n.to_string_lossy().starts_with('x'))
         .collect();
     assert!(outside.is_empty(), "written outside: {outside:?}");
+}
+
+/// A file from before 1970 and one from far ahead: our tar holds their times as GNU tar
+/// writes them (GNU tar lists the same dates), and a restore gives them back.
+#[test]
+fn times_before_1970_and_far_ahead_survive_the_round_trip() {
+    use std::os::unix::fs::MetadataExt;
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    let data = vm.data_dir("store");
+    for (name, date) in [
+        ("old", "1960-01-01 00:00:00 UTC"),
+        ("far", "2400-01-01 00:00:00 UTC"),
+    ] {
+        write_file(&data.join(name), name.as_bytes());
+        let touch = Command::new("touch")
+            .arg("-d")
+            .arg(date)
+            .arg(data.join(name))
+            .output()
+            .unwrap();
+        assert!(touch.status.success(), "touch: {touch:?}");
+    }
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let listing = Command::new("tar")
+        .args(["--utc", "--full-time", "-tvf"])
+        .arg(vm.artifact_dir().join("backend-0-store.tar"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(listing.contains("1960-01-01 00:00:00 ./old"), "{listing}");
+    assert!(listing.contains("2400-01-01 00:00:00 ./far"), "{listing}");
+
+    fs::remove_dir_all(&data).unwrap();
+    let run = vm.agent(&[
+        "restore",
+        "--artifact-path",
+        vm.artifact_dir().to_str().unwrap(),
+    ]);
+    run.assert_success();
+    let mtime = |name: &str| fs::metadata(data.join(name)).unwrap().mtime();
+    assert_eq!(mtime("old"), -315_619_200, "{}", run.explain());
+    assert_eq!(mtime("far"), 13_569_465_600, "{}", run.explain());
+}
+
+/// Names that are not UTF-8 (two of them, and one that a lossy mapping would make the same as
+/// another): the tar keeps the bytes, the metadata keys them `!!binary` as BBR's YAML does,
+/// and a restore gives back exactly those names.
+#[test]
+fn names_that_are_not_utf8_round_trip_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    let data = vm.data_dir("store");
+    let files: [(&[u8], &[u8]); 4] = [
+        (b"caf\xe9", b"latin-1"),
+        (b"\xff", b"ff"),
+        (b"\xfe", b"fe"),
+        (b"dir\x80/inner\x81", b"nested"),
+    ];
+    for (name, contents) in files {
+        write_file(&data.join(OsStr::from_bytes(name)), contents);
+    }
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let artifact = vm.artifact_dir();
+    let listing = Command::new("tar")
+        .args(["--quoting-style=literal", "-tf"])
+        .arg(artifact.join("backend-0-store.tar"))
+        .output()
+        .unwrap();
+    let names: Vec<&[u8]> = listing.stdout.split(|b| *b == b'\n').collect();
+    for (name, _) in files {
+        let full = [b"./", name].concat();
+        assert!(names.contains(&&full[..]), "GNU tar lists {full:?}");
+    }
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    for encoded in ["!!binary Li9jYWbp: ", "!!binary Li//: ", "!!binary Li/+: "] {
+        assert!(metadata.contains(encoded), "{encoded} in\n{metadata}");
+    }
+
+    fs::remove_dir_all(&data).unwrap();
+    let run = vm.agent(&["restore", "--artifact-path", artifact.to_str().unwrap()]);
+    run.assert_success();
+    for (name, contents) in files {
+        assert_eq!(
+            fs::read(data.join(OsStr::from_bytes(name))).ok().as_deref(),
+            Some(contents),
+            "{name:?}\n{}",
+            run.explain()
+        );
+    }
+    let top: std::collections::BTreeSet<Vec<u8>> = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    let expected: std::collections::BTreeSet<Vec<u8>> =
+        [&b"caf\xe9"[..], b"\xff", b"\xfe", b"dir\x80"]
+            .iter()
+            .map(|n| n.to_vec())
+            .collect();
+    assert_eq!(top, expected, "{}", run.explain());
 }

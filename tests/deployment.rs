@@ -659,3 +659,60 @@ fn two_jobs_whose_tars_would_have_one_name_are_refused_before_anything_is_locked
         run.explain()
     );
 }
+
+/// Through the driver and `serve`: names that are not UTF-8 travel between agent and driver
+/// as their `!!binary` keys, the driver's check of the stream keys them the same, the
+/// metadata holds them as BBR's YAML does, and a restore gives back the exact bytes, with a
+/// time from before 1970.
+#[test]
+fn names_that_are_not_utf8_and_old_times_round_trip_through_the_driver() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut fleet = Fleet::new();
+    let db = fleet.add("db", 0);
+    db.job("db").copying_backup_restore();
+    let data = db.data_dir("db");
+    let files: [(&[u8], &[u8]); 3] = [(b"caf\xe9", b"latin-1"), (b"\xff", b"ff"), (b"\xfe", b"fe")];
+    for (name, contents) in files {
+        write_file(&data.join(OsStr::from_bytes(name)), contents);
+    }
+    let old = write_file(&data.join("old"), b"1960");
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "1960-01-01 00:00:00 UTC"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success();
+    let artifact = fleet.artifact_dir();
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    for encoded in ["!!binary Li9jYWbp: ", "!!binary Li//: ", "!!binary Li/+: "] {
+        assert!(
+            metadata.contains(encoded),
+            "{encoded} in\n{metadata}\n{}",
+            run.explain()
+        );
+    }
+
+    fs::remove_dir_all(&data).unwrap();
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_success();
+    for (name, contents) in files {
+        assert_eq!(
+            fs::read(data.join(OsStr::from_bytes(name))).ok().as_deref(),
+            Some(contents),
+            "{name:?}\n{}",
+            run.explain()
+        );
+    }
+    assert_eq!(
+        fs::metadata(data.join("old")).unwrap().mtime(),
+        -315_619_200
+    );
+}

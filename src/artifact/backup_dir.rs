@@ -5,12 +5,13 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::checksums::Checksums;
+use super::metadata_keys;
 use crate::contract::METADATA_FILE;
 use crate::timestamp::Utc;
 
@@ -37,7 +38,7 @@ pub struct InstanceArtifacts {
 pub struct ArtifactChecksums {
     /// The job.
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_keys::unique_keys")]
     pub checksums: Checksums,
 }
 
@@ -113,10 +114,14 @@ impl BackupDir {
             path: path.clone(),
             source,
         })?;
-        serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
-            path,
-            detail: e.to_string(),
-        })
+        let mut metadata: BackupMetadata =
+            serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        metadata_keys::read_keys(&mut metadata)
+            .map_err(|detail| BackupDirError::Parse { path, detail })?;
+        Ok(metadata)
     }
 
     /// Makes the directory's entries (the tars' names) durable; each tar's data was synced
@@ -132,15 +137,19 @@ impl BackupDir {
             .map_err(write_err)
     }
 
-    /// Writes the metadata whole or not at all: a temporary file, synced, then renamed.
+    /// Writes the metadata whole or not at all: a temporary file, synced, then renamed. It is
+    /// 0644 as BBR's is (the directory, 0700, is what keeps others out).
     pub fn write_metadata(&self, metadata: &BackupMetadata) -> Result<(), BackupDirError> {
         let path = self.metadata_path();
         let write_err = |source| BackupDirError::Write {
             path: path.clone(),
             source,
         };
-        let yaml = serde_yaml::to_string(metadata).map_err(|e| write_err(io::Error::other(e)))?;
+        let yaml = metadata_keys::to_yaml(metadata).map_err(|e| write_err(io::Error::other(e)))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.path).map_err(write_err)?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(write_err)?;
         tmp.write_all(yaml.as_bytes()).map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;

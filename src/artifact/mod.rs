@@ -2,12 +2,15 @@
 //! artifact directory, and the operator-side BBR artifact directory.
 
 pub mod backup_dir;
+mod base64;
 pub mod checksums;
 mod entry_path;
 mod hasher;
+mod metadata_keys;
 pub mod plain_name;
 mod remove_tree;
 pub mod store;
+mod tar_header;
 pub mod tar_reader;
 pub mod tar_writer;
 pub mod verify_stream;

@@ -7,18 +7,22 @@
 //! file, so nothing is ever written through one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::checksums::{Checksums, hex};
-use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolves_inside};
+use super::checksums::{Checksums, hex, shown, shown_key};
+use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolve_inside};
 use super::hasher::Hasher;
+use super::tar_header::{
+    PATH_MAX, PAX_MAX, decode_time, pax_time, read_record, system_time, until_nul,
+};
 use super::tar_writer::read_retrying;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,160 @@ pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums
         created_owner: extract_to.and_then(created_owner),
         buf: Vec::new(),
     };
-    for entry in archive.entries().map_err(TarReadError::Read)? {
-        let entry = entry.map_err(TarReadError::Read)?;
-        reader.entry(entry)?;
+    // Raw entries: the extension records (long names, PAX) are read here, each with a bound,
+    // where the crate would read any size whole into memory.
+    let mut pending = Extensions::default();
+    for entry in archive.entries().map_err(TarReadError::Read)?.raw(true) {
+        let mut entry = entry.map_err(TarReadError::Read)?;
+        if !pending.take_record(&mut entry)? {
+            reader.entry(entry, std::mem::take(&mut pending))?;
+        }
+    }
+    if let Some(record) = pending.first() {
+        return Err(refused(
+            record,
+            "the archive ends after this extension record, without the entry it describes",
+        ));
     }
     reader.finish()
+}
+
+/// The extension records read so far for the next entry.
+#[derive(Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    /// Reads `entry` if it is an extension record (and returns true), within its bound.
+    fn take_record<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<bool, TarReadError> {
+        let kind = entry.header().entry_type();
+        let (slot, limit, what) = match kind {
+            EntryType::GNULongName => (&mut self.long_name, PATH_MAX, "GNU long name"),
+            EntryType::GNULongLink => (&mut self.long_link, PATH_MAX, "GNU long link target"),
+            EntryType::XHeader => (&mut self.pax, PAX_MAX, "PAX record set"),
+            EntryType::XGlobalHeader => {
+                // Global records (a comment from `git archive`, say) change nothing here.
+                let shown = shown(&entry.header().path_bytes());
+                read_record(entry, entry.size(), PAX_MAX, "global PAX record set")
+                    .map_err(|e| refused(&shown, e.to_string()))?;
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        };
+        let shown = shown(&entry.header().path_bytes());
+        if slot.is_some() {
+            return Err(refused(
+                &shown,
+                format!("it is a second {what} for the same entry"),
+            ));
+        }
+        let data = read_record(entry, entry.size(), limit, what)
+            .map_err(|e| refused(&shown, e.to_string()))?;
+        *slot = Some(match kind {
+            EntryType::XHeader => data,
+            _ => until_nul(data),
+        });
+        Ok(true)
+    }
+
+    /// What to name in an error about records that describe no entry.
+    fn first(&self) -> Option<&'static str> {
+        match (&self.long_name, &self.long_link, &self.pax) {
+            (None, None, None) => None,
+            (Some(_), _, _) | (_, Some(_), _) => Some("././@LongLink"),
+            _ => Some("PAX record set"),
+        }
+    }
+}
+
+/// What an entry says about itself once its extension records are applied, each field read
+/// within its bound.
+struct Described {
+    name: Vec<u8>,
+    link: Option<Vec<u8>>,
+    mtime: Option<i64>,
+    owner: Option<(u64, u64)>,
+}
+
+fn describe<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    ext: Extensions,
+) -> Result<Described, TarReadError> {
+    let header = entry.header();
+    let header_name = shown(&header.path_bytes());
+    let (mut pax_path, mut pax_link, mut pax_mtime) = (None, None, None);
+    let (mut uid, mut gid) = (header.uid().ok(), header.gid().ok());
+    if let Some(records) = &ext.pax {
+        for record in tar::PaxExtensions::new(records) {
+            let record =
+                record.map_err(|_| refused(&header_name, "its PAX records are malformed"))?;
+            let value = record.value_bytes();
+            let number = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            match record.key_bytes() {
+                b"path" => pax_path = Some(value.to_vec()),
+                b"linkpath" => pax_link = Some(value.to_vec()),
+                b"mtime" => pax_mtime = Some(pax_time(value)),
+                b"uid" => uid = number(),
+                b"gid" => gid = number(),
+                b"size" if number() != Some(entry.size()) => {
+                    return Err(refused(
+                        &header_name,
+                        "its PAX size record differs from its header's size (not supported)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let name = ext
+        .long_name
+        .or(pax_path)
+        .unwrap_or_else(|| header.path_bytes().into_owned());
+    let link = ext
+        .long_link
+        .or(pax_link)
+        .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+    for (what, bytes) in [("name", Some(&name)), ("link target", link.as_ref())] {
+        let Some(bytes) = bytes else { continue };
+        // A name past any bound is shown by its start only: the message stays one line.
+        let shown = match name.len() {
+            0..=200 => shown(&name),
+            _ => format!("{}...", shown(&name[..200])),
+        };
+        if bytes.len() as u64 >= PATH_MAX {
+            return Err(refused(
+                &shown,
+                format!(
+                    "its {what} is {} bytes; names are at most {} bytes (PATH_MAX)",
+                    bytes.len(),
+                    PATH_MAX - 1
+                ),
+            ));
+        }
+        if bytes.contains(&0) {
+            return Err(refused(&shown, format!("its {what} holds a NUL byte")));
+        }
+    }
+    let mtime = match pax_mtime {
+        Some(t) => t,
+        None => decode_time(&header.as_old().mtime),
+    };
+    Ok(Described {
+        name,
+        link,
+        mtime,
+        owner: uid.zip(gid),
+    })
 }
 
 type Owner = Option<(u64, u64)>;
@@ -92,10 +245,15 @@ fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
 }
 
 impl Reader<'_> {
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), TarReadError> {
-        let raw_name = entry.path().map_err(TarReadError::Read)?.into_owned();
-        let shown = raw_name.display().to_string();
-        let path = check_entry(&raw_name).map_err(|why| refused(&shown, why))?;
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        ext: Extensions,
+    ) -> Result<(), TarReadError> {
+        let described = describe(&entry, ext)?;
+        let raw_name = Path::new(OsStr::from_bytes(&described.name));
+        let shown = shown(&described.name);
+        let path = check_entry(raw_name).map_err(|why| refused(&shown, why))?;
         if !path.is_root() && !self.seen.insert(path.relative.clone()) {
             return Err(refused(
                 &shown,
@@ -113,11 +271,11 @@ impl Reader<'_> {
         }
         let header = entry.header();
         let mode = header.mode().map_err(TarReadError::Read)? & 0o777;
-        let owner = match (header.uid(), header.gid()) {
-            (Ok(u), Ok(g)) => Some((u, g)),
-            _ => None,
-        };
-        let mtime = header.mtime().ok();
+        let (owner, mtime) = (described.owner, described.mtime);
+        let link_name = described
+            .link
+            .as_deref()
+            .map(|l| Path::new(OsStr::from_bytes(l)));
         match header.entry_type() {
             EntryType::Directory => {
                 if let Some(dest) = self.dest {
@@ -137,11 +295,9 @@ impl Reader<'_> {
                 self.files.insert(path.relative.clone());
             }
             EntryType::Link => {
-                let target_name = entry
-                    .link_name()
-                    .map_err(TarReadError::Read)?
+                let target_name = link_name
                     .ok_or_else(|| refused(&shown, "it is a hard link without a target"))?;
-                let target = check_entry(&target_name).map_err(|why| {
+                let target = check_entry(target_name).map_err(|why| {
                     refused(
                         &shown,
                         format!("it is a hard link whose target is refused: {why}"),
@@ -162,11 +318,9 @@ impl Reader<'_> {
                 self.hard_links.push((path.key, target.key));
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(TarReadError::Read)?
+                let target = link_name
                     .ok_or_else(|| refused(&shown, "it is a symlink without a target"))?
-                    .into_owned();
+                    .to_path_buf();
                 check_symlink_target(&path, &target).map_err(|why| refused(&shown, why))?;
                 if self
                     .files
@@ -198,7 +352,7 @@ impl Reader<'_> {
         path: &EntryPath,
         mode: u32,
         owner: Option<(u64, u64)>,
-        mtime: Option<u64>,
+        mtime: Option<i64>,
     ) -> Result<(), TarReadError> {
         let shown = &path.key;
         if path.is_root() {
@@ -264,8 +418,10 @@ impl Reader<'_> {
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(write_err)?;
             }
-            if let Some(secs) = mtime {
-                let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs));
+            // A time the system cannot hold (or the filesystem refuses) leaves the file's own,
+            // as an absent one does: the data is what must come back.
+            if let Some(time) = mtime.and_then(system_time) {
+                let _ = file.set_modified(time);
             }
             if let (true, Some((uid, gid))) = (self.as_root, owner)
                 && self.created_owner != owner
@@ -299,12 +455,8 @@ impl Reader<'_> {
             .map(|(p, t, _)| (p.relative.clone(), t.clone()))
             .collect();
         for (path, target, _) in &self.symlinks {
-            if !resolves_inside(&links, &path.relative, target) {
-                return Err(refused(
-                    &path.key,
-                    "it is a symlink that, through the archive's other symlinks, leads outside the job's directory",
-                ));
-            }
+            resolve_inside(&links, &path.relative, target)
+                .map_err(|why| refused(&shown_key(&path.key), why.why()))?;
         }
         if let Some(dest) = self.dest {
             for (path, target, owner) in &self.symlinks {
@@ -362,4 +514,118 @@ fn chown(path: &Path, owner: Option<(u64, u64)>, is_link: bool) {
     } else {
         std::os::unix::fs::chown(path, uid, gid)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header of `kind` named `name` with `size` bytes of data to follow.
+    fn raw_header(name: &[u8], kind: EntryType, size: u64) -> [u8; 512] {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_cksum();
+        *h.as_bytes()
+    }
+
+    /// Reads like an endless stream of zeros after `start`, counting what was taken.
+    struct Endless {
+        start: Vec<u8>,
+        taken: u64,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(64 * 1024);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self
+                    .start
+                    .get(self.taken as usize + i)
+                    .copied()
+                    .unwrap_or(0);
+            }
+            self.taken += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// The GNU long-name record of 2 GiB (and a PAX record set of 1 GiB) that a compromised
+    /// VM can send the driver: refused from its header, having read a few blocks.
+    #[test]
+    fn oversized_extension_records_are_refused_before_they_are_read() {
+        for (kind, why) in [
+            (
+                EntryType::GNULongName,
+                "its GNU long name is 2147483648 bytes, more than the 4096 bytes allowed",
+            ),
+            (
+                EntryType::GNULongLink,
+                "its GNU long link target is 2147483648 bytes, more than the 4096 bytes allowed",
+            ),
+            (
+                EntryType::XHeader,
+                "its PAX record set is 2147483648 bytes, more than the 65536 bytes allowed",
+            ),
+        ] {
+            let mut input = Endless {
+                start: raw_header(b"././@LongLink", kind, 2 << 30).to_vec(),
+                taken: 0,
+            };
+            let err = read_tar(&mut input, None).unwrap_err().to_string();
+            assert_eq!(err, format!("entry '././@LongLink' is refused: {why}"));
+            assert!(
+                input.taken <= 1 << 20,
+                "{kind:?}: read {} bytes",
+                input.taken
+            );
+        }
+    }
+
+    #[test]
+    fn long_names_within_path_max_are_read_and_longer_ones_refused() {
+        for (len, ok) in [(4095, true), (4096, false)] {
+            let name = format!("./{}", "n".repeat(len - 2));
+            let mut tar =
+                raw_header(b"././@LongLink", EntryType::GNULongName, len as u64 + 1).to_vec();
+            tar.extend_from_slice(name.as_bytes());
+            tar.resize(tar.len().div_ceil(512) * 512 + 512, 0);
+            tar.truncate(512 + (len + 1).div_ceil(512) * 512);
+            tar.extend_from_slice(&raw_header(b"./short", EntryType::Regular, 0));
+            tar.extend_from_slice(&[0u8; 1024]);
+            let result = read_tar(&tar[..], None);
+            match ok {
+                true => assert!(result.unwrap().contains_key(&name), "{len}"),
+                false => assert!(
+                    result
+                        .unwrap_err()
+                        .to_string()
+                        .contains("more than the 4096 bytes"),
+                    "{len}"
+                ),
+            }
+        }
+        // From a PAX path record (up to 64 KiB): refused, and shown by its start.
+        let name = format!("./{}", "p".repeat(5000));
+        let body = format!(" path={name}\n");
+        let record = format!("{}{body}", body.len() + 4);
+        assert_eq!(
+            record.len(),
+            body.len() + 4,
+            "the length counts its own 4 digits"
+        );
+        let mut tar = raw_header(b"PaxHeaders/x", EntryType::XHeader, record.len() as u64).to_vec();
+        tar.extend_from_slice(record.as_bytes());
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+        tar.extend_from_slice(&raw_header(b"./short", EntryType::Regular, 0));
+        tar.extend_from_slice(&[0u8; 1024]);
+        let err = read_tar(&tar[..], None).unwrap_err().to_string();
+        assert!(
+            err.contains("its name is 5002 bytes; names are at most 4095 bytes (PATH_MAX)"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{err}");
+    }
 }

@@ -5,13 +5,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
-use super::checksums::Checksums;
+use super::checksums::{Checksums, key};
 use super::entry_path::{check_entry, check_symlink_target};
 use super::hasher::Hasher;
+use super::tar_header::encode_time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarWriteError {
@@ -33,7 +36,7 @@ pub fn write_tar(dir: &Path, out: impl Write) -> Result<Checksums, TarWriteError
         path: dir.to_path_buf(),
         source,
     })?;
-    append_header(&mut builder, "./", &root_meta, EntryType::Directory, 0)?;
+    append_header(&mut builder, b"./", &root_meta, EntryType::Directory, 0)?;
     walk(dir, Path::new(""), &mut builder, &hasher)?;
     checksums.extend(hasher.finish());
     builder
@@ -63,11 +66,17 @@ fn walk<W: Write>(
     for entry in entries {
         let path = entry.path();
         let rel = relative.join(entry.file_name());
-        let name = format!("./{}", rel.display());
+        // Names are bytes, in the tar as on disk; only the manifest key encodes them.
+        let rel_bytes = rel.as_os_str().as_bytes();
+        let mut name = Vec::with_capacity(rel_bytes.len() + 3);
+        name.extend_from_slice(b"./");
+        name.extend_from_slice(rel_bytes);
         let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
         let file_type = meta.file_type();
         if file_type.is_dir() {
-            append_header(builder, &format!("{name}/"), &meta, EntryType::Directory, 0)?;
+            let mut dir_name = name.clone();
+            dir_name.push(b'/');
+            append_header(builder, &dir_name, &meta, EntryType::Directory, 0)?;
             walk(root, &rel, builder, hasher)?;
         } else if file_type.is_file() {
             let mut file = File::open(&path).map_err(read_err(&path))?;
@@ -82,10 +91,10 @@ fn walk<W: Write>(
                     },
                 })?;
             pad(builder.get_mut(), meta.len())?;
-            hasher.end_file(name);
+            hasher.end_file(key(rel_bytes));
         } else if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(read_err(&path))?;
-            let entry_path = check_entry(Path::new(&name)).expect("walked names are relative");
+            let entry_path = check_entry(&rel).expect("walked names are relative");
             check_symlink_target(&entry_path, &target)
                 .and_then(|()| resolves_on_disk(root, &path))
                 .map_err(|why| TarWriteError::Unsupported {
@@ -177,12 +186,14 @@ fn header_for(meta: &fs::Metadata, kind: EntryType, size: u64) -> Header {
     header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
     header.set_entry_type(kind);
     header.set_size(size);
+    // Times before 1970 as GNU tar writes them (the crate would write them as far-future).
+    encode_time(&mut header.as_old_mut().mtime, meta.mtime());
     header
 }
 
 fn append_header<W: Write>(
     builder: &mut tar::Builder<W>,
-    name: &str,
+    name: &[u8],
     meta: &fs::Metadata,
     kind: EntryType,
     size: u64,
@@ -196,10 +207,10 @@ fn append_header<W: Write>(
 /// when they fit, otherwise in a GNU long-name entry before it, as GNU tar does.
 fn write_named<W: Write>(
     builder: &mut tar::Builder<W>,
-    name: &str,
+    name: &[u8],
     header: &mut Header,
 ) -> Result<(), TarWriteError> {
-    let bytes = name.as_bytes();
+    let bytes = name;
     let slot = &mut header.as_old_mut().name;
     if bytes.len() <= slot.len() {
         slot.fill(0);

@@ -273,6 +273,27 @@ mod tests {
         assert_eq!(sums["./big"], sum);
     }
 
+    /// What a compromised VM can send the driver: a GNU long-name record claiming 2 GiB. The
+    /// check refuses it from its header, and the stream is still taken in to its end.
+    #[test]
+    fn a_2_gib_long_name_record_in_the_stream_is_refused_from_its_header() {
+        let mut long = tar::Header::new_gnu();
+        long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_size(2 << 30);
+        long.set_cksum();
+        let mut w = VerifyingWriter::new(io::sink());
+        w.write_all(long.as_bytes()).unwrap();
+        for _ in 0..32 {
+            w.write_all(&[b'n'; BATCH]).unwrap();
+        }
+        let (_, sums) = w.finish().unwrap();
+        assert_eq!(
+            sums.unwrap_err().to_string(),
+            "entry '././@LongLink' is refused: its GNU long name is 2147483648 bytes, more than the 4096 bytes allowed"
+        );
+    }
+
     struct Full;
 
     impl Write for Full {

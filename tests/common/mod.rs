@@ -254,6 +254,46 @@ impl Run {
         }
     }
 
+    /// Runs `command` and also returns the peak resident memory of its process, in KiB, from
+    /// the kernel's accounting of that one child (`wait4`).
+    #[allow(dead_code)]
+    pub fn measured(command: &mut Command, cwd: &Path) -> (Run, u64) {
+        use std::io::Read as _;
+        use std::process::Stdio;
+        let shown = format!("{:?}", command);
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run bbr-agent");
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err.read_to_end(&mut s);
+            s
+        });
+        let mut stdout = Vec::new();
+        let _ = out.read_to_end(&mut stdout);
+        let stderr = reader.join().unwrap();
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value of that plain C struct.
+        let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child by its pid, writing only into the two locals; the
+        // Child is not waited for again (it is forgotten below).
+        let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as i32, "wait4");
+        std::mem::forget(child);
+        let code = nix::libc::WIFEXITED(status).then(|| nix::libc::WEXITSTATUS(status));
+        let run = Run {
+            command: shown,
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            cwd: cwd.to_path_buf(),
+        };
+        (run, usage.ru_maxrss as u64)
+    }
+
     /// Everything a reader of a failed test needs.
     pub fn explain(&self) -> String {
         let mut s = String::new();
