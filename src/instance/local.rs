@@ -193,30 +193,17 @@ pub struct Survey {
 }
 
 impl LocalInstance {
-    /// Discovers the jobs and runs every metadata script (concurrently: a VM with many jobs
-    /// should not wait on each in turn), keeping each job's result apart for `list`.
+    /// Discovers the jobs and runs every metadata script, keeping each job's result apart
+    /// for `list`. One at a time, in job order, as BBR runs them: release authors write
+    /// metadata scripts for that (some render config or call a local service), and they are
+    /// quick; no release's script is known to be safe run beside another's.
     pub fn survey(&self) -> Result<Survey, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
-        // A thread only for a job that has a metadata script to wait on.
-        let results: Vec<_> = thread::scope(|s| {
-            let running: Vec<_> = discovery
-                .jobs
-                .iter()
-                .map(|job| {
-                    job.has(ScriptKind::Metadata)
-                        .then(|| s.spawn(|| self.metadata_of(job)))
-                })
-                .collect();
-            discovery
-                .jobs
-                .iter()
-                .zip(running)
-                .map(|(job, thread)| match thread {
-                    Some(thread) => thread.join().expect("metadata thread"),
-                    None => self.metadata_of(job),
-                })
-                .collect()
-        });
+        let results: Vec<_> = discovery
+            .jobs
+            .iter()
+            .map(|job| self.metadata_of(job))
+            .collect();
         Ok(Survey {
             jobs: discovery.jobs.into_iter().zip(results).collect(),
             ignored: discovery
