@@ -1,4 +1,4 @@
-//! Running one script: its own process group, a clean environment, both output streams
+//! Running one script: its own process group, the environment sudo gives, both output streams
 //! drained as they come, a timeout that ends the whole group. (`spawn` also starts the
 //! driver's sessions.)
 
@@ -6,6 +6,7 @@ mod capture;
 mod process_group;
 mod run;
 pub mod spawn;
+mod sudo_env;
 mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
