@@ -49,9 +49,16 @@ fn passwd_entry(uid: u32) -> (String, String, String) {
 /// for an agent that inherits it): the target user is the one the agent runs as; the caller
 /// is the one the agent's own SUDO_* name (it was started by sudo), else its real user; TERM
 /// is kept unless sudo's env_check refuses it, else "unknown".
-fn sudo_expected(script: &Path, agent_env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+fn sudo_expected(
+    script: &Path,
+    agent_env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
     let (name, home, shell) = passwd_entry(nix::unistd::geteuid().as_raw());
-    let caller = match (agent_env("SUDO_USER"), agent_env("SUDO_UID"), agent_env("SUDO_GID")) {
+    let caller = match (
+        agent_env("SUDO_USER"),
+        agent_env("SUDO_UID"),
+        agent_env("SUDO_GID"),
+    ) {
         (Some(user), Some(uid), Some(gid)) => (user, uid, gid),
         _ => (
             passwd_entry(nix::unistd::getuid().as_raw()).0,
@@ -929,7 +936,10 @@ fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
     // The script and what it starts (a grep in the foreground): all 64 signals, glibc's
     // internal 32 and 33 included (glibc's posix_spawn used to leave those two ignored, and
     // so every process under a script had them ignored).
-    for (file, who) in [("signals", "the script"), ("child-signals", "the script's child")] {
+    for (file, who) in [
+        ("signals", "the script"),
+        ("child-signals", "the script's child"),
+    ] {
         assert_eq!(
             mask(file, "SigBlk:"),
             0,

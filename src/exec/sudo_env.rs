@@ -109,7 +109,11 @@ fn build(
         set("MAIL", &format!("{MAIL_DIR}/{}", target.name));
     }
     let numeric = |key: &str| own_env(key).filter(|v| !v.is_empty() && v.parse::<u32>().is_ok());
-    let inherited = match (own_env("SUDO_USER"), numeric("SUDO_UID"), numeric("SUDO_GID")) {
+    let inherited = match (
+        own_env("SUDO_USER"),
+        numeric("SUDO_UID"),
+        numeric("SUDO_GID"),
+    ) {
         (Some(user), Some(uid), Some(gid)) if !user.is_empty() => Some((user, uid, gid)),
         _ => None,
     };
@@ -193,7 +197,10 @@ mod tests {
         assert_eq!(env["SUDO_UID"], "1000");
         assert_eq!(env["SUDO_GID"], "1000");
         assert_eq!(env["HOME"], "/root", "the target user's, not the caller's");
-        assert_eq!(env["TERM"], "unknown", "sudo's TERM when the caller has none");
+        assert_eq!(
+            env["TERM"], "unknown",
+            "sudo's TERM when the caller has none"
+        );
         assert!(!env.contains_key("SUDO_COMMAND"), "set per script");
         // A half or non-numeric set is not trusted: the real ids are named instead.
         let env = env_of(ROOT, &[("SUDO_USER", "vcap"), ("SUDO_UID", "x1000")]);

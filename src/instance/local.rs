@@ -48,7 +48,7 @@ impl LocalInstance {
     ) -> Self {
         // Read once the run lock is held (`claim`); nothing writes it before.
         let journal = Arc::new(Journal::unread(&layout.run_dir()));
-        let trust = Trust::new(&layout.jobs_root);
+        let trust = Trust::new();
         LocalInstance {
             id,
             trust,
@@ -129,6 +129,10 @@ impl LocalInstance {
         if kind == ScriptKind::Backup
             && let Err(e) = self.store().job_dir(&job.name)
         {
+            return not_started(e.to_string());
+        }
+        // Last, right before the spawn: the file started is the one judged (src/trust.rs).
+        if let Err(e) = self.trust.verify_script(job, path) {
             return not_started(e.to_string());
         }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
