@@ -230,6 +230,99 @@ fn a_hung_lock_has_its_whole_process_group_ended_and_unlock_still_runs() {
     );
 }
 
+/// The processes whose command line is `sleep <seconds>`, from /proc.
+fn sleeping(seconds: &str) -> Vec<i32> {
+    let want = format!("sleep\0{seconds}\0");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// A timed-out lock script's children that left its process group with `setsid` are ended
+/// with it: one whose parent is still the script, and one orphaned by a subshell that
+/// exited at once (reparented to the agent, a child subreaper). Judged from /proc.
+#[test]
+fn a_timed_out_lock_scripts_setsid_children_are_ended_too() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.job("api").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             setsid sleep 313 &\n\
+             echo $! > '{child}'\n\
+             (setsid sleep 314 & echo $! > '{orphan}')\n\
+             sleep 300",
+            child = survivors.file("child").display(),
+            orphan = survivors.file("orphan").display(),
+        ),
+    );
+
+    let (run, _) = timed(&vm, &as_strs(&backup_args(&vm, &QUICK)));
+    run.assert_code(4);
+    assert_says_timed_out(&run, "api pre-backup-lock");
+    assert_gone(&survivors, &["child", "orphan"], &run);
+    for seconds in ["313", "314"] {
+        assert_eq!(
+            sleeping(seconds),
+            Vec::<i32>::new(),
+            "a `sleep {seconds}` the lock script started outlived it\n{}",
+            run.explain()
+        );
+    }
+    assert_eq!(
+        of_script(&vm.calls(), "post-backup-unlock"),
+        [
+            "db post-backup-unlock false",
+            "api post-backup-unlock false"
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+/// What an earlier lock script left running in a session of its own (a daemon holding its
+/// lock) is not taken for the timed-out script's: it outlives the run, as under BBR.
+#[test]
+fn a_daemon_an_earlier_lock_left_is_not_ended_with_a_later_timed_out_lock() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.job("api").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             (setsid sleep 315 > /dev/null 2>&1 & echo $! > '{daemon}')",
+            daemon = survivors.file("daemon").display(),
+        ),
+    );
+    vm.job("db").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             (setsid sleep 316 & echo $! > '{orphan}')\n\
+             sleep 300",
+            orphan = survivors.file("orphan").display(),
+        ),
+    );
+
+    let (run, _) = timed(&vm, &as_strs(&backup_args(&vm, &QUICK)));
+    run.assert_code(4);
+    assert_says_timed_out(&run, "db pre-backup-lock");
+    assert_gone(&survivors, &["orphan"], &run);
+    let daemon = survivors.pid("daemon", &run);
+    assert!(
+        alive(daemon),
+        "api's lock daemon (pid {daemon}) was ended with db's lock\n{}",
+        run.explain()
+    );
+}
+
 #[test]
 fn a_script_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let vm = two_job_vm();

@@ -3,6 +3,7 @@
 //! driver's sessions.)
 
 mod capture;
+mod descendants;
 mod process_group;
 mod run;
 pub mod spawn;

@@ -1,4 +1,5 @@
-//! Running a script to its end, with a timeout that ends its whole process group.
+//! Running a script to its end, with a timeout that ends its whole process group and what it
+//! started outside it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use std::os::unix::process::ExitStatusExt;
 
 use super::capture::{Captured, LineSink};
+use super::descendants;
 use super::process_group::ProcessGroup;
 use super::spawn::Spawn;
 use super::sudo_env::sudo_env;
@@ -90,8 +92,8 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         stdin_pipe: false,
         search_path: false,
     };
-    let child = match spawn.start() {
-        Ok(child) => child,
+    let (child, ticket) = match descendants::start_script(|| spawn.start(), |c| c.pid.as_raw()) {
+        Ok(started) => started,
         Err(e) => {
             return ScriptOutcome {
                 end: ScriptEnd::NotStarted(e.to_string()),
@@ -122,9 +124,14 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
             grace,
             |pause| watch.wait(pause),
             || interrupted && crate::interrupt::is_hard(),
+            |known| ticket.descendants(known),
         );
     }
     watch.reap_blocking();
+    ticket.finished();
+    // What the script's descendants left to the agent and has ended since (a lock script's
+    // daemon that its unlock stopped, say): not left as zombies.
+    descendants::reap_orphans();
     let status = watch.status();
     let (stdout, stderr) = watch.finish(Instant::now() + DRAIN_AFTER_EXIT);
 
