@@ -1,17 +1,18 @@
 //! The processes a script started that left its process group (`setsid`, `setpgid`), so that
 //! the agent can end them with a script it ends (a timeout, an interruption).
 //!
-//! Without a cgroup per script, the agent tracks them through the process tree: it makes
-//! itself a child subreaper (`PR_SET_CHILD_SUBREAPER`) before its first script, so what a
-//! script's descendants leave behind when a parent exits is reparented to the agent, not to
-//! init, and stays findable. When a script is ended, its descendants are read from `/proc`
-//! (every process whose chain of parents leads to it, in any session), and so are the agent's
-//! orphans (its children that are not scripts it started) that appeared after the script
-//! started, if no other script ran at any time beside it: then only the script, or a daemon
-//! an earlier script left that forked and exited since (rare; a cgroup would tell them
-//! apart), can have left them. An orphan that a concurrent script may have left is not
-//! touched (a lock script's daemon must live until its unlock). Each process is remembered
-//! with its start time, so a pid reused since is never signalled.
+//! Where the agent can give each script a cgroup (`cgroup`), a script's processes are its
+//! cgroup's members, exactly. Besides, and without one, the agent follows the process tree:
+//! it makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`) before its first script, so
+//! what a script's descendants orphan (a subshell that started a daemon and exited) is
+//! reparented to the agent, not to init, and stays findable. When a script is ended, its
+//! descendants are read from `/proc` (every process whose chain of parents leads to it, in
+//! any session). Without a cgroup, so are the agent's orphans (its children that are not
+//! scripts it started) that appeared after the script started, if no other script ran at any
+//! time beside it: then only the script, or a daemon an earlier script left that forked and
+//! exited since (rare), can have left them. An orphan that a concurrent script may have left
+//! is not touched (a lock script's daemon must live until its unlock). Each process is
+//! remembered with its start time, so a pid reused since is never signalled.
 //!
 //! Orphans that exit become the agent's zombies; [`reap_orphans`] waits for them (never for
 //! a running script's leader, which its own watch waits for).
@@ -23,6 +24,8 @@ use std::sync::{Mutex, MutexGuard, Once};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+
+use super::cgroup::ScriptCgroup;
 
 /// One process, as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +84,12 @@ pub struct Ticket {
     start: Option<u64>,
     /// The agent's children when it started: orphans left before, never its own.
     earlier: HashSet<i32>,
+    /// Its cgroup, where it has one: then its members are exactly what it started.
+    cgroup: Option<ScriptCgroup>,
 }
+
+/// Script cgroups a daemon still held when their script ended.
+static LINGERING: Mutex<Vec<ScriptCgroup>> = Mutex::new(Vec::new());
 
 /// Starts a script with `spawn` and registers it, in one step: no reaper may see its pid
 /// before it is known to be a script. Makes this process a subreaper first, once.
@@ -97,7 +105,16 @@ pub fn start_script<T, E>(
     });
     let mut registry = registry();
     let earlier: HashSet<i32> = own_children().into_iter().collect();
-    let child = spawn()?;
+    let (child, cgroup) = ScriptCgroup::spawn_into(spawn);
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_if_empty();
+            }
+            return Err(e);
+        }
+    };
     let pid = pid_of(&child);
     let had_company = !registry.running.is_empty();
     registry.running.insert(pid);
@@ -108,6 +125,7 @@ pub fn start_script<T, E>(
         had_company,
         start: read_stat(pid).map(|s| s.start),
         earlier,
+        cgroup,
     };
     Ok((child, ticket))
 }
@@ -125,7 +143,9 @@ impl Ticket {
         };
         let mut roots: Vec<i32> = vec![self.pid];
         roots.extend(known.iter().filter(|p| p.is_alive()).map(|p| p.pid));
-        if let (true, Some(since)) = (alone, self.start) {
+        if let Some(cgroup) = &self.cgroup {
+            roots.extend(cgroup.members());
+        } else if let (true, Some(since)) = (alone, self.start) {
             let me = std::process::id() as i32;
             roots.extend(
                 table
@@ -153,9 +173,17 @@ impl Ticket {
             .collect()
     }
 
-    /// The script's leader has been reaped: it is no longer running.
+    /// The script's leader has been reaped: it is no longer running. Its cgroup goes once
+    /// empty (now, or at a later script's end).
     pub fn finished(self) {
         registry().running.remove(&self.pid);
+        let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
+        lingering.retain(|cgroup| !cgroup.remove_if_empty());
+        if let Some(cgroup) = self.cgroup
+            && !cgroup.remove_if_empty()
+        {
+            lingering.push(cgroup);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! driver's sessions.)
 
 mod capture;
+mod cgroup;
 mod descendants;
 mod process_group;
 mod run;
