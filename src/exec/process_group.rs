@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::descendants::Escaped;
+use super::descendants::{Escaped, reap_orphans};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessGroup(Pid);
@@ -69,11 +69,15 @@ impl ProcessGroup {
             let pause =
                 Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
             if leader_gone {
+                // Members the agent inherited as a subreaper and that died are its zombies,
+                // which still count as the group's until reaped.
+                reap_orphans();
                 std::thread::sleep(pause);
             } else {
                 leader_gone = leader_exited(pause);
             }
         }
+        reap_orphans();
         if self.is_alive() {
             self.signal(Signal::SIGKILL);
         }
