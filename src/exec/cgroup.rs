@@ -5,8 +5,9 @@
 //! Layout: `<the agent's own cgroup>/bbr-agent-<pid>/<n>`, nothing enabled in them (no
 //! controller, no limit: they only group). A script starts inside its cgroup without a race:
 //! under the spawn lock, the agent moves itself into the new cgroup, spawns (the child is
-//! born there), and moves itself back. A cgroup is removed once empty; one that a script's
-//! daemon still holds stays until a later script's end or a later agent finds it empty.
+//! born there), and moves itself back. A cgroup is removed once empty, and the agent's
+//! directory when no script runs and none is left; one that a script's daemon still holds
+//! stays until a later script's end or a later agent finds it empty.
 //!
 //! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
 //! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
@@ -116,6 +117,14 @@ fn remove_empty_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// Removes the agent's own directory of script cgroups if none is left in it, so that an
+/// agent that exits leaves nothing behind. The caller holds the spawn lock.
+pub fn remove_ours_if_empty() {
+    if let Some(home) = home() {
+        let _ = fs::remove_dir(&home.ours);
+    }
+}
+
 /// One script's cgroup.
 #[derive(Debug)]
 pub struct ScriptCgroup {
@@ -134,7 +143,8 @@ impl ScriptCgroup {
             .ours
             .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
         let me = std::process::id().to_string();
-        if fs::create_dir(&dir).is_err() {
+        // `_all`: the agent's directory goes whenever no script holds a cgroup in it.
+        if fs::create_dir_all(&dir).is_err() {
             return (spawn(), None);
         }
         if fs::write(dir.join("cgroup.procs"), &me).is_err() {

@@ -25,7 +25,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-use super::cgroup::ScriptCgroup;
+use super::cgroup::{self, ScriptCgroup};
 
 /// One process, as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,13 +176,17 @@ impl Ticket {
     /// The script's leader has been reaped: it is no longer running. Its cgroup goes once
     /// empty (now, or at a later script's end).
     pub fn finished(self) {
-        registry().running.remove(&self.pid);
+        let mut registry = registry();
+        registry.running.remove(&self.pid);
         let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
         lingering.retain(|cgroup| !cgroup.remove_if_empty());
         if let Some(cgroup) = self.cgroup
             && !cgroup.remove_if_empty()
         {
             lingering.push(cgroup);
+        }
+        if registry.running.is_empty() && lingering.is_empty() {
+            cgroup::remove_ours_if_empty();
         }
     }
 }
