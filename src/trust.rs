@@ -14,13 +14,14 @@
 //! by root, so nobody else can swap it. (OpenSSH refuses such a directory; a jobs root is
 //! never under one on a VM, but a test tree or a `--root` under `/tmp` is.)
 //!
-//! **The file run**: each script is opened once when judged (`O_PATH`, no symlink followed
-//! at the end: a script must be a regular file, as BBR's `find -type f` wants), and the open
-//! descriptor is kept, so its inode cannot be reused. Right before the script starts, the
-//! whole path is judged again and must lead to that same file (device and inode); else the
-//! script is not run. Once every directory on the way is writable by root alone, only root
-//! can change what the path names, so the path then started (by `posix_spawn`) is the file
-//! judged.
+//! **The file run**: each script is opened when judged (`O_PATH`, no symlink followed at the
+//! end: a script must be a regular file, as BBR's `find -type f` wants), and its identity is
+//! kept: device, inode and change time (which any write, chmod or chown moves, and which a
+//! new file with a reused inode number cannot share). Right before the script starts, the
+//! whole path is judged again and must lead to that same, unchanged file; else the script
+//! is not run. Once every directory on the way is writable by root alone, only root can
+//! change what the path names, so the path then started (by `posix_spawn`) is the file
+//! judged. (The descriptors are not kept open: a VM with many jobs would hold hundreds.)
 //!
 //! Why not run the script by its descriptor (`fexecve`, `execveat(AT_EMPTY_PATH)`, or
 //! `/proc/self/fd/N`)? Every BBR script starts with `#!`, and for a script the kernel hands
@@ -59,12 +60,12 @@ pub struct Untrusted {
     pub why: String,
 }
 
-/// A script that was judged: the file itself, held open so that it stays the same inode.
-#[derive(Debug)]
+/// Which file a judged script was, and as it was then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Judged {
-    _file: OwnedFd,
     dev: u64,
     ino: u64,
+    ctime: (i64, i64),
 }
 
 /// The checks, and the scripts judged so far.
@@ -110,10 +111,10 @@ impl Trust {
         }
         let now = walk(script).map_err(|(path, why)| untrusted(job, path, why))?;
         match self.judged_scripts().get(script) {
-            Some(then) if (then.dev, then.ino) != (now.dev, now.ino) => Err(untrusted(
+            Some(then) if *then != now => Err(untrusted(
                 job,
                 script.to_path_buf(),
-                "is not the file that was checked before the run's first script (it was replaced since)".to_string(),
+                "is not the file that was checked before the run's first script (it was replaced or changed since)".to_string(),
             )),
             _ => Ok(()),
         }
@@ -204,9 +205,9 @@ fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
             }
             judge(&stat).map_err(|why| (here, why))?;
             return Ok(Judged {
-                _file: fd,
                 dev: stat.st_dev,
                 ino: stat.st_ino,
+                ctime: (stat.st_ctime, stat.st_ctime_nsec),
             });
         } else {
             return Err((here, "is not a regular file".to_string()));
@@ -403,7 +404,20 @@ mod tests {
         fs::rename(&other, script).unwrap();
         let refused = trust.verify_script(&job, script).unwrap_err();
         assert_eq!(refused.path, script);
-        assert!(refused.why.contains("replaced since"), "{refused}");
+        assert!(
+            refused.why.contains("replaced or changed since"),
+            "{refused}"
+        );
+
+        // Changed in place (same inode): refused too.
+        trust.check_job(&job).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::OpenOptions::new()
+            .append(true)
+            .open(script)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"echo appended\n"))
+            .unwrap();
+        assert!(trust.verify_script(&job, script).is_err());
 
         // Judged again (a new run), the new file is the one that may run.
         trust.check_job(&job).unwrap();

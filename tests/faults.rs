@@ -919,7 +919,7 @@ fn a_script_replaced_between_the_check_and_its_run_is_not_run() {
     assert_ne!(exit.code, Some(0), "{}", exit.explain);
     let all = format!("{}\n{}", exit.stdout, exit.stderr);
     assert!(
-        all.contains(&backup.display().to_string()) && all.contains("replaced since"),
+        all.contains(&backup.display().to_string()) && all.contains("replaced or changed since"),
         "the failure names the replaced script\n{}",
         exit.explain
     );
