@@ -1,17 +1,54 @@
-//! Whether a script may be run as root: it, and every directory from its job up to the jobs
-//! root, must be owned by root and writable by nobody else, the rule OpenSSH applies with
-//! StrictModes. The BOSH agent installs job files that way (0755, root), so anything else is a
-//! sign of tampering, and nothing of that job runs.
+//! Whether a script may be run as root, and that the file run is the file judged.
+//!
+//! **The rule**, OpenSSH's StrictModes (`safe_path`) applied to the whole path: the script
+//! and every directory the kernel looks in to reach it, from `/` down, symlinks followed
+//! (a job directory is usually one), must be owned by root and writable by nobody else; each
+//! symlink followed must be owned by root. The BOSH agent installs job files that way (0755,
+//! root), so anything else is a sign of tampering, and nothing of that job runs. Anyone
+//! who may write to a directory on the way (its owner, its group, everyone) could otherwise
+//! swap what lies beyond it between the check and the run.
+//!
+//! One difference from StrictModes: a directory that is world-writable but sticky and owned
+//! by root (`/tmp`, mode 1777) is accepted. Its sticky bit lets only an entry's owner (or
+//! root) rename or remove the entry, and the entry the path goes through must itself be owned
+//! by root, so nobody else can swap it. (OpenSSH refuses such a directory; a jobs root is
+//! never under one on a VM, but a test tree or a `--root` under `/tmp` is.)
+//!
+//! **The file run**: each script is opened when judged (`O_PATH`, no symlink followed at the
+//! end: a script must be a regular file, as BBR's `find -type f` wants), and its identity is
+//! kept: device, inode and change time (which any write, chmod or chown moves, and which a
+//! new file with a reused inode number cannot share). Right before the script starts, the
+//! whole path is judged again and must lead to that same, unchanged file; else the script
+//! is not run. Once every directory on the way is writable by root alone, only root can
+//! change what the path names, so the path then started (by `posix_spawn`) is the file
+//! judged. (The descriptors are not kept open: a VM with many jobs would hold hundreds.)
+//!
+//! Why not run the script by its descriptor (`fexecve`, `execveat(AT_EMPTY_PATH)`, or
+//! `/proc/self/fd/N`)? Every BBR script starts with `#!`, and for a script the kernel hands
+//! the interpreter the path it was started by: `/dev/fd/N` or `/proc/self/fd/N`, which the
+//! interpreter then opens. So `$0` would no longer be the script's path (release scripts use
+//! `$(dirname "$0")` to find their job), and descriptor N would have to stay open, without
+//! close-on-exec, in the script and in every daemon it starts (a script inherits only 0, 1
+//! and 2, as under sudo). Judging the whole path gives the same guarantee against anyone but
+//! root without either cost.
 //!
 //! Checked only when the agent runs as root: an unprivileged agent can only run what its own
 //! user could run anyway.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{OFlag, open, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
 use crate::discover::DiscoveredJob;
+
+/// As many symlinks as the kernel follows in one path before it gives up (ELOOP).
+const MAX_LINKS: usize = 40;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
@@ -23,68 +60,192 @@ pub struct Untrusted {
     pub why: String,
 }
 
-/// The checks for one jobs root. The root itself is judged once, not once per job.
+/// Which file a judged script was, and as it was then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Judged {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+/// The checks, and the scripts judged so far.
 #[derive(Debug)]
 pub struct Trust {
-    jobs_root: PathBuf,
     /// Whether the agent runs as root (the only case the rule applies to).
     enforced: bool,
-    jobs_root_verdict: OnceLock<Result<(), String>>,
+    judged: Mutex<HashMap<PathBuf, Judged>>,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust::new()
+    }
 }
 
 impl Trust {
-    pub fn new(jobs_root: &Path) -> Trust {
+    pub fn new() -> Trust {
         Trust {
-            jobs_root: jobs_root.to_path_buf(),
             enforced: nix::unistd::geteuid().is_root(),
-            jobs_root_verdict: OnceLock::new(),
+            judged: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Checks every script of `job` and the directories above them up to the jobs root.
+    /// Judges every script of `job`, every directory above them up to `/`, and every symlink
+    /// on the way, and remembers which files the scripts are.
     pub fn check_job(&self, job: &DiscoveredJob) -> Result<(), Untrusted> {
         if !self.enforced {
             return Ok(());
         }
-        let untrusted = |path: &Path, why: String| Untrusted {
-            job: job.name.clone(),
-            path: path.to_path_buf(),
-            why,
-        };
-        let bbr = job.dir.join("bin/bbr");
-        let mut paths: Vec<PathBuf> = job.scripts.values().cloned().collect();
-        paths.extend([bbr, job.dir.join("bin")]);
-        // The job directory is usually a symlink the BOSH agent made: judge where it leads
-        // (which is what following it would stat anyway). Otherwise the lstat is the stat.
-        match fs::symlink_metadata(&job.dir) {
-            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&job.dir) {
-                Ok(real) => paths.push(real),
-                Err(e) => return Err(untrusted(&job.dir, format!("cannot be examined ({e})"))),
-            },
-            Ok(meta) => judge(&meta).map_err(|why| untrusted(&job.dir, why))?,
-            Err(e) => return Err(untrusted(&job.dir, format!("cannot be examined ({e})"))),
+        for script in job.scripts.values() {
+            let judged = walk(script).map_err(|(path, why)| untrusted(job, path, why))?;
+            self.judged_scripts().insert(script.clone(), judged);
         }
-        for path in paths {
-            check_path(&path).map_err(|why| untrusted(&path, why))?;
+        Ok(())
+    }
+
+    /// Right before `script` of `job` runs: the path is still trusted all the way, and it
+    /// leads to the very file `check_job` judged.
+    pub fn verify_script(&self, job: &DiscoveredJob, script: &Path) -> Result<(), Untrusted> {
+        if !self.enforced {
+            return Ok(());
         }
-        self.jobs_root_verdict
-            .get_or_init(|| check_path(&self.jobs_root))
-            .clone()
-            .map_err(|why| untrusted(&self.jobs_root, why))
+        let now = walk(script).map_err(|(path, why)| untrusted(job, path, why))?;
+        match self.judged_scripts().get(script) {
+            Some(then) if *then != now => Err(untrusted(
+                job,
+                script.to_path_buf(),
+                "is not the file that was checked before the run's first script (it was replaced or changed since)".to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn judged_scripts(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Judged>> {
+        // A panic elsewhere while holding it leaves a map that is still whole.
+        self.judged.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn check_path(path: &Path) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot be examined ({e})"))?;
-    judge(&meta)
+fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
+    Untrusted {
+        job: job.name.clone(),
+        path,
+        why,
+    }
 }
 
-fn judge(meta: &fs::Metadata) -> Result<(), String> {
-    if meta.uid() != 0 {
-        return Err(format!("is owned by uid {}, not root", meta.uid()));
+/// Resolves `script` from `/` one component at a time, as the kernel does, judging each
+/// directory before looking in it, each symlink before following it, and the regular file at
+/// the end, which it returns open. Every step is relative to a descriptor already judged, so
+/// nothing can be swapped between a judgement and the next step. The error names the
+/// offending component by the path that reached it.
+fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
+    let absolute = if script.is_absolute() {
+        script.to_path_buf()
+    } else {
+        let cwd = std::env::current_dir()
+            .map_err(|e| (script.to_path_buf(), format!("cannot be examined ({e})")))?;
+        cwd.join(script)
+    };
+    let examine =
+        |path: &Path, e: nix::Error| (path.to_path_buf(), format!("cannot be examined ({e})"));
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+
+    let root = PathBuf::from("/");
+    let root_fd =
+        open("/", flags | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| examine(&root, e))?;
+    let root_stat = fstat(&root_fd).map_err(|e| examine(&root, e))?;
+    judge(&root_stat).map_err(|why| (root.clone(), why))?;
+    // The directories entered, for `..`; the first is `/`.
+    let mut dirs: Vec<(OwnedFd, PathBuf)> = vec![(root_fd, root)];
+    // Components still to resolve, the next one last.
+    let mut pending: Vec<OsString> = names_of(&absolute);
+    let mut links = 0;
+
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            if dirs.len() > 1 {
+                dirs.pop();
+            }
+            continue;
+        }
+        let (dir, dir_path) = dirs.last().expect("`/` is never popped");
+        let here = dir_path.join(&name);
+        let fd =
+            openat(dir, name.as_os_str(), flags, Mode::empty()).map_err(|e| examine(&here, e))?;
+        let stat = fstat(&fd).map_err(|e| examine(&here, e))?;
+        let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFLNK {
+            if pending.is_empty() {
+                return Err((here, "is a symlink, not a regular file".to_string()));
+            }
+            owned_by_root(&stat).map_err(|why| (here.clone(), why))?;
+            links += 1;
+            if links > MAX_LINKS {
+                return Err((
+                    here,
+                    format!("leads through more than {MAX_LINKS} symlinks"),
+                ));
+            }
+            let target = readlinkat(&fd, "").map_err(|e| examine(&here, e))?;
+            let target = Path::new(&target);
+            if target.is_absolute() {
+                dirs.truncate(1);
+            }
+            pending.extend(names_of(target));
+        } else if kind == SFlag::S_IFDIR {
+            if pending.is_empty() {
+                return Err((here, "is a directory, not a script".to_string()));
+            }
+            judge(&stat).map_err(|why| (here.clone(), why))?;
+            dirs.push((fd, here));
+        } else if kind == SFlag::S_IFREG {
+            if !pending.is_empty() {
+                return Err((here, "is not a directory".to_string()));
+            }
+            judge(&stat).map_err(|why| (here, why))?;
+            return Ok(Judged {
+                dev: stat.st_dev,
+                ino: stat.st_ino,
+                ctime: (stat.st_ctime, stat.st_ctime_nsec),
+            });
+        } else {
+            return Err((here, "is not a regular file".to_string()));
+        }
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
+    Err((absolute, "is a directory, not a script".to_string()))
+}
+
+/// The names of `path` after its root, reversed (the first to resolve last); `.` dropped.
+fn names_of(path: &Path) -> Vec<OsString> {
+    let mut names: Vec<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .filter(|name| !name.as_bytes().is_empty())
+        .collect();
+    names.reverse();
+    names
+}
+
+fn owned_by_root(stat: &FileStat) -> Result<(), String> {
+    if stat.st_uid != 0 {
+        return Err(format!("is owned by uid {}, not root", stat.st_uid));
+    }
+    Ok(())
+}
+
+/// A directory or the script: owned by root, writable by nobody else (a sticky directory
+/// excepted; see the module's doc).
+fn judge(stat: &FileStat) -> Result<(), String> {
+    owned_by_root(stat)?;
+    let mode = stat.st_mode & 0o7777;
+    let is_dir = stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+    let sticky = mode & Mode::S_ISVTX.bits() != 0;
+    if mode & 0o022 != 0 && !(is_dir && sticky) {
         return Err(format!("is writable by group or others (mode {mode:04o})"));
     }
     Ok(())
@@ -93,28 +254,173 @@ fn judge(meta: &fs::Metadata) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
+
+    use crate::contract::ScriptKind;
+
+    fn is_root() -> bool {
+        // The rule applies to root only; CI runs the suite as root.
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// A job `api` with a backup script under a fresh temp dir (0700, root's).
+    fn job_in(dir: &Path) -> DiscoveredJob {
+        let job_dir = dir.join("jobs/api");
+        fs::create_dir_all(job_dir.join("bin/bbr")).unwrap();
+        for d in ["jobs", "jobs/api", "jobs/api/bin", "jobs/api/bin/bbr"] {
+            fs::set_permissions(dir.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let script = job_dir.join("bin/bbr/backup");
+        write_script(&script, "#!/bin/sh\necho checked\n");
+        DiscoveredJob {
+            name: "api".to_string(),
+            dir: job_dir,
+            scripts: BTreeMap::from([(ScriptKind::Backup, script)]),
+        }
+    }
+
+    fn write_script(path: &Path, text: &str) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn why(path: &Path) -> Result<(), String> {
+        walk(path).map(|_| ()).map_err(|(_, why)| why)
+    }
 
     #[test]
     fn group_or_world_writable_paths_are_refused_as_root() {
-        if !nix::unistd::geteuid().is_root() {
-            return; // The rule applies to root only; CI runs the suite as root.
+        if !is_root() {
+            return;
         }
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("backup");
-        fs::write(&script, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(check_path(&script), Ok(()));
+        write_script(&script, "#!/bin/sh\n");
+        assert_eq!(why(&script), Ok(()));
         fs::set_permissions(&script, fs::Permissions::from_mode(0o775)).unwrap();
         assert_eq!(
-            check_path(&script),
+            why(&script),
             Err("is writable by group or others (mode 0775)".to_string())
         );
         nix::unistd::chown(&script, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
-            check_path(&script),
+            why(&script),
             Err("is owned by uid 1000, not root".to_string())
         );
+    }
+
+    /// Every directory up to `/` counts, through symlinks; a sticky one owned by root does
+    /// not make the path untrusted, a plain world-writable one does.
+    #[test]
+    fn every_component_up_to_the_root_is_judged_through_symlinks() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("home/evil");
+        fs::create_dir_all(elsewhere.join("x/bin/bbr")).unwrap();
+        fs::set_permissions(dir.path().join("home"), fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&elsewhere.join("x/bin/bbr/backup"), "#!/bin/sh\n");
+        fs::create_dir(dir.path().join("jobs")).unwrap();
+        // Two links on the way: jobs/api -> ../home/link, home/link -> evil/x.
+        std::os::unix::fs::symlink("../home/link", dir.path().join("jobs/api")).unwrap();
+        std::os::unix::fs::symlink("evil/x", dir.path().join("home/link")).unwrap();
+        let script = dir.path().join("jobs/api/bin/bbr/backup");
+        assert_eq!(why(&script), Ok(()));
+
+        nix::unistd::chown(&elsewhere, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+        let (path, reason) = walk(&script).map(|_| ()).unwrap_err();
+        assert_eq!(
+            (path, reason.as_str()),
+            (elsewhere.clone(), "is owned by uid 1000, not root")
+        );
+        nix::unistd::chown(&elsewhere, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+
+        fs::set_permissions(dir.path().join("home"), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            why(&script),
+            Ok(()),
+            "sticky and root's: nobody else can swap evil"
+        );
+        fs::set_permissions(dir.path().join("home"), fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            walk(&script).map(|_| ()).unwrap_err(),
+            (
+                dir.path().join("home"),
+                "is writable by group or others (mode 0777)".to_string()
+            )
+        );
+        fs::set_permissions(dir.path().join("home"), fs::Permissions::from_mode(0o755)).unwrap();
+        // A link someone else owns is refused: in a sticky directory its owner could replace it.
+        std::os::unix::fs::lchown(dir.path().join("home/link"), Some(1000), None).unwrap();
+        assert_eq!(
+            walk(&script).map(|_| ()).unwrap_err(),
+            (
+                dir.path().join("home/link"),
+                "is owned by uid 1000, not root".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn a_symlinked_script_and_a_loop_are_refused() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        write_script(&real, "#!/bin/sh\n");
+        std::os::unix::fs::symlink(&real, dir.path().join("backup")).unwrap();
+        assert_eq!(
+            why(&dir.path().join("backup")),
+            Err("is a symlink, not a regular file".to_string())
+        );
+        std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
+        assert_eq!(
+            why(&dir.path().join("loop/backup")),
+            Err(format!("leads through more than {MAX_LINKS} symlinks"))
+        );
+    }
+
+    /// The swap the check cannot see (a file replaced by root-owned one, as only root can
+    /// once the path is trusted) still does not run: the file must be the one judged.
+    #[test]
+    fn a_script_replaced_after_the_check_is_not_run() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_in(dir.path());
+        let trust = Trust::new();
+        trust.check_job(&job).unwrap();
+        let script = job.script(ScriptKind::Backup).unwrap();
+        assert_eq!(trust.verify_script(&job, script), Ok(()));
+
+        let other = dir.path().join("jobs/api/bin/bbr/.swap");
+        write_script(&other, "#!/bin/sh\necho another\n");
+        fs::rename(&other, script).unwrap();
+        let refused = trust.verify_script(&job, script).unwrap_err();
+        assert_eq!(refused.path, script);
+        assert!(
+            refused.why.contains("replaced or changed since"),
+            "{refused}"
+        );
+
+        // Changed in place (same inode): refused too.
+        trust.check_job(&job).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::OpenOptions::new()
+            .append(true)
+            .open(script)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"echo appended\n"))
+            .unwrap();
+        assert!(trust.verify_script(&job, script).is_err());
+
+        // Judged again (a new run), the new file is the one that may run.
+        trust.check_job(&job).unwrap();
+        assert_eq!(trust.verify_script(&job, script), Ok(()));
     }
 }

@@ -15,8 +15,77 @@ use common::{AGENT, Job, Run, Vm, listing};
 /// sudo's `secure_path` on a stemcell.
 const SECURE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Set by the sh that runs the script, or by sudo; anything else is a leak.
-const ALLOWED_BASE: [&str; 7] = ["HOME", "USER", "LOGNAME", "PWD", "OLDPWD", "SHLVL", "_"];
+/// Set by the sh that runs the script; anything else but sudo's set and the BBR variables is
+/// a leak.
+const SET_BY_SH: [&str; 4] = ["PWD", "OLDPWD", "SHLVL", "_"];
+
+/// The variables sudo always gives (checked against `sudo /usr/bin/env`, sudo 1.9, with
+/// `env_reset`), besides `PATH`.
+const SUDO_SET: [&str; 10] = [
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "MAIL",
+    "TERM",
+    "SUDO_COMMAND",
+    "SUDO_USER",
+    "SUDO_UID",
+    "SUDO_GID",
+];
+
+/// `(name, home, shell)` of `uid` in /etc/passwd.
+fn passwd_entry(uid: u32) -> (String, String, String) {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && f[2] == uid.to_string())
+        .map(|f| (f[0].clone(), f[5].clone(), f[6].clone()))
+        .unwrap_or_else(|| panic!("uid {uid} is not in /etc/passwd"))
+}
+
+/// What sudo gives `script` when the agent runs with `agent_env` (the test's own environment
+/// for an agent that inherits it): the target user is the one the agent runs as; the caller
+/// is the one the agent's own SUDO_* name (it was started by sudo), else its real user; TERM
+/// is kept unless sudo's env_check refuses it, else "unknown".
+fn sudo_expected(
+    script: &Path,
+    agent_env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let (name, home, shell) = passwd_entry(nix::unistd::geteuid().as_raw());
+    let caller = match (
+        agent_env("SUDO_USER"),
+        agent_env("SUDO_UID"),
+        agent_env("SUDO_GID"),
+    ) {
+        (Some(user), Some(uid), Some(gid)) => (user, uid, gid),
+        _ => (
+            passwd_entry(nix::unistd::getuid().as_raw()).0,
+            nix::unistd::getuid().to_string(),
+            nix::unistd::getgid().to_string(),
+        ),
+    };
+    let term = agent_env("TERM")
+        .filter(|t| !t.is_empty() && !t.contains('/') && !t.contains('%'))
+        .unwrap_or_else(|| "unknown".to_string());
+    [
+        ("PATH", SECURE_PATH.to_string()),
+        ("HOME", home),
+        ("USER", name.clone()),
+        ("LOGNAME", name.clone()),
+        ("SHELL", shell),
+        ("MAIL", format!("/var/mail/{name}")),
+        ("TERM", term),
+        ("SUDO_COMMAND", script.display().to_string()),
+        ("SUDO_USER", caller.0),
+        ("SUDO_UID", caller.1),
+        ("SUDO_GID", caller.2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
 
 /// The variables set in the agent's own environment that no script may see.
 const LEAKS: [(&str, &str); 4] = [
@@ -80,6 +149,8 @@ fn env_recording_job<'a>(vm: &'a Vm, name: &str) -> Job<'a> {
 /// What one script recorded.
 struct Seen {
     what: String,
+    /// The script's path as the agent ran it (through the job's symlink, if any).
+    script: PathBuf,
     env: BTreeMap<String, String>,
     cwd: String,
     pid: String,
@@ -109,6 +180,7 @@ fn seen(vm: &Vm, job: &str, script: &str) -> Seen {
         .collect();
     Seen {
         what: format!("{job} {script}"),
+        script: vm.jobs_root().join(job).join("bin/bbr").join(script),
         env,
         cwd: read("cwd"),
         pid: read("pid"),
@@ -119,19 +191,24 @@ fn seen(vm: &Vm, job: &str, script: &str) -> Seen {
 }
 
 impl Seen {
-    /// The environment is exactly PATH, the BBR variables `bbr`, and what sh or sudo add.
+    /// The environment is exactly what sudo gives (for an agent with the test's own
+    /// environment), the BBR variables `bbr`, and what sh adds.
     fn assert_env_is(&self, bbr: &[(&str, &str)]) -> &Self {
-        assert_eq!(
-            self.env.get("PATH").map(String::as_str),
-            Some(SECURE_PATH),
-            "{}: PATH is sudo's secure_path; env: {:#?}",
-            self.what,
-            self.env
-        );
-        for (key, value) in bbr {
+        self.assert_env_under(bbr, &|k| std::env::var(k).ok())
+    }
+
+    /// As `assert_env_is`, for an agent whose environment is `agent_env`.
+    fn assert_env_under(
+        &self,
+        bbr: &[(&str, &str)],
+        agent_env: &dyn Fn(&str) -> Option<String>,
+    ) -> &Self {
+        let mut expected = sudo_expected(&self.script, agent_env);
+        expected.extend(bbr.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        for (key, value) in &expected {
             assert_eq!(
-                self.env.get(*key).map(String::as_str),
-                Some(*value),
+                self.env.get(key),
+                Some(value),
                 "{}: {key}; env: {:#?}",
                 self.what,
                 self.env
@@ -141,9 +218,7 @@ impl Seen {
             .env
             .iter()
             .filter(|(k, _)| {
-                k.as_str() != "PATH"
-                    && !ALLOWED_BASE.contains(&k.as_str())
-                    && !bbr.iter().any(|(b, _)| b == k)
+                !SET_BY_SH.contains(&k.as_str()) && !expected.iter().any(|(e, _)| e == *k)
             })
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
@@ -209,6 +284,107 @@ fn backup(vm: &Vm) -> Run {
     );
     run.assert_success();
     run
+}
+
+/// Runs the agent with exactly `env` (and stdin a pipe that stays open).
+fn agent_in(vm: &Vm, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let mut command = Command::new(AGENT);
+    command
+        .env_clear()
+        .arg("--root")
+        .arg(vm.root())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(reader)
+        .current_dir(vm.dir.path());
+    let run = Run::of(&mut command, vm.dir.path());
+    drop(writer);
+    run
+}
+
+/// Each script kind with the BBR variables it gets for `vm`'s job `postgres`.
+fn bbr_variables(vm: &Vm) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+    let dir = artifact_env(vm, "postgres");
+    vec![
+        ("metadata", vec![("BBR_VERSION", "1.9.73".to_string())]),
+        ("pre-backup-lock", vec![]),
+        (
+            "backup",
+            vec![
+                ("BBR_ARTIFACT_DIRECTORY", dir.clone()),
+                ("ARTIFACT_DIRECTORY", dir.clone()),
+            ],
+        ),
+        (
+            "post-backup-unlock",
+            vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "true".to_string())],
+        ),
+        ("pre-restore-lock", vec![]),
+        (
+            "restore",
+            vec![
+                ("BBR_ARTIFACT_DIRECTORY", dir.clone()),
+                ("ARTIFACT_DIRECTORY", dir),
+            ],
+        ),
+        ("post-restore-unlock", vec![]),
+    ]
+}
+
+/// BBR runs every script as `sudo VARS... /var/vcap/jobs/<job>/bin/bbr/<script>`: each script
+/// sees sudo's whole set (SUDO_COMMAND its own path, SUDO_USER the caller, TERM=unknown when
+/// the caller has none), for an agent started without sudo (as root: the values sudo gives
+/// root) and for one started by sudo (the caller its SUDO_* name).
+#[test]
+fn every_script_gets_the_environment_sudo_gives() {
+    let by_sudo = [
+        ("SUDO_USER", "vcap"),
+        ("SUDO_UID", "1000"),
+        ("SUDO_GID", "1001"),
+        ("SUDO_COMMAND", "/usr/local/bin/bbr-agent serve"),
+        ("TERM", "xterm-256color"),
+    ];
+    for agent_env in [&LEAKS[..], &[&LEAKS[..], &by_sudo[..]].concat()] {
+        let vm = Vm::with_identity("acme", "db");
+        env_recording_job(&vm, "postgres");
+        let artifacts = vm.artifacts();
+        agent_in(
+            &vm,
+            agent_env,
+            &["backup", "--artifact-path", artifacts.to_str().unwrap()],
+        )
+        .assert_success();
+        agent_in(
+            &vm,
+            agent_env,
+            &[
+                "restore",
+                "--artifact-path",
+                vm.artifact_dir().to_str().unwrap(),
+            ],
+        )
+        .assert_success();
+        let lookup = |key: &str| {
+            agent_env
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        for (script, bbr) in bbr_variables(&vm) {
+            let seen = seen(&vm, "postgres", script);
+            for key in SUDO_SET {
+                assert!(
+                    seen.env.contains_key(key),
+                    "{}: no {key}; env: {:#?}",
+                    seen.what,
+                    seen.env
+                );
+            }
+            let bbr: Vec<(&str, &str)> = bbr.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            seen.assert_env_under(&bbr, &lookup);
+        }
+    }
 }
 
 #[test]
@@ -704,7 +880,7 @@ fn run_with_a_relative_artifact_dir_resolves_it_against_the_current_directory() 
 /// Scripts inherit no descriptor but 0, 1 and 2, as under sudo (not the agent's protocol
 /// pipes, not what the agent itself inherited from an SSH session), and start with every
 /// signal at its default and none blocked, even when the agent was started with signals
-/// ignored (as under `nohup`; Rust itself ignores SIGPIPE).
+/// ignored (as under `nohup`; Rust itself ignores SIGPIPE); and so does what a script starts.
 #[test]
 fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
     let vm = Vm::with_identity("acme", "web");
@@ -719,6 +895,7 @@ fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
             "while read -r field value; do\n\
                case $field in SigBlk:|SigIgn:) echo \"$field $value\";; esac\n\
              done < /proc/$$/status > '{seen}/signals'\n\
+             grep -E '^Sig(Blk|Ign):' /proc/self/status > '{seen}/child-signals'\n\
              ls /proc/self/fd | sort -n | tr '\\n' ' ' > '{seen}/fds'",
             seen = seen.display()
         ),
@@ -748,25 +925,33 @@ fn scripts_inherit_no_descriptor_and_no_ignored_signal() {
         "the script has only stdin, stdout and stderr\n{}",
         run.explain()
     );
-    let mask = |field: &str| {
-        let signals = read("signals");
+    let mask = |file: &str, field: &str| {
+        let signals = read(file);
         let hex = signals
             .lines()
             .find_map(|l| l.strip_prefix(field))
-            .unwrap_or_else(|| panic!("no {field} in {signals:?}"));
+            .unwrap_or_else(|| panic!("no {field} in {file}: {signals:?}"));
         u64::from_str_radix(hex.trim(), 16).unwrap()
     };
-    assert_eq!(mask("SigBlk:"), 0, "no signal blocked\n{}", run.explain());
-    // glibc's posix_spawn (std's too, wherever std uses it) leaves glibc's two internal
-    // signals, 32 and 33, ignored; no program can send or use them, and glibc programs take
-    // them back at start-up. Every other signal must be at its default.
-    let internal = (1 << (32 - 1)) | (1 << (33 - 1));
-    assert_eq!(
-        mask("SigIgn:") & !internal,
-        0,
-        "no signal ignored in the script (SIGUSR1 is bit {}, SIGQUIT bit {})\n{}",
-        10 - 1,
-        3 - 1,
-        run.explain()
-    );
+    // The script and what it starts (a grep in the foreground): all 64 signals, glibc's
+    // internal 32 and 33 included (glibc's posix_spawn used to leave those two ignored, and
+    // so every process under a script had them ignored).
+    for (file, who) in [
+        ("signals", "the script"),
+        ("child-signals", "the script's child"),
+    ] {
+        assert_eq!(
+            mask(file, "SigBlk:"),
+            0,
+            "no signal blocked in {who}\n{}",
+            run.explain()
+        );
+        assert_eq!(
+            mask(file, "SigIgn:"),
+            0,
+            "no signal ignored in {who} (bit n - 1 is signal n: SIGUSR1 is bit 9, SIGQUIT \
+             bit 2, glibc's 32 and 33 bits 31 and 32)\n{}",
+            run.explain()
+        );
+    }
 }

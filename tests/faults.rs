@@ -1067,6 +1067,99 @@ fn a_script_owned_by_another_user_is_refused_before_any_lock() {
     });
 }
 
+/// A job directory that is a symlink into a directory another user owns: that user could
+/// swap the target between the check and the run, so the job is refused, naming the
+/// directory.
+#[test]
+fn a_job_symlinked_into_another_users_directory_is_refused_before_any_lock() {
+    assert_tampering_is_refused_before_any_lock(|job| {
+        let vcap = job.parent().unwrap().parent().unwrap();
+        let evil = vcap.join("data/home/evil");
+        fs::create_dir_all(&evil).unwrap();
+        std::os::unix::fs::chown(&evil, Some(65534), None).unwrap();
+        let target = evil.join("tampered");
+        fs::rename(job, &target).unwrap();
+        std::os::unix::fs::symlink(&target, job).unwrap();
+        (evil, "is owned by uid 65534, not root")
+    });
+}
+
+/// Every directory up to `/` is judged, not only those up to the jobs root: a group-writable
+/// one above it refuses every job. A sticky one owned by root (as `/tmp`) is accepted: only
+/// root may swap what lies in it.
+#[test]
+fn a_group_writable_directory_above_the_jobs_root_is_refused_and_a_sticky_one_is_not() {
+    if !is_root() {
+        eprintln!("skipped: the agent checks ownership and modes only as root (CI runs as root)");
+        return;
+    }
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("good")
+        .recording_locks()
+        .script("backup", "echo \"$ME\" >> \"$LOG\"");
+    let vcap = vm.root().join("var/vcap");
+    fs::set_permissions(&vcap, fs::Permissions::from_mode(0o775)).unwrap();
+    let exit = run_agent(&vm, &strs(&backup_args(&vm)));
+    exit.assert_code(1)
+        .assert_stderr_contains("job 'good'")
+        .assert_stderr_contains(&format!(
+            "{} is writable by group or others (mode 0775)",
+            vcap.display()
+        ));
+    assert_eq!(vm.calls(), Vec::<String>::new(), "{}", exit.explain);
+    assert!(!vm.store().exists(), "{}", exit.explain);
+
+    fs::set_permissions(&vcap, fs::Permissions::from_mode(0o1777)).unwrap();
+    run_agent(&vm, &strs(&backup_args(&vm))).assert_code(0);
+    assert!(
+        vm.calls().contains(&"good backup".to_string()),
+        "{:?}",
+        vm.calls()
+    );
+}
+
+/// A script replaced after the check (here by the job's own metadata script, the only
+/// writer a trusted path leaves: root) is not run: the file started must be the one judged.
+/// The job's lock and unlock still run; the backup fails, naming the script.
+#[test]
+fn a_script_replaced_between_the_check_and_its_run_is_not_run() {
+    if !is_root() {
+        eprintln!("skipped: the agent checks scripts only as root (CI runs as root)");
+        return;
+    }
+    let vm = Vm::with_identity("acme", "backend");
+    let job = vm.job("swapped");
+    job.recording_locks()
+        .script("backup", "echo \"$ME\" >> \"$LOG\"");
+    let backup = job.dir.join("bin/bbr/backup");
+    let impostor = job.dir.join("bin/bbr/.impostor");
+    fs::write(&impostor, "#!/bin/sh\necho impostor >> \"$0.ran\"\n").unwrap();
+    fs::set_permissions(&impostor, fs::Permissions::from_mode(0o755)).unwrap();
+    job.script(
+        "metadata",
+        &format!("mv '{}' '{}'", impostor.display(), backup.display()),
+    );
+    let exit = run_agent(&vm, &strs(&backup_args(&vm)));
+    assert_ne!(exit.code, Some(0), "{}", exit.explain);
+    let all = format!("{}\n{}", exit.stdout, exit.stderr);
+    assert!(
+        all.contains(&backup.display().to_string()) && all.contains("replaced or changed since"),
+        "the failure names the replaced script\n{}",
+        exit.explain
+    );
+    assert!(
+        !job.dir.join("bin/bbr/backup.ran").exists(),
+        "the replacing script ran\n{}",
+        exit.explain
+    );
+    assert_eq!(
+        vm.calls(),
+        ["swapped pre-backup-lock", "swapped post-backup-unlock"],
+        "{}",
+        exit.explain
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. A metadata script that prints 5 MiB.
 // ---------------------------------------------------------------------------------------

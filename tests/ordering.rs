@@ -362,3 +362,39 @@ fn a_restore_side_cycle_fails_the_restore_before_any_restore_script() {
     );
     assert!(!vm.store().exists(), "{}", run.explain());
 }
+
+/// BBR runs a VM's metadata scripts one after another; so does the agent. Each script holds
+/// a lock directory while it runs and notes when it finds the lock taken.
+#[test]
+fn metadata_scripts_of_one_vm_never_overlap() {
+    let vm = Vm::with_identity("acme", "db");
+    let lock = vm.dir.path().join("metadata-running");
+    let names = ["alpha", "beta", "gamma", "delta"];
+    for name in names {
+        vm.job(name).recording("backup").script(
+            "metadata",
+            &format!(
+                "echo \"$ME start\" >> \"$LOG\"\n\
+                 mkdir '{lock}' 2>/dev/null || echo \"$ME overlaps another\" >> \"$LOG\"\n\
+                 sleep 0.2\n\
+                 rmdir '{lock}' 2>/dev/null\n\
+                 echo \"$ME end\" >> \"$LOG\"",
+                lock = lock.display()
+            ),
+        );
+    }
+    let run = vm.agent(&["list"]);
+    run.assert_success();
+    let mut sorted_names = names;
+    sorted_names.sort();
+    let want: Vec<String> = sorted_names
+        .iter()
+        .flat_map(|n| [format!("{n} metadata start"), format!("{n} metadata end")])
+        .collect();
+    assert_eq!(
+        vm.calls(),
+        want,
+        "each metadata script ends before the next starts\n{}",
+        run.explain()
+    );
+}

@@ -104,12 +104,18 @@ const WATCHDOG_SECS: u32 = 20;
 
 /// Runs the agent under a watchdog (`timeout -s KILL`) and measures how long it took.
 fn timed(vm: &Vm, args: &[&str]) -> (Run, Duration) {
+    timed_with(vm, args, &[])
+}
+
+/// `timed`, with these variables added to the agent's environment.
+fn timed_with(vm: &Vm, args: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
     let started = Instant::now();
     let mut command = Command::new("timeout");
     command
         .args(["-s", "KILL", &WATCHDOG_SECS.to_string(), AGENT, "--root"])
         .arg(vm.root())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(vm.dir.path());
     let run = Run::of(&mut command, vm.dir.path());
     assert_ne!(
@@ -226,6 +232,161 @@ fn a_hung_lock_has_its_whole_process_group_ended_and_unlock_still_runs() {
     assert!(
         took < Duration::from_secs(8),
         "1s timeout + 1s grace took {took:?}\n{}",
+        run.explain()
+    );
+}
+
+/// The processes whose command line is `sleep <seconds>`, from /proc.
+fn sleeping(seconds: &str) -> Vec<i32> {
+    let want = format!("sleep\0{seconds}\0");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// Turns the agent's cgroup per script off: it follows the process tree alone.
+const NO_CGROUPS: (&str, &str) = ("BBR_AGENT_CGROUPS", "off");
+
+/// A timed-out lock script's children that left its process group with `setsid` are ended
+/// with it: one whose parent is still the script, and one orphaned by a subshell that
+/// exited at once (reparented to the agent, a child subreaper). Judged from /proc. With a
+/// cgroup per script (where the host lets the agent make them) and without.
+#[test]
+fn a_timed_out_lock_scripts_setsid_children_are_ended_too() {
+    for env in [&[][..], &[NO_CGROUPS][..]] {
+        a_timed_out_lock_scripts_setsid_children_are_ended_with(env);
+    }
+}
+
+fn a_timed_out_lock_scripts_setsid_children_are_ended_with(env: &[(&str, &str)]) {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.job("api").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             setsid sleep 313 &\n\
+             echo $! > '{child}'\n\
+             (setsid sleep 314 & echo $! > '{orphan}')\n\
+             sleep 300",
+            child = survivors.file("child").display(),
+            orphan = survivors.file("orphan").display(),
+        ),
+    );
+
+    let (run, _) = timed_with(&vm, &as_strs(&backup_args(&vm, &QUICK)), env);
+    run.assert_code(4);
+    assert_says_timed_out(&run, "api pre-backup-lock");
+    assert_gone(&survivors, &["child", "orphan"], &run);
+    for seconds in ["313", "314"] {
+        assert_eq!(
+            sleeping(seconds),
+            Vec::<i32>::new(),
+            "a `sleep {seconds}` the lock script started outlived it\n{}",
+            run.explain()
+        );
+    }
+    assert_eq!(
+        of_script(&vm.calls(), "post-backup-unlock"),
+        [
+            "db post-backup-unlock false",
+            "api post-backup-unlock false"
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+/// Where the host lets the agent make a cgroup per script, what a timed-out script orphaned
+/// is ended even while other scripts run beside it (backups run all at once), and their own
+/// orphans are not: the cgroup says whose each process is.
+#[test]
+fn with_a_cgroup_per_script_a_concurrent_scripts_orphan_is_told_apart() {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    let cgroup = vm.dir.path().join("cgroup");
+    vm.job("api").script(
+        "backup",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             grep '^0::' /proc/self/cgroup > '{cgroup}'\n\
+             (setsid sleep 318 > /dev/null 2>&1 & echo $! > '{daemon}')\n\
+             sleep 300",
+            cgroup = cgroup.display(),
+            daemon = survivors.file("daemon").display(),
+        ),
+    );
+    vm.job("db").script(
+        "backup",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             (setsid sleep 319 > /dev/null 2>&1 & echo $! > '{kept}')\n\
+             echo data > \"${{BBR_ARTIFACT_DIRECTORY}}data\"",
+            kept = survivors.file("kept").display(),
+        ),
+    );
+    let args = backup_args(&vm, &["--timeout", "backup=1s", "--kill-grace", "1s"]);
+    let (run, _) = timed(&vm, &as_strs(&args));
+    let line = fs::read_to_string(&cgroup).unwrap_or_default();
+    if !line.contains("/bbr-agent-") {
+        eprintln!("skipped: no cgroup per script on this host ({line:?})");
+        return;
+    }
+    run.assert_code(1);
+    assert_gone(&survivors, &["daemon"], &run);
+    let kept = survivors.pid("kept", &run);
+    assert!(
+        alive(kept),
+        "db's daemon (pid {kept}) was ended with api's backup\n{}",
+        run.explain()
+    );
+}
+
+/// What an earlier lock script left running in a session of its own (a daemon holding its
+/// lock) is not taken for the timed-out script's: it outlives the run, as under BBR. With a
+/// cgroup per script and without (then the agent tells them apart by the process tree).
+#[test]
+fn a_daemon_an_earlier_lock_left_is_not_ended_with_a_later_timed_out_lock() {
+    for env in [&[][..], &[NO_CGROUPS][..]] {
+        a_daemon_an_earlier_lock_left_is_not_ended_with(env);
+    }
+}
+
+fn a_daemon_an_earlier_lock_left_is_not_ended_with(env: &[(&str, &str)]) {
+    let vm = two_job_vm();
+    let survivors = Survivors::new(&vm);
+    vm.job("api").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             (setsid sleep 315 > /dev/null 2>&1 & echo $! > '{daemon}')",
+            daemon = survivors.file("daemon").display(),
+        ),
+    );
+    vm.job("db").script(
+        "pre-backup-lock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\n\
+             (setsid sleep 316 & echo $! > '{orphan}')\n\
+             sleep 300",
+            orphan = survivors.file("orphan").display(),
+        ),
+    );
+
+    let (run, _) = timed_with(&vm, &as_strs(&backup_args(&vm, &QUICK)), env);
+    run.assert_code(4);
+    assert_says_timed_out(&run, "db pre-backup-lock");
+    assert_gone(&survivors, &["orphan"], &run);
+    let daemon = survivors.pid("daemon", &run);
+    assert!(
+        alive(daemon),
+        "api's lock daemon (pid {daemon}) was ended with db's lock\n{}",
         run.explain()
     );
 }

@@ -1,11 +1,14 @@
-//! Running one script: its own process group, a clean environment, both output streams
+//! Running one script: its own process group, the environment sudo gives, both output streams
 //! drained as they come, a timeout that ends the whole group. (`spawn` also starts the
 //! driver's sessions.)
 
 mod capture;
+mod cgroup;
+mod descendants;
 mod process_group;
 mod run;
 pub mod spawn;
+mod sudo_env;
 mod watch;
 
 pub use capture::{Captured, LineSink, Stream};

@@ -1,29 +1,28 @@
-//! Running a script to its end, with a timeout that ends its whole process group.
+//! Running a script to its end, with a timeout that ends its whole process group and what it
+//! started outside it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::os::unix::process::ExitStatusExt;
 
 use super::capture::{Captured, LineSink};
+use super::descendants;
 use super::process_group::ProcessGroup;
 use super::spawn::Spawn;
+use super::sudo_env::sudo_env;
 use super::watch::Watch;
 
 /// How long output pipes may stay open after the script itself exited: a script that starts
 /// a daemon without redirecting its output must not hold the run up.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// The `PATH` that `sudo` gives on a BOSH stemcell (its `secure_path`), since BBR runs every
-/// script through `sudo`.
-const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Everything needed to run one script.
 pub struct ScriptCommand {
     pub path: PathBuf,
     pub working_dir: PathBuf,
-    /// The BBR variables for this script; added to a clean base environment.
+    /// The BBR variables for this script; added to what sudo would give it.
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     /// Between SIGTERM and SIGKILL when the timeout expires.
@@ -82,8 +81,8 @@ pub struct ScriptOutcome {
 /// Runs the script to its end. Never fails: a script that cannot start is an outcome too.
 pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     let started = Instant::now();
-    let mut env = vec![("PATH".to_string(), SCRIPT_PATH.to_string())];
-    env.extend(user_env().iter().cloned());
+    // What sudo gives it (BBR runs every script through sudo), then its BBR variables.
+    let mut env = sudo_env(&command.path);
     env.extend(command.env.iter().cloned());
     let spawn = Spawn {
         program: &command.path,
@@ -93,8 +92,8 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         stdin_pipe: false,
         search_path: false,
     };
-    let child = match spawn.start() {
-        Ok(child) => child,
+    let (child, ticket) = match descendants::start_script(|| spawn.start(), |c| c.pid.as_raw()) {
+        Ok(started) => started,
         Err(e) => {
             return ScriptOutcome {
                 end: ScriptEnd::NotStarted(e.to_string()),
@@ -125,9 +124,14 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
             grace,
             |pause| watch.wait(pause),
             || interrupted && crate::interrupt::is_hard(),
+            |known| ticket.descendants(known),
         );
     }
     watch.reap_blocking();
+    ticket.finished();
+    // What the script's descendants left to the agent and has ended since (a lock script's
+    // daemon that its unlock stopped, say): not left as zombies.
+    descendants::reap_orphans();
     let status = watch.status();
     let (stdout, stderr) = watch.finish(Instant::now() + DRAIN_AFTER_EXIT);
 
@@ -182,30 +186,4 @@ fn wait(command: &ScriptCommand, started: Instant, watch: &mut Watch) -> Option<
             return None;
         }
     }
-}
-
-/// `HOME`, `USER` and `LOGNAME` of the user we run as, as `sudo` sets them. Read from
-/// `/etc/passwd` itself: the binary is static, and glibc's NSS would load the VM's own
-/// (possibly other-version) modules for a user it does not find there.
-/// Read once per process: the user does not change during a run.
-fn user_env() -> &'static [(String, String)] {
-    static USER_ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
-    USER_ENV.get_or_init(read_user_env)
-}
-
-fn read_user_env() -> Vec<(String, String)> {
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.len() >= 7 && fields[2] == uid)
-        .map(|f| {
-            vec![
-                ("HOME".to_string(), f[5].to_string()),
-                ("USER".to_string(), f[0].to_string()),
-                ("LOGNAME".to_string(), f[0].to_string()),
-            ]
-        })
-        .unwrap_or_default()
 }

@@ -115,10 +115,7 @@ impl Spawn<'_> {
         attr.set_sigmask(&SigSet::empty())?;
         // Every signal back to its default: Rust ignores SIGPIPE, and a signal the agent was
         // started with ignored (nohup's SIGHUP) must not stay ignored in a script.
-        let mut defaults = SigSet::all();
-        defaults.remove(Signal::SIGKILL);
-        defaults.remove(Signal::SIGSTOP);
-        attr.set_sigdefault(&defaults)?;
+        attr.set_sigdefault(&every_catchable_signal())?;
 
         // ETXTBSY: another thread of this process may be starting a child while holding a
         // just-written script open for writing; the window is short, so try again briefly.
@@ -144,6 +141,33 @@ impl Spawn<'_> {
             stderr: File::from(stderr_read),
         })
     }
+}
+
+/// glibc's two internal signals (SIGCANCEL 32, SIGSETXID 33), which `sigfillset` and
+/// `sigaddset` leave out of every set.
+const GLIBC_INTERNAL_SIGNALS: [usize; 2] = [32, 33];
+
+/// Every signal but SIGKILL and SIGSTOP, glibc's internal ones included. glibc's
+/// `posix_spawn` sets a signal that is not in the "default" set, and that it blocked for the
+/// spawn (it blocks all), to SIG_IGN when the signal is internal, and an ignored signal stays
+/// ignored across exec: without 32 and 33 here every script, and everything it starts,
+/// would run with them ignored, which is not what sudo gives.
+fn every_catchable_signal() -> SigSet {
+    let mut set = SigSet::all();
+    set.remove(Signal::SIGKILL);
+    set.remove(Signal::SIGSTOP);
+    let mut raw: libc::sigset_t = *set.as_ref();
+    let word_bits = 8 * std::mem::size_of::<libc::c_ulong>();
+    let words = (&mut raw as *mut libc::sigset_t).cast::<libc::c_ulong>();
+    for signal in GLIBC_INTERNAL_SIGNALS {
+        let (word, bit) = ((signal - 1) / word_bits, (signal - 1) % word_bits);
+        // SAFETY: glibc's `sigset_t` is an array of `unsigned long` (1024 bits) with signal n
+        // at bit n - 1; `word` is 0 for these signals, inside the array, and `raw` is a local
+        // that outlives the write. (`sigaddset` refuses these two signals by design.)
+        unsafe { *words.add(word) |= 1 << bit };
+    }
+    // SAFETY: `raw` is a valid, initialised signal set (a copy of one, with two more bits).
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 fn c_string(s: &OsStr) -> io::Result<CString> {

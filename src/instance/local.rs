@@ -59,7 +59,7 @@ impl LocalInstance {
     ) -> Self {
         // Read once the run lock is held (`claim`); nothing writes it before.
         let journal = Arc::new(Journal::unread(&layout.run_dir()));
-        let trust = Trust::new(&layout.jobs_root);
+        let trust = Trust::new();
         LocalInstance {
             id,
             trust,
@@ -197,6 +197,10 @@ impl LocalInstance {
         {
             return not_started(e.to_string());
         }
+        // Last, right before the spawn: the file started is the one judged (src/trust.rs).
+        if let Err(e) = self.trust.verify_script(job, path) {
+            return not_started(e.to_string());
+        }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
         let outcome = run_script(&command);
         tracing::info!(
@@ -259,30 +263,17 @@ pub struct Survey {
 }
 
 impl LocalInstance {
-    /// Discovers the jobs and runs every metadata script (concurrently: a VM with many jobs
-    /// should not wait on each in turn), keeping each job's result apart for `list`.
+    /// Discovers the jobs and runs every metadata script, keeping each job's result apart
+    /// for `list`. One at a time, in job order, as BBR runs them: release authors write
+    /// metadata scripts for that (some render config or call a local service), and they are
+    /// quick; no release's script is known to be safe run beside another's.
     pub fn survey(&self) -> Result<Survey, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
-        // A thread only for a job that has a metadata script to wait on.
-        let results: Vec<_> = thread::scope(|s| {
-            let running: Vec<_> = discovery
-                .jobs
-                .iter()
-                .map(|job| {
-                    job.has(ScriptKind::Metadata)
-                        .then(|| s.spawn(|| self.metadata_of(job)))
-                })
-                .collect();
-            discovery
-                .jobs
-                .iter()
-                .zip(running)
-                .map(|(job, thread)| match thread {
-                    Some(thread) => thread.join().expect("metadata thread"),
-                    None => self.metadata_of(job),
-                })
-                .collect()
-        });
+        let results: Vec<_> = discovery
+            .jobs
+            .iter()
+            .map(|job| self.metadata_of(job))
+            .collect();
         Ok(Survey {
             jobs: discovery.jobs.into_iter().zip(results).collect(),
             ignored: discovery

@@ -1,0 +1,199 @@
+//! A cgroup (v2) per script, where the agent may make them: every process a script starts,
+//! in whatever session or group, stays in the script's cgroup, so the agent knows exactly
+//! what to end with a script it ends.
+//!
+//! Layout: `<the agent's own cgroup>/bbr-agent-<pid>/<n>`, nothing enabled in them (no
+//! controller, no limit: they only group). A script starts inside its cgroup without a race:
+//! under the spawn lock, the agent moves itself into the new cgroup, spawns (the child is
+//! born there), and moves itself back. A cgroup is removed once empty, and the agent's
+//! directory when no script runs and none is left; one that a script's daemon still holds
+//! stays until a later script's end or a later agent finds it empty.
+//!
+//! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
+//! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Turns the cgroups off (`off`), for a host whose cgroup manager must not see others.
+pub const CGROUPS_ENV: &str = "BBR_AGENT_CGROUPS";
+
+/// Where the agent's script cgroups live.
+struct Home {
+    /// The agent's own cgroup, which it returns to after each spawn.
+    own: PathBuf,
+    /// `own/bbr-agent-<pid>`.
+    ours: PathBuf,
+    next: AtomicU64,
+}
+
+fn home() -> Option<&'static Home> {
+    static HOME: OnceLock<Option<Home>> = OnceLock::new();
+    HOME.get_or_init(|| {
+        if std::env::var(CGROUPS_ENV).is_ok_and(|v| v == "off") {
+            return None;
+        }
+        let own = own_cgroup_dir()?;
+        remove_stale(&own);
+        let ours = own.join(format!("bbr-agent-{}", std::process::id()));
+        match fs::create_dir(&ours) {
+            Ok(()) => Some(Home {
+                own,
+                ours,
+                next: AtomicU64::new(0),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Home {
+                own,
+                ours,
+                next: AtomicU64::new(0),
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "no cgroup per script; following the process tree instead");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// The directory of this process's cgroup v2, from `/proc/self/cgroup` (`0::<path>`) and
+/// the cgroup2 mount in `/proc/self/mountinfo`.
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, mount_point) = mountinfo.lines().find_map(|line| {
+        let (fields, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        Some((fields.get(3)?.to_string(), fields.get(4)?.to_string()))
+    })?;
+    // Octal escapes (a space as \040) in a mount point: not a place to make cgroups in.
+    if mount_point.contains('\\') || path.contains('\\') {
+        return None;
+    }
+    let relative = path.strip_prefix(root.trim_end_matches('/'))?;
+    Some(Path::new(&mount_point).join(relative.trim_start_matches('/')))
+}
+
+/// Removes what agents that are gone left in `own`, where it is empty.
+fn remove_stale(own: &Path) {
+    let Ok(entries) = fs::read_dir(own) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("bbr-agent-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            remove_empty_tree(&entry.path());
+        }
+    }
+}
+
+/// `rmdir` of `dir`'s child cgroups and then of `dir`; a populated one stays.
+fn remove_empty_tree(dir: &Path) {
+    if let Ok(children) = fs::read_dir(dir) {
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Removes the agent's own directory of script cgroups if none is left in it, so that an
+/// agent that exits leaves nothing behind. The caller holds the spawn lock.
+pub fn remove_ours_if_empty() {
+    if let Some(home) = home() {
+        let _ = fs::remove_dir(&home.ours);
+    }
+}
+
+/// One script's cgroup.
+#[derive(Debug)]
+pub struct ScriptCgroup {
+    dir: PathBuf,
+}
+
+impl ScriptCgroup {
+    /// Runs `spawn` so that its child is born in a new cgroup of its own; `None` with the
+    /// spawn's result when there is none to be had. The caller holds the spawn lock: this
+    /// process is in the new cgroup while `spawn` runs.
+    pub fn spawn_into<T>(spawn: impl FnOnce() -> T) -> (T, Option<ScriptCgroup>) {
+        let Some(home) = home() else {
+            return (spawn(), None);
+        };
+        let dir = home
+            .ours
+            .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
+        let me = std::process::id().to_string();
+        // `_all`: the agent's directory goes whenever no script holds a cgroup in it.
+        if fs::create_dir_all(&dir).is_err() {
+            return (spawn(), None);
+        }
+        if fs::write(dir.join("cgroup.procs"), &me).is_err() {
+            let _ = fs::remove_dir(&dir);
+            return (spawn(), None);
+        }
+        let spawned = spawn();
+        // Back home; tried twice, since staying would put the agent in the script's cgroup
+        // (its members are signalled one by one, the agent never among them).
+        let back = fs::write(home.own.join("cgroup.procs"), &me)
+            .or_else(|_| fs::write(home.own.join("cgroup.procs"), &me));
+        if let Err(e) = back {
+            tracing::error!(error = %e, cgroup = %dir.display(), "cannot leave a script's cgroup");
+        }
+        (spawned, Some(ScriptCgroup { dir }))
+    }
+
+    /// Every process in it but this one.
+    pub fn members(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|pid| *pid != me)
+            .collect()
+    }
+
+    /// Removes it if it is empty (else a daemon of the script holds it; a later look may).
+    pub fn remove_if_empty(&self) -> bool {
+        fs::remove_dir(&self.dir).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_agents_empty_cgroups_are_removed_and_a_live_ones_are_not() {
+        let own = tempfile::tempdir().unwrap();
+        let stale = own.path().join("bbr-agent-999999999");
+        let live = own.path().join(format!("bbr-agent-{}", std::process::id()));
+        for dir in [stale.join("0"), live.join("0"), own.path().join("other/0")] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        remove_stale(own.path());
+        assert!(!stale.exists());
+        assert!(live.join("0").exists());
+        assert!(own.path().join("other/0").exists(), "not an agent's");
+    }
+}

@@ -1,0 +1,316 @@
+//! The processes a script started that left its process group (`setsid`, `setpgid`), so that
+//! the agent can end them with a script it ends (a timeout, an interruption).
+//!
+//! Where the agent can give each script a cgroup (`cgroup`), a script's processes are its
+//! cgroup's members, exactly. Besides, and without one, the agent follows the process tree:
+//! it makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`) before its first script, so
+//! what a script's descendants orphan (a subshell that started a daemon and exited) is
+//! reparented to the agent, not to init, and stays findable. When a script is ended, its
+//! descendants are read from `/proc` (every process whose chain of parents leads to it, in
+//! any session). Without a cgroup, so are the agent's orphans (its children that are not
+//! scripts it started) that appeared after the script started, if no other script ran at any
+//! time beside it: then only the script, or a daemon an earlier script left that forked and
+//! exited since (rare), can have left them. An orphan that a concurrent script may have left
+//! is not touched (a lock script's daemon must live until its unlock). Each process is
+//! remembered with its start time, so a pid reused since is never signalled.
+//!
+//! Orphans that exit become the agent's zombies; [`reap_orphans`] waits for them (never for
+//! a running script's leader, which its own watch waits for).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::sync::{Mutex, MutexGuard, Once};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use super::cgroup::{self, ScriptCgroup};
+
+/// One process, as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: i32,
+    /// Clock ticks after boot: with the pid, names one process for good.
+    start: u64,
+    zombie: bool,
+}
+
+/// A process found to be a script's descendant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Escaped {
+    pid: i32,
+    start: u64,
+}
+
+impl Escaped {
+    /// Whether it still runs (not a zombie, and not a new process with its pid).
+    pub fn is_alive(&self) -> bool {
+        read_stat(self.pid).is_some_and(|s| s.start == self.start && !s.zombie)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        if self.is_alive() {
+            let _ = kill(Pid::from_raw(self.pid), signal);
+        }
+    }
+}
+
+/// The scripts this process is running, for attributing orphans and not reaping leaders.
+struct Registry {
+    running: BTreeSet<i32>,
+    /// Scripts started so far.
+    spawned: u64,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    running: BTreeSet::new(),
+    spawned: 0,
+});
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // Every update leaves the registry whole, so a panic elsewhere does not spoil it.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One script's place in the registry.
+pub struct Ticket {
+    pid: i32,
+    /// The count of scripts started, this one included, when it started.
+    spawned: u64,
+    /// Whether another script was running when it started.
+    had_company: bool,
+    /// Its start time, if `/proc` showed it.
+    start: Option<u64>,
+    /// The agent's children when it started: orphans left before, never its own.
+    earlier: HashSet<i32>,
+    /// Its cgroup, where it has one: then its members are exactly what it started.
+    cgroup: Option<ScriptCgroup>,
+}
+
+/// Script cgroups a daemon still held when their script ended.
+static LINGERING: Mutex<Vec<ScriptCgroup>> = Mutex::new(Vec::new());
+
+/// Starts a script with `spawn` and registers it, in one step: no reaper may see its pid
+/// before it is known to be a script. Makes this process a subreaper first, once.
+pub fn start_script<T, E>(
+    spawn: impl FnOnce() -> Result<T, E>,
+    pid_of: impl Fn(&T) -> i32,
+) -> Result<(T, Ticket), E> {
+    static SUBREAPER: Once = Once::new();
+    SUBREAPER.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "cannot become a child subreaper; what a timed-out script started in a new session may survive it");
+        }
+    });
+    let mut registry = registry();
+    let earlier: HashSet<i32> = own_children().into_iter().collect();
+    let (child, cgroup) = ScriptCgroup::spawn_into(spawn);
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_if_empty();
+            }
+            return Err(e);
+        }
+    };
+    let pid = pid_of(&child);
+    let had_company = !registry.running.is_empty();
+    registry.running.insert(pid);
+    registry.spawned += 1;
+    let ticket = Ticket {
+        pid,
+        spawned: registry.spawned,
+        had_company,
+        start: read_stat(pid).map(|s| s.start),
+        earlier,
+        cgroup,
+    };
+    Ok((child, ticket))
+}
+
+impl Ticket {
+    /// Everything `self`'s script started, or left to the agent, that still runs, `known`
+    /// included (processes found before, and what they started since).
+    pub fn descendants(&self, known: &[Escaped]) -> Vec<Escaped> {
+        let table = process_table();
+        let alone = {
+            let registry = registry();
+            !self.had_company
+                && registry.spawned == self.spawned
+                && registry.running.iter().all(|pid| *pid == self.pid)
+        };
+        let mut roots: Vec<i32> = vec![self.pid];
+        roots.extend(known.iter().filter(|p| p.is_alive()).map(|p| p.pid));
+        if let Some(cgroup) = &self.cgroup {
+            roots.extend(cgroup.members());
+        } else if let (true, Some(since)) = (alone, self.start) {
+            let me = std::process::id() as i32;
+            roots.extend(
+                table
+                    .iter()
+                    .filter(|(pid, s)| {
+                        s.ppid == me
+                            && **pid != self.pid
+                            && !self.earlier.contains(pid)
+                            && s.start >= since
+                    })
+                    .map(|(pid, _)| *pid),
+            );
+        }
+        let found = descendants_in(&table, &roots);
+        found
+            .into_iter()
+            .filter(|pid| *pid != self.pid)
+            .filter_map(|pid| {
+                let s = table.get(&pid)?;
+                (!s.zombie).then_some(Escaped {
+                    pid,
+                    start: s.start,
+                })
+            })
+            .collect()
+    }
+
+    /// The script's leader has been reaped: it is no longer running. Its cgroup goes once
+    /// empty (now, or at a later script's end).
+    pub fn finished(self) {
+        let mut registry = registry();
+        registry.running.remove(&self.pid);
+        let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
+        lingering.retain(|cgroup| !cgroup.remove_if_empty());
+        if let Some(cgroup) = self.cgroup
+            && !cgroup.remove_if_empty()
+        {
+            lingering.push(cgroup);
+        }
+        if registry.running.is_empty() && lingering.is_empty() {
+            cgroup::remove_ours_if_empty();
+        }
+    }
+}
+
+/// Waits for every zombie child of this process that is not a running script's leader:
+/// orphans reparented to it that have exited.
+pub fn reap_orphans() {
+    let registry = registry();
+    for pid in own_children() {
+        if !registry.running.contains(&pid) && read_stat(pid).is_some_and(|s| s.zombie) {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// This process's children: from each thread's `children` list (a few small files), or,
+/// where the kernel has none (no `CONFIG_PROC_CHILDREN`), from the whole process table.
+fn own_children() -> Vec<i32> {
+    let mut found = None;
+    if let Ok(tasks) = fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+                let pids = found.get_or_insert_with(Vec::new);
+                pids.extend(
+                    list.split_ascii_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    found.unwrap_or_else(|| {
+        let me = std::process::id() as i32;
+        process_table()
+            .into_iter()
+            .filter(|(_, s)| s.ppid == me)
+            .map(|(pid, _)| pid)
+            .collect()
+    })
+}
+
+/// `roots` and every process whose parents lead to one of them.
+fn descendants_in(table: &HashMap<i32, Stat>, roots: &[i32]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (pid, stat) in table {
+        children.entry(stat.ppid).or_default().push(*pid);
+    }
+    let mut seen: HashSet<i32> = roots.iter().copied().collect();
+    let mut queue: Vec<i32> = roots.to_vec();
+    while let Some(pid) = queue.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            if seen.insert(*child) {
+                queue.push(*child);
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// Every process `/proc` shows.
+fn process_table() -> HashMap<i32, Stat> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect()
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses `/proc/<pid>/stat`: the name is in parentheses and may hold anything, so the
+/// fields are counted from the last `)`.
+fn parse_stat(stat: &[u8]) -> Option<Stat> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // After the name: state (3), ppid (4), ... starttime (22).
+    Some(Stat {
+        zombie: matches!(*fields.first()?, "Z" | "X"),
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_parsed_from_the_last_parenthesis() {
+        let line = b"4242 (a) b) Z 17 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                ppid: 17,
+                start: 987654,
+                zombie: true
+            })
+        );
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn descendants_follow_parents_across_sessions() {
+        let stat = |ppid| Stat {
+            ppid,
+            start: 1,
+            zombie: false,
+        };
+        let table: HashMap<i32, Stat> = [
+            (10, stat(1)),
+            (11, stat(10)),
+            (12, stat(11)),
+            (13, stat(1)),
+            (14, stat(13)),
+        ]
+        .into_iter()
+        .collect();
+        let mut found = descendants_in(&table, &[10]);
+        found.sort();
+        assert_eq!(found, [10, 11, 12]);
+    }
+}
