@@ -98,9 +98,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DeploymentArgs {
-    /// The inventory: deployment name, instances, and the command that reaches each agent.
+    /// The inventory: deployment name, instances, and the command that reaches each agent
+    /// (instead of a director).
     #[arg(long, value_name = "FILE")]
-    pub inventory: PathBuf,
+    pub inventory: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub director: DirectorArgs,
 
     /// How many VMs are worked on at once.
     #[arg(long, global = true, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT)]
@@ -111,6 +115,42 @@ pub struct DeploymentArgs {
 
     #[command(subcommand)]
     pub command: DeploymentCommand,
+}
+
+/// The BOSH director that knows the deployment, as `bbr deployment` takes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DirectorArgs {
+    /// The BOSH director: https://HOST[:PORT] (port 25555 unless given).
+    #[arg(short = 't', long, env = "BOSH_ENVIRONMENT", value_name = "URL")]
+    pub target: Option<String>,
+
+    /// The director's user, or with UAA its client.
+    #[arg(short = 'u', long, env = "BOSH_CLIENT", value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Its password, or with UAA the client's secret.
+    #[arg(
+        short = 'p',
+        long,
+        env = "BOSH_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// The director's CA certificate: a PEM file or the PEM itself (also CA_CERT) [default:
+    /// the system's roots].
+    #[arg(
+        long,
+        env = "BOSH_CA_CERT",
+        value_name = "PATH|PEM",
+        hide_env_values = true
+    )]
+    pub ca_cert: Option<String>,
+
+    /// The deployment's name on the director.
+    #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", value_name = "NAME")]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

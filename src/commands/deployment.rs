@@ -1,5 +1,6 @@
-//! `deployment --inventory FILE <command>`: the workflows over every VM of a deployment, each
-//! reached through its own `bbr-agent serve` session.
+//! `deployment --inventory FILE <command>` (or with a director: `director_deployment`): the
+//! workflows over every VM of a deployment, each reached through its own `bbr-agent serve`
+//! session.
 
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
@@ -14,22 +15,34 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     if args.max_in_flight == 0 {
         return Err(AppError::Usage("--max-in-flight must be at least 1".into()));
     }
-    let inventory = inventory::load(&args.inventory)?;
+    let Some(path) = super::director_deployment::inventory(args)? else {
+        return super::director_deployment::run(ctx, args);
+    };
+    let inventory = inventory::load(path)?;
+    run_targets(ctx, args, &inventory.deployment, &inventory.targets)
+}
+
+/// The workflows over `targets`, wherever they came from: an inventory or a director.
+pub fn run_targets(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    targets: &[inventory::Target],
+) -> Result<i32, AppError> {
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
-    let instances: Vec<Box<dyn Instance>> = inventory
-        .targets
+    let instances: Vec<Box<dyn Instance>> = targets
         .iter()
         .map(|t| {
             Box::new(RemoteInstance::new(
                 t.id.clone(),
-                &inventory.deployment,
+                deployment,
                 &t.command,
                 settings.clone(),
                 ctx.console.script_lines(),
             )) as Box<dyn Instance>
         })
         .collect();
-    let mut dep = Deployment::new(inventory.deployment.clone(), instances);
+    let mut dep = Deployment::new(deployment.to_string(), instances);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;
     let outcome = match &args.command {

@@ -2,6 +2,7 @@
 //! API or the workflows and returns an exit code.
 
 pub mod deployment;
+pub mod director_deployment;
 pub mod identity;
 pub mod list;
 pub mod local;
