@@ -143,6 +143,7 @@ pub struct DirectorArgs {
     #[arg(
         long,
         env = "BOSH_CA_CERT",
+        allow_hyphen_values = true,
         value_name = "PATH|PEM",
         hide_env_values = true
     )]
