@@ -170,14 +170,14 @@ impl Director {
         match reply.status {
             // The director redirects to the task: take its id from the path, and ask this
             // director (the Location may name the director by another address).
-            301 | 302 | 303 => {
+            301..=303 => {
                 let location = reply.location.as_deref().unwrap_or_default();
                 task_id_in(location).map(Ok).ok_or_else(|| {
                     self.bad(what, format!("a redirect to '{location}', not to a task"))
                 })
             }
             // Some clients are answered with the task itself.
-            200 | 201 | 202 => {
+            200..=202 => {
                 #[derive(serde::Deserialize)]
                 struct Task {
                     id: u64,

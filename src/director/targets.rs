@@ -28,6 +28,8 @@ pub enum TargetsError {
     UnknownInstance { group: String, id: String },
     #[error("the director lists instance {group}/{id} without an index")]
     NoIndex { group: String, id: String },
+    #[error("the director set up SSH on instance {group}/{index} twice")]
+    Twice { group: String, index: u32 },
     #[error("{REMOTE_COMMAND_ENV} cannot be rendered for instance {instance}: {detail}")]
     Template { instance: String, detail: String },
 }
@@ -46,7 +48,7 @@ pub struct Member {
 
 /// Joins the SSH hosts with the VM list (by group and id), in the director's order.
 pub fn members(vms: &[Vm], hosts: &[Host]) -> Result<Vec<Member>, TargetsError> {
-    hosts
+    let members: Vec<Member> = hosts
         .iter()
         .map(|h| {
             let vm = vms
@@ -72,7 +74,17 @@ pub fn members(vms: &[Vm], hosts: &[Host]) -> Result<Vec<Member>, TargetsError> 
                 host: h.clone(),
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &members {
+        if !seen.insert((m.group.as_str(), m.index)) {
+            return Err(TargetsError::Twice {
+                group: m.group.clone(),
+                index: m.index,
+            });
+        }
+    }
+    Ok(members)
 }
 
 /// The driver's targets: `ssh ... user@address -- <agent command>` per member.
@@ -267,6 +279,10 @@ mod tests {
         }];
         let m = members(&vms, &[member().host]).unwrap();
         assert_eq!((m[0].index, m[0].bootstrap), (1, true));
+        assert!(matches!(
+            members(&vms, &[member().host, member().host]),
+            Err(TargetsError::Twice { .. })
+        ));
         let mut stranger = member().host;
         stranger.id = "other".into();
         assert!(matches!(
