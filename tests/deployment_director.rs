@@ -47,6 +47,16 @@ fn id_of(group: &str, index: u32) -> String {
 /// api/0 with a job that locks first and records which temporary users have a key while it
 /// runs; db/0 and db/1 with a job that backs up and restores real files.
 fn scenario(auth: StandinAuth, token_uses: Option<u32>, wrong_host_key: bool) -> Scenario {
+    scenario_with(auth, token_uses, wrong_host_key, |_| {})
+}
+
+/// [`scenario`], with the stand-in's options changed by `change`.
+fn scenario_with(
+    auth: StandinAuth,
+    token_uses: Option<u32>,
+    wrong_host_key: bool,
+    change: impl FnOnce(&mut Options),
+) -> Scenario {
     let sshd = Sshd::start();
     let mut fleet = Fleet::new();
     let keys = sshd.authorized_keys();
@@ -85,7 +95,7 @@ fn scenario(auth: StandinAuth, token_uses: Option<u32>, wrong_host_key: bool) ->
             ssh_port: sshd.port,
         })
         .collect();
-    let standin = DirectorStandin::start(Options {
+    let mut options = Options {
         auth,
         deployments: vec![
             ("acme".into(), vms),
@@ -93,7 +103,11 @@ fn scenario(auth: StandinAuth, token_uses: Option<u32>, wrong_host_key: bool) ->
         ],
         authorized_keys: keys,
         token_uses,
-    });
+        fail_setup_of: None,
+        fail_cleanup: false,
+    };
+    change(&mut options);
+    let standin = DirectorStandin::start(options);
     Scenario {
         sshd,
         fleet,
@@ -541,4 +555,43 @@ fn bbrs_environment_variables_stand_for_the_flags() {
     let run = Run::of(&mut command, s.fleet.dir.path());
     run.assert_success();
     s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn an_instance_whose_ssh_setup_fails_is_named_and_nothing_is_locked() {
+    let s = scenario_with(uaa(), None, false, |o| {
+        o.fail_setup_of = Some(id_of("db", 1));
+    });
+    let run = s.backup();
+    assert_one_clear_line(
+        &run,
+        &[
+            &format!("instance db/{}", id_of("db", 1)),
+            "could not set up SSH",
+            "failure",
+        ],
+    );
+    s.nothing_locked(&run.explain());
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn a_failed_cleanup_is_a_warning_naming_the_user_and_the_backup_stands() {
+    let s = scenario_with(uaa(), None, false, |o| o.fail_cleanup = true);
+    let run = s.backup();
+    run.assert_success();
+    let user = s
+        .standin
+        .users()
+        .pop()
+        .expect("the user is left, as the cleanup failed");
+    run.assert_stderr_contains(&format!(
+        "the temporary SSH user {user} may still be on the VMs of acme/api"
+    ));
+    run.assert_stderr_contains(&format!("userdel -r {user}"));
+    assert!(
+        s.fleet.artifact_dir().join("db-1-db.tar").exists(),
+        "the backup stands\n{}",
+        run.explain()
+    );
 }

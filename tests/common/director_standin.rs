@@ -22,7 +22,8 @@
 //!   appended to the test sshd's authorized_keys, commented with the user's name), then `302`
 //!   to a task whose result is `[{status: success, ip, host_public_key, id, index, job,
 //!   command}]`. `command: cleanup` with `params: {user_regex: "^NAME"}` removes those keys and
-//!   users (only a `^literal` prefix is understood).
+//!   users (only a `^literal` prefix is understood). Faults on demand: one instance's setup
+//!   fails, or every cleanup is answered 500.
 //! - `GET /tasks/ID`: `{id, state, description, timestamp, result, user, deployment}`, first
 //!   `processing`, then `done`; `GET /tasks/ID/output?type=result`: the task's result.
 //!
@@ -69,6 +70,11 @@ pub struct Options {
     pub authorized_keys: PathBuf,
     /// A token stops working after this many calls.
     pub token_uses: Option<u32>,
+    /// The instance (by id) whose SSH setup fails: its status is `failure`, as the director
+    /// reports an agent that could not add the user.
+    pub fail_setup_of: Option<String>,
+    /// Every cleanup is answered `500`.
+    pub fail_cleanup: bool,
 }
 
 struct Task {
@@ -435,6 +441,14 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                     }
                     let mut hosts = Vec::new();
                     for vm in &targeted {
+                        if st.opts.fail_setup_of.as_deref() == Some(vm.id.as_str()) {
+                            hosts.push(serde_json::json!({
+                                "status": "failure", "ip": "", "host_public_key": "",
+                                "id": vm.id, "index": vm.index, "job": vm.group,
+                                "command": "setup",
+                            }));
+                            continue;
+                        }
                         super::sshd::add_authorized_key(&keys, &line);
                         hosts.push(serde_json::json!({
                             "status": "success", "ip": format!("127.0.0.1:{}", vm.ssh_port),
@@ -443,6 +457,12 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                         }));
                     }
                     (serde_json::Value::Array(hosts), "ssh: setup")
+                }
+                Some("cleanup") if st.opts.fail_cleanup => {
+                    return json(
+                        500,
+                        serde_json::json!({"code": 100, "description": "the director is on fire"}),
+                    );
                 }
                 Some("cleanup") => {
                     let regex = body["params"]["user_regex"].as_str().unwrap_or_default();
