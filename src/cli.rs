@@ -85,6 +85,8 @@ pub enum Command {
     Serve,
     /// Back up or restore a whole deployment through `bbr-agent serve` on every VM.
     Deployment(DeploymentArgs),
+    /// Back up or restore a BOSH director VM over SSH, as `bbr director` does.
+    Director(DirectorModeArgs),
     /// Print the agent's version and the BBR contract it implements.
     Version,
     /// Print a shell completion script (e.g. `bbr-agent completions bash > /etc/bash_completion.d/bbr-agent`).
@@ -109,6 +111,28 @@ pub struct DeploymentArgs {
     /// How many VMs are worked on at once.
     #[arg(long, global = true, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
+
+    #[command(subcommand)]
+    pub command: DeploymentCommand,
+}
+
+/// `director`: one host over plain SSH, as `bbr director` takes it.
+#[derive(Debug, Args)]
+pub struct DirectorModeArgs {
+    /// The director VM: HOST or HOST:PORT (port 22 unless given).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub host: String,
+
+    /// The SSH user on it (with passwordless sudo).
+    #[arg(long, value_name = "NAME")]
+    pub username: String,
+
+    /// The user's private SSH key.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_path: PathBuf,
 
     #[command(flatten)]
     pub scripts: ScriptArgs,
@@ -154,7 +178,7 @@ pub struct DirectorArgs {
     pub deployment: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum DeploymentCommand {
     /// Check that the deployment can be backed up; nothing but metadata scripts runs.
     PreBackupCheck,

@@ -3,6 +3,7 @@
 
 pub mod deployment;
 pub mod director_deployment;
+pub mod director_mode;
 pub mod identity;
 pub mod list;
 pub mod local;

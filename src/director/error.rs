@@ -10,4 +10,6 @@ pub enum DirectorError {
     SshAccess(#[from] super::ssh_access::SshAccessError),
     #[error(transparent)]
     Targets(#[from] super::targets::TargetsError),
+    #[error(transparent)]
+    Standalone(#[from] super::standalone::StandaloneError),
 }

@@ -280,7 +280,7 @@ fn parse_setup(group: &str, result: &[u8]) -> Result<Vec<Host>, SshAccessError> 
 }
 
 /// `10.0.0.5`, `10.0.0.5:2222`, `fd00::5`, `[fd00::5]:2222`: the address and any port.
-fn parse_address(ip: &str) -> Option<(String, Option<u16>)> {
+pub fn parse_address(ip: &str) -> Option<(String, Option<u16>)> {
     let ok = |a: &str| {
         !a.is_empty()
             && a.len() <= 255

@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use super::instances::Vm;
+use super::openssh::OpenSsh;
 use super::ssh_access::{Host, host_alias};
 use crate::driver::inventory::Target;
 use crate::instance::InstanceId;
@@ -118,12 +119,31 @@ pub fn targets(
 }
 
 fn render(template: &str, deployment: &str, m: &Member) -> Result<String, String> {
+    render_remote(
+        template,
+        deployment,
+        &m.group,
+        m.index,
+        &m.id,
+        &m.host.address,
+    )
+}
+
+/// The agent's command for one instance, from [`REMOTE_COMMAND_ENV`]'s template.
+pub fn render_remote(
+    template: &str,
+    deployment: &str,
+    group: &str,
+    index: u32,
+    id: &str,
+    address: &str,
+) -> Result<String, String> {
     let mut context = tera::Context::new();
     context.insert("deployment", deployment);
-    context.insert("group", &m.group);
-    context.insert("index", &m.index);
-    context.insert("id", &m.id);
-    context.insert("address", &m.host.address);
+    context.insert("group", group);
+    context.insert("index", &index);
+    context.insert("id", id);
+    context.insert("address", address);
     tera::Tera::one_off(template, &context, false).map_err(|e| {
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -136,64 +156,18 @@ fn render(template: &str, deployment: &str, m: &Member) -> Result<String, String
     })
 }
 
-/// OpenSSH with nothing but this run's key and known_hosts: no user or system config, no
-/// agent, strict host key checking against the key the director reported for this instance.
+/// OpenSSH with this run's key, and the key the director reported for this instance as the
+/// only one trusted.
 fn ssh_command(m: &Member, user: &str, key: &Path, known_hosts: &Path, remote: &str) -> String {
-    let mut words: Vec<String> = vec![
-        "ssh".into(),
-        "-F".into(),
-        "/dev/null".into(),
-        "-i".into(),
-        key.display().to_string(),
-    ];
-    for option in [
-        "BatchMode=yes".to_string(),
-        "IdentitiesOnly=yes".to_string(),
-        "IdentityAgent=none".to_string(),
-        "StrictHostKeyChecking=yes".to_string(),
-        format!("UserKnownHostsFile={}", known_hosts.display()),
-        "GlobalKnownHostsFile=/dev/null".to_string(),
-        format!("HostKeyAlias={}", host_alias(&m.host)),
-        "CheckHostIP=no".to_string(),
-        "UpdateHostKeys=no".to_string(),
-        "ConnectTimeout=30".to_string(),
-        "ServerAliveInterval=30".to_string(),
-        "LogLevel=ERROR".to_string(),
-    ] {
-        words.push("-o".into());
-        words.push(option);
+    OpenSsh {
+        key,
+        known_hosts,
+        host_key_alias: Some(host_alias(&m.host)),
+        port: m.host.port.unwrap_or(22),
+        user,
+        address: &m.host.address,
     }
-    words.extend([
-        "-p".to_string(),
-        m.host.port.unwrap_or(22).to_string(),
-        "-l".to_string(),
-        user.to_string(),
-        m.host.address.clone(),
-        "--".to_string(),
-    ]);
-    let mut command: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
-    // The remote command is a shell line for the VM's shell: one word here, passed on as is.
-    command.push(if is_plain(remote) {
-        remote.to_string()
-    } else {
-        shell_word(remote)
-    });
-    command.join(" ")
-}
-
-fn is_plain(s: &str) -> bool {
-    !s.trim().is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+,= ".contains(c))
-}
-
-/// `s` as one word for `sh`: as it is when plain, else in single quotes.
-fn shell_word(s: &str) -> String {
-    if !s.is_empty() && !s.contains(' ') && is_plain(s) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    .command(remote)
 }
 
 #[cfg(test)]
