@@ -103,6 +103,7 @@ fn scenario_with(
         ],
         authorized_keys: keys,
         token_uses,
+        releases: Vec::new(),
         fail_setup_of: None,
         fail_cleanup: false,
     };
@@ -119,13 +120,13 @@ impl Scenario {
     /// The agent command on each "VM": the stand-in's instances are the fleet's trees.
     fn remote_command(&self) -> String {
         let mut chain = String::new();
-        for (n, (group, index)) in MEMBERS.iter().enumerate() {
-            let root = self.fleet.vm(group, *index).root();
+        for (n, m) in self.fleet.members.iter().enumerate() {
+            let (group, index) = (&m.group, m.index);
             chain.push_str(&format!(
                 "{{% {} group == \"{group}\" and index == {index} and id == \"{}\" %}}{}",
                 if n == 0 { "if" } else { "elif" },
-                id_of(group, *index),
-                root.display()
+                id_of(group, index),
+                m.vm.root().display()
             ));
         }
         chain.push_str("{% else %}/nonexistent{% endif %}");
@@ -594,4 +595,81 @@ fn a_failed_cleanup_is_a_warning_naming_the_user_and_the_backup_stands() {
         "the backup stands\n{}",
         run.explain()
     );
+}
+
+#[test]
+fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
+    // api-lock is locked before `db` of release `acme`: that is db/0's, by the manifest; the
+    // `db` of legacy/0 comes from release `legacy` and is not ordered after api-lock. So
+    // api-lock's lock waits to see legacy/0's lock: matched on the name alone, legacy/0 would
+    // wait for api-lock, and api-lock would give up.
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    let log = fleet.log_path();
+    fleet
+        .add("api", 0)
+        .job("api-lock")
+        .recording_locks()
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\nfor i in $(seq 100); do grep -q '^legacy/0 db pre-backup-lock$' '{}' && exit 0; sleep 0.1; done\necho 'legacy/0 never locked' >&2; exit 1",
+                log.display()
+            ),
+        )
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    for group in ["db", "legacy"] {
+        let vm = fleet.add(group, 0);
+        vm.job("db").recording_locks().copying_backup_restore();
+        write_file(&vm.data_dir("db").join("rows"), group.as_bytes());
+    }
+    let vms = fleet
+        .members
+        .iter()
+        .map(|m| StandinVm {
+            group: m.group.clone(),
+            index: m.index,
+            id: id_of(&m.group, m.index),
+            bootstrap: true,
+            host_public_key: sshd.host_public_key(),
+            ssh_port: sshd.port,
+        })
+        .collect();
+    let release = |g: &str, j: &str, r: &str| (g.to_string(), j.to_string(), r.to_string());
+    let standin = DirectorStandin::start(Options {
+        auth: uaa(),
+        deployments: vec![("acme".into(), vms)],
+        authorized_keys: sshd.authorized_keys(),
+        token_uses: None,
+        releases: vec![
+            release("api", "api-lock", "acme"),
+            release("db", "db", "acme"),
+            release("legacy", "db", "legacy"),
+        ],
+        fail_setup_of: None,
+        fail_cleanup: false,
+    });
+    let s = Scenario {
+        sshd,
+        fleet,
+        standin,
+    };
+    let run = s.backup();
+    run.assert_success();
+    let calls = s.fleet.calls();
+    let at = |l: &str| {
+        calls
+            .iter()
+            .position(|c| c == l)
+            .unwrap_or_else(|| panic!("{l} missing: {calls:#?}"))
+    };
+    assert!(
+        at("api/0 api-lock pre-backup-lock") < at("db/0 db pre-backup-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        at("db/0 db post-backup-unlock") < at("api/0 api-lock post-backup-unlock"),
+        "{calls:#?}"
+    );
+    s.assert_user_gone(&run.explain());
 }

@@ -29,8 +29,19 @@ pub fn run_targets(
     deployment: &str,
     targets: &[inventory::Target],
 ) -> Result<i32, AppError> {
+    let instances = remote_instances(ctx, args, deployment, targets);
+    run_instances(ctx, args, deployment, instances)
+}
+
+/// One `serve` session per target, none started yet.
+pub fn remote_instances(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    targets: &[inventory::Target],
+) -> Vec<Box<dyn Instance>> {
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
-    let instances: Vec<Box<dyn Instance>> = targets
+    targets
         .iter()
         .map(|t| {
             Box::new(RemoteInstance::new(
@@ -41,7 +52,16 @@ pub fn run_targets(
                 ctx.console.script_lines(),
             )) as Box<dyn Instance>
         })
-        .collect();
+        .collect()
+}
+
+/// The workflow the command asks for, over `instances`.
+pub fn run_instances(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    instances: Vec<Box<dyn Instance>>,
+) -> Result<i32, AppError> {
     let mut dep = Deployment::new(deployment.to_string(), instances);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;

@@ -1,17 +1,19 @@
 //! `deployment --target URL --username NAME --password SECRET [--ca-cert PATH|PEM]
 //! --deployment NAME <command>`: BBR's own command line. The director lists the deployment's
-//! VMs and opens them to a temporary SSH user; the workflows then run over those VMs exactly
+//! VMs, says each job's release (its manifest) and opens the VMs to a temporary SSH user; the workflows then run over those VMs exactly
 //! as over an inventory's, and the user is removed at the end of every run, failed and
 //! interrupted ones included.
 
 use std::path::Path;
 
-use super::deployment::run_targets;
+use super::deployment::{remote_instances, run_instances};
 use super::local::Context;
 use crate::cli::DeploymentArgs;
+use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
-use crate::director::{Director, DirectorError, SshAccess, instances};
+use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
+use crate::instance::Instance;
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error.
 pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
@@ -41,6 +43,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
 
     let mut director = Director::connect(target, ca.as_deref(), user, secret).map_err(err)?;
     let vms = instances::vms(&mut director, deployment).map_err(err)?;
+    let manifest = manifest::fetch(&mut director, deployment).map_err(err)?;
     let mut groups: Vec<String> = Vec::new();
     for vm in &vms {
         if !groups.contains(&vm.job_name) {
@@ -50,7 +53,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     let mut access = SshAccess::new(director, deployment).map_err(err)?;
     let prepared = access.set_up(&groups).map_err(err).and_then(|hosts| {
         let members = targets::members(&vms, &hosts).map_err(err)?;
-        targets::targets(
+        let targets = targets::targets(
             deployment,
             &members,
             access.user(),
@@ -58,9 +61,19 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
             &access.known_hosts(),
             &remote,
         )
-        .map_err(err)
+        .map_err(err)?;
+        // Each instance's jobs carry their releases, from its group in the manifest.
+        let sessions = remote_instances(ctx, args, deployment, &targets);
+        Ok(sessions
+            .into_iter()
+            .zip(&members)
+            .map(|(session, m)| {
+                Box::new(WithReleases::new(session, manifest.releases_of(&m.group)))
+                    as Box<dyn Instance>
+            })
+            .collect::<Vec<_>>())
     });
-    let outcome = prepared.and_then(|t| run_targets(ctx, args, deployment, &t));
+    let outcome = prepared.and_then(|i| run_instances(ctx, args, deployment, i));
     // Every session has ended (run_targets says bye to each): the user can go.
     for warning in access.finish() {
         ctx.console.warn(warning);

@@ -7,6 +7,8 @@ pub enum DirectorError {
     #[error(transparent)]
     Instances(#[from] super::instances::InstancesError),
     #[error(transparent)]
+    Manifest(#[from] super::manifest::ManifestError),
+    #[error(transparent)]
     SshAccess(#[from] super::ssh_access::SshAccessError),
     #[error(transparent)]
     Targets(#[from] super::targets::TargetsError),

@@ -12,7 +12,9 @@
 //!   working after a number of calls ([`Options::token_uses`]): the director then answers
 //!   401, as it does to an expired token.
 //! - Every other call demands a valid bearer token (UAA) or the basic credentials, else `401`.
-//! - `GET /deployments`: `[{name, releases, stemcells, cloud_config, teams}]`.
+//! - `GET /deployments`: `[{name, releases, stemcells, cloud_config, teams}]`; `GET
+//!   /deployments/NAME`: `{manifest}`, a v2 manifest whose instance groups list their jobs with
+//!   the releases a test gives.
 //! - `GET /deployments/NAME/vms?format=full`: `302` to `/tasks/ID`, whose result is one JSON
 //!   object per line (`agent_id, job_name, index, id, ips, bootstrap, job_state, ...`); an
 //!   unknown deployment is `404 {code: 70000, description: "Deployment 'NAME' doesn't exist"}`.
@@ -70,6 +72,8 @@ pub struct Options {
     pub authorized_keys: PathBuf,
     /// A token stops working after this many calls.
     pub token_uses: Option<u32>,
+    /// `(instance group, job, release)`: the jobs of the manifest.
+    pub releases: Vec<(String, String, String)>,
     /// The instance (by id) whose SSH setup fails: its status is `failure`, as the director
     /// reports an agent that could not add the user.
     pub fail_setup_of: Option<String>,
@@ -379,6 +383,26 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 })
                 .collect();
             json(200, serde_json::Value::Array(list))
+        }
+        ("GET", ["deployments", name]) => {
+            let Some(vms) = deployment(&st, name) else {
+                return no_such(name);
+            };
+            let mut manifest = format!("name: {name}\ninstance_groups:\n");
+            let mut groups: Vec<&str> = Vec::new();
+            for vm in &vms {
+                if !groups.contains(&vm.group.as_str()) {
+                    groups.push(&vm.group);
+                }
+            }
+            for group in groups {
+                let count = vms.iter().filter(|v| v.group == group).count();
+                manifest.push_str(&format!("- name: {group}\n  instances: {count}\n  jobs:\n"));
+                for (_, job, release) in st.opts.releases.iter().filter(|(g, _, _)| g == group) {
+                    manifest.push_str(&format!("  - name: {job}\n    release: {release}\n"));
+                }
+            }
+            json(200, serde_json::json!({"manifest": manifest}))
         }
         ("GET", ["deployments", name, "vms"]) if query == "format=full" => {
             let Some(vms) = deployment(&st, name) else {
