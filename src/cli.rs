@@ -190,6 +190,9 @@ pub enum DeploymentCommand {
         /// Skip lock and unlock scripts: the backup may be inconsistent.
         #[arg(long)]
         unsafe_lock_free: bool,
+        /// Store the deployment's manifest in the artifact as manifest.yml (with a director).
+        #[arg(long)]
+        with_manifest: bool,
     },
     /// Restore the deployment from a BBR artifact directory.
     Restore {

@@ -673,3 +673,27 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
     );
     s.assert_user_gone(&run.explain());
 }
+
+#[test]
+fn with_manifest_stores_the_directors_manifest_and_the_artifact_still_restores() {
+    let s = scenario(uaa(), None, false);
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let run = s.driver(&["backup", "--with-manifest", "--artifact-path", &artifacts]);
+    run.assert_success();
+    let artifact = s.fleet.artifact_dir();
+    let manifest = fs::read_to_string(artifact.join("manifest.yml"))
+        .unwrap_or_else(|e| panic!("no manifest.yml ({e})\n{}", run.explain()));
+    assert!(
+        manifest.starts_with("name: acme\ninstance_groups:\n- name: api\n"),
+        "the director's manifest as it gave it:\n{manifest}"
+    );
+    let path = artifact.display().to_string();
+    s.driver(&["restore", "--artifact-path", &path])
+        .assert_success();
+
+    let inventory = s.fleet.local_inventory();
+    s.fleet
+        .driver(&inventory, &["backup", "--with-manifest"])
+        .assert_code(2)
+        .assert_stderr_contains("--with-manifest needs a director");
+}

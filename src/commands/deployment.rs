@@ -29,8 +29,17 @@ pub fn run_targets(
     deployment: &str,
     targets: &[inventory::Target],
 ) -> Result<i32, AppError> {
+    if let DeploymentCommand::Backup {
+        with_manifest: true,
+        ..
+    } = args.command
+    {
+        return Err(AppError::Usage(
+            "--with-manifest needs a director (--target): the manifest is the director's".into(),
+        ));
+    }
     let instances = remote_instances(ctx, args, deployment, targets);
-    run_instances(ctx, args, deployment, instances)
+    run_instances(ctx, args, deployment, instances, None)
 }
 
 /// One `serve` session per target, none started yet.
@@ -61,6 +70,7 @@ pub fn run_instances(
     args: &DeploymentArgs,
     deployment: &str,
     instances: Vec<Box<dyn Instance>>,
+    manifest: Option<&str>,
 ) -> Result<i32, AppError> {
     let mut dep = Deployment::new(deployment.to_string(), instances);
     dep.max_in_flight = args.max_in_flight;
@@ -70,12 +80,17 @@ pub fn run_instances(
         DeploymentCommand::Backup {
             artifact_path,
             unsafe_lock_free,
+            ..
         } => {
             let opts = BackupOptions {
                 artifact_parent: artifact_path.clone(),
                 lock_free: *unsafe_lock_free,
             };
-            workflow::backup(&mut dep, &opts, console).0
+            let (mut outcome, dir) = workflow::backup(&mut dep, &opts, console);
+            if let (Some(text), Some(dir)) = (manifest, &dir) {
+                super::director_deployment::save_manifest(dir, text, &mut outcome);
+            }
+            outcome
         }
         DeploymentCommand::Restore {
             artifact_path,

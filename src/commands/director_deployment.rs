@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::deployment::{remote_instances, run_instances};
 use super::local::Context;
-use crate::cli::DeploymentArgs;
+use crate::cli::{DeploymentArgs, DeploymentCommand};
 use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
@@ -73,7 +73,15 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
             })
             .collect::<Vec<_>>())
     });
-    let outcome = prepared.and_then(|i| run_instances(ctx, args, deployment, i));
+    let with_manifest = matches!(
+        args.command,
+        DeploymentCommand::Backup {
+            with_manifest: true,
+            ..
+        }
+    );
+    let text = with_manifest.then(|| manifest.text());
+    let outcome = prepared.and_then(|i| run_instances(ctx, args, deployment, i, text));
     // Every session has ended (run_targets says bye to each): the user can go.
     for warning in access.finish() {
         ctx.console.warn(warning);
@@ -90,4 +98,23 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AppErr
         .as_deref()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| AppError::Usage(format!("a director needs {name}")))
+}
+
+/// `--with-manifest`: the manifest as `manifest.yml` beside the metadata, as BBR stores it;
+/// written whole or not at all (a temporary file, synced, renamed). Failing to is a failure of
+/// the backup, as for BBR.
+pub fn save_manifest(dir: &Path, text: &str, outcome: &mut crate::workflow::Outcome) {
+    use std::io::Write as _;
+    let path = dir.join("manifest.yml");
+    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut tmp| {
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map(drop).map_err(|e| e.error)
+    });
+    if let Err(e) = written {
+        outcome.fail(
+            crate::contract::exit_bits::GENERAL,
+            format!("cannot write the manifest {}: {e}", path.display()),
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::deployment::run_targets;
 use super::local::Context;
-use crate::cli::{DeploymentArgs, DirectorModeArgs};
+use crate::cli::{DeploymentArgs, DeploymentCommand, DirectorModeArgs};
 use crate::director::DirectorError;
 use crate::director::standalone::Standalone;
 use crate::director::targets::{DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
@@ -16,6 +16,15 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         .ok()
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_REMOTE_COMMAND.to_string());
+    if let DeploymentCommand::Backup {
+        with_manifest: true,
+        ..
+    } = args.command
+    {
+        return Err(AppError::Usage(
+            "--with-manifest is for a deployment: a director VM has no manifest to store".into(),
+        ));
+    }
     let director = Standalone::parse(&args.host).map_err(err)?;
     let target = director
         .target(&args.username, &args.private_key_path, &remote)

@@ -52,6 +52,8 @@ struct Job {
 /// What the manifest says of each instance group's jobs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The manifest as the director gave it, for `--with-manifest`.
+    text: String,
     /// Instance group -> job -> release.
     releases: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -77,7 +79,14 @@ impl Manifest {
                 (group, jobs)
             })
             .collect();
-        Ok(Manifest { releases })
+        Ok(Manifest {
+            text: text.to_string(),
+            releases,
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Job -> release for the jobs of instance group `group`.
