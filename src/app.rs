@@ -4,7 +4,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::commands::local::Context;
-use crate::commands::{deployment, list, local, plan, run_script};
+use crate::commands::{deployment, director_mode, list, local, plan, run_script};
 use crate::config;
 use crate::console::{Console, Format};
 use crate::error::AppError;
@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         Command::List { .. }
             | Command::Plan { .. }
             | Command::Deployment(_)
+            | Command::Director(_)
             | Command::Version
             | Command::Completions { .. }
             | Command::Man
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
             ))
         }
         Command::Deployment(args) => deployment::run(&ctx, args),
+        Command::Director(args) => director_mode::run(&ctx, args),
         Command::Version => {
             println!(
                 "bbr-agent {} (BBR contract {}, protocol {PROTOCOL_VERSION})",

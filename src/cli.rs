@@ -85,6 +85,8 @@ pub enum Command {
     Serve,
     /// Back up or restore a whole deployment through `bbr-agent serve` on every VM.
     Deployment(DeploymentArgs),
+    /// Back up or restore a BOSH director VM over SSH, as `bbr director` does.
+    Director(DirectorModeArgs),
     /// Print the agent's version and the BBR contract it implements.
     Version,
     /// Print a shell completion script (e.g. `bbr-agent completions bash > /etc/bash_completion.d/bbr-agent`).
@@ -98,9 +100,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DeploymentArgs {
-    /// The inventory: deployment name, instances, and the command that reaches each agent.
+    /// The inventory: deployment name, instances, and the command that reaches each agent
+    /// (instead of a director).
     #[arg(long, value_name = "FILE")]
-    pub inventory: PathBuf,
+    pub inventory: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub director: DirectorArgs,
 
     /// How many VMs are worked on at once.
     #[arg(long, global = true, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT)]
@@ -113,7 +119,66 @@ pub struct DeploymentArgs {
     pub command: DeploymentCommand,
 }
 
-#[derive(Debug, Subcommand)]
+/// `director`: one host over plain SSH, as `bbr director` takes it.
+#[derive(Debug, Args)]
+pub struct DirectorModeArgs {
+    /// The director VM: HOST or HOST:PORT (port 22 unless given).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub host: String,
+
+    /// The SSH user on it (with passwordless sudo).
+    #[arg(long, value_name = "NAME")]
+    pub username: String,
+
+    /// The user's private SSH key.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_path: PathBuf,
+
+    #[command(flatten)]
+    pub scripts: ScriptArgs,
+
+    #[command(subcommand)]
+    pub command: DeploymentCommand,
+}
+
+/// The BOSH director that knows the deployment, as `bbr deployment` takes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DirectorArgs {
+    /// The BOSH director: https://HOST[:PORT] (port 25555 unless given).
+    #[arg(short = 't', long, env = "BOSH_ENVIRONMENT", value_name = "URL")]
+    pub target: Option<String>,
+
+    /// The director's user, or with UAA its client.
+    #[arg(short = 'u', long, env = "BOSH_CLIENT", value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Its password, or with UAA the client's secret.
+    #[arg(
+        short = 'p',
+        long,
+        env = "BOSH_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// The director's CA certificate: a PEM file or the PEM itself (also CA_CERT) [default:
+    /// the system's roots].
+    #[arg(
+        long,
+        env = "BOSH_CA_CERT",
+        allow_hyphen_values = true,
+        value_name = "PATH|PEM",
+        hide_env_values = true
+    )]
+    pub ca_cert: Option<String>,
+
+    /// The deployment's name on the director.
+    #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", value_name = "NAME")]
+    pub deployment: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum DeploymentCommand {
     /// Check that the deployment can be backed up; nothing but metadata scripts runs.
     PreBackupCheck,
@@ -125,6 +190,9 @@ pub enum DeploymentCommand {
         /// Skip lock and unlock scripts: the backup may be inconsistent.
         #[arg(long)]
         unsafe_lock_free: bool,
+        /// Store the deployment's manifest in the artifact as manifest.yml (with a director).
+        #[arg(long)]
+        with_manifest: bool,
     },
     /// Restore the deployment from a BBR artifact directory.
     Restore {

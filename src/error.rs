@@ -16,6 +16,8 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Inventory(#[from] crate::driver::inventory::InventoryError),
+    #[error(transparent)]
+    Director(#[from] crate::director::DirectorError),
     #[error("cannot tell which instance this is: {0}")]
     Identity(String),
     #[error("{0}")]

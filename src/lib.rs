@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod contract;
+pub mod director;
 pub mod discover;
 pub mod driver;
 pub mod duration;

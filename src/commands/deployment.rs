@@ -1,5 +1,6 @@
-//! `deployment --inventory FILE <command>`: the workflows over every VM of a deployment, each
-//! reached through its own `bbr-agent serve` session.
+//! `deployment --inventory FILE <command>` (or with a director: `director_deployment`): the
+//! workflows over every VM of a deployment, each reached through its own `bbr-agent serve`
+//! session.
 
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
@@ -14,25 +15,70 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     if args.max_in_flight == 0 {
         return Err(AppError::Usage("--max-in-flight must be at least 1".into()));
     }
-    let inventory = inventory::load(&args.inventory)?;
+    let Some(path) = super::director_deployment::inventory(args)? else {
+        return super::director_deployment::run(ctx, args);
+    };
+    let inventory = inventory::load(path)?;
+    run_targets(ctx, args, &inventory.deployment, &inventory.targets)
+}
+
+/// The workflows over `targets`, wherever they came from: an inventory or a director.
+pub fn run_targets(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    targets: &[inventory::Target],
+) -> Result<i32, AppError> {
+    if let DeploymentCommand::Backup {
+        with_manifest: true,
+        ..
+    } = args.command
+    {
+        return Err(AppError::Usage(
+            "--with-manifest needs a director (--target): the manifest is the director's".into(),
+        ));
+    }
+    let instances = remote_instances(ctx, args, deployment, targets);
+    run_instances(ctx, args, deployment, instances, None)
+}
+
+/// One `serve` session per target, none started yet.
+pub fn remote_instances(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    targets: &[inventory::Target],
+) -> Vec<Box<dyn Instance>> {
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
-    let instances: Vec<Box<dyn Instance>> = inventory
-        .targets
+    targets
         .iter()
         .map(|t| {
-            Box::new(
-                RemoteInstance::new(
-                    t.id.clone(),
-                    &inventory.deployment,
-                    &t.command,
-                    settings.clone(),
-                    ctx.console.script_lines(),
-                )
-                .with_inventory(&args.inventory),
-            ) as Box<dyn Instance>
+            let instance = RemoteInstance::new(
+                t.id.clone(),
+                deployment,
+                &t.command,
+                settings.clone(),
+                ctx.console.script_lines(),
+            );
+            // The agent names the cleanup to run after a run it could not finish.
+            let instance = match &args.inventory {
+                Some(path) => instance.with_inventory(path),
+                None => instance,
+            };
+            Box::new(instance) as Box<dyn Instance>
         })
-        .collect();
-    let mut dep = Deployment::new(inventory.deployment.clone(), instances);
+        .collect()
+}
+
+/// The workflow the command asks for, over `instances`.
+pub fn run_instances(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    instances: Vec<Box<dyn Instance>>,
+    manifest: Option<&str>,
+) -> Result<i32, AppError> {
+    let mut dep = Deployment::new(deployment.to_string(), instances);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;
     let outcome = match &args.command {
@@ -40,12 +86,17 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         DeploymentCommand::Backup {
             artifact_path,
             unsafe_lock_free,
+            ..
         } => {
             let opts = BackupOptions {
                 artifact_parent: artifact_path.clone(),
                 lock_free: *unsafe_lock_free,
             };
-            workflow::backup(&mut dep, &opts, console).0
+            let (mut outcome, dir) = workflow::backup(&mut dep, &opts, console);
+            if let (Some(text), Some(dir)) = (manifest, &dir) {
+                super::director_deployment::save_manifest(dir, text, &mut outcome);
+            }
+            outcome
         }
         DeploymentCommand::Restore {
             artifact_path,

@@ -2,6 +2,8 @@
 //! API or the workflows and returns an exit code.
 
 pub mod deployment;
+pub mod director_deployment;
+pub mod director_mode;
 pub mod identity;
 pub mod list;
 pub mod local;

@@ -271,6 +271,8 @@ impl RemoteInstance {
             detail,
             stderr: if stderr.is_empty() {
                 String::new()
+            } else if let Some(said) = host_key_refused(&stderr) {
+                format!("; the VM's SSH host key is not the one expected (ssh: {said})")
             } else {
                 format!("; its stderr: {}", stderr.replace('\n', " | "))
             },
@@ -422,6 +424,19 @@ impl Drop for RemoteInstance {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// OpenSSH's last words when the host key is not the known one, without its banner.
+fn host_key_refused(stderr: &str) -> Option<&str> {
+    stderr.contains("Host key verification failed").then(|| {
+        stderr
+            .lines()
+            .find(|l| {
+                l.starts_with("Host key for ")
+                    || l.starts_with("No ") && l.contains("host key is known")
+            })
+            .unwrap_or("Host key verification failed.")
+    })
 }
 
 /// When the driver is interrupted (SIGTERM, SIGINT, SIGHUP), ends the session's command, so

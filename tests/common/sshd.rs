@@ -83,6 +83,36 @@ impl Sshd {
         )
     }
 
+    /// The file sshd reads every user's authorized keys from.
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.dir.path().join("authorized_keys")
+    }
+
+    /// The server's real host public key, `type base64 comment`, as a BOSH agent reports it.
+    pub fn host_public_key(&self) -> String {
+        fs::read_to_string(self.dir.path().join("host_key.pub"))
+            .expect("the host public key")
+            .trim()
+            .to_string()
+    }
+
+    /// A host public key that is not this server's (for a director that reports a wrong one).
+    pub fn other_host_public_key(&self) -> String {
+        let path = self.dir.path().join("other_host_key");
+        if !path.exists() {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&path)
+                .status()
+                .expect("run ssh-keygen");
+            assert!(status.success(), "ssh-keygen failed");
+        }
+        fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
@@ -101,4 +131,30 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Appends `line` to an authorized_keys file.
+pub fn add_authorized_key(path: &Path, line: &str) {
+    use std::io::Write as _;
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .expect("open authorized_keys");
+    writeln!(file, "{line}").expect("append to authorized_keys");
+}
+
+/// Removes every line of an authorized_keys file for which `remove` holds; how many went.
+pub fn remove_authorized_keys(path: &Path, remove: impl Fn(&str) -> bool) -> usize {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let (gone, kept): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| remove(l));
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    // Whole, then renamed: sshd never reads a half-written file.
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, out).expect("write authorized_keys");
+    fs::rename(&tmp, path).expect("replace authorized_keys");
+    gone.len()
 }

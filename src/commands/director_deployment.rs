@@ -1,0 +1,120 @@
+//! `deployment --target URL --username NAME --password SECRET [--ca-cert PATH|PEM]
+//! --deployment NAME <command>`: BBR's own command line. The director lists the deployment's
+//! VMs, says each job's release (its manifest) and opens the VMs to a temporary SSH user; the workflows then run over those VMs exactly
+//! as over an inventory's, and the user is removed at the end of every run, failed and
+//! interrupted ones included.
+
+use std::path::Path;
+
+use super::deployment::{remote_instances, run_instances};
+use super::local::Context;
+use crate::cli::{DeploymentArgs, DeploymentCommand};
+use crate::director::releases::WithReleases;
+use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
+use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
+use crate::error::AppError;
+use crate::instance::Instance;
+
+/// The inventory to use, or `None` for a director; both or neither is a usage error.
+pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
+    match (&args.inventory, &args.director.target) {
+        (Some(_), Some(_)) => Err(AppError::Usage(
+            "--inventory and a director (--target, or BOSH_ENVIRONMENT) are both given: use one of them".into(),
+        )),
+        (Some(path), None) => Ok(Some(path)),
+        (None, Some(_)) => Ok(None),
+        (None, None) => Err(AppError::Usage(
+            "say where the deployment is: a BOSH director (--target/-t or BOSH_ENVIRONMENT, with --username, --password and --deployment) or --inventory FILE".into(),
+        )),
+    }
+}
+
+pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
+    let d = &args.director;
+    let target = required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?;
+    let user = required(&d.username, "--username (-u) or BOSH_CLIENT")?;
+    let secret = required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?;
+    let deployment = required(&d.deployment, "--deployment (-d) or BOSH_DEPLOYMENT")?;
+    let ca = d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok());
+    let remote = std::env::var(REMOTE_COMMAND_ENV)
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_REMOTE_COMMAND.to_string());
+
+    let mut director = Director::connect(target, ca.as_deref(), user, secret).map_err(err)?;
+    let vms = instances::vms(&mut director, deployment).map_err(err)?;
+    let manifest = manifest::fetch(&mut director, deployment).map_err(err)?;
+    let mut groups: Vec<String> = Vec::new();
+    for vm in &vms {
+        if !groups.contains(&vm.job_name) {
+            groups.push(vm.job_name.clone());
+        }
+    }
+    let mut access = SshAccess::new(director, deployment).map_err(err)?;
+    let prepared = access.set_up(&groups).map_err(err).and_then(|hosts| {
+        let members = targets::members(&vms, &hosts).map_err(err)?;
+        let targets = targets::targets(
+            deployment,
+            &members,
+            access.user(),
+            &access.private_key(),
+            &access.known_hosts(),
+            &remote,
+        )
+        .map_err(err)?;
+        // Each instance's jobs carry their releases, from its group in the manifest.
+        let sessions = remote_instances(ctx, args, deployment, &targets);
+        Ok(sessions
+            .into_iter()
+            .zip(&members)
+            .map(|(session, m)| {
+                Box::new(WithReleases::new(session, manifest.releases_of(&m.group)))
+                    as Box<dyn Instance>
+            })
+            .collect::<Vec<_>>())
+    });
+    let with_manifest = matches!(
+        args.command,
+        DeploymentCommand::Backup {
+            with_manifest: true,
+            ..
+        }
+    );
+    let text = with_manifest.then(|| manifest.text());
+    let outcome = prepared.and_then(|i| run_instances(ctx, args, deployment, i, text));
+    // Every session has ended (run_targets says bye to each): the user can go.
+    for warning in access.finish() {
+        ctx.console.warn(warning);
+    }
+    outcome
+}
+
+fn err(e: impl Into<DirectorError>) -> AppError {
+    AppError::Director(e.into())
+}
+
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AppError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AppError::Usage(format!("a director needs {name}")))
+}
+
+/// `--with-manifest`: the manifest as `manifest.yml` beside the metadata, as BBR stores it;
+/// written whole or not at all (a temporary file, synced, renamed). Failing to is a failure of
+/// the backup, as for BBR.
+pub fn save_manifest(dir: &Path, text: &str, outcome: &mut crate::workflow::Outcome) {
+    use std::io::Write as _;
+    let path = dir.join("manifest.yml");
+    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut tmp| {
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map(drop).map_err(|e| e.error)
+    });
+    if let Err(e) = written {
+        outcome.fail(
+            crate::contract::exit_bits::GENERAL,
+            format!("cannot write the manifest {}: {e}", path.display()),
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! HTTPS to the director and its UAA: one `ureq` agent whose TLS is verified against the
+//! operator's CA (`--ca-cert`, a file or the PEM itself) or the system's roots, and never not
+//! verified. Answers come back whatever their status (the caller decides what a 401 or a 404
+//! means), redirects are not followed (a task's `302` is read for its id), and bodies are
+//! bounded.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+/// The most of one answer that is read: a deployment's VM list is the largest one.
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot read the CA certificate {path}: {source}")]
+    CaRead {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the CA certificate {what} holds no PEM certificate: give --ca-cert (or BOSH_CA_CERT) as a PEM file or as the PEM text itself"
+    )]
+    CaEmpty { what: String },
+    #[error("the CA certificate {what} is not valid PEM: {detail}")]
+    CaBad { what: String, detail: String },
+    #[error("cannot load the system's CA certificates: {0}; give --ca-cert")]
+    SystemRoots(String),
+    #[error(
+        "{url}: its TLS certificate is not trusted ({detail}): give the director's CA with --ca-cert (or BOSH_CA_CERT)"
+    )]
+    Untrusted { url: String, detail: String },
+    #[error("cannot reach {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+}
+
+/// One answer: its status, its `Location` header, and its body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as text for a message: the director's `description` when it is a director
+    /// error, else the start of the body, on one line.
+    pub fn detail(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct DirectorError {
+            description: Option<String>,
+            error_description: Option<String>,
+        }
+        let text = match serde_json::from_slice::<DirectorError>(&self.body) {
+            Ok(DirectorError {
+                description: Some(d),
+                ..
+            })
+            | Ok(DirectorError {
+                error_description: Some(d),
+                ..
+            }) => d,
+            _ => String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned(),
+        };
+        one_line(&text)
+    }
+}
+
+/// The director's TLS trust: the given CA, else the system's roots.
+pub struct Http {
+    agent: ureq::Agent,
+}
+
+impl Http {
+    /// `ca` is `--ca-cert`: a PEM text (it holds `-----BEGIN`), else a file's path.
+    pub fn new(ca: Option<&str>) -> Result<Http, HttpError> {
+        let roots = match ca.filter(|c| !c.trim().is_empty()) {
+            Some(ca) => RootCerts::new_with_certs(&ca_certificates(ca)?),
+            None => system_roots()?,
+        };
+        let tls = TlsConfig::builder().root_certs(roots).build();
+        let config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .https_only(true)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_global(Some(Duration::from_secs(300)))
+            .user_agent(concat!("bbr-agent/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Http {
+            agent: config.new_agent(),
+        })
+    }
+
+    pub fn get(&self, url: &str, authorization: Option<&str>) -> Result<Reply, HttpError> {
+        let mut request = self.agent.get(url).header("Accept", "application/json");
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        reply(url, request.call())
+    }
+
+    pub fn post(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Reply, HttpError> {
+        let mut request = self
+            .agent
+            .post(url)
+            .header("Accept", "application/json")
+            .header("Content-Type", content_type);
+        if let Some(a) = authorization {
+            request = request.header("Authorization", a);
+        }
+        reply(url, request.send(body))
+    }
+}
+
+fn reply(
+    url: &str,
+    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Reply, HttpError> {
+    let mut response = result.map_err(|e| connection_error(url, e))?;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()
+        .map_err(|e| connection_error(url, e))?;
+    Ok(Reply {
+        status,
+        location,
+        body,
+    })
+}
+
+fn connection_error(url: &str, e: ureq::Error) -> HttpError {
+    let detail = one_line(&e.to_string());
+    // rustls says "invalid peer certificate: UnknownIssuer" (and the like) for a server whose
+    // chain does not lead to the roots given.
+    if matches!(e, ureq::Error::Rustls(_)) || detail.contains("peer certificate") {
+        HttpError::Untrusted {
+            url: url.to_string(),
+            detail,
+        }
+    } else {
+        HttpError::Unreachable {
+            url: url.to_string(),
+            detail,
+        }
+    }
+}
+
+/// The certificates of `--ca-cert`: its PEM text, or the file it names.
+fn ca_certificates(ca: &str) -> Result<Vec<Certificate<'static>>, HttpError> {
+    let (pem, what) = if ca.contains("-----BEGIN") {
+        (ca.as_bytes().to_vec(), "given as text".to_string())
+    } else {
+        let bytes = std::fs::read(Path::new(ca)).map_err(|source| HttpError::CaRead {
+            path: ca.to_string(),
+            source,
+        })?;
+        (bytes, ca.to_string())
+    };
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(HttpError::CaBad {
+                    what,
+                    detail: one_line(&e.to_string()),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(HttpError::CaEmpty { what });
+    }
+    Ok(certs)
+}
+
+fn system_roots() -> Result<RootCerts, HttpError> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map(|e| one_line(&e.to_string()))
+            .unwrap_or_else(|| "none found".to_string());
+        return Err(HttpError::SystemRoots(why));
+    }
+    let certs: Vec<Certificate<'static>> = found
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+/// `text` on one line, at most 300 characters.
+pub fn one_line(text: &str) -> String {
+    let line: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_that_is_neither_a_file_nor_pem_is_named() {
+        let err = Http::new(Some("/nonexistent/ca.pem"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let err = Http::new(Some("-----BEGIN nonsense"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("PEM"), "{err}");
+    }
+
+    #[test]
+    fn details_prefer_the_directors_description() {
+        let reply = Reply {
+            status: 404,
+            location: None,
+            body: br#"{"code":70000,"description":"Deployment 'x' doesn't exist"}"#.to_vec(),
+        };
+        assert_eq!(reply.detail(), "Deployment 'x' doesn't exist");
+        let reply = Reply {
+            status: 500,
+            location: None,
+            body: b"oops\nsecond line".to_vec(),
+        };
+        assert_eq!(reply.detail(), "oops second line");
+    }
+}

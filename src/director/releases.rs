@@ -1,0 +1,98 @@
+//! An instance whose jobs' releases are known from the director's manifest: its description
+//! carries them, so the lock order matches `{job_name, release}` entries on both, as BBR's
+//! does. Every other call goes straight to the instance.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use crate::artifact::Checksums;
+use crate::contract::ScriptKind;
+use crate::instance::{
+    Description, Instance, InstanceError, InstanceId, ScriptReport, UnlockContext,
+};
+
+pub struct WithReleases {
+    inner: Box<dyn Instance>,
+    /// Job -> release, for this instance's group.
+    releases: BTreeMap<String, String>,
+}
+
+impl WithReleases {
+    pub fn new(inner: Box<dyn Instance>, releases: BTreeMap<String, String>) -> WithReleases {
+        WithReleases { inner, releases }
+    }
+}
+
+impl WithReleases {
+    fn with_releases(&self, mut description: Description) -> Description {
+        for job in &mut description.jobs {
+            if let Some(release) = self.releases.get(&job.name) {
+                job.release = Some(release.clone());
+            }
+        }
+        description
+    }
+}
+
+impl Instance for WithReleases {
+    fn id(&self) -> &InstanceId {
+        self.inner.id()
+    }
+
+    fn begin(&mut self) -> Result<(), InstanceError> {
+        self.inner.begin()
+    }
+
+    fn describe(&mut self) -> Result<Description, InstanceError> {
+        let description = self.inner.describe()?;
+        Ok(self.with_releases(description))
+    }
+
+    fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError> {
+        let description = self.inner.describe_for_cleanup()?;
+        Ok(self.with_releases(description))
+    }
+
+    fn create_store(&mut self) -> Result<(), InstanceError> {
+        self.inner.create_store()
+    }
+
+    fn run_scripts(
+        &mut self,
+        kind: ScriptKind,
+        jobs: &[String],
+        parallel: bool,
+        unlock: Option<UnlockContext>,
+    ) -> Vec<ScriptReport> {
+        self.inner.run_scripts(kind, jobs, parallel, unlock)
+    }
+
+    fn send_artifact(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+    ) -> Result<Checksums, InstanceError> {
+        self.inner.send_artifact(job, out)
+    }
+
+    fn receive_artifact(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        self.inner.receive_artifact(job, input, expected)
+    }
+
+    fn remove_store(&mut self) -> Result<(), InstanceError> {
+        self.inner.remove_store()
+    }
+
+    fn end_strays(&mut self) -> Result<Vec<String>, InstanceError> {
+        self.inner.end_strays()
+    }
+
+    fn close(&mut self) {
+        self.inner.close()
+    }
+}

@@ -1,0 +1,699 @@
+//! BBR's own command line end to end: `bbr-agent deployment -t URL -u NAME -p SECRET
+//! --ca-cert CA -d NAME ...`, no inventory. A director stand-in (tests/common/director_standin.rs,
+//! whose doc comment says which director behaviour it models) lists a 3-instance deployment
+//! and creates the temporary SSH user on the test's real sshd; the driver reaches each
+//! instance through OpenSSH with the host key the director reported, and the user is gone
+//! after every run: a good one, a failed one and an interrupted one. Bad input (a wrong
+//! password, a CA that does not match, a deployment that does not exist, a host key that is
+//! not the VM's) is one clear line and a non-zero exit, with nothing locked.
+
+mod common;
+mod faults_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use common::director_standin::{
+    DirectorStandin, Options, StandinAuth, StandinVm, unix_user_exists, unrelated_ca_pem,
+};
+use common::fleet::Fleet;
+use common::sshd::Sshd;
+use common::{AGENT, Run, tree, write_file};
+use faults_support::{Spawned, eventually};
+
+const MEMBERS: [(&str, u32); 3] = [("api", 0), ("db", 0), ("db", 1)];
+
+struct Scenario {
+    sshd: Sshd,
+    fleet: Fleet,
+    standin: DirectorStandin,
+}
+
+fn uaa() -> StandinAuth {
+    StandinAuth::Uaa {
+        client: "admin".into(),
+        secret: "s3cret".into(),
+    }
+}
+
+fn id_of(group: &str, index: u32) -> String {
+    format!("{group}{index}-5f0c-4b7e-9d2a")
+}
+
+/// api/0 with a job that locks first and records which temporary users have a key while it
+/// runs; db/0 and db/1 with a job that backs up and restores real files.
+fn scenario(auth: StandinAuth, token_uses: Option<u32>, wrong_host_key: bool) -> Scenario {
+    scenario_with(auth, token_uses, wrong_host_key, |_| {})
+}
+
+/// [`scenario`], with the stand-in's options changed by `change`.
+fn scenario_with(
+    auth: StandinAuth,
+    token_uses: Option<u32>,
+    wrong_host_key: bool,
+    change: impl FnOnce(&mut Options),
+) -> Scenario {
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    let keys = sshd.authorized_keys();
+    fleet
+        .add("api", 0)
+        .job("api-lock")
+        .recording_locks()
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\nfor u in $(grep -o ' bosh_[0-9a-f]*$' '{}'); do echo \"key of $u\" >> \"$LOG\"; done",
+                keys.display()
+            ),
+        )
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    for i in 0..2 {
+        let db = fleet.add("db", i);
+        db.job("db").recording_locks().copying_backup_restore();
+        write_file(
+            &db.data_dir("db").join("dump.sql"),
+            format!("rows of db/{i}\n").as_bytes(),
+        );
+    }
+    let vms = MEMBERS
+        .iter()
+        .map(|(group, index)| StandinVm {
+            group: group.to_string(),
+            index: *index,
+            id: id_of(group, *index),
+            bootstrap: *index == 0,
+            host_public_key: if wrong_host_key && *group == "db" && *index == 1 {
+                sshd.other_host_public_key()
+            } else {
+                sshd.host_public_key()
+            },
+            ssh_port: sshd.port,
+        })
+        .collect();
+    let mut options = Options {
+        auth,
+        deployments: vec![
+            ("acme".into(), vms),
+            ("other-deployment".into(), Vec::new()),
+        ],
+        authorized_keys: keys,
+        token_uses,
+        releases: Vec::new(),
+        fail_setup_of: None,
+        fail_cleanup: false,
+    };
+    change(&mut options);
+    let standin = DirectorStandin::start(options);
+    Scenario {
+        sshd,
+        fleet,
+        standin,
+    }
+}
+
+impl Scenario {
+    /// The agent command on each "VM": the stand-in's instances are the fleet's trees.
+    fn remote_command(&self) -> String {
+        let mut chain = String::new();
+        for (n, m) in self.fleet.members.iter().enumerate() {
+            let (group, index) = (&m.group, m.index);
+            chain.push_str(&format!(
+                "{{% {} group == \"{group}\" and index == {index} and id == \"{}\" %}}{}",
+                if n == 0 { "if" } else { "elif" },
+                id_of(group, index),
+                m.vm.root().display()
+            ));
+        }
+        chain.push_str("{% else %}/nonexistent{% endif %}");
+        format!("{AGENT} --root {chain} serve")
+    }
+
+    fn args(&self, password: &str, ca: &str, deployment: &str, rest: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = [
+            "deployment",
+            "-t",
+            &self.standin.url,
+            "-u",
+            "admin",
+            "-p",
+            password,
+            "--ca-cert",
+            ca,
+            "-d",
+            deployment,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(rest.iter().map(|s| s.to_string()));
+        all
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(AGENT);
+        command
+            .args(args)
+            .current_dir(self.fleet.dir.path())
+            .env("BBR_AGENT_REMOTE_COMMAND", self.remote_command());
+        for var in [
+            "BOSH_ENVIRONMENT",
+            "BOSH_CLIENT",
+            "BOSH_CLIENT_SECRET",
+            "BOSH_DEPLOYMENT",
+            "BOSH_CA_CERT",
+            "CA_CERT",
+        ] {
+            command.env_remove(var);
+        }
+        command
+    }
+
+    /// The driver with a good password and CA against deployment `acme`.
+    fn driver(&self, rest: &[&str]) -> Run {
+        let ca = self.standin.ca_path().display().to_string();
+        self.run(&self.args("s3cret", &ca, "acme", rest))
+    }
+
+    fn run(&self, args: &[String]) -> Run {
+        Run::of(&mut self.command(args), self.fleet.dir.path())
+    }
+
+    fn backup(&self) -> Run {
+        let artifacts = self.fleet.artifacts().display().to_string();
+        self.driver(&["backup", "--artifact-path", &artifacts])
+    }
+
+    /// Temporary users with a key in the sshd's authorized_keys.
+    fn keyed_users(&self) -> Vec<String> {
+        fs::read_to_string(self.sshd.authorized_keys())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|c| c.starts_with("bosh_"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The temporary user is gone: its key, its Unix user, and the stand-in's record of it.
+    fn assert_user_gone(&self, explain: &str) {
+        assert_eq!(
+            self.keyed_users(),
+            Vec::<String>::new(),
+            "a key is left\n{explain}"
+        );
+        assert_eq!(
+            self.standin.users(),
+            Vec::<String>::new(),
+            "a user is left\n{explain}"
+        );
+        let calls = self.standin.calls();
+        assert!(
+            calls.iter().any(|c| c == "POST /deployments/acme/ssh"),
+            "no SSH setup was asked for: {calls:#?}\n{explain}"
+        );
+    }
+
+    /// The users whose key the api job saw during the run.
+    fn users_seen_during_the_run(&self) -> Vec<String> {
+        self.fleet
+            .calls()
+            .iter()
+            .filter_map(|c| c.strip_prefix("key of "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn nothing_locked(&self, explain: &str) {
+        let calls = self.fleet.calls();
+        assert!(
+            !calls.iter().any(|c| c.ends_with("lock")),
+            "a lock or unlock script ran: {calls:#?}\n{explain}"
+        );
+    }
+}
+
+#[test]
+fn backup_and_restore_of_a_deployment_with_bbrs_flags_only() {
+    // Tokens stop working after 5 calls: the driver must ask the UAA again on its way.
+    let s = scenario(uaa(), Some(5), false);
+    let before: Vec<_> = (0..2)
+        .map(|i| tree(&s.fleet.vm("db", i).data_dir("db")))
+        .collect();
+
+    let sessions = s.sshd.sessions();
+    let run = s.backup();
+    run.assert_success();
+    assert_eq!(
+        s.sshd.sessions() - sessions,
+        3,
+        "one SSH session per VM\n{}",
+        run.explain()
+    );
+    let mut seen = s.users_seen_during_the_run();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the temporary user's key during the run: {seen:?}\n{}",
+        run.explain()
+    );
+    assert!(
+        seen[0].len() == 20 && seen[0].starts_with("bosh_"),
+        "BBR's user names are bosh_ and 15 hex digits: {seen:?}"
+    );
+    s.assert_user_gone(&run.explain());
+    assert!(
+        !unix_user_exists(&seen[0]),
+        "the Unix user {} is left",
+        seen[0]
+    );
+    assert!(
+        s.standin.grants() > 1,
+        "the token was never renewed\n{}",
+        run.explain()
+    );
+    let calls = s.fleet.calls();
+    let at = |l: &str| {
+        calls
+            .iter()
+            .position(|c| c == l)
+            .unwrap_or_else(|| panic!("{l} missing: {calls:#?}"))
+    };
+    assert!(at("api/0 api-lock pre-backup-lock") < at("db/0 db pre-backup-lock"));
+    assert!(at("db/1 db post-backup-unlock") < at("api/0 api-lock post-backup-unlock"));
+
+    // The same artifact as an inventory's backup of the same VMs makes, byte for byte but
+    // for the run's times.
+    let artifact = s.fleet.artifact_dir();
+    let other = s.fleet.dir.path().join("by-inventory");
+    fs::create_dir_all(&other).unwrap();
+    let inventory = s.fleet.local_inventory();
+    s.fleet
+        .driver(
+            &inventory,
+            &["backup", "--artifact-path", other.to_str().unwrap()],
+        )
+        .assert_success();
+    let by_inventory = common::only_artifact_dir(&other);
+    let files = |dir: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = tree(dir)
+            .into_iter()
+            .filter(|(name, _)| name != "report.html")
+            .map(|(name, bytes)| {
+                let text = String::from_utf8_lossy(&bytes);
+                match name.as_str() {
+                    "metadata" => (name, without_times(&text).into_bytes()),
+                    _ => (name, bytes),
+                }
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(files(&artifact), files(&by_inventory), "{}", run.explain());
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    assert!(
+        metadata.contains("- name: db\n  index: '1'"),
+        "metadata lacks db/1:\n{metadata}"
+    );
+
+    for i in 0..2 {
+        fs::remove_dir_all(s.fleet.vm("db", i).data_dir("db")).unwrap();
+    }
+    let path = artifact.display().to_string();
+    let run = s.driver(&["restore", "--artifact-path", &path]);
+    run.assert_success();
+    for i in 0..2 {
+        assert_eq!(
+            tree(&s.fleet.vm("db", i).data_dir("db")),
+            before[i as usize],
+            "db/{i}"
+        );
+    }
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn pre_backup_check_and_cleanups_with_basic_auth_and_the_pem_itself() {
+    let s = scenario(
+        StandinAuth::Basic {
+            user: "admin".into(),
+            password: "s3cret".into(),
+        },
+        None,
+        false,
+    );
+    let pem = s.standin.ca_pem.clone();
+    for command in ["pre-backup-check", "backup-cleanup", "restore-cleanup"] {
+        let run = s.run(&s.args("s3cret", &pem, "acme", &[command]));
+        run.assert_success();
+        s.assert_user_gone(&run.explain());
+    }
+    assert_eq!(s.standin.grants(), 0, "basic auth asks no UAA");
+}
+
+#[test]
+fn a_failed_backup_removes_the_temporary_user_too() {
+    let s = scenario(uaa(), None, false);
+    s.fleet.vm("db", 1).job("db").script(
+        "backup",
+        "echo \"$ME\" >> \"$LOG\"\necho 'disk on fire' >&2\nexit 1",
+    );
+    let run = s.backup();
+    assert_ne!(run.code, Some(0), "{}", run.explain());
+    run.assert_stderr_contains("disk on fire");
+    let mut seen = s.users_seen_during_the_run();
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "{}", run.explain());
+    s.assert_user_gone(&run.explain());
+    let calls = s.fleet.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "api/0 api-lock post-backup-unlock"),
+        "{calls:#?}"
+    );
+}
+
+#[test]
+fn an_interrupted_backup_removes_the_temporary_user_too() {
+    let s = scenario(uaa(), None, false);
+    s.fleet
+        .vm("db", 0)
+        .job("db")
+        .script("backup", "echo \"$ME\" >> \"$LOG\"\nsleep 60 &\nwait");
+    let mut driver = Spawned::start(
+        s.fleet.dir.path(),
+        &s.args(
+            "s3cret",
+            &s.standin.ca_path().display().to_string(),
+            "acme",
+            &[
+                "backup",
+                "--artifact-path",
+                &s.fleet.artifacts().display().to_string(),
+            ],
+        ),
+        &[("BBR_AGENT_REMOTE_COMMAND", &s.remote_command())],
+    );
+    let started = eventually(Duration::from_secs(30), || {
+        s.fleet.calls().iter().any(|c| c == "db/0 db backup")
+    });
+    assert!(started, "the backup never started\n{}", driver.explain());
+    let mut keyed = s.keyed_users();
+    keyed.dedup();
+    assert_eq!(
+        keyed.len(),
+        1,
+        "the key during the run\n{}",
+        driver.explain()
+    );
+    driver.signal(Signal::SIGTERM);
+    let exit = driver.wait(Duration::from_secs(60));
+    exit.assert_code(143);
+    s.assert_user_gone(&exit.explain);
+    // Each agent unlocks on its own once its session ends: soon after the driver exits.
+    let unlocked = eventually(Duration::from_secs(20), || {
+        let calls = s.fleet.calls();
+        [
+            "db/0 db post-backup-unlock",
+            "db/1 db post-backup-unlock",
+            "api/0 api-lock post-backup-unlock",
+        ]
+        .iter()
+        .all(|l| calls.iter().any(|c| c == l))
+    });
+    assert!(
+        unlocked,
+        "everything locked is unlocked: {:?}\n{}",
+        fs::read_to_string(s.fleet.log_path()),
+        exit.explain
+    );
+}
+
+/// Metadata without the lines that hold a run's times.
+fn without_times(metadata: &str) -> String {
+    metadata
+        .lines()
+        .filter(|l| !l.contains("_time:") && !l.contains("timestamp"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The one `error:` line of a failed run, which must say `says`.
+fn assert_one_clear_line(run: &Run, says: &[&str]) {
+    assert_eq!(run.code, Some(1), "{}", run.explain());
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line\n{}", run.explain());
+    for s in says {
+        assert!(
+            errors[0].contains(s),
+            "the error lacks {s:?}\n{}",
+            run.explain()
+        );
+    }
+}
+
+#[test]
+fn a_wrong_password_is_said_to_be_one() {
+    let s = scenario(uaa(), None, false);
+    let ca = s.standin.ca_path().display().to_string();
+    let run = s.run(&s.args("wrong", &ca, "acme", &["pre-backup-check"]));
+    assert_one_clear_line(
+        &run,
+        &[
+            "refused the client 'admin'",
+            "Bad credentials",
+            "--password",
+        ],
+    );
+    s.nothing_locked(&run.explain());
+
+    let s = scenario(
+        StandinAuth::Basic {
+            user: "admin".into(),
+            password: "s3cret".into(),
+        },
+        None,
+        false,
+    );
+    let ca = s.standin.ca_path().display().to_string();
+    let run = s.run(&s.args("wrong", &ca, "acme", &["backup"]));
+    assert_one_clear_line(&run, &["refused user 'admin'", "--password"]);
+    s.nothing_locked(&run.explain());
+}
+
+#[test]
+fn a_ca_that_does_not_match_is_refused() {
+    let s = scenario(uaa(), None, false);
+    let run = s.run(&s.args("s3cret", &unrelated_ca_pem(), "acme", &["backup"]));
+    assert_one_clear_line(&run, &["not trusted", "--ca-cert"]);
+    s.nothing_locked(&run.explain());
+    assert!(
+        s.standin.calls().is_empty(),
+        "no request got through: {:?}",
+        s.standin.calls()
+    );
+}
+
+#[test]
+fn a_deployment_that_does_not_exist_names_those_that_do() {
+    let s = scenario(uaa(), None, false);
+    let ca = s.standin.ca_path().display().to_string();
+    let run = s.run(&s.args("s3cret", &ca, "acmee", &["backup"]));
+    assert_one_clear_line(&run, &["'acmee' does not exist", "acme, other-deployment"]);
+    s.nothing_locked(&run.explain());
+}
+
+#[test]
+fn a_host_key_that_is_not_what_the_director_said_stops_the_run_before_any_lock() {
+    let s = scenario(uaa(), None, true);
+    let run = s.backup();
+    assert_eq!(run.code, Some(1), "{}", run.explain());
+    run.assert_stderr_contains("db/1");
+    run.assert_stderr_contains("the VM's SSH host key is not the one expected");
+    assert!(!run.stderr.contains("@@@"), "no banner\n{}", run.explain());
+    s.nothing_locked(&run.explain());
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn a_director_and_an_inventory_together_or_neither_is_a_usage_error() {
+    let s = scenario(uaa(), None, false);
+    let inventory = s.fleet.local_inventory();
+    let mut args = s.args("s3cret", "x", "acme", &["backup"]);
+    args.splice(
+        1..1,
+        ["--inventory".to_string(), inventory.display().to_string()],
+    );
+    let run = s.run(&args);
+    run.assert_code(2)
+        .assert_stderr_contains("--inventory and a director");
+    let run = s.run(&["deployment".to_string(), "backup".to_string()]);
+    run.assert_code(2).assert_stderr_contains("--target");
+    assert!(s.standin.calls().is_empty());
+}
+
+#[test]
+fn bbrs_environment_variables_stand_for_the_flags() {
+    let s = scenario(uaa(), None, false);
+    let mut command = s.command(&["deployment".to_string(), "pre-backup-check".to_string()]);
+    command
+        .env("BOSH_ENVIRONMENT", &s.standin.url)
+        .env("BOSH_CLIENT", "admin")
+        .env("BOSH_CLIENT_SECRET", "s3cret")
+        .env("BOSH_DEPLOYMENT", "acme")
+        .env("CA_CERT", &s.standin.ca_pem);
+    let run = Run::of(&mut command, s.fleet.dir.path());
+    run.assert_success();
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn an_instance_whose_ssh_setup_fails_is_named_and_nothing_is_locked() {
+    let s = scenario_with(uaa(), None, false, |o| {
+        o.fail_setup_of = Some(id_of("db", 1));
+    });
+    let run = s.backup();
+    assert_one_clear_line(
+        &run,
+        &[
+            &format!("instance db/{}", id_of("db", 1)),
+            "could not set up SSH",
+            "failure",
+        ],
+    );
+    s.nothing_locked(&run.explain());
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn a_failed_cleanup_is_a_warning_naming_the_user_and_the_backup_stands() {
+    let s = scenario_with(uaa(), None, false, |o| o.fail_cleanup = true);
+    let run = s.backup();
+    run.assert_success();
+    let user = s
+        .standin
+        .users()
+        .pop()
+        .expect("the user is left, as the cleanup failed");
+    run.assert_stderr_contains(&format!(
+        "the temporary SSH user {user} may still be on the VMs of acme/api"
+    ));
+    run.assert_stderr_contains(&format!("userdel -r {user}"));
+    assert!(
+        s.fleet.artifact_dir().join("db-1-db.tar").exists(),
+        "the backup stands\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
+    // api-lock is locked before `db` of release `acme`: that is db/0's, by the manifest; the
+    // `db` of legacy/0 comes from release `legacy` and is not ordered after api-lock. So
+    // api-lock's lock waits to see legacy/0's lock: matched on the name alone, legacy/0 would
+    // wait for api-lock, and api-lock would give up.
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    let log = fleet.log_path();
+    fleet
+        .add("api", 0)
+        .job("api-lock")
+        .recording_locks()
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\nfor i in $(seq 100); do grep -q '^legacy/0 db pre-backup-lock$' '{}' && exit 0; sleep 0.1; done\necho 'legacy/0 never locked' >&2; exit 1",
+                log.display()
+            ),
+        )
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    for group in ["db", "legacy"] {
+        let vm = fleet.add(group, 0);
+        vm.job("db").recording_locks().copying_backup_restore();
+        write_file(&vm.data_dir("db").join("rows"), group.as_bytes());
+    }
+    let vms = fleet
+        .members
+        .iter()
+        .map(|m| StandinVm {
+            group: m.group.clone(),
+            index: m.index,
+            id: id_of(&m.group, m.index),
+            bootstrap: true,
+            host_public_key: sshd.host_public_key(),
+            ssh_port: sshd.port,
+        })
+        .collect();
+    let release = |g: &str, j: &str, r: &str| (g.to_string(), j.to_string(), r.to_string());
+    let standin = DirectorStandin::start(Options {
+        auth: uaa(),
+        deployments: vec![("acme".into(), vms)],
+        authorized_keys: sshd.authorized_keys(),
+        token_uses: None,
+        releases: vec![
+            release("api", "api-lock", "acme"),
+            release("db", "db", "acme"),
+            release("legacy", "db", "legacy"),
+        ],
+        fail_setup_of: None,
+        fail_cleanup: false,
+    });
+    let s = Scenario {
+        sshd,
+        fleet,
+        standin,
+    };
+    let run = s.backup();
+    run.assert_success();
+    let calls = s.fleet.calls();
+    let at = |l: &str| {
+        calls
+            .iter()
+            .position(|c| c == l)
+            .unwrap_or_else(|| panic!("{l} missing: {calls:#?}"))
+    };
+    assert!(
+        at("api/0 api-lock pre-backup-lock") < at("db/0 db pre-backup-lock"),
+        "{calls:#?}"
+    );
+    assert!(
+        at("db/0 db post-backup-unlock") < at("api/0 api-lock post-backup-unlock"),
+        "{calls:#?}"
+    );
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn with_manifest_stores_the_directors_manifest_and_the_artifact_still_restores() {
+    let s = scenario(uaa(), None, false);
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let run = s.driver(&["backup", "--with-manifest", "--artifact-path", &artifacts]);
+    run.assert_success();
+    let artifact = s.fleet.artifact_dir();
+    let manifest = fs::read_to_string(artifact.join("manifest.yml"))
+        .unwrap_or_else(|e| panic!("no manifest.yml ({e})\n{}", run.explain()));
+    assert!(
+        manifest.starts_with("name: acme\ninstance_groups:\n- name: api\n"),
+        "the director's manifest as it gave it:\n{manifest}"
+    );
+    let path = artifact.display().to_string();
+    s.driver(&["restore", "--artifact-path", &path])
+        .assert_success();
+
+    let inventory = s.fleet.local_inventory();
+    s.fleet
+        .driver(&inventory, &["backup", "--with-manifest"])
+        .assert_code(2)
+        .assert_stderr_contains("--with-manifest needs a director");
+}
