@@ -3,8 +3,11 @@
 
 pub mod backup_dir;
 pub mod checksums;
+pub mod dir_walk;
 mod entry_path;
+mod gnu_header;
 mod hasher;
+mod owner_names;
 mod remove_tree;
 pub mod store;
 pub mod tar_reader;
