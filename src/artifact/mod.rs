@@ -6,6 +6,7 @@ pub mod checksums;
 pub mod dir_walk;
 mod entry_path;
 mod gnu_header;
+pub mod handoff;
 mod hasher;
 mod owner_names;
 mod remove_tree;
