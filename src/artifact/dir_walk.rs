@@ -68,9 +68,9 @@ impl FileAt<'_> {
             return Err(replaced(self.path));
         }
         // Reads of a regular file never block anyway; cleared so the descriptor is plain.
-        let status = fcntl::fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| read_error(self.path, e))?;
-        let status = OFlag::from_bits_truncate(status) - OFlag::O_NONBLOCK;
-        fcntl::fcntl(&fd, FcntlArg::F_SETFL(status)).map_err(|e| read_error(self.path, e))?;
+        // F_SETFL sets only the status flags, of which this open asked for O_NONBLOCK alone.
+        fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(|e| read_error(self.path, e))?;
         Ok((File::from(fd), opened))
     }
 
@@ -296,6 +296,12 @@ mod tests {
             if let Node::File(file) = entry.node {
                 before_open(entry.path);
                 let (mut f, _) = file.open()?;
+                let status = fcntl::fcntl(&f, FcntlArg::F_GETFL).unwrap();
+                assert_eq!(
+                    status & OFlag::O_NONBLOCK.bits(),
+                    0,
+                    "O_NONBLOCK is cleared"
+                );
                 let mut data = Vec::new();
                 f.read_to_end(&mut data).unwrap();
                 read.push((String::from_utf8_lossy(entry.name).into_owned(), data));
