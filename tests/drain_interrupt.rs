@@ -2,7 +2,8 @@
 //! stuck mid-stream (an agent that stops sending), or with its checksum thread busy on what
 //! the agent sent (a tar of symlinks whose check took exponential time). The agent here is a
 //! fake one (`sh`), speaking the protocol as a compromised VM could; it leaves the locks out,
-//! so the only thing between SIGTERM and the exit is the drain.
+//! so the only thing between SIGTERM and the exit is the drain. A local `backup` is its own
+//! driver: in the middle of a long drain it ends on SIGTERM too.
 
 mod common;
 mod faults_support;
@@ -11,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::write_file;
+use common::{Vm, write_file};
 use faults_support::{Spawned, eventually};
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
@@ -192,4 +193,53 @@ fn a_driver_busy_checking_a_hostile_artifact_ends_on_sigterm() {
         _ => panic!("unexpected exit\n{}", exit.explain),
     }
     setup.assert_no_usable_backup(&exit.explain);
+}
+
+#[test]
+fn a_local_backup_in_the_middle_of_a_long_drain_ends_on_sigterm() {
+    let vm = Vm::with_identity("acme", "backend");
+    // 64 GiB that take no disk: minutes of reading and hashing.
+    vm.job("store")
+        .script("backup", "truncate -s 64G \"${BBR_ARTIFACT_DIRECTORY}big\"");
+    let mut agent = Spawned::on(
+        &vm,
+        &[
+            "backup",
+            "--artifact-path",
+            vm.artifacts().to_str().unwrap(),
+        ],
+    );
+    let tar_growing = || {
+        fs::read_dir(vm.artifacts())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".tar")
+                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), tar_growing),
+        "the drain never started\n{}",
+        agent.explain()
+    );
+
+    agent.signal(Signal::SIGTERM);
+    let signalled = agent.started.elapsed();
+    let exit = agent.wait(signalled + Duration::from_secs(20));
+    exit.assert_code(143).assert_stderr_contains("interrupted");
+    let artifact = vm.artifact_dir();
+    let left: Vec<_> = fs::read_dir(&artifact)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a tar was left: {left:?}\n{}",
+        exit.explain
+    );
+    assert!(!vm.store().exists(), "{}", exit.explain);
 }
