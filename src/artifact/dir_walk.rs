@@ -94,6 +94,14 @@ pub fn walk(
     root: &Path,
     visit: &mut dyn FnMut(Entry<'_>) -> Result<(), TarWriteError>,
 ) -> Result<(), TarWriteError> {
+    walk_from(root, Beneath::Untried, visit)
+}
+
+fn walk_from(
+    root: &Path,
+    beneath: Beneath,
+    visit: &mut dyn FnMut(Entry<'_>) -> Result<(), TarWriteError>,
+) -> Result<(), TarWriteError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = fcntl::open(root, flags, Mode::empty()).map_err(|e| match e {
         Errno::ELOOP | Errno::ENOTDIR => TarWriteError::Unsupported {
@@ -107,8 +115,14 @@ pub fn walk(
         path: root.to_path_buf(),
         source,
     })?;
+    let root_fd = fd.try_clone().map_err(|source| TarWriteError::Read {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let mut walker = Walker {
         visit,
+        root_fd,
+        beneath,
         real_root,
         name: b"./".to_vec(),
         path: root.to_path_buf(),
@@ -130,7 +144,10 @@ pub fn check(root: &Path) -> Result<(), TarWriteError> {
 
 struct Walker<'v> {
     visit: &'v mut dyn FnMut(Entry<'_>) -> Result<(), TarWriteError>,
-    /// The root with every symlink resolved, for judging where links lead.
+    /// The root, for resolving links below it in the kernel.
+    root_fd: std::os::fd::OwnedFd,
+    beneath: Beneath,
+    /// The root with every symlink resolved, for judging where links lead without openat2.
     real_root: PathBuf,
     /// The tar name of the current entry (while in a directory: its name, ending in `/`).
     name: Vec<u8>,
@@ -223,10 +240,36 @@ impl Walker<'_> {
 
     /// A link whose target, by name, stays inside the job's directory, and that on the
     /// filesystem resolves inside it or to nothing (a dangling link is judged by its name).
-    fn check_symlink(&self, target: &[u8]) -> Result<(), TarWriteError> {
-        let refuse = |why: &str| self.refused(format!("{why}; {RESTORE_REFUSES}"));
+    fn check_symlink(&mut self, target: &[u8]) -> Result<(), TarWriteError> {
+        let path = &self.path;
+        let refuse = |why: &str| TarWriteError::Unsupported {
+            path: path.clone(),
+            why: format!("{why}; {RESTORE_REFUSES}"),
+        };
         let entry = check_entry(Path::new(OsStr::from_bytes(&self.name))).map_err(refuse)?;
         check_symlink_target(&entry, Path::new(OsStr::from_bytes(target))).map_err(refuse)?;
+        if self.beneath != Beneath::Missing {
+            match self.resolve_beneath() {
+                Err(Errno::ENOSYS | Errno::EPERM) if self.beneath == Beneath::Untried => {
+                    self.beneath = Beneath::Missing;
+                }
+                Ok(()) | Err(Errno::ENOENT | Errno::ENOTDIR) => {
+                    self.beneath = Beneath::Works;
+                    return Ok(());
+                }
+                Err(Errno::EXDEV) => {
+                    return Err(refuse(
+                        "it is a symlink that, through other symlinks, leads outside the job's directory",
+                    ));
+                }
+                Err(e) => {
+                    return Err(refuse(&format!(
+                        "it is a symlink that cannot be followed to its end ({})",
+                        io::Error::from(e)
+                    )));
+                }
+            }
+        }
         match fs::canonicalize(&self.path) {
             Ok(resolved) if !resolved.starts_with(&self.real_root) => Err(refuse(
                 "it is a symlink that, through other symlinks, leads outside the job's directory",
@@ -246,12 +289,32 @@ impl Walker<'_> {
         }
     }
 
+    /// Follows the current entry, a symlink, in the kernel, which refuses (EXDEV) to leave
+    /// the root on the way, as a restore's check does, and gives up after 40 links (ELOOP):
+    /// one system call, where `realpath` takes one per component of the absolute path.
+    fn resolve_beneath(&self) -> Result<(), Errno> {
+        let relative = OsStr::from_bytes(&self.name[2..]);
+        let how = fcntl::OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(fcntl::ResolveFlag::RESOLVE_BENEATH);
+        fcntl::openat2(&self.root_fd, relative, how).map(drop)
+    }
+
     fn refused(&self, why: String) -> TarWriteError {
         TarWriteError::Unsupported {
             path: self.path.clone(),
             why,
         }
     }
+}
+
+/// Whether the kernel has `openat2` (Linux 5.6 on): learnt from the first symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beneath {
+    Untried,
+    Works,
+    /// Not there (or forbidden by a seccomp filter): `realpath` instead.
+    Missing,
 }
 
 fn is(stat: &FileStat, kind: SFlag) -> bool {
@@ -399,6 +462,43 @@ mod tests {
         let why = check(dir.path()).unwrap_err().to_string();
         assert!(why.contains("cannot be followed to its end"), "{why}");
         assert!(why.contains("a restore would refuse it"), "{why}");
+    }
+
+    #[test]
+    fn a_link_leading_outside_through_other_links_is_refused_with_or_without_openat2() {
+        for beneath in [Beneath::Untried, Beneath::Missing] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("job");
+            fs::create_dir(&root).unwrap();
+            fs::write(root.join("a"), "a").unwrap();
+            symlink(".", root.join("dot")).unwrap();
+            symlink("dot/a", root.join("inside")).unwrap();
+            symlink("dot/nothing", root.join("dangling")).unwrap();
+            walk_from(&root, beneath, &mut |_| Ok(())).unwrap();
+
+            // Each target alone stays inside; through `dot` it is the directory above.
+            symlink("dot/..", root.join("up")).unwrap();
+            let why = walk_from(&root, beneath, &mut |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                why.contains("/up: it is a symlink that, through other symlinks, leads outside"),
+                "{beneath:?}: {why}"
+            );
+
+            fs::remove_file(root.join("up")).unwrap();
+            symlink(".", root.join("b0")).unwrap();
+            for i in 1..=8 {
+                symlink(format!("b{0}/b{0}", i - 1), root.join(format!("b{i}"))).unwrap();
+            }
+            let why = walk_from(&root, beneath, &mut |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                why.contains("cannot be followed to its end"),
+                "{beneath:?}: {why}"
+            );
+        }
     }
 
     #[test]
