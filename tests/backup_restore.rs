@@ -451,3 +451,157 @@ fn names_that_are_not_utf8_round_trip_as_bytes() {
             .collect();
     assert_eq!(top, expected, "{}", run.explain());
 }
+
+/// A tar's entries by name: each entry's blocks before its data (GNU long-name and
+/// long-link records, then its header), and its data.
+fn tar_entries(tar: &[u8]) -> std::collections::BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>)> {
+    fn size(header: &[u8]) -> usize {
+        let field = &header[124..136];
+        if field[0] & 0x80 != 0 {
+            field[1..].iter().fold(0, |n, &b| n << 8 | b as usize)
+        } else {
+            let digits: String = field
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .map(|&b| b as char)
+                .collect();
+            usize::from_str_radix(&digits, 8).unwrap()
+        }
+    }
+    let mut entries = std::collections::BTreeMap::new();
+    let (mut at, mut opening, mut long_name) = (0, Vec::new(), None);
+    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|&b| b != 0) {
+        let header = &tar[at..at + 512];
+        let len = size(header);
+        let data = &tar[at + 512..at + 512 + len];
+        let blocks = 512 + len.div_ceil(512) * 512;
+        opening.extend_from_slice(&tar[at..at + blocks]);
+        at += blocks;
+        match header[156] {
+            b'L' => long_name = Some(data[..len - 1].to_vec()),
+            b'K' => {}
+            _ => {
+                let name = long_name.take().unwrap_or_else(|| {
+                    header[..100]
+                        .iter()
+                        .take_while(|&&b| b != 0)
+                        .copied()
+                        .collect()
+                });
+                let header_at = opening.len() - blocks;
+                let data = opening.split_off(header_at + 512);
+                entries.insert(name, (std::mem::take(&mut opening), data));
+            }
+        }
+    }
+    assert!(
+        tar[at..].iter().all(|&b| b == 0),
+        "only zeros after the last entry"
+    );
+    entries
+}
+
+/// Issue 12 item 2: the agent's tar of a job's artifact directory has the headers GNU tar's
+/// `tar -C DIR -c .` (what BBR runs) writes for the same tree, byte for byte: permission
+/// bits alone in the mode, uid/gid, the owners' names (empty for an unknown id), mtime (before
+/// 1970 too), type, magic, checksum, long-name and long-link records; and ends on a whole
+/// 10240-byte record as GNU tar's does. Only the order of the entries differs
+/// (docs/behaviour.md).
+#[test]
+fn the_tar_headers_are_gnu_tars_byte_for_byte() {
+    let vm = Vm::with_identity("acme", "backend");
+    let gnu = vm.dir.path().join("gnu.tar");
+    let as_root = nix::unistd::geteuid().is_root();
+    let owners = if as_root {
+        // A known user and group, and ids no name belongs to.
+        "chown 65534:65534 exec.sh && chown 4000000:4000001 unknown-owner && chown -h 65534:0 link"
+    } else {
+        ":"
+    };
+    let long = "d".repeat(120);
+    vm.job("store").script(
+        "backup",
+        &format!(
+            r#"set -e
+cd "$BBR_ARTIFACT_DIRECTORY"
+printf 'plain\n' > plain.txt && chmod 0644 plain.txt
+printf '#!/bin/sh\n' > exec.sh && chmod 0755 exec.sh
+printf 'x' > setuid && chmod 04750 setuid
+mkdir -p sub/deeper && chmod 0750 sub && printf 'deep' > sub/deeper/file
+printf 'old' > old && touch -d @-315619200 old
+printf 'unknown' > unknown-owner
+ln -s plain.txt link
+mkdir -p {long} && printf 'long' > {long}/{long}.txt
+ln -s {long}/{long}.txt long-link
+touch -h -d @1767225600 . sub sub/deeper {long} link long-link
+{owners}
+tar -C "$BBR_ARTIFACT_DIRECTORY" -cf '{gnu}' .
+"#,
+            gnu = gnu.display()
+        ),
+    );
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+
+    let ours = fs::read(vm.artifact_dir().join("backend-0-store.tar")).unwrap();
+    let theirs = fs::read(&gnu).unwrap();
+    assert_eq!(ours.len() % 10240, 0, "whole records, as GNU tar");
+    let (ours, theirs) = (tar_entries(&ours), tar_entries(&theirs));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "the same entries"
+    );
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert_eq!(
+        ours.len(),
+        13,
+        "{:?}",
+        ours.keys().map(|k| show(k)).collect::<Vec<_>>()
+    );
+    let fields = [
+        ("name", 0, 100),
+        ("mode", 100, 8),
+        ("uid", 108, 8),
+        ("gid", 116, 8),
+        ("size", 124, 12),
+        ("mtime", 136, 12),
+        ("checksum", 148, 8),
+        ("typeflag", 156, 1),
+        ("linkname", 157, 100),
+        ("magic", 257, 8),
+        ("uname", 265, 32),
+        ("gname", 297, 32),
+        ("devices and the rest", 329, 183),
+    ];
+    for (name, (our_opening, our_data)) in &ours {
+        let (their_opening, their_data) = &theirs[name];
+        assert_eq!(our_data, their_data, "data of {}", show(name));
+        assert_eq!(
+            our_opening.len(),
+            their_opening.len(),
+            "records before {}",
+            show(name)
+        );
+        for (block, (a, b)) in our_opening
+            .chunks(512)
+            .zip(their_opening.chunks(512))
+            .enumerate()
+        {
+            for (field, at, len) in fields {
+                assert_eq!(
+                    &a[at..at + len],
+                    &b[at..at + len],
+                    "{} (block {block}): {field} differs: ours {:?}, GNU tar's {:?}",
+                    show(name),
+                    show(&a[at..at + len]),
+                    show(&b[at..at + len]),
+                );
+            }
+        }
+    }
+}

@@ -4,9 +4,13 @@
 pub mod backup_dir;
 mod base64;
 pub mod checksums;
+pub mod dir_walk;
 mod entry_path;
+mod gnu_header;
+pub mod handoff;
 mod hasher;
 mod metadata_keys;
+mod owner_names;
 pub mod plain_name;
 mod remove_tree;
 pub mod store;

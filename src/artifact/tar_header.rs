@@ -1,4 +1,4 @@
-//! Tar header fields read and written as GNU tar does them, where the tar crate does not:
+//! Tar header fields read as GNU tar writes them, where the tar crate does not read them:
 //! modification times before 1970 or past 2242 (GNU's signed base-256 numbers), and the
 //! records that extend a header (GNU long names and long links, PAX records), each read with
 //! a bound, so that a size in a hostile header can cost neither memory nor time.
@@ -13,10 +13,6 @@ pub const PATH_MAX: u64 = 4096;
 /// The most bytes one PAX record set (an `x` or `g` entry) may hold: room for a path and a
 /// link target of PATH_MAX each and the few other records GNU tar writes.
 pub const PAX_MAX: u64 = 64 * 1024;
-
-/// The largest time the 12-byte octal field holds; GNU tar writes larger and negative times
-/// in base-256.
-const OCTAL_MAX: i64 = 0o77_777_777_777;
 
 /// Seconds since the epoch from a 12-byte numeric field: octal (NUL- or space-terminated), or
 /// base-256 as GNU tar writes it (first byte 0x80: the rest is a positive big-endian number;
@@ -41,19 +37,6 @@ pub fn decode_time(field: &[u8; 12]) -> Option<i64> {
             }
             i64::from_str_radix(text, 8).ok().filter(|t| *t >= 0)
         }
-    }
-}
-
-/// Writes `secs` into a 12-byte numeric field as GNU tar does: octal when it fits, else
-/// base-256 (two's complement, first byte 0xff, when negative).
-pub fn encode_time(field: &mut [u8; 12], secs: i64) {
-    if (0..=OCTAL_MAX).contains(&secs) {
-        let text = format!("{secs:011o}\0");
-        field.copy_from_slice(text.as_bytes());
-    } else {
-        let wide = i128::from(secs).to_be_bytes();
-        field.copy_from_slice(&wide[4..]);
-        field[0] = if secs < 0 { 0xff } else { 0x80 };
     }
 }
 
@@ -162,8 +145,16 @@ mod tests {
         );
     }
 
+    /// The largest time the 12-byte octal field holds.
+    const OCTAL_MAX: i64 = 0o77_777_777_777;
+
+    /// `secs` as our tar writer puts it in a header's mtime field.
+    fn encode_time(field: &mut [u8; 12], secs: i64) {
+        *field = crate::artifact::gnu_header::mtime_field(secs);
+    }
+
     #[test]
-    fn times_encode_as_gnu_tar_writes_them_and_come_back() {
+    fn times_our_writer_puts_in_a_header_come_back() {
         let mut f = [0u8; 12];
         encode_time(&mut f, -315_619_200);
         assert_eq!(

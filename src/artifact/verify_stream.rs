@@ -9,10 +9,9 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use super::checksums::Checksums;
+use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
 use super::tar_reader::{TarReadError, read_tar};
 use crate::protocol::framing::exhausted;
 
@@ -31,9 +30,19 @@ impl AsRef<[u8]> for Batch {
     }
 }
 
+/// What checks the stream: reads it as a tar and returns its checksums.
+type Check = fn(&mut dyn Read) -> Result<Checksums, TarReadError>;
+
+fn check_tar(input: &mut dyn Read) -> Result<Checksums, TarReadError> {
+    read_tar(input, None)
+}
+
 pub struct VerifyingWriter<W> {
     batch: Vec<u8>,
     stage: Stage<W>,
+    check: Check,
+    /// Whether to stop waiting for the threads: the run was interrupted.
+    stop: fn() -> bool,
 }
 
 enum Stage<W> {
@@ -46,17 +55,21 @@ enum Stage<W> {
 }
 
 struct Threads<W> {
-    to_file: Option<SyncSender<Batch>>,
-    file: JoinHandle<io::Result<W>>,
+    to_file: Option<Sender<Batch>>,
+    file: Outcome<io::Result<W>>,
     checker: Checker,
 }
 
+fn interrupted() -> io::Error {
+    RunInterrupted::io()
+}
+
 impl<W: Write + Send + 'static> Threads<W> {
-    fn start(mut out: W) -> Self {
-        let (to_file, batches) = sync_channel::<Batch>(IN_FLIGHT);
-        let file = std::thread::spawn(move || {
+    fn start(mut out: W, check: Check, stop: fn() -> bool) -> Self {
+        let (to_file, batches) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
+        let file = handoff::spawn(stop, move || {
             let mut failed = None;
-            for batch in batches {
+            while let Some(batch) = batches.recv() {
                 // After a failure (a full disk) the stream is still taken in to its end, so
                 // the sender never blocks; the first error is the result.
                 if failed.is_none()
@@ -73,47 +86,48 @@ impl<W: Write + Send + 'static> Threads<W> {
         Threads {
             to_file: Some(to_file),
             file,
-            checker: Checker::start(),
+            checker: Checker::start(check, stop),
         }
     }
 
-    fn send(&mut self, batch: Batch) {
+    fn send(&mut self, batch: Batch) -> io::Result<()> {
         // A thread that stopped early has its reason in its result.
-        if self
-            .to_file
-            .as_ref()
-            .is_some_and(|tx| tx.send(batch.clone()).is_err())
-        {
-            self.to_file = None;
+        if let Some(tx) = &self.to_file {
+            match tx.send(batch.clone()) {
+                Ok(()) => {}
+                Err(Stopped::Gone) => self.to_file = None,
+                Err(Stopped::Interrupted) => return Err(interrupted()),
+            }
         }
-        self.checker.send(batch);
+        self.checker.send(batch)
     }
 
     fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
         drop(self.to_file.take());
-        let out = self
-            .file
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the file writer thread panicked")))?;
-        Ok((out, self.checker.finish()))
+        let out = match self.file.wait() {
+            Ok(result) => result?,
+            Err(Stopped::Interrupted) => return Err(interrupted()),
+            Err(Stopped::Gone) => return Err(io::Error::other("the file writer thread panicked")),
+        };
+        Ok((out, self.checker.finish()?))
     }
 }
 
 /// The thread that reads batches as a tar and hashes every file.
 struct Checker {
-    to: Option<SyncSender<Batch>>,
-    thread: JoinHandle<Result<Checksums, TarReadError>>,
+    to: Option<Sender<Batch>>,
+    thread: Outcome<Result<Checksums, TarReadError>>,
 }
 
 impl Checker {
-    fn start() -> Checker {
-        let (to, rx) = sync_channel::<Batch>(IN_FLIGHT);
-        let thread = std::thread::spawn(move || {
+    fn start(check: Check, stop: fn() -> bool) -> Checker {
+        let (to, rx) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
+        let thread = handoff::spawn(stop, move || {
             let mut input = ChannelReader {
                 rx,
                 chunk: io::Cursor::new(Batch::default()),
             };
-            let result = read_tar(&mut input, None);
+            let result = check(&mut input);
             // Take in whatever follows the archive (padding) so the sender never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
             result
@@ -124,33 +138,47 @@ impl Checker {
         }
     }
 
-    fn send(&mut self, batch: Batch) {
+    fn send(&mut self, batch: Batch) -> io::Result<()> {
         // A checker that stopped early (a refused entry) has its reason in its result.
-        if self.to.as_ref().is_some_and(|tx| tx.send(batch).is_err()) {
-            self.to = None;
+        if let Some(tx) = &self.to {
+            match tx.send(batch) {
+                Ok(()) => {}
+                Err(Stopped::Gone) => self.to = None,
+                Err(Stopped::Interrupted) => return Err(interrupted()),
+            }
         }
+        Ok(())
     }
 
-    fn finish(mut self) -> Result<Checksums, TarReadError> {
+    /// The checksums, or why the stream is refused; an interruption is the outer error.
+    fn finish(mut self) -> io::Result<Result<Checksums, TarReadError>> {
         drop(self.to.take());
-        self.thread.join().unwrap_or_else(|_| {
-            Err(TarReadError::Read(io::Error::other(
+        match self.thread.wait() {
+            Ok(result) => Ok(result),
+            Err(Stopped::Interrupted) => Err(interrupted()),
+            Err(Stopped::Gone) => Ok(Err(TarReadError::Read(io::Error::other(
                 "checksum thread panicked",
-            )))
-        })
+            )))),
+        }
     }
 }
 
 impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
+        VerifyingWriter::with(out, check_tar, crate::interrupt::is_interrupted)
+    }
+
+    fn with(out: W, check: Check, stop: fn() -> bool) -> Self {
         VerifyingWriter {
             batch: Vec::new(),
             stage: Stage::Gathering(out),
+            check,
+            stop,
         }
     }
 
     /// Hands the full batch on, starting the threads with the first one.
-    fn send_batch(&mut self) {
+    fn send_batch(&mut self) -> io::Result<()> {
         let batch = Batch(Arc::new(std::mem::replace(
             &mut self.batch,
             Vec::with_capacity(BATCH),
@@ -158,25 +186,28 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         if let Stage::Gathering(_) = self.stage
             && let Stage::Gathering(out) = std::mem::replace(&mut self.stage, Stage::Switching)
         {
-            self.stage = Stage::Threads(Threads::start(out));
+            self.stage = Stage::Threads(Threads::start(out, self.check, self.stop));
         }
-        if let Stage::Threads(threads) = &mut self.stage {
-            threads.send(batch);
+        match &mut self.stage {
+            Stage::Threads(threads) => threads.send(batch),
+            _ => Ok(()),
         }
     }
 
     /// The output, flushed, with the checksums the stream carried. The output's own error
-    /// (e.g. no space left) comes first.
+    /// (e.g. no space left) comes first; an interrupted run is a [`RunInterrupted`] error, at
+    /// once, whatever the threads are doing.
     pub fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
         match std::mem::replace(&mut self.stage, Stage::Switching) {
             Stage::Gathering(mut out) => {
                 out.write_all(&self.batch)?;
                 out.flush()?;
-                Ok((out, read_tar(&mut &self.batch[..], None)))
+                // Less than a batch: checked here, in time bounded by its size.
+                Ok((out, (self.check)(&mut &self.batch[..])))
             }
             Stage::Threads(mut threads) => {
                 if !self.batch.is_empty() {
-                    threads.send(Batch(Arc::new(std::mem::take(&mut self.batch))));
+                    threads.send(Batch(Arc::new(std::mem::take(&mut self.batch))))?;
                 }
                 threads.finish()
             }
@@ -193,7 +224,7 @@ impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
         let n = buf.len().min(BATCH.saturating_sub(self.batch.len()).max(1));
         self.batch.extend_from_slice(&buf[..n]);
         if self.batch.len() >= BATCH {
-            self.send_batch();
+            self.send_batch()?;
         }
         Ok(n)
     }
@@ -212,8 +243,8 @@ impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while exhausted(&self.chunk) {
             match self.rx.recv() {
-                Ok(chunk) => self.chunk = io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
+                Some(chunk) => self.chunk = io::Cursor::new(chunk),
+                None => return Ok(0),
             }
         }
         self.chunk.read(buf)
@@ -292,6 +323,43 @@ mod tests {
             sums.unwrap_err().to_string(),
             "entry '././@LongLink' is refused: its GNU long name is 2147483648 bytes, more than the 4096 bytes allowed"
         );
+    }
+
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    fn stop() -> bool {
+        STOP.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A check that never ends and never reads, as the exponential symlink check did.
+    fn endless(_: &mut dyn Read) -> Result<Checksums, TarReadError> {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_check_that_never_ends_does_not_keep_an_interrupted_run_waiting() {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Stuck handing on batches the check never takes...
+            let mut w = VerifyingWriter::with(Vec::new(), endless, stop);
+            let writing = w
+                .write_all(&vec![0u8; 10 * BATCH])
+                .map_err(|e| RunInterrupted::is(&e));
+            // ...and waiting for a check that never ends.
+            let mut w = VerifyingWriter::with(Vec::new(), endless, stop);
+            w.write_all(&vec![0u8; BATCH + 1]).unwrap();
+            let finishing = w.finish().err().map(|e| RunInterrupted::is(&e));
+            let _ = done.send((writing, finishing));
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (writing, finishing) = result
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("still waiting for the check 20 s after the run was interrupted");
+        assert_eq!(writing, Err(true));
+        assert_eq!(finishing, Some(true));
     }
 
     struct Full;

@@ -46,6 +46,8 @@ pub enum ScriptEnd {
     Interrupted,
     /// It could not be started at all (not executable, no interpreter, ...).
     NotStarted(String),
+    /// A backup script that exited 0 but left an artifact directory no backup can hold.
+    ArtifactRefused(String),
 }
 
 impl ScriptEnd {
@@ -64,6 +66,9 @@ impl ScriptEnd {
             ),
             ScriptEnd::Interrupted => "interrupted; its process group was terminated".to_string(),
             ScriptEnd::NotStarted(why) => format!("could not be started: {why}"),
+            ScriptEnd::ArtifactRefused(why) => {
+                format!("exited 0, but its artifact directory is refused: {why}")
+            }
         }
     }
 }

@@ -16,10 +16,11 @@ use super::script_env::script_env;
 use super::settings::ScriptSettings;
 use crate::artifact::checksums::compare;
 use crate::artifact::store::Store;
-use crate::artifact::{Checksums, tar_reader, tar_writer};
+use crate::artifact::tar_writer::TarWriteError;
+use crate::artifact::{Checksums, dir_walk, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
 use crate::discover::{DiscoveredJob, discover};
-use crate::exec::{LineSink, ScriptCommand, run_script};
+use crate::exec::{LineSink, ScriptCommand, ScriptEnd, run_script};
 use crate::journal::{Journal, JournalState, LockedJob};
 use crate::layout::Layout;
 use crate::metadata;
@@ -202,7 +203,19 @@ impl LocalInstance {
             return not_started(e.to_string());
         }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
-        let outcome = run_script(&command);
+        let mut outcome = run_script(&command);
+        // Checked before the unlock, so a refused artifact fails the job's backup and the
+        // unlock scripts learn it (BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false); the drain
+        // checks everything again as it reads.
+        if kind == ScriptKind::Backup
+            && outcome.end.success()
+            && let Err(e) = dir_walk::check(&artifact_dir)
+        {
+            outcome.end = match e {
+                TarWriteError::Interrupted => ScriptEnd::Interrupted,
+                e => ScriptEnd::ArtifactRefused(e.to_string()),
+            };
+        }
         tracing::info!(
             target: "script",
             "{} {} {kind}: {} after {}",

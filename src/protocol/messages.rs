@@ -177,6 +177,7 @@ pub enum WireEnd {
     TimedOutMs(u64),
     Interrupted,
     NotStarted(String),
+    ArtifactRefused(String),
 }
 
 /// A script report on the wire.
@@ -212,6 +213,7 @@ impl From<&ScriptReport> for WireReport {
                 ScriptEnd::TimedOut(d) => WireEnd::TimedOutMs(d.as_millis() as u64),
                 ScriptEnd::Interrupted => WireEnd::Interrupted,
                 ScriptEnd::NotStarted(why) => WireEnd::NotStarted(why.clone()),
+                ScriptEnd::ArtifactRefused(why) => WireEnd::ArtifactRefused(why.clone()),
             },
             duration_ms: r.duration.as_millis() as u64,
             stdout: tail(&r.stdout),
@@ -231,6 +233,7 @@ impl From<WireReport> for ScriptReport {
                 WireEnd::TimedOutMs(ms) => ScriptEnd::TimedOut(Duration::from_millis(ms)),
                 WireEnd::Interrupted => ScriptEnd::Interrupted,
                 WireEnd::NotStarted(why) => ScriptEnd::NotStarted(why),
+                WireEnd::ArtifactRefused(why) => ScriptEnd::ArtifactRefused(why),
             },
             duration: Duration::from_millis(r.duration_ms),
             stdout: r.stdout,

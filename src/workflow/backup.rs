@@ -110,7 +110,7 @@ fn run_backup(
     if locked && !backed_up {
         outcome.fail(
             exit_bits::GENERAL,
-            "a backup script failed; nothing was drained",
+            "a backup script failed, or left an artifact directory no backup can hold; nothing was drained",
         );
     }
 

@@ -11,6 +11,7 @@ use crate::artifact::backup_dir::{
     ArtifactChecksums, BackupDir, BackupMetadata, InstanceArtifacts,
 };
 use crate::artifact::checksums::compare;
+use crate::artifact::handoff::RunInterrupted;
 use crate::artifact::verify_stream::VerifyingWriter;
 use crate::artifact::writeback::WritebackFile;
 use crate::console::Console;
@@ -89,6 +90,7 @@ fn drain_job(
     // The artifact's own file failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {
         Ok(done) => done,
+        Err(e) if RunInterrupted::is(&e) => return fail(e.to_string()),
         Err(e) => return fail(format!("cannot write {}: {e}", path.display())),
     };
     let sent: Checksums = match sent {
