@@ -29,7 +29,7 @@ len4() { byte $(($1 >> 24 & 255)); byte $(($1 >> 16 & 255)); byte $(($1 >> 8 & 2
 while IFS= read -r line; do
   id=${line#'{"id":'}; id=${id%%,*}
   case $line in
-  *'"op":"hello"'*) ok "$id" '{"agent_version":"0.1.0","bbr_version":"1.9.73","protocol":1}' ;;
+  *'"op":"hello"'*) ok "$id" '{"agent_version":"0.1.0","bbr_version":"1.9.73","protocol":2}' ;;
   *'"op":"describe"'*) ok "$id" '{"jobs":[{"metadata":{"backup_should_be_locked_before":[],"restore_should_be_locked_before":[],"skip_bbr_scripts":false},"name":"store","release":null,"scripts":["backup"]}],"journal":null,"skipped":[],"store_exists":false,"store_path":"/var/vcap/store/bbr-backup"}' ;;
   *'"op":"run_scripts"'*) ok "$id" '[{"duration_ms":1,"end":{"exited":0},"job":"store","script":"backup","stderr":"","stdout":""}]' ;;
   *'"op":"send_artifact"'*)

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 /// Pieces a hostile or broken driver (or agent) might send, mixed at random.
 fn segment() -> impl Strategy<Value = Vec<u8>> {
     let requests = prop::sample::select(vec![
-        r#"{"id":1,"op":"hello","protocol":1,"deployment":"d","instance":{"group":"g","index":"0"},"settings":{}}"#,
+        r#"{"id":1,"op":"hello","protocol":2,"deployment":"d","instance":{"group":"g","index":"0"},"settings":{}}"#,
         r#"{"id":2,"op":"describe"}"#,
         r#"{"id":3,"op":"receive_artifact","job":"j","checksums":{"./a":"00"}}"#,
         r#"{"id":4,"op":"run_scripts","script":"backup","jobs":["j"],"parallel":true,"after_backup_successful":null}"#,

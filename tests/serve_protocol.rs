@@ -97,7 +97,7 @@ impl Session {
 }
 
 fn hello(id: u64) -> String {
-    json!({"id": id, "op": "hello", "protocol": 1, "deployment": "acme",
+    json!({"id": id, "op": "hello", "protocol": 2, "deployment": "acme",
            "instance": {"group": "backend", "index": "0"},
            "settings": {"script_timeout_ms": null, "kill_grace_ms": 1000, "bbr_version": "1.9.73"}})
     .to_string()
@@ -182,14 +182,16 @@ fn truncated_and_oversized_input_ends_the_session_cleanly() {
 fn a_wrong_protocol_version_is_refused() {
     let vm = Vm::new();
     let mut request: Value = serde_json::from_str(&hello(1)).unwrap();
-    request["protocol"] = json!(2);
+    // A driver of version 1: the agent names its own version and what to do.
+    request["protocol"] = json!(1);
     let (_, messages, _) = serve(&vm, format!("{request}\n").as_bytes());
     assert_eq!(messages[0]["code"], "protocol_mismatch", "{messages:#?}");
     assert!(
         messages[0]["message"]
             .as_str()
             .unwrap()
-            .contains("protocol 1")
+            .contains("protocol 2, the driver 1"),
+        "{messages:#?}"
     );
 }
 

@@ -9,7 +9,7 @@ use crate::contract::ScriptKind;
 use crate::exec::{ScriptEnd, Stream};
 use crate::instance::{InstanceId, ScriptReport};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Most of each stream a script report carries; every line already went out as an event.
 const REPORT_TAIL: usize = 256 * 1024;
