@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::ScriptKind;
 use crate::exec::ProcessGroup;
+use crate::exec::descendants::start_time;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalState {
@@ -317,7 +318,7 @@ impl Journal {
             job: job.to_string(),
             script,
             pgid: group.id(),
-            start_time: start_time(group.id()),
+            start_time: start_time(group.id()).ok().flatten(),
         });
         self.append(Sync::PageCache, record)
     }
@@ -454,10 +455,12 @@ fn push_line(buf: &mut Vec<u8>, record: &Record) -> io::Result<()> {
 /// a live process group, so: the leader alive with the same start time is ours; a leader gone
 /// while its group lives on is ours too; a live process of that pid with another start time
 /// is someone else's.
+/// A leader whose stat cannot be read is not provably ours: it is left alone.
 fn still_ours(script: &RunningScript) -> bool {
     match start_time(script.pgid) {
-        Some(now) => script.start_time == Some(now),
-        None => true,
+        Ok(Some(now)) => script.start_time == Some(now),
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
 
@@ -465,7 +468,7 @@ fn still_ours(script: &RunningScript) -> bool {
 /// `/proc/stat`); `USER_HZ`, the unit of `/proc`'s clock ticks, is 100 on Linux.
 fn process_started() -> Option<String> {
     const USER_HZ: u64 = 100;
-    let ticks = start_time(std::process::id() as i32)?;
+    let ticks = start_time(std::process::id() as i32).ok()??;
     let stat = fs::read_to_string("/proc/stat").ok()?;
     let boot: u64 = stat
         .lines()
@@ -475,14 +478,6 @@ fn process_started() -> Option<String> {
         .ok()?;
     let at = boot.checked_add(ticks / USER_HZ)?;
     Some(crate::timestamp::Utc::from_unix(i64::try_from(at).ok()?).activity())
-}
-
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -681,12 +676,12 @@ mod tests {
     #[test]
     fn reads_its_own_start_time() {
         let me = std::process::id() as i32;
-        assert!(start_time(me).is_some());
+        assert!(matches!(start_time(me), Ok(Some(_))));
         let script = RunningScript {
             job: "j".into(),
             script: ScriptKind::Backup,
             pgid: me,
-            start_time: start_time(me),
+            start_time: start_time(me).ok().flatten(),
         };
         assert!(still_ours(&script));
         let reused = RunningScript {
@@ -697,5 +692,26 @@ mod tests {
             !still_ours(&reused),
             "another start time is another process"
         );
+    }
+
+    /// A process that reused a recorded group id and whose command name is not UTF-8 (the
+    /// stat line then is not text) is someone else's: a cleanup must not end it.
+    #[test]
+    fn a_process_named_with_bytes_that_are_not_utf8_is_not_taken_for_a_gone_leader() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join(std::ffi::OsStr::from_bytes(b"\xffsleep"));
+        fs::copy("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program).arg("30").spawn().unwrap();
+        let reused = RunningScript {
+            job: "j".into(),
+            script: ScriptKind::Backup,
+            pgid: child.id() as i32,
+            start_time: Some(1),
+        };
+        let ours = still_ours(&reused);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!ours, "a live process of another start time was taken for the dead run's");
     }
 }

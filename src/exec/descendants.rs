@@ -257,6 +257,28 @@ fn process_table() -> HashMap<i32, Stat> {
         .collect()
 }
 
+/// When process `pid` started, in clock ticks after boot; `Ok(None)` when there is no such
+/// process. A stat that cannot be read or parsed is an error, not "gone": a caller deciding
+/// whether a process is one it may signal must not take it for gone.
+pub(crate) fn start_time(pid: i32) -> std::io::Result<Option<u64>> {
+    match fs::read(format!("/proc/{pid}/stat")) {
+        Ok(bytes) => parse_stat(&bytes)
+            .map(|s| Some(s.start))
+            .ok_or_else(|| std::io::Error::other(format!("cannot parse /proc/{pid}/stat"))),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc_esrch()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn libc_esrch() -> i32 {
+    nix::errno::Errno::ESRCH as i32
+}
+
 fn read_stat(pid: i32) -> Option<Stat> {
     parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -291,6 +313,9 @@ mod tests {
             })
         );
         assert_eq!(parse_stat(b"garbage"), None);
+        // A command name that is not UTF-8 is still a stat line.
+        let line = b"4242 (\xffsleep) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 555 0 0";
+        assert_eq!(parse_stat(line).map(|s| s.start), Some(555));
     }
 
     #[test]

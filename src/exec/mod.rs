@@ -4,7 +4,7 @@
 
 mod capture;
 mod cgroup;
-mod descendants;
+pub(crate) mod descendants;
 mod process_group;
 mod run;
 pub mod spawn;
