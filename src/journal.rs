@@ -702,7 +702,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join(std::ffi::OsStr::from_bytes(b"\xffsleep"));
         fs::copy("/bin/sleep", &program).unwrap();
-        let mut child = std::process::Command::new(&program).arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new(&program)
+            .arg("30")
+            .spawn()
+            .unwrap();
         let reused = RunningScript {
             job: "j".into(),
             script: ScriptKind::Backup,
@@ -712,6 +715,9 @@ mod tests {
         let ours = still_ours(&reused);
         let _ = child.kill();
         let _ = child.wait();
-        assert!(!ours, "a live process of another start time was taken for the dead run's");
+        assert!(
+            !ours,
+            "a live process of another start time was taken for the dead run's"
+        );
     }
 }

@@ -16,8 +16,10 @@
 //!
 //! **The file run**: each script is opened when judged (`O_PATH`, no symlink followed at the
 //! end: a script must be a regular file, as BBR's `find -type f` wants), and its identity is
-//! kept: device, inode and change time (which any write, chmod or chown moves, and which a
-//! new file with a reused inode number cannot share). Right before the script starts, the
+//! kept: device, inode, size and modification time (which any write moves). Owner and mode
+//! are not part of it: they are judged afresh on the path each time, so a chmod or chown
+//! that leaves the file as trusted as it was (a redeploy's, say) does not refuse a job's
+//! unlock while it is locked. Right before the script starts, the
 //! whole path is judged again and must lead to that same, unchanged file; else the script
 //! is not run. Once every directory on the way is writable by root alone, only root can
 //! change what the path names, so the path then started (by `posix_spawn`) is the file
@@ -65,7 +67,8 @@ pub struct Untrusted {
 struct Judged {
     dev: u64,
     ino: u64,
-    ctime: (i64, i64),
+    size: i64,
+    mtime: (i64, i64),
 }
 
 /// The checks, and the scripts judged so far.
@@ -207,7 +210,8 @@ fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
             return Ok(Judged {
                 dev: stat.st_dev,
                 ino: stat.st_ino,
-                ctime: (stat.st_ctime, stat.st_ctime_nsec),
+                size: stat.st_size,
+                mtime: (stat.st_mtime, stat.st_mtime_nsec),
             });
         } else {
             return Err((here, "is not a regular file".to_string()));
@@ -408,6 +412,13 @@ mod tests {
             refused.why.contains("replaced or changed since"),
             "{refused}"
         );
+
+        // Its owner and mode set again to what they were (its change time moves): still the
+        // file judged, so a locked job's unlock is not refused for it.
+        trust.check_job(&job).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::set_permissions(script, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(trust.verify_script(&job, script), Ok(()));
 
         // Changed in place (same inode): refused too.
         trust.check_job(&job).unwrap();

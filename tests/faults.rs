@@ -1319,3 +1319,68 @@ fn a_secret_in_the_drivers_environment_reaches_no_script_and_no_output() {
     exit.assert_code(0);
     assert_no_secret(fleet.dir.path(), &env_dir, &exit, 4);
 }
+
+/// An unlock script that cannot be started (here the re-check before its spawn refuses it:
+/// its content changed after the run's first script) has unlocked nothing: the journal keeps
+/// the job as locked, so the next backup is refused and names the cleanup, instead of
+/// locking a job that is still locked.
+#[test]
+fn an_unlock_that_never_started_is_not_recorded_as_attempted() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the agent checks scripts only as root");
+        return;
+    }
+    let vm = Vm::with_identity("acme", "backend");
+    let job = vm.job("db");
+    job.script("backup", "echo \"$ME\" >> \"$LOG\"");
+    job.script("post-backup-unlock", "rm -f \"$0.locked\"");
+    let unlock = job.dir.join("bin/bbr/post-backup-unlock");
+    job.script(
+        "pre-backup-lock",
+        &format!(
+            "touch '{u}.locked'; echo '# changed' >> '{u}'",
+            u = unlock.display()
+        ),
+    );
+    let exit = run_agent(&vm, &strs(&backup_args(&vm)));
+    assert_eq!(exit.code, Some(8), "{}", exit.explain);
+    assert!(
+        job.dir.join("bin/bbr/post-backup-unlock.locked").exists(),
+        "the unlock did not run, so the job is still locked\n{}",
+        exit.explain
+    );
+    assert!(
+        journal_path(&vm).exists(),
+        "the job is still locked, yet the journal no longer records it\n{}",
+        exit.explain
+    );
+    run_agent(&vm, &strs(&backup_args(&vm)))
+        .assert_code(1)
+        .assert_stderr_contains("left db locked")
+        .assert_stderr_contains("backup-cleanup");
+}
+
+/// A chmod that leaves an unlock script as trusted as it was (a redeploy sets the same
+/// modes) does not keep the unlock from running.
+#[test]
+fn an_unlock_chmodded_to_the_same_mode_mid_run_still_runs() {
+    let vm = Vm::with_identity("acme", "backend");
+    let job = vm.job("db");
+    job.script("backup", "echo \"$ME\" >> \"$LOG\"");
+    job.script("post-backup-unlock", "rm -f \"$0.locked\"");
+    let unlock = job.dir.join("bin/bbr/post-backup-unlock");
+    job.script(
+        "pre-backup-lock",
+        &format!(
+            "touch '{u}.locked'; chmod 0755 '{u}'; chown 0:0 '{u}' 2>/dev/null; true",
+            u = unlock.display()
+        ),
+    );
+    let exit = run_agent(&vm, &strs(&backup_args(&vm)));
+    exit.assert_code(0);
+    assert!(
+        !job.dir.join("bin/bbr/post-backup-unlock.locked").exists(),
+        "the unlock did not run\n{}",
+        exit.explain
+    );
+}

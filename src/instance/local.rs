@@ -384,7 +384,8 @@ impl LocalInstance {
     }
 
     /// After an unlock step: records in the journal which jobs' locks it released. A job whose
-    /// unlock script ran has done what it can, failed or not; so has a known job without one.
+    /// unlock script ran has done what it can, failed or not; so has a known job without one;
+    /// one whose unlock script could not be started has not, and stays recorded as locked.
     /// A job not known here changes nothing unless the instance was described (it is not on
     /// this VM, or its scripts are refused: nothing can ever unlock it here).
     fn record_unlocks(&self, kind: ScriptKind, jobs: &[String], reports: &[ScriptReport]) {
@@ -396,6 +397,9 @@ impl LocalInstance {
             match self.jobs.get(name) {
                 Some(job) if job.has(kind) => match reports.iter().find(|r| r.job == *name) {
                     Some(r) if r.success() => released.push(name.as_str()),
+                    // An unlock that never started (refused by the trust re-check, a failed
+                    // spawn) has not done anything: the job stays locked, and recorded so.
+                    Some(r) if matches!(r.end, ScriptEnd::NotStarted(_)) => {}
                     _ => failed.push(name.as_str()),
                 },
                 Some(_) => released.push(name.as_str()),
