@@ -168,3 +168,45 @@ fn through_serve_a_symlink_chain_fails_the_jobs_backup_before_the_unlock() {
         run.explain()
     );
 }
+
+/// A backup script that leaves directories nested thousands deep (by `cd`,
+/// no path is ever long): the job's backup fails before the unlock, naming the bound, every
+/// unlock runs, and the store is removed, however deep it goes. (The walk used to overflow
+/// its stack here and abort the agent with every job locked.)
+#[test]
+fn a_tree_nested_thousands_deep_fails_the_backup_and_the_store_is_still_removed() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("deep").recording_locks().script(
+        "backup",
+        "echo \"$ME\" >> \"$LOG\"\ncd \"$BBR_ARTIFACT_DIRECTORY\" || exit 1\n\
+         i=0; while [ $i -lt 1900 ]; do mkdir a && cd a || exit 2; i=$((i+1)); done\necho x > f",
+    );
+    vm.job("other")
+        .recording_locks()
+        .script("backup", "echo \"$ME\" >> \"$LOG\"");
+    // With few descriptors, as on a VM (a soft limit of 1024 is common): the removal must
+    // not need one per level.
+    let run = Run::of(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 200 && exec \"$0\" \"$@\"")
+            .arg(common::AGENT)
+            .arg("--root")
+            .arg(vm.root())
+            .args(["backup", "--artifact-path"])
+            .arg(vm.artifacts()),
+        vm.dir.path(),
+    );
+    run.assert_code(1)
+        .assert_stdout_contains("deep backup: FAILED")
+        .assert_stdout_contains("nest more than 128 deep");
+    let calls = vm.calls();
+    for unlock in ["deep post-backup-unlock", "other post-backup-unlock"] {
+        assert!(
+            calls.iter().any(|c| c == unlock),
+            "{unlock} did not run: {calls:?}\n{}",
+            run.explain()
+        );
+    }
+    assert!(!vm.store().exists(), "the store is left\n{}", run.explain());
+}

@@ -24,6 +24,11 @@ use super::tar_writer::TarWriteError;
 const MAX_NAME: usize = 4096;
 
 /// The tail of a refusal that a restore would make as well.
+/// The deepest an artifact's directories may nest. The walk holds a descriptor and a stack
+/// frame per level, on threads with small stacks: bounded here rather than by PATH_MAX
+/// (some 2,000 levels of one-letter names), and far past what any release writes.
+const MAX_DEPTH: usize = 128;
+
 const RESTORE_REFUSES: &str = "a restore would refuse it, so the backup does too";
 
 pub enum Node<'a> {
@@ -126,6 +131,7 @@ fn walk_from(
         real_root,
         name: b"./".to_vec(),
         path: root.to_path_buf(),
+        depth: 0,
     };
     (walker.visit)(Entry {
         name: &walker.name,
@@ -153,6 +159,8 @@ struct Walker<'v> {
     name: Vec<u8>,
     /// The path of the current entry.
     path: PathBuf,
+    /// How many directories below the root the current one is.
+    depth: usize,
 }
 
 impl Walker<'_> {
@@ -208,8 +216,16 @@ impl Walker<'_> {
                 path: &self.path,
                 node: Node::Dir,
             })?;
+            if self.depth >= MAX_DEPTH {
+                return Err(self.refused(format!(
+                    "its directories nest more than {MAX_DEPTH} deep, more than an artifact may"
+                )));
+            }
             let child = Dir::from_fd(fd).map_err(|e| read_error(&self.path, e))?;
-            self.dir(child)
+            self.depth += 1;
+            let result = self.dir(child);
+            self.depth -= 1;
+            result
         } else if is(&listed, SFlag::S_IFREG) {
             (self.visit)(Entry {
                 name: &self.name,
@@ -508,5 +524,40 @@ mod tests {
         symlink("real", dir.path().join("job")).unwrap();
         let why = check(&dir.path().join("job")).unwrap_err().to_string();
         assert!(why.contains("not a directory"), "{why}");
+    }
+
+    /// A tree `levels` directories deep, made relative to its root so no path is long.
+    fn nested(root: &Path, levels: usize) {
+        let mut at = root.to_path_buf();
+        for _ in 0..levels {
+            at.push("a");
+        }
+        fs::create_dir_all(&at).unwrap();
+        fs::write(at.join("f"), "x").unwrap();
+    }
+
+    /// A backup script can leave a tree thousands of levels deep within PATH_MAX: refused at
+    /// the bound, with a message, instead of the walk overflowing its thread's stack (which
+    /// aborted the agent with every job locked). Run on a thread with a 2 MiB stack, as the
+    /// check runs for each of several jobs.
+    #[test]
+    fn directories_nested_past_the_bound_are_refused_and_not_a_stack_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deep, bound) = (dir.path().join("deep"), dir.path().join("bound"));
+        nested(&deep, 2000);
+        nested(&bound, MAX_DEPTH);
+        let (deep_result, bound_result) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || (check(&deep).map_err(|e| e.to_string()), check(&bound)))
+            .unwrap()
+            .join()
+            .unwrap();
+        let why = deep_result.unwrap_err();
+        assert!(why.contains("nest more than 128 deep"), "{why}");
+        assert!(
+            bound_result.is_ok(),
+            "{:?}",
+            bound_result.err().map(|e| e.to_string())
+        );
     }
 }

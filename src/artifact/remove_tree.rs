@@ -11,6 +11,11 @@
 //! while the tree is removed cannot lead the removal outside it. Something that vanishes
 //! meanwhile is taken as removed; something that appears in a directory being emptied is
 //! removed with it.
+//!
+//! A script can nest directories as deep as it likes (by `cd`, no path is ever long), and the
+//! removal holds a descriptor and a stack frame per level: so a directory [`MAX_HELD`] levels
+//! down is first moved up to the root (`renameat2`, no replacing, on the same descriptors)
+//! and removed from there afterwards. No tree is too deep to remove.
 
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -23,7 +28,7 @@ use std::thread;
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, open, openat, renameat2};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
@@ -33,6 +38,16 @@ const PIECES: usize = 64;
 const DEPTH: usize = 3;
 /// Threads at most, whatever the machine.
 const MAX_THREADS: usize = 4;
+/// The most directory levels one removal descends (descriptors held, stack frames) before it
+/// moves the rest up to the root.
+const MAX_HELD: usize = 128;
+
+/// The root, where directories too deep to descend into are moved, and what was moved.
+struct Lift {
+    root: Arc<OwnedFd>,
+    moved: Mutex<Vec<Entry>>,
+    count: AtomicUsize,
+}
 
 /// An entry to remove: a name in an open directory.
 struct Entry {
@@ -47,6 +62,11 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
         return fs::remove_file(root);
     }
     let root_fd = Arc::new(open_dir(None, root)?);
+    let lift = Lift {
+        root: Arc::clone(&root_fd),
+        moved: Mutex::new(Vec::new()),
+        count: AtomicUsize::new(0),
+    };
     let (pieces, dirs) = cut(root_fd)?;
     let threads = thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -58,7 +78,7 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = remove_entry(piece) {
+                    if let Err(e) = remove_entry(piece, DEPTH, &lift) {
                         first_error.lock().expect("error lock").get_or_insert(e);
                     }
                 }
@@ -70,7 +90,18 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
     }
     // Deepest first: each is empty once the directories below it are gone.
     for dir in dirs.iter().rev() {
-        remove_entry(dir)?;
+        remove_entry(dir, 0, &lift)?;
+    }
+    // What was too deep, moved up to the root: each removed from there, moving up in turn
+    // what lies too deep below it.
+    loop {
+        let moved = std::mem::take(&mut *lift.moved.lock().expect("lift lock"));
+        if moved.is_empty() {
+            break;
+        }
+        for entry in &moved {
+            remove_entry(entry, 0, &lift)?;
+        }
     }
     match fs::remove_dir(root) {
         Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => fs::remove_dir_all(root),
@@ -119,8 +150,9 @@ fn cut(root: Arc<OwnedFd>) -> io::Result<(Vec<Entry>, Vec<Entry>)> {
     Ok((pieces, dirs))
 }
 
-/// Removes an entry, and everything in it if it is a directory; gone already is fine.
-fn remove_entry(entry: &Entry) -> io::Result<()> {
+/// Removes an entry, `depth` levels below the root, and everything in it if it is a
+/// directory; gone already is fine.
+fn remove_entry(entry: &Entry, depth: usize, lift: &Lift) -> io::Result<()> {
     if !entry.is_dir {
         return match unlinkat(
             &*entry.parent,
@@ -129,28 +161,39 @@ fn remove_entry(entry: &Entry) -> io::Result<()> {
         ) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             // A directory now: emptied and removed as one.
-            Err(Errno::EISDIR) => remove_entry(&Entry {
-                parent: Arc::clone(&entry.parent),
-                name: entry.name.clone(),
-                is_dir: true,
-            }),
+            Err(Errno::EISDIR) => remove_entry(
+                &Entry {
+                    parent: Arc::clone(&entry.parent),
+                    name: entry.name.clone(),
+                    is_dir: true,
+                },
+                depth,
+                lift,
+            ),
             Err(e) => Err(e.into()),
         };
+    }
+    if depth >= MAX_HELD {
+        return lift_up(entry, lift);
     }
     let dir = match open_dir(Some(&entry.parent), entry.name.as_c_str()) {
         Ok(fd) => Arc::new(fd),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         // A symlink or a file now: unlinked, never followed.
         Err(_) => {
-            return remove_entry(&Entry {
-                parent: Arc::clone(&entry.parent),
-                name: entry.name.clone(),
-                is_dir: false,
-            });
+            return remove_entry(
+                &Entry {
+                    parent: Arc::clone(&entry.parent),
+                    name: entry.name.clone(),
+                    is_dir: false,
+                },
+                depth,
+                lift,
+            );
         }
     };
     for child in list(&dir)? {
-        remove_entry(&child)?;
+        remove_entry(&child, depth + 1, lift)?;
     }
     match unlinkat(
         &*entry.parent,
@@ -159,6 +202,33 @@ fn remove_entry(entry: &Entry) -> io::Result<()> {
     ) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Moves a directory too deep to descend into up to the root, to be removed from there.
+fn lift_up(entry: &Entry, lift: &Lift) -> io::Result<()> {
+    loop {
+        let n = lift.count.fetch_add(1, Ordering::Relaxed);
+        let name = CString::new(format!(".bbr-agent-deep-{n}")).expect("no NUL");
+        match renameat2(
+            &*entry.parent,
+            entry.name.as_c_str(),
+            &*lift.root,
+            name.as_c_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => {
+                lift.moved.lock().expect("lift lock").push(Entry {
+                    parent: Arc::clone(&lift.root),
+                    name,
+                    is_dir: true,
+                });
+                return Ok(());
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -208,6 +278,36 @@ fn open_dir(parent: Option<&OwnedFd>, path: &(impl nix::NixPath + ?Sized)) -> io
 mod tests {
     use super::*;
 
+    fn lift_to(root: &Arc<OwnedFd>) -> Lift {
+        Lift {
+            root: Arc::clone(root),
+            moved: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Nested ten times deeper than one removal descends: removed whole, the parts too deep
+    /// moved up and removed from the root, and nothing beside the tree touched.
+    #[test]
+    fn a_tree_nested_far_deeper_than_one_removal_descends_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("beside"), b"kept").unwrap();
+        let root = dir.path().join("store");
+        // Made through descriptors, so no path grows long.
+        let mut at = Arc::new({
+            fs::create_dir(&root).unwrap();
+            open_dir(None, &root).unwrap()
+        });
+        for _ in 0..MAX_HELD * 10 {
+            nix::sys::stat::mkdirat(&*at, "d", Mode::from_bits_truncate(0o755)).unwrap();
+            at = Arc::new(open_dir(Some(&at), "d").unwrap());
+        }
+        drop(at);
+        remove_tree(&root).unwrap();
+        assert!(fs::symlink_metadata(&root).is_err(), "the store is gone");
+        assert_eq!(fs::read(dir.path().join("beside")).unwrap(), b"kept");
+    }
+
     #[test]
     fn removes_a_deep_wide_tree_and_no_symlinks_target() {
         let dir = tempfile::tempdir().unwrap();
@@ -253,7 +353,7 @@ mod tests {
         };
         fs::remove_dir_all(root.join("job/sub")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("job/sub")).unwrap();
-        remove_entry(&piece).unwrap();
+        remove_entry(&piece, 0, &lift_to(&piece.parent)).unwrap();
         assert!(fs::symlink_metadata(root.join("job/sub")).is_err());
         assert_eq!(fs::read(outside.join("precious")).unwrap(), b"kept");
     }
@@ -270,7 +370,7 @@ mod tests {
                 name: CString::new(name).unwrap(),
                 is_dir,
             };
-            remove_entry(&piece).unwrap();
+            remove_entry(&piece, 0, &lift_to(&parent)).unwrap();
         }
         remove_tree(&root).unwrap();
         let err = remove_tree(&root).unwrap_err();
