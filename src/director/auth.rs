@@ -185,6 +185,11 @@ impl Auth {
                 client: client.clone(),
                 detail: reply.detail(),
             },
+            status @ 200..=299 => AuthError::UaaBroken {
+                url: uaa_url.clone(),
+                status,
+                detail: "its token answer is not one this driver can use (an access_token, a token_type of letters, an expires_in)".to_string(),
+            },
             status => AuthError::UaaBroken {
                 url: uaa_url.clone(),
                 status,

@@ -61,10 +61,21 @@ impl Reply {
                 error_description: Some(d),
                 ..
             }) => d,
+            // A body that carries a token is never shown: errors reach the terminal and logs.
+            _ if holds_a_token(&self.body) => {
+                "(the answer holds a token, which is not shown)".to_string()
+            }
             _ => String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned(),
         };
         one_line(&text)
     }
+}
+
+/// Whether a body names one of the OAuth token fields.
+fn holds_a_token(body: &[u8]) -> bool {
+    [&b"access_token"[..], b"refresh_token", b"id_token"]
+        .iter()
+        .any(|field| body.windows(field.len()).any(|w| w == *field))
 }
 
 /// The director's TLS trust: the given CA, else the system's roots.
@@ -253,5 +264,19 @@ mod tests {
             body: b"oops\nsecond line".to_vec(),
         };
         assert_eq!(reply.detail(), "oops second line");
+    }
+
+    /// A token the driver refused (or any answer holding one) is never quoted in an error.
+    #[test]
+    fn a_body_holding_a_token_is_not_shown() {
+        let reply = Reply {
+            status: 200,
+            location: None,
+            body: br#"{"access_token":"eyJSECRET-TOKEN","token_type":"bearer x","expires_in":600}"#
+                .to_vec(),
+        };
+        let detail = reply.detail();
+        assert!(!detail.contains("eyJSECRET"), "{detail}");
+        assert!(detail.contains("holds a token"), "{detail}");
     }
 }
