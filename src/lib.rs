@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod report;
 pub mod run_lock;
 pub mod serve;
+pub mod shell_quote;
 pub mod timestamp;
 pub mod trust;
 pub mod workflow;

@@ -616,3 +616,54 @@ fn output_the_driver_does_not_read_is_bounded_in_bytes() {
         peak / 1024
     );
 }
+
+/// The driver's cleanup command in `hello` is what a later run names after this session's
+/// agent was killed with a job locked (a director run's here: its flags, no secret); a value
+/// that is not one line of a `bbr-agent` command is not taken, and the VM-local cleanup is
+/// named instead.
+#[test]
+fn the_drivers_cleanup_command_is_named_after_a_killed_session_and_a_hostile_one_is_not() {
+    let director =
+        "bbr-agent deployment --target https://10.0.0.6:25555 --username bbr --deployment acme";
+    for (given, named) in [
+        (
+            director.to_string(),
+            format!("run `{director} backup-cleanup` first"),
+        ),
+        (
+            "touch /tmp/pwned; bbr-agent".to_string(),
+            "backup-cleanup` first".to_string(),
+        ),
+    ] {
+        let vm = Vm::with_identity("acme", "backend");
+        vm.job("j").recording_locks().copying_backup_restore();
+        let mut session = Session::start(&vm);
+        let mut hello: Value = serde_json::from_str(&hello(1)).unwrap();
+        hello["cleanup_via"] = json!(given);
+        all_ok(
+            &mut session,
+            &[
+                hello.to_string(),
+                line(json!({"id": 2, "op": "describe"})),
+                line(json!({"id": 3, "op": "begin"})),
+                run_scripts(4, "pre-backup-lock", "j"),
+            ],
+        );
+        session.child.kill().unwrap();
+        session.child.wait().unwrap();
+        let refused = vm.agent(&[
+            "backup",
+            "--artifact-path",
+            vm.artifacts().to_str().unwrap(),
+        ]);
+        refused
+            .assert_code(1)
+            .assert_stderr_contains("a run that was killed")
+            .assert_stderr_contains(&named);
+        assert!(
+            !refused.stderr.contains("pwned"),
+            "a hostile cleanup command was shown\n{}",
+            refused.explain()
+        );
+    }
+}

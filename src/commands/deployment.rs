@@ -9,6 +9,7 @@ use crate::driver::inventory;
 use crate::error::AppError;
 use crate::instance::Instance;
 use crate::protocol::WireSettings;
+use crate::shell_quote::quote;
 use crate::workflow::{self, BackupOptions, Deployment, RestoreOptions};
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
@@ -19,7 +20,17 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         return super::director_deployment::run(ctx, args);
     };
     let inventory = inventory::load(path)?;
-    run_targets(ctx, args, &inventory.deployment, &inventory.targets)
+    let cleanup_via = std::path::absolute(path).ok().and_then(|p| {
+        p.to_str()
+            .map(|p| format!("bbr-agent deployment --inventory {}", quote(p)))
+    });
+    run_targets(
+        ctx,
+        args,
+        &inventory.deployment,
+        &inventory.targets,
+        cleanup_via,
+    )
 }
 
 /// The workflows over `targets`, wherever they came from: an inventory or a director.
@@ -28,6 +39,7 @@ pub fn run_targets(
     args: &DeploymentArgs,
     deployment: &str,
     targets: &[inventory::Target],
+    cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
     if let DeploymentCommand::Backup {
         with_manifest: true,
@@ -38,16 +50,18 @@ pub fn run_targets(
             "--with-manifest needs a director (--target): the manifest is the director's".into(),
         ));
     }
-    let instances = remote_instances(ctx, args, deployment, targets);
+    let instances = remote_instances(ctx, args, deployment, targets, cleanup_via);
     run_instances(ctx, args, deployment, instances, None)
 }
 
-/// One `serve` session per target, none started yet.
+/// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
+/// that cleans up after this run, for the agents to name after a run they could not finish.
 pub fn remote_instances(
     ctx: &Context,
     args: &DeploymentArgs,
     deployment: &str,
     targets: &[inventory::Target],
+    cleanup_via: Option<String>,
 ) -> Vec<Box<dyn Instance>> {
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     targets
@@ -59,12 +73,8 @@ pub fn remote_instances(
                 &t.command,
                 settings.clone(),
                 ctx.console.script_lines(),
-            );
-            // The agent names the cleanup to run after a run it could not finish.
-            let instance = match &args.inventory {
-                Some(path) => instance.with_inventory(path),
-                None => instance,
-            };
+            )
+            .with_cleanup_via(cleanup_via.clone());
             Box::new(instance) as Box<dyn Instance>
         })
         .collect()

@@ -14,6 +14,7 @@ use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV}
 use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
 use crate::instance::Instance;
+use crate::shell_quote::quote;
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error.
 pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
@@ -41,6 +42,8 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_REMOTE_COMMAND.to_string());
 
+    let cleanup_via = Some(cleanup_command(target, user, ca.as_deref(), deployment));
+
     let mut director = Director::connect(target, ca.as_deref(), user, secret).map_err(err)?;
     let vms = instances::vms(&mut director, deployment).map_err(err)?;
     let manifest = manifest::fetch(&mut director, deployment).map_err(err)?;
@@ -63,7 +66,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         )
         .map_err(err)?;
         // Each instance's jobs carry their releases, from its group in the manifest.
-        let sessions = remote_instances(ctx, args, deployment, &targets);
+        let sessions = remote_instances(ctx, args, deployment, &targets, cleanup_via.clone());
         Ok(sessions
             .into_iter()
             .zip(&members)
@@ -115,6 +118,46 @@ pub fn save_manifest(dir: &Path, text: &str, outcome: &mut crate::workflow::Outc
         outcome.fail(
             crate::contract::exit_bits::GENERAL,
             format!("cannot write the manifest {}: {e}", path.display()),
+        );
+    }
+}
+
+/// What the agents name after a run they could not finish: this command line, without the
+/// secret (given again as `--password` or `BOSH_CLIENT_SECRET`) and without a CA given as
+/// PEM text.
+fn cleanup_command(target: &str, user: &str, ca: Option<&str>, deployment: &str) -> String {
+    let mut words = vec![
+        "bbr-agent deployment --target".to_string(),
+        quote(target).into_owned(),
+        "--username".to_string(),
+        quote(user).into_owned(),
+    ];
+    if let Some(path) = ca.filter(|c| !c.contains("-----BEGIN")) {
+        words.extend(["--ca-cert".to_string(), quote(path).into_owned()]);
+    }
+    words.extend(["--deployment".to_string(), quote(deployment).into_owned()]);
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cleanup_command;
+
+    #[test]
+    fn the_cleanup_command_has_the_directors_flags_and_no_secret() {
+        assert_eq!(
+            cleanup_command(
+                "https://10.0.0.6:25555",
+                "bbr_client",
+                Some("/ca.pem"),
+                "cf"
+            ),
+            "bbr-agent deployment --target https://10.0.0.6:25555 --username bbr_client --ca-cert /ca.pem --deployment cf"
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        assert_eq!(
+            cleanup_command("10.0.0.6", "admin user", Some(pem), "cf"),
+            "bbr-agent deployment --target 10.0.0.6 --username 'admin user' --deployment cf"
         );
     }
 }

@@ -9,6 +9,7 @@ use crate::director::DirectorError;
 use crate::director::standalone::Standalone;
 use crate::director::targets::{DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::error::AppError;
+use crate::shell_quote::quote;
 
 pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
     let err = |e| AppError::Director(DirectorError::Standalone(e));
@@ -36,5 +37,17 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         scripts: args.scripts.clone(),
         command: args.command.clone(),
     };
-    run_targets(ctx, &as_deployment, &director.host, &[target])
+    let cleanup_via = format!(
+        "bbr-agent director --host {} --username {} --private-key-path {}",
+        quote(&args.host),
+        quote(&args.username),
+        quote(&args.private_key_path.to_string_lossy())
+    );
+    run_targets(
+        ctx,
+        &as_deployment,
+        &director.host,
+        &[target],
+        Some(cleanup_via),
+    )
 }

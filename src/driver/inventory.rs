@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::shell_quote;
+use crate::shell_quote;
 
 use crate::artifact::backup_dir::DEPLOYMENT_NAME_MAX;
 use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};

@@ -3,7 +3,6 @@
 
 pub mod inventory;
 mod remote;
-mod session_command;
-mod shell_quote;
+pub(crate) mod session_command;
 
 pub use remote::RemoteInstance;

@@ -35,7 +35,7 @@ pub struct RemoteInstance {
     id: InstanceId,
     deployment: String,
     /// The inventory file, absolute, told to the agent in `hello`.
-    inventory: Option<String>,
+    cleanup_via: Option<String>,
     command: String,
     settings: WireSettings,
     lines: ScriptLines,
@@ -66,7 +66,7 @@ impl RemoteInstance {
         RemoteInstance {
             id,
             deployment: deployment.to_string(),
-            inventory: None,
+            cleanup_via: None,
             command: command.to_string(),
             settings,
             lines,
@@ -76,12 +76,10 @@ impl RemoteInstance {
         }
     }
 
-    /// Tells the agent, in `hello`, which inventory drives it (for the cleanup command it
-    /// records).
-    pub fn with_inventory(mut self, inventory: &std::path::Path) -> RemoteInstance {
-        self.inventory = std::path::absolute(inventory)
-            .ok()
-            .and_then(|p| p.to_str().map(str::to_string));
+    /// Tells the agent, in `hello`, the driver's command that cleans up after this run (it
+    /// names it after a run it could not finish).
+    pub fn with_cleanup_via(mut self, command: Option<String>) -> RemoteInstance {
+        self.cleanup_via = command;
         self
     }
 
@@ -135,7 +133,7 @@ impl RemoteInstance {
             deployment: self.deployment.clone(),
             instance: self.id.clone(),
             settings: self.settings.clone(),
-            inventory: self.inventory.clone(),
+            cleanup_via: self.cleanup_via.clone(),
         };
         let result = self.call(hello, None).and_then(|value| {
             serde_json::from_value::<HelloResult>(value).map_err(|e| {

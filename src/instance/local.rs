@@ -25,6 +25,7 @@ use crate::journal::{Journal, JournalState, LockedJob};
 use crate::layout::Layout;
 use crate::metadata;
 use crate::run_lock::{self, RunLock};
+use crate::shell_quote::quote;
 use crate::trust::Trust;
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
@@ -78,15 +79,15 @@ impl LocalInstance {
         }
     }
 
-    /// This instance is driven by `bbr-agent deployment --inventory <inventory>`: a run it
-    /// leaves unfinished is cleaned up from there. Ignored unless a plain one-line path.
-    pub fn driven_by_inventory(&mut self, inventory: &str) {
-        if !inventory.is_empty()
-            && inventory.len() <= 4096
-            && !inventory.chars().any(char::is_control)
+    /// A driver's run: one it leaves unfinished is cleaned up by `command` (and the
+    /// cleanup's name), not on the VM. Taken only as one line of a `bbr-agent` command: it is
+    /// shown to operators as what to run.
+    pub fn cleaned_up_by(&mut self, command: &str) {
+        if command.starts_with("bbr-agent ")
+            && command.len() <= 4096
+            && !command.chars().any(char::is_control)
         {
-            self.cleanup_via =
-                format!("bbr-agent deployment --inventory {}", shell_word(inventory));
+            self.cleanup_via = command.to_string();
         }
     }
 
@@ -422,7 +423,7 @@ fn local_cleanup_via(layout: &Layout) -> String {
     let mut words = vec!["bbr-agent".to_string()];
     let mut option = |name: &str, path: &Path| {
         words.push(name.to_string());
-        words.push(shell_word(&path.display().to_string()));
+        words.push(quote(&path.display().to_string()).into_owned());
     };
     if layout.root != Path::new("/") {
         option("--root", &layout.root);
@@ -434,16 +435,6 @@ fn local_cleanup_via(layout: &Layout) -> String {
         option("--store", &layout.store);
     }
     words.join(" ")
-}
-
-/// `word` as one shell word, quoted only when it needs to be.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
 
 impl Instance for LocalInstance {

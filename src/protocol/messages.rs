@@ -30,10 +30,11 @@ pub enum Op {
         deployment: String,
         instance: InstanceId,
         settings: WireSettings,
-        /// The driver's inventory file (absolute), so that a run the agent cannot finish
-        /// names the driver's cleanup command. Optional: older drivers do not send it.
+        /// The driver's command line that cleans up after this run, without the cleanup's
+        /// own name and without secrets (`bbr-agent deployment --inventory /x/acme.yml`), so
+        /// that a run the agent cannot finish names it. Optional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        inventory: Option<String>,
+        cleanup_via: Option<String>,
     },
     Describe {
         /// For a cleanup: jobs whose metadata fails are listed as problems, not an error.
@@ -277,7 +278,7 @@ mod tests {
                 kill_grace_ms: Some(10_000),
                 bbr_version: Some("1.9.73".into()),
             },
-            inventory: Some("/home/op/acme.yml".into()),
+            cleanup_via: Some("bbr-agent deployment --inventory /home/op/acme.yml".into()),
         });
         round_trip_request(Op::Describe { for_cleanup: false });
         round_trip_request(Op::Describe { for_cleanup: true });

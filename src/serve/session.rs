@@ -133,7 +133,7 @@ impl Session {
             deployment: _,
             instance,
             settings,
-            inventory,
+            cleanup_via,
         } = request.op
         {
             if self.instance.is_some() {
@@ -145,7 +145,7 @@ impl Session {
                         .into(),
                 );
             }
-            return self.hello(id, protocol, instance, settings, inventory);
+            return self.hello(id, protocol, instance, settings, cleanup_via);
         }
         if self.instance.is_none() {
             if let Op::ReceiveArtifact { .. } = request.op {
@@ -211,7 +211,7 @@ impl Session {
         protocol: u32,
         instance: InstanceId,
         settings: WireSettings,
-        inventory: Option<String>,
+        cleanup_via: Option<String>,
     ) {
         if protocol != PROTOCOL_VERSION {
             return self.error(
@@ -224,8 +224,8 @@ impl Session {
         let bbr_version = script_settings.bbr_version.clone();
         let lines = self.output_lines();
         let mut local = LocalInstance::new(instance, self.layout.clone(), script_settings, lines);
-        if let Some(inventory) = &inventory {
-            local.driven_by_inventory(inventory);
+        if let Some(command) = &cleanup_via {
+            local.cleaned_up_by(command);
         }
         self.instance = Some(local);
         let result = HelloResult {

@@ -1,4 +1,5 @@
-//! POSIX shell quoting of the values an inventory puts into a session command: each value is
+//! POSIX shell quoting: of the values an inventory puts into a session command, and of the
+//! command lines the agent names for a cleanup. Each value is
 //! one word to the shell whatever bytes it holds (`$V; touch pwned #` stays one argument),
 //! and a value of plain characters (`10.0.0.5`, `db`, `0`) is left as it is, so a command of
 //! plain words stays one (started without `sh`, see `session_command`).
