@@ -2,7 +2,7 @@
 //! artifact directory, and the operator-side BBR artifact directory.
 
 pub mod backup_dir;
-mod base64;
+pub(crate) mod base64;
 pub mod checksums;
 pub mod dir_walk;
 mod entry_path;

@@ -9,8 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
 use super::client::{Http, HttpError, Reply};
 
 /// A token is asked for again this long before the UAA said it would expire.
@@ -237,7 +235,7 @@ fn parse_token(reply: &Reply) -> Option<Token> {
 fn basic(user: &str, secret: &str) -> String {
     format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+        crate::artifact::base64::encode(format!("{user}:{secret}").as_bytes())
     )
 }
 
