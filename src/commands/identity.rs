@@ -14,6 +14,29 @@ pub fn local_identity(
     layout: &Layout,
     args: &IdentityArgs,
 ) -> Result<(String, InstanceId), AppError> {
+    let deployment = local_deployment(layout, args)?;
+    let group = read_name(layout, &args.instance_group, "name", "--instance-group")?;
+    Ok((
+        deployment,
+        InstanceId {
+            group,
+            index: args.index.unwrap_or(0).to_string(),
+        },
+    ))
+}
+
+/// The deployment this VM belongs to: `--deployment`, else what BOSH wrote.
+pub fn local_deployment(layout: &Layout, args: &IdentityArgs) -> Result<String, AppError> {
+    read_name(layout, &args.deployment, "deployment", "--deployment")
+}
+
+/// `flag`, else the file `file` under `/var/vcap/instance`; a plain name either way.
+fn read_name(
+    layout: &Layout,
+    flag: &Option<String>,
+    file: &str,
+    option: &str,
+) -> Result<String, AppError> {
     // Both names become file names (the artifact directory, the tars): plain names only.
     let plain = |value: String, from: &dyn std::fmt::Display, max| {
         plain_name::check(&value, max)
@@ -24,36 +47,23 @@ pub fn local_identity(
                 ))
             })
     };
-    let read = |flag: &Option<String>, file: &str, option: &str| -> Result<String, AppError> {
-        let max = match file {
-            "deployment" => DEPLOYMENT_NAME_MAX,
-            _ => plain_name::NAME_MAX,
-        };
-        if let Some(value) = flag {
-            return plain(value.clone(), &option, max);
-        }
-        let path = layout.instance_dir().join(file);
-        match fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => {
-                plain(text.trim().to_string(), &path.display(), max)
-            }
-            Ok(_) => Err(AppError::Identity(format!(
-                "{} is empty; pass {option}",
-                path.display()
-            ))),
-            Err(e) => Err(AppError::Identity(format!(
-                "cannot read {}: {e}; pass {option}",
-                path.display()
-            ))),
-        }
+    let max = match file {
+        "deployment" => DEPLOYMENT_NAME_MAX,
+        _ => plain_name::NAME_MAX,
     };
-    let deployment = read(&args.deployment, "deployment", "--deployment")?;
-    let group = read(&args.instance_group, "name", "--instance-group")?;
-    Ok((
-        deployment,
-        InstanceId {
-            group,
-            index: args.index.unwrap_or(0).to_string(),
-        },
-    ))
+    if let Some(value) = flag {
+        return plain(value.clone(), &option, max);
+    }
+    let path = layout.instance_dir().join(file);
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => plain(text.trim().to_string(), &path.display(), max),
+        Ok(_) => Err(AppError::Identity(format!(
+            "{} is empty; pass {option}",
+            path.display()
+        ))),
+        Err(e) => Err(AppError::Identity(format!(
+            "cannot read {}: {e}; pass {option}",
+            path.display()
+        ))),
+    }
 }

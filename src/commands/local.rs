@@ -1,10 +1,9 @@
 //! The workflows on this VM alone: a deployment of one in-process instance, so a local
 //! backup takes exactly the code path a whole deployment takes.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use super::identity::local_identity;
+use super::identity::{local_deployment, local_identity};
 use crate::artifact::backup_dir::BackupDir;
 use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
 use crate::config::AgentConfig;
@@ -96,23 +95,32 @@ pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
 }
 
 pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
-    let metadata = BackupDir::open(&args.artifact_path).read_metadata()?;
-    let id = restore_identity(
-        &args.identity,
-        &metadata
-            .instances
-            .iter()
-            .map(|i| InstanceId {
-                group: i.name.clone(),
-                index: i.index.clone(),
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    let name = args
-        .identity
-        .deployment
-        .clone()
-        .unwrap_or_else(|| deployment_of_artifact(&args.artifact_path));
+    let backup = BackupDir::open(&args.artifact_path);
+    let metadata = backup.read_metadata()?;
+    // An incomplete backup holds no instance to pick: the workflow refuses it first thing,
+    // saying so, whichever instance this VM is taken to be.
+    let id = if workflow::check_complete(&backup, &metadata).is_err() {
+        ctx.local_identity().1
+    } else {
+        restore_identity(
+            &args.identity,
+            &metadata
+                .instances
+                .iter()
+                .map(|i| InstanceId {
+                    group: i.name.clone(),
+                    index: i.index.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )?
+    };
+    // The deployment is the VM's (the metadata names none), never the artifact directory's
+    // name: an operator may have renamed it. A VM BOSH did not set up is `local`.
+    let name = match local_deployment(&ctx.layout, &args.identity) {
+        Ok(name) => name,
+        Err(e) if args.identity.deployment.is_some() => return Err(e),
+        Err(_) => "local".to_string(),
+    };
     let instance = ctx.instance(id, ctx.settings(&args.scripts));
     let mut dep = Deployment::new(name, vec![Box::new(instance)]);
     let opts = RestoreOptions {
@@ -165,18 +173,5 @@ fn restore_identity(args: &IdentityArgs, in_backup: &[InstanceId]) -> Result<Ins
                 )))
             }
         }
-    }
-}
-
-/// `cf_20261126T100203Z` -> `cf`.
-fn deployment_of_artifact(path: &Path) -> String {
-    let name = path
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    match name.rsplit_once('_') {
-        Some((deployment, _)) if !deployment.is_empty() => deployment.to_string(),
-        _ => "local".to_string(),
     }
 }

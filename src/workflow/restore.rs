@@ -172,17 +172,12 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 /// any VM is touched. The tars' contents are checked next, by [`validate`].
 fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
+    check_complete(backup, &metadata)?;
     check_names(backup, &metadata)?;
     if let Some(id) = only {
         metadata
             .instances
             .retain(|i| i.name == id.group && i.index == id.index);
-    }
-    if metadata.backup_activity.finish_time.is_none() {
-        return Err(format!(
-            "{} is not a complete backup: its metadata has no finish_time (the backup failed or was interrupted)",
-            backup.path.display()
-        ));
     }
     if !metadata.custom_artifacts.is_empty() {
         return Err(format!(
@@ -211,6 +206,27 @@ fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<Backu
         }
     }
     Ok(metadata)
+}
+
+/// A backup without `finish_time` did not complete (it failed or was interrupted): it is refused
+/// whole, before anything else is read from its metadata, so the operator learns that first.
+pub fn check_complete(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
+    if metadata.backup_activity.finish_time.is_some() {
+        return Ok(());
+    }
+    // The start time is the artifact's text: shown as is only when it is a short plain line.
+    let start = &metadata.backup_activity.start_time;
+    let started = if start.is_empty() {
+        "at an unrecorded time".to_string()
+    } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        format!("at {start}")
+    } else {
+        format!("at {start:.64?}")
+    };
+    Err(format!(
+        "{} is not a complete backup: the backup started {started} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
+        backup.path.display()
+    ))
 }
 
 /// Every instance and job name in the metadata must name a tar inside the backup: checked
