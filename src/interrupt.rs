@@ -62,3 +62,33 @@ pub fn install_signal_handlers() -> std::io::Result<()> {
         })?;
     Ok(())
 }
+
+/// What interrupted the run, for its last lines: `None` while it is not interrupted.
+pub fn cause() -> Option<String> {
+    if !is_interrupted() {
+        return None;
+    }
+    Some(match signal() {
+        Some(sig) if sig == SIGINT => "the operator interrupted the run (SIGINT, Ctrl-C)".into(),
+        Some(sig) => match nix::sys::signal::Signal::try_from(sig) {
+            Ok(s) => format!("the run was interrupted by {}", s.as_str()),
+            Err(_) => format!("the run was interrupted by signal {sig}"),
+        },
+        None => "the run was interrupted: the driver went away".into(),
+    })
+}
+
+/// A reader that fails (with [`RunInterrupted`]) once the run is interrupted, so a copy
+/// stops at the next read instead of running to its end.
+///
+/// [`RunInterrupted`]: crate::artifact::handoff::RunInterrupted
+pub struct Interruptible<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for Interruptible<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if is_interrupted() {
+            return Err(crate::artifact::handoff::RunInterrupted::io());
+        }
+        self.0.read(buf)
+    }
+}

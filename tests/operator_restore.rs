@@ -3,6 +3,7 @@
 //! restore names is the VM's, whatever the artifact directory is called.
 
 mod common;
+mod faults_support;
 
 use std::fs;
 use std::path::Path;
@@ -117,4 +118,163 @@ fn restore_with(vm: &Vm, artifact: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["restore", "--artifact-path", artifact.to_str().unwrap()];
     args.extend_from_slice(extra);
     vm.agent(&args)
+}
+
+/// The last line the operator reads.
+fn last_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+}
+
+fn assert_told_interrupted(run: &Run, what: &str, blamed: &str) {
+    run.assert_code(130).assert_stderr_contains(&format!(
+        "the operator interrupted the run (SIGINT, Ctrl-C) {what}"
+    ));
+    assert!(
+        !run.stderr.contains(blamed),
+        "an interruption is blamed on a script ({blamed:?})\n{}",
+        run.explain()
+    );
+    assert!(
+        last_line(&run.stderr).contains("the operator interrupted the run"),
+        "the last line is not the interruption\n{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_backup_script_says_the_operator_interrupted_the_run_and_what_was_unlocked() {
+    let vm = vm();
+    vm.job("db").script(
+        "backup",
+        "echo \"$ME\" >> \"$LOG\"\nkill -INT $PPID\nsleep 30",
+    );
+    let run = backup(&vm);
+    assert_told_interrupted(&run, "while backup scripts ran", "a backup script failed");
+    run.assert_stderr_contains("post-backup-unlock ran for backend/0 db");
+    assert!(
+        vm.calls().contains(&"db post-backup-unlock".to_string()),
+        "{:?}\n{}",
+        vm.calls(),
+        run.explain()
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_restore_lock_or_restore_script_says_so_and_what_was_unlocked() {
+    for (script, what, blamed) in [
+        (
+            "pre-restore-lock",
+            "while jobs were being locked (pre-restore-lock); restore scripts were not run",
+            "a pre-restore-lock script failed",
+        ),
+        (
+            "restore",
+            "while restore scripts ran; the restore is incomplete",
+            "a restore script failed",
+        ),
+    ] {
+        let vm = vm();
+        backup(&vm).assert_success();
+        let artifact = vm.artifact_dir();
+        vm.job("db").script(
+            script,
+            "echo \"$ME\" >> \"$LOG\"\nkill -INT $PPID\nsleep 30",
+        );
+        fs::write(vm.log_path(), "").unwrap();
+        let run = restore(&vm, &artifact);
+        assert_told_interrupted(&run, what, blamed);
+        run.assert_stderr_contains("post-restore-unlock ran for backend/0 db");
+        assert!(
+            vm.calls().contains(&"db post-restore-unlock".to_string()),
+            "{:?}\n{}",
+            vm.calls(),
+            run.explain()
+        );
+    }
+}
+
+/// A session command that passes the driver's bytes on to the agent a 4 KiB read at a time,
+/// 10 ms apart: a copy of 8 MiB takes minutes, so Ctrl-C lands in the middle of it.
+const THROTTLED: &str = r#"#!/bin/sh
+while :; do
+  dd bs=4096 count=1 of="$CHUNK" 2>/dev/null
+  [ -s "$CHUNK" ] || break
+  cat "$CHUNK"
+  sleep 0.01
+done | exec "$AGENT" --root "$ROOT" serve
+"#;
+
+#[test]
+fn ctrl_c_during_a_restores_copy_stops_it_at_once_and_says_the_operator_interrupted_the_run() {
+    use faults_support::{Spawned, eventually};
+    use std::time::Duration;
+
+    let mut fleet = Fleet::new();
+    let db = fleet.add("db", 0);
+    db.job("db").recording_locks().copying_backup_restore();
+    fs::write(db.data_dir("db").join("rows"), vec![7u8; 8 << 20]).unwrap();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let launcher = common::write_file(&fleet.dir.path().join("throttled"), THROTTLED.as_bytes());
+    let root = fleet.vm("db", 0).root();
+    let throttled = fleet.inventory_with(|_| {
+        format!(
+            "CHUNK={} AGENT={} ROOT={} sh {}",
+            fleet.dir.path().join("chunk").display(),
+            common::AGENT,
+            root.display(),
+            launcher.display()
+        )
+    });
+    let args: Vec<String> = [
+        "deployment",
+        "--inventory",
+        throttled.to_str().unwrap(),
+        "restore",
+        "--artifact-path",
+        artifact.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut driver = Spawned::start(fleet.dir.path(), &args, &[]);
+    let receiving = fleet.vm("db", 0).store().join(".db.receiving");
+    assert!(
+        eventually(Duration::from_secs(60), || receiving.exists()),
+        "the copy never started\n{}",
+        driver.explain()
+    );
+    driver.signal(nix::sys::signal::Signal::SIGINT);
+    // At 400 KiB/s at most the copy would take 20 s more; a stopped one ends well before.
+    let exit = driver.wait(Duration::from_secs(60));
+    exit.assert_code(130).assert_stderr_contains(
+        "the operator interrupted the run (SIGINT, Ctrl-C) while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored",
+    );
+    let (stdout, stderr) = driver.output();
+    assert!(
+        !stdout.contains("db copy:") && !stderr.contains("db copy:"),
+        "the copy ran to its end\n{}",
+        driver.explain()
+    );
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        driver.explain()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || !fleet
+            .vm("db", 0)
+            .store()
+            .exists()),
+        "the VM's store was left\n{}",
+        driver.explain()
+    );
 }

@@ -99,19 +99,38 @@ fn run_backup(
             None,
             console,
         );
+    // An interruption is told once, after the unlocks, by what it cut short: not as a
+    // script's failure.
+    let mut cut_short = None;
     if !locked {
-        outcome.fail(
-            exit_bits::LOCK,
-            "a pre-backup-lock script failed; backup scripts were not run",
-        );
+        match crate::interrupt::is_interrupted() {
+            true => {
+                cut_short = Some((
+                    exit_bits::LOCK,
+                    "while jobs were being locked (pre-backup-lock); backup scripts were not run",
+                ))
+            }
+            false => outcome.fail(
+                exit_bits::LOCK,
+                "a pre-backup-lock script failed; backup scripts were not run",
+            ),
+        }
     }
 
     let backed_up = locked && dep.run(ScriptKind::Backup, &plan.backup_jobs, true, None, console);
     if locked && !backed_up {
-        outcome.fail(
-            exit_bits::GENERAL,
-            "a backup script failed, or left an artifact directory no backup can hold; nothing was drained",
-        );
+        match crate::interrupt::is_interrupted() {
+            true => {
+                cut_short = Some((
+                    exit_bits::GENERAL,
+                    "while backup scripts ran; nothing was drained",
+                ))
+            }
+            false => outcome.fail(
+                exit_bits::GENERAL,
+                "a backup script failed, or left an artifact directory no backup can hold; nothing was drained",
+            ),
+        }
     }
 
     if !opts.lock_free {
@@ -128,6 +147,14 @@ fn run_backup(
         ) {
             outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
         }
+    }
+    if let Some((bit, what)) = cut_short {
+        let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
+        let unlocked = match opts.lock_free {
+            true => "nothing was locked (--unsafe-lock-free)".to_string(),
+            false => super::outcome::unlocked(dep, &plan.lock_steps, ScriptKind::PostBackupUnlock),
+        };
+        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
     }
 
     let mut drained = backed_up && {

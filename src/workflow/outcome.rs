@@ -1,6 +1,7 @@
 //! The result of a workflow: the exit-code bits it earned and the errors behind them.
 
-use crate::contract::exit_bits;
+use super::deployment::{Deployment, JobRef};
+use crate::contract::{ScriptKind, exit_bits};
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -33,5 +34,21 @@ impl Outcome {
 
     pub fn exit_code(&self) -> i32 {
         self.bits
+    }
+}
+
+/// What the unlock scripts of `steps` were run for, for an interrupted run's last line: the
+/// unlock side runs every one of them, whatever was cut short.
+pub fn unlocked(dep: &Deployment, steps: &[Vec<JobRef>], unlock: ScriptKind) -> String {
+    let ran: Vec<String> = steps
+        .iter()
+        .flatten()
+        .filter(|&&r| dep.job(r).has(unlock))
+        .map(|&r| format!("{} {}", dep.id(r.instance), dep.job(r).name))
+        .collect();
+    if ran.is_empty() {
+        format!("no job has a {unlock} script, so nothing was unlocked")
+    } else {
+        format!("{unlock} ran for {}", ran.join(", "))
     }
 }

@@ -23,6 +23,7 @@ use crate::artifact::tar_reader::read_tar;
 use crate::console::Console;
 use crate::contract::{ScriptKind, exit_bits};
 use crate::instance::InstanceId;
+use crate::interrupt::Interruptible;
 use crate::progress::{self, Counted};
 use crate::report::{self, RunSummary};
 
@@ -94,7 +95,12 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         return outcome;
     }
     if let Err(e) = validate(&backup, &metadata, console) {
-        return outcome.stop(e);
+        return match crate::interrupt::cause() {
+            Some(cause) => outcome.stop(format!(
+                "{cause} while the backup was being checked; nothing on the VMs was touched"
+            )),
+            None => outcome.stop(e),
+        };
     }
     if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
         outcome.fail_all(exit_bits::GENERAL, errors);
@@ -123,8 +129,20 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         return outcome;
     }
     if let Err(errors) = copy_to_instances(dep, &transfers, console) {
-        outcome.fail_all(exit_bits::GENERAL, errors);
-        remove_stores(dep, &mut outcome);
+        match crate::interrupt::cause() {
+            // The copy stopped at once; what it copied goes with the stores.
+            Some(cause) => {
+                remove_stores(dep, &mut outcome);
+                outcome.fail(
+                    exit_bits::GENERAL,
+                    format!("{cause} while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored"),
+                );
+            }
+            None => {
+                outcome.fail_all(exit_bits::GENERAL, errors);
+                remove_stores(dep, &mut outcome);
+            }
+        }
         return outcome;
     }
 
@@ -136,15 +154,33 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         None,
         console,
     );
+    // An interruption is told once, last, by what it cut short: not as a script's failure.
+    let mut cut_short = None;
     if !locked {
-        outcome.fail(
-            exit_bits::LOCK,
-            "a pre-restore-lock script failed; restore scripts were not run",
-        );
+        match crate::interrupt::is_interrupted() {
+            true => {
+                cut_short = Some((
+                    exit_bits::LOCK,
+                    "while jobs were being locked (pre-restore-lock); restore scripts were not run",
+                ))
+            }
+            false => outcome.fail(
+                exit_bits::LOCK,
+                "a pre-restore-lock script failed; restore scripts were not run",
+            ),
+        }
     }
     let restore_jobs: Vec<JobRef> = transfers.iter().map(|t| t.job).collect();
     if locked && !dep.run(ScriptKind::Restore, &restore_jobs, false, None, console) {
-        outcome.fail(exit_bits::GENERAL, "a restore script failed");
+        match crate::interrupt::is_interrupted() {
+            true => {
+                cut_short = Some((
+                    exit_bits::GENERAL,
+                    "while restore scripts ran; the restore is incomplete",
+                ))
+            }
+            false => outcome.fail(exit_bits::GENERAL, "a restore script failed"),
+        }
     }
     let unlock_steps: Vec<_> = lock_steps.iter().rev().cloned().collect();
     if !dep.run_every_step(
@@ -158,6 +194,11 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     }
 
     remove_stores(dep, &mut outcome);
+    if let Some((bit, what)) = cut_short {
+        let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
+        let unlocked = super::outcome::unlocked(dep, &unlock_steps, ScriptKind::PostRestoreUnlock);
+        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
+    }
     if outcome.succeeded() {
         console.info(format!(
             "Restored {} from {}",
@@ -361,7 +402,8 @@ fn copy_to_instances(
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
                 let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
-                let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
+                let file = Interruptible(BufReader::with_capacity(1 << 20, file));
+                let mut input = Counted::new(file, bar);
                 let received = dep.instances[t.job.instance]
                     .receive_artifact(&name, &mut input, &t.checksums)
                     .map_err(|e| format!("{id}: {e}"));
@@ -369,9 +411,14 @@ fn copy_to_instances(
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
                 // such) from a failure on the VM (a full disk, say).
-                received.map_err(|agent_error| match corruption(&t.tar, &t.checksums, None) {
-                    Some(why) => format!("{id} {name}: {why}"),
-                    None => agent_error,
+                received.map_err(|agent_error| {
+                    if crate::interrupt::is_interrupted() {
+                        return agent_error;
+                    }
+                    match corruption(&t.tar, &t.checksums, None) {
+                        Some(why) => format!("{id} {name}: {why}"),
+                        None => agent_error,
+                    }
                 })
             });
         match result {
@@ -448,7 +495,8 @@ fn corruption(
     bar: Option<indicatif::ProgressBar>,
 ) -> Option<String> {
     let found = File::open(tar).map_err(|e| e.to_string()).and_then(|file| {
-        let mut input = Counted::new(BufReader::with_capacity(1 << 20, file), bar);
+        let file = Interruptible(BufReader::with_capacity(1 << 20, file));
+        let mut input = Counted::new(file, bar);
         let read = read_tar(&mut input, None).map_err(|e| e.to_string());
         input.finish();
         read
