@@ -138,9 +138,19 @@ fn assert_told_interrupted(run: &Run, what: &str, blamed: &str) {
         "an interruption is blamed on a script ({blamed:?})\n{}",
         run.explain()
     );
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert!(
-        last_line(&run.stderr).contains("the operator interrupted the run"),
-        "the last line is not the interruption\n{}",
+        lines.len() >= 2 && lines[lines.len() - 2].contains("the operator interrupted the run"),
+        "the interruption is not the last line before the cleanup command\n{}",
+        run.explain()
+    );
+    assert!(
+        cleanup_command(run).ends_with("-cleanup"),
+        "{}",
         run.explain()
     );
 }
@@ -277,4 +287,123 @@ fn ctrl_c_during_a_restores_copy_stops_it_at_once_and_says_the_operator_interrup
         "the VM's store was left\n{}",
         driver.explain()
     );
+}
+
+/// The cleanup command a failed run ends with, as the operator would copy it.
+fn cleanup_command(run: &Run) -> String {
+    let last = last_line(&run.stderr);
+    match last.split_once("to clean up, run: ") {
+        Some((_, command)) => command.to_string(),
+        None => panic!("the last line names no cleanup command\n{}", run.explain()),
+    }
+}
+
+/// Runs a cleanup command the way the operator would paste it into a shell.
+fn run_pasted(command: &str, cwd: &Path) -> Run {
+    let agent_dir = Path::new(common::AGENT).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        agent_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Run::of(
+        std::process::Command::new("sh")
+            .args(["-c", command])
+            .env("PATH", path),
+        cwd,
+    )
+}
+
+#[test]
+fn a_failed_lock_ends_with_the_local_cleanup_command_which_cleans_up_and_is_in_the_report() {
+    let vm = vm();
+    vm.job("db").script(
+        "pre-backup-lock",
+        "echo \"$ME\" >> \"$LOG\"\necho lock broke >&2\nexit 1",
+    );
+    let run = backup(&vm);
+    run.assert_code(4);
+    let command = cleanup_command(&run);
+    assert_eq!(
+        command,
+        format!("bbr-agent --root {} backup-cleanup", vm.root().display()),
+        "{}",
+        run.explain()
+    );
+    let report = fs::read_to_string(vm.artifact_dir().join("report.html")).unwrap();
+    assert!(
+        report.contains(&command),
+        "the report lacks the cleanup command\n{report}"
+    );
+
+    fs::write(vm.log_path(), "").unwrap();
+    run_pasted(&command, vm.dir.path()).assert_success();
+    assert_eq!(
+        vm.calls(),
+        ["db post-backup-unlock"],
+        "the cleanup did not unlock"
+    );
+}
+
+#[test]
+fn a_failed_unlock_after_a_restore_ends_with_the_restore_cleanup_command_also_in_the_report() {
+    let vm = vm();
+    backup(&vm).assert_success();
+    let artifact = vm.artifact_dir();
+    vm.job("db")
+        .script("post-restore-unlock", "echo unlock broke >&2\nexit 1");
+    let report = vm.dir.path().join("restore-report.html");
+    let run = restore_with(&vm, &artifact, &["--report", report.to_str().unwrap()]);
+    run.assert_code(8);
+    assert_eq!(
+        cleanup_command(&run),
+        format!("bbr-agent --root {} restore-cleanup", vm.root().display()),
+        "{}",
+        run.explain()
+    );
+    let html = fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("restore-cleanup"),
+        "the report lacks the cleanup command\n{html}"
+    );
+}
+
+#[test]
+fn a_driver_run_with_a_failed_unlock_ends_with_the_deployments_cleanup_command() {
+    let mut fleet = Fleet::new();
+    let db = fleet.add("db", 0);
+    db.job("db").recording_locks().copying_backup_restore();
+    db.job("db")
+        .script("post-backup-unlock", "echo unlock broke >&2\nexit 1");
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(8);
+    let command = cleanup_command(&run);
+    assert_eq!(
+        command,
+        format!(
+            "bbr-agent deployment --inventory {} backup-cleanup",
+            inventory.display()
+        ),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_run_that_leaves_nothing_locked_names_no_cleanup() {
+    let broken = vm();
+    broken.job("db").script("backup", "echo broke >&2\nexit 1");
+    let failed = backup(&broken);
+    failed.assert_code(1);
+    let ok = vm();
+    let good = backup(&ok);
+    good.assert_success();
+    for run in [&failed, &good] {
+        assert!(
+            !run.stderr.contains("to clean up") && !run.stdout.contains("to clean up"),
+            "nothing is left to clean up, yet a cleanup is named\n{}",
+            run.explain()
+        );
+    }
 }

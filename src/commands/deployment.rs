@@ -50,8 +50,8 @@ pub fn run_targets(
             "--with-manifest needs a director (--target): the manifest is the director's".into(),
         ));
     }
-    let instances = remote_instances(ctx, args, deployment, targets, cleanup_via);
-    run_instances(ctx, args, deployment, instances, None)
+    let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone());
+    run_instances(ctx, args, deployment, instances, None, cleanup_via)
 }
 
 /// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
@@ -80,15 +80,17 @@ pub fn remote_instances(
         .collect()
 }
 
-/// The workflow the command asks for, over `instances`.
+/// The workflow the command asks for, over `instances`; a failed run names `cleanup_via`'s
+/// cleanup as its next step.
 pub fn run_instances(
     ctx: &Context,
     args: &DeploymentArgs,
     deployment: &str,
     instances: Vec<Box<dyn Instance>>,
     manifest: Option<&str>,
+    cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
-    let mut dep = Deployment::new(deployment.to_string(), instances);
+    let mut dep = Deployment::new(deployment.to_string(), instances).with_cleanup_via(cleanup_via);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;
     let outcome = match &args.command {

@@ -84,7 +84,8 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         }
     );
     let text = with_manifest.then(|| manifest.text());
-    let outcome = prepared.and_then(|i| run_instances(ctx, args, deployment, i, text));
+    let outcome =
+        prepared.and_then(|i| run_instances(ctx, args, deployment, i, text, cleanup_via.clone()));
     // Every session has ended (run_targets says bye to each): the user can go.
     for warning in access.finish() {
         ctx.console.warn(warning);

@@ -9,7 +9,7 @@ use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
 use crate::config::AgentConfig;
 use crate::console::Console;
 use crate::error::AppError;
-use crate::instance::{InstanceId, LocalInstance, Overrides, ScriptSettings};
+use crate::instance::{InstanceId, LocalInstance, Overrides, ScriptSettings, local_cleanup_via};
 use crate::layout::Layout;
 use crate::workflow::{self, BackupOptions, Deployment, Outcome, RestoreOptions};
 
@@ -85,7 +85,8 @@ pub fn pre_backup_check(ctx: &Context) -> Result<i32, AppError> {
 pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
     let (name, id) = local_identity(&ctx.layout, &args.identity)?;
     let instance = ctx.instance(id, ctx.settings(&args.scripts));
-    let mut dep = Deployment::new(name, vec![Box::new(instance)]);
+    let mut dep = Deployment::new(name, vec![Box::new(instance)])
+        .with_cleanup_via(Some(local_cleanup_via(&ctx.layout)));
     let opts = BackupOptions {
         artifact_parent: args.artifact_path.clone(),
         lock_free: args.unsafe_lock_free,
@@ -122,7 +123,8 @@ pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
         Err(_) => "local".to_string(),
     };
     let instance = ctx.instance(id, ctx.settings(&args.scripts));
-    let mut dep = Deployment::new(name, vec![Box::new(instance)]);
+    let mut dep = Deployment::new(name, vec![Box::new(instance)])
+        .with_cleanup_via(Some(local_cleanup_via(&ctx.layout)));
     let opts = RestoreOptions {
         artifact: args.artifact_path.clone(),
         only: Some(dep.id(0).clone()),

@@ -418,7 +418,7 @@ impl LocalInstance {
 
 /// The local cleanup command for this layout: `bbr-agent` with the options that find the same
 /// run directory and store.
-fn local_cleanup_via(layout: &Layout) -> String {
+pub fn local_cleanup_via(layout: &Layout) -> String {
     let defaults = Layout::new(&layout.root, None, None);
     let mut words = vec!["bbr-agent".to_string()];
     let mut option = |name: &str, path: &Path| {

@@ -10,5 +10,5 @@ pub use api::{
     Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
     ScriptReport, SkippedJob, UnlockContext,
 };
-pub use local::{LocalInstance, Survey};
+pub use local::{LocalInstance, Survey, local_cleanup_via};
 pub use settings::{Overrides, ScriptSettings};

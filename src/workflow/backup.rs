@@ -31,7 +31,8 @@ pub fn backup(
     console: &Console,
 ) -> (Outcome, Option<PathBuf>) {
     console.run("backup", &dep.name, None);
-    let (outcome, artifact) = run_backup(dep, opts, console);
+    let (mut outcome, artifact) = run_backup(dep, opts, console);
+    outcome.name_cleanup(dep.cleanup_via.as_deref(), "backup-cleanup");
     if let Some(dir) = &artifact {
         let summary = RunSummary {
             workflow: "backup",

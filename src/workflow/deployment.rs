@@ -35,6 +35,9 @@ pub struct Deployment {
     pub descriptions: Vec<Description>,
     /// How many instances may be worked on at once.
     pub max_in_flight: usize,
+    /// The command that cleans up after a run of this deployment, without its last word
+    /// (`backup-cleanup` or `restore-cleanup`): named as a failed run's next step.
+    pub cleanup_via: Option<String>,
 }
 
 impl Deployment {
@@ -44,7 +47,14 @@ impl Deployment {
             instances,
             descriptions: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            cleanup_via: None,
         }
+    }
+
+    /// Names `command` as the cleanup after a failed run (see [`Deployment::cleanup_via`]).
+    pub fn with_cleanup_via(mut self, command: Option<String>) -> Deployment {
+        self.cleanup_via = command;
+        self
     }
 
     /// Applies `f` to every chosen instance, at most `max_in_flight` at a time, in order.

@@ -28,6 +28,18 @@ impl Outcome {
         self
     }
 
+    /// Ends a failed run that leaves something to clean up (a lock or unlock that failed, a
+    /// store not removed, an interruption) with the command that cleans it up, `<via>
+    /// <cleanup>`: the last of the errors, so the console's last line and the report say it.
+    pub fn name_cleanup(&mut self, via: Option<&str>, cleanup: &str) {
+        let leaves = self.bits & (exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP) != 0
+            || !self.succeeded() && crate::interrupt::is_interrupted();
+        if let (true, Some(via)) = (leaves, via) {
+            self.errors
+                .push(format!("to clean up, run: {via} {cleanup}"));
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.bits == 0
     }

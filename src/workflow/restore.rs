@@ -48,7 +48,8 @@ struct Transfer {
 /// written where `report` says, if it says.
 pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     console.run("restore", &dep.name, None);
-    let outcome = run_restore(dep, opts, console);
+    let mut outcome = run_restore(dep, opts, console);
+    outcome.name_cleanup(dep.cleanup_via.as_deref(), "restore-cleanup");
     if let Some(path) = &opts.report {
         let summary = RunSummary {
             workflow: "restore",
