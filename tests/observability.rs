@@ -316,3 +316,126 @@ fn a_restore_writes_its_report_where_asked_and_leaves_the_backup_untouched() {
         .collect();
     assert_eq!(before, after, "the backup directory is only read");
 }
+
+/// The `script_finished` events of `run`'s JSON stream for metadata scripts: (instance, job,
+/// outcome), each with a duration.
+fn metadata_events(run: &common::Run) -> Vec<(String, String, String)> {
+    run.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "script_finished" && e["script"] == "metadata")
+        .map(|e| {
+            assert_eq!(e["phase"], "metadata", "{e}");
+            assert!(e["duration_ms"].is_u64(), "{e}\n{}", run.explain());
+            (
+                e["instance"].as_str().unwrap_or_default().to_string(),
+                e["job"].as_str().unwrap_or_default().to_string(),
+                e["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_metadata_script_gets_a_done_line_and_a_finished_event_like_any_script() {
+    let vm = vm();
+    backup(&vm, &[])
+        .assert_success()
+        .assert_stdout_contains("backend/0 api metadata: done in ");
+    let run = backup(&self::vm(), &["--log-format", "json"]);
+    run.assert_success();
+    assert_eq!(
+        metadata_events(&run),
+        [("backend/0".into(), "api".into(), "ok".into())],
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_failed_metadata_script_gets_a_failed_line_with_its_output() {
+    let vm = vm();
+    vm.job("api")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    backup(&vm, &[])
+        .assert_code(1)
+        .assert_stdout_contains("backend/0 api metadata: FAILED (exit status 4) after ")
+        .assert_stderr_contains("backend/0 api metadata stderr: no config rendered");
+    // The run left its artifact directory: another second's name, or another VM.
+    let vm = self::vm();
+    vm.job("api")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    let run = backup(&vm, &["--log-format", "json"]);
+    assert_eq!(
+        metadata_events(&run),
+        [("backend/0".into(), "api".into(), "failed".into())],
+        "{}",
+        run.explain()
+    );
+}
+
+/// Two VMs through the driver: each metadata script is reported with its instance.
+fn fleet() -> common::fleet::Fleet {
+    let mut fleet = common::fleet::Fleet::new();
+    fleet
+        .add("api", 0)
+        .job("api")
+        .recording_locks()
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .metadata("{}")
+        .recording("backup");
+    fleet
+}
+
+#[test]
+fn metadata_scripts_through_the_driver_get_done_lines_and_finished_events() {
+    let fleet = fleet();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success()
+        .assert_stdout_contains("api/0 api metadata: done in ")
+        .assert_stdout_contains("db/0 db metadata: done in ");
+    let fleet = self::fleet();
+    let inventory = fleet.local_inventory();
+    let run = fleet.driver(
+        &inventory,
+        &[
+            "--log-format",
+            "json",
+            "backup",
+            "--artifact-path",
+            fleet.artifacts().to_str().unwrap(),
+        ],
+    );
+    run.assert_success();
+    let mut events = metadata_events(&run);
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("api/0".into(), "api".into(), "ok".into()),
+            ("db/0".into(), "db".into(), "ok".into())
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_failed_metadata_script_through_the_driver_gets_a_failed_line_with_its_output() {
+    let fleet = fleet();
+    fleet
+        .vm("db", 0)
+        .job("db")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    let inventory = fleet.local_inventory();
+    fleet
+        .backup(&inventory, &[])
+        .assert_code(1)
+        .assert_stdout_contains("db/0 db metadata: FAILED (exit status 4) after ")
+        .assert_stderr_contains("db/0 db metadata stderr: no config rendered");
+}

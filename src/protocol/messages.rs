@@ -167,6 +167,10 @@ pub enum AgentMessage {
         id: Option<u64>,
         code: ErrorCode,
         message: String,
+        /// The failed script behind the error (a metadata script failing `describe`), so the
+        /// driver shows it as it shows every script.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<WireReport>,
     },
 }
 
@@ -220,6 +224,12 @@ impl From<&ScriptReport> for WireReport {
             stdout: tail(&r.stdout),
             stderr: tail(&r.stderr),
         }
+    }
+}
+
+impl From<ScriptReport> for WireReport {
+    fn from(r: ScriptReport) -> Self {
+        WireReport::from(&r)
     }
 }
 
@@ -331,6 +341,13 @@ mod tests {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "no".into(),
+                report: None,
+            },
+            AgentMessage::Error {
+                id: Some(4),
+                code: ErrorCode::Instance,
+                message: "job 'db': metadata script failed".into(),
+                report: Some(wire.clone()),
             },
         ];
         for m in messages {

@@ -35,6 +35,9 @@ pub struct Deployment {
     pub descriptions: Vec<Description>,
     /// How many instances may be worked on at once.
     pub max_in_flight: usize,
+    /// Whether [`Deployment::describe`] gives the console a line (or event) per metadata
+    /// script, as for every other script; off where stdout holds JSON (`plan --json`).
+    pub show_metadata_runs: bool,
 }
 
 impl Deployment {
@@ -44,6 +47,7 @@ impl Deployment {
             instances,
             descriptions: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            show_metadata_runs: true,
         }
     }
 
@@ -119,10 +123,23 @@ impl Deployment {
         self.descriptions.clear();
         for (i, result) in results {
             match result {
-                Ok(description) => self.descriptions.push(description),
+                Ok(mut description) => {
+                    for report in std::mem::take(&mut description.metadata_runs) {
+                        if self.show_metadata_runs {
+                            console.script(self.id(i), &report);
+                        } else if !report.success() {
+                            console.script_output(self.id(i), &report);
+                        }
+                    }
+                    self.descriptions.push(description)
+                }
                 Err(e) => {
                     if let crate::instance::InstanceError::MetadataScript { report, .. } = &e {
-                        console.script_output(self.id(i), report);
+                        if self.show_metadata_runs {
+                            console.script(self.id(i), report);
+                        } else {
+                            console.script_output(self.id(i), report);
+                        }
                     }
                     errors.push(format!("{}: {e}", self.id(i)));
                 }
