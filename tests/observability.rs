@@ -104,6 +104,8 @@ fn json_events_name_every_job_and_phase_and_parse_line_by_line() {
 #[test]
 fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
     let vm = vm();
+    // Locked, with nothing to unlock it: not "never unlocked".
+    vm.job("cache").recording("pre-backup-lock");
     backup(&vm, &[]).assert_success();
     let report = vm.artifact_dir().join("report.html");
     let html = fs::read_to_string(&report).expect("report.html in the artifact directory");
@@ -130,6 +132,56 @@ fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
     assert!(
         png > 10_000,
         "a screenshot of a rendered page, not an empty one ({png} bytes)"
+    );
+    assert!(dom.contains("no unlock script"), "{dom}");
+    assert!(!dom.contains("never unlocked"), "{dom}");
+
+    // The time axis runs from the first step's start to the last step's end, wall clock UTC.
+    let cells = |row: &str| -> Vec<String> {
+        row.split("<td")
+            .skip(1)
+            .map(|c| {
+                let text = c.split_once('>').unwrap().1;
+                text.split("</td>").next().unwrap().to_string()
+            })
+            .collect()
+    };
+    let steps: Vec<Vec<String>> = dom
+        .split("<tr>")
+        .filter(|row| row.contains("<td>backend/0</td>") && !row.contains("<svg"))
+        .map(cells)
+        .collect();
+    assert!(steps.len() >= 6, "a row per step: {steps:?}");
+    let clock = |t: &str| {
+        let parts: Vec<&str> = t.split(':').collect();
+        assert!(
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.parse::<u8>().is_ok()),
+            "HH:MM:SS, not {t:?}"
+        );
+        t.to_string()
+    };
+    for step in &steps {
+        // Instance, job, step, result, started, ended, took.
+        assert_eq!(step.len(), 7, "{step:?}");
+        assert!(clock(&step[4]) <= clock(&step[5]), "{step:?}");
+    }
+    let tick = |class: &str| {
+        let after = dom
+            .split(&format!("class=\"tick {class}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {class} tick on the time axis: {dom}"));
+        clock(after.split_once('>').unwrap().1.split('<').next().unwrap())
+    };
+    let first = steps.iter().map(|s| s[4].clone()).min().unwrap();
+    let last = steps.iter().map(|s| s[5].clone()).max().unwrap();
+    assert_eq!((tick("start"), tick("end")), (first, last), "{dom}");
+    assert!(dom.contains("Timeline (UTC)"), "{dom}");
+    assert!(
+        dom.contains("<title>backup ") && dom.contains(" UTC</title>"),
+        "each bar's tooltip has its start and end: {dom}"
     );
 }
 

@@ -131,6 +131,7 @@ impl Deployment {
                             console.script_output(self.id(i), &report);
                         }
                     }
+                    console.described(self.id(i), &description.jobs);
                     self.descriptions.push(description)
                 }
                 Err(e) => {
