@@ -236,7 +236,7 @@ impl Console {
             instance: id.to_string(),
             job: job.clone(),
             phase: kind.to_string(),
-            started: SystemTime::now() - report.duration,
+            started: report.started(),
             duration: report.duration,
             ok: report.success(),
             detail: detail.clone(),

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,11 +93,23 @@ pub struct ScriptReport {
     pub duration: Duration,
     pub stdout: String,
     pub stderr: String,
+    /// When it ended, on this machine's clock: a report handed over later (a metadata
+    /// script's, with its VM's description; one of several run at once) still places the
+    /// script where it ran.
+    pub ended: Instant,
 }
 
 impl ScriptReport {
     pub fn success(&self) -> bool {
         self.end.success()
+    }
+
+    /// When the script started, by the wall clock.
+    pub fn started(&self) -> SystemTime {
+        let before = self.ended.elapsed().saturating_add(self.duration);
+        SystemTime::now()
+            .checked_sub(before)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// What the console needs of a script that is reported with its description (metadata):
@@ -130,6 +142,7 @@ impl ScriptReport {
             duration: Duration::ZERO,
             stdout: String::new(),
             stderr: String::new(),
+            ended: Instant::now(),
         }
     }
 

@@ -205,6 +205,7 @@ impl LocalInstance {
         }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
         let mut outcome = run_script(&command);
+        let ended = std::time::Instant::now();
         // Checked before the unlock, so a refused artifact fails the job's backup and the
         // unlock scripts learn it (BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false); the drain
         // checks everything again as it reads.
@@ -242,6 +243,7 @@ impl LocalInstance {
             duration: outcome.duration,
             stdout: truncated(&outcome.stdout),
             stderr: truncated(&outcome.stderr),
+            ended,
         }
     }
 
