@@ -6,6 +6,7 @@
 //! events as one JSON object per line on stderr instead (docs/events.md).
 //! Every script and transfer is also recorded, for the HTML report.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::contract::ScriptKind;
 use crate::exec::{ScriptEnd, Stream};
-use crate::instance::{InstanceId, ScriptLines, ScriptReport};
+use crate::instance::{InstanceId, JobInfo, ScriptLines, ScriptReport};
 use crate::timestamp::Utc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,15 @@ pub struct Record {
     pub files: Option<usize>,
     /// The end of the output of a failed script.
     pub output_tail: String,
+}
+
+/// What the report is made from: every step in the order it ended, and the scripts of every
+/// job described, keyed by instance and job (a job without an unlock script is not one left
+/// locked).
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    pub steps: Vec<Record>,
+    pub scripts: BTreeMap<(String, String), Vec<ScriptKind>>,
 }
 
 /// One event of the JSON stream (docs/events.md). Absent fields are left out.
@@ -75,7 +85,7 @@ struct Event<'a> {
 pub struct Console {
     verbose: bool,
     format: Format,
-    records: Mutex<Vec<Record>>,
+    records: Mutex<Records>,
 }
 
 impl Console {
@@ -83,7 +93,7 @@ impl Console {
         Arc::new(Console {
             verbose,
             format,
-            records: Mutex::new(Vec::new()),
+            records: Mutex::new(Records::default()),
         })
     }
 
@@ -91,8 +101,18 @@ impl Console {
         self.format
     }
 
-    pub fn records(&self) -> Vec<Record> {
+    pub fn records(&self) -> Records {
         self.records.lock().expect("records lock").clone()
+    }
+
+    /// An instance was described: its jobs' scripts, for the report.
+    pub fn described(&self, id: &InstanceId, jobs: &[JobInfo]) {
+        let mut records = self.records.lock().expect("records lock");
+        for job in jobs {
+            records
+                .scripts
+                .insert((id.to_string(), job.name.clone()), job.scripts.clone());
+        }
     }
 
     fn emit(&self, event: Event<'_>) {
@@ -216,7 +236,7 @@ impl Console {
             instance: id.to_string(),
             job: job.clone(),
             phase: kind.to_string(),
-            started: SystemTime::now() - report.duration,
+            started: report.started(),
             duration: report.duration,
             ok: report.success(),
             detail: detail.clone(),
@@ -313,7 +333,11 @@ impl Console {
     }
 
     fn record(&self, record: Record) {
-        self.records.lock().expect("records lock").push(record);
+        self.records
+            .lock()
+            .expect("records lock")
+            .steps
+            .push(record);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The run report: `report.html` in the artifact directory, rendered with tera from what the
-//! console recorded. Per instance and job, a timeline of lock, backup or restore, and unlock;
-//! the lock window (from the first lock to the last unlock: how long the system was
+//! console recorded. Per instance and job, a timeline of lock, backup or restore, and unlock
+//! under a time axis of wall-clock times (UTC), each step with its start and end; the lock window (from the first lock to the last unlock: how long the system was
 //! unavailable); bytes and files per artifact; failures with the end of their output.
 //! Self-contained: inline CSS and SVG, nothing fetched.
 
@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::console::{Record, file_count, human_bytes};
+use crate::console::{Record, Records, file_count, human_bytes};
+use crate::contract::ScriptKind;
 use crate::duration::format as took;
 use crate::timestamp::Utc;
 
@@ -50,7 +51,61 @@ struct Step {
     job: String,
     phase: String,
     result: String,
+    started: String,
+    ended: String,
     took: String,
+}
+
+/// A mark on the time axis: where (0 to 100, a percentage of the run) and the wall-clock time.
+#[derive(Serialize)]
+struct Tick {
+    left: f64,
+    label: String,
+    /// How the label hangs from its mark: `start` (the first), `end` (the last), `middle`.
+    align: &'static str,
+}
+
+/// Seconds between marks on the time axis: the smallest that gives at most 6 marks.
+const TICK_STEPS: [u64; 16] = [
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 43_200,
+];
+
+/// The time axis: the run's start and end, and marks at round wall-clock seconds between.
+fn ticks(start: SystemTime, span: Duration) -> Vec<Tick> {
+    let secs = |t: SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let (from, length) = (secs(start), span.as_secs_f64());
+    let step = TICK_STEPS
+        .into_iter()
+        .find(|s| length / *s as f64 <= 6.0)
+        .unwrap_or(86_400) as f64;
+    let left = |at: f64| (at - from) / length * 100.0;
+    let mut ticks = vec![Tick {
+        left: 0.0,
+        label: Utc::clock(start),
+        align: "start",
+    }];
+    let mut at = (from / step).floor() * step + step;
+    // Marks too close to either end would overprint its label.
+    while at < from + length {
+        if left(at) > 12.0 && left(at) < 88.0 {
+            ticks.push(Tick {
+                left: left(at),
+                label: Utc::clock(std::time::UNIX_EPOCH + Duration::from_secs_f64(at)),
+                align: "middle",
+            });
+        }
+        at += step;
+    }
+    ticks.push(Tick {
+        left: 100.0,
+        label: Utc::clock(start + span),
+        align: "end",
+    });
+    ticks
 }
 
 #[derive(Serialize)]
@@ -63,7 +118,8 @@ struct Failure {
 }
 
 /// Renders the report as HTML.
-pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, String> {
+pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, String> {
+    let records = &recorded.steps;
     let start = records
         .iter()
         .map(|r| r.started)
@@ -107,7 +163,27 @@ pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, St
                     (at(to) - at(from)).max(1.0),
                     took(to.duration_since(from).unwrap_or_default()),
                 ),
-                (Some(_), None) => (0.0, 0.0, "never unlocked".to_string()),
+                (Some(_), None) => {
+                    let unlock = rs
+                        .iter()
+                        .filter(is_lock)
+                        .filter_map(|r| ScriptKind::from_file_name(&r.phase))
+                        .find_map(ScriptKind::unlock_releasing);
+                    let has_unlock = match (
+                        recorded.scripts.get(&(instance.clone(), job.clone())),
+                        unlock,
+                    ) {
+                        (Some(scripts), Some(unlock)) => scripts.contains(&unlock),
+                        // Not described, or a lock of no known kind: assume the worst.
+                        _ => true,
+                    };
+                    let why = if has_unlock {
+                        "never unlocked"
+                    } else {
+                        "no unlock script"
+                    };
+                    (0.0, 0.0, why.to_string())
+                }
                 _ => (0.0, 0.0, "not locked".to_string()),
             };
             let artifact = rs
@@ -125,7 +201,13 @@ pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, St
                     x: at(r.started),
                     width: (at(r.started + r.duration) - at(r.started)).max(2.0),
                     colour: colour(r),
-                    label: format!("{} {}", r.phase, took(r.duration)),
+                    label: format!(
+                        "{} {}, {}–{} UTC",
+                        r.phase,
+                        took(r.duration),
+                        Utc::clock(r.started),
+                        Utc::clock(r.started + r.duration)
+                    ),
                 })
                 .collect();
             JobRow {
@@ -151,6 +233,8 @@ pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, St
             } else {
                 format!("FAILED: {}", r.detail)
             },
+            started: Utc::clock(r.started),
+            ended: Utc::clock(r.started + r.duration),
             took: took(r.duration),
         })
         .collect();
@@ -185,6 +269,7 @@ pub fn render(summary: &RunSummary<'_>, records: &[Record]) -> Result<String, St
         "artifact",
         &summary.artifact.map(|p| p.display().to_string()),
     );
+    context.insert("ticks", &ticks(start, span));
     context.insert("jobs", &jobs);
     context.insert("steps", &steps);
     context.insert("failures", &failures);
@@ -198,7 +283,7 @@ pub fn write(
     dir: &Path,
     name: &str,
     summary: &RunSummary<'_>,
-    records: &[Record],
+    records: &Records,
 ) -> Result<std::path::PathBuf, String> {
     let html = render(summary, records)?;
     let path = dir.join(name);
@@ -246,6 +331,77 @@ mod tests {
         }
     }
 
+    fn recorded(steps: &[Record], scripts: &[(&str, &[ScriptKind])]) -> Records {
+        Records {
+            steps: steps.to_vec(),
+            scripts: scripts
+                .iter()
+                .map(|(job, kinds)| (("db/0".to_string(), job.to_string()), kinds.to_vec()))
+                .collect(),
+        }
+    }
+
+    fn summary() -> RunSummary<'static> {
+        RunSummary {
+            workflow: "backup",
+            deployment: "acme",
+            exit_code: 0,
+            artifact: None,
+            errors: &[],
+        }
+    }
+
+    #[test]
+    fn a_locked_job_without_an_unlock_script_is_not_called_never_unlocked() {
+        let steps = [
+            record("db", "pre-backup-lock", 0, 100, true),
+            record("db", "backup", 100, 200, true),
+            record("api", "pre-backup-lock", 0, 100, true),
+        ];
+        let (lock, backup, unlock) = (
+            ScriptKind::PreBackupLock,
+            ScriptKind::Backup,
+            ScriptKind::PostBackupUnlock,
+        );
+        let html = render(
+            &summary(),
+            &recorded(&steps, &[("db", &[lock, backup]), ("api", &[lock, unlock])]),
+        )
+        .unwrap();
+        assert_eq!(html.matches("no unlock script").count(), 1, "{html}");
+        assert_eq!(html.matches("never unlocked").count(), 1, "{html}");
+    }
+
+    #[test]
+    fn the_time_axis_marks_round_wall_clock_times_between_the_start_and_the_end() {
+        // 1_000 s after the epoch is 00:16:40 UTC; the run lasts 25 s.
+        let steps = [
+            record("db", "backup", 0, 20_000, true),
+            record("db", "post-backup-unlock", 20_000, 5_000, true),
+        ];
+        let html = render(&summary(), &recorded(&steps, &[])).unwrap();
+        let labels: Vec<&str> = html
+            .split("<span class=\"tick ")
+            .skip(1)
+            .map(|t| t.split('>').nth(1).unwrap().trim_end_matches("</span"))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "00:16:40", "00:16:45", "00:16:50", "00:16:55", "00:17:00", "00:17:05"
+            ],
+            "{html}"
+        );
+        assert!(
+            html.contains("<td class=\"num\">00:17:00</td><td class=\"num\">00:17:05</td>"),
+            "a step's start and end: {html}"
+        );
+        assert!(
+            html.contains("backup 20.0s, 00:16:40–00:17:00 UTC"),
+            "{html}"
+        );
+    }
+
     #[test]
     fn the_lock_window_runs_from_the_first_lock_to_the_last_unlock() {
         let records = [
@@ -261,7 +417,7 @@ mod tests {
             artifact: None,
             errors: &["a backup script failed".to_string()],
         };
-        let html = render(&summary, &records).unwrap();
+        let html = render(&summary, &recorded(&records, &[])).unwrap();
         assert!(html.contains("<td class=\"num\">2.5s</td>"), "{html}");
         assert!(html.contains("not locked"));
         assert!(html.contains("failed (exit code 1)"));

@@ -61,6 +61,13 @@ impl Utc {
         )
     }
 
+    /// `10:02:03`: the time of day, to the second, as the run report shows it.
+    pub fn clock(at: SystemTime) -> String {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = Utc::from_unix(since.as_secs() as i64);
+        format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second)
+    }
+
     /// `20261126T100203Z`, as in `<deployment>_<timestamp>` artifact directory names.
     pub fn compact(&self) -> String {
         format!(

@@ -104,6 +104,8 @@ fn json_events_name_every_job_and_phase_and_parse_line_by_line() {
 #[test]
 fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
     let vm = vm();
+    // Locked, with nothing to unlock it: not "never unlocked".
+    vm.job("cache").recording("pre-backup-lock");
     backup(&vm, &[]).assert_success();
     let report = vm.artifact_dir().join("report.html");
     let html = fs::read_to_string(&report).expect("report.html in the artifact directory");
@@ -130,6 +132,56 @@ fn the_report_names_every_job_shows_lock_windows_and_renders_in_chromium() {
     assert!(
         png > 10_000,
         "a screenshot of a rendered page, not an empty one ({png} bytes)"
+    );
+    assert!(dom.contains("no unlock script"), "{dom}");
+    assert!(!dom.contains("never unlocked"), "{dom}");
+
+    // The time axis runs from the first step's start to the last step's end, wall clock UTC.
+    let cells = |row: &str| -> Vec<String> {
+        row.split("<td")
+            .skip(1)
+            .map(|c| {
+                let text = c.split_once('>').unwrap().1;
+                text.split("</td>").next().unwrap().to_string()
+            })
+            .collect()
+    };
+    let steps: Vec<Vec<String>> = dom
+        .split("<tr>")
+        .filter(|row| row.contains("<td>backend/0</td>") && !row.contains("<svg"))
+        .map(cells)
+        .collect();
+    assert!(steps.len() >= 6, "a row per step: {steps:?}");
+    let clock = |t: &str| {
+        let parts: Vec<&str> = t.split(':').collect();
+        assert!(
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.parse::<u8>().is_ok()),
+            "HH:MM:SS, not {t:?}"
+        );
+        t.to_string()
+    };
+    for step in &steps {
+        // Instance, job, step, result, started, ended, took.
+        assert_eq!(step.len(), 7, "{step:?}");
+        assert!(clock(&step[4]) <= clock(&step[5]), "{step:?}");
+    }
+    let tick = |class: &str| {
+        let after = dom
+            .split(&format!("class=\"tick {class}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {class} tick on the time axis: {dom}"));
+        clock(after.split_once('>').unwrap().1.split('<').next().unwrap())
+    };
+    let first = steps.iter().map(|s| s[4].clone()).min().unwrap();
+    let last = steps.iter().map(|s| s[5].clone()).max().unwrap();
+    assert_eq!((tick("start"), tick("end")), (first, last), "{dom}");
+    assert!(dom.contains("Timeline (UTC)"), "{dom}");
+    assert!(
+        dom.contains("<title>backup ") && dom.contains(" UTC</title>"),
+        "each bar's tooltip has its start and end: {dom}"
     );
 }
 
@@ -315,4 +367,127 @@ fn a_restore_writes_its_report_where_asked_and_leaves_the_backup_untouched() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(before, after, "the backup directory is only read");
+}
+
+/// The `script_finished` events of `run`'s JSON stream for metadata scripts: (instance, job,
+/// outcome), each with a duration.
+fn metadata_events(run: &common::Run) -> Vec<(String, String, String)> {
+    run.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "script_finished" && e["script"] == "metadata")
+        .map(|e| {
+            assert_eq!(e["phase"], "metadata", "{e}");
+            assert!(e["duration_ms"].is_u64(), "{e}\n{}", run.explain());
+            (
+                e["instance"].as_str().unwrap_or_default().to_string(),
+                e["job"].as_str().unwrap_or_default().to_string(),
+                e["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_metadata_script_gets_a_done_line_and_a_finished_event_like_any_script() {
+    let vm = vm();
+    backup(&vm, &[])
+        .assert_success()
+        .assert_stdout_contains("backend/0 api metadata: done in ");
+    let run = backup(&self::vm(), &["--log-format", "json"]);
+    run.assert_success();
+    assert_eq!(
+        metadata_events(&run),
+        [("backend/0".into(), "api".into(), "ok".into())],
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_failed_metadata_script_gets_a_failed_line_with_its_output() {
+    let vm = vm();
+    vm.job("api")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    backup(&vm, &[])
+        .assert_code(1)
+        .assert_stdout_contains("backend/0 api metadata: FAILED (exit status 4) after ")
+        .assert_stderr_contains("backend/0 api metadata stderr: no config rendered");
+    // The run left its artifact directory: another second's name, or another VM.
+    let vm = self::vm();
+    vm.job("api")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    let run = backup(&vm, &["--log-format", "json"]);
+    assert_eq!(
+        metadata_events(&run),
+        [("backend/0".into(), "api".into(), "failed".into())],
+        "{}",
+        run.explain()
+    );
+}
+
+/// Two VMs through the driver: each metadata script is reported with its instance.
+fn fleet() -> common::fleet::Fleet {
+    let mut fleet = common::fleet::Fleet::new();
+    fleet
+        .add("api", 0)
+        .job("api")
+        .recording_locks()
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .metadata("{}")
+        .recording("backup");
+    fleet
+}
+
+#[test]
+fn metadata_scripts_through_the_driver_get_done_lines_and_finished_events() {
+    let fleet = fleet();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success()
+        .assert_stdout_contains("api/0 api metadata: done in ")
+        .assert_stdout_contains("db/0 db metadata: done in ");
+    let fleet = self::fleet();
+    let inventory = fleet.local_inventory();
+    let run = fleet.driver(
+        &inventory,
+        &[
+            "--log-format",
+            "json",
+            "backup",
+            "--artifact-path",
+            fleet.artifacts().to_str().unwrap(),
+        ],
+    );
+    run.assert_success();
+    let mut events = metadata_events(&run);
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("api/0".into(), "api".into(), "ok".into()),
+            ("db/0".into(), "db".into(), "ok".into())
+        ],
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_failed_metadata_script_through_the_driver_gets_a_failed_line_with_its_output() {
+    let fleet = fleet();
+    fleet
+        .vm("db", 0)
+        .job("db")
+        .script("metadata", "echo 'no config rendered' >&2; exit 4");
+    let inventory = fleet.local_inventory();
+    fleet
+        .backup(&inventory, &[])
+        .assert_code(1)
+        .assert_stdout_contains("db/0 db metadata: FAILED (exit status 4) after ")
+        .assert_stderr_contains("db/0 db metadata stderr: no config rendered");
 }

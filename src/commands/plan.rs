@@ -23,6 +23,7 @@ struct Plan {
 
 pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, AppError> {
     let mut dep = ctx.deployment(&ScriptArgs::default());
+    dep.show_metadata_runs = !json;
     if let Err(errors) = dep.describe(&ctx.console) {
         for e in errors {
             ctx.console.error(e);

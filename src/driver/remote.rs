@@ -231,10 +231,22 @@ impl RemoteInstance {
                     id: got,
                     code,
                     message,
+                    report,
                 } if got == Some(id) || got.is_none() => {
-                    return Err(InstanceError::Remote {
-                        code: format!("{code:?}"),
-                        message,
+                    return Err(match report {
+                        // A failed metadata script: shown as every script is.
+                        Some(report) if report.script == ScriptKind::Metadata => {
+                            let report = ScriptReport::from(report);
+                            InstanceError::MetadataScript {
+                                job: report.job.clone(),
+                                end: report.end.describe(),
+                                report: Box::new(report),
+                            }
+                        }
+                        _ => InstanceError::Remote {
+                            code: format!("{code:?}"),
+                            message,
+                        },
                     });
                 }
                 other => {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,10 @@ pub struct Description {
     /// not (its scripts are not trusted) cannot be unlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<JobProblem>,
+    /// How each metadata script ran, in order, for the console's lines and events; only
+    /// the tail of a failed script's output is kept (see [`ScriptReport::for_console`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_runs: Vec<ScriptReport>,
 }
 
 /// A job of a cleanup's description whose metadata could not be had, and why.
@@ -73,8 +77,15 @@ pub struct JobProblem {
     pub error: String,
 }
 
-/// How one script ran.
-#[derive(Debug, Clone)]
+/// Bytes of each stream [`ScriptReport::for_console`] keeps of a failed script.
+const CONSOLE_TAIL: usize = 8 * 1024;
+
+/// How one script ran. On the wire as a [`crate::protocol::WireReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    into = "crate::protocol::WireReport",
+    from = "crate::protocol::WireReport"
+)]
 pub struct ScriptReport {
     pub job: String,
     pub kind: ScriptKind,
@@ -82,11 +93,44 @@ pub struct ScriptReport {
     pub duration: Duration,
     pub stdout: String,
     pub stderr: String,
+    /// When it ended, on this machine's clock: a report handed over later (a metadata
+    /// script's, with its VM's description; one of several run at once) still places the
+    /// script where it ran.
+    pub ended: Instant,
 }
 
 impl ScriptReport {
     pub fn success(&self) -> bool {
         self.end.success()
+    }
+
+    /// When the script started, by the wall clock.
+    pub fn started(&self) -> SystemTime {
+        let before = self.ended.elapsed().saturating_add(self.duration);
+        SystemTime::now()
+            .checked_sub(before)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// What the console needs of a script that is reported with its description (metadata):
+    /// no output when it succeeded (it was parsed), the end of it when it failed. Keeps a
+    /// description small whatever the scripts print.
+    pub fn for_console(&self) -> ScriptReport {
+        let keep = |text: &str| {
+            if self.success() {
+                return String::new();
+            }
+            let mut start = text.len().saturating_sub(CONSOLE_TAIL);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            text[start..].to_string()
+        };
+        ScriptReport {
+            stdout: keep(&self.stdout),
+            stderr: keep(&self.stderr),
+            ..self.clone()
+        }
     }
 
     /// The report of a script that never started, and why.
@@ -98,6 +142,7 @@ impl ScriptReport {
             duration: Duration::ZERO,
             stdout: String::new(),
             stderr: String::new(),
+            ended: Instant::now(),
         }
     }
 

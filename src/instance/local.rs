@@ -205,6 +205,7 @@ impl LocalInstance {
         }
         tracing::info!(target: "script", "{} {} {kind}: starting {}", self.id, job.name, path.display());
         let mut outcome = run_script(&command);
+        let ended = std::time::Instant::now();
         // Checked before the unlock, so a refused artifact fails the job's backup and the
         // unlock scripts learn it (BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false); the drain
         // checks everything again as it reads.
@@ -242,16 +243,23 @@ impl LocalInstance {
             duration: outcome.duration,
             stdout: truncated(&outcome.stdout),
             stderr: truncated(&outcome.stderr),
+            ended,
         }
     }
 
-    fn metadata_of(&self, job: &DiscoveredJob) -> Result<metadata::JobMetadata, InstanceError> {
+    /// Runs the job's metadata script (if any) and parses it; `runs` gets how the script ran.
+    fn metadata_of(
+        &self,
+        job: &DiscoveredJob,
+        runs: &mut Vec<ScriptReport>,
+    ) -> Result<metadata::JobMetadata, InstanceError> {
         // Before any script of the job runs, its metadata script included.
         self.trust.check_job(job)?;
         if !job.has(ScriptKind::Metadata) {
             return Ok(metadata::JobMetadata::default());
         }
         let report = self.run_one(job, ScriptKind::Metadata, None);
+        runs.push(report.for_console());
         if !report.success() {
             return Err(InstanceError::MetadataScript {
                 job: job.name.clone(),
@@ -274,6 +282,8 @@ impl LocalInstance {
 pub struct Survey {
     pub jobs: Vec<(DiscoveredJob, Result<metadata::JobMetadata, InstanceError>)>,
     pub ignored: Vec<SkippedJob>,
+    /// Every metadata script run, in order, as [`ScriptReport::for_console`] keeps it.
+    pub runs: Vec<ScriptReport>,
 }
 
 impl LocalInstance {
@@ -283,12 +293,14 @@ impl LocalInstance {
     /// quick; no release's script is known to be safe run beside another's.
     pub fn survey(&self) -> Result<Survey, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
+        let mut runs = Vec::new();
         let results: Vec<_> = discovery
             .jobs
             .iter()
-            .map(|job| self.metadata_of(job))
+            .map(|job| self.metadata_of(job, &mut runs))
             .collect();
         Ok(Survey {
+            runs,
             jobs: discovery.jobs.into_iter().zip(results).collect(),
             ignored: discovery
                 .ignored
@@ -320,6 +332,7 @@ impl LocalInstance {
     /// [`Instance::describe_for_cleanup`]).
     fn describe_with(&mut self, for_cleanup: bool) -> Result<Description, InstanceError> {
         let survey = self.survey()?;
+        let metadata_runs = survey.runs;
         let mut skipped = survey.ignored;
         let mut jobs = Vec::new();
         let mut kept = BTreeMap::new();
@@ -381,6 +394,7 @@ impl LocalInstance {
             store_path: store.path().display().to_string(),
             journal,
             problems,
+            metadata_runs,
         })
     }
 

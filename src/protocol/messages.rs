@@ -167,6 +167,10 @@ pub enum AgentMessage {
         id: Option<u64>,
         code: ErrorCode,
         message: String,
+        /// The failed script behind the error (a metadata script failing `describe`), so the
+        /// driver shows it as it shows every script.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<WireReport>,
     },
 }
 
@@ -190,6 +194,9 @@ pub struct WireReport {
     pub duration_ms: u64,
     pub stdout: String,
     pub stderr: String,
+    /// How long before the report was sent the script ended (0 from an older agent).
+    #[serde(default)]
+    pub ended_ms_ago: u64,
 }
 
 fn tail(text: &str) -> String {
@@ -219,7 +226,14 @@ impl From<&ScriptReport> for WireReport {
             duration_ms: r.duration.as_millis() as u64,
             stdout: tail(&r.stdout),
             stderr: tail(&r.stderr),
+            ended_ms_ago: r.ended.elapsed().as_millis() as u64,
         }
+    }
+}
+
+impl From<ScriptReport> for WireReport {
+    fn from(r: ScriptReport) -> Self {
+        WireReport::from(&r)
     }
 }
 
@@ -239,6 +253,11 @@ impl From<WireReport> for ScriptReport {
             duration: Duration::from_millis(r.duration_ms),
             stdout: r.stdout,
             stderr: r.stderr,
+            ended: {
+                let now = std::time::Instant::now();
+                now.checked_sub(Duration::from_millis(r.ended_ms_ago))
+                    .unwrap_or(now)
+            },
         }
     }
 }
@@ -304,6 +323,29 @@ mod tests {
     }
 
     #[test]
+    fn a_report_keeps_when_its_script_ended_across_the_wire() {
+        let ended = std::time::Instant::now() - Duration::from_secs(30);
+        let report = ScriptReport {
+            ended,
+            ..ScriptReport::not_started("j", ScriptKind::Metadata, "x")
+        };
+        let line = serde_json::to_string(&WireReport::from(&report)).unwrap();
+        let back = ScriptReport::from(serde_json::from_str::<WireReport>(&line).unwrap());
+        let ago = back.ended.elapsed();
+        // Not "now": 30 s ago, give or take how long this test takes.
+        assert!(
+            ago >= Duration::from_secs(30) && ago < Duration::from_secs(90),
+            "{ago:?}"
+        );
+        let hostile = WireReport {
+            ended_ms_ago: u64::MAX,
+            duration_ms: u64::MAX,
+            ..WireReport::from(&report)
+        };
+        let _ = ScriptReport::from(hostile).started();
+    }
+
+    #[test]
     fn every_agent_message_round_trips() {
         let report = ScriptReport {
             job: "j".into(),
@@ -312,6 +354,7 @@ mod tests {
             duration: Duration::from_millis(1600),
             stdout: "out\n".into(),
             stderr: "ünï\n".into(),
+            ended: std::time::Instant::now(),
         };
         let wire = WireReport::from(&report);
         let messages = [
@@ -331,6 +374,13 @@ mod tests {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "no".into(),
+                report: None,
+            },
+            AgentMessage::Error {
+                id: Some(4),
+                code: ErrorCode::Instance,
+                message: "job 'db': metadata script failed".into(),
+                report: Some(wire.clone()),
             },
         ];
         for m in messages {

@@ -201,7 +201,20 @@ impl Session {
         };
         match result {
             Ok(value) => self.send(&AgentMessage::Ok { id, result: value }),
-            Err(e) => self.error(Some(id), ErrorCode::Instance, e.to_string()),
+            Err(e) => {
+                let report = match &e {
+                    InstanceError::MetadataScript { report, .. } => {
+                        Some(WireReport::from(report.for_console()))
+                    }
+                    _ => None,
+                };
+                self.send(&AgentMessage::Error {
+                    id: Some(id),
+                    code: ErrorCode::Instance,
+                    message: e.to_string(),
+                    report,
+                })
+            }
         }
     }
 
@@ -328,7 +341,12 @@ impl Session {
     }
 
     fn error(&self, id: Option<u64>, code: ErrorCode, message: String) {
-        self.send(&AgentMessage::Error { id, code, message });
+        self.send(&AgentMessage::Error {
+            id,
+            code,
+            message,
+            report: None,
+        });
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Deployment {
     /// The command that cleans up after a run of this deployment, without its last word
     /// (`backup-cleanup` or `restore-cleanup`): named as a failed run's next step.
     pub cleanup_via: Option<String>,
+    /// Whether [`Deployment::describe`] gives the console a line (or event) per metadata
+    /// script, as for every other script; off where stdout holds JSON (`plan --json`).
+    pub show_metadata_runs: bool,
 }
 
 impl Deployment {
@@ -48,6 +51,7 @@ impl Deployment {
             descriptions: Vec::new(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cleanup_via: None,
+            show_metadata_runs: true,
         }
     }
 
@@ -129,10 +133,24 @@ impl Deployment {
         self.descriptions.clear();
         for (i, result) in results {
             match result {
-                Ok(description) => self.descriptions.push(description),
+                Ok(mut description) => {
+                    for report in std::mem::take(&mut description.metadata_runs) {
+                        if self.show_metadata_runs {
+                            console.script(self.id(i), &report);
+                        } else if !report.success() {
+                            console.script_output(self.id(i), &report);
+                        }
+                    }
+                    console.described(self.id(i), &description.jobs);
+                    self.descriptions.push(description)
+                }
                 Err(e) => {
                     if let crate::instance::InstanceError::MetadataScript { report, .. } = &e {
-                        console.script_output(self.id(i), report);
+                        if self.show_metadata_runs {
+                            console.script(self.id(i), report);
+                        } else {
+                            console.script_output(self.id(i), report);
+                        }
                     }
                     errors.push(format!("{}: {e}", self.id(i)));
                 }
