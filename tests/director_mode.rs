@@ -177,7 +177,8 @@ fn a_director_that_never_answers_stops_at_the_connect_timeout_before_any_lock() 
     let d = director(KnownHost::Its);
     let artifacts = d.vm.artifacts().display().to_string();
     let run = d.run_remote(
-        "sleep 300",
+        // Waits as a host that drops packets would, and ends once its session does.
+        "cat >/dev/null",
         &[
             "--connect-timeout",
             "3s",
