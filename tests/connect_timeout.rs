@@ -141,3 +141,15 @@ fn a_zero_connect_timeout_is_refused() {
         .assert_stderr_contains("give more than 0s");
     assert!(fleet.calls().is_empty(), "{:?}", fleet.calls());
 }
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_and_named() {
+    let mut fleet = Fleet::new();
+    fleet.add("db", 0).job("db").recording_locks();
+    let inventory = fleet.inventory_with(|_| "trap '' TERM; sleep 300; echo".to_string());
+    let run = backup(&fleet, &inventory, &["--connect-timeout", "1s"], &[]);
+    run.assert_code(1).assert_stderr_contains(
+        "db/0: cannot reach the agent with `trap '' TERM; sleep 300; echo`: no answer within 1s",
+    );
+    assert!(fleet.calls().is_empty(), "{:?}", fleet.calls());
+}
