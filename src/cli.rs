@@ -112,6 +112,11 @@ pub struct DeploymentArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = crate::workflow::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
+    /// How long each VM's command may take to start and answer, before the run stops with
+    /// that VM named (before anything is locked) [default: 60s].
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_connect_timeout)]
+    pub connect_timeout: Option<Duration>,
+
     #[command(flatten)]
     pub scripts: ScriptArgs,
 
@@ -133,6 +138,10 @@ pub struct DirectorModeArgs {
     /// The user's private SSH key.
     #[arg(long, value_name = "FILE")]
     pub private_key_path: PathBuf,
+
+    /// How long the SSH command may take to start and answer [default: 60s].
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_connect_timeout)]
+    pub connect_timeout: Option<Duration>,
 
     #[command(flatten)]
     pub scripts: ScriptArgs,
@@ -243,6 +252,16 @@ fn parse_limit(text: &str) -> Result<Limit, String> {
     match text {
         "none" => Ok(Limit(None)),
         _ => crate::duration::parse(text).map(|d| Limit(Some(d))),
+    }
+}
+
+/// A duration more than zero: a zero limit would end every session before it could answer.
+fn parse_connect_timeout(text: &str) -> Result<Duration, String> {
+    match crate::duration::parse(text)? {
+        d if d.is_zero() => Err(format!(
+            "'{text}' would end every session at once: give more than 0s, like 30s or 2m"
+        )),
+        d => Ok(d),
     }
 }
 

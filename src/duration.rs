@@ -36,6 +36,20 @@ pub fn format(d: Duration) -> String {
     }
 }
 
+/// A limit as an operator would write it: `500ms`, `2s`, `60s`, `5m`, else as [`format`].
+pub fn format_limit(d: Duration) -> String {
+    let millis = d.as_millis();
+    if millis.is_multiple_of(60_000) && millis >= 600_000 {
+        format!("{}m", millis / 60_000)
+    } else if millis.is_multiple_of(1_000) && millis < 600_000 {
+        format!("{}s", millis / 1_000)
+    } else if millis < 1_000 {
+        format!("{millis}ms")
+    } else {
+        format(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +70,14 @@ mod tests {
         assert_eq!(format(Duration::from_millis(850)), "850ms");
         assert_eq!(format(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(format(Duration::from_secs(245)), "4m05s");
+    }
+
+    #[test]
+    fn formats_limits_as_written() {
+        assert_eq!(format_limit(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_limit(Duration::from_secs(2)), "2s");
+        assert_eq!(format_limit(Duration::from_secs(60)), "60s");
+        assert_eq!(format_limit(Duration::from_secs(1200)), "20m");
+        assert_eq!(format_limit(Duration::from_millis(1500)), "1.5s");
     }
 }

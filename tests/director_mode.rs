@@ -52,6 +52,12 @@ fn director(known: KnownHost) -> Director {
 
 impl Director {
     fn run(&self, args: &[&str]) -> Run {
+        let remote = format!("{AGENT} --root {} serve", self.vm.root().display());
+        self.run_remote(&remote, args)
+    }
+
+    /// [`Director::run`] with `remote` as the command run over SSH on the director.
+    fn run_remote(&self, remote: &str, args: &[&str]) -> Run {
         let host = format!("127.0.0.1:{}", self.sshd.port);
         let mut command = Command::new(AGENT);
         command
@@ -67,10 +73,7 @@ impl Director {
             .args(args)
             .current_dir(self.vm.dir.path())
             .env("HOME", self.home.path())
-            .env(
-                "BBR_AGENT_REMOTE_COMMAND",
-                format!("{AGENT} --root {} serve", self.vm.root().display()),
-            );
+            .env("BBR_AGENT_REMOTE_COMMAND", remote);
         Run::of(&mut command, self.vm.dir.path())
     }
 
@@ -166,5 +169,26 @@ fn a_director_whose_host_key_is_another_stops_before_any_lock() {
     run.assert_code(1);
     run.assert_stderr_contains("bosh/0");
     run.assert_stderr_contains("the VM's SSH host key is not the one expected");
+    d.nothing_ran(&run.explain());
+}
+
+#[test]
+fn a_director_that_never_answers_stops_at_the_connect_timeout_before_any_lock() {
+    let d = director(KnownHost::Its);
+    let artifacts = d.vm.artifacts().display().to_string();
+    let run = d.run_remote(
+        // Waits as a host that drops packets would, and ends once its session does.
+        "cat >/dev/null",
+        &[
+            "--connect-timeout",
+            "3s",
+            "backup",
+            "--artifact-path",
+            &artifacts,
+        ],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("bosh/0: cannot reach the agent with `ssh ")
+        .assert_stderr_contains("no answer within 3s: check that the VM is reachable");
     d.nothing_ran(&run.explain());
 }

@@ -4,8 +4,11 @@
 
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
-use crate::driver::RemoteInstance;
+use std::sync::Arc;
+
+use crate::driver::connecting::Connecting;
 use crate::driver::inventory;
+use crate::driver::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};
 use crate::error::AppError;
 use crate::instance::Instance;
 use crate::protocol::WireSettings;
@@ -64,6 +67,9 @@ pub fn remote_instances(
     cleanup_via: Option<String>,
 ) -> Vec<Box<dyn Instance>> {
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
+    let limit = args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let console = Arc::clone(&ctx.console);
+    let connecting = Connecting::new(Arc::new(move |line: &str| console.info(line)));
     targets
         .iter()
         .map(|t| {
@@ -74,7 +80,8 @@ pub fn remote_instances(
                 settings.clone(),
                 ctx.console.script_lines(),
             )
-            .with_cleanup_via(cleanup_via.clone());
+            .with_cleanup_via(cleanup_via.clone())
+            .with_connect_timeout(limit, connecting.clone());
             Box::new(instance) as Box<dyn Instance>
         })
         .collect()

@@ -34,6 +34,7 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         inventory: None,
         director: Default::default(),
         max_in_flight: 1,
+        connect_timeout: args.connect_timeout,
         scripts: args.scripts.clone(),
         command: args.command.clone(),
     };

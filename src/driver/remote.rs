@@ -3,11 +3,12 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::connecting::Connecting;
 use super::session_command;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
@@ -30,6 +31,10 @@ use nix::unistd::Pid;
 const STDERR_TAIL: usize = 8 * 1024;
 /// How long a finished session may take to exit before it is killed.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// `--connect-timeout`'s default: how long a session may take to answer `hello`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a session that did not answer in time has after SIGTERM, before SIGKILL.
+const HELLO_KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub struct RemoteInstance {
     id: InstanceId,
@@ -39,6 +44,10 @@ pub struct RemoteInstance {
     command: String,
     settings: WireSettings,
     lines: ScriptLines,
+    /// How long starting the command and its `hello` answer may take.
+    connect_timeout: Duration,
+    /// The run's sessions still connecting, named every 10s.
+    connecting: Option<Connecting>,
     conn: Option<Connection>,
     /// Why the session was lost, once it was.
     lost: Option<String>,
@@ -53,7 +62,13 @@ struct Connection {
     to_agent: BufWriter<File>,
     from_agent: BufReader<File>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Whether `hello` was answered in time: [`HELLO_WAITING`], ...
+    hello: Arc<AtomicU8>,
 }
+
+const HELLO_WAITING: u8 = 0;
+const HELLO_ANSWERED: u8 = 1;
+const HELLO_TIMED_OUT: u8 = 2;
 
 impl RemoteInstance {
     pub fn new(
@@ -70,6 +85,8 @@ impl RemoteInstance {
             command: command.to_string(),
             settings,
             lines,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connecting: None,
             conn: None,
             lost: None,
             next_id: 0,
@@ -83,6 +100,18 @@ impl RemoteInstance {
         self
     }
 
+    /// Ends the session when starting it and its `hello` answer take longer than `limit`;
+    /// while it connects, `connecting` names it.
+    pub fn with_connect_timeout(
+        mut self,
+        limit: Duration,
+        connecting: Connecting,
+    ) -> RemoteInstance {
+        self.connect_timeout = limit;
+        self.connecting = Some(connecting);
+        self
+    }
+
     /// Starts the agent command and says hello; once per run.
     fn connect(&mut self) -> Result<(), InstanceError> {
         if self.conn.is_some() {
@@ -91,15 +120,20 @@ impl RemoteInstance {
         if let Some(why) = &self.lost {
             return Err(self.unreachable(why.clone(), String::new()));
         }
+        let _pending = self.connecting.as_ref().map(|c| c.start(&self.id));
         // Its own group: the session ends when the driver is interrupted (below), not
         // half-way through a terminal's Ctrl-C to every process at once.
         let child = session_command::spawn(&self.command)
             .map_err(|e| self.unreachable(format!("cannot start it: {e}"), String::new()))?;
         let ended = Arc::new(AtomicBool::new(false));
+        let hello_state = Arc::new(AtomicU8::new(HELLO_WAITING));
         let pid = child.pid;
-        watch_for_interruption(
+        watch_session(
             ProcessGroup::led_by(pid.as_raw() as u32),
             Arc::clone(&ended),
+            Arc::clone(&hello_state),
+            // None only for a limit past the end of time: no limit.
+            Instant::now().checked_add(self.connect_timeout),
         );
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr;
@@ -127,6 +161,7 @@ impl RemoteInstance {
             from_agent: BufReader::with_capacity(64 * 1024, from_agent),
             pid,
             stderr,
+            hello: Arc::clone(&hello_state),
         });
         let hello = Op::Hello {
             protocol: PROTOCOL_VERSION,
@@ -140,6 +175,18 @@ impl RemoteInstance {
                 InstanceError::Protocol(format!("{}: a bad hello answer: {e}", self.id))
             })
         });
+        // An answer that came as the watcher ended the session counts as none.
+        let in_time = hello_state
+            .compare_exchange(
+                HELLO_WAITING,
+                HELLO_ANSWERED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok();
+        if !in_time && self.conn.is_some() {
+            return Err(self.lose(String::new()));
+        }
         match result {
             Ok(hello) if hello.protocol == PROTOCOL_VERSION => Ok(()),
             Ok(hello) => {
@@ -256,10 +303,17 @@ impl RemoteInstance {
         }
     }
 
-    /// Marks the session lost and says why, with the command's stderr.
-    fn lose(&mut self, why: String) -> InstanceError {
+    /// Marks the session lost and says why, with the command's stderr; a session that did
+    /// not answer `hello` in time says that instead.
+    fn lose(&mut self, mut why: String) -> InstanceError {
         let stderr = match self.conn.take() {
             Some(conn) => {
+                if conn.hello.load(Ordering::SeqCst) == HELLO_TIMED_OUT {
+                    why = format!(
+                        "no answer within {}: check that the VM is reachable and that the command works",
+                        crate::duration::format_limit(self.connect_timeout)
+                    );
+                }
                 conn.ended.store(true, Ordering::SeqCst);
                 drop(conn.to_agent);
                 let _ = wait_or_kill(conn.pid, Duration::from_secs(2));
@@ -451,12 +505,39 @@ fn host_key_refused(stderr: &str) -> Option<&str> {
 
 /// When the driver is interrupted (SIGTERM, SIGINT, SIGHUP), ends the session's command, so
 /// the agent at the other end sees its input end and unlocks what it locked, on its own.
-fn watch_for_interruption(session: ProcessGroup, ended: Arc<AtomicBool>) {
+/// When `hello` is not answered by `deadline`, ends it too (SIGTERM, then SIGKILL after a
+/// grace), so the driver's read of the answer ends and the run stops before any lock.
+fn watch_session(
+    session: ProcessGroup,
+    ended: Arc<AtomicBool>,
+    hello: Arc<AtomicU8>,
+    deadline: Option<Instant>,
+) {
     thread::spawn(move || {
+        // When the session was sent SIGTERM for not answering, until it is sent SIGKILL.
+        let mut terminated: Option<Instant> = None;
         while !ended.load(Ordering::SeqCst) {
             if crate::interrupt::is_interrupted() {
-                session.signal(nix::sys::signal::Signal::SIGTERM);
+                session.signal(Signal::SIGTERM);
                 return;
+            }
+            if let Some(at) = terminated {
+                if at.elapsed() >= HELLO_KILL_GRACE {
+                    session.signal(Signal::SIGKILL);
+                    terminated = None;
+                }
+            } else if deadline.is_some_and(|d| Instant::now() >= d)
+                && hello
+                    .compare_exchange(
+                        HELLO_WAITING,
+                        HELLO_TIMED_OUT,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+            {
+                session.signal(Signal::SIGTERM);
+                terminated = Some(Instant::now());
             }
             thread::sleep(Duration::from_millis(50));
         }
