@@ -134,7 +134,11 @@ fn cleanup_command(target: &str, user: &str, ca: Option<&str>, deployment: &str)
         quote(user).into_owned(),
     ];
     if let Some(path) = ca.filter(|c| !c.contains("-----BEGIN")) {
-        words.extend(["--ca-cert".to_string(), quote(path).into_owned()]);
+        // Absolute: the line is shown later, from another directory or off a VM's journal.
+        let path = std::path::absolute(path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| path.to_string());
+        words.extend(["--ca-cert".to_string(), quote(&path).into_owned()]);
     }
     words.extend(["--deployment".to_string(), quote(deployment).into_owned()]);
     words.join(" ")
@@ -154,6 +158,12 @@ mod tests {
                 "cf"
             ),
             "bbr-agent deployment --target https://10.0.0.6:25555 --username bbr_client --ca-cert /ca.pem --deployment cf"
+        );
+        let relative = cleanup_command("10.0.0.6", "u", Some("ca.pem"), "cf");
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            relative.contains(&format!("--ca-cert {}", cwd.join("ca.pem").display())),
+            "{relative}"
         );
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
         assert_eq!(

@@ -42,7 +42,11 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         "bbr-agent director --host {} --username {} --private-key-path {}",
         quote(&args.host),
         quote(&args.username),
-        quote(&args.private_key_path.to_string_lossy())
+        quote(
+            &std::path::absolute(&args.private_key_path)
+                .unwrap_or_else(|_| args.private_key_path.clone())
+                .to_string_lossy()
+        )
     );
     run_targets(
         ctx,

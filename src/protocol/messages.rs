@@ -237,6 +237,10 @@ impl From<ScriptReport> for WireReport {
     }
 }
 
+/// The longest time a VM may report for a script (its duration, or how long ago it ended):
+/// a week.
+const MAX_REPORTED_MS: u64 = 7 * 24 * 3600 * 1000;
+
 impl From<WireReport> for ScriptReport {
     fn from(r: WireReport) -> Self {
         ScriptReport {
@@ -250,12 +254,14 @@ impl From<WireReport> for ScriptReport {
                 WireEnd::NotStarted(why) => ScriptEnd::NotStarted(why),
                 WireEnd::ArtifactRefused(why) => ScriptEnd::ArtifactRefused(why),
             },
-            duration: Duration::from_millis(r.duration_ms),
+            // Times from a VM are capped: no script of a run lasts longer, and an absurd one
+            // must not stretch the report's timeline (or anything else) without bound.
+            duration: Duration::from_millis(r.duration_ms.min(MAX_REPORTED_MS)),
             stdout: r.stdout,
             stderr: r.stderr,
             ended: {
                 let now = std::time::Instant::now();
-                now.checked_sub(Duration::from_millis(r.ended_ms_ago))
+                now.checked_sub(Duration::from_millis(r.ended_ms_ago.min(MAX_REPORTED_MS)))
                     .unwrap_or(now)
             },
         }
@@ -342,7 +348,11 @@ mod tests {
             duration_ms: u64::MAX,
             ..WireReport::from(&report)
         };
-        let _ = ScriptReport::from(hostile).started();
+        let hostile = ScriptReport::from(hostile);
+        let _ = hostile.started();
+        let week = Duration::from_millis(MAX_REPORTED_MS);
+        assert_eq!(hostile.duration, week, "a VM's duration is capped");
+        assert!(hostile.ended.elapsed() <= week + Duration::from_secs(60));
     }
 
     #[test]
