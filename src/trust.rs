@@ -99,8 +99,26 @@ impl Trust {
         if !self.enforced {
             return Ok(());
         }
+        // The path to a job's scripts is judged once for all of them (its `bin/bbr`), then
+        // each script in it: the same judgements as one walk per script, a tenth the calls.
+        let mut dir: Option<(PathBuf, OwnedFd, PathBuf)> = None;
         for script in job.scripts.values() {
-            let judged = walk(script).map_err(|(path, why)| untrusted(job, path, why))?;
+            let judged = match (script.parent(), script.file_name()) {
+                (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+                    if dir.as_ref().is_none_or(|(p, _, _)| p != parent) {
+                        let Resolved::Dir(fd, reached) = resolve(parent, Want::Dir)
+                            .map_err(|(path, why)| untrusted(job, path, why))?
+                        else {
+                            unreachable!("asked for a directory")
+                        };
+                        dir = Some((parent.to_path_buf(), fd, reached));
+                    }
+                    let (_, fd, reached) = dir.as_ref().expect("set above");
+                    judge_in(fd, reached, name)
+                }
+                _ => walk(script),
+            }
+            .map_err(|(path, why)| untrusted(job, path, why))?;
             self.judged_scripts().insert(script.clone(), judged);
         }
         Ok(())
@@ -143,6 +161,27 @@ fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
 /// nothing can be swapped between a judgement and the next step. The error names the
 /// offending component by the path that reached it.
 fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
+    match resolve(script, Want::File)? {
+        Resolved::File(judged) => Ok(judged),
+        Resolved::Dir(..) => unreachable!("asked for a file"),
+    }
+}
+
+/// What [`resolve`] is to find at the end of the path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    File,
+    Dir,
+}
+
+enum Resolved {
+    File(Judged),
+    /// A judged directory, open, and the path that reached it.
+    Dir(OwnedFd, PathBuf),
+}
+
+/// As [`walk`], for a directory (`Want::Dir`: returned open, judged) or a script.
+fn resolve(script: &Path, want: Want) -> Result<Resolved, (PathBuf, String)> {
     let absolute = if script.is_absolute() {
         script.to_path_buf()
     } else {
@@ -197,27 +236,64 @@ fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
             }
             pending.extend(names_of(target));
         } else if kind == SFlag::S_IFDIR {
-            if pending.is_empty() {
+            if pending.is_empty() && want == Want::File {
                 return Err((here, "is a directory, not a script".to_string()));
             }
             judge(&stat).map_err(|why| (here.clone(), why))?;
             dirs.push((fd, here));
         } else if kind == SFlag::S_IFREG {
-            if !pending.is_empty() {
+            if !pending.is_empty() || want == Want::Dir {
                 return Err((here, "is not a directory".to_string()));
             }
             judge(&stat).map_err(|why| (here, why))?;
-            return Ok(Judged {
-                dev: stat.st_dev,
-                ino: stat.st_ino,
-                size: stat.st_size,
-                mtime: (stat.st_mtime, stat.st_mtime_nsec),
-            });
+            return Ok(Resolved::File(judged_as(&stat)));
         } else {
             return Err((here, "is not a regular file".to_string()));
         }
     }
-    Err((absolute, "is a directory, not a script".to_string()))
+    match want {
+        Want::Dir => {
+            let (fd, path) = dirs.pop().expect("`/` is never popped");
+            Ok(Resolved::Dir(fd, path))
+        }
+        Want::File => Err((absolute, "is a directory, not a script".to_string())),
+    }
+}
+
+fn judged_as(stat: &FileStat) -> Judged {
+    Judged {
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+        size: stat.st_size,
+        mtime: (stat.st_mtime, stat.st_mtime_nsec),
+    }
+}
+
+/// A script named `name` in a directory `resolve` judged: a regular file, judged. (What
+/// [`walk`] does for its last component, once per script of a directory instead of once per
+/// script from `/`.)
+fn judge_in(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &std::ffi::OsStr,
+) -> Result<Judged, (PathBuf, String)> {
+    let here = dir_path.join(name);
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let examine = |e: nix::Error| (here.clone(), format!("cannot be examined ({e})"));
+    let fd = openat(dir, name, flags, Mode::empty()).map_err(examine)?;
+    let stat = fstat(&fd).map_err(examine)?;
+    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFLNK {
+        return Err((here, "is a symlink, not a regular file".to_string()));
+    }
+    if kind == SFlag::S_IFDIR {
+        return Err((here, "is a directory, not a script".to_string()));
+    }
+    if kind != SFlag::S_IFREG {
+        return Err((here, "is not a regular file".to_string()));
+    }
+    judge(&stat).map_err(|why| (here.clone(), why))?;
+    Ok(judged_as(&stat))
 }
 
 /// The names of `path` after its root, reversed (the first to resolve last); `.` dropped.
