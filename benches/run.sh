@@ -167,8 +167,8 @@ timed() {
 }
 
 # The duration at the end of bbr-agent's own drain or copy line, in nanoseconds. $1 is an ERE
-# with one group for the line's keyword: the line reads "bench/0 bench drain: 2081 files,
-# 512.1 MiB in 1.4s" (older builds: "drained 2081 files to X.tar in 1.4s"); durations are
+# with one group for the line's keyword: the line reads "bench/0 bench: backup copied from the VM: 2081 files,
+# 512.1 MiB in 1.4s" (older builds: "bench/0 bench drain: ..."); durations are
 # 812ms, 1.4s or 1m02s.
 line_ns() {
   local pattern=$1 log=$2
@@ -356,7 +356,7 @@ say "drain: $SIZE_LABEL ($DATA_FILES files), 1 warm-up + $RUNS runs of each, alt
 for RUN in $(seq 0 "$RUNS"); do
   settle
   timed agent_backup backup "$WORK/inv-data.yml" "$ART/agent"
-  ns=$(line_ns "(drained|drain:)" "$LOGS/agent_backup.$RUN")
+  ns=$(line_ns "(copied from the VM:|drain:)" "$LOGS/agent_backup.$RUN")
   record agent_drain_line "$RUN" "${ns:-0}"
   if [ "$RUN" = 0 ]; then
     # Once: the three tools must agree on every checksum.
@@ -403,7 +403,7 @@ say "restore: $SIZE_LABEL, 1 warm-up + $RUNS runs of each, alternating"
 for RUN in $(seq 0 "$RUNS"); do
   settle
   timed agent_restore restore "$WORK/inv-data.yml" "$RESTORE_DATA"
-  ns=$(line_ns "(copied|copy:)" "$LOGS/agent_restore.$RUN")
+  ns=$(line_ns "(copied to the VM:|copy:)" "$LOGS/agent_restore.$RUN")
   record agent_copy_line "$RUN" "${ns:-0}"
   settle
 

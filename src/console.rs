@@ -313,8 +313,14 @@ impl Console {
             output_tail: String::new(),
         });
         match self.format {
+            // BBR's words for a person ("copying backup"); the event keeps the phase's name.
             Format::Human => self.info(format!(
-                "{id} {job} {phase}: {}, {} in {}",
+                "{id} {job}: {}: {}, {} in {}",
+                match phase {
+                    "drain" => "backup copied from the VM",
+                    "copy" => "backup copied to the VM",
+                    other => other,
+                },
                 file_count(files),
                 human_bytes(bytes),
                 crate::duration::format(duration)

@@ -120,3 +120,33 @@ fn a_plan_says_which_jobs_run_side_by_side() {
         restore.explain()
     );
 }
+
+#[test]
+fn transfers_read_as_bbr_says_them_not_as_drain_and_copy() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").recording_locks().copying_backup_restore();
+    common::write_file(&vm.data_dir("store").join("one"), b"1");
+    let backup = vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ]);
+    backup
+        .assert_success()
+        .assert_stdout_contains("backend/0 store: backup copied from the VM: 1 file, ");
+    let restore = vm.agent(&[
+        "restore",
+        "--artifact-path",
+        vm.artifact_dir().to_str().unwrap(),
+    ]);
+    restore
+        .assert_success()
+        .assert_stdout_contains("backend/0 store: backup copied to the VM: 1 file, ");
+    for run in [&backup, &restore] {
+        assert!(
+            !run.stdout.contains(" drain:") && !run.stdout.contains(" copy:"),
+            "jargon a BBR user does not know\n{}",
+            run.explain()
+        );
+    }
+}

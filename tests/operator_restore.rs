@@ -269,7 +269,8 @@ fn ctrl_c_during_a_restores_copy_stops_it_at_once_and_says_the_operator_interrup
     );
     let (stdout, stderr) = driver.output();
     assert!(
-        !stdout.contains("db copy:") && !stderr.contains("db copy:"),
+        !stdout.contains("db: backup copied to the VM:")
+            && !stderr.contains("db: backup copied to the VM:"),
         "the copy ran to its end\n{}",
         driver.explain()
     );
