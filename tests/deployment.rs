@@ -158,6 +158,19 @@ fn restore_is_refused_before_any_vm_is_touched_when_an_instance_is_missing() {
     }
 }
 
+/// Flips one byte of a file of sevens in `tar`, `offset` bytes into the first run of them:
+/// the checksum no longer matches, and the tar itself stays well-formed.
+fn flip_a_seven(tar: &std::path::Path, offset: usize) {
+    let mut bytes = fs::read(tar).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .expect("a run of sevens in the tar")
+        + offset;
+    bytes[at] = 8;
+    fs::write(tar, bytes).unwrap();
+}
+
 /// A tar corrupted on its last VM stops the restore before any lock or restore script on any
 /// VM, names the tar and the file, and leaves no store behind.
 #[test]
@@ -167,15 +180,8 @@ fn a_corrupted_tar_stops_the_restore_before_any_script_on_any_vm() {
     fleet.backup(&inventory, &[]).assert_success();
     let artifact = fleet.artifact_dir();
     let tar = artifact.join("blob-0-blob.tar");
-    let mut bytes = fs::read(&tar).unwrap();
     // A byte of objects/aa/bb (100,000 sevens) flipped; the tar itself stays well-formed.
-    let at = bytes
-        .windows(64)
-        .position(|w| w.iter().all(|&b| b == 7))
-        .unwrap()
-        + 500;
-    bytes[at] = 8;
-    fs::write(&tar, bytes).unwrap();
+    flip_a_seven(&tar, 500);
     fs::write(fleet.log_path(), "").unwrap();
 
     let run = fleet.driver(
@@ -596,14 +602,7 @@ fn a_corrupted_tar_is_refused_before_any_vm_is_reached() {
     fleet.backup(&inventory, &[]).assert_success();
     let artifact = fleet.artifact_dir();
     let tar = artifact.join("blob-0-blob.tar");
-    let mut bytes = fs::read(&tar).unwrap();
-    let at = bytes
-        .windows(64)
-        .position(|w| w.iter().all(|&b| b == 7))
-        .unwrap()
-        + 100;
-    bytes[at] = 8;
-    fs::write(&tar, bytes).unwrap();
+    flip_a_seven(&tar, 100);
     fs::write(fleet.log_path(), "").unwrap();
 
     let run = fleet.driver(

@@ -1320,6 +1320,26 @@ fn a_secret_in_the_drivers_environment_reaches_no_script_and_no_output() {
     assert_no_secret(fleet.dir.path(), &env_dir, &exit, 4);
 }
 
+/// A VM whose lock marks its job locked (a file beside the unlock script, which the unlock
+/// removes) and then runs `then_to_unlock` on the unlock script's path (`$U`); returns the
+/// VM and the marker.
+fn vm_whose_lock_then_touches_its_unlock(then_to_unlock: &str) -> (Vm, PathBuf) {
+    let vm = Vm::with_identity("acme", "backend");
+    let job = vm.job("db");
+    job.script("backup", "echo \"$ME\" >> \"$LOG\"");
+    job.script("post-backup-unlock", "rm -f \"$0.locked\"");
+    let unlock = job.dir.join("bin/bbr/post-backup-unlock");
+    job.script(
+        "pre-backup-lock",
+        &format!(
+            "U='{}'; touch \"$U.locked\"; {then_to_unlock}",
+            unlock.display()
+        ),
+    );
+    let marker = job.dir.join("bin/bbr/post-backup-unlock.locked");
+    (vm, marker)
+}
+
 /// An unlock script that cannot be started (here the re-check before its spawn refuses it:
 /// its content changed after the run's first script) has unlocked nothing: the journal keeps
 /// the job as locked, so the next backup is refused and names the cleanup, instead of
@@ -1330,22 +1350,11 @@ fn an_unlock_that_never_started_is_not_recorded_as_attempted() {
         eprintln!("skipped: the agent checks scripts only as root");
         return;
     }
-    let vm = Vm::with_identity("acme", "backend");
-    let job = vm.job("db");
-    job.script("backup", "echo \"$ME\" >> \"$LOG\"");
-    job.script("post-backup-unlock", "rm -f \"$0.locked\"");
-    let unlock = job.dir.join("bin/bbr/post-backup-unlock");
-    job.script(
-        "pre-backup-lock",
-        &format!(
-            "touch '{u}.locked'; echo '# changed' >> '{u}'",
-            u = unlock.display()
-        ),
-    );
+    let (vm, marker) = vm_whose_lock_then_touches_its_unlock("echo '# changed' >> \"$U\"");
     let exit = run_agent(&vm, &strs(&backup_args(&vm)));
     assert_eq!(exit.code, Some(8), "{}", exit.explain);
     assert!(
-        job.dir.join("bin/bbr/post-backup-unlock.locked").exists(),
+        marker.exists(),
         "the unlock did not run, so the job is still locked\n{}",
         exit.explain
     );
@@ -1364,23 +1373,10 @@ fn an_unlock_that_never_started_is_not_recorded_as_attempted() {
 /// modes) does not keep the unlock from running.
 #[test]
 fn an_unlock_chmodded_to_the_same_mode_mid_run_still_runs() {
-    let vm = Vm::with_identity("acme", "backend");
-    let job = vm.job("db");
-    job.script("backup", "echo \"$ME\" >> \"$LOG\"");
-    job.script("post-backup-unlock", "rm -f \"$0.locked\"");
-    let unlock = job.dir.join("bin/bbr/post-backup-unlock");
-    job.script(
-        "pre-backup-lock",
-        &format!(
-            "touch '{u}.locked'; chmod 0755 '{u}'; chown 0:0 '{u}' 2>/dev/null; true",
-            u = unlock.display()
-        ),
+    let (vm, marker) = vm_whose_lock_then_touches_its_unlock(
+        "chmod 0755 \"$U\"; chown 0:0 \"$U\" 2>/dev/null; true",
     );
     let exit = run_agent(&vm, &strs(&backup_args(&vm)));
     exit.assert_code(0);
-    assert!(
-        !job.dir.join("bin/bbr/post-backup-unlock.locked").exists(),
-        "the unlock did not run\n{}",
-        exit.explain
-    );
+    assert!(!marker.exists(), "the unlock did not run\n{}", exit.explain);
 }
