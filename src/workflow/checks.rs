@@ -85,7 +85,7 @@ pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
 /// ran it, the local one otherwise.
 pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
     let mut errors = Vec::new();
-    for (i, description) in dep.descriptions.iter().enumerate() {
+    for (i, description) in dep.descriptions() {
         if let Some(journal) = &description.journal {
             let mut left = Vec::new();
             for l in &journal.locked {

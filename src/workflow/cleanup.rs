@@ -51,7 +51,7 @@ fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
             );
         }
         dep.leave_out(&failed.iter().map(|(i, _)| *i).collect());
-        if dep.instances.is_empty() {
+        if dep.is_empty() {
             return outcome;
         }
     }
@@ -100,7 +100,7 @@ fn end_strays(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
 /// what it cannot do (unlock a job whose scripts are not trusted).
 fn report_problems(dep: &Deployment, side: LockSide, outcome: &mut Outcome, console: &Console) {
     let unlock = unlock_kind(side);
-    for (i, d) in dep.descriptions.iter().enumerate() {
+    for (i, d) in dep.descriptions() {
         let id = dep.id(i);
         if let Some(unreadable) = d.journal.as_ref().and_then(|j| j.unreadable.as_ref()) {
             console.warn(format!(
@@ -151,16 +151,18 @@ fn to_unlock(dep: &Deployment, command_side: LockSide, lock_side: LockSide) -> B
     let lock = lock_kind(lock_side);
     dep.jobs()
         .into_iter()
-        .filter(|&r| match &dep.descriptions[r.instance].journal {
-            Some(journal) => {
-                journal
-                    .locked
-                    .iter()
-                    .any(|l| l.lock == lock && l.job == dep.job(r).name)
-                    || (journal.unreadable.is_some() && lock_side == command_side)
-            }
-            None => lock_side == command_side,
-        })
+        .filter(
+            |&r| match dep.description(r.instance).and_then(|d| d.journal.as_ref()) {
+                Some(journal) => {
+                    journal
+                        .locked
+                        .iter()
+                        .any(|l| l.lock == lock && l.job == dep.job(r).name)
+                        || (journal.unreadable.is_some() && lock_side == command_side)
+                }
+                None => lock_side == command_side,
+            },
+        )
         .collect()
 }
 
@@ -171,9 +173,7 @@ fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &C
     for side in [LockSide::Backup, LockSide::Restore] {
         let (lock, kind) = (lock_kind(side), unlock_kind(side));
         let chosen: Vec<(usize, Vec<String>)> = dep
-            .descriptions
-            .iter()
-            .enumerate()
+            .descriptions()
             .filter_map(|(i, d)| {
                 let names: Vec<String> = d
                     .journal

@@ -28,11 +28,16 @@ pub enum LockSide {
     Restore,
 }
 
+/// One instance of the deployment and, once [`Deployment::describe`] had it, what it holds:
+/// kept together, so a description cannot drift to another instance's place when one fails.
+struct Member {
+    instance: Box<dyn Instance>,
+    description: Option<Description>,
+}
+
 pub struct Deployment {
     pub name: String,
-    pub instances: Vec<Box<dyn Instance>>,
-    /// One per instance, after [`Deployment::describe`].
-    pub descriptions: Vec<Description>,
+    members: Vec<Member>,
     /// How many instances may be worked on at once.
     pub max_in_flight: usize,
     /// The command that cleans up after a run of this deployment, without its last word
@@ -47,8 +52,13 @@ impl Deployment {
     pub fn new(name: impl Into<String>, instances: Vec<Box<dyn Instance>>) -> Deployment {
         Deployment {
             name: name.into(),
-            instances,
-            descriptions: Vec::new(),
+            members: instances
+                .into_iter()
+                .map(|instance| Member {
+                    instance,
+                    description: None,
+                })
+                .collect(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cleanup_via: None,
             show_metadata_runs: true,
@@ -69,10 +79,10 @@ impl Deployment {
     ) -> Vec<(usize, R)> {
         let mut extras: BTreeMap<usize, X> = chosen.into_iter().collect();
         let work: Vec<_> = self
-            .instances
+            .members
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, instance)| extras.remove(&i).map(|x| (i, instance, x)))
+            .filter_map(|(i, m)| extras.remove(&i).map(|x| (i, &mut m.instance, x)))
             .collect();
         bounded_map(work, self.max_in_flight, |(i, instance, x)| {
             (i, f(i, instance.as_mut(), x))
@@ -80,11 +90,38 @@ impl Deployment {
     }
 
     pub(super) fn all(&self) -> Vec<(usize, ())> {
-        (0..self.instances.len()).map(|i| (i, ())).collect()
+        (0..self.members.len()).map(|i| (i, ())).collect()
+    }
+
+    /// How many instances the deployment has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 
     pub fn id(&self, instance: usize) -> &InstanceId {
-        self.instances[instance].id()
+        self.members[instance].instance.id()
+    }
+
+    /// The instance at `position`, for an operation on it alone.
+    pub fn instance(&mut self, position: usize) -> &mut dyn Instance {
+        self.members[position].instance.as_mut()
+    }
+
+    /// What each described instance holds, with its position.
+    pub fn descriptions(&self) -> impl Iterator<Item = (usize, &Description)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.description.as_ref().map(|d| (i, d)))
+    }
+
+    /// What the instance at `position` holds, once it was described.
+    pub fn description(&self, position: usize) -> Option<&Description> {
+        self.members[position].description.as_ref()
     }
 
     /// Claims every instance for this run (their run locks), before anything else happens.
@@ -102,11 +139,13 @@ impl Deployment {
     /// before [`Deployment::describe`], which describes the instances that are left.
     pub fn leave_out(&mut self, positions: &BTreeSet<usize>) {
         let mut position = 0;
-        self.instances.retain(|_| {
+        self.members.retain(|_| {
             position += 1;
             !positions.contains(&(position - 1))
         });
-        self.descriptions.clear();
+        for m in &mut self.members {
+            m.description = None;
+        }
     }
 
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
@@ -130,7 +169,9 @@ impl Deployment {
             }
         });
         let mut errors = Vec::new();
-        self.descriptions.clear();
+        for m in &mut self.members {
+            m.description = None;
+        }
         for (i, result) in results {
             match result {
                 Ok(mut description) => {
@@ -142,7 +183,7 @@ impl Deployment {
                         }
                     }
                     console.described(self.id(i), &description.jobs);
-                    self.descriptions.push(description)
+                    self.members[i].description = Some(description);
                 }
                 Err(e) => {
                     if let crate::instance::InstanceError::MetadataScript { report, .. } = &e {
@@ -164,14 +205,15 @@ impl Deployment {
     }
 
     pub fn job(&self, r: JobRef) -> &JobInfo {
-        &self.descriptions[r.instance].jobs[r.job]
+        let description = self.members[r.instance].description.as_ref();
+        &description
+            .expect("a job reference names a described instance")
+            .jobs[r.job]
     }
 
-    /// Every job of every instance, instance by instance.
+    /// Every job of every described instance, instance by instance.
     pub fn jobs(&self) -> Vec<JobRef> {
-        self.descriptions
-            .iter()
-            .enumerate()
+        self.descriptions()
             .flat_map(|(instance, d)| (0..d.jobs.len()).map(move |job| JobRef { instance, job }))
             .collect()
     }
@@ -248,7 +290,11 @@ impl Deployment {
                 .map(|&r| (r, self.job(r).name.clone()))
                 .collect();
             for (r, name) in chosen {
-                for report in self.instances[r.instance].run_scripts(kind, &[name], false, unlock) {
+                for report in
+                    self.members[r.instance]
+                        .instance
+                        .run_scripts(kind, &[name], false, unlock)
+                {
                     console.script(self.id(r.instance), &report);
                     reports.push((r.instance, report));
                 }

@@ -300,9 +300,7 @@ fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), Stri
 /// Every instance of the backup must be in the deployment.
 fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    let ids: Vec<InstanceId> = (0..dep.instances.len())
-        .map(|i| dep.id(i).clone())
-        .collect();
+    let ids: Vec<InstanceId> = (0..dep.len()).map(|i| dep.id(i).clone()).collect();
     for instance in &metadata.instances {
         let id = InstanceId {
             group: instance.name.clone(),
@@ -405,7 +403,8 @@ fn copy_to_instances(
                 let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
-                let received = dep.instances[t.job.instance]
+                let received = dep
+                    .instance(t.job.instance)
                     .receive_artifact(&name, &mut input, &t.checksums)
                     .map_err(|e| format!("{id}: {e}"));
                 input.finish();
