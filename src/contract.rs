@@ -62,46 +62,136 @@ impl ScriptKind {
         ScriptKind::ALL.into_iter().find(|k| k.file_name() == name)
     }
 
+    /// The side whose lock, data or unlock step this script is; none for `metadata`.
+    pub fn side(self) -> Option<Side> {
+        match self {
+            ScriptKind::Metadata => None,
+            ScriptKind::PreBackupLock | ScriptKind::Backup | ScriptKind::PostBackupUnlock => {
+                Some(Side::Backup)
+            }
+            ScriptKind::PreRestoreLock | ScriptKind::Restore | ScriptKind::PostRestoreUnlock => {
+                Some(Side::Restore)
+            }
+        }
+    }
+
     /// Whether the script is handed the job's artifact directory.
     pub fn uses_artifact_directory(self) -> bool {
-        matches!(self, ScriptKind::Backup | ScriptKind::Restore)
+        self.side().is_some_and(|s| s.data() == self)
+    }
+
+    /// The lock scripts: what they lock, the journal records before they run.
+    pub fn is_lock(self) -> bool {
+        self.side().is_some_and(|s| s.lock() == self)
     }
 
     /// The unlock scripts: they always run, even after an interruption.
     pub fn is_unlock(self) -> bool {
-        matches!(
-            self,
-            ScriptKind::PostBackupUnlock | ScriptKind::PostRestoreUnlock
-        )
+        self.side().is_some_and(|s| s.unlock() == self)
     }
 
     /// The lock an unlock script releases: `pre-backup-lock` for `post-backup-unlock`, and so on.
     pub fn lock_it_releases(self) -> Option<ScriptKind> {
-        match self {
-            ScriptKind::PostBackupUnlock => Some(ScriptKind::PreBackupLock),
-            ScriptKind::PostRestoreUnlock => Some(ScriptKind::PreRestoreLock),
-            _ => None,
-        }
+        self.side().filter(|_| self.is_unlock()).map(Side::lock)
     }
 
     /// The unlock script that releases a lock script's lock.
     pub fn unlock_releasing(self) -> Option<ScriptKind> {
-        match self {
-            ScriptKind::PreBackupLock => Some(ScriptKind::PostBackupUnlock),
-            ScriptKind::PreRestoreLock => Some(ScriptKind::PostRestoreUnlock),
-            _ => None,
-        }
+        self.side().filter(|_| self.is_lock()).map(Side::unlock)
     }
 
     /// Lock and unlock scripts: the ones whose timeout defaults differ from data-moving ones.
     pub fn is_lock_or_unlock(self) -> bool {
-        matches!(
-            self,
-            ScriptKind::PreBackupLock
-                | ScriptKind::PostBackupUnlock
-                | ScriptKind::PreRestoreLock
-                | ScriptKind::PostRestoreUnlock
-        )
+        self.is_lock() || self.is_unlock()
+    }
+}
+
+/// A side of BBR's contract: the backup's three scripts or the restore's, and how BBR runs
+/// them. Every rule that differs between the two sides is answered here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Backup,
+    Restore,
+}
+
+/// How the jobs of one step run: BBR runs a backup's scripts of a step all at once, and every
+/// restore-side script one job at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    AllAtOnce,
+    OneAtATime,
+}
+
+impl Mode {
+    /// The protocol's `parallel` flag.
+    pub fn from_parallel(parallel: bool) -> Mode {
+        match parallel {
+            true => Mode::AllAtOnce,
+            false => Mode::OneAtATime,
+        }
+    }
+
+    pub fn parallel(self) -> bool {
+        self == Mode::AllAtOnce
+    }
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Backup, Side::Restore];
+
+    /// `backup` or `restore`: the workflow's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Backup => "backup",
+            Side::Restore => "restore",
+        }
+    }
+
+    pub fn lock(self) -> ScriptKind {
+        match self {
+            Side::Backup => ScriptKind::PreBackupLock,
+            Side::Restore => ScriptKind::PreRestoreLock,
+        }
+    }
+
+    /// The script that moves the data: `backup` or `restore`.
+    pub fn data(self) -> ScriptKind {
+        match self {
+            Side::Backup => ScriptKind::Backup,
+            Side::Restore => ScriptKind::Restore,
+        }
+    }
+
+    pub fn unlock(self) -> ScriptKind {
+        match self {
+            Side::Backup => ScriptKind::PostBackupUnlock,
+            Side::Restore => ScriptKind::PostRestoreUnlock,
+        }
+    }
+
+    /// How the jobs of each of this side's steps run.
+    pub fn mode(self) -> Mode {
+        match self {
+            Side::Backup => Mode::AllAtOnce,
+            Side::Restore => Mode::OneAtATime,
+        }
+    }
+
+    /// What the unlock scripts are told of the data step
+    /// ([`ENV_AFTER_BACKUP_SCRIPTS_SUCCESSFUL`], backup side only): whether it succeeded.
+    pub fn unlock_env(self, data_succeeded: bool) -> Option<bool> {
+        match self {
+            Side::Backup => Some(data_succeeded),
+            Side::Restore => None,
+        }
+    }
+
+    /// The command that cleans up after a run of this side.
+    pub fn cleanup_command(self) -> &'static str {
+        match self {
+            Side::Backup => "backup-cleanup",
+            Side::Restore => "restore-cleanup",
+        }
     }
 }
 
@@ -154,5 +244,24 @@ mod tests {
         }
         let err = "pre-backup".parse::<ScriptKind>().unwrap_err();
         assert!(err.contains("pre-backup-lock"), "{err}");
+    }
+
+    #[test]
+    fn each_side_names_its_three_scripts_and_each_script_its_side() {
+        for side in Side::BOTH {
+            for kind in [side.lock(), side.data(), side.unlock()] {
+                assert_eq!(kind.side(), Some(side), "{kind}");
+            }
+            assert_eq!(side.unlock().lock_it_releases(), Some(side.lock()));
+            assert_eq!(side.lock().unlock_releasing(), Some(side.unlock()));
+            assert!(side.data().uses_artifact_directory());
+            assert!(side.lock().is_lock_or_unlock() && side.unlock().is_lock_or_unlock());
+            assert!(!side.data().is_lock_or_unlock());
+        }
+        assert_eq!(ScriptKind::Metadata.side(), None);
+        assert_eq!(Side::Backup.mode(), Mode::AllAtOnce);
+        assert_eq!(Side::Restore.mode(), Mode::OneAtATime);
+        assert_eq!(Side::Backup.unlock_env(false), Some(false));
+        assert_eq!(Side::Restore.unlock_env(true), None);
     }
 }

@@ -30,17 +30,36 @@ pub struct CycleError {
     pub cycle: Vec<String>,
 }
 
-/// Lock steps: indices into the node list; the jobs of a step may run in parallel.
+/// Lock steps: indices into the node list (or what they were mapped to); the jobs of a step
+/// may run in parallel. The one place the unlock order is made: the lock order reversed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Steps(pub Vec<Vec<usize>>);
+pub struct Steps<T = usize>(pub Vec<Vec<T>>);
 
-impl Steps {
-    pub fn lock_order(&self) -> impl Iterator<Item = &Vec<usize>> {
-        self.0.iter()
+impl<T> Steps<T> {
+    pub fn lock_order(&self) -> impl Iterator<Item = &[T]> {
+        self.0.iter().map(Vec::as_slice)
     }
 
-    pub fn unlock_order(&self) -> impl Iterator<Item = &Vec<usize>> {
-        self.0.iter().rev()
+    pub fn unlock_order(&self) -> impl Iterator<Item = &[T]> {
+        self.0.iter().rev().map(Vec::as_slice)
+    }
+
+    /// The same steps, each node replaced by `f` of it.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Steps<U> {
+        Steps(
+            self.0
+                .into_iter()
+                .map(|step| step.into_iter().map(&mut f).collect())
+                .collect(),
+        )
+    }
+
+    /// The same steps with only the nodes `keep` says (a step may become empty).
+    pub fn retain(mut self, mut keep: impl FnMut(&T) -> bool) -> Steps<T> {
+        for step in &mut self.0 {
+            step.retain(&mut keep);
+        }
+        self
     }
 }
 
@@ -170,8 +189,10 @@ mod tests {
         ];
         let steps = order(&nodes).unwrap();
         assert_eq!(steps, Steps(vec![vec![2], vec![1], vec![0]]));
-        let unlock: Vec<_> = steps.unlock_order().cloned().collect();
-        assert_eq!(unlock, vec![vec![0], vec![1], vec![2]]);
+        let lock: Vec<_> = steps.lock_order().collect();
+        assert_eq!(lock, [[2], [1], [0]]);
+        let unlock: Vec<_> = steps.unlock_order().collect();
+        assert_eq!(unlock, [[0], [1], [2]]);
     }
 
     #[test]

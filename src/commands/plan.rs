@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::local::Context;
 use crate::cli::{PlanWorkflow, ScriptArgs};
-use crate::contract::ScriptKind;
+use crate::contract::{Mode, ScriptKind, Side};
 use crate::error::AppError;
-use crate::workflow::{Deployment, JobRef, LockSide};
+use crate::workflow::{Deployment, JobRef};
 
 #[derive(Serialize)]
 struct Plan {
@@ -30,22 +30,11 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
         }
         return Ok(1);
     }
-    let (side, lock, run, unlock, name) = match workflow {
-        PlanWorkflow::Backup => (
-            LockSide::Backup,
-            ScriptKind::PreBackupLock,
-            ScriptKind::Backup,
-            ScriptKind::PostBackupUnlock,
-            "backup",
-        ),
-        PlanWorkflow::Restore => (
-            LockSide::Restore,
-            ScriptKind::PreRestoreLock,
-            ScriptKind::Restore,
-            ScriptKind::PostRestoreUnlock,
-            "restore",
-        ),
+    let side = match workflow {
+        PlanWorkflow::Backup => Side::Backup,
+        PlanWorkflow::Restore => Side::Restore,
     };
+    let (lock, run, unlock, name) = (side.lock(), side.data(), side.unlock(), side.name());
     let steps = dep.lock_steps(side)?;
     let names = |kind: ScriptKind, step: &[JobRef]| -> Vec<String> {
         step.iter()
@@ -53,7 +42,7 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
             .map(|&r| dep.job(r).name.clone())
             .collect()
     };
-    let non_empty = |kind, steps: &mut dyn Iterator<Item = &Vec<JobRef>>| -> Vec<Vec<String>> {
+    let non_empty = |kind, steps: &mut dyn Iterator<Item = &[JobRef]>| -> Vec<Vec<String>> {
         steps
             .map(|s| names(kind, s))
             .filter(|s| !s.is_empty())
@@ -61,16 +50,16 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
     };
     let plan = Plan {
         workflow: name,
-        lock: non_empty(lock, &mut steps.iter()),
+        lock: non_empty(lock, &mut steps.lock_order()),
         run: names(run, &dep.jobs()),
-        unlock: non_empty(unlock, &mut steps.iter().rev()),
+        unlock: non_empty(unlock, &mut steps.unlock_order()),
     };
     let mut out = std::io::stdout().lock();
     if json {
         let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
         writeln!(out, "{text}")?;
     } else {
-        print_human(&mut out, &dep, &plan, workflow, (lock, run, unlock))?;
+        print_human(&mut out, &dep, &plan, side)?;
     }
     Ok(0)
 }
@@ -80,14 +69,13 @@ fn print_human(
     out: &mut impl Write,
     dep: &Deployment,
     plan: &Plan,
-    workflow: PlanWorkflow,
-    kinds: (ScriptKind, ScriptKind, ScriptKind),
+    side: Side,
 ) -> std::io::Result<()> {
     // What "at once" means is what a reader of a plan needs: which jobs run side by side.
-    let how = |jobs: usize| match (jobs, workflow) {
+    let how = |jobs: usize| match (jobs, side.mode()) {
         (1, _) => String::new(),
-        (n, PlanWorkflow::Backup) => format!(" (all {n} jobs in parallel)"),
-        (_, PlanWorkflow::Restore) => " (one job at a time)".to_string(),
+        (n, Mode::AllAtOnce) => format!(" (all {n} jobs in parallel)"),
+        (_, Mode::OneAtATime) => " (one job at a time)".to_string(),
     };
     writeln!(
         out,
@@ -98,9 +86,9 @@ fn print_human(
     )?;
     let mut n = 0;
     for (kind, steps) in [
-        (kinds.0, &plan.lock),
-        (kinds.1, &vec![plan.run.clone()]),
-        (kinds.2, &plan.unlock),
+        (side.lock(), &plan.lock),
+        (side.data(), &vec![plan.run.clone()]),
+        (side.unlock(), &plan.unlock),
     ] {
         for step in steps.iter().filter(|s| !s.is_empty()) {
             n += 1;

@@ -5,8 +5,9 @@ use super::local::Context;
 use crate::artifact::store::Store;
 use crate::cli::RunArgs;
 use crate::console::Console;
+use crate::contract::Mode;
 use crate::error::AppError;
-use crate::instance::{Instance, InstanceError, LocalInstance, UnlockContext};
+use crate::instance::{Instance, InstanceError, LocalInstance, ScriptStep};
 use crate::layout::Layout;
 
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
@@ -66,10 +67,12 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
             layout.store.display()
         ));
     }
-    let unlock = Some(UnlockContext {
-        after_backup_successful: args.after_backup_successful,
+    let reports = instance.run_scripts(&ScriptStep {
+        kind,
+        jobs: chosen,
+        mode: Mode::OneAtATime,
+        after_backup_successful: Some(args.after_backup_successful),
     });
-    let reports = instance.run_scripts(kind, &chosen, false, unlock);
     for report in &reports {
         console.script(&id, report);
     }

@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use crate::artifact::Checksums;
-use crate::contract::ScriptKind;
-use crate::instance::{
-    Description, Instance, InstanceError, InstanceId, ScriptReport, UnlockContext,
-};
+use crate::instance::{Description, Instance, InstanceError, InstanceId, ScriptReport, ScriptStep};
 
 pub struct WithReleases {
     inner: Box<dyn Instance>,
@@ -57,14 +54,8 @@ impl Instance for WithReleases {
         self.inner.create_store()
     }
 
-    fn run_scripts(
-        &mut self,
-        kind: ScriptKind,
-        jobs: &[String],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-    ) -> Vec<ScriptReport> {
-        self.inner.run_scripts(kind, jobs, parallel, unlock)
+    fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport> {
+        self.inner.run_scripts(step)
     }
 
     fn send_artifact(

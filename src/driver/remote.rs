@@ -14,7 +14,7 @@ use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
 use crate::exec::ProcessGroup;
 use crate::instance::{
-    Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, UnlockContext,
+    Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, ScriptStep,
 };
 use crate::protocol::framing::{
     ChunkReader, ChunkWriter, FrameError, MAX_CHUNK, read_line, write_json_line,
@@ -385,19 +385,8 @@ impl Instance for RemoteInstance {
         self.typed(value)
     }
 
-    fn run_scripts(
-        &mut self,
-        kind: ScriptKind,
-        jobs: &[String],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-    ) -> Vec<ScriptReport> {
-        let op = Op::RunScripts {
-            script: kind,
-            jobs: jobs.to_vec(),
-            parallel,
-            after_backup_successful: unlock.map(|u| u.after_backup_successful),
-        };
+    fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport> {
+        let op = Op::from(step);
         let result = self
             .connect()
             .and_then(|()| self.call(op, None))
@@ -405,7 +394,7 @@ impl Instance for RemoteInstance {
         match result {
             Ok(reports) => reports.into_iter().map(ScriptReport::from).collect(),
             // The session is gone: every script asked for counts as failed, with the reason.
-            Err(e) => ScriptReport::none_started(jobs, kind, &e.to_string()),
+            Err(e) => ScriptReport::none_started(&step.jobs, step.kind, &e.to_string()),
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Checksums;
-use crate::contract::ScriptKind;
+use crate::contract::{Mode, ScriptKind, Side};
 use crate::exec::{ScriptEnd, Stream};
 use crate::metadata::JobMetadata;
 
@@ -154,11 +154,35 @@ impl ScriptReport {
     }
 }
 
-/// Extra context for the unlock scripts of a backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnlockContext {
-    /// `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL`.
-    pub after_backup_successful: bool,
+/// One kind of script for some jobs of one instance, and how they run: what a workflow asks
+/// of an instance, what the protocol carries to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptStep {
+    pub kind: ScriptKind,
+    pub jobs: Vec<String>,
+    pub mode: Mode,
+    /// `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL` for a `post-backup-unlock`; none says `true`.
+    pub after_backup_successful: Option<bool>,
+}
+
+impl ScriptStep {
+    /// `kind` for `jobs`, run as its side runs them (one at a time for `metadata`).
+    pub fn new(kind: ScriptKind, jobs: Vec<String>) -> ScriptStep {
+        ScriptStep {
+            kind,
+            jobs,
+            mode: kind.side().map_or(Mode::OneAtATime, Side::mode),
+            after_backup_successful: None,
+        }
+    }
+
+    /// `side`'s unlock for `jobs`, told whether the data step succeeded, as the side tells it.
+    pub fn unlock(side: Side, jobs: Vec<String>, data_succeeded: bool) -> ScriptStep {
+        ScriptStep {
+            after_backup_successful: side.unlock_env(data_succeeded),
+            ..ScriptStep::new(side.unlock(), jobs)
+        }
+    }
 }
 
 /// Receives each line of script output as it happens: instance, job, script, stream, line.
@@ -238,15 +262,9 @@ pub trait Instance: Send {
     /// Makes the artifact store for a run; refuses a leftover one.
     fn create_store(&mut self) -> Result<(), InstanceError>;
 
-    /// Runs one kind of script for the named jobs that have it: all at once when `parallel`,
-    /// else one after another in the given order. Failures are reports, not errors.
-    fn run_scripts(
-        &mut self,
-        kind: ScriptKind,
-        jobs: &[String],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-    ) -> Vec<ScriptReport>;
+    /// Runs one kind of script for the step's jobs that have it: all at once or one after
+    /// another in the given order, as its mode says. Failures are reports, not errors.
+    fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport>;
 
     /// Streams a job's artifact directory out as a tar; returns its checksums.
     fn send_artifact(&mut self, job: &str, out: &mut dyn Write)

@@ -10,7 +10,7 @@ use std::thread;
 
 use super::api::{
     Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
-    ScriptReport, SkippedJob, UnlockContext,
+    ScriptReport, ScriptStep, SkippedJob,
 };
 use super::script_env::script_env;
 use super::settings::ScriptSettings;
@@ -154,13 +154,13 @@ impl LocalInstance {
         &self,
         job: &DiscoveredJob,
         kind: ScriptKind,
-        unlock: Option<UnlockContext>,
+        after_backup_successful: Option<bool>,
     ) -> ScriptReport {
         let path = job
             .script(kind)
             .expect("callers pick jobs that have the script");
         let artifact_dir = self.layout.job_artifact_dir(&job.name);
-        let after_backup_successful = unlock.is_none_or(|u| u.after_backup_successful);
+        let after_backup_successful = after_backup_successful.unwrap_or(true);
         let (lines, id, job_name) = (Arc::clone(&self.lines), self.id.clone(), job.name.clone());
         let sink: LineSink = Arc::new(move |stream, line| {
             tracing::info!(target: "script", "{id} {job_name} {kind} {}: {line}", stream.name());
@@ -475,13 +475,8 @@ impl Instance for LocalInstance {
         Ok(())
     }
 
-    fn run_scripts(
-        &mut self,
-        kind: ScriptKind,
-        jobs: &[String],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-    ) -> Vec<ScriptReport> {
+    fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport> {
+        let (kind, jobs, unlock) = (step.kind, &step.jobs[..], step.after_backup_successful);
         if kind != ScriptKind::Metadata
             && let Err(e) = self.claim()
         {
@@ -513,8 +508,7 @@ impl Instance for LocalInstance {
                 ScriptReport::not_started(name, kind, why)
             })
             .collect();
-        let is_lock = matches!(kind, ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock);
-        if is_lock {
+        if kind.is_lock() {
             // On disk before any of them runs: one write for the whole step.
             let names: Vec<&str> = chosen.iter().map(|j| j.name.as_str()).collect();
             if let Err(e) = this.journal.locking(&names, kind) {
@@ -525,7 +519,7 @@ impl Instance for LocalInstance {
                 );
             }
         }
-        let mut reports: Vec<ScriptReport> = if !parallel || chosen.len() <= 1 {
+        let mut reports: Vec<ScriptReport> = if !step.mode.parallel() || chosen.len() <= 1 {
             chosen
                 .into_iter()
                 .map(|job| this.run_one(job, kind, unlock))

@@ -8,7 +8,7 @@ mod settings;
 
 pub use api::{
     Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
-    ScriptReport, SkippedJob, UnlockContext,
+    ScriptReport, ScriptStep, SkippedJob,
 };
 pub use local::{LocalInstance, Survey, local_cleanup_via};
 pub use settings::{Overrides, ScriptSettings};

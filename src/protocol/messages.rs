@@ -61,6 +61,17 @@ pub enum Op {
     Bye,
 }
 
+impl From<&crate::instance::ScriptStep> for Op {
+    fn from(step: &crate::instance::ScriptStep) -> Op {
+        Op::RunScripts {
+            script: step.kind,
+            jobs: step.jobs.clone(),
+            parallel: step.mode.parallel(),
+            after_backup_successful: step.after_backup_successful,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 use super::input::{Input, spawn_reader};
 use super::output_queue::{Output, OutputQueue};
 use crate::config::AgentConfig;
-use crate::contract::ScriptKind;
+use crate::contract::Mode;
 use crate::instance::{
     Instance, InstanceError, InstanceId, LocalInstance, Overrides, ScriptLines, ScriptSettings,
-    UnlockContext,
+    ScriptStep,
 };
 use crate::layout::Layout;
 use crate::protocol::framing::{ChunkWriter, exhausted, write_json_line};
@@ -171,12 +171,12 @@ impl Session {
                 jobs,
                 parallel,
                 after_backup_successful,
-            } => {
-                let unlock = after_backup_successful.map(|a| UnlockContext {
-                    after_backup_successful: a,
-                });
-                Ok(to_json(self.run_scripts(script, &jobs, parallel, unlock)))
-            }
+            } => Ok(to_json(self.run_scripts(&ScriptStep {
+                kind: script,
+                jobs,
+                mode: Mode::from_parallel(parallel),
+                after_backup_successful,
+            }))),
             Op::SendArtifact { job } => self.send_artifact(id, &job),
             Op::ReceiveArtifact { job, checksums } => {
                 let mut reader = DataReader {
@@ -266,16 +266,10 @@ impl Session {
         })
     }
 
-    fn run_scripts(
-        &mut self,
-        kind: ScriptKind,
-        jobs: &[String],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-    ) -> Vec<WireReport> {
+    fn run_scripts(&mut self, step: &ScriptStep) -> Vec<WireReport> {
         // The instance's journal keeps what is locked, and releases a lock only on its own
         // side's unlock.
-        let reports = self.instance().run_scripts(kind, jobs, parallel, unlock);
+        let reports = self.instance().run_scripts(step);
         reports.iter().map(WireReport::from).collect()
     }
 
@@ -304,18 +298,20 @@ impl Session {
         let Some(instance) = self.instance.as_mut() else {
             return false;
         };
+        // The journal's list, asked for once: it is the only record of what is held.
         let locked = instance.held_locks();
         let held = !locked.is_empty() || instance.store_made();
         for entry in locked.iter().rev() {
-            let Some(unlock) = entry.lock.unlock_releasing() else {
+            let Some(side) = entry.lock.side() else {
                 continue;
             };
-            let context = (unlock == ScriptKind::PostBackupUnlock).then_some(UnlockContext {
-                after_backup_successful: false,
-            });
-            let job = &entry.job;
+            let (job, unlock) = (&entry.job, side.unlock());
             tracing::warn!(job = %job, script = %unlock, "session ended while locked: unlocking");
-            for report in instance.run_scripts(unlock, std::slice::from_ref(job), false, context) {
+            let step = ScriptStep {
+                mode: Mode::OneAtATime,
+                ..ScriptStep::unlock(side, vec![job.clone()], false)
+            };
+            for report in instance.run_scripts(&step) {
                 if !report.success() {
                     tracing::error!(job = %job, script = %unlock, end = %report.end.describe(), "unlock failed");
                 }

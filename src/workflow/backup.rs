@@ -10,8 +10,7 @@ use super::drain::drain;
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
 use crate::console::Console;
-use crate::contract::{ScriptKind, exit_bits};
-use crate::instance::UnlockContext;
+use crate::contract::{Side, exit_bits};
 use crate::report::{self, RunSummary};
 use crate::timestamp::Utc;
 
@@ -92,14 +91,7 @@ fn run_backup(
         return (outcome, Some(artifact.path));
     }
 
-    let locked = opts.lock_free
-        || dep.run_steps(
-            ScriptKind::PreBackupLock,
-            &plan.lock_steps,
-            true,
-            None,
-            console,
-        );
+    let locked = opts.lock_free || dep.lock(Side::Backup, &plan.lock_steps, console);
     // An interruption is told once, after the unlocks, by what it cut short: not as a
     // script's failure.
     let mut cut_short = None;
@@ -118,7 +110,7 @@ fn run_backup(
         }
     }
 
-    let backed_up = locked && dep.run(ScriptKind::Backup, &plan.backup_jobs, true, None, console);
+    let backed_up = locked && dep.run_data(Side::Backup, &plan.backup_jobs, console);
     if locked && !backed_up {
         match crate::interrupt::is_interrupted() {
             true => {
@@ -134,26 +126,14 @@ fn run_backup(
         }
     }
 
-    if !opts.lock_free {
-        let unlock = UnlockContext {
-            after_backup_successful: backed_up,
-        };
-        let unlock_steps: Vec<_> = plan.lock_steps.iter().rev().cloned().collect();
-        if !dep.run_every_step(
-            ScriptKind::PostBackupUnlock,
-            &unlock_steps,
-            true,
-            Some(unlock),
-            console,
-        ) {
-            outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
-        }
+    if !opts.lock_free && !dep.unlock(Side::Backup, &plan.lock_steps, backed_up, console) {
+        outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
     }
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
         let unlocked = match opts.lock_free {
             true => "nothing was locked (--unsafe-lock-free)".to_string(),
-            false => super::outcome::unlocked(dep, &plan.lock_steps, ScriptKind::PostBackupUnlock),
+            false => super::outcome::unlocked(dep, &plan.lock_steps, Side::Backup),
         };
         outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
     }

@@ -4,17 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use super::deployment::{Deployment, JobRef, LockSide};
+use super::deployment::{Deployment, JobRef};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::tar_file_name;
 use crate::artifact::plain_name;
 use crate::console::Console;
-use crate::contract::ScriptKind;
+use crate::contract::{ScriptKind, Side};
+use crate::order::Steps;
 
 /// What a backup will do, once the checks have passed.
 #[derive(Debug)]
 pub struct BackupPlan {
-    pub lock_steps: Vec<Vec<JobRef>>,
+    pub lock_steps: Steps<JobRef>,
     pub backup_jobs: Vec<JobRef>,
 }
 
@@ -39,7 +40,7 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             ));
         }
     }
-    let lock_steps = dep.lock_steps(LockSide::Backup).map_err(|e| e.to_string());
+    let lock_steps = dep.lock_steps(Side::Backup).map_err(|e| e.to_string());
     match lock_steps {
         Ok(lock_steps) if errors.is_empty() => Ok(BackupPlan {
             lock_steps,

@@ -14,28 +14,30 @@
 
 use std::collections::BTreeSet;
 
-use super::deployment::{Deployment, JobRef, LockSide};
+use super::deployment::{Deployment, JobRef};
 use super::outcome::Outcome;
 use crate::console::Console;
-use crate::contract::{ScriptKind, exit_bits};
-use crate::instance::Description;
-use crate::instance::UnlockContext;
+use crate::contract::{Side, exit_bits};
+use crate::instance::{Description, ScriptStep};
+use crate::order::Steps;
 
 pub fn backup_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
-    console.run("backup-cleanup", &dep.name, None);
-    let outcome = cleanup(dep, LockSide::Backup, console);
-    console.run("backup-cleanup", &dep.name, Some(outcome.exit_code()));
-    outcome
+    side_cleanup(dep, Side::Backup, console)
 }
 
 pub fn restore_cleanup(dep: &mut Deployment, console: &Console) -> Outcome {
-    console.run("restore-cleanup", &dep.name, None);
-    let outcome = cleanup(dep, LockSide::Restore, console);
-    console.run("restore-cleanup", &dep.name, Some(outcome.exit_code()));
+    side_cleanup(dep, Side::Restore, console)
+}
+
+fn side_cleanup(dep: &mut Deployment, side: Side, console: &Console) -> Outcome {
+    let command = side.cleanup_command();
+    console.run(command, &dep.name, None);
+    let outcome = cleanup(dep, side, console);
+    console.run(command, &dep.name, Some(outcome.exit_code()));
     outcome
 }
 
-fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
+fn cleanup(dep: &mut Deployment, side: Side, console: &Console) -> Outcome {
     let mut outcome = Outcome::default();
     // A VM that cannot be reached (or that a live run holds) is named and left out; every
     // other VM is still cleaned up. Exit 1, as BBR's for a VM it cannot reach: 16 stays the
@@ -63,7 +65,7 @@ fn cleanup(dep: &mut Deployment, side: LockSide, console: &Console) -> Outcome {
         Err(errors) => outcome.fail_all(exit_bits::UNLOCK, errors),
         Ok(()) => {
             report_problems(dep, side, &mut outcome, console);
-            for lock_side in [LockSide::Backup, LockSide::Restore] {
+            for lock_side in Side::BOTH {
                 let chosen = to_unlock(dep, side, lock_side);
                 if !chosen.is_empty() {
                     unlock(dep, lock_side, &chosen, &mut outcome, console);
@@ -98,8 +100,8 @@ fn end_strays(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
 
 /// Says what a cleanup cannot know (journal lines it cannot read, jobs without metadata) and
 /// what it cannot do (unlock a job whose scripts are not trusted).
-fn report_problems(dep: &Deployment, side: LockSide, outcome: &mut Outcome, console: &Console) {
-    let unlock = unlock_kind(side);
+fn report_problems(dep: &Deployment, side: Side, outcome: &mut Outcome, console: &Console) {
+    let unlock = side.unlock();
     for (i, d) in dep.descriptions() {
         let id = dep.id(i);
         if let Some(unreadable) = d.journal.as_ref().and_then(|j| j.unreadable.as_ref()) {
@@ -124,20 +126,6 @@ fn report_problems(dep: &Deployment, side: LockSide, outcome: &mut Outcome, cons
     }
 }
 
-fn unlock_kind(side: LockSide) -> ScriptKind {
-    match side {
-        LockSide::Backup => ScriptKind::PostBackupUnlock,
-        LockSide::Restore => ScriptKind::PostRestoreUnlock,
-    }
-}
-
-fn lock_kind(side: LockSide) -> ScriptKind {
-    match side {
-        LockSide::Backup => ScriptKind::PreBackupLock,
-        LockSide::Restore => ScriptKind::PreRestoreLock,
-    }
-}
-
 fn recorded_locked(d: &Description, job: &str) -> bool {
     d.journal
         .as_ref()
@@ -147,8 +135,8 @@ fn recorded_locked(d: &Description, job: &str) -> bool {
 /// The jobs whose `lock_side` unlock script runs: those a journal records as locked on that
 /// side, and, on instances without a journal (or with lines it cannot read), every job when
 /// it is the command's own side.
-fn to_unlock(dep: &Deployment, command_side: LockSide, lock_side: LockSide) -> BTreeSet<JobRef> {
-    let lock = lock_kind(lock_side);
+fn to_unlock(dep: &Deployment, command_side: Side, lock_side: Side) -> BTreeSet<JobRef> {
+    let lock = lock_side.lock();
     dep.jobs()
         .into_iter()
         .filter(
@@ -170,8 +158,8 @@ fn to_unlock(dep: &Deployment, command_side: LockSide, lock_side: LockSide) -> B
 /// the VM, or their scripts refused): asked to unlock by name, the instance says why it
 /// cannot and records that the release was attempted, so the journal does not outlive it.
 fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
-    for side in [LockSide::Backup, LockSide::Restore] {
-        let (lock, kind) = (lock_kind(side), unlock_kind(side));
+    for side in Side::BOTH {
+        let (lock, kind) = (side.lock(), side.unlock());
         let chosen: Vec<(usize, Vec<String>)> = dep
             .descriptions()
             .filter_map(|(i, d)| {
@@ -185,11 +173,8 @@ fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &C
                 (!names.is_empty()).then_some((i, names))
             })
             .collect();
-        let context = (side == LockSide::Backup).then_some(UnlockContext {
-            after_backup_successful: false,
-        });
         let results = dep.on_instances(chosen, |_, instance, names| {
-            let reports = instance.run_scripts(kind, &names, false, context);
+            let reports = instance.run_scripts(&ScriptStep::unlock(side, names, false));
             for report in &reports {
                 console.script(instance.id(), report);
             }
@@ -211,35 +196,27 @@ fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &C
     }
 }
 
+/// Runs `side`'s unlock scripts for the `chosen` jobs, in unlock order; the data step is
+/// taken to have failed (`BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false`), as under BBR.
 fn unlock(
     dep: &mut Deployment,
-    side: LockSide,
+    side: Side,
     chosen: &BTreeSet<JobRef>,
     outcome: &mut Outcome,
     console: &Console,
 ) {
-    let kind = unlock_kind(side);
-    let (context, parallel) = match side {
-        LockSide::Backup => (
-            Some(UnlockContext {
-                after_backup_successful: false,
-            }),
-            true,
-        ),
-        LockSide::Restore => (None, false),
-    };
-    let steps: Vec<Vec<JobRef>> = match dep.lock_steps(side) {
-        Ok(steps) => steps.into_iter().rev().collect(),
+    let steps = match dep.lock_steps(side) {
+        Ok(steps) => steps,
         Err(cycle) => {
             console.warn(format!("{cycle}; unlocking every job at once instead"));
-            vec![dep.jobs()]
+            Steps(vec![dep.jobs()])
         }
     };
-    let steps: Vec<Vec<JobRef>> = steps
-        .into_iter()
-        .map(|step| step.into_iter().filter(|r| chosen.contains(r)).collect())
-        .collect();
-    if !dep.run_every_step(kind, &steps, parallel, context, console) {
-        outcome.fail(exit_bits::UNLOCK, format!("a {kind} script failed"));
+    let steps = steps.retain(|r| chosen.contains(r));
+    if !dep.unlock(side, &steps, false, console) {
+        outcome.fail(
+            exit_bits::UNLOCK,
+            format!("a {} script failed", side.unlock()),
+        );
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::console::Console;
-use crate::contract::ScriptKind;
-use crate::instance::{Description, Instance, InstanceId, JobInfo, ScriptReport, UnlockContext};
+use crate::contract::{Mode, ScriptKind, Side};
+use crate::instance::{Description, Instance, InstanceId, JobInfo, ScriptReport, ScriptStep};
 use crate::metadata::LockBefore;
 use crate::order::{CycleError, OrderNode, Steps, order};
 
@@ -19,13 +19,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 10;
 pub struct JobRef {
     pub instance: usize,
     pub job: usize,
-}
-
-/// Which metadata list orders the locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockSide {
-    Backup,
-    Restore,
 }
 
 /// One instance of the deployment and, once [`Deployment::describe`] had it, what it holds:
@@ -226,16 +219,17 @@ impl Deployment {
             .collect()
     }
 
-    /// The lock steps over every job of the deployment, as job references.
-    pub fn lock_steps(&self, side: LockSide) -> Result<Vec<Vec<JobRef>>, CycleError> {
+    /// The lock steps over every job of the deployment, as job references, ordered by
+    /// `side`'s metadata list; [`Steps::unlock_order`] gives the unlock steps.
+    pub fn lock_steps(&self, side: Side) -> Result<Steps<JobRef>, CycleError> {
         let refs = self.jobs();
         let nodes: Vec<OrderNode<'_>> = refs
             .iter()
             .map(|&r| {
                 let job = self.job(r);
                 let before: &[LockBefore] = match side {
-                    LockSide::Backup => &job.metadata.backup_should_be_locked_before,
-                    LockSide::Restore => &job.metadata.restore_should_be_locked_before,
+                    Side::Backup => &job.metadata.backup_should_be_locked_before,
+                    Side::Restore => &job.metadata.restore_should_be_locked_before,
                 };
                 OrderNode {
                     label: format!("{} {}", self.id(r.instance), job.name),
@@ -245,94 +239,99 @@ impl Deployment {
                 }
             })
             .collect();
-        let Steps(steps) = order(&nodes)?;
-        Ok(steps
-            .into_iter()
-            .map(|step| step.into_iter().map(|n| refs[n]).collect())
-            .collect())
+        Ok(order(&nodes)?.map(|n| refs[n]))
     }
 
-    /// Runs `kind` for `jobs`. In parallel: every instance at once, and the jobs of an
-    /// instance at once. Serially: one job after another, in the order given. Returns
+    /// Runs `side`'s lock scripts step by step, in lock order; stops after the first step
+    /// with a failure. Returns whether every step succeeded.
+    pub fn lock(&mut self, side: Side, steps: &Steps<JobRef>, console: &Console) -> bool {
+        steps
+            .lock_order()
+            .all(|step| self.run(side.lock(), step, side.mode(), None, console))
+    }
+
+    /// Runs `side`'s data scripts (`backup` or `restore`) for `jobs`; returns whether every
+    /// one succeeded.
+    pub fn run_data(&mut self, side: Side, jobs: &[JobRef], console: &Console) -> bool {
+        self.run(side.data(), jobs, side.mode(), None, console)
+    }
+
+    /// Runs `side`'s unlock scripts for every step, in unlock order, whatever fails:
+    /// unlocking must reach every job. They are told whether the data step succeeded, as the
+    /// side tells it. Returns whether every one succeeded.
+    pub fn unlock(
+        &mut self,
+        side: Side,
+        steps: &Steps<JobRef>,
+        data_succeeded: bool,
+        console: &Console,
+    ) -> bool {
+        let after = side.unlock_env(data_succeeded);
+        let mut ok = true;
+        for step in steps.unlock_order() {
+            ok &= self.run(side.unlock(), step, side.mode(), after, console);
+        }
+        ok
+    }
+
+    /// Runs `kind` for `jobs`. All at once: every instance at once, and the jobs of an
+    /// instance at once. One at a time: one job after another, in the order given. Returns
     /// whether every script that ran succeeded.
-    pub fn run(
+    fn run(
         &mut self,
         kind: ScriptKind,
         jobs: &[JobRef],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
+        mode: Mode,
+        after_backup_successful: Option<bool>,
         console: &Console,
     ) -> bool {
-        let reports: Vec<(usize, ScriptReport)> = if parallel {
-            let mut by_instance: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-            for &r in jobs.iter().filter(|&&r| self.job(r).has(kind)) {
-                by_instance
-                    .entry(r.instance)
-                    .or_default()
-                    .push(self.job(r).name.clone());
+        let step = |jobs| ScriptStep {
+            kind,
+            jobs,
+            mode,
+            after_backup_successful,
+        };
+        let reports: Vec<(usize, ScriptReport)> = match mode {
+            Mode::AllAtOnce => {
+                let mut by_instance: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+                for &r in jobs.iter().filter(|&&r| self.job(r).has(kind)) {
+                    by_instance
+                        .entry(r.instance)
+                        .or_default()
+                        .push(self.job(r).name.clone());
+                }
+                let results = self.on_instances(by_instance, |_, instance, names| {
+                    let reports = instance.run_scripts(&step(names));
+                    for report in &reports {
+                        console.script(instance.id(), report);
+                    }
+                    reports
+                });
+                results
+                    .into_iter()
+                    .flat_map(|(i, reports)| reports.into_iter().map(move |r| (i, r)))
+                    .collect()
             }
-            let results = self.on_instances(by_instance, |_, instance, names| {
-                let reports = instance.run_scripts(kind, &names, true, unlock);
-                for report in &reports {
-                    console.script(instance.id(), report);
+            Mode::OneAtATime => {
+                let mut reports = Vec::new();
+                let chosen: Vec<(JobRef, String)> = jobs
+                    .iter()
+                    .filter(|&&r| self.job(r).has(kind))
+                    .map(|&r| (r, self.job(r).name.clone()))
+                    .collect();
+                for (r, name) in chosen {
+                    let ran = self.members[r.instance]
+                        .instance
+                        .run_scripts(&step(vec![name]));
+                    for report in ran {
+                        console.script(self.id(r.instance), &report);
+                        reports.push((r.instance, report));
+                    }
                 }
                 reports
-            });
-            results
-                .into_iter()
-                .flat_map(|(i, reports)| reports.into_iter().map(move |r| (i, r)))
-                .collect()
-        } else {
-            let mut reports = Vec::new();
-            let chosen: Vec<(JobRef, String)> = jobs
-                .iter()
-                .filter(|&&r| self.job(r).has(kind))
-                .map(|&r| (r, self.job(r).name.clone()))
-                .collect();
-            for (r, name) in chosen {
-                for report in
-                    self.members[r.instance]
-                        .instance
-                        .run_scripts(kind, &[name], false, unlock)
-                {
-                    console.script(self.id(r.instance), &report);
-                    reports.push((r.instance, report));
-                }
             }
-            reports
         };
         reports.iter().all(|(_, r)| r.success())
-    }
-
-    /// Runs `kind` step by step; stops after the first step with a failure. Returns whether
-    /// every step succeeded.
-    pub fn run_steps(
-        &mut self,
-        kind: ScriptKind,
-        steps: &[Vec<JobRef>],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-        console: &Console,
-    ) -> bool {
-        steps
-            .iter()
-            .all(|step| self.run(kind, step, parallel, unlock, console))
-    }
-
-    /// Runs `kind` for every step, whatever fails: unlocking must reach every job.
-    pub fn run_every_step(
-        &mut self,
-        kind: ScriptKind,
-        steps: &[Vec<JobRef>],
-        parallel: bool,
-        unlock: Option<UnlockContext>,
-        console: &Console,
-    ) -> bool {
-        let mut ok = true;
-        for step in steps {
-            ok &= self.run(kind, step, parallel, unlock, console);
-        }
-        ok
     }
 
     /// Applies `op` to every instance; returns the errors, each naming its instance.
@@ -370,5 +369,181 @@ impl Drop for Deployment {
     fn drop(&mut self) {
         let all = self.all();
         self.on_instances(all, |_, instance, ()| instance.close());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::artifact::Checksums;
+    use crate::console::Format;
+    use crate::instance::InstanceError;
+    use crate::metadata::JobMetadata;
+
+    /// What the fake instances were asked to run: instance, step.
+    type Ran = Arc<Mutex<Vec<(String, ScriptStep)>>>;
+
+    /// An instance with the given jobs (every script each), or one whose describe fails.
+    struct Fake {
+        id: InstanceId,
+        jobs: Option<Vec<(&'static str, JobMetadata)>>,
+        ran: Ran,
+    }
+
+    impl Instance for Fake {
+        fn id(&self) -> &InstanceId {
+            &self.id
+        }
+        fn begin(&mut self) -> Result<(), InstanceError> {
+            Ok(())
+        }
+        fn describe(&mut self) -> Result<Description, InstanceError> {
+            let jobs = self.jobs.clone().ok_or(InstanceError::UnknownJob {
+                job: "broken".into(),
+            })?;
+            Ok(Description {
+                jobs: jobs
+                    .into_iter()
+                    .map(|(name, metadata)| JobInfo {
+                        name: name.into(),
+                        release: None,
+                        scripts: ScriptKind::ALL.to_vec(),
+                        metadata,
+                    })
+                    .collect(),
+                skipped: Vec::new(),
+                store_exists: false,
+                store_path: String::new(),
+                journal: None,
+                problems: Vec::new(),
+                metadata_runs: Vec::new(),
+            })
+        }
+        fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError> {
+            self.describe()
+        }
+        fn create_store(&mut self) -> Result<(), InstanceError> {
+            Ok(())
+        }
+        fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport> {
+            let mut ran = self.ran.lock().unwrap();
+            ran.push((self.id.to_string(), step.clone()));
+            step.jobs
+                .iter()
+                .map(|job| ScriptReport {
+                    end: crate::exec::ScriptEnd::Exited(0),
+                    ..ScriptReport::not_started(job, step.kind, "")
+                })
+                .collect()
+        }
+        fn send_artifact(
+            &mut self,
+            _: &str,
+            _: &mut dyn std::io::Write,
+        ) -> Result<Checksums, InstanceError> {
+            Ok(Checksums::default())
+        }
+        fn receive_artifact(
+            &mut self,
+            _: &str,
+            _: &mut dyn std::io::Read,
+            _: &Checksums,
+        ) -> Result<(), InstanceError> {
+            Ok(())
+        }
+        fn remove_store(&mut self) -> Result<(), InstanceError> {
+            Ok(())
+        }
+        fn end_strays(&mut self) -> Result<Vec<String>, InstanceError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn fake(
+        group: &str,
+        jobs: Option<Vec<(&'static str, JobMetadata)>>,
+        ran: &Ran,
+    ) -> Box<dyn Instance> {
+        Box::new(Fake {
+            id: InstanceId {
+                group: group.into(),
+                index: "0".into(),
+            },
+            jobs,
+            ran: Arc::clone(ran),
+        })
+    }
+
+    fn before(job: &str) -> JobMetadata {
+        let lock = crate::metadata::LockBefore {
+            job_name: job.into(),
+            release: "r".into(),
+        };
+        JobMetadata {
+            backup_should_be_locked_before: vec![lock.clone()],
+            restore_should_be_locked_before: vec![lock],
+            ..JobMetadata::default()
+        }
+    }
+
+    #[test]
+    fn a_description_stays_with_its_instance_when_another_fails() {
+        let ran = Ran::default();
+        let instances = vec![
+            fake("broken", None, &ran),
+            fake("db", Some(vec![("db", JobMetadata::default())]), &ran),
+        ];
+        let mut dep = Deployment::new("d", instances);
+        let console = Console::new(false, Format::Human);
+        assert!(dep.describe(&console).is_err());
+        assert!(dep.description(0).is_none());
+        let described: Vec<usize> = dep.descriptions().map(|(i, _)| i).collect();
+        assert_eq!(described, [1]);
+        let jobs = dep.jobs();
+        assert_eq!(
+            jobs,
+            [JobRef {
+                instance: 1,
+                job: 0
+            }]
+        );
+        assert_eq!(dep.id(jobs[0].instance).group, "db");
+        assert_eq!(dep.job(jobs[0]).name, "db");
+    }
+
+    #[test]
+    fn each_side_locks_in_order_and_unlocks_in_reverse_with_its_mode_and_env() {
+        for side in Side::BOTH {
+            let ran = Ran::default();
+            let instances = vec![
+                fake("api", Some(vec![("api", before("db"))]), &ran),
+                fake("db", Some(vec![("db", JobMetadata::default())]), &ran),
+            ];
+            let mut dep = Deployment::new("d", instances);
+            let console = Console::new(false, Format::Json);
+            dep.describe(&console).unwrap();
+            let steps = dep.lock_steps(side).unwrap();
+            assert!(dep.lock(side, &steps, &console));
+            assert!(dep.unlock(side, &steps, false, &console));
+            let ran = ran.lock().unwrap();
+            let seen: Vec<(&str, ScriptKind)> =
+                ran.iter().map(|(id, s)| (id.as_str(), s.kind)).collect();
+            assert_eq!(
+                seen,
+                [
+                    ("api/0", side.lock()),
+                    ("db/0", side.lock()),
+                    ("db/0", side.unlock()),
+                    ("api/0", side.unlock()),
+                ]
+            );
+            assert!(ran.iter().all(|(_, s)| s.mode == side.mode()));
+            let told: Vec<Option<bool>> =
+                ran.iter().map(|(_, s)| s.after_backup_successful).collect();
+            let unlock_env = side.unlock_env(false);
+            assert_eq!(told, [None, None, unlock_env, unlock_env]);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The result of a workflow: the exit-code bits it earned and the errors behind them.
 
 use super::deployment::{Deployment, JobRef};
-use crate::contract::{ScriptKind, exit_bits};
+use crate::contract::{Side, exit_bits};
+use crate::order::Steps;
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -49,11 +50,12 @@ impl Outcome {
     }
 }
 
-/// What the unlock scripts of `steps` were run for, for an interrupted run's last line: the
-/// unlock side runs every one of them, whatever was cut short.
-pub fn unlocked(dep: &Deployment, steps: &[Vec<JobRef>], unlock: ScriptKind) -> String {
+/// What `side`'s unlock scripts of `steps` were run for, for an interrupted run's last line:
+/// the unlock side runs every one of them, whatever was cut short.
+pub fn unlocked(dep: &Deployment, steps: &Steps<JobRef>, side: Side) -> String {
+    let unlock = side.unlock();
     let ran: Vec<String> = steps
-        .iter()
+        .unlock_order()
         .flatten()
         .filter(|&&r| dep.job(r).has(unlock))
         .map(|&r| format!("{} {}", dep.id(r.instance), dep.job(r).name))

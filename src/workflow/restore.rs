@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use super::deployment::{Deployment, JobRef, LockSide};
+use super::deployment::{Deployment, JobRef};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
@@ -21,7 +21,7 @@ use crate::artifact::checksums::compare;
 use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
 use crate::artifact::tar_reader::read_tar;
 use crate::console::Console;
-use crate::contract::{ScriptKind, exit_bits};
+use crate::contract::{ScriptKind, Side, exit_bits};
 use crate::instance::InstanceId;
 use crate::interrupt::Interruptible;
 use crate::progress::{self, Counted};
@@ -119,7 +119,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
             return outcome;
         }
     };
-    let lock_steps = match dep.lock_steps(LockSide::Restore) {
+    let lock_steps = match dep.lock_steps(Side::Restore) {
         Ok(steps) => steps,
         Err(cycle) => return outcome.stop(cycle.to_string()),
     };
@@ -147,14 +147,8 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         return outcome;
     }
 
-    // BBR runs every restore-side script one at a time.
-    let locked = dep.run_steps(
-        ScriptKind::PreRestoreLock,
-        &lock_steps,
-        false,
-        None,
-        console,
-    );
+    // BBR runs every restore-side script one at a time (see `Side::mode`).
+    let locked = dep.lock(Side::Restore, &lock_steps, console);
     // An interruption is told once, last, by what it cut short: not as a script's failure.
     let mut cut_short = None;
     if !locked {
@@ -172,7 +166,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         }
     }
     let restore_jobs: Vec<JobRef> = transfers.iter().map(|t| t.job).collect();
-    if locked && !dep.run(ScriptKind::Restore, &restore_jobs, false, None, console) {
+    if locked && !dep.run_data(Side::Restore, &restore_jobs, console) {
         match crate::interrupt::is_interrupted() {
             true => {
                 cut_short = Some((
@@ -183,21 +177,15 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
             false => outcome.fail(exit_bits::GENERAL, "a restore script failed"),
         }
     }
-    let unlock_steps: Vec<_> = lock_steps.iter().rev().cloned().collect();
-    if !dep.run_every_step(
-        ScriptKind::PostRestoreUnlock,
-        &unlock_steps,
-        false,
-        None,
-        console,
-    ) {
+    // The restore's outcome is not told to restore-side unlocks.
+    if !dep.unlock(Side::Restore, &lock_steps, true, console) {
         outcome.fail(exit_bits::UNLOCK, "a post-restore-unlock script failed");
     }
 
     remove_stores(dep, &mut outcome);
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
-        let unlocked = super::outcome::unlocked(dep, &unlock_steps, ScriptKind::PostRestoreUnlock);
+        let unlocked = super::outcome::unlocked(dep, &lock_steps, Side::Restore);
         outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
     }
     if outcome.succeeded() {
