@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{AGENT, Vm, write_file};
+use common::{AGENT, Run, Vm, write_file};
 use serde_json::Value;
 
 /// Two jobs, api locked before db; db backs up a file and says so on both streams.
@@ -490,4 +490,81 @@ fn a_failed_metadata_script_through_the_driver_gets_a_failed_line_with_its_outpu
         .assert_code(1)
         .assert_stdout_contains("db/0 db metadata: FAILED (exit status 4) after ")
         .assert_stderr_contains("db/0 db metadata stderr: no config rendered");
+}
+
+/// What a run printed, with the parts that differ from run to run taken out: a duration's
+/// figure, and each JSON event's timestamp and duration.
+fn normalised(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(mut event)) => {
+                event.remove("timestamp");
+                event.remove("duration_ms");
+                Value::Object(event).to_string()
+            }
+            _ => match l.find(" after ") {
+                Some(at) => format!("{} after <time>", &l[..at]),
+                None => l.to_string(),
+            },
+        })
+        // The VM's own log line, which a local run writes to its stderr.
+        .filter(|l| !l.starts_with("bbr-agent: "))
+        .collect()
+}
+
+/// The typed failure travels from the VM through `serve` to the driver's console: a failed
+/// metadata script's exit, output and error line are shown through the driver exactly as a
+/// local run of the same VM shows them, in both log formats, for a check and for a backup.
+#[test]
+fn a_failed_metadata_script_is_shown_the_same_through_the_driver_as_locally() {
+    let mut fleet = common::fleet::Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .metadata("{}");
+    fleet.vm("db", 0).job("db").script(
+        "metadata",
+        "echo 'rendering config'; echo 'no config rendered' >&2; exit 4",
+    );
+    let inventory = fleet.local_inventory();
+    let artifacts = fleet.artifacts().display().to_string();
+    let root = fleet.vm("db", 0).root().display().to_string();
+    for args in [
+        &["pre-backup-check"][..],
+        &["--log-format", "json", "pre-backup-check"][..],
+        &["backup", "--artifact-path", &artifacts][..],
+    ] {
+        let remote = fleet.driver(&inventory, args);
+        let mut local_args = vec!["--root", &root];
+        local_args.extend_from_slice(args);
+        let local = Run::new(
+            &local_args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            fleet.dir.path(),
+        );
+        remote.assert_code(1);
+        local.assert_code(1);
+        let shown = |run: &Run| (normalised(&run.stdout), normalised(&run.stderr));
+        assert_eq!(
+            shown(&remote),
+            shown(&local),
+            "through the driver:\n{}\nlocally:\n{}",
+            remote.explain(),
+            local.explain()
+        );
+        let all = format!("{}{}", remote.stdout, remote.stderr);
+        for text in [
+            "exit status 4",
+            "rendering config",
+            "no config rendered",
+            "job 'db': metadata script failed (exit status 4); nothing was locked",
+        ] {
+            assert!(all.contains(text), "{text:?} in\n{}", remote.explain());
+        }
+    }
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing was locked: {:?}",
+        fleet.calls()
+    );
 }

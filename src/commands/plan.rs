@@ -26,7 +26,7 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
     dep.show_metadata_runs = !json;
     if let Err(errors) = dep.describe(&ctx.console) {
         for e in errors {
-            ctx.console.error(e);
+            ctx.console.error(e.to_string());
         }
         return Ok(1);
     }

@@ -2,8 +2,10 @@
 //! protocol to `bbr-agent serve` on each, through whatever command reaches it (usually SSH).
 
 pub mod connecting;
+mod error;
 pub mod inventory;
 mod remote;
 pub(crate) mod session_command;
 
+pub use error::SessionError;
 pub use remote::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};

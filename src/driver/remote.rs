@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connecting::Connecting;
+use super::error::SessionError;
 use super::session_command;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
@@ -172,7 +173,7 @@ impl RemoteInstance {
         };
         let result = self.call(hello, None).and_then(|value| {
             serde_json::from_value::<HelloResult>(value).map_err(|e| {
-                InstanceError::Protocol(format!("{}: a bad hello answer: {e}", self.id))
+                SessionError::Protocol(format!("{}: a bad hello answer: {e}", self.id)).into()
             })
         });
         // An answer that came as the watcher ended the session counts as none.
@@ -196,8 +197,13 @@ impl RemoteInstance {
                 );
                 Err(self.lose(why))
             }
-            Err(InstanceError::Remote { message, .. }) => Err(self.lose(message)),
-            Err(e) => Err(e),
+            Err(e) => match SessionError::of(&e) {
+                Some(SessionError::Agent { message, .. }) => {
+                    let message = message.clone();
+                    Err(self.lose(message))
+                }
+                _ => Err(e),
+            },
         }
     }
 
@@ -213,7 +219,7 @@ impl RemoteInstance {
         let conn = self
             .conn
             .as_mut()
-            .ok_or_else(|| InstanceError::Protocol("not connected".into()))?;
+            .ok_or_else(|| SessionError::Protocol("not connected".into()))?;
         if let Err(e) = write_json_line(&mut conn.to_agent, &Request { id, op }) {
             return Err(self.lose(format!("cannot send a request: {e}")));
         }
@@ -230,7 +236,7 @@ impl RemoteInstance {
             let conn = self
                 .conn
                 .as_mut()
-                .ok_or_else(|| InstanceError::Protocol("not connected".into()))?;
+                .ok_or_else(|| SessionError::Protocol("not connected".into()))?;
             let line = match read_line(&mut conn.from_agent) {
                 Ok(line) => line,
                 Err(FrameError::Eof) => return Err(self.lose("the agent's output ended".into())),
@@ -270,7 +276,7 @@ impl RemoteInstance {
                 }
                 AgentMessage::Ok { id: got, result } if got == id => {
                     return match data_error {
-                        Some(e) => Err(InstanceError::Transfer(format!("{}: {e}", self.id))),
+                        Some(e) => Err(SessionError::Transfer(format!("{}: {e}", self.id)).into()),
                         None => Ok(result),
                     };
                 }
@@ -281,19 +287,16 @@ impl RemoteInstance {
                     report,
                 } if got == Some(id) || got.is_none() => {
                     return Err(match report {
-                        // A failed metadata script: shown as every script is.
+                        // A failed metadata script: the same typed failure as on the VM, so
+                        // it is shown as every script is.
                         Some(report) if report.script == ScriptKind::Metadata => {
                             let report = ScriptReport::from(report);
                             InstanceError::MetadataScript {
                                 job: report.job.clone(),
-                                end: report.end.describe(),
                                 report: Box::new(report),
                             }
                         }
-                        _ => InstanceError::Remote {
-                            code: format!("{code:?}"),
-                            message,
-                        },
+                        _ => SessionError::Agent { code, message }.into(),
                     });
                 }
                 other => {
@@ -329,8 +332,8 @@ impl RemoteInstance {
     }
 
     fn unreachable(&self, detail: String, stderr: String) -> InstanceError {
-        InstanceError::Unreachable {
-            instance: self.id.to_string(),
+        SessionError::Unreachable {
+            instance: self.id.clone(),
             command: self.command.clone(),
             detail,
             stderr: if stderr.is_empty() {
@@ -341,6 +344,7 @@ impl RemoteInstance {
                 format!("; its stderr: {}", stderr.replace('\n', " | "))
             },
         }
+        .into()
     }
 
     fn typed<T: serde::de::DeserializeOwned>(
@@ -348,7 +352,7 @@ impl RemoteInstance {
         value: serde_json::Value,
     ) -> Result<T, InstanceError> {
         serde_json::from_value(value)
-            .map_err(|e| InstanceError::Protocol(format!("{}: a bad answer: {e}", self.id)))
+            .map_err(|e| SessionError::Protocol(format!("{}: a bad answer: {e}", self.id)).into())
     }
 }
 
@@ -451,7 +455,7 @@ impl Instance for RemoteInstance {
                 let answer = self.response(id, None);
                 Err(answer
                     .err()
-                    .unwrap_or(InstanceError::Transfer(format!("{}: {e}", self.id))))
+                    .unwrap_or(SessionError::Transfer(format!("{}: {e}", self.id)).into()))
             }
         }
     }

@@ -196,10 +196,11 @@ pub enum InstanceError {
     Metadata(#[from] crate::metadata::MetadataError),
     #[error(transparent)]
     Untrusted(#[from] crate::trust::Untrusted),
-    #[error("job '{job}': metadata script failed ({end}); nothing was locked")]
+    /// A metadata script failed: its report (exit, output tail) is the data the console
+    /// shows, here or through a driver.
+    #[error("job '{job}': metadata script failed ({}); nothing was locked", report.end.describe())]
     MetadataScript {
         job: String,
-        end: String,
         report: Box<ScriptReport>,
     },
     #[error(transparent)]
@@ -228,19 +229,9 @@ pub enum InstanceError {
         "job '{job}' is not a job with a backup script on this instance: it has no artifact to send"
     )]
     NoArtifact { job: String },
-    #[error("cannot reach the agent with `{command}`: {detail}{stderr}")]
-    Unreachable {
-        instance: String,
-        command: String,
-        detail: String,
-        stderr: String,
-    },
-    #[error("{message}")]
-    Remote { code: String, message: String },
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("artifact transfer failed: {0}")]
-    Transfer(String),
+    /// The instance could not be asked: its transport's own error (the driver's session).
+    #[error(transparent)]
+    Transport(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What the workflows may ask of one VM.

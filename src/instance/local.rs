@@ -263,7 +263,6 @@ impl LocalInstance {
         if !report.success() {
             return Err(InstanceError::MetadataScript {
                 job: job.name.clone(),
-                end: report.end.describe(),
                 report: Box::new(report),
             });
         }
@@ -343,9 +342,10 @@ impl LocalInstance {
                 Ok(metadata) => metadata,
                 Err(e) if for_cleanup => {
                     let error = match &e {
-                        InstanceError::MetadataScript { job, end, .. } => {
-                            format!("job '{job}': its metadata script failed ({end})")
-                        }
+                        InstanceError::MetadataScript { job, report } => format!(
+                            "job '{job}': its metadata script failed ({})",
+                            report.end.describe()
+                        ),
                         other => other.to_string(),
                     };
                     tracing::warn!(job = %job.name, %error, "cleanup goes on without the job's metadata");

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::console::Console;
 use crate::contract::{Mode, ScriptKind, Side};
-use crate::instance::{Description, Instance, InstanceId, JobInfo, ScriptReport, ScriptStep};
+use crate::instance::{
+    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptReport, ScriptStep,
+};
 use crate::metadata::LockBefore;
 use crate::order::{CycleError, OrderNode, Steps, order};
 
@@ -19,6 +21,17 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 10;
 pub struct JobRef {
     pub instance: usize,
     pub job: usize,
+}
+
+/// What failed on one instance of the deployment, as data: the instance, and its error (a
+/// failed script's carries the job, the script and its report). Made text only where the
+/// workflow reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("{instance}: {error}")]
+pub struct InstanceFailure {
+    pub instance: InstanceId,
+    #[source]
+    pub error: Box<InstanceError>,
 }
 
 /// One instance of the deployment and, once [`Deployment::describe`] had it, what it holds:
@@ -118,13 +131,13 @@ impl Deployment {
     }
 
     /// Claims every instance for this run (their run locks), before anything else happens.
-    pub fn begin(&mut self) -> Result<(), Vec<String>> {
+    pub fn begin(&mut self) -> Result<(), Vec<InstanceFailure>> {
         self.each_instance(|i| i.begin())
     }
 
     /// [`Deployment::begin`], each failure with its instance's position: for a workflow that
     /// goes on with the instances it could claim.
-    pub fn begin_each(&mut self) -> Vec<(usize, String)> {
+    pub fn begin_each(&mut self) -> Vec<(usize, InstanceFailure)> {
         self.failures(|i| i.begin())
     }
 
@@ -142,17 +155,21 @@ impl Deployment {
     }
 
     /// Finds every instance's jobs and runs their metadata scripts, all instances at once.
-    pub fn describe(&mut self, console: &Console) -> Result<(), Vec<String>> {
+    pub fn describe(&mut self, console: &Console) -> Result<(), Vec<InstanceFailure>> {
         self.describe_with(false, console)
     }
 
     /// [`Deployment::describe`] for a cleanup: a job's metadata failing is one of its
     /// description's `problems`, not an error (see [`Instance::describe_for_cleanup`]).
-    pub fn describe_for_cleanup(&mut self, console: &Console) -> Result<(), Vec<String>> {
+    pub fn describe_for_cleanup(&mut self, console: &Console) -> Result<(), Vec<InstanceFailure>> {
         self.describe_with(true, console)
     }
 
-    fn describe_with(&mut self, for_cleanup: bool, console: &Console) -> Result<(), Vec<String>> {
+    fn describe_with(
+        &mut self,
+        for_cleanup: bool,
+        console: &Console,
+    ) -> Result<(), Vec<InstanceFailure>> {
         let all = self.all();
         let results = self.on_instances(all, |_, instance, ()| {
             if for_cleanup {
@@ -178,15 +195,19 @@ impl Deployment {
                     console.described(self.id(i), &description.jobs);
                     self.members[i].description = Some(description);
                 }
-                Err(e) => {
-                    if let crate::instance::InstanceError::MetadataScript { report, .. } = &e {
+                Err(error) => {
+                    // Local or through a driver: the same typed failure, with its report.
+                    if let InstanceError::MetadataScript { report, .. } = &error {
                         if self.show_metadata_runs {
                             console.script(self.id(i), report);
                         } else {
                             console.script_output(self.id(i), report);
                         }
                     }
-                    errors.push(format!("{}: {e}", self.id(i)));
+                    errors.push(InstanceFailure {
+                        instance: self.id(i).clone(),
+                        error: Box::new(error),
+                    });
                 }
             }
         }
@@ -334,12 +355,12 @@ impl Deployment {
         reports.iter().all(|(_, r)| r.success())
     }
 
-    /// Applies `op` to every instance; returns the errors, each naming its instance.
+    /// Applies `op` to every instance; returns the failures.
     pub fn each_instance(
         &mut self,
-        op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
-    ) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = self.failures(op).into_iter().map(|(_, e)| e).collect();
+        op: impl Fn(&mut dyn Instance) -> Result<(), InstanceError> + Sync,
+    ) -> Result<(), Vec<InstanceFailure>> {
+        let errors: Vec<_> = self.failures(op).into_iter().map(|(_, e)| e).collect();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -348,14 +369,17 @@ impl Deployment {
     }
 
     /// Applies `op` to every instance; returns the failures, each with the instance's
-    /// position and an error naming it.
+    /// position.
     fn failures(
         &mut self,
-        op: impl Fn(&mut dyn Instance) -> Result<(), crate::instance::InstanceError> + Sync,
-    ) -> Vec<(usize, String)> {
+        op: impl Fn(&mut dyn Instance) -> Result<(), InstanceError> + Sync,
+    ) -> Vec<(usize, InstanceFailure)> {
         let all = self.all();
         self.on_instances(all, |_, instance, ()| {
-            op(instance).map_err(|e| format!("{}: {e}", instance.id()))
+            op(instance).map_err(|error| InstanceFailure {
+                instance: instance.id().clone(),
+                error: Box::new(error),
+            })
         })
         .into_iter()
         .filter_map(|(i, r)| r.err().map(|e| (i, e)))

@@ -17,9 +17,11 @@ impl Outcome {
         self.errors.push(error.into());
     }
 
-    pub fn fail_all(&mut self, bit: i32, errors: Vec<String>) {
+    /// Records each of `errors` (the workflow's own, or an instance's failures): where they
+    /// become the text the console and the report show.
+    pub fn fail_all(&mut self, bit: i32, errors: impl IntoIterator<Item = impl ToString>) {
         for e in errors {
-            self.fail(bit, e);
+            self.fail(bit, e.to_string());
         }
     }
 

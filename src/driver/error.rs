@@ -1,0 +1,42 @@
+//! What can go wrong between the driver and an agent: the session (starting it, the stream,
+//! the protocol, an artifact's transfer) and what the agent answered with an error. The
+//! instance API knows none of these: they reach it as one [`InstanceError::Transport`].
+
+use crate::instance::{InstanceError, InstanceId};
+use crate::protocol::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The session could not be had, or was lost: `stderr` is what the command said last,
+    /// already put as the tail of the sentence.
+    #[error("cannot reach the agent with `{command}`: {detail}{stderr}")]
+    Unreachable {
+        instance: InstanceId,
+        command: String,
+        detail: String,
+        stderr: String,
+    },
+    /// The agent refused or failed the request; `message` is its sentence.
+    #[error("{message}")]
+    Agent { code: ErrorCode, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("artifact transfer failed: {0}")]
+    Transfer(String),
+}
+
+impl From<SessionError> for InstanceError {
+    fn from(e: SessionError) -> InstanceError {
+        InstanceError::Transport(Box::new(e))
+    }
+}
+
+impl SessionError {
+    /// The session error behind `e`, if it is one.
+    pub fn of(e: &InstanceError) -> Option<&SessionError> {
+        match e {
+            InstanceError::Transport(t) => t.downcast_ref(),
+            _ => None,
+        }
+    }
+}
