@@ -1,5 +1,6 @@
 //! The BBR workflows over a deployment of instances: checks, backup, restore and the two
-//! cleanups, with BBR's error routing and exit-code bits (DESIGN section 4).
+//! cleanups, with BBR's error routing and exit-code bits (`contract::exit_bits`). The layers
+//! and what each may import: docs/architecture.md.
 
 mod backup;
 mod checks;
