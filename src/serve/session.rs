@@ -307,10 +307,7 @@ impl Session {
             };
             let (job, unlock) = (&entry.job, side.unlock());
             tracing::warn!(job = %job, script = %unlock, "session ended while locked: unlocking");
-            let step = ScriptStep {
-                mode: Mode::OneAtATime,
-                ..ScriptStep::unlock(side, vec![job.clone()], false)
-            };
+            let step = ScriptStep::unlock(side, vec![job.clone()], false);
             for report in instance.run_scripts(&step) {
                 if !report.success() {
                     tracing::error!(job = %job, script = %unlock, end = %report.end.describe(), "unlock failed");
