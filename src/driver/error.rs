@@ -40,3 +40,26 @@ impl SessionError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_error_is_one_instance_error_that_says_what_it_says() {
+        let e = InstanceError::from(SessionError::Agent {
+            code: ErrorCode::Instance,
+            message: "the VM is busy".into(),
+        });
+        assert_eq!(e.to_string(), "the VM is busy");
+        assert!(matches!(
+            SessionError::of(&e),
+            Some(SessionError::Agent {
+                code: ErrorCode::Instance,
+                ..
+            })
+        ));
+        let local = InstanceError::UnknownJob { job: "x".into() };
+        assert!(SessionError::of(&local).is_none());
+    }
+}

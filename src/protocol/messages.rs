@@ -340,6 +340,24 @@ mod tests {
     }
 
     #[test]
+    fn a_script_step_goes_on_the_wire_as_the_run_scripts_fields() {
+        let step = crate::instance::ScriptStep::unlock(
+            crate::contract::Side::Backup,
+            vec!["a".into(), "b".into()],
+            false,
+        );
+        let line = serde_json::to_string(&Request {
+            id: 3,
+            op: Op::from(&step),
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"id":3,"op":"run_scripts","script":"post-backup-unlock","jobs":["a","b"],"parallel":true,"after_backup_successful":false}"#
+        );
+    }
+
+    #[test]
     fn a_report_keeps_when_its_script_ended_across_the_wire() {
         let ended = std::time::Instant::now() - Duration::from_secs(30);
         let report = ScriptReport {
