@@ -1,0 +1,45 @@
+//! The agent's side of being brought to a VM (docs/protocol.md, "Bringing the agent"): the
+//! bootstrap names the file it ran in `BBR_AGENT_BROUGHT`, and the agent removes that file and
+//! its private directory as it starts, so nothing is left on the VM whatever ends the run, a
+//! SIGKILL included. The running program needs no file.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Set by the bootstrap to the binary it wrote and ran.
+pub const ENV: &str = "BBR_AGENT_BROUGHT";
+/// The bootstrap's directories are `bbr-agent.<pid>[.<n>]`.
+const DIR_PREFIX: &str = "bbr-agent.";
+
+/// Removes the file `BBR_AGENT_BROUGHT` names and its directory, when that file is this very
+/// program (the same inode as /proc/self/exe) in a directory the bootstrap made: a stray value
+/// removes nothing.
+pub fn remove_own_binary() {
+    let Some(path) = std::env::var_os(ENV) else {
+        return;
+    };
+    let path = Path::new(&path);
+    let (Ok(own), Ok(named)) = (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::symlink_metadata(path),
+    ) else {
+        return;
+    };
+    let dir = path.parent().filter(|d| {
+        d.file_name()
+            .and_then(OsStr::to_str)
+            .is_some_and(|n| n.starts_with(DIR_PREFIX))
+    });
+    if !named.is_file() || named.dev() != own.dev() || named.ino() != own.ino() {
+        return;
+    }
+    let Some(dir) = dir else { return };
+    if let Err(e) = std::fs::remove_file(path) {
+        eprintln!("bbr-agent: cannot remove {}: {e}", path.display());
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("bbr-agent: cannot remove {}: {e}", dir.display());
+    }
+}
