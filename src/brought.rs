@@ -16,10 +16,12 @@ const DIR_PREFIX: &str = "bbr-agent.";
 /// program (the same inode as /proc/self/exe) in a directory the bootstrap made: a stray value
 /// removes nothing.
 pub fn remove_own_binary() {
-    let Some(path) = std::env::var_os(ENV) else {
-        return;
-    };
-    let path = Path::new(&path);
+    if let Some(path) = std::env::var_os(ENV) {
+        remove_if_own(Path::new(&path));
+    }
+}
+
+fn remove_if_own(path: &Path) {
     let (Ok(own), Ok(named)) = (
         std::fs::metadata("/proc/self/exe"),
         std::fs::symlink_metadata(path),
@@ -41,5 +43,24 @@ pub fn remove_own_binary() {
     }
     if let Err(e) = std::fs::remove_dir(dir) {
         eprintln!("bbr-agent: cannot remove {}: {e}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_this_program_is_left_alone() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("bbr-agent.1");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("bbr-agent");
+        // A copy of this program is another inode: not the file it runs from.
+        std::fs::copy("/proc/self/exe", &file).unwrap();
+        remove_if_own(&file);
+        assert!(file.exists());
+        remove_if_own(base.path());
+        assert!(dir.exists());
     }
 }
