@@ -29,7 +29,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   say "cargo build --release"
   cargo build --release --locked >&2
 fi
-AGENT=$(ls -t "$REPO"/target/*-*-*/release/bbr-agent "$REPO"/target/release/bbr-agent 2>/dev/null | head -1)
+AGENT=$( (ls -t "$REPO"/target/*-*-*/release/bbr-agent "$REPO"/target/release/bbr-agent 2>/dev/null || true) | head -1)
 [ -n "$AGENT" ] && [ -x "$AGENT" ] || { echo "benches/bring.sh: no release binary" >&2; exit 2; }
 "$AGENT" protocol-version >/dev/null || { echo "benches/bring.sh: $AGENT predates issue 15" >&2; exit 2; }
 
