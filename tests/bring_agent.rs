@@ -307,3 +307,20 @@ fn a_dynamically_linked_agent_binary_is_refused_before_any_session() {
     );
     assert!(fleet.calls().is_empty(), "{:#?}", fleet.calls());
 }
+
+#[test]
+fn agent_flags_on_commands_without_the_placeholder_say_they_do_nothing() {
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &["--agent", "bring"]);
+    run.assert_success();
+    run.assert_stderr_contains(
+        "warning: --agent and --agent-binary apply to commands with {{ agent }}, and no command of this run has it",
+    );
+    assert!(!output(&run).contains(BRINGING), "{}", run.explain());
+}

@@ -6,7 +6,7 @@ use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 
-use crate::driver::bootstrap::{self, Bring};
+use crate::driver::bootstrap::{self, AgentMode, Bring};
 use crate::driver::connecting::Connecting;
 use crate::driver::inventory;
 use crate::driver::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};
@@ -81,7 +81,14 @@ pub fn remote_instances(
                     .map_err(|e| AppError::Usage(e.to_string()))?;
             Some(Arc::new(bring))
         }
-        false => None,
+        false => {
+            if args.agent.agent != AgentMode::Auto || args.agent.agent_binary.is_some() {
+                ctx.console.warn(
+                    "--agent and --agent-binary apply to commands with {{ agent }}, and no command of this run has it: each runs as it is",
+                );
+            }
+            None
+        }
     };
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     let limit = args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
