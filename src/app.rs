@@ -14,6 +14,13 @@ use crate::logging;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
+    // First: a brought agent leaves no file behind, whatever happens next.
+    crate::brought::remove_own_binary();
+    if let Command::ProtocolVersion = cli.command {
+        // Asked by the bootstrap before anything else: no configuration, no log.
+        println!("{PROTOCOL_VERSION}");
+        return Ok(0);
+    }
     let layout = Layout::new(&cli.root, cli.jobs_root.clone(), cli.store.clone());
     let config = match &cli.config {
         Some(path) => config::load(path, true)?,
@@ -28,6 +35,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
             | Command::Deployment(_)
             | Command::Director(_)
             | Command::Version
+            | Command::ProtocolVersion
             | Command::Completions { .. }
             | Command::Man
     );
@@ -69,6 +77,10 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         }
         Command::Deployment(args) => deployment::run(&ctx, args),
         Command::Director(args) => director_mode::run(&ctx, args),
+        Command::ProtocolVersion => {
+            println!("{PROTOCOL_VERSION}");
+            Ok(0)
+        }
         Command::Version => {
             println!(
                 "bbr-agent {} (BBR contract {}, protocol {PROTOCOL_VERSION})",

@@ -89,6 +89,9 @@ pub enum Command {
     Director(DirectorModeArgs),
     /// Print the agent's version and the BBR contract it implements.
     Version,
+    /// Print the protocol version this agent speaks (the bootstrap asks an installed agent).
+    #[command(hide = true)]
+    ProtocolVersion,
     /// Print a shell completion script (e.g. `bbr-agent completions bash > /etc/bash_completion.d/bbr-agent`).
     Completions {
         #[arg(value_enum)]
@@ -120,8 +123,26 @@ pub struct DeploymentArgs {
     #[command(flatten)]
     pub scripts: ScriptArgs,
 
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
     #[command(subcommand)]
     pub command: DeploymentCommand,
+}
+
+/// Which agent each VM runs, where its command starts the bootstrap (`{{ agent }}`, and
+/// director modes): docs/protocol.md, "Bringing the agent".
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// `auto`: the VM's installed agent when it speaks this protocol, else this driver's,
+    /// sent over the session; `installed`: only the VM's own; `bring`: always this driver's.
+    #[arg(long, global = true, value_enum, default_value_t = crate::driver::bootstrap::AgentMode::Auto)]
+    pub agent: crate::driver::bootstrap::AgentMode,
+
+    /// The agent binary to send instead of this driver's own executable (a static Linux
+    /// x86_64 build).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
 }
 
 /// `director`: one host over plain SSH, as `bbr director` takes it.
@@ -145,6 +166,9 @@ pub struct DirectorModeArgs {
 
     #[command(flatten)]
     pub scripts: ScriptArgs,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
 
     #[command(subcommand)]
     pub command: DeploymentCommand,

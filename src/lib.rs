@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod artifact;
+pub mod brought;
 pub mod cli;
 pub mod commands;
 pub mod config;

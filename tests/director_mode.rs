@@ -192,3 +192,34 @@ fn a_director_that_never_answers_stops_at_the_connect_timeout_before_any_lock() 
         .assert_stderr_contains("no answer within 3s: check that the VM is reachable");
     d.nothing_ran(&run.explain());
 }
+
+/// Issue 15: `{{ agent }}` in director mode's remote command (its default is `sudo {{ agent }}
+/// serve`) brings the driver's agent to a director that has none, over the one session.
+#[test]
+fn a_director_without_an_agent_gets_the_drivers_over_its_session() {
+    let d = director(KnownHost::Its);
+    let tmp = d.vm.dir.path().join("data-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let remote = format!(
+        "BBR_AGENT_INSTALLED=/nonexistent/bbr-agent BBR_AGENT_TMP={} {{{{ agent }}}} --root {} serve",
+        tmp.display(),
+        d.vm.root().display()
+    );
+    let artifacts = d.vm.artifacts().display().to_string();
+    let run = d.run_remote(&remote, &["backup", "--artifact-path", &artifacts]);
+    run.assert_success()
+        .assert_stdout_contains("bosh/0: no bbr-agent of protocol")
+        .assert_stdout_contains("bosh/0: agent brought");
+    assert_eq!(d.sshd.sessions(), 1, "one SSH session\n{}", run.explain());
+    assert!(
+        d.vm.artifact_dir().join("bosh-0-director-db.tar").exists(),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "nothing left on the director\n{}",
+        run.explain()
+    );
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use common::fleet::Fleet;
+use common::fleet::{Fleet, Member};
 use common::sshd::Sshd;
 use common::{AGENT, Vm, listing};
 use faults_support::{Spawned, Survivors, alive, assert_backup_scripts_gone, eventually};
@@ -75,8 +75,19 @@ const JOBS: [&str; 3] = ["first", "second", "web"];
 /// Starts `deployment backup` through sshd and waits until every backup script hangs, with
 /// every lock marker in place.
 fn backup_in_flight(fleet: &Fleet, sshd: &Sshd, markers: &Path) -> Spawned {
-    let inventory = fleet
-        .inventory_with(|m| sshd.ssh(&format!("{AGENT} --root {} serve", m.vm.root().display())));
+    backup_in_flight_with(fleet, sshd, markers, |m| {
+        sshd.ssh(&format!("{AGENT} --root {} serve", m.vm.root().display()))
+    })
+}
+
+/// [`backup_in_flight`] with each VM reached through `command(member)`.
+fn backup_in_flight_with(
+    fleet: &Fleet,
+    sshd: &Sshd,
+    markers: &Path,
+    command: impl Fn(&Member) -> String,
+) -> Spawned {
+    let inventory = fleet.inventory_with(command);
     let driver = Spawned::start(
         fleet.dir.path(),
         &[
@@ -181,6 +192,49 @@ fn killing_the_driver_mid_backup_through_sshd_leaves_no_vm_locked() {
     driver.signal(Signal::SIGKILL);
     driver.wait(Duration::from_secs(5));
     assert_every_vm_unlocked_itself(&fleet, &pids, &markers, &sshd);
+}
+
+/// Issue 15: VMs with no agent installed get the driver's over their session; killed mid-backup,
+/// the driver leaves no VM locked and no brought binary on any VM (the agent removed its file
+/// as it started).
+#[test]
+fn killing_the_driver_mid_backup_leaves_no_brought_agent_on_any_vm() {
+    let sshd = Sshd::start();
+    let base = tempfile::tempdir().unwrap();
+    let pids = Survivors::new(base.path());
+    let markers = base.path().join("markers");
+    fs::create_dir_all(&markers).unwrap();
+    let fleet = locking_fleet(&pids, &markers);
+    let data_tmp = |m: &Member| m.vm.dir.path().join("data-tmp");
+    let mut driver = backup_in_flight_with(&fleet, &sshd, &markers, |m| {
+        fs::create_dir_all(data_tmp(m)).unwrap();
+        sshd.ssh(&format!(
+            "BBR_AGENT_INSTALLED=/nonexistent/bbr-agent BBR_AGENT_TMP={} {{{{ agent }}}} --root {} serve",
+            data_tmp(m).display(),
+            m.vm.root().display()
+        ))
+    });
+    let (stdout, _) = driver.output();
+    assert!(
+        stdout.contains("db/0: agent brought") && stdout.contains("web/0: agent brought"),
+        "{}",
+        driver.explain()
+    );
+
+    driver.signal(Signal::SIGKILL);
+    // Counted from its start, the transfers included.
+    driver.wait(Duration::from_secs(30));
+    assert_every_vm_unlocked_itself(&fleet, &pids, &markers, &sshd);
+    for m in &fleet.members {
+        let left: Vec<_> = fs::read_dir(data_tmp(m)).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{}/{}: the brought agent was left behind\n{}",
+            m.group,
+            m.index,
+            listing(&data_tmp(m))
+        );
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 
+use crate::driver::bootstrap::{self, AgentMode, Bring};
 use crate::driver::connecting::Connecting;
 use crate::driver::inventory;
 use crate::driver::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};
@@ -53,38 +54,63 @@ pub fn run_targets(
             "--with-manifest needs a director (--target): the manifest is the director's".into(),
         ));
     }
-    let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone());
+    let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone())?;
     run_instances(ctx, args, deployment, instances, None, cleanup_via)
 }
 
 /// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
 /// that cleans up after this run, for the agents to name after a run they could not finish.
+/// When a target's command runs the bootstrap (`{{ agent }}`), the binary it may bring is
+/// read and checked here, before any session starts.
 pub fn remote_instances(
     ctx: &Context,
     args: &DeploymentArgs,
     deployment: &str,
     targets: &[inventory::Target],
     cleanup_via: Option<String>,
-) -> Vec<Box<dyn Instance>> {
+) -> Result<Vec<Box<dyn Instance>>, AppError> {
+    let bring = match targets
+        .iter()
+        .any(|t| t.command.contains(bootstrap::PLACEHOLDER))
+    {
+        true => {
+            let console = Arc::clone(&ctx.console);
+            let notice = Arc::new(move |line: &str| console.info(line));
+            let bring =
+                Bring::prepare(args.agent.agent, args.agent.agent_binary.as_deref(), notice)
+                    .map_err(|e| AppError::Usage(e.to_string()))?;
+            Some(Arc::new(bring))
+        }
+        false => {
+            if args.agent.agent != AgentMode::Auto || args.agent.agent_binary.is_some() {
+                ctx.console.warn(
+                    "--agent and --agent-binary apply to commands with {{ agent }}, and no command of this run has it: each runs as it is",
+                );
+            }
+            None
+        }
+    };
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     let limit = args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let console = Arc::clone(&ctx.console);
     let connecting = Connecting::new(Arc::new(move |line: &str| console.info(line)));
-    targets
+    Ok(targets
         .iter()
         .map(|t| {
+            let expanded = bring.as_ref().and_then(|b| b.expand(&t.command));
             let instance = RemoteInstance::new(
                 t.id.clone(),
                 deployment,
-                &t.command,
+                expanded.as_deref().unwrap_or(&t.command),
                 settings.clone(),
                 ctx.console.script_lines(),
             )
             .with_cleanup_via(cleanup_via.clone())
-            .with_connect_timeout(limit, connecting.clone());
+            .with_connect_timeout(limit, connecting.clone())
+            .with_bring(expanded.and(bring.clone()));
             Box::new(instance) as Box<dyn Instance>
         })
-        .collect()
+        .collect())
 }
 
 /// The workflow the command asks for, over `instances`; a failed run names `cleanup_via`'s

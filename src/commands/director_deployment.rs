@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         )
         .map_err(err)?;
         // Each instance's jobs carry their releases, from its group in the manifest.
-        let sessions = remote_instances(ctx, args, deployment, &targets, cleanup_via.clone());
+        let sessions = remote_instances(ctx, args, deployment, &targets, cleanup_via.clone())?;
         Ok(sessions
             .into_iter()
             .zip(&members)

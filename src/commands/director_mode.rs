@@ -36,6 +36,7 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         max_in_flight: 1,
         connect_timeout: args.connect_timeout,
         scripts: args.scripts.clone(),
+        agent: args.agent.clone(),
         command: args.command.clone(),
     };
     let cleanup_via = format!(

@@ -3,8 +3,9 @@
 //! is OpenSSH to that instance (the throw-away key, the private known_hosts with the host key
 //! the director reported, nothing else trusted) running the agent there.
 //!
-//! The agent's command on the VM is `sudo /var/vcap/packages/bbr-agent/bin/bbr-agent serve`,
-//! unless `BBR_AGENT_REMOTE_COMMAND` says otherwise: a tera template with `deployment`,
+//! The agent's command on the VM is `sudo {{ agent }} serve`: the bootstrap, which runs the
+//! installed agent or brings this driver's (docs/protocol.md, "Bringing the agent"), unless
+//! `BBR_AGENT_REMOTE_COMMAND` says otherwise: a tera template with `agent`, `deployment`,
 //! `group`, `index`, `id` and `address`, for testing (tests map instances to `--root` trees)
 //! and for an agent installed elsewhere.
 
@@ -16,8 +17,9 @@ use super::ssh_access::{Host, host_alias};
 use crate::driver::inventory::Target;
 use crate::instance::InstanceId;
 
-/// Where the BOSH job installs the agent, run as root through the temporary user's sudo.
-pub const DEFAULT_REMOTE_COMMAND: &str = "sudo /var/vcap/packages/bbr-agent/bin/bbr-agent serve";
+/// The bootstrap, run as root through the temporary user's sudo: the agent the BOSH job
+/// installs, or this driver's.
+pub const DEFAULT_REMOTE_COMMAND: &str = "sudo {{ agent }} serve";
 /// The environment variable that replaces [`DEFAULT_REMOTE_COMMAND`].
 pub const REMOTE_COMMAND_ENV: &str = "BBR_AGENT_REMOTE_COMMAND";
 
@@ -139,6 +141,7 @@ pub fn render_remote(
     address: &str,
 ) -> Result<String, String> {
     let mut context = tera::Context::new();
+    context.insert("agent", crate::driver::bootstrap::PLACEHOLDER);
     context.insert("deployment", deployment);
     context.insert("group", group);
     context.insert("index", &index);
@@ -216,7 +219,10 @@ mod tests {
         assert!(c.contains("-o HostKeyAlias=3f2c.db.bbr-agent"), "{c}");
         assert!(!c.contains("StrictHostKeyChecking=no"), "{c}");
         assert!(
-            c.ends_with("-p 22 -l bosh_0123456789abcde 10.0.0.7 -- sudo /var/vcap/packages/bbr-agent/bin/bbr-agent serve"),
+            c.ends_with(&format!(
+                "-p 22 -l bosh_0123456789abcde 10.0.0.7 -- sudo {} serve",
+                crate::driver::bootstrap::PLACEHOLDER
+            )),
             "{c}"
         );
         // Plain words: the driver starts it without a shell.

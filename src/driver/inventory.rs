@@ -1,5 +1,6 @@
 //! The inventory file: a deployment's name, its instances, and the command (a tera template)
 //! that starts `bbr-agent serve` on each of them, every value in it quoted for the shell.
+//! `{{ agent }}` in it stands for the agent, installed or brought (driver::bootstrap).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -141,6 +142,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
                 instance: id.clone(),
             })?;
         let mut context = tera::Context::new();
+        // The bootstrap's words replace it when the run starts (driver::bootstrap).
+        context.insert("agent", super::bootstrap::PLACEHOLDER);
         context.insert("deployment", &raw.deployment);
         context.insert("group", &instance.group);
         context.insert("index", &instance.index);

@@ -1,7 +1,9 @@
 //! The remote driver: the inventory of a deployment's VMs and the instance API over the stdio
 //! protocol to `bbr-agent serve` on each, through whatever command reaches it (usually SSH).
 
+pub mod bootstrap;
 pub mod connecting;
+mod elf;
 mod error;
 pub mod inventory;
 mod remote;

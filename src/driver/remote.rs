@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::bootstrap::Bring;
 use super::connecting::Connecting;
 use super::error::SessionError;
 use super::session_command;
@@ -49,6 +50,8 @@ pub struct RemoteInstance {
     connect_timeout: Duration,
     /// The run's sessions still connecting, named every 10s.
     connecting: Option<Connecting>,
+    /// The bootstrap that starts the agent, when the command runs one (`{{ agent }}`).
+    bring: Option<Arc<Bring>>,
     conn: Option<Connection>,
     /// Why the session was lost, once it was.
     lost: Option<String>,
@@ -88,6 +91,7 @@ impl RemoteInstance {
             lines,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             connecting: None,
+            bring: None,
             conn: None,
             lost: None,
             next_id: 0,
@@ -110,6 +114,13 @@ impl RemoteInstance {
     ) -> RemoteInstance {
         self.connect_timeout = limit;
         self.connecting = Some(connecting);
+        self
+    }
+
+    /// The command starts the bootstrap (docs/protocol.md, "Bringing the agent"), which
+    /// `bring` runs before `hello`.
+    pub fn with_bring(mut self, bring: Option<Arc<Bring>>) -> RemoteInstance {
+        self.bring = bring;
         self
     }
 
@@ -164,6 +175,12 @@ impl RemoteInstance {
             stderr,
             hello: Arc::clone(&hello_state),
         });
+        if let Some(bring) = self.bring.clone() {
+            let conn = self.conn.as_mut().expect("just connected");
+            if let Err(e) = bring.start(&self.id, &mut conn.to_agent, &mut conn.from_agent) {
+                return Err(self.lose(e.to_string()));
+            }
+        }
         let hello = Op::Hello {
             protocol: PROTOCOL_VERSION,
             deployment: self.deployment.clone(),
