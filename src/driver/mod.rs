@@ -5,5 +5,6 @@ pub mod connecting;
 pub mod inventory;
 mod remote;
 pub(crate) mod session_command;
+mod session_watch;
 
 pub use remote::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};

@@ -62,9 +62,12 @@ impl ChildLeader {
         ChildLeader { pid, reaped: false }
     }
 
-    /// Whether the leader has been reaped here: the caller must not wait for it again.
-    pub fn reaped(&self) -> bool {
-        self.reaped
+    /// Waits for the leader however long it takes (it has been sent SIGKILL).
+    pub fn reap_blocking(&mut self) {
+        if !self.reaped {
+            let _ = waitpid(self.pid, None);
+            self.reaped = true;
+        }
     }
 }
 
