@@ -182,3 +182,58 @@ impl ProcessGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    /// Gone, or a zombie nobody reaped yet (the test process may be a subreaper).
+    fn gone(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// A leader whose background child (same group) ignores SIGTERM: `terminate` ends the
+    /// leader with SIGTERM, waits out the grace for the grandchild, then kills it.
+    #[test]
+    fn terminating_the_leader_ends_a_grandchild_in_its_group_that_ignores_sigterm() {
+        let mut leader = Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; sleep 60 & echo $!; trap - TERM; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        BufReader::new(leader.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the grandchild's pid");
+        let grandchild: i32 = line.trim().parse().expect("a pid");
+        let group = ProcessGroup::led_by(leader.id());
+        assert!(!gone(grandchild), "the grandchild should run first");
+
+        let mut members = ChildLeader::new(Pid::from_raw(leader.id() as i32));
+        group.terminate(Duration::from_millis(300), false, &mut members);
+
+        assert!(members.reaped, "the leader should have been reaped");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(grandchild) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let outlived = !gone(grandchild);
+        if outlived {
+            // Leave nothing running behind a failure.
+            group.signal(Signal::SIGKILL);
+        }
+        assert!(
+            !outlived,
+            "the grandchild {grandchild} outlived its group's end"
+        );
+    }
+}
