@@ -140,18 +140,16 @@ pub fn fd(level: Level) -> Option<BorrowedFd<'static>> {
 /// Whether `level` is reached, waiting at most `max` for it (`None`: for ever).
 pub fn wait(level: Level, max: Option<Duration>) -> bool {
     let reached = || latch(level).reason.get().is_some();
+    if reached() {
+        return true;
+    }
     match fd(level) {
         Some(fd) => {
-            if !reached() {
-                let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-                // EINTR or a failed poll: the caller looks again.
-                let _ = poll(&mut fds, poll_timeout(max));
-            }
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            // EINTR or a failed poll: the caller looks again.
+            let _ = poll(&mut fds, poll_timeout(max));
         }
-        None if !reached() => {
-            std::thread::sleep(max.map_or(FALLBACK_POLL, |m| m.min(FALLBACK_POLL)))
-        }
-        None => {}
+        None => std::thread::sleep(max.map_or(FALLBACK_POLL, |m| m.min(FALLBACK_POLL))),
     }
     reached()
 }

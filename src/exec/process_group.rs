@@ -203,6 +203,7 @@ mod tests {
     /// A leader whose background child (same group) ignores SIGTERM: `terminate` ends the
     /// leader with SIGTERM, waits out the grace for the grandchild, then kills it.
     #[test]
+    #[allow(clippy::zombie_processes)]
     fn terminating_the_leader_ends_a_grandchild_in_its_group_that_ignores_sigterm() {
         let mut leader = Command::new("/bin/sh")
             .args(["-c", "trap '' TERM; sleep 60 & echo $!; trap - TERM; wait"])
@@ -218,6 +219,7 @@ mod tests {
         let group = ProcessGroup::led_by(leader.id());
         assert!(!gone(grandchild), "the grandchild should run first");
 
+        // The leader is reaped by `terminate` (through ChildLeader), not by `leader.wait()`.
         let mut members = ChildLeader::new(Pid::from_raw(leader.id() as i32));
         group.terminate(Duration::from_millis(300), false, &mut members);
 
