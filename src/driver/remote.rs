@@ -107,7 +107,7 @@ impl RemoteInstance {
             return Err(self.unreachable(why.clone(), String::new()));
         }
         let _pending = self.connecting.as_ref().map(|c| c.start(&self.id));
-        // Its own group: the session ends when the driver is interrupted (below), not
+        // Its own group: the session ends when the driver is interrupted (session_watch), not
         // half-way through a terminal's Ctrl-C to every process at once.
         let child = session_command::spawn(&self.command)
             .map_err(|e| self.unreachable(format!("cannot start it: {e}"), String::new()))?;
