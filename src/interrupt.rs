@@ -9,10 +9,11 @@
 //! first, then any later one) is a latch: a reason, and a pipe whose read end becomes
 //! readable when the latch is set and stays readable (it is never drained), so any number of
 //! waiters can `poll` it beside their own descriptors and wake at once instead of sleeping
-//! in slices.
+//! in slices. Waiters on a condition variable (the artifact hand-offs) cannot poll: they
+//! register a [`Wake`], called right after the first interruption is recorded.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -94,6 +95,39 @@ fn latch(level: Level) -> &'static Latch {
     }
 }
 
+/// Something waiting on a condition variable that the first interruption must wake. `wake`
+/// takes the waiter's mutex before notifying, so a waiter that looked at the flag under that
+/// mutex and then waits cannot miss it.
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+static WAKERS: Mutex<Vec<Weak<dyn Wake>>> = Mutex::new(Vec::new());
+
+fn wakers() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Wake>>> {
+    // A panic elsewhere while holding it leaves a list that is still a list.
+    WAKERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers `waker` for the first interruption, for as long as it lives.
+pub fn wake_on_interruption(waker: Weak<dyn Wake>) {
+    let mut list = wakers();
+    list.retain(|w| w.strong_count() > 0);
+    list.push(waker);
+}
+
+/// Wakes every registered waiter, which then looks at its own stop condition again (a
+/// spurious wake-up is harmless). Called by [`trigger`]; tests that stop waiters with their
+/// own flag call it too.
+pub(crate) fn wake_waiters() {
+    let live: Vec<Arc<dyn Wake>> = wakers().iter().filter_map(Weak::upgrade).collect();
+    for waker in live {
+        waker.wake();
+    }
+}
+
 /// Records an interruption: a signal number, or `None` when the driver went away.
 pub fn trigger(signal: Option<i32>) {
     let reason = match signal.map(Signal::try_from) {
@@ -109,6 +143,7 @@ pub fn trigger(signal: Option<i32>) {
         _ => "the driver went away".to_string(),
     };
     if FIRST.set(reason) {
+        wake_waiters();
         tracing::warn!("{cause}: ending running scripts, then unlocking what is locked");
     } else {
         SECOND.set(Reason::SecondSignal);
