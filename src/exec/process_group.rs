@@ -206,7 +206,11 @@ mod tests {
     #[allow(clippy::zombie_processes)]
     fn terminating_the_leader_ends_a_grandchild_in_its_group_that_ignores_sigterm() {
         let mut leader = Command::new("/bin/sh")
-            .args(["-c", "trap '' TERM; sleep 60 & echo $!; trap - TERM; wait"])
+            // The grandchild says its pid once it ignores SIGTERM, then becomes `sleep`.
+            .args([
+                "-c",
+                "sh -c 'trap \"\" TERM; echo $$; exec sleep 60' & wait",
+            ])
             .stdout(Stdio::piped())
             .process_group(0)
             .spawn()
