@@ -64,9 +64,9 @@ impl ChildLeader {
 
     /// Waits for the leader however long it takes (it has been sent SIGKILL).
     pub fn reap_blocking(&mut self) {
-        if !self.reaped {
-            let _ = waitpid(self.pid, None);
-            self.reaped = true;
+        while !self.reaped {
+            // EINTR: a signal came first; any other answer means nothing is left to wait for.
+            self.reaped = waitpid(self.pid, None) != Err(Errno::EINTR);
         }
     }
 }
@@ -77,7 +77,7 @@ impl Members for ChildLeader {
         let mut pause = Duration::from_micros(250);
         while !self.reaped {
             match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
                 // Reaped, or not ours to reap (ECHILD): either way, nothing left to wait for.
                 Ok(_) | Err(_) => self.reaped = true,
             }
