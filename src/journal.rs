@@ -22,13 +22,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::contract::ScriptKind;
-use crate::exec::ProcessGroup;
 use crate::exec::descendants::start_time;
+use crate::exec::{NotOurs, ProcessGroup};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalState {
@@ -337,14 +337,8 @@ impl Journal {
             if !still_ours(script) || !group.is_alive() {
                 continue;
             }
-            group.signal(nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while group.is_alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if group.is_alive() {
-                group.signal(nix::sys::signal::Signal::SIGKILL);
-            }
+            // The dead run's scripts are not this process's children: nothing to reap.
+            group.terminate(grace, false, &mut NotOurs);
             ended.push(format!(
                 "{} {} (process group {})",
                 script.job, script.script, script.pgid

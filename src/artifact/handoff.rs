@@ -2,14 +2,13 @@
 //! and check it, which never make the receiving thread wait past an interruption: a bounded
 //! queue whose sender gives up once the run is interrupted, and a thread's result, waited for
 //! the same way. Whatever a stuck or endless consumer does, the driver still ends on SIGTERM.
+//! Both wait on a condition variable that the interruption wakes (`interrupt::Wake`), not in
+//! slices.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
-/// How often a waiting sender looks at the interruption flag.
-const LOOK: Duration = Duration::from_millis(50);
+use crate::interrupt::{self, Wake};
 
 /// The error a writer gives once the run was interrupted. Not `ErrorKind::Interrupted`:
 /// `write_all` would retry that for ever.
@@ -60,8 +59,9 @@ pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// A queue of at most `capacity` items; the sender waits for room until `stop` says so.
-pub fn bounded<T>(capacity: usize, stop: fn() -> bool) -> (Sender<T>, Receiver<T>) {
+/// A queue of at most `capacity` items; the sender waits for room until `stop` says so
+/// (looked at again whenever the first interruption wakes it).
+pub fn bounded<T: Send + 'static>(capacity: usize, stop: fn() -> bool) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::with_capacity(capacity),
@@ -72,6 +72,8 @@ pub fn bounded<T>(capacity: usize, stop: fn() -> bool) -> (Sender<T>, Receiver<T
         not_empty: Condvar::new(),
         capacity: capacity.max(1),
     });
+    let waker: Weak<dyn Wake> = Arc::downgrade(&shared) as Weak<Shared<T>>;
+    interrupt::wake_on_interruption(waker);
     (
         Sender {
             shared: Arc::clone(&shared),
@@ -85,6 +87,13 @@ impl<T> Shared<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         // A panic elsewhere cannot leave the queue itself half-changed.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Send> Wake for Shared<T> {
+    fn wake(&self) {
+        let _state = self.lock();
+        self.not_full.notify_all();
     }
 }
 
@@ -106,9 +115,8 @@ impl<T> Sender<T> {
             }
             state = shared
                 .not_full
-                .wait_timeout(state, LOOK)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -152,8 +160,51 @@ impl<T> Drop for Receiver<T> {
 
 /// A thread's result, to be waited for without outliving an interruption.
 pub struct Outcome<T> {
-    rx: mpsc::Receiver<T>,
+    shared: Arc<Slot<T>>,
     stop: fn() -> bool,
+}
+
+/// Where the thread leaves its result.
+struct Slot<T> {
+    result: Mutex<Ending<T>>,
+    ready: Condvar,
+}
+
+enum Ending<T> {
+    Running,
+    Done(T),
+    /// The thread panicked (or its result was taken).
+    Gone,
+}
+
+impl<T> Slot<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ending<T>> {
+        self.result.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn end(&self, ending: Ending<T>) {
+        let mut result = self.lock();
+        if matches!(*result, Ending::Running) {
+            *result = ending;
+        }
+        self.ready.notify_all();
+    }
+}
+
+impl<T: Send> Wake for Slot<T> {
+    fn wake(&self) {
+        let _result = self.lock();
+        self.ready.notify_all();
+    }
+}
+
+/// Marks the result gone if the thread ends without one (a panic).
+struct Finish<T>(Arc<Slot<T>>);
+
+impl<T> Drop for Finish<T> {
+    fn drop(&mut self) {
+        self.0.end(Ending::Gone);
+    }
 }
 
 /// Runs `work` on a thread of its own.
@@ -161,26 +212,39 @@ pub fn spawn<T: Send + 'static>(
     stop: fn() -> bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Outcome<T> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
+    let shared = Arc::new(Slot {
+        result: Mutex::new(Ending::Running),
+        ready: Condvar::new(),
     });
-    Outcome { rx, stop }
+    let waker: Weak<dyn Wake> = Arc::downgrade(&shared) as Weak<Slot<T>>;
+    interrupt::wake_on_interruption(waker);
+    let finish = Finish(Arc::clone(&shared));
+    std::thread::spawn(move || {
+        let result = work();
+        finish.0.end(Ending::Done(result));
+    });
+    Outcome { shared, stop }
 }
 
 impl<T> Outcome<T> {
     /// The result; on interruption, `Stopped::Interrupted` at once, leaving the thread to
     /// end with the process. `Stopped::Gone` if the thread panicked.
     pub fn wait(self) -> Result<T, Stopped> {
+        let mut result = self.shared.lock();
         loop {
-            match self.rx.recv_timeout(LOOK) {
-                Ok(result) => return Ok(result),
-                Err(RecvTimeoutError::Disconnected) => return Err(Stopped::Gone),
-                Err(RecvTimeoutError::Timeout) if (self.stop)() => {
-                    return Err(Stopped::Interrupted);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            match std::mem::replace(&mut *result, Ending::Gone) {
+                Ending::Done(value) => return Ok(value),
+                Ending::Gone => return Err(Stopped::Gone),
+                Ending::Running => *result = Ending::Running,
             }
+            if (self.stop)() {
+                return Err(Stopped::Interrupted);
+            }
+            result = self
+                .shared
+                .ready
+                .wait(result)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -189,6 +253,7 @@ impl<T> Outcome<T> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     static STOP: AtomicBool = AtomicBool::new(false);
     fn stop() -> bool {
@@ -232,6 +297,8 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(200));
         STOP.store(true, Ordering::SeqCst);
+        // What an interruption does: set the flag, then wake the waiters.
+        crate::interrupt::wake_waiters();
         let (sent, waited) = result
             .recv_timeout(Duration::from_secs(20))
             .expect("the sender and the waiter still wait, 20 s after the interruption");

@@ -355,6 +355,8 @@ mod tests {
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
         STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        // What an interruption does: set the flag, then wake the waiters.
+        crate::interrupt::wake_waiters();
         let (writing, finishing) = result
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("still waiting for the check 20 s after the run was interrupted");

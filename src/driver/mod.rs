@@ -8,6 +8,7 @@ mod error;
 pub mod inventory;
 mod remote;
 pub(crate) mod session_command;
+mod session_watch;
 
 pub use error::SessionError;
 pub use remote::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};

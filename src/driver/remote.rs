@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,9 +11,9 @@ use super::bootstrap::Bring;
 use super::connecting::Connecting;
 use super::error::SessionError;
 use super::session_command;
+use super::session_watch::SessionOutput;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
-use crate::exec::ProcessGroup;
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, ScriptStep,
 };
@@ -25,9 +24,6 @@ use crate::protocol::pipes;
 use crate::protocol::{
     AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
-use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 /// How much of the agent command's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
@@ -35,8 +31,6 @@ const STDERR_TAIL: usize = 8 * 1024;
 const EXIT_WAIT: Duration = Duration::from_secs(10);
 /// `--connect-timeout`'s default: how long a session may take to answer `hello`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a session that did not answer in time has after SIGTERM, before SIGKILL.
-const HELLO_KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub struct RemoteInstance {
     id: InstanceId,
@@ -59,20 +53,12 @@ pub struct RemoteInstance {
 }
 
 struct Connection {
-    /// The session command (`sh`), leader of its own process group.
-    pid: Pid,
-    /// Tells the interruption watcher that the session is over.
-    ended: Arc<AtomicBool>,
     to_agent: BufWriter<File>,
-    from_agent: BufReader<File>,
+    /// The session command's (`sh`'s) output; it leads its own process group, ended on an
+    /// interruption or when `hello` is not answered in time (see `session_watch`).
+    from_agent: BufReader<SessionOutput>,
     stderr: Arc<Mutex<Vec<u8>>>,
-    /// Whether `hello` was answered in time: [`HELLO_WAITING`], ...
-    hello: Arc<AtomicU8>,
 }
-
-const HELLO_WAITING: u8 = 0;
-const HELLO_ANSWERED: u8 = 1;
-const HELLO_TIMED_OUT: u8 = 2;
 
 impl RemoteInstance {
     pub fn new(
@@ -133,20 +119,12 @@ impl RemoteInstance {
             return Err(self.unreachable(why.clone(), String::new()));
         }
         let _pending = self.connecting.as_ref().map(|c| c.start(&self.id));
-        // Its own group: the session ends when the driver is interrupted (below), not
+        // Its own group: the session ends when the driver is interrupted (session_watch), not
         // half-way through a terminal's Ctrl-C to every process at once.
         let child = session_command::spawn(&self.command)
             .map_err(|e| self.unreachable(format!("cannot start it: {e}"), String::new()))?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let hello_state = Arc::new(AtomicU8::new(HELLO_WAITING));
-        let pid = child.pid;
-        watch_session(
-            ProcessGroup::led_by(pid.as_raw() as u32),
-            Arc::clone(&ended),
-            Arc::clone(&hello_state),
-            // None only for a limit past the end of time: no limit.
-            Instant::now().checked_add(self.connect_timeout),
-        );
+        // None only for a limit past the end of time: no limit.
+        let deadline = Instant::now().checked_add(self.connect_timeout);
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr;
         let tail = Arc::clone(&stderr);
@@ -166,14 +144,14 @@ impl RemoteInstance {
         pipes::enlarge(&to_agent);
         pipes::enlarge(&from_agent);
         self.conn = Some(Connection {
-            ended,
             to_agent: BufWriter::new(to_agent),
             // Small: a chunk's data, read with read_exact, mostly bypasses the buffer and
             // lands in the chunk directly, not copied through here.
-            from_agent: BufReader::with_capacity(64 * 1024, from_agent),
-            pid,
+            from_agent: BufReader::with_capacity(
+                64 * 1024,
+                SessionOutput::new(from_agent, child.pid, deadline),
+            ),
             stderr,
-            hello: Arc::clone(&hello_state),
         });
         if let Some(bring) = self.bring.clone() {
             let conn = self.conn.as_mut().expect("just connected");
@@ -193,16 +171,12 @@ impl RemoteInstance {
                 SessionError::Protocol(format!("{}: a bad hello answer: {e}", self.id)).into()
             })
         });
-        // An answer that came as the watcher ended the session counts as none.
-        let in_time = hello_state
-            .compare_exchange(
-                HELLO_WAITING,
-                HELLO_ANSWERED,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
-            .is_ok();
-        if !in_time && self.conn.is_some() {
+        // An answer that came as the session was ended for its lateness counts as none.
+        let in_time = self
+            .conn
+            .as_mut()
+            .is_none_or(|c| c.from_agent.get_mut().answered());
+        if !in_time {
             return Err(self.lose(String::new()));
         }
         match result {
@@ -327,16 +301,17 @@ impl RemoteInstance {
     /// not answer `hello` in time says that instead.
     fn lose(&mut self, mut why: String) -> InstanceError {
         let stderr = match self.conn.take() {
-            Some(conn) => {
-                if conn.hello.load(Ordering::SeqCst) == HELLO_TIMED_OUT {
+            Some(mut conn) => {
+                if conn.from_agent.get_ref().timed_out() {
                     why = format!(
                         "no answer within {}: check that the VM is reachable and that the command works",
                         crate::duration::format_limit(self.connect_timeout)
                     );
                 }
-                conn.ended.store(true, Ordering::SeqCst);
                 drop(conn.to_agent);
-                let _ = wait_or_kill(conn.pid, Duration::from_secs(2));
+                conn.from_agent
+                    .get_mut()
+                    .wait_or_kill(Duration::from_secs(2));
                 // Give the stderr thread a moment to take the last words.
                 thread::sleep(Duration::from_millis(50));
                 let kept = conn.stderr.lock().expect("stderr lock");
@@ -486,10 +461,9 @@ impl Instance for RemoteInstance {
         if self.conn.is_some() {
             let _ = self.call(Op::Bye, None);
         }
-        if let Some(conn) = self.conn.take() {
-            conn.ended.store(true, Ordering::SeqCst);
+        if let Some(mut conn) = self.conn.take() {
             drop(conn.to_agent);
-            let _ = wait_or_kill(conn.pid, EXIT_WAIT);
+            conn.from_agent.get_mut().wait_or_kill(EXIT_WAIT);
         }
     }
 }
@@ -513,47 +487,6 @@ fn host_key_refused(stderr: &str) -> Option<&str> {
     })
 }
 
-/// When the driver is interrupted (SIGTERM, SIGINT, SIGHUP), ends the session's command, so
-/// the agent at the other end sees its input end and unlocks what it locked, on its own.
-/// When `hello` is not answered by `deadline`, ends it too (SIGTERM, then SIGKILL after a
-/// grace), so the driver's read of the answer ends and the run stops before any lock.
-fn watch_session(
-    session: ProcessGroup,
-    ended: Arc<AtomicBool>,
-    hello: Arc<AtomicU8>,
-    deadline: Option<Instant>,
-) {
-    thread::spawn(move || {
-        // When the session was sent SIGTERM for not answering, until it is sent SIGKILL.
-        let mut terminated: Option<Instant> = None;
-        while !ended.load(Ordering::SeqCst) {
-            if crate::interrupt::is_interrupted() {
-                session.signal(Signal::SIGTERM);
-                return;
-            }
-            if let Some(at) = terminated {
-                if at.elapsed() >= HELLO_KILL_GRACE {
-                    session.signal(Signal::SIGKILL);
-                    terminated = None;
-                }
-            } else if deadline.is_some_and(|d| Instant::now() >= d)
-                && hello
-                    .compare_exchange(
-                        HELLO_WAITING,
-                        HELLO_TIMED_OUT,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    )
-                    .is_ok()
-            {
-                session.signal(Signal::SIGTERM);
-                terminated = Some(Instant::now());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    });
-}
-
 /// Copies `input` into `chunks` a whole chunk at a time: `io::copy` from a `dyn Read` would
 /// move it in 8 KiB pieces, each copied into the chunk writer's buffer.
 fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> io::Result<u64> {
@@ -569,21 +502,4 @@ fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> io::Result<u
         chunks.write_all(&buf[..n])?;
         copied += n as u64;
     }
-}
-
-/// Reaps the session command, killing its group once `limit` has passed.
-fn wait_or_kill(pid: Pid, limit: Duration) -> nix::Result<()> {
-    let deadline = Instant::now() + limit;
-    // An agent that was told `bye` exits within a millisecond or so: poll fast at first, so
-    // a fleet's sessions do not each cost a 20 ms nap.
-    let mut pause = Duration::from_micros(250);
-    while Instant::now() < deadline {
-        if waitpid(pid, Some(WaitPidFlag::WNOHANG))? != WaitStatus::StillAlive {
-            return Ok(());
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-    ProcessGroup::led_by(pid.as_raw() as u32).signal(Signal::SIGKILL);
-    waitpid(pid, None).map(drop)
 }

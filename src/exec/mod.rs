@@ -12,5 +12,5 @@ mod sudo_env;
 mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
-pub use process_group::ProcessGroup;
+pub use process_group::{ChildLeader, Members, NotOurs, ProcessGroup};
 pub use run::{ScriptCommand, ScriptEnd, ScriptOutcome, run_script};

@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::BorrowedFd;
 use std::os::unix::process::ExitStatusExt;
 
 use super::capture::{Captured, LineSink};
-use super::descendants;
-use super::process_group::ProcessGroup;
+use super::descendants::{self, Escaped, Ticket};
+use super::process_group::{Members, ProcessGroup};
 use super::spawn::Spawn;
 use super::sudo_env::sudo_env;
 use super::watch::Watch;
+use crate::interrupt::Level;
 
 /// How long output pipes may stay open after the script itself exited: a script that starts
 /// a daemon without redirecting its output must not hold the run up.
@@ -127,9 +129,11 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         let interrupted = matches!(stopped, Stopped::Interrupted);
         group.terminate(
             grace,
-            |pause| watch.wait(pause),
-            || interrupted && crate::interrupt::is_hard(),
-            |known| ticket.descendants(known),
+            interrupted,
+            &mut ScriptMembers {
+                watch: &mut watch,
+                ticket: &ticket,
+            },
         );
     }
     watch.reap_blocking();
@@ -161,21 +165,44 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     }
 }
 
+/// A script's group as `terminate` sees it: the leader watched (its output passed on), the
+/// descendants that left the group, the orphans the agent inherited as a subreaper.
+struct ScriptMembers<'a> {
+    watch: &'a mut Watch,
+    ticket: &'a Ticket,
+}
+
+impl Members for ScriptMembers<'_> {
+    fn wait_leader(&mut self, max: Duration, wake: Option<BorrowedFd<'_>>) -> bool {
+        self.watch.wait(max, wake)
+    }
+
+    fn escaped(&self, known: &[Escaped]) -> Vec<Escaped> {
+        self.ticket.descendants(known)
+    }
+
+    fn reap(&mut self) {
+        descendants::reap_orphans();
+    }
+}
+
 /// Why the agent ended a script.
 enum Stopped {
     TimedOut(Duration),
     Interrupted,
 }
 
-/// How often the wait looks at the clock and for an interruption.
-const POLL: Duration = Duration::from_millis(25);
-
 /// Waits for the script's leader to exit, passing its output on, and says why it stopped
-/// waiting early: the timeout expired or the run was interrupted. The first look at the
-/// interruption comes right after the spawn, so an interruption that arrived while the
-/// script was starting still ends it.
+/// waiting early: the timeout expired or the run was interrupted. The wait wakes on the
+/// interruption's descriptor beside the script's own. The first look at the interruption
+/// comes right after the spawn, so an interruption that arrived while the script was
+/// starting still ends it.
 fn wait(command: &ScriptCommand, started: Instant, watch: &mut Watch) -> Option<Stopped> {
     let deadline = command.timeout.map(|t| started + t);
+    let wake = command
+        .interruptible
+        .then(|| crate::interrupt::fd(Level::Interrupted))
+        .flatten();
     loop {
         if command.interruptible && crate::interrupt::is_interrupted() {
             return Some(Stopped::Interrupted);
@@ -186,8 +213,11 @@ fn wait(command: &ScriptCommand, started: Instant, watch: &mut Watch) -> Option<
         {
             return Some(Stopped::TimedOut(limit));
         }
-        let slice = deadline.map_or(POLL, |d| POLL.min(d - now));
-        if watch.wait(slice) {
+        let mut slice = deadline.map_or(Duration::MAX, |d| d - now);
+        if command.interruptible && wake.is_none() {
+            slice = slice.min(crate::interrupt::FALLBACK_POLL);
+        }
+        if watch.wait(slice, wake) {
             return None;
         }
     }

@@ -10,14 +10,14 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::wait::WaitPidFlag;
 use nix::unistd::Pid;
 
@@ -26,6 +26,8 @@ use super::spawn::Spawned;
 
 /// Bytes read from a pipe at once.
 const READ_SIZE: usize = 64 * 1024;
+/// Without a pidfd, the longest a wait goes without looking at the leader (`WNOHANG`).
+const NO_PIDFD_SLICE: Duration = Duration::from_millis(25);
 
 pub struct Watch {
     pid: Pid,
@@ -59,16 +61,21 @@ impl Watch {
         self.status
     }
 
-    /// Waits at most `max` for output (passed on to the sink) or the leader's exit, and
-    /// says whether the leader has exited by now.
-    pub fn wait(&mut self, max: Duration) -> bool {
+    /// Waits at most `max` for output (passed on to the sink) or the leader's exit, or until
+    /// `wake` becomes readable (an interruption), and says whether the leader has exited by
+    /// now. It may return earlier: callers look at their clock and at `wake` again.
+    pub fn wait(&mut self, max: Duration, wake: Option<BorrowedFd<'_>>) -> bool {
         if self.status.is_some() {
             if self.pipes.iter().any(Option::is_some) {
-                self.poll_once(max);
+                self.poll_once(max, wake);
             }
             return true;
         }
-        let events = self.poll_once(max);
+        let max = match self.pidfd {
+            Some(_) => max,
+            None => max.min(NO_PIDFD_SLICE),
+        };
+        let events = self.poll_once(max, wake);
         if events.exit || self.pidfd.is_none() {
             self.reap(WaitPidFlag::WNOHANG);
         }
@@ -93,7 +100,7 @@ impl Watch {
             if left.is_zero() {
                 break;
             }
-            self.poll_once(left);
+            self.poll_once(left, None);
         }
         for pipe in self.pipes.iter_mut().filter_map(Option::take) {
             std::thread::spawn(move || {
@@ -130,35 +137,41 @@ impl Watch {
         }
     }
 
-    /// One `poll` over the open pipes and the pidfd; reads what is ready.
-    fn poll_once(&mut self, max: Duration) -> Events {
+    /// One `poll` over the open pipes, the pidfd and `wake`; reads what is ready.
+    fn poll_once(&mut self, max: Duration, wake: Option<BorrowedFd<'_>>) -> Events {
         let pipes_open = self.pipes.iter().any(Option::is_some);
         let watch_exit = self.status.is_none() && self.pidfd.is_some();
+        let mut max = max;
         if !pipes_open && !watch_exit {
-            // Nothing to poll: the pipes are done and the exit cannot be watched.
-            std::thread::sleep(max.min(Duration::from_millis(1)));
-            return Events { exit: false };
+            // Only `wake`, if anything, to poll: the pipes are done and the exit cannot be
+            // watched, so the leader is looked at every millisecond.
+            max = max.min(Duration::from_millis(1));
+            if wake.is_none() {
+                std::thread::sleep(max);
+                return Events { exit: false };
+            }
         }
-        let mut fds = Vec::with_capacity(3);
-        let mut slots = Vec::with_capacity(3);
+        let mut fds = Vec::with_capacity(4);
+        let mut slots = Vec::with_capacity(4);
         for (i, pipe) in self.pipes.iter().enumerate() {
             if let Some(pipe) = pipe {
                 fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
-                slots.push(Some(i));
+                slots.push(Slot::Pipe(i));
             }
         }
         if let (true, Some(pidfd)) = (watch_exit, &self.pidfd) {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
-            slots.push(None);
+            slots.push(Slot::Exit);
         }
-        // Rounded up: a wait of less than a millisecond must not become a busy loop.
-        let millis = max.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
+        if let Some(wake) = wake {
+            fds.push(PollFd::new(wake, PollFlags::POLLIN));
+            slots.push(Slot::Wake);
+        }
+        match poll(&mut fds, crate::interrupt::poll_timeout(Some(max))) {
             Ok(0) | Err(_) => return Events { exit: false },
             Ok(_) => {}
         }
-        let ready: Vec<(Option<usize>, bool)> = fds
+        let ready: Vec<(Slot, bool)> = fds
             .iter()
             .zip(&slots)
             .map(|(fd, slot)| (*slot, fd.any().unwrap_or(false)))
@@ -167,9 +180,10 @@ impl Watch {
         let mut exit = false;
         for (slot, is_ready) in ready {
             match (slot, is_ready) {
-                (Some(i), true) => self.read_pipe(i),
-                (None, true) => exit = true,
-                _ => {}
+                (Slot::Pipe(i), true) => self.read_pipe(i),
+                (Slot::Exit, true) => exit = true,
+                // The caller looks at what woke it.
+                (Slot::Wake, _) | (_, false) => {}
             }
         }
         Events { exit }
@@ -186,6 +200,14 @@ impl Watch {
             Err(_) => self.pipes[i] = None,
         }
     }
+}
+
+/// What each polled descriptor is.
+#[derive(Clone, Copy)]
+enum Slot {
+    Pipe(usize),
+    Exit,
+    Wake,
 }
 
 struct Events {

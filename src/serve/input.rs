@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread;
 
+use crate::interrupt::Level;
 use crate::protocol::Op;
 use crate::protocol::Request;
 use crate::protocol::framing::{FrameError, read_chunk_owned, read_line};
@@ -26,12 +27,22 @@ pub enum Input {
     /// The stream broke (a line or chunk over its limit, a truncated chunk); nothing after it
     /// can be trusted, and nothing follows it.
     Broken(FrameError),
+    /// The agent was interrupted (a signal, or the driver went away): sent once, by a thread
+    /// that waits on the interruption, so a session waiting for the driver wakes at once.
+    /// Not part of the driver's stream: whoever reads data chunks skips it.
+    Interrupted,
 }
 
-/// Starts the reader; the channel closes when the input ends.
+/// Starts the reader; the channel closes when the input ends (after the interruption that
+/// follows it, `Input::Interrupted`, is passed on).
 pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
+    let wake = tx.clone();
+    thread::spawn(move || {
+        while !crate::interrupt::wait(Level::Interrupted, None) {}
+        let _ = wake.send(Input::Interrupted);
+    });
     thread::spawn(move || {
         // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
         decode(BufReader::with_capacity(64 * 1024, input), |item| {

@@ -8,9 +8,8 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::input::{Input, spawn_reader};
 use super::output_queue::{Output, OutputQueue};
@@ -72,16 +71,20 @@ enum End {
 impl Session {
     fn run(&mut self, inputs: &Receiver<Input>) -> i32 {
         let end = loop {
-            // A signal ends the session even while the driver's stream stays open.
-            let input = match inputs.recv_timeout(Duration::from_millis(100)) {
+            // A signal ends the session even while the driver's stream stays open: what the
+            // driver already sent is handled first, then the wait for more wakes on
+            // `Input::Interrupted` (or, when a data reader took that, this look).
+            let input = match inputs.try_recv() {
                 Ok(input) => input,
-                Err(RecvTimeoutError::Timeout) if crate::interrupt::is_interrupted() => {
-                    break End::Gone;
-                }
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break End::Gone,
+                Err(TryRecvError::Empty) if crate::interrupt::is_interrupted() => break End::Gone,
+                Err(TryRecvError::Empty) => match inputs.recv() {
+                    Ok(input) => input,
+                    Err(_) => break End::Gone,
+                },
+                Err(TryRecvError::Disconnected) => break End::Gone,
             };
             match input {
+                Input::Interrupted => break End::Gone,
                 Input::Request(request) => {
                     let bye = matches!(request.op, Op::Bye);
                     self.handle(request, inputs);
@@ -352,7 +355,7 @@ fn to_json(value: impl serde::Serialize) -> serde_json::Value {
 fn drain_data(inputs: &Receiver<Input>) -> Option<String> {
     loop {
         match inputs.recv() {
-            Ok(Input::Data(_)) => continue,
+            Ok(Input::Data(_) | Input::Interrupted) => continue,
             Ok(Input::DataEnd) => return None,
             Ok(Input::Broken(e)) => return Some(e.to_string()),
             Ok(_) | Err(_) => return Some("the data ended before its terminator".to_string()),
@@ -374,6 +377,7 @@ impl Read for DataReader<'_> {
             match self.inputs.recv() {
                 Ok(Input::Data(chunk)) => self.chunk = io::Cursor::new(chunk),
                 Ok(Input::DataEnd) => self.done = true,
+                Ok(Input::Interrupted) => continue,
                 other => {
                     self.done = true;
                     self.broken = Some(match other {
