@@ -230,7 +230,10 @@ impl Deployment {
                     .push(self.job(r).name.clone());
             }
             let results = self.on_instances(by_instance, |_, instance, names| {
-                let reports = instance.run_scripts(kind, &names, true, unlock);
+                let id = instance.id().clone();
+                let reports = console.while_running(&id, kind, &names, || {
+                    instance.run_scripts(kind, &names, true, unlock)
+                });
                 for report in &reports {
                     console.script(instance.id(), report);
                 }
@@ -248,7 +251,13 @@ impl Deployment {
                 .map(|&r| (r, self.job(r).name.clone()))
                 .collect();
             for (r, name) in chosen {
-                for report in self.instances[r.instance].run_scripts(kind, &[name], false, unlock) {
+                let instance = &mut self.instances[r.instance];
+                let id = instance.id().clone();
+                let names = [name];
+                let ran = console.while_running(&id, kind, &names, || {
+                    instance.run_scripts(kind, &names, false, unlock)
+                });
+                for report in ran {
                     console.script(self.id(r.instance), &report);
                     reports.push((r.instance, report));
                 }
