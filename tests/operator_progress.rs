@@ -168,3 +168,70 @@ fn a_driver_run_says_which_script_is_still_running_on_which_vm_also_as_json_even
         json.explain()
     );
 }
+
+/// A session command whose agent's answers reach the driver a 4 KiB read at a time, 10 ms
+/// apart: a copy of 1 MiB takes seconds, time enough for the bar to be drawn.
+const THROTTLED: &str = r#"#!/bin/sh
+"$AGENT" --root "$ROOT" serve | while :; do
+  dd bs=4096 count=1 of="$CHUNK" 2>/dev/null
+  [ -s "$CHUNK" ] || break
+  cat "$CHUNK"
+  sleep 0.01
+done
+"#;
+
+#[test]
+fn a_backups_copy_from_a_vm_shows_a_bar_with_its_total_percentage_and_eta() {
+    let mut fleet = Fleet::new();
+    let db = fleet.add("db", 0);
+    db.job("db").recording_locks().copying_backup_restore();
+    std::fs::write(db.data_dir("db").join("rows"), vec![7u8; 1 << 20]).unwrap();
+    let launcher = common::write_file(&fleet.dir.path().join("throttled"), THROTTLED.as_bytes());
+    let root = fleet.vm("db", 0).root();
+    let inventory = fleet.inventory_with(|_| {
+        format!(
+            "CHUNK={} AGENT={AGENT} ROOT={} sh {}",
+            fleet.dir.path().join("chunk").display(),
+            root.display(),
+            launcher.display()
+        )
+    });
+    let args: Vec<String> = [
+        "deployment",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "backup",
+        "--artifact-path",
+        fleet.artifacts().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = on_a_terminal(fleet.dir.path(), &args, &[]);
+    run.assert_success();
+    let tar = fleet.artifact_dir().join("db-0-db.tar");
+    let len = std::fs::metadata(&tar).unwrap().len();
+    assert!(len > 1 << 20, "{len}");
+    // indicatif's binary units, two decimals: 1.00 MiB.
+    let total = format!("/{:.2} MiB", len as f64 / f64::from(1 << 20));
+    let screen = &run.stdout;
+    let bar = screen
+        .split(['\r', '\n'])
+        .find(|l| l.contains("db/0 db: copying backup from the VM [") && l.contains(&total))
+        .unwrap_or_else(|| {
+            panic!(
+                "no bar with the total {total} on the terminal\n{}",
+                run.explain()
+            )
+        });
+    assert!(
+        bar.contains("% ") && bar.contains("ETA "),
+        "the bar has no percentage or ETA: {bar:?}\n{}",
+        run.explain()
+    );
+    assert!(
+        !screen.contains(" drain "),
+        "the bar says drain\n{}",
+        run.explain()
+    );
+}

@@ -252,6 +252,19 @@ pub trait Instance: Send {
     fn send_artifact(&mut self, job: &str, out: &mut dyn Write)
     -> Result<Checksums, InstanceError>;
 
+    /// [`Instance::send_artifact`], telling `total` the stream's length before its first
+    /// byte when the instance knows it (measured after the backup script). An instance that
+    /// does not know it (an agent of an older version) never calls `total`.
+    fn send_artifact_sized(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        total: Box<dyn FnOnce(u64) + Send>,
+    ) -> Result<Checksums, InstanceError> {
+        let _ = total;
+        self.send_artifact(job, out)
+    }
+
     /// Receives a job's artifact as a tar into the store, checking it against `expected`.
     fn receive_artifact(
         &mut self,

@@ -402,7 +402,11 @@ fn copy_to_instances(
             .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
-                let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
+                let bar = progress::transfer_bar(
+                    console,
+                    format!("{id} {name}: copying backup to the VM"),
+                    size,
+                );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
                 let received = dep.instances[t.job.instance]
