@@ -212,6 +212,16 @@ pub enum DeploymentCommand {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+    /// Show the lock order over every VM (which jobs lock in which step, which run side by
+    /// side), the backup or restore step and the unlock steps; nothing but metadata scripts
+    /// runs, nothing is locked.
+    Plan {
+        #[arg(value_enum)]
+        workflow: PlanWorkflow,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// After a failed backup: run every post-backup-unlock script and remove the stores.
     BackupCleanup,
     /// After a failed restore: run every post-restore-unlock script and remove the stores.

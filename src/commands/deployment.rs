@@ -130,6 +130,10 @@ pub fn run_instances(
         }
         DeploymentCommand::BackupCleanup => workflow::backup_cleanup(&mut dep, console),
         DeploymentCommand::RestoreCleanup => workflow::restore_cleanup(&mut dep, console),
+        // Nothing but metadata scripts runs: no outcome, no cleanup to name.
+        DeploymentCommand::Plan { workflow, json } => {
+            return super::deployment_plan::plan(&mut dep, *workflow, *json, console);
+        }
     };
     // Every session ends (bye) before the result is reported.
     drop(dep);
