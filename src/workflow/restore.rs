@@ -332,6 +332,29 @@ fn plan_transfers(
 ) -> Result<Vec<Transfer>, Vec<String>> {
     let mut transfers = Vec::new();
     let receivers = dep.jobs_with(ScriptKind::Restore);
+    if receivers.is_empty() {
+        // As BBR refuses it; else the locks and unlocks would run and the run "succeed"
+        // with nothing restored (a backup restored onto the wrong VM, a wrong --root).
+        let held: Vec<String> = metadata
+            .instances
+            .iter()
+            .flat_map(|i| {
+                i.artifacts
+                    .iter()
+                    .map(move |a| format!("{}/{} {}", i.name, i.index, a.name))
+            })
+            .take(10)
+            .collect();
+        return Err(vec![format!(
+            "deployment '{}' has no restore scripts (no job here has bin/bbr/restore), so nothing in the backup can be restored; nothing was locked. The backup holds {}: restore it onto the VMs it was taken from",
+            dep.name,
+            if held.is_empty() {
+                "no artifact".to_string()
+            } else {
+                held.join(", ")
+            }
+        )]);
+    }
     let mut errors = super::checks::tar_name_errors(dep, &receivers);
     if !errors.is_empty() {
         return Err(errors);
