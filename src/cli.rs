@@ -212,9 +212,8 @@ pub enum DeploymentCommand {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
-    /// Show the lock order over every VM (which jobs lock in which step, which run side by
-    /// side), the backup or restore step and the unlock steps; nothing but metadata scripts
-    /// runs, nothing is locked.
+    /// Show the lock order over every VM and which jobs run side by side; nothing but
+    /// metadata scripts runs.
     Plan {
         #[arg(value_enum)]
         workflow: PlanWorkflow,
