@@ -134,3 +134,33 @@ fn a_vm_without_boshs_instance_files_is_told_every_flag_it_needs_at_once() {
     ));
     assert_eq!(vm.calls(), Vec::<String>::new(), "{}", run.explain());
 }
+
+#[test]
+fn a_backup_into_a_directory_that_does_not_exist_says_to_make_it() {
+    let vm = vm();
+    let missing = vm.dir.path().join("backups");
+    let run = vm.agent(&["backup", "--artifact-path", missing.to_str().unwrap()]);
+    run.assert_code(1).assert_stderr_contains(&format!(
+        "--artifact-path {} is not an existing directory: make it first (mkdir -p), or give one that exists",
+        missing.display()
+    ));
+    assert!(!missing.exists(), "{}", run.explain());
+}
+
+#[test]
+fn a_leftover_store_on_a_vm_of_a_deployment_names_the_deployments_own_cleanup() {
+    let mut fleet = common::fleet::Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    fs::create_dir_all(fleet.vm("db", 0).store()).unwrap();
+    let inventory = fleet.local_inventory();
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1).assert_stderr_contains(&format!(
+        "db/0: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent deployment --inventory {} backup-cleanup` first",
+        fleet.vm("db", 0).store().display(),
+        inventory.display()
+    ));
+}

@@ -53,6 +53,14 @@ pub struct BackupActivity {
 pub enum BackupDirError {
     #[error("cannot create the artifact directory {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
+    #[error(
+        "--artifact-path {parent} is not an existing directory: make it first (mkdir -p), or give one that exists"
+    )]
+    NoParent { parent: PathBuf },
+    #[error(
+        "{path} already exists (a backup of this deployment started in the same second?): run the backup again"
+    )]
+    Exists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source} (is this a BBR artifact directory?)")]
@@ -139,9 +147,17 @@ impl BackupDir {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|source| BackupDirError::Create {
-                path: path.clone(),
-                source,
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+                    BackupDirError::NoParent {
+                        parent: parent.to_path_buf(),
+                    }
+                }
+                io::ErrorKind::AlreadyExists => BackupDirError::Exists { path: path.clone() },
+                _ => BackupDirError::Create {
+                    path: path.clone(),
+                    source,
+                },
             })?;
         Ok(BackupDir { path })
     }

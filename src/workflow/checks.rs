@@ -113,8 +113,11 @@ pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
                 left.join(", ")
             ));
         } else if description.store_exists {
+            // This run's own cleanup command (the driver's, with its inventory or director
+            // flags), not the VM-local one a driver's operator cannot run as it is.
+            let via = dep.cleanup_via.as_deref().unwrap_or("bbr-agent");
             errors.push(format!(
-                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent {cleanup}` first",
+                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `{via} {cleanup}` first",
                 dep.id(i),
                 description.store_path
             ));
