@@ -204,21 +204,21 @@ mod tests {
 
     #[test]
     fn a_command_that_cannot_be_rendered_is_one_line_naming_the_variable_and_those_there_are() {
-        let e = parse(
+        let Err(e) = parse(
             Path::new("inv.yml"),
             "deployment: acme\ncommand: 'ssh {{ adress }}'\ninstances:\n- {group: db, index: 0, address: 10.0.0.1}\n",
-        )
-        .err()
-        .expect("refused")
-        .to_string();
+        ) else {
+            panic!("an undefined variable was rendered");
+        };
+        let e = e.to_string();
         assert_eq!(
             e,
             "the inventory inv.yml: the command of instance db/0 cannot be rendered: Variable `adress` is not defined. Available variables: address, deployment, group, index"
         );
-        let e = parse(Path::new("inv.yml"), "deployment: acme\n")
-            .err()
-            .expect("refused")
-            .to_string();
+        let Err(e) = parse(Path::new("inv.yml"), "deployment: acme\n") else {
+            panic!("an inventory without instances was taken");
+        };
+        let e = e.to_string();
         assert!(
             e.contains("missing field `instances`") && e.contains("\"A whole deployment\""),
             "{e}"
