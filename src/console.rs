@@ -204,6 +204,14 @@ impl Console {
         }
     }
 
+    /// As [`Console::info`], on stderr in human format: for a command whose stdout is data.
+    pub fn note(&self, message: impl AsRef<str>) {
+        match self.format {
+            Format::Human => self.write_line(true, format_args!("{}", message.as_ref())),
+            Format::Json => self.info(message),
+        }
+    }
+
     pub fn warn(&self, message: impl AsRef<str>) {
         match self.format {
             Format::Human => self.write_line(true, format_args!("warning: {}", message.as_ref())),

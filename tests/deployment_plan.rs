@@ -129,3 +129,30 @@ fn a_deployment_plan_with_a_vm_out_of_reach_names_it_and_fails() {
         run.explain()
     );
 }
+
+#[test]
+fn a_json_plan_keeps_stdout_json_while_a_vm_is_slow_to_connect() {
+    let fleet = fleet();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "sleep 2; exec {} --root {} serve",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    let mut command = std::process::Command::new(common::AGENT);
+    command
+        .args(["deployment", "--inventory"])
+        .arg(&inventory)
+        .args(["plan", "backup", "--json"])
+        .env("BBR_AGENT_CONNECTING_EVERY", "500ms");
+    let run = common::Run::of(&mut command, fleet.dir.path());
+    run.assert_success()
+        .assert_stderr_contains("still connecting: ");
+    let plan: Result<serde_json::Value, _> = serde_json::from_str(&run.stdout);
+    assert!(
+        plan.is_ok_and(|p| p["workflow"] == "backup"),
+        "stdout is not the plan alone\n{}",
+        run.explain()
+    );
+}

@@ -69,7 +69,12 @@ pub fn remote_instances(
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     let limit = args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let console = Arc::clone(&ctx.console);
-    let connecting = Connecting::new(Arc::new(move |line: &str| console.info(line)));
+    // Where stdout holds JSON (`plan --json`), the line goes to stderr.
+    let stdout_is_json = matches!(args.command, DeploymentCommand::Plan { json: true, .. });
+    let connecting = Connecting::new(Arc::new(move |line: &str| match stdout_is_json {
+        true => console.note(line),
+        false => console.info(line),
+    }));
     targets
         .iter()
         .map(|t| {
