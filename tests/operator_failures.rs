@@ -164,3 +164,17 @@ fn a_leftover_store_on_a_vm_of_a_deployment_names_the_deployments_own_cleanup() 
         inventory.display()
     ));
 }
+
+#[test]
+fn a_restore_onto_a_vm_with_a_job_the_backup_lacks_names_what_it_holds_and_locks_nothing() {
+    let vm = vm();
+    backup(&vm).assert_success();
+    let artifact = vm.artifact_dir();
+    vm.job("extra").recording_locks().recording("restore");
+    fs::write(vm.log_path(), "").unwrap();
+    let run = restore(&vm, &artifact);
+    run.assert_code(1).assert_stderr_contains(
+        "backend/0 extra: the job has a restore script but the backup holds no artifact for it (for backend/0 it holds db), so nothing was locked",
+    );
+    assert_eq!(vm.calls(), Vec::<String>::new(), "{}", run.explain());
+}

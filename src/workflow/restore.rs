@@ -382,10 +382,20 @@ fn plan_transfers(
                 tar: backup.tar_path(&id.group, &id.index, &job.name),
                 checksums: a.checksums.clone(),
             }),
-            None => errors.push(format!(
-                "{id} {}: the job has a restore script but the backup holds no artifact for it",
-                job.name
-            )),
+            None => {
+                let held: Vec<&str> = metadata
+                    .instances
+                    .iter()
+                    .filter(|i| i.name == id.group && i.index == id.index)
+                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.as_str()))
+                    .take(10)
+                    .collect();
+                errors.push(format!(
+                    "{id} {}: the job has a restore script but the backup holds no artifact for it (for {id} it holds {}), so nothing was locked: was the job added after the backup, or is this backup another deployment's?",
+                    job.name,
+                    if held.is_empty() { "none".to_string() } else { held.join(", ") }
+                ))
+            }
         }
     }
     for instance in &metadata.instances {
