@@ -90,22 +90,53 @@ fn a_restore_onto_a_vm_without_restore_scripts_is_refused_before_any_lock() {
 }
 
 #[test]
-fn a_script_without_its_execute_bit_is_named_with_its_mode_and_the_fix() {
+fn a_script_without_its_execute_bit_is_refused_before_any_lock_and_named_with_the_fix() {
     let vm = vm();
-    let lock = vm.job("db").dir.join("bin/bbr/pre-backup-lock");
-    fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+    let script = vm.job("db").dir.join("bin/bbr/backup");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
     let list = vm.agent(&["list"]);
     list.assert_success()
-        .assert_stdout_contains("    NOT EXECUTABLE: pre-backup-lock (each would fail to start");
+        .assert_stdout_contains("    NOT EXECUTABLE: backup (each would fail to start");
+    let refused = "backend/0 db: bin/bbr/backup is not executable, so it would fail to start; nothing was locked: the job's release must ship it executable (chmod +x)";
     let run = backup(&vm);
-    run.assert_code(4).assert_stdout_contains(&format!(
-        "backend/0 db pre-backup-lock: FAILED (could not be started: {} is not executable (mode 0644): the job's release must ship it executable (chmod +x))",
-        lock.display()
+    run.assert_code(1).assert_stderr_contains(refused);
+    assert_eq!(vm.calls(), Vec::<String>::new(), "{}", run.explain());
+    vm.agent(&["pre-backup-check"])
+        .assert_code(1)
+        .assert_stderr_contains(refused);
+
+    // Through the driver: the VM's description says so.
+    let mut fleet = common::fleet::Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let restore_script = fleet.vm("db", 0).job("db").dir.join("bin/bbr/restore");
+    fs::set_permissions(&restore_script, fs::Permissions::from_mode(0o600)).unwrap();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    fs::write(fleet.log_path(), "").unwrap();
+    let artifact = fleet.artifact_dir();
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1).assert_stderr_contains(
+        "db/0 db: bin/bbr/restore is not executable, so it would fail to start; nothing was locked",
+    );
+    assert_eq!(fleet.calls(), Vec::<String>::new(), "{}", run.explain());
+
+    // Run by hand, the start failure itself names the file, its mode and the fix.
+    let by_hand = vm.agent(&["run", "backup"]);
+    by_hand.assert_code(1).assert_stdout_contains(&format!(
+        "backend/0 db backup: FAILED (could not be started: {} is not executable (mode 0644): the job's release must ship it executable (chmod +x))",
+        script.display()
     ));
     assert!(
-        !run.stdout.contains("os error 13"),
+        !by_hand.stdout.contains("os error 13"),
         "a bare errno\n{}",
-        run.explain()
+        by_hand.explain()
     );
 }
 

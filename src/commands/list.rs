@@ -2,7 +2,6 @@
 //! job's metadata is shown even when another job's metadata script fails.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 
 use serde::Serialize;
 
@@ -66,14 +65,7 @@ pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
             scripts: job.scripts.keys().copied().collect(),
             metadata,
             metadata_error,
-            not_executable: job
-                .scripts
-                .iter()
-                .filter(|(_, path)| {
-                    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
-                })
-                .map(|(kind, _)| *kind)
-                .collect(),
+            not_executable: job.not_executable(),
         });
     }
     if json {

@@ -34,6 +34,10 @@ pub struct JobInfo {
     pub release: Option<String>,
     pub scripts: Vec<ScriptKind>,
     pub metadata: JobMetadata,
+    /// Its scripts without an execute bit (each would fail to start): refused by the checks
+    /// before anything is locked. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_executable: Vec<ScriptKind>,
 }
 
 impl JobInfo {

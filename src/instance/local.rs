@@ -389,6 +389,7 @@ impl LocalInstance {
                 release: None,
                 scripts: job.scripts.keys().copied().collect(),
                 metadata,
+                not_executable: job.not_executable(),
             });
             kept.insert(job.name.clone(), job);
         }

@@ -29,6 +29,14 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
         ));
     }
     errors.extend(tar_name_errors(dep, &backup_jobs));
+    errors.extend(not_executable(
+        dep,
+        &[
+            ScriptKind::PreBackupLock,
+            ScriptKind::Backup,
+            ScriptKind::PostBackupUnlock,
+        ],
+    ));
     errors.extend(leftovers(dep, "backup-cleanup"));
     for r in dep.jobs() {
         if dep.job(r).metadata.backup_name.is_some() {
@@ -51,6 +59,27 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             Err(errors)
         }
     }
+}
+
+/// The scripts of `kinds` that have no execute bit: each would fail to start, mid-run (a
+/// backup script after the locks), so they are refused before anything is locked.
+pub fn not_executable(dep: &Deployment, kinds: &[ScriptKind]) -> Vec<String> {
+    dep.jobs()
+        .into_iter()
+        .flat_map(|r| {
+            let job = dep.job(r);
+            job.not_executable
+                .iter()
+                .filter(|k| kinds.contains(k))
+                .map(move |kind| {
+                    format!(
+                        "{} {}: bin/bbr/{kind} is not executable, so it would fail to start; nothing was locked: the job's release must ship it executable (chmod +x)",
+                        dep.id(r.instance),
+                        job.name
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The jobs whose names, reported by their VMs, cannot name their tar

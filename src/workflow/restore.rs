@@ -356,6 +356,14 @@ fn plan_transfers(
         )]);
     }
     let mut errors = super::checks::tar_name_errors(dep, &receivers);
+    errors.extend(super::checks::not_executable(
+        dep,
+        &[
+            ScriptKind::PreRestoreLock,
+            ScriptKind::Restore,
+            ScriptKind::PostRestoreUnlock,
+        ],
+    ));
     if !errors.is_empty() {
         return Err(errors);
     }
