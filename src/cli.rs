@@ -64,8 +64,10 @@ pub enum Command {
     },
     /// Show the ordered lock, backup/restore and unlock steps, without running them.
     Plan {
+        /// The workflow to plan.
         #[arg(value_enum)]
         workflow: PlanWorkflow,
+        /// Print the plan as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -236,6 +238,16 @@ pub enum DeploymentCommand {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+    /// Show the lock order over every VM and which jobs run side by side; nothing but
+    /// metadata scripts runs.
+    Plan {
+        /// The workflow to plan.
+        #[arg(value_enum)]
+        workflow: PlanWorkflow,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// After a failed backup: run every post-backup-unlock script and remove the stores.
     BackupCleanup,
     /// After a failed restore: run every post-restore-unlock script and remove the stores.
@@ -372,13 +384,13 @@ pub struct RestoreArgs {
 /// Which instance this VM is [default: what BOSH wrote under <root>/var/vcap/instance].
 #[derive(Debug, Args)]
 pub struct IdentityArgs {
-    /// Deployment name.
-    #[arg(long)]
+    /// The deployment's name [default: what BOSH wrote in <root>/var/vcap/instance/deployment]
+    #[arg(long, value_name = "NAME")]
     pub deployment: Option<String>,
-    /// Instance group name.
-    #[arg(long)]
+    /// This VM's instance group [default: what BOSH wrote in <root>/var/vcap/instance/name]
+    #[arg(long, value_name = "NAME")]
     pub instance_group: Option<String>,
-    /// Instance index [default: 0].
-    #[arg(long)]
+    /// This VM's index in its instance group [default: 0]
+    #[arg(long, value_name = "N")]
     pub index: Option<u32>,
 }

@@ -7,16 +7,20 @@
 //! Every script and transfer is also recorded, for the HTML report.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use indicatif::{MultiProgress, ProgressBar};
 use serde::Serialize;
 
 use crate::contract::ScriptKind;
 use crate::exec::{ScriptEnd, Stream};
 use crate::instance::{InstanceId, JobInfo, ScriptLines, ScriptReport};
 use crate::timestamp::Utc;
+
+mod still_running;
+pub use still_running::FIRST_ENV as STILL_RUNNING_FIRST_ENV;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -86,6 +90,9 @@ pub struct Console {
     verbose: bool,
     format: Format,
     records: Mutex<Records>,
+    /// The progress area (transfer bars, running scripts), when a person watches stderr on
+    /// a terminal: every line is written around it, so no bar is left half-drawn.
+    progress: Option<MultiProgress>,
 }
 
 impl Console {
@@ -94,7 +101,29 @@ impl Console {
             verbose,
             format,
             records: Mutex::new(Records::default()),
+            progress: (format == Format::Human && std::io::stderr().is_terminal())
+                .then(MultiProgress::new),
         })
+    }
+
+    /// Puts `bar` in the progress area; `None` (no bar at all) when there is none.
+    pub fn add_bar(&self, bar: ProgressBar) -> Option<ProgressBar> {
+        self.progress.as_ref().map(|area| area.add(bar))
+    }
+
+    /// Writes `line` to stdout or stderr, clearing the progress area meanwhile.
+    fn write_line(&self, stderr: bool, line: std::fmt::Arguments<'_>) {
+        let write = || {
+            let _ = if stderr {
+                writeln!(std::io::stderr().lock(), "{line}")
+            } else {
+                writeln!(std::io::stdout().lock(), "{line}")
+            };
+        };
+        match &self.progress {
+            Some(area) => area.suspend(write),
+            None => write(),
+        }
     }
 
     pub fn format(&self) -> Format {
@@ -149,13 +178,10 @@ impl Console {
         line: &str,
     ) {
         match self.format {
-            Format::Human => {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "{id} {job} {kind} {}: {line}",
-                    stream.name()
-                );
-            }
+            Format::Human => self.write_line(
+                true,
+                format_args!("{id} {job} {kind} {}: {line}", stream.name()),
+            ),
             Format::Json => self.emit(Event {
                 instance: Some(id.to_string()),
                 job: Some(job),
@@ -170,9 +196,7 @@ impl Console {
 
     pub fn info(&self, message: impl AsRef<str>) {
         match self.format {
-            Format::Human => {
-                let _ = writeln!(std::io::stdout().lock(), "{}", message.as_ref());
-            }
+            Format::Human => self.write_line(false, format_args!("{}", message.as_ref())),
             Format::Json => self.emit(Event {
                 message: Some(message.as_ref()),
                 ..self.event("info", "message")
@@ -180,11 +204,17 @@ impl Console {
         }
     }
 
+    /// As [`Console::info`], on stderr in human format: for a command whose stdout is data.
+    pub fn note(&self, message: impl AsRef<str>) {
+        match self.format {
+            Format::Human => self.write_line(true, format_args!("{}", message.as_ref())),
+            Format::Json => self.info(message),
+        }
+    }
+
     pub fn warn(&self, message: impl AsRef<str>) {
         match self.format {
-            Format::Human => {
-                let _ = writeln!(std::io::stderr().lock(), "warning: {}", message.as_ref());
-            }
+            Format::Human => self.write_line(true, format_args!("warning: {}", message.as_ref())),
             Format::Json => self.emit(Event {
                 message: Some(message.as_ref()),
                 ..self.event("warn", "warning")
@@ -194,9 +224,7 @@ impl Console {
 
     pub fn error(&self, message: impl AsRef<str>) {
         match self.format {
-            Format::Human => {
-                let _ = writeln!(std::io::stderr().lock(), "error: {}", message.as_ref());
-            }
+            Format::Human => self.write_line(true, format_args!("error: {}", message.as_ref())),
             Format::Json => self.emit(Event {
                 message: Some(message.as_ref()),
                 ..self.event("error", "error")

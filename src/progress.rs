@@ -2,7 +2,7 @@
 //! known size an ETA); not a terminal, or `--log-format json`, and there is no bar at all: the
 //! one line per transfer says it all.
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,27 +11,32 @@ use crate::console::{Console, Format};
 
 /// A bar for one transfer, or nothing when no one is watching a terminal.
 pub fn transfer_bar(console: &Console, label: String, total: Option<u64>) -> Option<ProgressBar> {
-    if console.format() != Format::Human || !io::stderr().is_terminal() {
+    if console.format() != Format::Human {
         return None;
     }
-    let (bar, template) = match total {
-        Some(len) => (
-            ProgressBar::new(len),
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        ),
-        None => (
-            ProgressBar::no_length(),
-            "{prefix} {spinner} {bytes} {bytes_per_sec}",
-        ),
-    };
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-    );
+    let bar = console.add_bar(ProgressBar::no_length())?;
+    match total {
+        Some(len) => set_total(&bar, len),
+        None => bar.set_style(style("{prefix} {spinner} {bytes} {bytes_per_sec}")),
+    }
     bar.set_prefix(label);
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
+}
+
+/// The transfer's size is known (a drain learns it as the VM starts sending): a real bar,
+/// with its percentage and ETA.
+pub fn set_total(bar: &ProgressBar, len: u64) {
+    bar.set_length(len);
+    bar.set_style(style(
+        "{prefix} [{bar:30}] {percent}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    ));
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("a valid progress template")
+        .progress_chars("=> ")
 }
 
 /// Counts what passes through it onto the bar, if there is one.

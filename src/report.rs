@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::console::{Record, Records, file_count, human_bytes};
-use crate::contract::ScriptKind;
+use crate::contract::{ScriptKind, exit_bits};
 use crate::duration::format as took;
 use crate::timestamp::Utc;
 
@@ -24,6 +24,48 @@ pub struct RunSummary<'a> {
     pub exit_code: i32,
     pub artifact: Option<&'a Path>,
     pub errors: &'a [String],
+}
+
+/// What a failed run leaves the operator to do.
+#[derive(Serialize)]
+struct NextStep {
+    text: String,
+    /// The exact command to run, when there is one.
+    command: Option<String>,
+}
+
+/// The next step after a failed run: the cleanup its errors name, else nothing left to clean.
+fn next_step(summary: &RunSummary<'_>) -> Option<NextStep> {
+    if summary.exit_code == 0 {
+        return None;
+    }
+    let cleanup = summary
+        .errors
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(crate::workflow::CLEANUP_LINE));
+    let left = exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP;
+    Some(match cleanup {
+        Some(command) => NextStep {
+            text: "Something may still be locked, or left in a VM's store. To clean up, run:"
+                .to_string(),
+            command: Some(command.to_string()),
+        },
+        None if summary.exit_code & left == 0 => NextStep {
+            text: format!(
+                "Nothing was left locked: see what failed below, fix it, then run the {} again.",
+                summary.workflow
+            ),
+            command: None,
+        },
+        None => NextStep {
+            text: format!(
+                "A lock, unlock or cleanup failed: run {}-cleanup for this deployment before anything else.",
+                summary.workflow
+            ),
+            command: None,
+        },
+    })
 }
 
 #[derive(Serialize)]
@@ -276,7 +318,14 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
     context.insert("jobs", &jobs);
     context.insert("steps", &steps);
     context.insert("failures", &failures);
-    context.insert("errors", summary.errors);
+    context.insert("next_step", &next_step(summary));
+    // The cleanup is the next step, shown once, above.
+    let errors: Vec<&String> = summary
+        .errors
+        .iter()
+        .filter(|e| !e.starts_with(crate::workflow::CLEANUP_LINE))
+        .collect();
+    context.insert("errors", &errors);
     tera::Tera::one_off(TEMPLATE, &context, true).map_err(|e| e.to_string())
 }
 

@@ -176,7 +176,11 @@ fn a_backup_refuses_a_leftover_store_and_names_the_cleanup() {
     ])
     .assert_code(1)
     .assert_stderr_contains("already exists")
-    .assert_stderr_contains("bbr-agent backup-cleanup");
+    // The command that cleans this very VM: with its --root.
+    .assert_stderr_contains(&format!(
+        "run `bbr-agent --root {} backup-cleanup` first",
+        vm.root().display()
+    ));
     assert!(
         vm.calls().is_empty(),
         "nothing may be locked: {:?}",

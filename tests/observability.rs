@@ -293,6 +293,61 @@ fn completions_and_the_man_page_are_generated() {
     );
 }
 
+/// The text of the element `id` in a DOM dump: from its opening tag to `</section>`.
+fn section<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let end = dom[start..].find("</section>")? + start;
+    Some(&dom[start..end])
+}
+
+#[test]
+fn a_failed_runs_report_shows_its_next_step_the_exact_cleanup_command_in_chromium() {
+    let vm = vm();
+    vm.job("db")
+        .script("pre-backup-lock", "echo lock broke >&2\nexit 1");
+    let run = backup(&vm, &[]);
+    run.assert_code(4);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let command = last
+        .strip_prefix("error: to clean up, run: ")
+        .unwrap_or_else(|| panic!("the last line names no cleanup\n{}", run.explain()));
+    let (dom, _) = render_in_chromium(&vm.artifact_dir().join("report.html"), vm.dir.path());
+    let next = section(&dom, "next-step")
+        .unwrap_or_else(|| panic!("the report of a failed run has no next step\n{dom}"));
+    assert!(
+        next.contains("Next step") && next.contains(&format!("<code>{command}</code>")),
+        "the next step is not the exact cleanup command {command:?}\n{next}"
+    );
+    assert_eq!(
+        dom.matches(command).count(),
+        1,
+        "the cleanup command is shown more than once\n{dom}"
+    );
+}
+
+#[test]
+fn a_failed_run_that_left_nothing_locked_says_so_and_a_good_run_has_no_next_step() {
+    let vm = self::vm();
+    vm.job("db").script("backup", "exit 3");
+    backup(&vm, &[]).assert_code(1);
+    let failed = vm.artifact_dir();
+    let (dom, _) = render_in_chromium(&failed.join("report.html"), vm.dir.path());
+    let next = section(&dom, "next-step")
+        .unwrap_or_else(|| panic!("the report of a failed run has no next step\n{dom}"));
+    assert!(
+        next.contains("Nothing was left locked") && !next.contains("<code>"),
+        "{next}"
+    );
+
+    let vm = self::vm();
+    backup(&vm, &[]).assert_success();
+    let (dom, _) = render_in_chromium(&vm.artifact_dir().join("report.html"), vm.dir.path());
+    assert!(
+        dom.contains("succeeded") && section(&dom, "next-step").is_none(),
+        "a run that succeeded has a next step\n{dom}"
+    );
+}
+
 /// Loads `page` in headless Chromium: its DOM after rendering, and a screenshot's size.
 fn render_in_chromium(page: &Path, scratch: &Path) -> (String, u64) {
     let chromium = Path::new("/usr/bin/chromium");

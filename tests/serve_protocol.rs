@@ -274,9 +274,10 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
     .unwrap();
     let mut header = String::new();
     session.stdout.read_line(&mut header).unwrap();
+    let header: Value = serde_json::from_str(&header).unwrap();
     assert_eq!(
-        serde_json::from_str::<Value>(&header).unwrap(),
-        json!({"type": "data", "id": 5})
+        (&header["type"], &header["id"]),
+        (&json!("data"), &json!(5))
     );
     let mut data = Vec::new();
     loop {
@@ -290,6 +291,8 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
         std::io::Read::read_exact(&mut session.stdout, &mut chunk).unwrap();
         data.extend_from_slice(&chunk);
     }
+    // Its length, measured after the backup script, is announced before the first byte.
+    assert_eq!(header["size"], json!(data.len()), "{header}");
     let mut result = String::new();
     session.stdout.read_line(&mut result).unwrap();
     let result: Value = serde_json::from_str(&result).unwrap();

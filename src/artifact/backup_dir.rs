@@ -53,12 +53,73 @@ pub struct BackupActivity {
 pub enum BackupDirError {
     #[error("cannot create the artifact directory {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
+    #[error(
+        "--artifact-path {parent} is not an existing directory: make it first (mkdir -p), or give one that exists"
+    )]
+    NoParent { parent: PathBuf },
+    #[error(
+        "{path} already exists (a backup of this deployment started in the same second?): run the backup again"
+    )]
+    Exists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source} (is this a BBR artifact directory?)")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is not valid BBR metadata: {detail}")]
     Parse { path: PathBuf, detail: String },
+    #[error("{path} {why}")]
+    NotABackup { path: PathBuf, why: String },
+}
+
+/// Entries of a directory looked at for backups it holds, at most.
+const LOOK_AT_MOST: usize = 10_000;
+
+/// Why `dir`, which has no metadata file, is not a backup, and what to give instead: it does
+/// not exist, is a file, or holds backups (the parent a backup was made in, a usual slip).
+fn not_a_backup(dir: &Path) -> BackupDirError {
+    let is_backup = |p: &Path| p.join(METADATA_FILE).is_file();
+    let why = match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            "does not exist: give --artifact-path the backup's own directory, `<deployment>_<timestamp>`"
+                .to_string()
+        }
+        Ok(m) if !m.is_dir() => {
+            "is not a directory: give --artifact-path the backup's own directory, `<deployment>_<timestamp>`"
+                .to_string()
+        }
+        _ => {
+            let mut held: Vec<String> = fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .take(LOOK_AT_MOST)
+                .filter_map(|e| e.ok())
+                .filter(|e| is_backup(&e.path()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.chars().any(char::is_control))
+                .collect();
+            held.sort();
+            match held.len() {
+                0 => "holds no `metadata` file, so it is not a BBR backup (a backup's directory holds `metadata` and one tar per job): give --artifact-path the backup's own directory, `<deployment>_<timestamp>`".to_string(),
+                1 => format!(
+                    "is not a backup but holds one: give --artifact-path {}",
+                    dir.join(&held[0]).display()
+                ),
+                n => {
+                    let latest: Vec<&str> = held.iter().rev().take(3).map(String::as_str).collect();
+                    format!(
+                        "is not a backup but holds {n} backups: give --artifact-path one of them, such as {} (the latest; also {}{})",
+                        dir.join(latest[0]).display(),
+                        latest[1..].join(", "),
+                        if n > 3 { ", ..." } else { "" }
+                    )
+                }
+            }
+        }
+    };
+    BackupDirError::NotABackup {
+        path: dir.to_path_buf(),
+        why,
+    }
 }
 
 /// The longest deployment name whose `<deployment>_<timestamp>` is one file name.
@@ -86,9 +147,17 @@ impl BackupDir {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|source| BackupDirError::Create {
-                path: path.clone(),
-                source,
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+                    BackupDirError::NoParent {
+                        parent: parent.to_path_buf(),
+                    }
+                }
+                io::ErrorKind::AlreadyExists => BackupDirError::Exists { path: path.clone() },
+                _ => BackupDirError::Create {
+                    path: path.clone(),
+                    source,
+                },
             })?;
         Ok(BackupDir { path })
     }
@@ -110,9 +179,12 @@ impl BackupDir {
 
     pub fn read_metadata(&self) -> Result<BackupMetadata, BackupDirError> {
         let path = self.metadata_path();
-        let text = fs::read_to_string(&path).map_err(|source| BackupDirError::Read {
-            path: path.clone(),
-            source,
+        let text = fs::read_to_string(&path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_a_backup(&self.path),
+            _ => BackupDirError::Read {
+                path: path.clone(),
+                source,
+            },
         })?;
         let mut metadata: BackupMetadata =
             serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {

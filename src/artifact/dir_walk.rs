@@ -145,7 +145,23 @@ fn walk_from(
 
 /// Walks `root` as the tar writer would, reading no file: whether a backup of it is possible.
 pub fn check(root: &Path) -> Result<(), TarWriteError> {
-    walk(root, &mut |_| Ok(()))
+    tar_len(root).map(drop)
+}
+
+/// [`check`], and the length of the tar the writer would make of `root` as it stands (the
+/// total of a drain's progress bar): headers, data padded to blocks, the archive's end.
+pub fn tar_len(root: &Path) -> Result<u64, TarWriteError> {
+    let mut len: u64 = 0;
+    walk(root, &mut |entry| {
+        let (link, size) = match entry.node {
+            Node::Dir => (0, 0),
+            Node::Symlink(target) => (target.len(), 0),
+            Node::File(_) => (0, u64::try_from(entry.stat.st_size).unwrap_or(0)),
+        };
+        len = len.saturating_add(super::gnu_header::entry_len(entry.name.len(), link, size));
+        Ok(())
+    })?;
+    Ok(len.saturating_add(super::gnu_header::end_of_archive(len) as u64))
 }
 
 struct Walker<'v> {
@@ -395,6 +411,21 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(read) => panic!("accepted, and read {read:?}"),
         }
+    }
+
+    #[test]
+    fn the_tar_length_is_the_length_of_the_tar_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("small"), "x").unwrap();
+        fs::write(root.join("blocks"), vec![7u8; 1536]).unwrap();
+        let deep = format!("{}/{}", "d".repeat(90), "e".repeat(90));
+        fs::create_dir_all(root.join(&deep)).unwrap();
+        fs::write(root.join(&deep).join("f".repeat(120)), vec![1u8; 70_000]).unwrap();
+        std::os::unix::fs::symlink("f".repeat(150), root.join("link")).unwrap();
+        let mut tar = Vec::new();
+        super::super::tar_writer::write_tar(root, &mut tar).unwrap();
+        assert_eq!(tar_len(root).unwrap(), tar.len() as u64);
     }
 
     #[test]

@@ -78,6 +78,17 @@ pub fn write_entry(out: &mut Vec<u8>, fields: &Fields<'_>, root: RootNames<'_>) 
     out.extend_from_slice(&header(fields));
 }
 
+/// The bytes [`write_entry`] and the entry's data take in the archive: an entry named `name`
+/// linking to `link` (empty for none), with `size` bytes of data, padded to whole blocks.
+pub fn entry_len(name: usize, link: usize, size: u64) -> u64 {
+    let block = BLOCK as u64;
+    let long = |len: usize, limit: usize| match len > limit {
+        true => block + (len as u64 + 1).div_ceil(block) * block,
+        false => 0,
+    };
+    long(link, LINKNAME.1) + long(name, NAME.1) + block + size.div_ceil(block) * block
+}
+
 /// The zeros that end an archive of `written` bytes: two zero blocks, then up to the record.
 pub fn end_of_archive(written: u64) -> usize {
     let record = RECORD as u64;

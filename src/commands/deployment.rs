@@ -93,7 +93,12 @@ pub fn remote_instances(
     let settings = WireSettings::from(&ctx.overrides(&args.scripts));
     let limit = args.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let console = Arc::clone(&ctx.console);
-    let connecting = Connecting::new(Arc::new(move |line: &str| console.info(line)));
+    // Where stdout holds JSON (`plan --json`), the line goes to stderr.
+    let stdout_is_json = matches!(args.command, DeploymentCommand::Plan { json: true, .. });
+    let connecting = Connecting::new(Arc::new(move |line: &str| match stdout_is_json {
+        true => console.note(line),
+        false => console.info(line),
+    }));
     Ok(targets
         .iter()
         .map(|t| {
@@ -156,6 +161,10 @@ pub fn run_instances(
         }
         DeploymentCommand::BackupCleanup => workflow::backup_cleanup(&mut dep, console),
         DeploymentCommand::RestoreCleanup => workflow::restore_cleanup(&mut dep, console),
+        // Nothing but metadata scripts runs: no outcome, no cleanup to name.
+        DeploymentCommand::Plan { workflow, json } => {
+            return super::deployment_plan::plan(&mut dep, *workflow, *json, console);
+        }
     };
     // Every session ends (bye) before the result is reported.
     drop(dep);

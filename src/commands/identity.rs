@@ -14,8 +14,20 @@ pub fn local_identity(
     layout: &Layout,
     args: &IdentityArgs,
 ) -> Result<(String, InstanceId), AppError> {
-    let deployment = local_deployment(layout, args)?;
-    let group = read_name(layout, &args.instance_group, "name", "--instance-group")?;
+    let deployment = local_deployment(layout, args);
+    let group = read_name(layout, &args.instance_group, "name", "--instance-group");
+    // Neither is known (not a BOSH VM, or --root points elsewhere): both flags are needed,
+    // said at once rather than one failed run at a time.
+    if let (Err(_), Err(_)) = (&deployment, &group)
+        && args.deployment.is_none()
+        && args.instance_group.is_none()
+    {
+        return Err(AppError::Identity(format!(
+            "{} holds no deployment and name files (is this a BOSH VM, and is --root right?); pass --deployment NAME and --instance-group NAME (and --index N, 0 unless given)",
+            layout.instance_dir().display()
+        )));
+    }
+    let (deployment, group) = (deployment?, group?);
     Ok((
         deployment,
         InstanceId {

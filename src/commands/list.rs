@@ -26,6 +26,9 @@ struct ListedJob {
     scripts: Vec<ScriptKind>,
     metadata: Option<JobMetadata>,
     metadata_error: Option<String>,
+    /// Scripts without an execute bit: each would fail to start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_executable: Vec<ScriptKind>,
 }
 
 pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
@@ -62,6 +65,7 @@ pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
             scripts: job.scripts.keys().copied().collect(),
             metadata,
             metadata_error,
+            not_executable: job.not_executable(),
         });
     }
     if json {
@@ -85,6 +89,14 @@ fn print_human(listing: &Listing) -> std::io::Result<()> {
         let scripts: Vec<&str> = job.scripts.iter().map(|k| k.file_name()).collect();
         writeln!(out, "  {}", job.name)?;
         writeln!(out, "    scripts: {}", scripts.join(", "))?;
+        if !job.not_executable.is_empty() {
+            let names: Vec<&str> = job.not_executable.iter().map(|k| k.file_name()).collect();
+            writeln!(
+                out,
+                "    NOT EXECUTABLE: {} (each would fail to start: the release must ship it executable)",
+                names.join(", ")
+            )?;
+        }
         if let Some(error) = &job.metadata_error {
             writeln!(out, "    metadata: ERROR: {error}")?;
         }

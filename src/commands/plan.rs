@@ -1,4 +1,5 @@
-//! `plan backup|restore`: the steps a run would take, in order, without running them.
+//! `plan backup|restore`: the steps a run would take, in order, without running them. The
+//! steps and their rendering are shared with `deployment ... plan` (`deployment_plan`).
 
 use std::io::Write;
 
@@ -8,6 +9,7 @@ use super::local::Context;
 use crate::cli::{PlanWorkflow, ScriptArgs};
 use crate::contract::{Mode, ScriptKind, Side};
 use crate::error::AppError;
+use crate::order::CycleError;
 use crate::workflow::{Deployment, JobRef};
 
 #[derive(Serialize)]
@@ -21,6 +23,44 @@ struct Plan {
     unlock: Vec<Vec<String>>,
 }
 
+/// The side a workflow plans.
+pub(super) fn side(workflow: PlanWorkflow) -> Side {
+    match workflow {
+        PlanWorkflow::Backup => Side::Backup,
+        PlanWorkflow::Restore => Side::Restore,
+    }
+}
+
+/// A plan's steps as job references, each holding only the jobs that have its script, empty
+/// steps left out: the lock steps, the one run step, the unlock steps (the lock steps
+/// reversed).
+pub(super) struct Planned {
+    pub lock: Vec<Vec<JobRef>>,
+    pub run: Vec<JobRef>,
+    pub unlock: Vec<Vec<JobRef>>,
+}
+
+pub(super) fn steps(dep: &Deployment, side: Side) -> Result<Planned, CycleError> {
+    let order = dep.lock_steps(side)?;
+    let having = |kind: ScriptKind, step: &[JobRef]| -> Vec<JobRef> {
+        step.iter()
+            .copied()
+            .filter(|&r| dep.job(r).has(kind))
+            .collect()
+    };
+    let non_empty = |kind, steps: &mut dyn Iterator<Item = &[JobRef]>| -> Vec<Vec<JobRef>> {
+        steps
+            .map(|s| having(kind, s))
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    Ok(Planned {
+        lock: non_empty(side.lock(), &mut order.lock_order()),
+        run: having(side.data(), &dep.jobs()),
+        unlock: non_empty(side.unlock(), &mut order.unlock_order()),
+    })
+}
+
 pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, AppError> {
     let mut dep = ctx.deployment(&ScriptArgs::default());
     dep.show_metadata_runs = !json;
@@ -30,73 +70,100 @@ pub fn plan(ctx: &Context, workflow: PlanWorkflow, json: bool) -> Result<i32, Ap
         }
         return Ok(1);
     }
-    let side = match workflow {
-        PlanWorkflow::Backup => Side::Backup,
-        PlanWorkflow::Restore => Side::Restore,
-    };
-    let (lock, run, unlock, name) = (side.lock(), side.data(), side.unlock(), side.name());
-    let steps = dep.lock_steps(side)?;
-    let names = |kind: ScriptKind, step: &[JobRef]| -> Vec<String> {
-        step.iter()
-            .filter(|&&r| dep.job(r).has(kind))
-            .map(|&r| dep.job(r).name.clone())
-            .collect()
-    };
-    let non_empty = |kind, steps: &mut dyn Iterator<Item = &[JobRef]>| -> Vec<Vec<String>> {
-        steps
-            .map(|s| names(kind, s))
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
+    let side = side(workflow);
+    let steps = steps(&dep, side)?;
+    let name = |r: &JobRef| dep.job(*r).name.clone();
+    let run = std::slice::from_ref(&steps.run);
     let plan = Plan {
-        workflow: name,
-        lock: non_empty(lock, &mut steps.lock_order()),
-        run: names(run, &dep.jobs()),
-        unlock: non_empty(unlock, &mut steps.unlock_order()),
+        workflow: side.name(),
+        lock: labelled(&steps.lock, name),
+        run: steps.run.iter().map(name).collect(),
+        unlock: labelled(&steps.unlock, name),
     };
     let mut out = std::io::stdout().lock();
     if json {
         let text = serde_json::to_string_pretty(&plan).expect("plan serialises");
         writeln!(out, "{text}")?;
     } else {
-        print_human(&mut out, &dep, &plan, side)?;
+        let title = format!("{} plan for {} ({}):", plan.workflow, dep.name, dep.id(0));
+        print_human(
+            &mut out,
+            &title,
+            side,
+            [
+                &printed(&steps.lock, name),
+                &printed(run, name),
+                &printed(&steps.unlock, name),
+            ],
+            usize::MAX,
+        )?;
     }
     Ok(0)
 }
 
-/// Written through `out`, so a closed pipe (`| head`) is an error to report, not a panic.
-fn print_human(
+/// Each step's jobs, as `label` names them.
+pub(super) fn labelled<T>(steps: &[Vec<JobRef>], label: impl Fn(&JobRef) -> T) -> Vec<Vec<T>> {
+    steps
+        .iter()
+        .map(|step| step.iter().map(&label).collect())
+        .collect()
+}
+
+/// One step as printed: its jobs' names, and on how many VMs they are.
+pub(super) struct Printed {
+    pub names: Vec<String>,
+    pub vms: usize,
+}
+
+/// Numbered steps, each with its script, how its jobs run and their names; `lock`, `run` and
+/// `unlock` hold the steps. A step of several jobs run at once over more VMs than
+/// `max_in_flight` says that they run in batches. Written through `out`, so a closed pipe
+/// (`| head`) is an error to report, not a panic.
+pub(super) fn print_human(
     out: &mut impl Write,
-    dep: &Deployment,
-    plan: &Plan,
+    title: &str,
     side: Side,
+    [lock, run, unlock]: [&[Printed]; 3],
+    max_in_flight: usize,
 ) -> std::io::Result<()> {
     // What "at once" means is what a reader of a plan needs: which jobs run side by side.
-    let how = |jobs: usize| match (jobs, side.mode()) {
+    let how = |step: &Printed| match (step.names.len(), side.mode()) {
         (1, _) => String::new(),
+        (n, Mode::AllAtOnce) if step.vms > max_in_flight => {
+            let vms = match max_in_flight {
+                1 => "1 VM".to_string(),
+                m => format!("{m} VMs"),
+            };
+            format!(" (all {n} jobs in parallel, at most {vms} at a time)")
+        }
         (n, Mode::AllAtOnce) => format!(" (all {n} jobs in parallel)"),
         (_, Mode::OneAtATime) => " (one job at a time)".to_string(),
     };
-    writeln!(
-        out,
-        "{} plan for {} ({}):",
-        plan.workflow,
-        dep.name,
-        dep.id(0)
-    )?;
+    writeln!(out, "{title}")?;
     let mut n = 0;
-    for (kind, steps) in [
-        (side.lock(), &plan.lock),
-        (side.data(), &vec![plan.run.clone()]),
-        (side.unlock(), &plan.unlock),
-    ] {
-        for step in steps.iter().filter(|s| !s.is_empty()) {
+    for (kind, steps) in [(side.lock(), lock), (side.data(), run), (side.unlock(), unlock)] {
+        for step in steps.iter().filter(|s| !s.names.is_empty()) {
             n += 1;
-            writeln!(out, "  {n}. {kind}{}: {}", how(step.len()), step.join(", "))?;
+            writeln!(out, "  {n}. {kind}{}: {}", how(step), step.names.join(", "))?;
         }
     }
     if n == 0 {
         writeln!(out, "  nothing to run")?;
     }
     Ok(())
+}
+
+/// Each step as printed, its jobs named by `label`.
+pub(super) fn printed(steps: &[Vec<JobRef>], label: impl Fn(&JobRef) -> String) -> Vec<Printed> {
+    steps
+        .iter()
+        .map(|step| Printed {
+            names: step.iter().map(&label).collect(),
+            vms: step
+                .iter()
+                .map(|r| r.instance)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+        })
+        .collect()
 }

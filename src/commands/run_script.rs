@@ -37,11 +37,34 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
             .collect()
     } else {
         for name in &args.jobs {
-            if !jobs.iter().any(|j| &j.name == name && j.has(kind)) {
-                return Err(AppError::Usage(format!(
-                    "job '{name}' has no bin/bbr/{kind} under {}",
-                    layout.jobs_root.display()
-                )));
+            match jobs.iter().find(|j| &j.name == name) {
+                Some(job) if job.has(kind) => {}
+                Some(job) => {
+                    let has: Vec<String> = job.scripts.keys().map(|k| k.to_string()).collect();
+                    return Err(AppError::Usage(format!(
+                        "job '{name}' has no bin/bbr/{kind} (it has {})",
+                        has.join(", ")
+                    )));
+                }
+                None => {
+                    let mut known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+                    let more = known.len().saturating_sub(10);
+                    known.truncate(10);
+                    return Err(AppError::Usage(format!(
+                        "there is no BBR job '{name}' under {} (its BBR jobs: {}{}); `bbr-agent list` shows them, and what it skipped and why",
+                        layout.jobs_root.display(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        },
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )));
+                }
             }
         }
         args.jobs.clone()

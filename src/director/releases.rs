@@ -66,6 +66,15 @@ impl Instance for WithReleases {
         self.inner.send_artifact(job, out)
     }
 
+    fn send_artifact_sized(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        total: Box<dyn FnOnce(u64) + Send>,
+    ) -> Result<Checksums, InstanceError> {
+        self.inner.send_artifact_sized(job, out, total)
+    }
+
     fn receive_artifact(
         &mut self,
         job: &str,

@@ -21,7 +21,9 @@ pub enum InventoryError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the inventory {path} is not valid: {detail}")]
+    #[error(
+        "the inventory {path} is not valid: {detail} (an inventory holds `deployment`, `command` and `instances`, each with `group`, `index` and optionally `address`, `id`, `command`: see the README's \"A whole deployment\")"
+    )]
     Parse { path: PathBuf, detail: String },
     #[error(
         "the inventory {path}: instance {instance} has no command, and there is no top-level command"
@@ -181,21 +183,50 @@ fn command_renderer() -> tera::Tera {
     tera
 }
 
-/// Tera's error and its causes on one line.
+/// Tera's error and its causes on one line: the first line of each (the rest is a drawing
+/// of the template's source, which the operator has in the inventory).
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let first = |e: &dyn std::error::Error| {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default().trim();
+        line.strip_prefix("error: ").unwrap_or(line).to_string()
+    };
+    let mut parts = vec![first(e)];
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        parts.push(first(s));
         source = s.source();
     }
-    text.replace('\n', " ")
+    parts.retain(|p| !p.is_empty());
+    parts.join(": ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_cannot_be_rendered_is_one_line_naming_the_variable_and_those_there_are() {
+        let Err(e) = parse(
+            Path::new("inv.yml"),
+            "deployment: acme\ncommand: 'ssh {{ adress }}'\ninstances:\n- {group: db, index: 0, address: 10.0.0.1}\n",
+        ) else {
+            panic!("an undefined variable was rendered");
+        };
+        let e = e.to_string();
+        assert_eq!(
+            e,
+            "the inventory inv.yml: the command of instance db/0 cannot be rendered: Variable `adress` is not defined. Available variables: address, agent, deployment, group, index"
+        );
+        let Err(e) = parse(Path::new("inv.yml"), "deployment: acme\n") else {
+            panic!("an inventory without instances was taken");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("missing field `instances`") && e.contains("\"A whole deployment\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn renders_each_instances_command_with_overrides() {

@@ -50,6 +50,8 @@ pub struct RemoteInstance {
     /// Why the session was lost, once it was.
     lost: Option<String>,
     next_id: u64,
+    /// Told the length of the artifact being received, if the agent announces it.
+    data_total: Option<Box<dyn FnOnce(u64) + Send>>,
 }
 
 struct Connection {
@@ -81,6 +83,7 @@ impl RemoteInstance {
             conn: None,
             lost: None,
             next_id: 0,
+            data_total: None,
         }
     }
 
@@ -252,7 +255,10 @@ impl RemoteInstance {
                 } => {
                     (self.lines)(&self.id, &job, script, stream.into(), &line);
                 }
-                AgentMessage::Data { .. } => {
+                AgentMessage::Data { size, .. } => {
+                    if let (Some(len), Some(total)) = (size, self.data_total.take()) {
+                        total(len);
+                    }
                     let mut chunks = ChunkReader::new(&mut conn.from_agent);
                     let copied = match data.as_mut() {
                         Some(sink) => chunks.copy_to(&mut **sink).map(drop),
@@ -411,6 +417,18 @@ impl Instance for RemoteInstance {
             checksums: Checksums,
         }
         Ok(self.typed::<Sent>(value)?.checksums)
+    }
+
+    fn send_artifact_sized(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        total: Box<dyn FnOnce(u64) + Send>,
+    ) -> Result<Checksums, InstanceError> {
+        self.data_total = Some(total);
+        let sent = self.send_artifact(job, out);
+        self.data_total = None;
+        sent
     }
 
     fn receive_artifact(

@@ -8,6 +8,7 @@ pub(crate) mod descendants;
 mod process_group;
 mod run;
 pub mod spawn;
+mod start_error;
 mod sudo_env;
 mod watch;
 

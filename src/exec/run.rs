@@ -103,7 +103,7 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         Ok(started) => started,
         Err(e) => {
             return ScriptOutcome {
-                end: ScriptEnd::NotStarted(e.to_string()),
+                end: ScriptEnd::NotStarted(super::start_error::describe(&command.path, &e)),
                 group: None,
                 stdout: Captured::default(),
                 stderr: Captured::default(),

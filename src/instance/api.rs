@@ -34,6 +34,10 @@ pub struct JobInfo {
     pub release: Option<String>,
     pub scripts: Vec<ScriptKind>,
     pub metadata: JobMetadata,
+    /// Its scripts without an execute bit (each would fail to start): refused by the checks
+    /// before anything is locked. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_executable: Vec<ScriptKind>,
 }
 
 impl JobInfo {
@@ -260,6 +264,19 @@ pub trait Instance: Send {
     /// Streams a job's artifact directory out as a tar; returns its checksums.
     fn send_artifact(&mut self, job: &str, out: &mut dyn Write)
     -> Result<Checksums, InstanceError>;
+
+    /// [`Instance::send_artifact`], telling `total` the stream's length before its first
+    /// byte when the instance knows it (measured after the backup script). An instance that
+    /// does not know it (an agent of an older version) never calls `total`.
+    fn send_artifact_sized(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        total: Box<dyn FnOnce(u64) + Send>,
+    ) -> Result<Checksums, InstanceError> {
+        let _ = total;
+        self.send_artifact(job, out)
+    }
 
     /// Receives a job's artifact as a tar into the store, checking it against `expected`.
     fn receive_artifact(

@@ -50,6 +50,9 @@ pub struct LocalInstance {
     /// Whether this instance made the store (and so removes it when its session ends).
     store_made: bool,
     trust: Trust,
+    /// The length of each job's tar, from the check that follows its backup script: the
+    /// total a drain's progress bar counts to.
+    tar_lens: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 impl LocalInstance {
@@ -73,6 +76,7 @@ impl LocalInstance {
             described: false,
             refused: BTreeMap::new(),
             run_lock: None,
+            tar_lens: Default::default(),
             journal,
             left_behind: None,
             store_made: false,
@@ -139,6 +143,12 @@ impl LocalInstance {
     /// Checks, before any data goes out, that `job`'s artifact may be sent.
     pub fn check_send_artifact(&self, job: &str) -> Result<(), InstanceError> {
         self.backed_up_job(job).map(drop)
+    }
+
+    /// How long `job`'s tar will be, as measured after its backup script in this run; `None`
+    /// when its backup script did not run here (the stream then has no announced total).
+    pub fn tar_len(&self, job: &str) -> Option<u64> {
+        self.tar_lens.lock().ok()?.get(job).copied()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -209,14 +219,20 @@ impl LocalInstance {
         // Checked before the unlock, so a refused artifact fails the job's backup and the
         // unlock scripts learn it (BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false); the drain
         // checks everything again as it reads.
-        if kind == ScriptKind::Backup
-            && outcome.end.success()
-            && let Err(e) = dir_walk::check(&artifact_dir)
-        {
-            outcome.end = match e {
-                TarWriteError::Interrupted => ScriptEnd::Interrupted,
-                e => ScriptEnd::ArtifactRefused(e.to_string()),
-            };
+        if kind == ScriptKind::Backup && outcome.end.success() {
+            match dir_walk::tar_len(&artifact_dir) {
+                Ok(len) => {
+                    if let Ok(mut lens) = self.tar_lens.lock() {
+                        lens.insert(job.name.clone(), len);
+                    }
+                }
+                Err(e) => {
+                    outcome.end = match e {
+                        TarWriteError::Interrupted => ScriptEnd::Interrupted,
+                        e => ScriptEnd::ArtifactRefused(e.to_string()),
+                    }
+                }
+            }
         }
         tracing::info!(
             target: "script",
@@ -373,6 +389,7 @@ impl LocalInstance {
                 release: None,
                 scripts: job.scripts.keys().copied().collect(),
                 metadata,
+                not_executable: job.not_executable(),
             });
             kept.insert(job.name.clone(), job);
         }
@@ -559,6 +576,18 @@ impl Instance for LocalInstance {
             job: job.to_string(),
             source,
         })
+    }
+
+    fn send_artifact_sized(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        total: Box<dyn FnOnce(u64) + Send>,
+    ) -> Result<Checksums, InstanceError> {
+        if let Some(len) = self.tar_len(job) {
+            total(len);
+        }
+        self.send_artifact(job, out)
     }
 
     fn receive_artifact(

@@ -169,6 +169,11 @@ pub enum AgentMessage {
     },
     Data {
         id: u64,
+        /// The length of the data to follow, in bytes, when the agent knows it (measured
+        /// after the backup script): a driver's progress bar. Absent from older agents;
+        /// ignored by older drivers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
     },
     Ok {
         id: u64,
@@ -404,7 +409,11 @@ mod tests {
                 stream: WireStream::Stderr,
                 line: "a \"quoted\" line".into(),
             },
-            AgentMessage::Data { id: 2 },
+            AgentMessage::Data { id: 2, size: None },
+            AgentMessage::Data {
+                id: 3,
+                size: Some(10240),
+            },
             AgentMessage::Ok {
                 id: 3,
                 result: serde_json::to_value(vec![wire.clone()]).unwrap(),

@@ -279,7 +279,8 @@ impl Session {
     fn send_artifact(&mut self, id: u64, job: &str) -> Result<serde_json::Value, InstanceError> {
         // Refused before any data: the answer is then an error alone.
         self.instance().check_send_artifact(job)?;
-        self.send(&AgentMessage::Data { id });
+        let size = self.instance().tar_len(job);
+        self.send(&AgentMessage::Data { id, size });
         let out = Arc::clone(&self.out);
         let mut guard = out.lock().expect("output lock");
         let mut chunks = ChunkWriter::new(&mut *guard);

@@ -30,6 +30,14 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
         ));
     }
     errors.extend(tar_name_errors(dep, &backup_jobs));
+    errors.extend(not_executable(
+        dep,
+        &[
+            ScriptKind::PreBackupLock,
+            ScriptKind::Backup,
+            ScriptKind::PostBackupUnlock,
+        ],
+    ));
     errors.extend(leftovers(dep, "backup-cleanup"));
     for r in dep.jobs() {
         if dep.job(r).metadata.backup_name.is_some() {
@@ -52,6 +60,27 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             Err(errors)
         }
     }
+}
+
+/// The scripts of `kinds` that have no execute bit: each would fail to start, mid-run (a
+/// backup script after the locks), so they are refused before anything is locked.
+pub fn not_executable(dep: &Deployment, kinds: &[ScriptKind]) -> Vec<String> {
+    dep.jobs()
+        .into_iter()
+        .flat_map(|r| {
+            let job = dep.job(r);
+            job.not_executable
+                .iter()
+                .filter(|k| kinds.contains(k))
+                .map(move |kind| {
+                    format!(
+                        "{} {}: bin/bbr/{kind} is not executable, so it would fail to start; nothing was locked: the job's release must ship it executable (chmod +x)",
+                        dep.id(r.instance),
+                        job.name
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The jobs whose names, reported by their VMs, cannot name their tar
@@ -114,8 +143,11 @@ pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
                 left.join(", ")
             ));
         } else if description.store_exists {
+            // This run's own cleanup command (the driver's, with its inventory or director
+            // flags), not the VM-local one a driver's operator cannot run as it is.
+            let via = dep.cleanup_via.as_deref().unwrap_or("bbr-agent");
             errors.push(format!(
-                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `bbr-agent {cleanup}` first",
+                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `{via} {cleanup}` first",
                 dep.id(i),
                 description.store_path
             ));

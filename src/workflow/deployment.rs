@@ -322,7 +322,10 @@ impl Deployment {
                         .push(self.job(r).name.clone());
                 }
                 let results = self.on_instances(by_instance, |_, instance, names| {
-                    let reports = instance.run_scripts(&step(names));
+                    let id = instance.id().clone();
+                    let reports = console.while_running(&id, kind, &names, || {
+                        instance.run_scripts(&step(names.clone()))
+                    });
                     for report in &reports {
                         console.script(instance.id(), report);
                     }
@@ -341,9 +344,12 @@ impl Deployment {
                     .map(|&r| (r, self.job(r).name.clone()))
                     .collect();
                 for (r, name) in chosen {
-                    let ran = self.members[r.instance]
-                        .instance
-                        .run_scripts(&step(vec![name]));
+                    let instance = &mut self.members[r.instance].instance;
+                    let id = instance.id().clone();
+                    let names = vec![name];
+                    let ran = console.while_running(&id, kind, &names, || {
+                        instance.run_scripts(&step(names.clone()))
+                    });
                     for report in ran {
                         console.script(self.id(r.instance), &report);
                         reports.push((r.instance, report));
@@ -434,6 +440,7 @@ mod tests {
                         name: name.into(),
                         release: None,
                         scripts: ScriptKind::ALL.to_vec(),
+                        not_executable: Vec::new(),
                         metadata,
                     })
                     .collect(),

@@ -83,9 +83,20 @@ fn drain_job(
     };
     // Written by its own thread in whole batches: no buffering needed here.
     let mut writer = VerifyingWriter::new(WritebackFile::new(file));
-    let bar = progress::transfer_bar(console, format!("{id} {job} drain"), None);
+    let bar = progress::transfer_bar(
+        console,
+        format!("{id} {job}: copying backup from the VM"),
+        None,
+    );
+    // The VM says the tar's length as it starts sending: the bar then has a total and an ETA.
+    let sized = bar.clone();
+    let total = Box::new(move |len: u64| {
+        if let Some(bar) = &sized {
+            progress::set_total(bar, len);
+        }
+    });
     let mut counted = Counted::new(&mut writer, bar);
-    let sent = instance.send_artifact(job, &mut counted);
+    let sent = instance.send_artifact_sized(job, &mut counted, total);
     counted.finish();
     // The artifact's own file failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {

@@ -15,5 +15,5 @@ pub use backup::{BackupOptions, backup};
 pub use checks::{BackupPlan, backup_checks, pre_backup_check};
 pub use cleanup::{backup_cleanup, restore_cleanup};
 pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, InstanceFailure, JobRef};
-pub use outcome::Outcome;
+pub use outcome::{CLEANUP_LINE, Outcome};
 pub use restore::{RestoreOptions, check_complete, restore};

@@ -4,6 +4,10 @@ use super::deployment::{Deployment, JobRef};
 use crate::contract::{Side, exit_bits};
 use crate::order::Steps;
 
+/// How the error that names a failed run's cleanup starts; the command follows (the report
+/// shows it as the next step).
+pub const CLEANUP_LINE: &str = "to clean up, run: ";
+
 #[derive(Debug, Default)]
 pub struct Outcome {
     bits: i32,
@@ -38,8 +42,7 @@ impl Outcome {
         let leaves = self.bits & (exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP) != 0
             || !self.succeeded() && crate::interrupt::is_interrupted();
         if let (true, Some(via)) = (leaves, via) {
-            self.errors
-                .push(format!("to clean up, run: {via} {cleanup}"));
+            self.errors.push(format!("{CLEANUP_LINE}{via} {cleanup}"));
         }
     }
 

@@ -318,7 +318,38 @@ fn plan_transfers(
 ) -> Result<Vec<Transfer>, Vec<String>> {
     let mut transfers = Vec::new();
     let receivers = dep.jobs_with(ScriptKind::Restore);
+    if receivers.is_empty() {
+        // As BBR refuses it; else the locks and unlocks would run and the run "succeed"
+        // with nothing restored (a backup restored onto the wrong VM, a wrong --root).
+        let held: Vec<String> = metadata
+            .instances
+            .iter()
+            .flat_map(|i| {
+                i.artifacts
+                    .iter()
+                    .map(move |a| format!("{}/{} {}", i.name, i.index, a.name))
+            })
+            .take(10)
+            .collect();
+        return Err(vec![format!(
+            "deployment '{}' has no restore scripts (no job here has bin/bbr/restore), so nothing in the backup can be restored; nothing was locked. The backup holds {}: restore it onto the VMs it was taken from",
+            dep.name,
+            if held.is_empty() {
+                "no artifact".to_string()
+            } else {
+                held.join(", ")
+            }
+        )]);
+    }
     let mut errors = super::checks::tar_name_errors(dep, &receivers);
+    errors.extend(super::checks::not_executable(
+        dep,
+        &[
+            ScriptKind::PreRestoreLock,
+            ScriptKind::Restore,
+            ScriptKind::PostRestoreUnlock,
+        ],
+    ));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -345,10 +376,20 @@ fn plan_transfers(
                 tar: backup.tar_path(&id.group, &id.index, &job.name),
                 checksums: a.checksums.clone(),
             }),
-            None => errors.push(format!(
-                "{id} {}: the job has a restore script but the backup holds no artifact for it",
-                job.name
-            )),
+            None => {
+                let held: Vec<&str> = metadata
+                    .instances
+                    .iter()
+                    .filter(|i| i.name == id.group && i.index == id.index)
+                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.as_str()))
+                    .take(10)
+                    .collect();
+                errors.push(format!(
+                    "{id} {}: the job has a restore script but the backup holds no artifact for it (for {id} it holds {}), so nothing was locked: was the job added after the backup, or is this backup another deployment's?",
+                    job.name,
+                    if held.is_empty() { "none".to_string() } else { held.join(", ") }
+                ))
+            }
         }
     }
     for instance in &metadata.instances {
@@ -388,7 +429,11 @@ fn copy_to_instances(
             .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
-                let bar = progress::transfer_bar(console, format!("{id} {name} copy"), size);
+                let bar = progress::transfer_bar(
+                    console,
+                    format!("{id} {name}: copying backup to the VM"),
+                    size,
+                );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
                 let received = dep
