@@ -50,9 +50,7 @@ pub fn plan(
     }
     let side = plan::side(workflow);
     let steps = plan::steps(dep, side)?;
-    let instances: Vec<String> = (0..dep.len())
-        .map(|i| dep.id(i).to_string())
-        .collect();
+    let instances: Vec<String> = (0..dep.len()).map(|i| dep.id(i).to_string()).collect();
     let mut out = std::io::stdout().lock();
     if json {
         let at = |r: &JobRef| JobAt {

@@ -141,7 +141,11 @@ pub(super) fn print_human(
     };
     writeln!(out, "{title}")?;
     let mut n = 0;
-    for (kind, steps) in [(side.lock(), lock), (side.data(), run), (side.unlock(), unlock)] {
+    for (kind, steps) in [
+        (side.lock(), lock),
+        (side.data(), run),
+        (side.unlock(), unlock),
+    ] {
         for step in steps.iter().filter(|s| !s.names.is_empty()) {
             n += 1;
             writeln!(out, "  {n}. {kind}{}: {}", how(step), step.names.join(", "))?;
