@@ -106,6 +106,7 @@ fn scenario_with(
         releases: Vec::new(),
         fail_setup_of: None,
         fail_cleanup: false,
+        one_for_all: Vec::new(),
     };
     change(&mut options);
     let standin = DirectorStandin::start(options);
@@ -648,6 +649,7 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
         ],
         fail_setup_of: None,
         fail_cleanup: false,
+        one_for_all: Vec::new(),
     });
     let s = Scenario {
         sshd,
@@ -696,4 +698,226 @@ fn with_manifest_stores_the_directors_manifest_and_the_artifact_still_restores()
         .driver(&inventory, &["backup", "--with-manifest"])
         .assert_code(2)
         .assert_stderr_contains("--with-manifest needs a director");
+}
+
+/// redis/0..2, each with job `redis-server` of release `redis` (its data: which VM it is on),
+/// the manifest setting `bbr.backup_one_restore_all` on it, and redis/`bootstrap` the
+/// director's bootstrap instance. `backs_up(i)`: whether redis/i's job has a backup script.
+fn one_for_all_scenario(bootstrap: u32, backs_up: impl Fn(u32) -> bool) -> Scenario {
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    for i in 0..3 {
+        let vm = fleet.add("redis", i);
+        let data = vm.data_dir("redis-server");
+        let job = vm.job("redis-server");
+        if backs_up(i) {
+            job.copying_backup_restore();
+        } else {
+            fs::create_dir_all(&data).unwrap();
+            job.script(
+                "restore",
+                &format!(
+                    "echo \"$ME\" >> \"$LOG\"\ncp -a \"$BBR_ARTIFACT_DIRECTORY\". '{}/'",
+                    data.display()
+                ),
+            );
+        }
+        write_file(
+            &data.join("dump.rdb"),
+            format!("keys of redis/{i}\n").as_bytes(),
+        );
+    }
+    let vms = fleet
+        .members
+        .iter()
+        .map(|m| StandinVm {
+            group: m.group.clone(),
+            index: m.index,
+            id: id_of(&m.group, m.index),
+            bootstrap: m.index == bootstrap,
+            host_public_key: sshd.host_public_key(),
+            ssh_port: sshd.port,
+        })
+        .collect();
+    let standin = DirectorStandin::start(Options {
+        auth: uaa(),
+        deployments: vec![("acme".into(), vms)],
+        authorized_keys: sshd.authorized_keys(),
+        token_uses: None,
+        releases: vec![("redis".into(), "redis-server".into(), "redis".into())],
+        fail_setup_of: None,
+        fail_cleanup: false,
+        one_for_all: vec![("redis".into(), "redis-server".into())],
+    });
+    Scenario {
+        sshd,
+        fleet,
+        standin,
+    }
+}
+
+const ONE_FOR_ALL_TAR: &str = "redis-server-redis-backup-one-restore-all.tar";
+
+#[test]
+fn a_backup_one_restore_all_job_is_backed_up_from_the_bootstrap_and_restored_to_all() {
+    // redis/1 is the bootstrap instance: its artifact is the named one, listed under
+    // custom_artifacts; redis/0 and redis/2 back up too (as under BBR), into plain artifacts
+    // that no restore reads. The restore gives every instance redis/1's data.
+    let s = one_for_all_scenario(1, |_| true);
+    let run = s.backup();
+    run.assert_success();
+    let artifact = s.fleet.artifact_dir();
+    let mut names: Vec<String> = tree(&artifact).into_iter().map(|(n, _)| n).collect();
+    names.retain(|n| n.ends_with(".tar"));
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "redis-0-redis-server.tar",
+            "redis-2-redis-server.tar",
+            ONE_FOR_ALL_TAR,
+        ],
+        "{}",
+        run.explain()
+    );
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&metadata).unwrap();
+    let custom = &parsed["custom_artifacts"];
+    assert_eq!(
+        custom[0]["name"].as_str(),
+        Some("redis-server-redis-backup-one-restore-all"),
+        "{metadata}"
+    );
+    assert!(
+        custom[0]["checksums"]["./dump.rdb"].is_string(),
+        "{metadata}"
+    );
+    let listed: Vec<&str> = parsed["instances"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["0", "2"],
+        "the bootstrap is not under instances:\n{metadata}"
+    );
+
+    for i in 0..3 {
+        fs::remove_dir_all(s.fleet.vm("redis", i).data_dir("redis-server")).unwrap();
+    }
+    let path = artifact.display().to_string();
+    let run = s.driver(&["restore", "--artifact-path", &path]);
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("not restored"),
+        "the plain artifacts of the job are not worth a warning\n{}",
+        run.explain()
+    );
+    for i in 0..3 {
+        let dump = s
+            .fleet
+            .vm("redis", i)
+            .data_dir("redis-server")
+            .join("dump.rdb");
+        assert_eq!(
+            fs::read_to_string(&dump).unwrap_or_default(),
+            "keys of redis/1\n",
+            "redis/{i} got the bootstrap's artifact\n{}",
+            run.explain()
+        );
+    }
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn a_backup_one_restore_all_artifact_written_by_bbr_restores_to_every_instance() {
+    // BBR's own shape (its restore fixture): the named tar, `custom_artifacts:` with its
+    // checksums, and `instances:` holding only the non-bootstrap instances' plain artifacts.
+    let s = one_for_all_scenario(0, |_| true);
+    let dir = s.fleet.artifacts().join("acme_20190227T101030Z");
+    fs::create_dir_all(&dir).unwrap();
+    let content = b"keys from bbr\n";
+    tar_of_one_file(&dir.join(ONE_FOR_ALL_TAR), content);
+    for i in 1..3 {
+        tar_of_one_file(
+            &dir.join(format!("redis-{i}-redis-server.tar")),
+            b"ignored\n",
+        );
+    }
+    fs::write(
+        dir.join("metadata"),
+        format!(
+            "instances:\n- name: redis\n  index: \"1\"\n  artifacts:\n  - name: redis-server\n    checksums:\n      ./dump.rdb: {p}\n- name: redis\n  index: \"2\"\n  artifacts:\n  - name: redis-server\n    checksums:\n      ./dump.rdb: {p}\ncustom_artifacts:\n- name: redis-server-redis-backup-one-restore-all\n  checksums:\n    ./dump.rdb: {c}\nbackup_activity:\n  start_time: 2019/02/27 10:10:30 GMT\n  finish_time: 2019/02/27 10:10:31 GMT\n",
+            p = sha256_hex(b"ignored\n"),
+            c = sha256_hex(content)
+        ),
+    )
+    .unwrap();
+    let path = dir.display().to_string();
+    let run = s.driver(&["restore", "--artifact-path", &path]);
+    run.assert_success();
+    for i in 0..3 {
+        let dump = s
+            .fleet
+            .vm("redis", i)
+            .data_dir("redis-server")
+            .join("dump.rdb");
+        assert_eq!(
+            fs::read(&dump).unwrap_or_default(),
+            content,
+            "redis/{i}\n{}",
+            run.explain()
+        );
+    }
+}
+
+#[test]
+fn a_backup_one_restore_all_job_its_bootstrap_cannot_back_up_is_refused_before_any_lock() {
+    // The bootstrap redis/0 has the job's restore script but no backup script: no backup
+    // would hold the one artifact the group restores from.
+    let s = one_for_all_scenario(0, |i| i != 0);
+    let run = s.backup();
+    assert_one_clear_line(
+        &run,
+        &[
+            "instance group 'redis' job redis-server",
+            "bbr.backup_one_restore_all",
+            "redis/0 has no backup script",
+        ],
+    );
+    s.nothing_locked(&run.explain());
+    assert!(
+        !s.fleet.calls().iter().any(|c| c.ends_with(" backup")),
+        "a backup script ran: {:#?}",
+        s.fleet.calls()
+    );
+    s.assert_user_gone(&run.explain());
+}
+
+/// A tar as BBR's `tar -C DIR -c .` makes it, of one file `./dump.rdb` holding `content`.
+fn tar_of_one_file(tar: &Path, content: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("dump.rdb"), content).unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar failed");
+}
+
+fn sha256_hex(content: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), content).unwrap();
+    let out = Command::new("sha256sum").arg(file.path()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }

@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::instance::Instance;
 use crate::protocol::WireSettings;
 use crate::shell_quote::quote;
-use crate::workflow::{self, BackupOptions, Deployment, RestoreOptions};
+use crate::workflow::{self, BackupOptions, Deployment, OneForAll, RestoreOptions};
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     if args.max_in_flight == 0 {
@@ -54,7 +54,8 @@ pub fn run_targets(
         ));
     }
     let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone());
-    run_instances(ctx, args, deployment, instances, None, cleanup_via)
+    let none = OneForAll::default();
+    run_instances(ctx, args, deployment, instances, None, none, cleanup_via)
 }
 
 /// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
@@ -88,16 +89,20 @@ pub fn remote_instances(
 }
 
 /// The workflow the command asks for, over `instances`; a failed run names `cleanup_via`'s
-/// cleanup as its next step.
+/// cleanup as its next step. A director gives the manifest (for `--with-manifest`) and its
+/// `backup_one_restore_all` jobs.
 pub fn run_instances(
     ctx: &Context,
     args: &DeploymentArgs,
     deployment: &str,
     instances: Vec<Box<dyn Instance>>,
     manifest: Option<&str>,
+    one_for_all: OneForAll,
     cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
-    let mut dep = Deployment::new(deployment.to_string(), instances).with_cleanup_via(cleanup_via);
+    let mut dep = Deployment::new(deployment.to_string(), instances)
+        .with_cleanup_via(cleanup_via)
+        .with_one_for_all(one_for_all);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;
     let outcome = match &args.command {

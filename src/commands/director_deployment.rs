@@ -13,8 +13,9 @@ use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
-use crate::instance::Instance;
+use crate::instance::{Instance, InstanceId};
 use crate::shell_quote::quote;
+use crate::workflow::OneForAll;
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error.
 pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
@@ -84,13 +85,34 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         }
     );
     let text = with_manifest.then(|| manifest.text());
-    let outcome =
-        prepared.and_then(|i| run_instances(ctx, args, deployment, i, text, cleanup_via.clone()));
+    let one_for_all = one_for_all(&manifest, &vms);
+    let outcome = prepared.and_then(|i| {
+        run_instances(
+            ctx,
+            args,
+            deployment,
+            i,
+            text,
+            one_for_all,
+            cleanup_via.clone(),
+        )
+    });
     // Every session has ended (run_targets says bye to each): the user can go.
     for warning in access.finish() {
         ctx.console.warn(warning);
     }
     outcome
+}
+
+/// The manifest's `backup_one_restore_all` jobs and the director's bootstrap instances.
+fn one_for_all(manifest: &manifest::Manifest, vms: &[instances::Vm]) -> OneForAll {
+    let bootstrap = vms.iter().filter(|v| v.bootstrap).filter_map(|v| {
+        v.index.map(|index| InstanceId {
+            group: v.job_name.clone(),
+            index: index.to_string(),
+        })
+    });
+    OneForAll::new(manifest.one_for_all().iter().cloned(), bootstrap)
 }
 
 fn err(e: impl Into<DirectorError>) -> AppError {

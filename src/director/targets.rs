@@ -42,7 +42,7 @@ pub struct Member {
     pub index: u32,
     pub id: String,
     pub ips: Vec<String>,
-    /// The director's bootstrap instance of its group (for `backup_one_restore_all`, later).
+    /// The director's bootstrap instance of its group.
     pub bootstrap: bool,
     pub host: Host,
 }

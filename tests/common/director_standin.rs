@@ -14,7 +14,8 @@
 //! - Every other call demands a valid bearer token (UAA) or the basic credentials, else `401`.
 //! - `GET /deployments`: `[{name, releases, stemcells, cloud_config, teams}]`; `GET
 //!   /deployments/NAME`: `{manifest}`, a v2 manifest whose instance groups list their jobs with
-//!   the releases a test gives.
+//!   the releases a test gives, and `properties: {bbr: {backup_one_restore_all: true}}` on
+//!   the jobs a test names.
 //! - `GET /deployments/NAME/vms?format=full`: `302` to `/tasks/ID`, whose result is one JSON
 //!   object per line (`agent_id, job_name, index, id, ips, bootstrap, job_state, ...`); an
 //!   unknown deployment is `404 {code: 70000, description: "Deployment 'NAME' doesn't exist"}`.
@@ -79,6 +80,9 @@ pub struct Options {
     pub fail_setup_of: Option<String>,
     /// Every cleanup is answered `500`.
     pub fail_cleanup: bool,
+    /// `(instance group, job)` whose manifest properties set
+    /// `bbr: {backup_one_restore_all: true}`.
+    pub one_for_all: Vec<(String, String)>,
 }
 
 struct Task {
@@ -400,6 +404,12 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 manifest.push_str(&format!("- name: {group}\n  instances: {count}\n  jobs:\n"));
                 for (_, job, release) in st.opts.releases.iter().filter(|(g, _, _)| g == group) {
                     manifest.push_str(&format!("  - name: {job}\n    release: {release}\n"));
+                    let flagged = (group.to_string(), job.clone());
+                    if st.opts.one_for_all.contains(&flagged) {
+                        manifest.push_str(
+                            "    properties:\n      bbr:\n        backup_one_restore_all: true\n",
+                        );
+                    }
                 }
             }
             json(200, serde_json::json!({"manifest": manifest}))
