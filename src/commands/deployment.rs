@@ -6,6 +6,7 @@ use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 
+use crate::director::releases::WithReleases;
 use crate::driver::connecting::Connecting;
 use crate::driver::inventory;
 use crate::driver::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};
@@ -27,11 +28,35 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         p.to_str()
             .map(|p| format!("bbr-agent deployment --inventory {}", quote(p)))
     });
-    run_targets(
+    no_manifest_here(args)?;
+    let deployment = &inventory.deployment;
+    let sessions = remote_instances(
         ctx,
         args,
-        &inventory.deployment,
+        deployment,
         &inventory.targets,
+        cleanup_via.clone(),
+    );
+    // An instance that lists its jobs' releases describes them with those.
+    let instances = sessions
+        .into_iter()
+        .zip(&inventory.targets)
+        .map(|(session, t)| match inventory.releases.get(&t.id) {
+            Some(releases) => Box::new(WithReleases::new(session, releases.clone())),
+            None => session,
+        })
+        .collect();
+    let one_for_all = OneForAll::new(
+        inventory.backup_one_restore_all.iter().cloned(),
+        inventory.bootstrap.iter().cloned(),
+    );
+    run_instances(
+        ctx,
+        args,
+        deployment,
+        instances,
+        None,
+        one_for_all,
         cleanup_via,
     )
 }
@@ -44,18 +69,23 @@ pub fn run_targets(
     targets: &[inventory::Target],
     cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
-    if let DeploymentCommand::Backup {
-        with_manifest: true,
-        ..
-    } = args.command
-    {
-        return Err(AppError::Usage(
-            "--with-manifest needs a director (--target): the manifest is the director's".into(),
-        ));
-    }
+    no_manifest_here(args)?;
     let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone());
     let none = OneForAll::default();
     run_instances(ctx, args, deployment, instances, None, none, cleanup_via)
+}
+
+/// `--with-manifest` without a director's deployment is a usage error.
+fn no_manifest_here(args: &DeploymentArgs) -> Result<(), AppError> {
+    match args.command {
+        DeploymentCommand::Backup {
+            with_manifest: true,
+            ..
+        } => Err(AppError::Usage(
+            "--with-manifest needs a director (--target): the manifest is the director's".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
