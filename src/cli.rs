@@ -185,6 +185,11 @@ pub struct DirectorArgs {
     /// The deployment's name on the director.
     #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", value_name = "NAME")]
     pub deployment: Option<String>,
+
+    /// Every deployment of the director with BBR scripts, one after another (pre-backup-check,
+    /// backup and backup-cleanup).
+    #[arg(long)]
+    pub all_deployments: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]

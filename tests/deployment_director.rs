@@ -921,3 +921,163 @@ fn sha256_hex(content: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// [`scenario`] with a second deployment, `cache` (cache/0, one job `cache` that backs up
+/// real files; its pre-backup-lock fails when `cache_lock_fails`), beside `acme` and the
+/// VM-less `other-deployment`.
+fn two_deployments(cache_lock_fails: bool) -> Scenario {
+    let mut s = scenario_with(uaa(), None, false, |o| {
+        let mut vm = o.deployments[0].1[0].clone();
+        vm.group = "cache".into();
+        vm.index = 0;
+        vm.id = id_of("cache", 0);
+        vm.bootstrap = true;
+        o.deployments.push(("cache".into(), vec![vm]));
+    });
+    let cache = s.fleet.add("cache", 0);
+    let job = cache.job("cache");
+    job.recording_locks().copying_backup_restore();
+    if cache_lock_fails {
+        job.script("pre-backup-lock", "echo \"$ME\" >> \"$LOG\"\nexit 1");
+    }
+    write_file(&cache.data_dir("cache").join("entries"), b"cached\n");
+    s
+}
+
+#[test]
+fn all_deployments_backs_up_each_into_its_own_artifact_and_ors_the_exit_bits() {
+    let s = two_deployments(true);
+    let artifacts = s.fleet.artifacts();
+    let path = artifacts.display().to_string();
+    let args = {
+        let mut a = s.args(
+            "s3cret",
+            &s.standin.ca_path().display().to_string(),
+            "x",
+            &[],
+        );
+        // No --deployment: every deployment instead.
+        let at = a.iter().position(|w| w == "-d").unwrap();
+        a.drain(at..at + 2);
+        a.extend(["--all-deployments", "backup", "--artifact-path", &path].map(String::from));
+        a
+    };
+    let run = s.run(&args);
+    // cache's lock failed (4); acme backed up; other-deployment has no VMs.
+    run.assert_code(4);
+    for line in [
+        "acme: backed up",
+        "cache: cannot be backed up (exit 4)",
+        "other-deployment: skipped, none of its VMs has a BBR script",
+        "1 out of 3 deployments cannot be backed up: cache",
+    ] {
+        run.assert_stdout_contains(line);
+    }
+    let mut dirs: Vec<String> = fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "{dirs:?}\n{}", run.explain());
+    assert!(
+        dirs[0].starts_with("acme_") && dirs[1].starts_with("cache_"),
+        "{dirs:?}"
+    );
+    let acme = fs::read_to_string(artifacts.join(&dirs[0]).join("metadata")).unwrap();
+    assert!(acme.contains("finish_time"), "acme is a backup:\n{acme}");
+    let cache = fs::read_to_string(artifacts.join(&dirs[1]).join("metadata")).unwrap();
+    assert!(!cache.contains("finish_time"), "cache is not:\n{cache}");
+    let calls = s.fleet.calls();
+    assert!(
+        calls.iter().any(|c| c == "db/1 db post-backup-unlock"),
+        "{calls:#?}"
+    );
+    // Every deployment's temporary user is gone.
+    assert_eq!(s.keyed_users(), Vec::<String>::new(), "{}", run.explain());
+    assert_eq!(s.standin.users(), Vec::<String>::new(), "{}", run.explain());
+    let calls = s.standin.calls();
+    for d in ["acme", "cache"] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c == &format!("POST /deployments/{d}/ssh")),
+            "{d}: {calls:#?}"
+        );
+    }
+}
+
+#[test]
+fn all_deployments_pre_backup_check_and_backup_cleanup_pass_when_every_one_does() {
+    let s = two_deployments(false);
+    let ca = s.standin.ca_path().display().to_string();
+    for command in ["pre-backup-check", "backup-cleanup"] {
+        let mut args = s.args("s3cret", &ca, "x", &[]);
+        let at = args.iter().position(|w| w == "-d").unwrap();
+        args.drain(at..at + 2);
+        args.extend(["--all-deployments", command].map(String::from));
+        let run = s.run(&args);
+        run.assert_success();
+        run.assert_stdout_contains("2 of 3 deployments ")
+            .assert_stdout_contains("(1 skipped: no BBR scripts)");
+        if command == "pre-backup-check" {
+            s.nothing_locked(&run.explain());
+        } else {
+            // A cleanup runs every unlock script, as BBR's: in both deployments.
+            let calls = s.fleet.calls();
+            for l in [
+                "cache/0 cache post-backup-unlock",
+                "db/1 db post-backup-unlock",
+            ] {
+                assert!(calls.iter().any(|c| c == l), "{l}: {calls:#?}");
+            }
+        }
+    }
+    assert_eq!(s.standin.users(), Vec::<String>::new());
+}
+
+#[test]
+fn all_deployments_with_a_deployment_a_restore_or_lock_free_is_a_usage_error() {
+    let s = two_deployments(false);
+    let ca = s.standin.ca_path().display().to_string();
+    let artifacts = s.fleet.artifacts().display().to_string();
+    for (rest, says) in [
+        (
+            vec!["--all-deployments", "backup"],
+            "give one of --deployment",
+        ),
+        (
+            vec![
+                "--all-deployments",
+                "restore",
+                "--artifact-path",
+                &artifacts,
+            ],
+            "--all-deployments is for pre-backup-check, backup and backup-cleanup",
+        ),
+        (
+            vec!["--all-deployments", "restore-cleanup"],
+            "--all-deployments is for pre-backup-check, backup and backup-cleanup",
+        ),
+    ] {
+        let run = s.run(&s.args("s3cret", &ca, "acme", &rest));
+        run.assert_code(2).assert_stderr_contains(says);
+    }
+    let mut args = s.args("s3cret", &ca, "x", &[]);
+    let at = args.iter().position(|w| w == "-d").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--all-deployments", "backup", "--unsafe-lock-free"].map(String::from));
+    s.run(&args)
+        .assert_code(2)
+        .assert_stderr_contains("--unsafe-lock-free cannot be used with --all-deployments");
+    let inventory = s.fleet.local_inventory();
+    s.fleet
+        .driver(&inventory, &["--all-deployments", "backup"])
+        .assert_code(2)
+        .assert_stderr_contains("--all-deployments needs a director");
+    assert!(
+        !s.standin.calls().iter().any(|c| c.contains("/ssh")),
+        "no SSH was set up: {:#?}",
+        s.standin.calls()
+    );
+    s.nothing_locked("usage errors");
+}

@@ -130,6 +130,30 @@ pub fn run_instances(
     one_for_all: OneForAll,
     cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
+    let run = run_instances_counted(
+        ctx,
+        args,
+        deployment,
+        instances,
+        manifest,
+        one_for_all,
+        cleanup_via,
+    );
+    run.map(|(code, _)| code)
+}
+
+/// [`run_instances`], also saying whether the deployment has no BBR job at all: its every
+/// instance was described and not one job with a BBR script was found (`--all-deployments`
+/// passes such a deployment by).
+pub fn run_instances_counted(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    instances: Vec<Box<dyn Instance>>,
+    manifest: Option<&str>,
+    one_for_all: OneForAll,
+    cleanup_via: Option<String>,
+) -> Result<(i32, bool), AppError> {
     let mut dep = Deployment::new(deployment.to_string(), instances)
         .with_cleanup_via(cleanup_via)
         .with_one_for_all(one_for_all);
@@ -166,10 +190,14 @@ pub fn run_instances(
         DeploymentCommand::BackupCleanup => workflow::backup_cleanup(&mut dep, console),
         DeploymentCommand::RestoreCleanup => workflow::restore_cleanup(&mut dep, console),
     };
+    let no_bbr_jobs = dep.descriptions.len() == dep.instances.len() && dep.jobs().is_empty();
     // Every session ends (bye) before the result is reported.
     drop(dep);
+    if no_bbr_jobs && args.director.all_deployments {
+        return Ok((0, true));
+    }
     for error in &outcome.errors {
         console.error(error);
     }
-    Ok(outcome.exit_code())
+    Ok((outcome.exit_code(), no_bbr_jobs))
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::deployment::{remote_instances, run_instances};
+use super::deployment::{remote_instances, run_instances_counted};
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use crate::director::releases::WithReleases;
@@ -23,6 +23,9 @@ pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
         (Some(_), Some(_)) => Err(AppError::Usage(
             "--inventory and a director (--target, or BOSH_ENVIRONMENT) are both given: use one of them".into(),
         )),
+        (Some(_), None) if args.director.all_deployments => Err(AppError::Usage(
+            "--all-deployments needs a director (--target): an inventory is one deployment".into(),
+        )),
         (Some(path), None) => Ok(Some(path)),
         (None, Some(_)) => Ok(None),
         (None, None) => Err(AppError::Usage(
@@ -32,12 +35,52 @@ pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
 }
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
-    let d = &args.director;
-    let target = required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?;
-    let user = required(&d.username, "--username (-u) or BOSH_CLIENT")?;
-    let secret = required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?;
-    let deployment = required(&d.deployment, "--deployment (-d) or BOSH_DEPLOYMENT")?;
-    let ca = d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok());
+    if args.director.all_deployments {
+        return super::all_deployments::run(ctx, args);
+    }
+    let login = Login::of(args)?;
+    let deployment = required(
+        &args.director.deployment,
+        "--deployment (-d) or BOSH_DEPLOYMENT, or --all-deployments",
+    )?;
+    let director = login.connect()?;
+    run_one(ctx, args, &login, director, deployment).map(|(code, _)| code)
+}
+
+/// How to reach and log in to the director: BBR's flags and environment variables.
+pub struct Login<'a> {
+    pub target: &'a str,
+    user: &'a str,
+    secret: &'a str,
+    ca: Option<String>,
+}
+
+impl<'a> Login<'a> {
+    pub fn of(args: &'a DeploymentArgs) -> Result<Login<'a>, AppError> {
+        let d = &args.director;
+        Ok(Login {
+            target: required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?,
+            user: required(&d.username, "--username (-u) or BOSH_CLIENT")?,
+            secret: required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?,
+            ca: d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok()),
+        })
+    }
+
+    pub fn connect(&self) -> Result<Director, AppError> {
+        Director::connect(self.target, self.ca.as_deref(), self.user, self.secret).map_err(err)
+    }
+}
+
+/// The command over one deployment of `director`. Returns the exit code, and whether the
+/// deployment has no BBR job at all (its VMs were described and none has a BBR script).
+pub fn run_one(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    login: &Login<'_>,
+    mut director: Director,
+    deployment: &str,
+) -> Result<(i32, bool), AppError> {
+    let (target, user, ca) = (login.target, login.user, &login.ca);
     let remote = std::env::var(REMOTE_COMMAND_ENV)
         .ok()
         .filter(|c| !c.trim().is_empty())
@@ -45,8 +88,13 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
 
     let cleanup_via = Some(cleanup_command(target, user, ca.as_deref(), deployment));
 
-    let mut director = Director::connect(target, ca.as_deref(), user, secret).map_err(err)?;
-    let vms = instances::vms(&mut director, deployment).map_err(err)?;
+    let vms = match instances::vms(&mut director, deployment) {
+        // A deployment without VMs has no BBR scripts: --all-deployments passes it by.
+        Err(instances::InstancesError::Empty { .. }) if args.director.all_deployments => {
+            return Ok((0, true));
+        }
+        vms => vms.map_err(err)?,
+    };
     let manifest = manifest::fetch(&mut director, deployment).map_err(err)?;
     let mut groups: Vec<String> = Vec::new();
     for vm in &vms {
@@ -87,7 +135,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     let text = with_manifest.then(|| manifest.text());
     let one_for_all = one_for_all(&manifest, &vms);
     let outcome = prepared.and_then(|i| {
-        run_instances(
+        run_instances_counted(
             ctx,
             args,
             deployment,
