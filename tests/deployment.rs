@@ -803,3 +803,33 @@ fn an_inventory_can_say_bootstrap_and_backup_one_restore_all() {
         assert_eq!(fs::read_to_string(dump).unwrap(), "keys of redis/0\n");
     }
 }
+
+#[test]
+fn bbrs_short_artifact_path_and_debug_flag_are_taken() {
+    // `-a` is BBR's --artifact-path; `--debug` shows everything: every script's output live,
+    // as -v does, and the driver's own debug log.
+    let mut fleet = Fleet::new();
+    let vm = fleet.add("db", 0);
+    vm.job("db")
+        .copying_backup_restore()
+        .script("pre-backup-lock", "echo 'flushing tables'");
+    let data = vm.data_dir("db");
+    write_file(&data.join("dump.sql"), b"rows\n");
+    let inventory = fleet.local_inventory();
+    let artifacts = fleet.artifacts().display().to_string();
+    let run = fleet.driver(&inventory, &["--debug", "backup", "-a", &artifacts]);
+    run.assert_success()
+        .assert_stderr_contains("db/0 db pre-backup-lock stdout: flushing tables");
+    let artifact = fleet.artifact_dir();
+    let other = fleet.dir.path().join("quiet");
+    fs::create_dir_all(&other).unwrap();
+    let quiet = fleet.driver(&inventory, &["backup", "-a", other.to_str().unwrap()]);
+    quiet.assert_success();
+    assert!(!quiet.stderr.contains("flushing"), "{}", quiet.explain());
+    fs::remove_dir_all(&data).unwrap();
+    let path = artifact.display().to_string();
+    fleet
+        .driver(&inventory, &["restore", "-a", &path])
+        .assert_success();
+    assert_eq!(fs::read_to_string(data.join("dump.sql")).unwrap(), "rows\n");
+}

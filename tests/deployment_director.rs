@@ -107,6 +107,7 @@ fn scenario_with(
         fail_setup_of: None,
         fail_cleanup: false,
         one_for_all: Vec::new(),
+        hang_on: None,
     };
     change(&mut options);
     let standin = DirectorStandin::start(options);
@@ -650,6 +651,7 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
         fail_setup_of: None,
         fail_cleanup: false,
         one_for_all: Vec::new(),
+        hang_on: None,
     });
     let s = Scenario {
         sshd,
@@ -748,6 +750,7 @@ fn one_for_all_scenario(bootstrap: u32, backs_up: impl Fn(u32) -> bool) -> Scena
         fail_setup_of: None,
         fail_cleanup: false,
         one_for_all: vec![("redis".into(), "redis-server".into())],
+        hang_on: None,
     });
     Scenario {
         sshd,
@@ -1080,4 +1083,32 @@ fn all_deployments_with_a_deployment_a_restore_or_lock_free_is_a_usage_error() {
         s.standin.calls()
     );
     s.nothing_locked("usage errors");
+}
+
+#[test]
+fn a_director_that_does_not_answer_is_said_in_one_line_and_nothing_is_touched() {
+    // The VM list is never answered; BBR_AGENT_DIRECTOR_TIMEOUT shortens the 5 minutes a call
+    // may take to 2 s.
+    let s = scenario_with(uaa(), None, false, |o| {
+        o.hang_on = Some("/deployments/acme/vms".into())
+    });
+    let ca = s.standin.ca_path().display().to_string();
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", &["backup", "-a", &artifacts]);
+    let mut command = s.command(&args);
+    command.env("BBR_AGENT_DIRECTOR_TIMEOUT", "2s");
+    let run = Run::of(&mut command, s.fleet.dir.path());
+    assert_one_clear_line(&run, &["the director did not answer within 2.0s", "/vms"]);
+    s.nothing_locked(&run.explain());
+    let calls = s.standin.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("/ssh")),
+        "no SSH set up: {calls:#?}"
+    );
+    assert_eq!(
+        fs::read_dir(s.fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
+        run.explain()
+    );
 }

@@ -33,6 +33,31 @@ pub enum HttpError {
     Untrusted { url: String, detail: String },
     #[error("cannot reach {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error(
+        "{url}: the director did not answer within {limit} ({detail}); nothing was touched: check that it is up and reachable"
+    )]
+    Timeout {
+        url: String,
+        limit: String,
+        detail: String,
+    },
+}
+
+/// How long one call to the director may take; `BBR_AGENT_DIRECTOR_TIMEOUT` (a duration,
+/// e.g. `2s`) shortens it, for tests (undocumented in --help on purpose).
+const CALL_LIMIT: Duration = Duration::from_secs(300);
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+pub const TIMEOUT_ENV: &str = "BBR_AGENT_DIRECTOR_TIMEOUT";
+
+/// The limits for connecting and for a whole call: the knob's, when it is set and valid.
+fn limits() -> (Duration, Duration) {
+    match std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|t| crate::duration::parse(&t).ok())
+    {
+        Some(d) if !d.is_zero() => (d.min(CONNECT_LIMIT), d),
+        _ => (CONNECT_LIMIT, CALL_LIMIT),
+    }
 }
 
 /// One answer: its status, its `Location` header, and its body.
@@ -96,8 +121,8 @@ impl Http {
             .https_only(true)
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_global(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(limits().0))
+            .timeout_global(Some(limits().1))
             .user_agent(concat!("bbr-agent/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Http {
@@ -158,6 +183,17 @@ fn reply(
 
 fn connection_error(url: &str, e: ureq::Error) -> HttpError {
     let detail = one_line(&e.to_string());
+    if let ureq::Error::Timeout(which) = &e {
+        let limit = match which {
+            ureq::Timeout::Connect => limits().0,
+            _ => limits().1,
+        };
+        return HttpError::Timeout {
+            url: url.to_string(),
+            limit: crate::duration::format(limit),
+            detail,
+        };
+    }
     // rustls says "invalid peer certificate: UnknownIssuer" (and the like) for a server whose
     // chain does not lead to the roots given.
     if matches!(e, ureq::Error::Rustls(_)) || detail.contains("peer certificate") {

@@ -26,7 +26,8 @@
 //!   to a task whose result is `[{status: success, ip, host_public_key, id, index, job,
 //!   command}]`. `command: cleanup` with `params: {user_regex: "^NAME"}` removes those keys and
 //!   users (only a `^literal` prefix is understood). Faults on demand: one instance's setup
-//!   fails, or every cleanup is answered 500.
+//!   fails, or every cleanup is answered 500; or a request is never answered (a director that
+//!   hangs).
 //! - `GET /tasks/ID`: `{id, state, description, timestamp, result, user, deployment}`, first
 //!   `processing`, then `done`; `GET /tasks/ID/output?type=result`: the task's result.
 //!
@@ -83,6 +84,9 @@ pub struct Options {
     /// `(instance group, job)` whose manifest properties set
     /// `bbr: {backup_one_restore_all: true}`.
     pub one_for_all: Vec<(String, String)>,
+    /// A request whose path starts with this is never answered: the connection is held open
+    /// (for a minute), as by a director that hangs.
+    pub hang_on: Option<String>,
 }
 
 struct Task {
@@ -263,6 +267,18 @@ fn serve_connection(tcp: TcpStream, config: Arc<rustls::ServerConfig>, state: &M
     let Some(request) = read_request(&mut tls) else {
         return;
     };
+    let hang = {
+        let st = state.lock().unwrap();
+        st.opts.hang_on.clone()
+    };
+    if hang.is_some_and(|prefix| request.path.starts_with(&prefix)) {
+        state.lock().unwrap().calls.push(format!(
+            "{} {} (not answered)",
+            request.method, request.path
+        ));
+        thread::sleep(std::time::Duration::from_secs(60));
+        return;
+    }
     let response = handle(state, &request);
     let reason = match response.status {
         200 => "OK",
