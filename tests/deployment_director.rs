@@ -1112,3 +1112,137 @@ fn a_director_that_does_not_answer_is_said_in_one_line_and_nothing_is_touched() 
         run.explain()
     );
 }
+
+/// A second sshd as the jumpbox of `BOSH_ALL_PROXY`, logging each forwarded connection's
+/// target, and a HOME whose ~/.ssh/known_hosts holds its host key (`known`) or not.
+struct Jump {
+    sshd: Sshd,
+    home: tempfile::TempDir,
+}
+
+impl Jump {
+    fn start(known: bool) -> Jump {
+        let sshd = Sshd::start_logging("DEBUG1");
+        let home = tempfile::tempdir().unwrap();
+        let key = sshd.host_public_key();
+        let mut line = format!("[127.0.0.1]:{} ", sshd.port);
+        line.push_str(&key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        let known_hosts = if known { line } else { String::new() };
+        write_file(
+            &home.path().join(".ssh/known_hosts"),
+            format!("{known_hosts}\n").as_bytes(),
+        );
+        Jump { sshd, home }
+    }
+
+    fn all_proxy(&self) -> String {
+        format!(
+            "ssh+socks5://root@127.0.0.1:{}?private-key={}",
+            self.sshd.port,
+            self.sshd.key().display()
+        )
+    }
+
+    /// The ports the jumpbox forwarded connections to.
+    fn forwarded_to(&self) -> Vec<String> {
+        self.sshd
+            .log()
+            .lines()
+            .filter(|l| l.contains("server_request_direct_tcpip"))
+            .filter_map(|l| l.rsplit("port ").next().map(|p| p.trim().to_string()))
+            .collect()
+    }
+}
+
+fn through(s: &Scenario, jump: &Jump, rest: &[&str]) -> Run {
+    let ca = s.standin.ca_path().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", rest);
+    let mut command = s.command(&args);
+    command
+        .env("BOSH_ALL_PROXY", jump.all_proxy())
+        .env("HOME", jump.home.path());
+    Run::of(&mut command, s.fleet.dir.path())
+}
+
+#[test]
+fn bosh_all_proxy_takes_the_api_and_every_vm_through_the_jumpbox() {
+    let s = scenario(uaa(), None, false);
+    let jump = Jump::start(true);
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let run = through(&s, &jump, &["backup", "-a", &artifacts]);
+    run.assert_success();
+    let standin_port = s.standin.url.rsplit(':').next().unwrap().to_string();
+    let forwarded = jump.forwarded_to();
+    assert!(
+        forwarded.contains(&standin_port),
+        "the director's API went through the jumpbox: {forwarded:?}\n{}",
+        run.explain()
+    );
+    let vm_port = s.sshd.port.to_string();
+    assert_eq!(
+        forwarded.iter().filter(|p| **p == vm_port).count(),
+        3,
+        "each VM's SSH went through the jumpbox: {forwarded:?}\n{}",
+        run.explain()
+    );
+    s.assert_user_gone(&run.explain());
+    // The tunnel ended with the run: every connection to the jumpbox was closed.
+    let closed = eventually(Duration::from_secs(10), || {
+        let log = jump.sshd.log();
+        let port_of = |l: &str| {
+            l.split(" port ")
+                .nth(1)
+                .and_then(|p| p.split(' ').next())
+                .map(str::to_string)
+        };
+        let ended: Vec<String> = log
+            .lines()
+            .filter(|l| l.starts_with("Connection closed by") || l.starts_with("Disconnected from"))
+            .filter_map(port_of)
+            .collect();
+        log.lines()
+            .filter(|l| l.starts_with("Accepted publickey"))
+            .filter_map(port_of)
+            .all(|p| ended.contains(&p))
+    });
+    assert!(
+        closed,
+        "a connection to the jumpbox is left:\n{}",
+        jump.sshd.log()
+    );
+    assert!(jump.sshd.sessions() >= 4, "the tunnel and 3 VMs");
+    let path = s.fleet.artifact_dir().display().to_string();
+    through(&s, &jump, &["restore", "-a", &path]).assert_success();
+}
+
+#[test]
+fn a_jumpbox_whose_host_key_is_not_known_or_a_proxy_not_understood_is_one_line() {
+    let s = scenario(uaa(), None, false);
+    let jump = Jump::start(false);
+    let run = through(&s, &jump, &["pre-backup-check"]);
+    assert_one_clear_line(
+        &run,
+        &[
+            "BOSH_ALL_PROXY: the host key of the jumpbox",
+            &format!("ssh-keyscan -p {} 127.0.0.1 >>", jump.sshd.port),
+        ],
+    );
+    assert!(
+        s.standin.calls().is_empty(),
+        "nothing asked of the director"
+    );
+    assert_eq!(jump.sshd.sessions(), 0, "no connection to the jumpbox");
+
+    let ca = s.standin.ca_path().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", &["pre-backup-check"]);
+    let mut command = s.command(&args);
+    command
+        .env("BOSH_ALL_PROXY", "socks5://127.0.0.1:1080")
+        .env("HOME", jump.home.path());
+    let run = Run::of(&mut command, s.fleet.dir.path());
+    assert_one_clear_line(&run, &["BOSH_ALL_PROXY is not ssh+socks5://"]);
+    assert!(
+        s.standin.calls().is_empty(),
+        "nothing asked of the director"
+    );
+}

@@ -9,6 +9,7 @@ use std::path::Path;
 use super::deployment::{remote_instances, run_instances_counted};
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
+use crate::director::jumpbox::{Jumpbox, Tunnel};
 use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
@@ -47,27 +48,48 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     run_one(ctx, args, &login, director, deployment).map(|(code, _)| code)
 }
 
-/// How to reach and log in to the director: BBR's flags and environment variables.
+/// How to reach and log in to the director: BBR's flags and environment variables. With
+/// `BOSH_ALL_PROXY`, the tunnel through the jumpbox is held as long as this is.
 pub struct Login<'a> {
     pub target: &'a str,
     user: &'a str,
     secret: &'a str,
     ca: Option<String>,
+    jumpbox: Option<Jumpbox>,
+    tunnel: Option<Tunnel>,
 }
 
 impl<'a> Login<'a> {
     pub fn of(args: &'a DeploymentArgs) -> Result<Login<'a>, AppError> {
         let d = &args.director;
+        let target = required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?;
+        let user = required(&d.username, "--username (-u) or BOSH_CLIENT")?;
+        let secret = required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?;
+        let jumpbox = Jumpbox::from_env().map_err(err)?;
+        let tunnel = jumpbox
+            .as_ref()
+            .map(Jumpbox::tunnel)
+            .transpose()
+            .map_err(err)?;
         Ok(Login {
-            target: required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?,
-            user: required(&d.username, "--username (-u) or BOSH_CLIENT")?,
-            secret: required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?,
+            target,
+            user,
+            secret,
             ca: d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok()),
+            jumpbox,
+            tunnel,
         })
     }
 
     pub fn connect(&self) -> Result<Director, AppError> {
-        Director::connect(self.target, self.ca.as_deref(), self.user, self.secret).map_err(err)
+        let proxy = self.tunnel.as_ref().map(Tunnel::proxy_url);
+        let ca = self.ca.as_deref();
+        Director::connect(self.target, ca, proxy.as_deref(), self.user, self.secret).map_err(err)
+    }
+
+    /// The VMs' ProxyCommand through the jumpbox, if there is one.
+    fn proxy_command(&self) -> Option<String> {
+        self.jumpbox.as_ref().map(Jumpbox::proxy_command)
     }
 }
 
@@ -87,6 +109,7 @@ pub fn run_one(
         .unwrap_or_else(|| DEFAULT_REMOTE_COMMAND.to_string());
 
     let cleanup_via = Some(cleanup_command(target, user, ca.as_deref(), deployment));
+    let proxy_command = login.proxy_command();
 
     let vms = match instances::vms(&mut director, deployment) {
         // A deployment without VMs has no BBR scripts: --all-deployments passes it by.
@@ -112,6 +135,7 @@ pub fn run_one(
             &access.private_key(),
             &access.known_hosts(),
             &remote,
+            proxy_command.as_deref(),
         )
         .map_err(err)?;
         // Each instance's jobs carry their releases, from its group in the manifest.

@@ -33,6 +33,8 @@ pub enum HttpError {
     Untrusted { url: String, detail: String },
     #[error("cannot reach {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("the proxy {url} cannot be used: {detail}")]
+    Proxy { url: String, detail: String },
     #[error(
         "{url}: the director did not answer within {limit} ({detail}); nothing was touched: check that it is up and reachable"
     )]
@@ -109,14 +111,29 @@ pub struct Http {
 }
 
 impl Http {
-    /// `ca` is `--ca-cert`: a PEM text (it holds `-----BEGIN`), else a file's path.
-    pub fn new(ca: Option<&str>) -> Result<Http, HttpError> {
+    /// `ca` is `--ca-cert`: a PEM text (it holds `-----BEGIN`), else a file's path. `proxy`
+    /// is a SOCKS5 proxy URL (`BOSH_ALL_PROXY`'s tunnel).
+    pub fn new(ca: Option<&str>, proxy: Option<&str>) -> Result<Http, HttpError> {
+        let proxy = proxy
+            .map(|p| {
+                ureq::Proxy::new(p).map_err(|e| HttpError::Proxy {
+                    url: p.to_string(),
+                    detail: one_line(&e.to_string()),
+                })
+            })
+            .transpose()?;
         let roots = match ca.filter(|c| !c.trim().is_empty()) {
             Some(ca) => RootCerts::new_with_certs(&ca_certificates(ca)?),
             None => system_roots()?,
         };
         let tls = TlsConfig::builder().root_certs(roots).build();
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        // Without BOSH_ALL_PROXY, ureq's own default stands (the proxy of the environment's
+        // ALL_PROXY/HTTPS_PROXY, if any).
+        if proxy.is_some() {
+            config = config.proxy(proxy);
+        }
+        let config = config
             .tls_config(tls)
             .https_only(true)
             .http_status_as_error(false)
@@ -274,12 +291,12 @@ mod tests {
 
     #[test]
     fn a_ca_that_is_neither_a_file_nor_pem_is_named() {
-        let err = Http::new(Some("/nonexistent/ca.pem"))
+        let err = Http::new(Some("/nonexistent/ca.pem"), None)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-        let err = Http::new(Some("-----BEGIN nonsense"))
+        let err = Http::new(Some("-----BEGIN nonsense"), None)
             .err()
             .unwrap()
             .to_string();
