@@ -1246,3 +1246,22 @@ fn a_jumpbox_whose_host_key_is_not_known_or_a_proxy_not_understood_is_one_line()
         "nothing asked of the director"
     );
 }
+
+#[test]
+fn a_backup_without_the_named_artifact_a_job_restores_from_is_refused_before_anything_is_touched() {
+    // A backup made without the flag (plain artifacts only, by an inventory), restored where
+    // the manifest sets it: the job would restore from the named artifact, which is not there.
+    let s = one_for_all_scenario(0, |_| true);
+    let inventory = s.fleet.local_inventory();
+    s.fleet.backup(&inventory, &[]).assert_success();
+    let path = s.fleet.artifact_dir().display().to_string();
+    let before = s.fleet.calls().len();
+    let run = s.driver(&["restore", "-a", &path]);
+    assert_eq!(run.code, Some(1), "{}", run.explain());
+    run.assert_stderr_contains(
+        "redis/0 redis-server: the manifest sets bbr.backup_one_restore_all, but the backup holds no artifact redis-server-redis-backup-one-restore-all",
+    );
+    let calls = s.fleet.calls();
+    assert_eq!(calls.len(), before, "a script ran: {:#?}", &calls[before..]);
+    s.assert_user_gone(&run.explain());
+}
