@@ -39,11 +39,11 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     if args.director.all_deployments {
         return super::all_deployments::run(ctx, args);
     }
-    let login = Login::of(args)?;
     let deployment = required(
         &args.director.deployment,
         "--deployment (-d) or BOSH_DEPLOYMENT, or --all-deployments",
     )?;
+    let login = Login::of(args)?;
     let director = login.connect()?;
     run_one(ctx, args, &login, director, deployment).map(|(code, _)| code)
 }
