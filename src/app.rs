@@ -44,13 +44,14 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         cli.log_format,
         log_dir.as_deref(),
         config.log_level.as_deref(),
+        cli.debug,
     );
     let ctx = Context {
         layout,
         config,
         bbr_version: cli.bbr_version.clone(),
         console: Console::new(
-            cli.verbose,
+            cli.verbose || cli.debug,
             match cli.log_format {
                 LogFormat::Text => Format::Human,
                 LogFormat::Json => Format::Json,

@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// BBR's flag: everything there is to see, `-v` and the agent's debug log on stderr
+    /// (unless BBR_AGENT_LOG says otherwise).
+    #[arg(long, global = true)]
+    pub debug: bool,
+
     /// Format of the agent's own log lines on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -211,6 +216,11 @@ pub struct DirectorArgs {
     /// The deployment's name on the director.
     #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", value_name = "NAME")]
     pub deployment: Option<String>,
+
+    /// Every deployment of the director with BBR scripts, one after another (pre-backup-check,
+    /// backup and backup-cleanup).
+    #[arg(long)]
+    pub all_deployments: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -220,7 +230,7 @@ pub enum DeploymentCommand {
     /// Back the deployment up into a BBR artifact directory.
     Backup {
         /// Directory in which the <deployment>_<timestamp> artifact is created.
-        #[arg(long, value_name = "DIR", default_value = ".")]
+        #[arg(short = 'a', long, value_name = "DIR", default_value = ".")]
         artifact_path: PathBuf,
         /// Skip lock and unlock scripts: the backup may be inconsistent.
         #[arg(long)]
@@ -232,7 +242,7 @@ pub enum DeploymentCommand {
     /// Restore the deployment from a BBR artifact directory.
     Restore {
         /// The artifact directory to restore from (only read, never written).
-        #[arg(long, value_name = "DIR")]
+        #[arg(short = 'a', long, value_name = "DIR")]
         artifact_path: PathBuf,
         /// Write the HTML run report (timeline, lock windows, failures) to this file.
         #[arg(long, value_name = "FILE")]

@@ -26,9 +26,11 @@ use crate::cli::LogFormat;
 pub const LOG_FILE: &str = "bbr-agent.log";
 
 /// Sets up logging; `vm_log_dir` is where the VM log goes, for commands that run on a VM.
-pub fn init(format: LogFormat, vm_log_dir: Option<&Path>, file_level: Option<&str>) {
+pub fn init(format: LogFormat, vm_log_dir: Option<&Path>, file_level: Option<&str>, debug: bool) {
+    // `--debug` (BBR's flag) is the most there is to see, unless BBR_AGENT_LOG says otherwise.
+    let default = if debug { "debug" } else { "warn" };
     let stderr_filter =
-        EnvFilter::try_from_env("BBR_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+        EnvFilter::try_from_env("BBR_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // A driver that has gone leaves `serve` a closed stderr: a log line that cannot be
     // written must not disturb the cleanup that follows (or print about itself).
     let stderr = match format {

@@ -715,3 +715,121 @@ fn names_that_are_not_utf8_and_old_times_round_trip_through_the_driver() {
         -315_619_200
     );
 }
+
+/// The inventory's command for each member: its agent, run locally.
+fn local_command(m: &common::fleet::Member) -> String {
+    format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+}
+
+#[test]
+fn an_inventorys_releases_make_lock_order_entries_match_on_the_release_too() {
+    // api-lock is locked before `db` of release `acme`: db/0's, as its inventory entry says;
+    // legacy/0's `db` is of release `legacy` and is not ordered after api-lock. So api-lock's
+    // lock waits to see legacy/0's lock: matched on the name alone (no releases), legacy/0
+    // would wait for api-lock, and api-lock would give up.
+    let mut fleet = Fleet::new();
+    let log = fleet.log_path();
+    fleet
+        .add("api", 0)
+        .job("api-lock")
+        .recording_locks()
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "echo \"$ME\" >> \"$LOG\"\nfor i in $(seq 100); do grep -q '^legacy/0 db pre-backup-lock$' '{}' && exit 0; sleep 0.1; done\necho 'legacy/0 never locked' >&2; exit 1",
+                log.display()
+            ),
+        )
+        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+    for group in ["db", "legacy"] {
+        let vm = fleet.add(group, 0);
+        vm.job("db").recording_locks().copying_backup_restore();
+        write_file(&vm.data_dir("db").join("rows"), group.as_bytes());
+    }
+    let inventory = fleet.inventory_with_keys(local_command, |m| match m.group.as_str() {
+        "api" => "  releases: {api-lock: acme}\n".into(),
+        "db" => "  releases: {db: acme}\n".into(),
+        _ => "  releases: {db: legacy}\n".into(),
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_success();
+    let calls = fleet.calls();
+    let at = |l: &str| {
+        calls
+            .iter()
+            .position(|c| c == l)
+            .unwrap_or_else(|| panic!("{l} missing: {calls:#?}"))
+    };
+    assert!(at("api/0 api-lock pre-backup-lock") < at("db/0 db pre-backup-lock"));
+    assert!(at("db/0 db post-backup-unlock") < at("api/0 api-lock post-backup-unlock"));
+}
+
+#[test]
+fn an_inventory_can_say_bootstrap_and_backup_one_restore_all() {
+    let mut fleet = Fleet::new();
+    for i in 0..2 {
+        let vm = fleet.add("redis", i);
+        vm.job("redis-server").copying_backup_restore();
+        write_file(
+            &vm.data_dir("redis-server").join("dump.rdb"),
+            format!("keys of redis/{i}\n").as_bytes(),
+        );
+    }
+    let inventory = fleet.inventory_with_keys(local_command, |m| {
+        let bootstrap = if m.index == 0 { "  bootstrap: true\n" } else { "" };
+        format!("  releases: {{redis-server: redis}}\n  backup_one_restore_all: [redis-server]\n{bootstrap}")
+    });
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    assert!(
+        artifact
+            .join("redis-server-redis-backup-one-restore-all.tar")
+            .is_file(),
+        "{:?}",
+        tree(&artifact)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    );
+    let path = artifact.display().to_string();
+    fleet
+        .driver(&inventory, &["restore", "--artifact-path", &path])
+        .assert_success();
+    for i in 0..2 {
+        let dump = fleet
+            .vm("redis", i)
+            .data_dir("redis-server")
+            .join("dump.rdb");
+        assert_eq!(fs::read_to_string(dump).unwrap(), "keys of redis/0\n");
+    }
+}
+
+#[test]
+fn bbrs_short_artifact_path_and_debug_flag_are_taken() {
+    // `-a` is BBR's --artifact-path; `--debug` shows everything: every script's output live,
+    // as -v does, and the driver's own debug log.
+    let mut fleet = Fleet::new();
+    let vm = fleet.add("db", 0);
+    vm.job("db")
+        .copying_backup_restore()
+        .script("pre-backup-lock", "echo 'flushing tables'");
+    let data = vm.data_dir("db");
+    write_file(&data.join("dump.sql"), b"rows\n");
+    let inventory = fleet.local_inventory();
+    let artifacts = fleet.artifacts().display().to_string();
+    let run = fleet.driver(&inventory, &["--debug", "backup", "-a", &artifacts]);
+    run.assert_success()
+        .assert_stderr_contains("db/0 db pre-backup-lock stdout: flushing tables");
+    let artifact = fleet.artifact_dir();
+    let other = fleet.dir.path().join("quiet");
+    fs::create_dir_all(&other).unwrap();
+    let quiet = fleet.driver(&inventory, &["backup", "-a", other.to_str().unwrap()]);
+    quiet.assert_success();
+    assert!(!quiet.stderr.contains("flushing"), "{}", quiet.explain());
+    fs::remove_dir_all(&data).unwrap();
+    let path = artifact.display().to_string();
+    fleet
+        .driver(&inventory, &["restore", "-a", &path])
+        .assert_success();
+    assert_eq!(fs::read_to_string(data.join("dump.sql")).unwrap(), "rows\n");
+}

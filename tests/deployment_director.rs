@@ -106,6 +106,8 @@ fn scenario_with(
         releases: Vec::new(),
         fail_setup_of: None,
         fail_cleanup: false,
+        one_for_all: Vec::new(),
+        hang_on: None,
     };
     change(&mut options);
     let standin = DirectorStandin::start(options);
@@ -648,6 +650,8 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
         ],
         fail_setup_of: None,
         fail_cleanup: false,
+        one_for_all: Vec::new(),
+        hang_on: None,
     });
     let s = Scenario {
         sshd,
@@ -696,4 +700,568 @@ fn with_manifest_stores_the_directors_manifest_and_the_artifact_still_restores()
         .driver(&inventory, &["backup", "--with-manifest"])
         .assert_code(2)
         .assert_stderr_contains("--with-manifest needs a director");
+}
+
+/// redis/0..2, each with job `redis-server` of release `redis` (its data: which VM it is on),
+/// the manifest setting `bbr.backup_one_restore_all` on it, and redis/`bootstrap` the
+/// director's bootstrap instance. `backs_up(i)`: whether redis/i's job has a backup script.
+fn one_for_all_scenario(bootstrap: u32, backs_up: impl Fn(u32) -> bool) -> Scenario {
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    for i in 0..3 {
+        let vm = fleet.add("redis", i);
+        let data = vm.data_dir("redis-server");
+        let job = vm.job("redis-server");
+        if backs_up(i) {
+            job.copying_backup_restore();
+        } else {
+            fs::create_dir_all(&data).unwrap();
+            job.script(
+                "restore",
+                &format!(
+                    "echo \"$ME\" >> \"$LOG\"\ncp -a \"$BBR_ARTIFACT_DIRECTORY\". '{}/'",
+                    data.display()
+                ),
+            );
+        }
+        write_file(
+            &data.join("dump.rdb"),
+            format!("keys of redis/{i}\n").as_bytes(),
+        );
+    }
+    let vms = fleet
+        .members
+        .iter()
+        .map(|m| StandinVm {
+            group: m.group.clone(),
+            index: m.index,
+            id: id_of(&m.group, m.index),
+            bootstrap: m.index == bootstrap,
+            host_public_key: sshd.host_public_key(),
+            ssh_port: sshd.port,
+        })
+        .collect();
+    let standin = DirectorStandin::start(Options {
+        auth: uaa(),
+        deployments: vec![("acme".into(), vms)],
+        authorized_keys: sshd.authorized_keys(),
+        token_uses: None,
+        releases: vec![("redis".into(), "redis-server".into(), "redis".into())],
+        fail_setup_of: None,
+        fail_cleanup: false,
+        one_for_all: vec![("redis".into(), "redis-server".into())],
+        hang_on: None,
+    });
+    Scenario {
+        sshd,
+        fleet,
+        standin,
+    }
+}
+
+const ONE_FOR_ALL_TAR: &str = "redis-server-redis-backup-one-restore-all.tar";
+
+#[test]
+fn a_backup_one_restore_all_job_is_backed_up_from_the_bootstrap_and_restored_to_all() {
+    // redis/1 is the bootstrap instance: its artifact is the named one, listed under
+    // custom_artifacts; redis/0 and redis/2 back up too (as under BBR), into plain artifacts
+    // that no restore reads. The restore gives every instance redis/1's data.
+    let s = one_for_all_scenario(1, |_| true);
+    let run = s.backup();
+    run.assert_success();
+    let artifact = s.fleet.artifact_dir();
+    let mut names: Vec<String> = tree(&artifact).into_iter().map(|(n, _)| n).collect();
+    names.retain(|n| n.ends_with(".tar"));
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "redis-0-redis-server.tar",
+            "redis-2-redis-server.tar",
+            ONE_FOR_ALL_TAR,
+        ],
+        "{}",
+        run.explain()
+    );
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&metadata).unwrap();
+    let custom = &parsed["custom_artifacts"];
+    assert_eq!(
+        custom[0]["name"].as_str(),
+        Some("redis-server-redis-backup-one-restore-all"),
+        "{metadata}"
+    );
+    assert!(
+        custom[0]["checksums"]["./dump.rdb"].is_string(),
+        "{metadata}"
+    );
+    let listed: Vec<&str> = parsed["instances"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["0", "2"],
+        "the bootstrap is not under instances:\n{metadata}"
+    );
+
+    for i in 0..3 {
+        fs::remove_dir_all(s.fleet.vm("redis", i).data_dir("redis-server")).unwrap();
+    }
+    let path = artifact.display().to_string();
+    let run = s.driver(&["restore", "--artifact-path", &path]);
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("not restored"),
+        "the plain artifacts of the job are not worth a warning\n{}",
+        run.explain()
+    );
+    for i in 0..3 {
+        let dump = s
+            .fleet
+            .vm("redis", i)
+            .data_dir("redis-server")
+            .join("dump.rdb");
+        assert_eq!(
+            fs::read_to_string(&dump).unwrap_or_default(),
+            "keys of redis/1\n",
+            "redis/{i} got the bootstrap's artifact\n{}",
+            run.explain()
+        );
+    }
+    s.assert_user_gone(&run.explain());
+}
+
+#[test]
+fn a_backup_one_restore_all_artifact_written_by_bbr_restores_to_every_instance() {
+    // BBR's own shape (its restore fixture): the named tar, `custom_artifacts:` with its
+    // checksums, and `instances:` holding only the non-bootstrap instances' plain artifacts.
+    let s = one_for_all_scenario(0, |_| true);
+    let dir = s.fleet.artifacts().join("acme_20190227T101030Z");
+    fs::create_dir_all(&dir).unwrap();
+    let content = b"keys from bbr\n";
+    tar_of_one_file(&dir.join(ONE_FOR_ALL_TAR), content);
+    for i in 1..3 {
+        tar_of_one_file(
+            &dir.join(format!("redis-{i}-redis-server.tar")),
+            b"ignored\n",
+        );
+    }
+    fs::write(
+        dir.join("metadata"),
+        format!(
+            "instances:\n- name: redis\n  index: \"1\"\n  artifacts:\n  - name: redis-server\n    checksums:\n      ./dump.rdb: {p}\n- name: redis\n  index: \"2\"\n  artifacts:\n  - name: redis-server\n    checksums:\n      ./dump.rdb: {p}\ncustom_artifacts:\n- name: redis-server-redis-backup-one-restore-all\n  checksums:\n    ./dump.rdb: {c}\nbackup_activity:\n  start_time: 2019/02/27 10:10:30 GMT\n  finish_time: 2019/02/27 10:10:31 GMT\n",
+            p = sha256_hex(b"ignored\n"),
+            c = sha256_hex(content)
+        ),
+    )
+    .unwrap();
+    let path = dir.display().to_string();
+    let run = s.driver(&["restore", "--artifact-path", &path]);
+    run.assert_success();
+    for i in 0..3 {
+        let dump = s
+            .fleet
+            .vm("redis", i)
+            .data_dir("redis-server")
+            .join("dump.rdb");
+        assert_eq!(
+            fs::read(&dump).unwrap_or_default(),
+            content,
+            "redis/{i}\n{}",
+            run.explain()
+        );
+    }
+}
+
+#[test]
+fn a_backup_one_restore_all_job_its_bootstrap_cannot_back_up_is_refused_before_any_lock() {
+    // The bootstrap redis/0 has the job's restore script but no backup script: no backup
+    // would hold the one artifact the group restores from.
+    let s = one_for_all_scenario(0, |i| i != 0);
+    let run = s.backup();
+    assert_one_clear_line(
+        &run,
+        &[
+            "instance group 'redis' job redis-server",
+            "bbr.backup_one_restore_all",
+            "redis/0 has no backup script",
+        ],
+    );
+    s.nothing_locked(&run.explain());
+    assert!(
+        !s.fleet.calls().iter().any(|c| c.ends_with(" backup")),
+        "a backup script ran: {:#?}",
+        s.fleet.calls()
+    );
+    s.assert_user_gone(&run.explain());
+}
+
+/// A tar as BBR's `tar -C DIR -c .` makes it, of one file `./dump.rdb` holding `content`.
+fn tar_of_one_file(tar: &Path, content: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("dump.rdb"), content).unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar failed");
+}
+
+fn sha256_hex(content: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), content).unwrap();
+    let out = Command::new("sha256sum").arg(file.path()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// [`scenario`] with a second deployment, `cache` (cache/0, one job `cache` that backs up
+/// real files; its pre-backup-lock fails when `cache_lock_fails`), beside `acme` and the
+/// VM-less `other-deployment`.
+fn two_deployments(cache_lock_fails: bool) -> Scenario {
+    let mut s = scenario_with(uaa(), None, false, |o| {
+        let mut vm = o.deployments[0].1[0].clone();
+        vm.group = "cache".into();
+        vm.index = 0;
+        vm.id = id_of("cache", 0);
+        vm.bootstrap = true;
+        o.deployments.push(("cache".into(), vec![vm]));
+    });
+    let cache = s.fleet.add("cache", 0);
+    let job = cache.job("cache");
+    job.recording_locks().copying_backup_restore();
+    if cache_lock_fails {
+        job.script("pre-backup-lock", "echo \"$ME\" >> \"$LOG\"\nexit 1");
+    }
+    write_file(&cache.data_dir("cache").join("entries"), b"cached\n");
+    s
+}
+
+#[test]
+fn all_deployments_backs_up_each_into_its_own_artifact_and_ors_the_exit_bits() {
+    let s = two_deployments(true);
+    let artifacts = s.fleet.artifacts();
+    let path = artifacts.display().to_string();
+    let args = {
+        let mut a = s.args(
+            "s3cret",
+            &s.standin.ca_path().display().to_string(),
+            "x",
+            &[],
+        );
+        // No --deployment: every deployment instead.
+        let at = a.iter().position(|w| w == "-d").unwrap();
+        a.drain(at..at + 2);
+        a.extend(["--all-deployments", "backup", "--artifact-path", &path].map(String::from));
+        a
+    };
+    let run = s.run(&args);
+    // cache's lock failed (4); acme backed up; other-deployment has no VMs.
+    run.assert_code(4);
+    for line in [
+        "acme: backed up",
+        "cache: cannot be backed up (exit 4)",
+        "other-deployment: skipped, none of its VMs has a BBR script",
+        "1 out of 3 deployments cannot be backed up: cache",
+    ] {
+        run.assert_stdout_contains(line);
+    }
+    let mut dirs: Vec<String> = fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "{dirs:?}\n{}", run.explain());
+    assert!(
+        dirs[0].starts_with("acme_") && dirs[1].starts_with("cache_"),
+        "{dirs:?}"
+    );
+    let acme = fs::read_to_string(artifacts.join(&dirs[0]).join("metadata")).unwrap();
+    assert!(acme.contains("finish_time"), "acme is a backup:\n{acme}");
+    let cache = fs::read_to_string(artifacts.join(&dirs[1]).join("metadata")).unwrap();
+    assert!(!cache.contains("finish_time"), "cache is not:\n{cache}");
+    let calls = s.fleet.calls();
+    assert!(
+        calls.iter().any(|c| c == "db/1 db post-backup-unlock"),
+        "{calls:#?}"
+    );
+    // Every deployment's temporary user is gone.
+    assert_eq!(s.keyed_users(), Vec::<String>::new(), "{}", run.explain());
+    assert_eq!(s.standin.users(), Vec::<String>::new(), "{}", run.explain());
+    let calls = s.standin.calls();
+    for d in ["acme", "cache"] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c == &format!("POST /deployments/{d}/ssh")),
+            "{d}: {calls:#?}"
+        );
+    }
+}
+
+#[test]
+fn all_deployments_pre_backup_check_and_backup_cleanup_pass_when_every_one_does() {
+    let s = two_deployments(false);
+    let ca = s.standin.ca_path().display().to_string();
+    for command in ["pre-backup-check", "backup-cleanup"] {
+        let mut args = s.args("s3cret", &ca, "x", &[]);
+        let at = args.iter().position(|w| w == "-d").unwrap();
+        args.drain(at..at + 2);
+        args.extend(["--all-deployments", command].map(String::from));
+        let run = s.run(&args);
+        run.assert_success();
+        run.assert_stdout_contains("2 of 3 deployments ")
+            .assert_stdout_contains("(1 skipped: no BBR scripts)");
+        if command == "pre-backup-check" {
+            s.nothing_locked(&run.explain());
+        } else {
+            // A cleanup runs every unlock script, as BBR's: in both deployments.
+            let calls = s.fleet.calls();
+            for l in [
+                "cache/0 cache post-backup-unlock",
+                "db/1 db post-backup-unlock",
+            ] {
+                assert!(calls.iter().any(|c| c == l), "{l}: {calls:#?}");
+            }
+        }
+    }
+    assert_eq!(s.standin.users(), Vec::<String>::new());
+}
+
+#[test]
+fn all_deployments_with_a_deployment_a_restore_or_lock_free_is_a_usage_error() {
+    let s = two_deployments(false);
+    let ca = s.standin.ca_path().display().to_string();
+    let artifacts = s.fleet.artifacts().display().to_string();
+    for (rest, says) in [
+        (
+            vec!["--all-deployments", "backup"],
+            "give one of --deployment",
+        ),
+        (
+            vec![
+                "--all-deployments",
+                "restore",
+                "--artifact-path",
+                &artifacts,
+            ],
+            "--all-deployments is for pre-backup-check, backup and backup-cleanup",
+        ),
+        (
+            vec!["--all-deployments", "restore-cleanup"],
+            "--all-deployments is for pre-backup-check, backup and backup-cleanup",
+        ),
+    ] {
+        let run = s.run(&s.args("s3cret", &ca, "acme", &rest));
+        run.assert_code(2).assert_stderr_contains(says);
+    }
+    let mut args = s.args("s3cret", &ca, "x", &[]);
+    let at = args.iter().position(|w| w == "-d").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--all-deployments", "backup", "--unsafe-lock-free"].map(String::from));
+    s.run(&args)
+        .assert_code(2)
+        .assert_stderr_contains("--unsafe-lock-free cannot be used with --all-deployments");
+    let inventory = s.fleet.local_inventory();
+    s.fleet
+        .driver(&inventory, &["--all-deployments", "backup"])
+        .assert_code(2)
+        .assert_stderr_contains("--all-deployments needs a director");
+    assert!(
+        !s.standin.calls().iter().any(|c| c.contains("/ssh")),
+        "no SSH was set up: {:#?}",
+        s.standin.calls()
+    );
+    s.nothing_locked("usage errors");
+}
+
+#[test]
+fn a_director_that_does_not_answer_is_said_in_one_line_and_nothing_is_touched() {
+    // The VM list is never answered; BBR_AGENT_DIRECTOR_TIMEOUT shortens the 5 minutes a call
+    // may take to 2 s.
+    let s = scenario_with(uaa(), None, false, |o| {
+        o.hang_on = Some("/deployments/acme/vms".into())
+    });
+    let ca = s.standin.ca_path().display().to_string();
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", &["backup", "-a", &artifacts]);
+    let mut command = s.command(&args);
+    command.env("BBR_AGENT_DIRECTOR_TIMEOUT", "2s");
+    let run = Run::of(&mut command, s.fleet.dir.path());
+    assert_one_clear_line(&run, &["the director did not answer within 2.0s", "/vms"]);
+    s.nothing_locked(&run.explain());
+    let calls = s.standin.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("/ssh")),
+        "no SSH set up: {calls:#?}"
+    );
+    assert_eq!(
+        fs::read_dir(s.fleet.artifacts()).unwrap().count(),
+        0,
+        "no artifact directory\n{}",
+        run.explain()
+    );
+}
+
+/// A second sshd as the jumpbox of `BOSH_ALL_PROXY`, logging each forwarded connection's
+/// target, and a HOME whose ~/.ssh/known_hosts holds its host key (`known`) or not.
+struct Jump {
+    sshd: Sshd,
+    home: tempfile::TempDir,
+}
+
+impl Jump {
+    fn start(known: bool) -> Jump {
+        let sshd = Sshd::start_logging("DEBUG1");
+        let home = tempfile::tempdir().unwrap();
+        let key = sshd.host_public_key();
+        let mut line = format!("[127.0.0.1]:{} ", sshd.port);
+        line.push_str(&key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        let known_hosts = if known { line } else { String::new() };
+        write_file(
+            &home.path().join(".ssh/known_hosts"),
+            format!("{known_hosts}\n").as_bytes(),
+        );
+        Jump { sshd, home }
+    }
+
+    fn all_proxy(&self) -> String {
+        format!(
+            "ssh+socks5://root@127.0.0.1:{}?private-key={}",
+            self.sshd.port,
+            self.sshd.key().display()
+        )
+    }
+
+    /// The ports the jumpbox forwarded connections to.
+    fn forwarded_to(&self) -> Vec<String> {
+        self.sshd
+            .log()
+            .lines()
+            .filter(|l| l.contains("server_request_direct_tcpip"))
+            .filter_map(|l| l.rsplit("port ").next().map(|p| p.trim().to_string()))
+            .collect()
+    }
+}
+
+fn through(s: &Scenario, jump: &Jump, rest: &[&str]) -> Run {
+    let ca = s.standin.ca_path().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", rest);
+    let mut command = s.command(&args);
+    command
+        .env("BOSH_ALL_PROXY", jump.all_proxy())
+        .env("HOME", jump.home.path());
+    Run::of(&mut command, s.fleet.dir.path())
+}
+
+#[test]
+fn bosh_all_proxy_takes_the_api_and_every_vm_through_the_jumpbox() {
+    let s = scenario(uaa(), None, false);
+    let jump = Jump::start(true);
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let run = through(&s, &jump, &["backup", "-a", &artifacts]);
+    run.assert_success();
+    let standin_port = s.standin.url.rsplit(':').next().unwrap().to_string();
+    let forwarded = jump.forwarded_to();
+    assert!(
+        forwarded.contains(&standin_port),
+        "the director's API went through the jumpbox: {forwarded:?}\n{}",
+        run.explain()
+    );
+    let vm_port = s.sshd.port.to_string();
+    assert_eq!(
+        forwarded.iter().filter(|p| **p == vm_port).count(),
+        3,
+        "each VM's SSH went through the jumpbox: {forwarded:?}\n{}",
+        run.explain()
+    );
+    s.assert_user_gone(&run.explain());
+    // The tunnel ended with the run: every connection to the jumpbox was closed.
+    let closed = eventually(Duration::from_secs(10), || {
+        let log = jump.sshd.log();
+        let port_of = |l: &str| {
+            l.split(" port ")
+                .nth(1)
+                .and_then(|p| p.split(' ').next())
+                .map(str::to_string)
+        };
+        let ended: Vec<String> = log
+            .lines()
+            .filter(|l| l.starts_with("Connection closed by") || l.starts_with("Disconnected from"))
+            .filter_map(port_of)
+            .collect();
+        log.lines()
+            .filter(|l| l.starts_with("Accepted publickey"))
+            .filter_map(port_of)
+            .all(|p| ended.contains(&p))
+    });
+    assert!(
+        closed,
+        "a connection to the jumpbox is left:\n{}",
+        jump.sshd.log()
+    );
+    assert!(jump.sshd.sessions() >= 4, "the tunnel and 3 VMs");
+    let path = s.fleet.artifact_dir().display().to_string();
+    through(&s, &jump, &["restore", "-a", &path]).assert_success();
+}
+
+#[test]
+fn a_jumpbox_whose_host_key_is_not_known_or_a_proxy_not_understood_is_one_line() {
+    let s = scenario(uaa(), None, false);
+    let jump = Jump::start(false);
+    let run = through(&s, &jump, &["pre-backup-check"]);
+    assert_one_clear_line(
+        &run,
+        &[
+            "BOSH_ALL_PROXY: the host key of the jumpbox",
+            &format!("ssh-keyscan -p {} 127.0.0.1 >>", jump.sshd.port),
+        ],
+    );
+    assert!(
+        s.standin.calls().is_empty(),
+        "nothing asked of the director"
+    );
+    assert_eq!(jump.sshd.sessions(), 0, "no connection to the jumpbox");
+
+    let ca = s.standin.ca_path().display().to_string();
+    let args = s.args("s3cret", &ca, "acme", &["pre-backup-check"]);
+    let mut command = s.command(&args);
+    command
+        .env("BOSH_ALL_PROXY", "socks5://127.0.0.1:1080")
+        .env("HOME", jump.home.path());
+    let run = Run::of(&mut command, s.fleet.dir.path());
+    assert_one_clear_line(&run, &["BOSH_ALL_PROXY is not ssh+socks5://"]);
+    assert!(
+        s.standin.calls().is_empty(),
+        "nothing asked of the director"
+    );
+}
+
+#[test]
+fn a_backup_without_the_named_artifact_a_job_restores_from_is_refused_before_anything_is_touched() {
+    // A backup made without the flag (plain artifacts only, by an inventory), restored where
+    // the manifest sets it: the job would restore from the named artifact, which is not there.
+    let s = one_for_all_scenario(0, |_| true);
+    let inventory = s.fleet.local_inventory();
+    s.fleet.backup(&inventory, &[]).assert_success();
+    let path = s.fleet.artifact_dir().display().to_string();
+    let before = s.fleet.calls().len();
+    let run = s.driver(&["restore", "-a", &path]);
+    assert_eq!(run.code, Some(1), "{}", run.explain());
+    run.assert_stderr_contains(
+        "redis/0 redis-server: the manifest sets bbr.backup_one_restore_all, but the backup holds no artifact redis-server-redis-backup-one-restore-all",
+    );
+    let calls = s.fleet.calls();
+    assert_eq!(calls.len(), before, "a script ran: {:#?}", &calls[before..]);
+    s.assert_user_gone(&run.explain());
 }

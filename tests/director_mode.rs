@@ -223,3 +223,55 @@ fn a_director_without_an_agent_gets_the_drivers_over_its_session() {
         run.explain()
     );
 }
+
+#[test]
+fn bosh_all_proxy_reaches_the_director_vm_through_the_jumpbox() {
+    let d = director(KnownHost::Its);
+    let jump = Sshd::start_logging("DEBUG1");
+    let known = d.home.path().join(".ssh/known_hosts");
+    let mut text = fs::read_to_string(&known).unwrap();
+    text.push_str(&format!(
+        "[127.0.0.1]:{} {}\n",
+        jump.port,
+        jump.host_public_key()
+    ));
+    fs::write(&known, text).unwrap();
+    let host = format!("127.0.0.1:{}", d.sshd.port);
+    let artifacts = d.vm.artifacts().display().to_string();
+    let mut command = Command::new(AGENT);
+    command
+        .args([
+            "director",
+            "--host",
+            &host,
+            "--username",
+            "root",
+            "--private-key-path",
+        ])
+        .arg(d.sshd.key())
+        .args(["backup", "-a", &artifacts])
+        .current_dir(d.vm.dir.path())
+        .env("HOME", d.home.path())
+        .env(
+            "BBR_AGENT_REMOTE_COMMAND",
+            format!("{AGENT} --root {} serve", d.vm.root().display()),
+        )
+        .env(
+            "BOSH_ALL_PROXY",
+            format!(
+                "ssh+socks5://root@127.0.0.1:{}?private-key={}",
+                jump.port,
+                jump.key().display()
+            ),
+        );
+    let run = Run::of(&mut command, d.vm.dir.path());
+    run.assert_success();
+    let target = format!("target 127.0.0.1 port {}", d.sshd.port);
+    assert!(
+        jump.log().contains(&target),
+        "the director VM was reached through the jumpbox\n{}\n{}",
+        jump.log(),
+        run.explain()
+    );
+    assert!(d.vm.artifact_dir().join("bosh-0-director-db.tar").exists());
+}

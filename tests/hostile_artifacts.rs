@@ -525,6 +525,33 @@ fn metadata_names_that_are_not_plain_names_are_refused_before_anything_is_read()
     }
 }
 
+/// A named (custom) artifact `../../outside/z` would be read from `../../outside/z.tar`,
+/// outside the backup: refused by its metadata key before any tar is read or script runs.
+#[test]
+fn a_custom_artifact_name_that_is_not_plain_is_refused_before_anything_is_read() {
+    let entries = [E::Dir("./"), E::File("./planted.txt", b"from outside\n")];
+    let vm = vm();
+    let dir = artifact(&vm, &entries, &checksums_of(&entries), true);
+    let outside = dir.join("../../outside");
+    fs::create_dir_all(&outside).unwrap();
+    write_file(&outside.join("z.tar"), &tar_bytes(&entries));
+    let text = fs::read_to_string(dir.join("metadata")).unwrap();
+    let text = text.replace(
+        "backup_activity:",
+        "custom_artifacts:\n- name: '../../outside/z'\n  checksums: {}\nbackup_activity:",
+    );
+    fs::write(dir.join("metadata"), text).unwrap();
+    let before = paths(&vm);
+
+    let run = restore(&vm, &dir);
+    run.assert_code(1)
+        .assert_stderr_contains("metadata: custom_artifacts[0].name ")
+        .assert_stderr_contains("nothing was read");
+    assert!(vm.calls().is_empty(), "{:?}\n{}", vm.calls(), run.explain());
+    assert!(!vm.store().exists(), "{}", run.explain());
+    assert_eq!(paths(&vm), before, "nothing written\n{}", run.explain());
+}
+
 /// GNU tar's own artifact of files from before 1970 (negative base-256 times, as BBR's
 /// `tar -c` writes them), from far ahead (past what the octal field holds), and one whose
 /// header holds no time: each restores, and the times that were there come back.

@@ -17,8 +17,11 @@ use crate::timestamp::Utc;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackupMetadata {
+    /// BBR leaves it out when no instance has a plain artifact.
+    #[serde(default)]
     pub instances: Vec<InstanceArtifacts>,
-    /// BBR's named artifacts of old; read so such backups are not misread, never written.
+    /// BBR's named artifacts (`<name>.tar`): today a `bbr.backup_one_restore_all` job's one
+    /// artifact; of old, the discontinued `backup_name`'s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_artifacts: Vec<ArtifactChecksums>,
     pub backup_activity: BackupActivity,
@@ -130,6 +133,11 @@ pub fn tar_file_name(group: &str, index: &str, job: &str) -> String {
     format!("{group}-{index}-{job}.tar")
 }
 
+/// `<name>.tar`, as BBR names a named (custom) artifact's tar.
+pub fn custom_tar_file_name(name: &str) -> String {
+    format!("{name}.tar")
+}
+
 /// One artifact directory on the operator's side.
 #[derive(Debug, Clone)]
 pub struct BackupDir {
@@ -171,6 +179,11 @@ impl BackupDir {
     /// `<group>-<index>-<job>.tar`; each name was checked by [`super::plain_name`].
     pub fn tar_path(&self, group: &str, index: &str, job: &str) -> PathBuf {
         self.path.join(tar_file_name(group, index, job))
+    }
+
+    /// `<name>.tar` of a named artifact; the name was checked by [`super::plain_name`].
+    pub fn custom_tar_path(&self, name: &str) -> PathBuf {
+        self.path.join(custom_tar_file_name(name))
     }
 
     pub fn metadata_path(&self) -> PathBuf {

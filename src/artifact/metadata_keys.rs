@@ -47,19 +47,35 @@ fn random() -> u64 {
     h.finish()
 }
 
-/// The artifacts whose keys `tag_keys` tags (custom artifacts are read, never written).
+/// The artifacts whose keys `tag_keys` tags: every instance's and the named ones.
 fn artifacts(metadata: &BackupMetadata) -> impl Iterator<Item = &ArtifactChecksums> {
-    metadata.instances.iter().flat_map(|i| i.artifacts.iter())
+    metadata
+        .instances
+        .iter()
+        .flat_map(|i| i.artifacts.iter())
+        .chain(metadata.custom_artifacts.iter())
 }
 
 /// `value` with every binary key of every artifact's checksums tagged `!marker`.
 fn tag_keys(mut value: Value, marker: &str) -> Value {
     let mut artifacts: Vec<&mut Value> = Vec::new();
-    if let Some(Value::Sequence(instances)) = value.get_mut("instances") {
-        for instance in instances {
-            if let Some(Value::Sequence(list)) = instance.get_mut("artifacts") {
-                artifacts.extend(list.iter_mut());
+    let Value::Mapping(top) = &mut value else {
+        return value;
+    };
+    for (key, list) in top.iter_mut() {
+        let Value::Sequence(list) = list else {
+            continue;
+        };
+        match key.as_str() {
+            Some("instances") => {
+                for instance in list {
+                    if let Some(Value::Sequence(list)) = instance.get_mut("artifacts") {
+                        artifacts.extend(list.iter_mut());
+                    }
+                }
             }
+            Some("custom_artifacts") => artifacts.extend(list.iter_mut()),
+            _ => {}
         }
     }
     for artifact in artifacts {
@@ -101,6 +117,16 @@ pub fn read_keys(metadata: &mut BackupMetadata) -> Result<(), String> {
                     )
                 })?;
         }
+    }
+    for artifact in &mut metadata.custom_artifacts {
+        artifact.checksums =
+            normalized(std::mem::take(&mut artifact.checksums)).map_err(|key| {
+                format!(
+                    "custom artifact {}: the checksum of {} is listed twice",
+                    artifact.name,
+                    shown_key(&key)
+                )
+            })?;
     }
     Ok(())
 }

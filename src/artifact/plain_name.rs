@@ -61,6 +61,12 @@ pub fn check_tar_name(group: &str, index: &str, job: &str) -> Result<(), NotPlai
     )
 }
 
+/// Whether a named artifact's `<name>.tar`, the name already checked, fits in one file name.
+pub fn check_custom_tar_name(name: &str) -> Result<(), NotPlain> {
+    check(name, NAME_MAX)
+        .and_then(|()| check(&super::backup_dir::custom_tar_file_name(name), NAME_MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

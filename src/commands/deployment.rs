@@ -6,6 +6,7 @@ use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 
+use crate::director::releases::WithReleases;
 use crate::driver::bootstrap::{self, AgentMode, Bring};
 use crate::driver::connecting::Connecting;
 use crate::driver::inventory;
@@ -14,7 +15,7 @@ use crate::error::AppError;
 use crate::instance::Instance;
 use crate::protocol::WireSettings;
 use crate::shell_quote::quote;
-use crate::workflow::{self, BackupOptions, Deployment, RestoreOptions};
+use crate::workflow::{self, BackupOptions, Deployment, OneForAll, RestoreOptions};
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     if args.max_in_flight == 0 {
@@ -28,11 +29,37 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         p.to_str()
             .map(|p| format!("bbr-agent deployment --inventory {}", quote(p)))
     });
-    run_targets(
+    no_manifest_here(args)?;
+    let deployment = &inventory.deployment;
+    let sessions = remote_instances(
         ctx,
         args,
-        &inventory.deployment,
+        deployment,
         &inventory.targets,
+        cleanup_via.clone(),
+    )?;
+    // An instance that lists its jobs' releases describes them with those.
+    let instances = sessions
+        .into_iter()
+        .zip(&inventory.targets)
+        .map(|(session, t)| match inventory.releases.get(&t.id) {
+            Some(releases) => {
+                Box::new(WithReleases::new(session, releases.clone())) as Box<dyn Instance>
+            }
+            None => session,
+        })
+        .collect();
+    let one_for_all = OneForAll::new(
+        inventory.backup_one_restore_all.iter().cloned(),
+        inventory.bootstrap.iter().cloned(),
+    );
+    run_instances(
+        ctx,
+        args,
+        deployment,
+        instances,
+        None,
+        one_for_all,
         cleanup_via,
     )
 }
@@ -45,17 +72,23 @@ pub fn run_targets(
     targets: &[inventory::Target],
     cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
-    if let DeploymentCommand::Backup {
-        with_manifest: true,
-        ..
-    } = args.command
-    {
-        return Err(AppError::Usage(
-            "--with-manifest needs a director (--target): the manifest is the director's".into(),
-        ));
-    }
+    no_manifest_here(args)?;
     let instances = remote_instances(ctx, args, deployment, targets, cleanup_via.clone())?;
-    run_instances(ctx, args, deployment, instances, None, cleanup_via)
+    let none = OneForAll::default();
+    run_instances(ctx, args, deployment, instances, None, none, cleanup_via)
+}
+
+/// `--with-manifest` without a director's deployment is a usage error.
+fn no_manifest_here(args: &DeploymentArgs) -> Result<(), AppError> {
+    match args.command {
+        DeploymentCommand::Backup {
+            with_manifest: true,
+            ..
+        } => Err(AppError::Usage(
+            "--with-manifest needs a director (--target): the manifest is the director's".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One `serve` session per target, none started yet; `cleanup_via` is the driver's command
@@ -119,16 +152,44 @@ pub fn remote_instances(
 }
 
 /// The workflow the command asks for, over `instances`; a failed run names `cleanup_via`'s
-/// cleanup as its next step.
+/// cleanup as its next step. A director gives the manifest (for `--with-manifest`) and its
+/// `backup_one_restore_all` jobs.
 pub fn run_instances(
     ctx: &Context,
     args: &DeploymentArgs,
     deployment: &str,
     instances: Vec<Box<dyn Instance>>,
     manifest: Option<&str>,
+    one_for_all: OneForAll,
     cleanup_via: Option<String>,
 ) -> Result<i32, AppError> {
-    let mut dep = Deployment::new(deployment.to_string(), instances).with_cleanup_via(cleanup_via);
+    let run = run_instances_counted(
+        ctx,
+        args,
+        deployment,
+        instances,
+        manifest,
+        one_for_all,
+        cleanup_via,
+    );
+    run.map(|(code, _)| code)
+}
+
+/// [`run_instances`], also saying whether the deployment has no BBR job at all: its every
+/// instance was described and not one job with a BBR script was found (`--all-deployments`
+/// passes such a deployment by).
+pub fn run_instances_counted(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    deployment: &str,
+    instances: Vec<Box<dyn Instance>>,
+    manifest: Option<&str>,
+    one_for_all: OneForAll,
+    cleanup_via: Option<String>,
+) -> Result<(i32, bool), AppError> {
+    let mut dep = Deployment::new(deployment.to_string(), instances)
+        .with_cleanup_via(cleanup_via)
+        .with_one_for_all(one_for_all);
     dep.max_in_flight = args.max_in_flight;
     let console = &ctx.console;
     let outcome = match &args.command {
@@ -163,13 +224,18 @@ pub fn run_instances(
         DeploymentCommand::RestoreCleanup => workflow::restore_cleanup(&mut dep, console),
         // Nothing but metadata scripts runs: no outcome, no cleanup to name.
         DeploymentCommand::Plan { workflow, json } => {
-            return super::deployment_plan::plan(&mut dep, *workflow, *json, console);
+            return super::deployment_plan::plan(&mut dep, *workflow, *json, console)
+                .map(|code| (code, false));
         }
     };
+    let no_bbr_jobs = dep.descriptions().count() == dep.len() && dep.jobs().is_empty();
     // Every session ends (bye) before the result is reported.
     drop(dep);
+    if no_bbr_jobs && args.director.all_deployments {
+        return Ok((0, true));
+    }
     for error in &outcome.errors {
         console.error(error);
     }
-    Ok(outcome.exit_code())
+    Ok((outcome.exit_code(), no_bbr_jobs))
 }

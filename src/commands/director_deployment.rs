@@ -6,21 +6,26 @@
 
 use std::path::Path;
 
-use super::deployment::{remote_instances, run_instances};
+use super::deployment::{remote_instances, run_instances_counted};
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
+use crate::director::jumpbox::{Jumpbox, Tunnel};
 use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
-use crate::instance::Instance;
+use crate::instance::{Instance, InstanceId};
 use crate::shell_quote::quote;
+use crate::workflow::OneForAll;
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error.
 pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
     match (&args.inventory, &args.director.target) {
         (Some(_), Some(_)) => Err(AppError::Usage(
             "--inventory and a director (--target, or BOSH_ENVIRONMENT) are both given: use one of them".into(),
+        )),
+        (Some(_), None) if args.director.all_deployments => Err(AppError::Usage(
+            "--all-deployments needs a director (--target): an inventory is one deployment".into(),
         )),
         (Some(path), None) => Ok(Some(path)),
         (None, Some(_)) => Ok(None),
@@ -31,21 +36,88 @@ pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
 }
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
-    let d = &args.director;
-    let target = required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?;
-    let user = required(&d.username, "--username (-u) or BOSH_CLIENT")?;
-    let secret = required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?;
-    let deployment = required(&d.deployment, "--deployment (-d) or BOSH_DEPLOYMENT")?;
-    let ca = d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok());
+    if args.director.all_deployments {
+        return super::all_deployments::run(ctx, args);
+    }
+    let deployment = required(
+        &args.director.deployment,
+        "--deployment (-d) or BOSH_DEPLOYMENT, or --all-deployments",
+    )?;
+    let login = Login::of(args)?;
+    let director = login.connect()?;
+    run_one(ctx, args, &login, director, deployment).map(|(code, _)| code)
+}
+
+/// How to reach and log in to the director: BBR's flags and environment variables. With
+/// `BOSH_ALL_PROXY`, the tunnel through the jumpbox is held as long as this is.
+pub struct Login<'a> {
+    pub target: &'a str,
+    user: &'a str,
+    secret: &'a str,
+    ca: Option<String>,
+    jumpbox: Option<Jumpbox>,
+    tunnel: Option<Tunnel>,
+}
+
+impl<'a> Login<'a> {
+    pub fn of(args: &'a DeploymentArgs) -> Result<Login<'a>, AppError> {
+        let d = &args.director;
+        let target = required(&d.target, "--target (-t) or BOSH_ENVIRONMENT")?;
+        let user = required(&d.username, "--username (-u) or BOSH_CLIENT")?;
+        let secret = required(&d.password, "--password (-p) or BOSH_CLIENT_SECRET")?;
+        let jumpbox = Jumpbox::from_env().map_err(err)?;
+        let tunnel = jumpbox
+            .as_ref()
+            .map(Jumpbox::tunnel)
+            .transpose()
+            .map_err(err)?;
+        Ok(Login {
+            target,
+            user,
+            secret,
+            ca: d.ca_cert.clone().or_else(|| std::env::var("CA_CERT").ok()),
+            jumpbox,
+            tunnel,
+        })
+    }
+
+    pub fn connect(&self) -> Result<Director, AppError> {
+        let proxy = self.tunnel.as_ref().map(Tunnel::proxy_url);
+        let ca = self.ca.as_deref();
+        Director::connect(self.target, ca, proxy.as_deref(), self.user, self.secret).map_err(err)
+    }
+
+    /// The VMs' ProxyCommand through the jumpbox, if there is one.
+    fn proxy_command(&self) -> Option<String> {
+        self.jumpbox.as_ref().map(Jumpbox::proxy_command)
+    }
+}
+
+/// The command over one deployment of `director`. Returns the exit code, and whether the
+/// deployment has no BBR job at all (its VMs were described and none has a BBR script).
+pub fn run_one(
+    ctx: &Context,
+    args: &DeploymentArgs,
+    login: &Login<'_>,
+    mut director: Director,
+    deployment: &str,
+) -> Result<(i32, bool), AppError> {
+    let (target, user, ca) = (login.target, login.user, &login.ca);
     let remote = std::env::var(REMOTE_COMMAND_ENV)
         .ok()
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_REMOTE_COMMAND.to_string());
 
     let cleanup_via = Some(cleanup_command(target, user, ca.as_deref(), deployment));
+    let proxy_command = login.proxy_command();
 
-    let mut director = Director::connect(target, ca.as_deref(), user, secret).map_err(err)?;
-    let vms = instances::vms(&mut director, deployment).map_err(err)?;
+    let vms = match instances::vms(&mut director, deployment) {
+        // A deployment without VMs has no BBR scripts: --all-deployments passes it by.
+        Err(instances::InstancesError::Empty { .. }) if args.director.all_deployments => {
+            return Ok((0, true));
+        }
+        vms => vms.map_err(err)?,
+    };
     let manifest = manifest::fetch(&mut director, deployment).map_err(err)?;
     let mut groups: Vec<String> = Vec::new();
     for vm in &vms {
@@ -63,6 +135,7 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
             &access.private_key(),
             &access.known_hosts(),
             &remote,
+            proxy_command.as_deref(),
         )
         .map_err(err)?;
         // Each instance's jobs carry their releases, from its group in the manifest.
@@ -84,13 +157,34 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         }
     );
     let text = with_manifest.then(|| manifest.text());
-    let outcome =
-        prepared.and_then(|i| run_instances(ctx, args, deployment, i, text, cleanup_via.clone()));
+    let one_for_all = one_for_all(&manifest, &vms);
+    let outcome = prepared.and_then(|i| {
+        run_instances_counted(
+            ctx,
+            args,
+            deployment,
+            i,
+            text,
+            one_for_all,
+            cleanup_via.clone(),
+        )
+    });
     // Every session has ended (run_targets says bye to each): the user can go.
     for warning in access.finish() {
         ctx.console.warn(warning);
     }
     outcome
+}
+
+/// The manifest's `backup_one_restore_all` jobs and the director's bootstrap instances.
+fn one_for_all(manifest: &manifest::Manifest, vms: &[instances::Vm]) -> OneForAll {
+    let bootstrap = vms.iter().filter(|v| v.bootstrap).filter_map(|v| {
+        v.index.map(|index| InstanceId {
+            group: v.job_name.clone(),
+            index: index.to_string(),
+        })
+    });
+    OneForAll::new(manifest.one_for_all().iter().cloned(), bootstrap)
 }
 
 fn err(e: impl Into<DirectorError>) -> AppError {

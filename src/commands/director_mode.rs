@@ -6,6 +6,7 @@ use super::deployment::run_targets;
 use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand, DirectorModeArgs};
 use crate::director::DirectorError;
+use crate::director::jumpbox::Jumpbox;
 use crate::director::standalone::Standalone;
 use crate::director::targets::{DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};
 use crate::error::AppError;
@@ -27,8 +28,16 @@ pub fn run(ctx: &Context, args: &DirectorModeArgs) -> Result<i32, AppError> {
         ));
     }
     let director = Standalone::parse(&args.host).map_err(err)?;
+    // BOSH_ALL_PROXY: the director VM behind a jumpbox, as BBR's director mode allows.
+    let jumpbox = Jumpbox::from_env().map_err(DirectorError::from)?;
+    let proxy = jumpbox.as_ref().map(Jumpbox::proxy_command);
     let target = director
-        .target(&args.username, &args.private_key_path, &remote)
+        .target(
+            &args.username,
+            &args.private_key_path,
+            &remote,
+            proxy.as_deref(),
+        )
         .map_err(err)?;
     let as_deployment = DeploymentArgs {
         inventory: None,

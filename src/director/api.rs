@@ -71,14 +71,16 @@ pub struct Director {
 impl Director {
     /// Learns the director's auth type from `/info`; the first authenticated call asks for a
     /// token.
+    /// `proxy`: a SOCKS5 proxy URL every call goes through (`BOSH_ALL_PROXY`'s tunnel).
     pub fn connect(
         target: &str,
         ca: Option<&str>,
+        proxy: Option<&str>,
         user: &str,
         secret: &str,
     ) -> Result<Director, ApiError> {
         let url = normalise_target(target)?;
-        let http = Http::new(ca)?;
+        let http = Http::new(ca, proxy)?;
         let auth = Auth::discover(&http, &url, user, secret)?;
         Ok(Director { http, url, auth })
     }

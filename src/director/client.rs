@@ -33,6 +33,33 @@ pub enum HttpError {
     Untrusted { url: String, detail: String },
     #[error("cannot reach {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("the proxy {url} cannot be used: {detail}")]
+    Proxy { url: String, detail: String },
+    #[error(
+        "{url}: the director did not answer within {limit} ({detail}); nothing was touched: check that it is up and reachable"
+    )]
+    Timeout {
+        url: String,
+        limit: String,
+        detail: String,
+    },
+}
+
+/// How long one call to the director may take; `BBR_AGENT_DIRECTOR_TIMEOUT` (a duration,
+/// e.g. `2s`) shortens it, for tests (undocumented in --help on purpose).
+const CALL_LIMIT: Duration = Duration::from_secs(300);
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+pub const TIMEOUT_ENV: &str = "BBR_AGENT_DIRECTOR_TIMEOUT";
+
+/// The limits for connecting and for a whole call: the knob's, when it is set and valid.
+fn limits() -> (Duration, Duration) {
+    match std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|t| crate::duration::parse(&t).ok())
+    {
+        Some(d) if !d.is_zero() => (d.min(CONNECT_LIMIT), d),
+        _ => (CONNECT_LIMIT, CALL_LIMIT),
+    }
 }
 
 /// One answer: its status, its `Location` header, and its body.
@@ -84,20 +111,35 @@ pub struct Http {
 }
 
 impl Http {
-    /// `ca` is `--ca-cert`: a PEM text (it holds `-----BEGIN`), else a file's path.
-    pub fn new(ca: Option<&str>) -> Result<Http, HttpError> {
+    /// `ca` is `--ca-cert`: a PEM text (it holds `-----BEGIN`), else a file's path. `proxy`
+    /// is a SOCKS5 proxy URL (`BOSH_ALL_PROXY`'s tunnel).
+    pub fn new(ca: Option<&str>, proxy: Option<&str>) -> Result<Http, HttpError> {
+        let proxy = proxy
+            .map(|p| {
+                ureq::Proxy::new(p).map_err(|e| HttpError::Proxy {
+                    url: p.to_string(),
+                    detail: one_line(&e.to_string()),
+                })
+            })
+            .transpose()?;
         let roots = match ca.filter(|c| !c.trim().is_empty()) {
             Some(ca) => RootCerts::new_with_certs(&ca_certificates(ca)?),
             None => system_roots()?,
         };
         let tls = TlsConfig::builder().root_certs(roots).build();
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        // Without BOSH_ALL_PROXY, ureq's own default stands (the proxy of the environment's
+        // ALL_PROXY/HTTPS_PROXY, if any).
+        if proxy.is_some() {
+            config = config.proxy(proxy);
+        }
+        let config = config
             .tls_config(tls)
             .https_only(true)
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_global(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(limits().0))
+            .timeout_global(Some(limits().1))
             .user_agent(concat!("bbr-agent/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Http {
@@ -158,6 +200,17 @@ fn reply(
 
 fn connection_error(url: &str, e: ureq::Error) -> HttpError {
     let detail = one_line(&e.to_string());
+    if let ureq::Error::Timeout(which) = &e {
+        let limit = match which {
+            ureq::Timeout::Connect => limits().0,
+            _ => limits().1,
+        };
+        return HttpError::Timeout {
+            url: url.to_string(),
+            limit: crate::duration::format(limit),
+            detail,
+        };
+    }
     // rustls says "invalid peer certificate: UnknownIssuer" (and the like) for a server whose
     // chain does not lead to the roots given.
     if matches!(e, ureq::Error::Rustls(_)) || detail.contains("peer certificate") {
@@ -238,12 +291,12 @@ mod tests {
 
     #[test]
     fn a_ca_that_is_neither_a_file_nor_pem_is_named() {
-        let err = Http::new(Some("/nonexistent/ca.pem"))
+        let err = Http::new(Some("/nonexistent/ca.pem"), None)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-        let err = Http::new(Some("-----BEGIN nonsense"))
+        let err = Http::new(Some("-----BEGIN nonsense"), None)
             .err()
             .unwrap()
             .to_string();

@@ -14,4 +14,6 @@ pub enum DirectorError {
     Targets(#[from] super::targets::TargetsError),
     #[error(transparent)]
     Standalone(#[from] super::standalone::StandaloneError),
+    #[error(transparent)]
+    Jumpbox(#[from] super::jumpbox::JumpboxError),
 }

@@ -3,8 +3,7 @@
 //! with each instance's group, index, id, IPs and bootstrap flag. A deployment the director
 //! does not have is named with the ones it does have (`GET /deployments`).
 //!
-//! (The manifest, for each job's release and `bbr.backup_one_restore_all`, comes later: it is
-//! one more call here, `GET /deployments/NAME`.)
+//! The list of deployments is for `--all-deployments`.
 
 use std::time::Duration;
 
@@ -27,6 +26,12 @@ pub enum InstancesError {
     },
     #[error("--deployment '{0}' is not a BOSH deployment name (letters, digits, '-', '_' and '.')")]
     BadName(String),
+    #[error(
+        "the director at {url} lists a deployment named '{name}', which is not a BOSH deployment name (letters, digits, '-', '_' and '.')"
+    )]
+    BadListedName { url: String, name: String },
+    #[error("the director at {url} has no deployments")]
+    NoDeployments { url: String },
     #[error("the director at {url}: deployment '{name}' has no instances")]
     Empty { url: String, name: String },
     #[error("the director at {url}: an instance of '{name}' is not valid: {detail}")]
@@ -102,6 +107,28 @@ pub fn vms(director: &mut Director, name: &str) -> Result<Vec<Vm>, InstancesErro
         });
     }
     Ok(vms)
+}
+
+/// The names of every deployment of the director (`GET /deployments`), sorted; each must be
+/// a plain name.
+pub fn deployments(director: &mut Director) -> Result<Vec<String>, InstancesError> {
+    #[derive(serde::Deserialize)]
+    struct Deployment {
+        name: String,
+    }
+    let all: Vec<Deployment> = director.get_json("/deployments", "listing the deployments")?;
+    let mut names = Vec::new();
+    for d in all {
+        if !plain_name(&d.name) {
+            return Err(InstancesError::BadListedName {
+                url: director.url().to_string(),
+                name: d.name.escape_debug().to_string(),
+            });
+        }
+        names.push(d.name);
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// The error for a deployment that is not there, naming those that are.

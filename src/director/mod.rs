@@ -3,13 +3,15 @@
 //! ([`instances`]) and manifest ([`manifest`]: the jobs' releases, which [`releases`] hands to
 //! the lock order), SSH access through a temporary user ([`ssh_access`]), the OpenSSH command
 //! line ([`openssh`]), the adapter to the driver's targets ([`targets`]), and BBR's director
-//! mode, one host over plain SSH ([`standalone`]).
+//! mode, one host over plain SSH ([`standalone`]); all of it through a jumpbox when
+//! `BOSH_ALL_PROXY` says so ([`jumpbox`]).
 
 pub mod api;
 pub mod auth;
 pub mod client;
 mod error;
 pub mod instances;
+pub mod jumpbox;
 pub mod manifest;
 pub mod openssh;
 pub mod releases;

@@ -12,6 +12,8 @@ pub struct OpenSsh<'a> {
     pub port: u16,
     pub user: &'a str,
     pub address: &'a str,
+    /// How to reach the host: a jumpbox's `ssh -W %h:%p` (`BOSH_ALL_PROXY`).
+    pub proxy_command: Option<&'a str>,
 }
 
 impl OpenSsh<'_> {
@@ -35,6 +37,9 @@ impl OpenSsh<'_> {
         if let Some(alias) = &self.host_key_alias {
             options.push(format!("HostKeyAlias={alias}"));
             options.push("CheckHostIP=no".to_string());
+        }
+        if let Some(proxy) = self.proxy_command {
+            options.push(format!("ProxyCommand={proxy}"));
         }
         options.extend(
             [
@@ -75,7 +80,7 @@ fn is_plain(s: &str) -> bool {
 }
 
 /// `s` as one word for `sh`: as it is when plain, else in single quotes.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     if !s.is_empty() && !s.contains(' ') && is_plain(s) {
         s.to_string()
     } else {
@@ -104,6 +109,7 @@ mod tests {
             port: 2222,
             user: "jumpbox",
             address: "10.0.0.6",
+            proxy_command: None,
         }
         .command("sudo bbr-agent serve");
         assert!(!c.contains("HostKeyAlias"), "{c}");

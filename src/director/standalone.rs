@@ -78,6 +78,7 @@ impl Standalone {
         user: &str,
         key: &Path,
         remote_template: &str,
+        proxy_command: Option<&str>,
     ) -> Result<Target, StandaloneError> {
         std::fs::File::open(key).map_err(|source| StandaloneError::Key {
             path: key.to_path_buf(),
@@ -95,6 +96,7 @@ impl Standalone {
             port: self.port,
             user,
             address: &self.host,
+            proxy_command,
         }
         .command(&remote);
         Ok(Target {
@@ -115,27 +117,32 @@ impl Standalone {
             port: self.port,
             host: self.host.clone(),
         };
-        if !file.exists() {
-            return Err(unknown());
-        }
-        let status = Command::new("ssh-keygen")
-            .args(["-F", &name, "-f"])
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| StandaloneError::Lookup {
+        match is_known(&name, file) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(unknown()),
+            Err(e) => Err(StandaloneError::Lookup {
                 name: name.clone(),
                 file: file.display().to_string(),
                 detail: e.to_string(),
-            })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(unknown())
+            }),
         }
     }
+}
+
+/// Whether `file` (a known_hosts) holds a key for `name` (`host` or `[host]:port`);
+/// `ssh-keygen -F` finds hashed entries too; a missing file holds none.
+pub fn is_known(name: &str, file: &Path) -> std::io::Result<bool> {
+    if !file.exists() {
+        return Ok(false);
+    }
+    let status = Command::new("ssh-keygen")
+        .args(["-F", name, "-f"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    Ok(status.success())
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub struct Member {
     pub index: u32,
     pub id: String,
     pub ips: Vec<String>,
-    /// The director's bootstrap instance of its group (for `backup_one_restore_all`, later).
+    /// The director's bootstrap instance of its group.
     pub bootstrap: bool,
     pub host: Host,
 }
@@ -98,6 +98,7 @@ pub fn targets(
     key: &Path,
     known_hosts: &Path,
     remote_template: &str,
+    proxy_command: Option<&str>,
 ) -> Result<Vec<Target>, TargetsError> {
     members
         .iter()
@@ -114,7 +115,7 @@ pub fn targets(
             })?;
             Ok(Target {
                 id,
-                command: ssh_command(m, user, key, known_hosts, &remote),
+                command: ssh_command(m, user, key, known_hosts, &remote, proxy_command),
             })
         })
         .collect()
@@ -161,7 +162,14 @@ pub fn render_remote(
 
 /// OpenSSH with this run's key, and the key the director reported for this instance as the
 /// only one trusted.
-fn ssh_command(m: &Member, user: &str, key: &Path, known_hosts: &Path, remote: &str) -> String {
+fn ssh_command(
+    m: &Member,
+    user: &str,
+    key: &Path,
+    known_hosts: &Path,
+    remote: &str,
+    proxy_command: Option<&str>,
+) -> String {
     OpenSsh {
         key,
         known_hosts,
@@ -169,6 +177,7 @@ fn ssh_command(m: &Member, user: &str, key: &Path, known_hosts: &Path, remote: &
         port: m.host.port.unwrap_or(22),
         user,
         address: &m.host.address,
+        proxy_command,
     }
     .command(remote)
 }
@@ -203,6 +212,7 @@ mod tests {
             Path::new("/tmp/k/id_ed25519"),
             Path::new("/tmp/k/known_hosts"),
             DEFAULT_REMOTE_COMMAND,
+            None,
         )
         .unwrap();
         assert_eq!(t[0].id.to_string(), "db/1");
@@ -238,10 +248,15 @@ mod tests {
             Path::new("/tmp/a b/id"),
             Path::new("/tmp/kh"),
             "cd /x && agent --root /vms/{{ group }}-{{ index }}-{{ id }} serve",
+            Some("ssh -i /j -W %h:%p jumpbox"),
         )
         .unwrap();
         let c = &t[0].command;
         assert!(c.contains("-i '/tmp/a b/id'"), "{c}");
+        assert!(
+            c.contains("-o 'ProxyCommand=ssh -i /j -W %h:%p jumpbox'"),
+            "{c}"
+        );
         assert!(
             c.ends_with("-- 'cd /x && agent --root /vms/db-1-3f2c serve'"),
             "{c}"

@@ -1,9 +1,14 @@
 //! The inventory file: a deployment's name, its instances, and the command (a tera template)
 //! that starts `bbr-agent serve` on each of them, every value in it quoted for the shell.
 //! `{{ agent }}` in it stands for the agent, installed or brought (driver::bootstrap).
+//!
+//! What a director would say of an instance may be written in too: its jobs' releases
+//! (`releases: {job: release}`, for the lock order's `{job_name, release}` entries), whether
+//! it is its group's `bootstrap` instance, and which of its jobs are
+//! `backup_one_restore_all` (for the whole group, as a manifest says it).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +36,14 @@ pub enum InventoryError {
     NoCommand { path: PathBuf, instance: InstanceId },
     #[error("the inventory {path}: instance {instance} is listed twice")]
     Duplicate { path: PathBuf, instance: InstanceId },
+    #[error(
+        "the inventory {path}: instances {first} and {second} both say bootstrap: true; a group has one bootstrap instance"
+    )]
+    TwoBootstraps {
+        path: PathBuf,
+        first: InstanceId,
+        second: InstanceId,
+    },
     #[error(
         "the inventory {path}: the command of instance {instance} cannot be rendered: {detail}"
     )]
@@ -72,6 +85,14 @@ struct RawInstance {
     address: Option<String>,
     #[serde(default)]
     command: Option<String>,
+    /// Job -> release.
+    #[serde(default)]
+    releases: BTreeMap<String, String>,
+    #[serde(default)]
+    bootstrap: bool,
+    /// Jobs backed up once (by the group's bootstrap) and restored to all.
+    #[serde(default)]
+    backup_one_restore_all: Vec<String>,
 }
 
 /// One instance and the shell command that reaches its agent.
@@ -85,6 +106,12 @@ pub struct Target {
 pub struct Inventory {
     pub deployment: String,
     pub targets: Vec<Target>,
+    /// Instance -> its jobs' releases, for the instances that list them.
+    pub releases: BTreeMap<InstanceId, BTreeMap<String, String>>,
+    /// The instances that say `bootstrap: true`, at most one per group.
+    pub bootstrap: Vec<InstanceId>,
+    /// `(group, job)` that some instance of the group lists as `backup_one_restore_all`.
+    pub backup_one_restore_all: BTreeSet<(String, String)>,
 }
 
 /// Reads and renders an inventory file.
@@ -124,6 +151,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
     let tera = command_renderer();
     let mut seen = BTreeSet::new();
     let mut targets = Vec::new();
+    let mut releases = BTreeMap::new();
+    let mut bootstrap: Vec<InstanceId> = Vec::new();
+    let mut backup_one_restore_all = BTreeSet::new();
     for instance in raw.instances {
         let id = InstanceId {
             group: instance.group.clone(),
@@ -134,6 +164,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
                 path: path.to_path_buf(),
                 instance: id,
             });
+        }
+        if !instance.releases.is_empty() {
+            releases.insert(id.clone(), instance.releases.clone());
+        }
+        if instance.bootstrap {
+            if let Some(first) = bootstrap.iter().find(|b| b.group == id.group) {
+                return Err(InventoryError::TwoBootstraps {
+                    path: path.to_path_buf(),
+                    first: first.clone(),
+                    second: id,
+                });
+            }
+            bootstrap.push(id.clone());
+        }
+        for job in &instance.backup_one_restore_all {
+            backup_one_restore_all.insert((id.group.clone(), job.clone()));
         }
         let template = instance
             .command
@@ -167,6 +213,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
     Ok(Inventory {
         deployment: raw.deployment,
         targets,
+        releases,
+        bootstrap,
+        backup_one_restore_all,
     })
 }
 
@@ -307,6 +356,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn releases_bootstrap_and_backup_one_restore_all_are_read_per_instance() {
+        let inv = parse(
+            Path::new("inv.yml"),
+            "deployment: cf\ncommand: x\ninstances:\n- {group: db, index: 0, bootstrap: true, releases: {db: acme}, backup_one_restore_all: [db]}\n- {group: db, index: 1}\n",
+        )
+        .unwrap();
+        let db0 = inv.targets[0].id.clone();
+        assert_eq!(inv.releases[&db0]["db"], "acme");
+        assert_eq!(inv.releases.len(), 1);
+        assert_eq!(inv.bootstrap, [db0]);
+        assert!(
+            inv.backup_one_restore_all
+                .contains(&("db".to_string(), "db".to_string()))
+        );
+        let two = "deployment: cf\ncommand: x\ninstances:\n- {group: db, index: 0, bootstrap: true}\n- {group: db, index: 1, bootstrap: true}\n";
+        let err = parse(Path::new("inv.yml"), two).unwrap_err().to_string();
+        assert!(
+            err.contains("instances db/0 and db/1 both say bootstrap: true"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use super::deployment::{Deployment, JobRef};
 use super::outcome::Outcome;
-use crate::artifact::backup_dir::tar_file_name;
 use crate::artifact::plain_name;
 use crate::console::Console;
 use crate::contract::{ScriptKind, Side};
@@ -38,6 +37,7 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             ScriptKind::PostBackupUnlock,
         ],
     ));
+    errors.extend(super::one_for_all::backup_errors(dep));
     errors.extend(leftovers(dep, "backup-cleanup"));
     for r in dep.jobs() {
         if dep.job(r).metadata.backup_name.is_some() {
@@ -93,9 +93,16 @@ pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
     let mut tars: BTreeMap<String, String> = BTreeMap::new();
     for &r in jobs {
         let (id, name) = (dep.id(r.instance), &dep.job(r).name);
-        let tar = tar_file_name(&id.group, &id.index, name);
+        // A backup_one_restore_all job's tar on its bootstrap instance is a named one.
+        let named = dep.one_for_all.backup_name(id, dep.job(r));
+        let tar = super::one_for_all::backup_tar_name(dep, r);
         let checked = plain_name::check(name, plain_name::NAME_MAX)
-            .and_then(|()| plain_name::check_tar_name(&id.group, &id.index, name));
+            .and_then(|()| plain_name::check_tar_name(&id.group, &id.index, name))
+            .and_then(|()| {
+                named
+                    .as_deref()
+                    .map_or(Ok(()), plain_name::check_custom_tar_name)
+            });
         if let Err(why) = checked {
             errors.push(format!(
                 "{id}: the VM reports a job named {name:?}, which {why}, so it cannot name the job's tar {tar:?}; nothing was locked: check the VM's jobs directory (and that its agent is bbr-agent)"

@@ -11,6 +11,7 @@ use crate::instance::{
 use crate::metadata::LockBefore;
 use crate::order::{CycleError, OrderNode, Steps, order};
 
+use super::one_for_all::OneForAll;
 use super::parallel::bounded_map;
 
 /// BBR's default for `--max-in-flight`.
@@ -52,6 +53,9 @@ pub struct Deployment {
     /// Whether [`Deployment::describe`] gives the console a line (or event) per metadata
     /// script, as for every other script; off where stdout holds JSON (`plan --json`).
     pub show_metadata_runs: bool,
+    /// The jobs backed up once and restored to all (`bbr.backup_one_restore_all`): a
+    /// director's knowledge, empty otherwise.
+    pub one_for_all: OneForAll,
 }
 
 impl Deployment {
@@ -68,12 +72,19 @@ impl Deployment {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             cleanup_via: None,
             show_metadata_runs: true,
+            one_for_all: OneForAll::default(),
         }
     }
 
     /// Names `command` as the cleanup after a failed run (see [`Deployment::cleanup_via`]).
     pub fn with_cleanup_via(mut self, command: Option<String>) -> Deployment {
         self.cleanup_via = command;
+        self
+    }
+
+    /// Says which jobs are backed up once and restored to all (see [`OneForAll`]).
+    pub fn with_one_for_all(mut self, one_for_all: OneForAll) -> Deployment {
+        self.one_for_all = one_for_all;
         self
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::path::PathBuf;
 
 use super::deployment::{Deployment, JobRef};
 use crate::artifact::Checksums;
@@ -26,17 +27,26 @@ pub fn drain(
     metadata: &mut BackupMetadata,
     console: &Console,
 ) -> Result<(), Vec<String>> {
-    let mut by_instance: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    // Each job with the named artifact it makes, if it makes one (backup_one_restore_all).
+    let mut by_instance: BTreeMap<usize, Vec<(String, Option<String>)>> = BTreeMap::new();
     for &r in jobs {
+        let named = dep.one_for_all.backup_name(dep.id(r.instance), dep.job(r));
         by_instance
             .entry(r.instance)
             .or_default()
-            .push(dep.job(r).name.clone());
+            .push((dep.job(r).name.clone(), named));
     }
     let results = dep.on_instances(by_instance, |_, instance, names| {
         names
-            .iter()
-            .map(|job| drain_job(instance, job, artifact, console))
+            .into_iter()
+            .map(|(job, named)| {
+                let id = instance.id();
+                let path = match &named {
+                    Some(name) => artifact.custom_tar_path(name),
+                    None => artifact.tar_path(&id.group, &id.index, &job),
+                };
+                (named, drain_job(instance, &job, path, console))
+            })
             .collect::<Vec<_>>()
     });
 
@@ -44,11 +54,24 @@ pub fn drain(
     for (i, results) in results {
         let id = dep.id(i);
         let mut artifacts = Vec::new();
-        for result in results {
-            match result {
-                Ok(a) => artifacts.push(a),
-                Err(e) => errors.push(e),
+        let mut any_named = false;
+        for (named, result) in results {
+            match (named, result) {
+                // Named artifacts are listed once for the deployment, under custom_artifacts.
+                (Some(name), Ok(a)) => {
+                    any_named = true;
+                    metadata.custom_artifacts.push(ArtifactChecksums {
+                        name,
+                        checksums: a.checksums,
+                    })
+                }
+                (None, Ok(a)) => artifacts.push(a),
+                (_, Err(e)) => errors.push(e),
             }
+        }
+        // As BBR, an instance whose only artifacts are named ones is not listed.
+        if artifacts.is_empty() && any_named {
+            continue;
         }
         metadata.instances.push(InstanceArtifacts {
             name: id.group.clone(),
@@ -63,14 +86,14 @@ pub fn drain(
     }
 }
 
+/// Drains `job`'s artifact into the tar at `path`.
 fn drain_job(
     instance: &mut dyn Instance,
     job: &str,
-    artifact: &BackupDir,
+    path: PathBuf,
     console: &Console,
 ) -> Result<ArtifactChecksums, String> {
     let id = instance.id().clone();
-    let path = artifact.tar_path(&id.group, &id.index, job);
     let started = std::time::Instant::now();
     let fail = |what: String| {
         // A tar that failed its check must not sit in the artifact looking like a good one.

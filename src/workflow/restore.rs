@@ -209,33 +209,49 @@ fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<Backu
             .instances
             .retain(|i| i.name == id.group && i.index == id.index);
     }
-    if !metadata.custom_artifacts.is_empty() {
-        return Err(format!(
-            "{} holds custom (named) artifacts from the discontinued backup_name feature; they cannot be restored",
-            backup.path.display()
-        ));
-    }
-    for instance in &metadata.instances {
-        for artifact in &instance.artifacts {
-            let tar = backup.tar_path(&instance.name, &instance.index, &artifact.name);
-            match std::fs::metadata(&tar) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "the backup is corrupted: {} is not a file; nothing was restored",
-                        tar.display()
-                    ));
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "the backup is incomplete: {}: {e}; nothing was restored",
-                        tar.display()
-                    ));
-                }
+    for (_, tar, _) in tars(backup, &metadata) {
+        match std::fs::metadata(&tar) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "the backup is corrupted: {} is not a file; nothing was restored",
+                    tar.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the backup is incomplete: {}: {e}; nothing was restored",
+                    tar.display()
+                ));
             }
         }
     }
     Ok(metadata)
+}
+
+/// Every tar the metadata lists: a label naming it, its path and its checksums; the
+/// instances' first, then the named (custom) ones.
+fn tars<'a>(
+    backup: &BackupDir,
+    metadata: &'a BackupMetadata,
+) -> Vec<(String, PathBuf, &'a Checksums)> {
+    let plain = metadata.instances.iter().flat_map(|instance| {
+        instance.artifacts.iter().map(|artifact| {
+            (
+                format!("{}/{} {}", instance.name, instance.index, artifact.name),
+                backup.tar_path(&instance.name, &instance.index, &artifact.name),
+                &artifact.checksums,
+            )
+        })
+    });
+    let named = metadata.custom_artifacts.iter().map(|artifact| {
+        (
+            artifact.name.clone(),
+            backup.custom_tar_path(&artifact.name),
+            &artifact.checksums,
+        )
+    });
+    plain.chain(named).collect()
 }
 
 /// A backup without `finish_time` did not complete (it failed or was interrupted): it is refused
@@ -281,6 +297,10 @@ fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), Stri
                 })
                 .map_err(|why| refuse(key, &artifact.name, why))?;
         }
+    }
+    for (i, artifact) in metadata.custom_artifacts.iter().enumerate() {
+        plain_name::check_custom_tar_name(&artifact.name)
+            .map_err(|why| refuse(format!("custom_artifacts[{i}].name"), &artifact.name, why))?;
     }
     Ok(())
 }
@@ -365,6 +385,21 @@ fn plan_transfers(
         if !job.has(ScriptKind::Restore) {
             continue;
         }
+        // A backup_one_restore_all job receives its group's one named artifact.
+        if let Some(name) = dep.one_for_all.restore_name(id, job) {
+            match metadata.custom_artifacts.iter().find(|a| a.name == name) {
+                Some(a) => transfers.push(Transfer {
+                    job: r,
+                    tar: backup.custom_tar_path(&name),
+                    checksums: a.checksums.clone(),
+                }),
+                None => errors.push(format!(
+                    "{id} {}: the manifest sets bbr.backup_one_restore_all, but the backup holds no artifact {name} (custom_artifacts) for it; nothing was touched",
+                    job.name
+                )),
+            }
+            continue;
+        }
         let artifact = metadata
             .instances
             .iter()
@@ -392,6 +427,15 @@ fn plan_transfers(
             }
         }
     }
+    for artifact in &metadata.custom_artifacts {
+        let tar = backup.custom_tar_path(&artifact.name);
+        if !transfers.iter().any(|t| t.tar == tar) {
+            console.warn(format!(
+                "{}: no job with a restore script receives this named artifact; it is not restored",
+                artifact.name
+            ));
+        }
+    }
     for instance in &metadata.instances {
         for artifact in &instance.artifacts {
             let receiver = transfers.iter().any(|t| {
@@ -400,7 +444,12 @@ fn plan_transfers(
                     && id.index == instance.index
                     && dep.job(t.job).name == artifact.name
             });
-            if !receiver {
+            // A backup_one_restore_all job's plain artifacts (its non-bootstrap instances')
+            // are not restored, as under BBR: its named one is.
+            let one_for_all = dep
+                .one_for_all
+                .restores_named(&instance.name, &artifact.name);
+            if !receiver && !one_for_all {
                 console.warn(format!(
                     "{}/{} {}: no job with a restore script receives this artifact; it is not restored",
                     instance.name, instance.index, artifact.name
@@ -489,25 +538,15 @@ fn validate(
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let (mut tars, mut files, mut bytes) = (0, 0, 0);
-    for instance in &metadata.instances {
-        for artifact in &instance.artifacts {
-            let tar = backup.tar_path(&instance.name, &instance.index, &artifact.name);
-            let size = std::fs::metadata(&tar).map(|m| m.len()).ok();
-            let label = format!(
-                "{}/{} {} check",
-                instance.name, instance.index, artifact.name
-            );
-            let bar = progress::transfer_bar(console, label, size);
-            if let Some(why) = corruption(&tar, &artifact.checksums, bar) {
-                return Err(format!(
-                    "{}/{} {}: {why}",
-                    instance.name, instance.index, artifact.name
-                ));
-            }
-            tars += 1;
-            files += artifact.checksums.len();
-            bytes += size.unwrap_or(0);
+    for (label, tar, checksums) in self::tars(backup, metadata) {
+        let size = std::fs::metadata(&tar).map(|m| m.len()).ok();
+        let bar = progress::transfer_bar(console, format!("{label} check"), size);
+        if let Some(why) = corruption(&tar, checksums, bar) {
+            return Err(format!("{label}: {why}"));
         }
+        tars += 1;
+        files += checksums.len();
+        bytes += size.unwrap_or(0);
     }
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     console.info(format!(

@@ -14,7 +14,8 @@
 //! - Every other call demands a valid bearer token (UAA) or the basic credentials, else `401`.
 //! - `GET /deployments`: `[{name, releases, stemcells, cloud_config, teams}]`; `GET
 //!   /deployments/NAME`: `{manifest}`, a v2 manifest whose instance groups list their jobs with
-//!   the releases a test gives.
+//!   the releases a test gives, and `properties: {bbr: {backup_one_restore_all: true}}` on
+//!   the jobs a test names.
 //! - `GET /deployments/NAME/vms?format=full`: `302` to `/tasks/ID`, whose result is one JSON
 //!   object per line (`agent_id, job_name, index, id, ips, bootstrap, job_state, ...`); an
 //!   unknown deployment is `404 {code: 70000, description: "Deployment 'NAME' doesn't exist"}`.
@@ -25,7 +26,8 @@
 //!   to a task whose result is `[{status: success, ip, host_public_key, id, index, job,
 //!   command}]`. `command: cleanup` with `params: {user_regex: "^NAME"}` removes those keys and
 //!   users (only a `^literal` prefix is understood). Faults on demand: one instance's setup
-//!   fails, or every cleanup is answered 500.
+//!   fails, or every cleanup is answered 500; or a request is never answered (a director that
+//!   hangs).
 //! - `GET /tasks/ID`: `{id, state, description, timestamp, result, user, deployment}`, first
 //!   `processing`, then `done`; `GET /tasks/ID/output?type=result`: the task's result.
 //!
@@ -79,6 +81,12 @@ pub struct Options {
     pub fail_setup_of: Option<String>,
     /// Every cleanup is answered `500`.
     pub fail_cleanup: bool,
+    /// `(instance group, job)` whose manifest properties set
+    /// `bbr: {backup_one_restore_all: true}`.
+    pub one_for_all: Vec<(String, String)>,
+    /// A request whose path starts with this is never answered: the connection is held open
+    /// (for a minute), as by a director that hangs.
+    pub hang_on: Option<String>,
 }
 
 struct Task {
@@ -259,6 +267,18 @@ fn serve_connection(tcp: TcpStream, config: Arc<rustls::ServerConfig>, state: &M
     let Some(request) = read_request(&mut tls) else {
         return;
     };
+    let hang = {
+        let st = state.lock().unwrap();
+        st.opts.hang_on.clone()
+    };
+    if hang.is_some_and(|prefix| request.path.starts_with(&prefix)) {
+        state.lock().unwrap().calls.push(format!(
+            "{} {} (not answered)",
+            request.method, request.path
+        ));
+        thread::sleep(std::time::Duration::from_secs(60));
+        return;
+    }
     let response = handle(state, &request);
     let reason = match response.status {
         200 => "OK",
@@ -400,6 +420,12 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 manifest.push_str(&format!("- name: {group}\n  instances: {count}\n  jobs:\n"));
                 for (_, job, release) in st.opts.releases.iter().filter(|(g, _, _)| g == group) {
                     manifest.push_str(&format!("  - name: {job}\n    release: {release}\n"));
+                    let flagged = (group.to_string(), job.clone());
+                    if st.opts.one_for_all.contains(&flagged) {
+                        manifest.push_str(
+                            "    properties:\n      bbr:\n        backup_one_restore_all: true\n",
+                        );
+                    }
                 }
             }
             json(200, serde_json::json!({"manifest": manifest}))

@@ -56,12 +56,24 @@ impl Fleet {
 
     /// Writes an inventory whose per-instance command is `command(member)`.
     pub fn inventory_with(&self, command: impl Fn(&Member) -> String) -> PathBuf {
+        self.inventory_with_keys(command, |_| String::new())
+    }
+
+    /// [`Fleet::inventory_with`], each instance's entry with `keys(member)` added: YAML
+    /// lines of its own, each indented by two spaces and ending in a newline.
+    pub fn inventory_with_keys(
+        &self,
+        command: impl Fn(&Member) -> String,
+        keys: impl Fn(&Member) -> String,
+    ) -> PathBuf {
         let mut text = String::from("deployment: acme\ninstances:\n");
         for m in &self.members {
             let cmd = command(m).replace('\'', "''");
             text.push_str(&format!(
-                "- group: {}\n  index: {}\n  command: '{cmd}'\n",
-                m.group, m.index
+                "- group: {}\n  index: {}\n  command: '{cmd}'\n{}",
+                m.group,
+                m.index,
+                keys(m)
             ));
         }
         let path = self.dir.path().join("inventory.yml");

@@ -19,6 +19,12 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd, or panics saying what is missing (CI installs openssh-server).
     pub fn start() -> Sshd {
+        Sshd::start_logging("VERBOSE")
+    }
+
+    /// [`Sshd::start`] with sshd's `LogLevel` (`DEBUG1` logs each forwarded connection's
+    /// target: `server_request_direct_tcpip: ... target HOST port PORT`).
+    pub fn start_logging(level: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install Debian's openssh-server (scripts/test does)"
@@ -40,7 +46,7 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel {level}\n\
              MaxStartups 100:30:200\nMaxSessions 100\n",
             d = d.display()
         );
