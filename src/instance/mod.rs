@@ -2,9 +2,13 @@
 //! on the local filesystem. The workflows talk to VMs only through the [`Instance`] trait.
 
 mod api;
+pub mod discover;
+pub mod journal;
 mod local;
+pub mod run_lock;
 mod script_env;
 mod settings;
+pub mod trust;
 
 pub use api::{
     Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
