@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use super::context::Context;
 use super::deployment::{remote_instances, run_instances};
-use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use crate::director::releases::WithReleases;
 use crate::director::targets::{self, DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV};

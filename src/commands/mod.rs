@@ -1,6 +1,7 @@
 //! One file per command of the CLI; each turns parsed arguments into calls on the instance
 //! API or the workflows and returns an exit code.
 
+pub mod context;
 pub mod deployment;
 pub mod director_deployment;
 pub mod director_mode;

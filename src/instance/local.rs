@@ -19,14 +19,14 @@ use crate::artifact::store::Store;
 use crate::artifact::tar_writer::TarWriteError;
 use crate::artifact::{Checksums, dir_walk, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
-use crate::instance::discover::{DiscoveredJob, discover};
 use crate::exec::{LineSink, ScriptCommand, ScriptEnd, run_script};
+use crate::instance::discover::{DiscoveredJob, discover};
 use crate::instance::journal::{Journal, JournalState, LockedJob};
+use crate::instance::run_lock::{self, RunLock};
+use crate::instance::trust::Trust;
 use crate::layout::Layout;
 use crate::metadata;
-use crate::instance::run_lock::{self, RunLock};
 use crate::shell_quote::quote;
-use crate::instance::trust::Trust;
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
 const KEEP_BYTES: usize = 1 << 20;
