@@ -1,4 +1,4 @@
-//! The command line (DESIGN section 7): global options and one subcommand per operation.
+//! The command line (README.md's tour shows each command): global options and one subcommand per operation.
 
 use std::path::PathBuf;
 use std::time::Duration;

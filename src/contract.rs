@@ -1,7 +1,7 @@
 //! The BBR contract as constants: script names, environment variables, store layout,
 //! legacy job names and the exit-code bits of a deployment command.
 //!
-//! Everything here is a fact about how BOSH Backup and Restore behaves (DESIGN sections 1-4);
+//! Everything here is a fact about how BOSH Backup and Restore behaves (docs/behaviour.md, from "Discovery" to "Exit codes");
 //! release authors have written scripts against it, so nothing here is ours to change.
 
 use std::fmt;
