@@ -7,6 +7,7 @@
 pub mod app;
 pub mod artifact;
 pub mod brought;
+pub mod chunk_stream;
 pub mod cli;
 pub mod commands;
 pub mod config;
