@@ -7,6 +7,7 @@ mod checks;
 mod cleanup;
 mod deployment;
 mod drain;
+mod finish;
 mod outcome;
 mod parallel;
 mod restore;
