@@ -141,10 +141,6 @@ impl LocalInstance {
         self.backed_up_job(job).map(drop)
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     fn store(&self) -> Store {
         Store::new(&self.layout.store)
     }

@@ -11,8 +11,8 @@ mod settings;
 pub mod trust;
 
 pub use api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
-    ScriptReport, ScriptStep, SkippedJob,
+    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptLines, ScriptReport,
+    ScriptStep, SkippedJob,
 };
-pub use local::{LocalInstance, Survey, local_cleanup_via};
+pub use local::{LocalInstance, local_cleanup_via};
 pub use settings::{Overrides, ScriptSettings};
