@@ -67,7 +67,10 @@ pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Writes one value as a JSON line and flushes it.
-pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {
+pub(crate) fn write_json_line(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
     out.write_all(&line)?;
@@ -75,7 +78,7 @@ pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> i
 }
 
 /// Reads the next chunk into `buf`; an empty result is the terminator.
-pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+pub(crate) fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
     let len = read_chunk_len(input)?;
     buf.resize(len, 0);
     input.read_exact(buf).map_err(|e| match e.kind() {
@@ -86,7 +89,7 @@ pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameE
 
 /// Reads one chunk into a new buffer of exactly its length, without zeroing it first: for a
 /// chunk that is handed on to another thread, so no buffer can be reused.
-pub fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+pub(crate) fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
     let len = read_chunk_len(input)?;
     let mut buf = Vec::with_capacity(len);
     input.take(len as u64).read_to_end(&mut buf)?;
@@ -115,7 +118,7 @@ fn read_chunk_len(input: &mut impl Read) -> Result<usize, FrameError> {
 
 /// A `Write` that sends everything written as data chunks of up to [`MAX_CHUNK`] bytes;
 /// [`ChunkWriter::finish`] sends the terminator.
-pub struct ChunkWriter<W: Write> {
+pub(crate) struct ChunkWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
 }
