@@ -1,8 +1,14 @@
 //! bbr-agent: the in-VM runtime for BOSH Backup and Restore.
 //!
-//! The contract (what BBR does and scripts rely on) is in [`contract`]; discovery, metadata
-//! and ordering are pure enough to test alone; [`instance`] is everything one VM can do;
-//! [`workflow`] drives a deployment of instances through BBR's flowcharts.
+//! The contract (what BBR does and scripts rely on) is in `contract`; discovery, metadata
+//! and ordering are pure enough to test alone; `instance` is everything one VM can do;
+//! `workflow` drives a deployment of instances through BBR's flowcharts. The layers and what
+//! each may import: docs/architecture.md.
+//!
+//! The library is the binary's: public are only what `src/main.rs` calls ([`cli`], [`app`],
+//! [`error`], [`interrupt`]) and what the integration tests read ([`protocol`]'s messages and
+//! framing, [`serve`]'s input decoder); everything else is `pub(crate)`, so the compiler
+//! finds what is dead.
 
 pub mod app;
 pub(crate) mod artifact;

@@ -1,5 +1,9 @@
 //! The instance API: everything one VM can be asked to do, and its in-process implementation
 //! on the local filesystem. The workflows talk to VMs only through the [`Instance`] trait.
+//!
+//! The local side owns the files only it reads: `discover` (which scripts there are),
+//! `trust` (which may run as root), `journal` (what is locked, across a SIGKILL) and
+//! `run_lock` (one run at a time per VM); `serve` reaches them through [`LocalInstance`].
 
 mod api;
 pub mod discover;
