@@ -99,11 +99,6 @@ impl ScriptKind {
     pub fn unlock_releasing(self) -> Option<ScriptKind> {
         self.side().filter(|_| self.is_lock()).map(Side::unlock)
     }
-
-    /// Lock and unlock scripts: the ones whose timeout defaults differ from data-moving ones.
-    pub fn is_lock_or_unlock(self) -> bool {
-        self.is_lock() || self.is_unlock()
-    }
 }
 
 /// A side of BBR's contract: the backup's three scripts or the restore's, and how BBR runs
@@ -255,8 +250,8 @@ mod tests {
             assert_eq!(side.unlock().lock_it_releases(), Some(side.lock()));
             assert_eq!(side.lock().unlock_releasing(), Some(side.unlock()));
             assert!(side.data().uses_artifact_directory());
-            assert!(side.lock().is_lock_or_unlock() && side.unlock().is_lock_or_unlock());
-            assert!(!side.data().is_lock_or_unlock());
+            assert!(side.lock().is_lock() && side.unlock().is_unlock());
+            assert!(!side.data().is_lock() && !side.data().is_unlock());
         }
         assert_eq!(ScriptKind::Metadata.side(), None);
         assert_eq!(Side::Backup.mode(), Mode::AllAtOnce);
