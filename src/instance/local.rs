@@ -195,7 +195,7 @@ impl LocalInstance {
         {
             return not_started(e.to_string());
         }
-        // Last, right before the spawn: the file started is the one judged (src/trust.rs).
+        // Last, right before the spawn: the file started is the one judged (src/instance/trust.rs).
         if let Err(e) = self.trust.verify_script(job, path) {
             return not_started(e.to_string());
         }
