@@ -3,7 +3,7 @@
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, LogFormat};
-use crate::commands::local::Context;
+use crate::commands::context::Context;
 use crate::commands::{deployment, director_mode, list, local, plan, run_script};
 use crate::config;
 use crate::console::{Console, Format};

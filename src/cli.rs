@@ -1,4 +1,4 @@
-//! The command line (DESIGN section 7): global options and one subcommand per operation.
+//! The command line (README.md's tour shows each command): global options and one subcommand per operation.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -320,7 +320,7 @@ fn parse_kind_limit(text: &str) -> Result<(ScriptKind, Limit), String> {
 
 impl ScriptArgs {
     /// The operator's overrides: --script-timeout for every kind, then each --timeout.
-    pub fn overrides(&self, bbr_version: Option<String>) -> crate::instance::Overrides {
+    pub(crate) fn overrides(&self, bbr_version: Option<String>) -> crate::instance::Overrides {
         let mut timeouts = std::collections::BTreeMap::new();
         if let Some(Limit(all)) = self.script_timeout {
             timeouts.extend(ScriptKind::ALL.iter().map(|k| (*k, all)));

@@ -20,7 +20,6 @@ use crate::instance::{InstanceId, JobInfo, ScriptLines, ScriptReport};
 use crate::timestamp::Utc;
 
 mod still_running;
-pub use still_running::FIRST_ENV as STILL_RUNNING_FIRST_ENV;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -1,7 +1,7 @@
 //! The BBR contract as constants: script names, environment variables, store layout,
 //! legacy job names and the exit-code bits of a deployment command.
 //!
-//! Everything here is a fact about how BOSH Backup and Restore behaves (DESIGN sections 1-4);
+//! Everything here is a fact about how BOSH Backup and Restore behaves (docs/behaviour.md, from "Discovery" to "Exit codes");
 //! release authors have written scripts against it, so nothing here is ours to change.
 
 use std::fmt;
@@ -98,11 +98,6 @@ impl ScriptKind {
     /// The unlock script that releases a lock script's lock.
     pub fn unlock_releasing(self) -> Option<ScriptKind> {
         self.side().filter(|_| self.is_lock()).map(Side::unlock)
-    }
-
-    /// Lock and unlock scripts: the ones whose timeout defaults differ from data-moving ones.
-    pub fn is_lock_or_unlock(self) -> bool {
-        self.is_lock() || self.is_unlock()
     }
 }
 
@@ -255,8 +250,8 @@ mod tests {
             assert_eq!(side.unlock().lock_it_releases(), Some(side.lock()));
             assert_eq!(side.lock().unlock_releasing(), Some(side.unlock()));
             assert!(side.data().uses_artifact_directory());
-            assert!(side.lock().is_lock_or_unlock() && side.unlock().is_lock_or_unlock());
-            assert!(!side.data().is_lock_or_unlock());
+            assert!(side.lock().is_lock() && side.unlock().is_unlock());
+            assert!(!side.data().is_lock() && !side.data().is_unlock());
         }
         assert_eq!(ScriptKind::Metadata.side(), None);
         assert_eq!(Side::Backup.mode(), Mode::AllAtOnce);

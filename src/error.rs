@@ -9,7 +9,7 @@ pub enum AppError {
     #[error(transparent)]
     Cycle(#[from] crate::order::CycleError),
     #[error(transparent)]
-    Discover(#[from] crate::discover::DiscoverError),
+    Discover(#[from] crate::instance::discover::DiscoverError),
     #[error(transparent)]
     BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
     #[error(transparent)]

@@ -24,7 +24,7 @@ use signal_hook::iterator::Signals;
 
 /// Why the run is interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// SIGINT, SIGTERM or SIGHUP to this process.
     Signal(Signal),
     /// The driver's input ended or broke (`serve`).
@@ -35,7 +35,7 @@ pub enum Reason {
 
 /// The two levels a waiter can wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// Any interruption: end interruptible scripts, start no new ones.
     Interrupted,
     /// A second one: no more grace periods.
@@ -44,7 +44,7 @@ pub enum Level {
 
 /// How long a waiter may sleep between looks where the latch has no pipe (the process could
 /// not create one: out of descriptors), so it still notices an interruption.
-pub const FALLBACK_POLL: Duration = Duration::from_millis(25);
+pub(crate) const FALLBACK_POLL: Duration = Duration::from_millis(25);
 
 struct Latch {
     reason: OnceLock<Reason>,
@@ -98,7 +98,7 @@ fn latch(level: Level) -> &'static Latch {
 /// Something waiting on a condition variable that the first interruption must wake. `wake`
 /// takes the waiter's mutex before notifying, so a waiter that looked at the flag under that
 /// mutex and then waits cannot miss it.
-pub trait Wake: Send + Sync {
+pub(crate) trait Wake: Send + Sync {
     fn wake(&self);
 }
 
@@ -112,7 +112,7 @@ fn wakers() -> std::sync::MutexGuard<'static, Vec<Weak<dyn Wake>>> {
 }
 
 /// Registers `waker` for the first interruption, for as long as it lives.
-pub fn wake_on_interruption(waker: Weak<dyn Wake>) {
+pub(crate) fn wake_on_interruption(waker: Weak<dyn Wake>) {
     let mut list = wakers();
     list.retain(|w| w.strong_count() > 0);
     list.push(waker);
@@ -129,7 +129,7 @@ pub(crate) fn wake_waiters() {
 }
 
 /// Records an interruption: a signal number, or `None` when the driver went away.
-pub fn trigger(signal: Option<i32>) {
+pub(crate) fn trigger(signal: Option<i32>) {
     let reason = match signal.map(Signal::try_from) {
         Some(Ok(sig)) => Reason::Signal(sig),
         // signal-hook only hands over the signals registered, all of which nix names.
@@ -151,29 +151,24 @@ pub fn trigger(signal: Option<i32>) {
     }
 }
 
-pub fn is_interrupted() -> bool {
+pub(crate) fn is_interrupted() -> bool {
     FIRST.reason.get().is_some()
 }
 
 /// A second interruption: terminate without grace periods.
-pub fn is_hard() -> bool {
+pub(crate) fn is_hard() -> bool {
     SECOND.reason.get().is_some()
-}
-
-/// Why the run was first interrupted, if it was.
-pub fn reason() -> Option<Reason> {
-    FIRST.reason.get().copied()
 }
 
 /// A descriptor that becomes readable once `level` is reached, for a waiter's `poll`; never
 /// read it. `None` when no pipe could be created: the waiter then wakes every
 /// [`FALLBACK_POLL`] to look.
-pub fn fd(level: Level) -> Option<BorrowedFd<'static>> {
+pub(crate) fn fd(level: Level) -> Option<BorrowedFd<'static>> {
     latch(level).pipe().map(|(read, _)| read.as_fd())
 }
 
 /// Whether `level` is reached, waiting at most `max` for it (`None`: for ever).
-pub fn wait(level: Level, max: Option<Duration>) -> bool {
+pub(crate) fn wait(level: Level, max: Option<Duration>) -> bool {
     let reached = || latch(level).reason.get().is_some();
     if reached() {
         return true;
@@ -191,7 +186,7 @@ pub fn wait(level: Level, max: Option<Duration>) -> bool {
 
 /// A `poll` timeout of at most `max` (`None`: none), rounded up to the millisecond so a short
 /// wait does not become a busy loop.
-pub fn poll_timeout(max: Option<Duration>) -> PollTimeout {
+pub(crate) fn poll_timeout(max: Option<Duration>) -> PollTimeout {
     match max {
         None => PollTimeout::NONE,
         Some(max) => {
@@ -222,7 +217,7 @@ pub fn install_signal_handlers() -> std::io::Result<()> {
 }
 
 /// What interrupted the run, for its last lines: `None` while it is not interrupted.
-pub fn cause() -> Option<String> {
+pub(crate) fn cause() -> Option<String> {
     if !is_interrupted() {
         return None;
     }
@@ -237,7 +232,7 @@ pub fn cause() -> Option<String> {
 /// stops at the next read instead of running to its end.
 ///
 /// [`RunInterrupted`]: crate::artifact::handoff::RunInterrupted
-pub struct Interruptible<R>(pub R);
+pub(crate) struct Interruptible<R>(pub R);
 
 impl<R: std::io::Read> std::io::Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

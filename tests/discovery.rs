@@ -1,4 +1,4 @@
-//! Discovery edge cases (DESIGN sections 1 and 3), seen through `list`, `backup` and `restore`:
+//! Discovery edge cases (docs/behaviour.md, "Discovery" and "Metadata"), seen through `list`, `backup` and `restore`:
 //! which files are scripts, which jobs count, and how metadata can leave a job out or stop a
 //! run before anything is locked.
 

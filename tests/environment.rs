@@ -1,4 +1,4 @@
-//! What each script sees (DESIGN section 2): exactly its BBR variables and a clean environment,
+//! What each script sees (docs/behaviour.md, "Running a script"): exactly its BBR variables and a clean environment,
 //! sudo's PATH, stdin from /dev/null, the job's directory as working directory and a process
 //! group of its own; through a real backup and restore, through `run`, and the order `plan`
 //! shows.

@@ -1,4 +1,4 @@
-//! Every failure route of DESIGN section 4: which scripts still run, what happens to the store
+//! Every failure route of a workflow (docs/behaviour.md, "Workflows"): which scripts still run, what happens to the store
 //! and the artifact, and the exit code's bits (1 general, 4 lock, 8 unlock, 16 cleanup).
 //!
 //! One VM with three jobs locked in the order api -> db -> blobstore (backup and restore alike);

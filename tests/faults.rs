@@ -1,7 +1,8 @@
-//! Fault injection (DESIGN section 5, "Never left locked" and "One run at a time per VM"): a
-//! signal to a running agent, a second signal, the agent killed with SIGKILL (its journal and
-//! `backup-cleanup`), two runs at once on one VM, the driver vanishing, tampered script files,
-//! a metadata script that floods its output, and a secret in the agent's own environment.
+//! Fault injection (never left locked, one run at a time per VM: docs/behaviour.md, "Signals
+//! and interruption"): a signal to a running agent, a second signal, the agent killed with
+//! SIGKILL (its journal and `backup-cleanup`), two runs at once on one VM, the driver vanishing,
+//! tampered script files, a metadata script that floods its output, and a secret in the agent's
+//! own environment.
 //! docs/reliability.md indexes these tests together with the other fault tests.
 //!
 //! No test leaves a process behind, passed or failed: every agent (or driver) runs in a

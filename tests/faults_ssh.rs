@@ -1,5 +1,5 @@
-//! The driver vanishes mid-backup, through a real sshd (DESIGN section 5, "Never left
-//! locked"): every VM's agent notices that its session ended, ends its backup scripts, runs
+//! The driver vanishes mid-backup, through a real sshd (docs/behaviour.md, "Signals and
+//! interruption": never left locked): every VM's agent notices that its session ended, ends its backup scripts, runs
 //! the unlock scripts of what it locked and removes its store. What "locked" means here is
 //! visible on disk: each lock script creates a marker file and each unlock script removes
 //! it, so a VM left locked is a marker left behind.

@@ -1,4 +1,4 @@
-//! Hostile artifacts (DESIGN section 5): a tar entry with `..`, an absolute path, a link leading
+//! Hostile artifacts (docs/behaviour.md, "The artifact"): a tar entry with `..`, an absolute path, a link leading
 //! outside the job's directory, a hard link to anything but an earlier file, an entry below a
 //! symlink, a name that appears twice, or a special file makes the whole restore fail before
 //! any file is written and before any script runs. So do checksums that do not match the tar

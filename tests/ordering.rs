@@ -1,4 +1,4 @@
-//! Lock order from the jobs' metadata (DESIGN section 3), seen through a real local backup and
+//! Lock order from the jobs' metadata (docs/behaviour.md, "Lock order"), seen through a real local backup and
 //! restore: locks run step by step in the declared order, unlocks in exactly the reverse order,
 //! and a cycle stops the run before anything is locked, naming every job of the cycle.
 

@@ -1,4 +1,4 @@
-//! Script timeouts (DESIGN section 5): on expiry the script's whole process group gets SIGTERM,
+//! Script timeouts (docs/behaviour.md, "Running a script"): on expiry the script's whole process group gets SIGTERM,
 //! then SIGKILL after the grace period, and the workflow goes down its failure path, so unlock
 //! still runs. A script that leaves a daemon holding its output open does not hang the run.
 //!

@@ -9,9 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Write};
-
-use sha2::{Digest, Sha256};
 
 use super::base64;
 
@@ -133,37 +130,6 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Hashes everything written through it before passing it on.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    pub fn finish(self) -> (W, String) {
-        (self.inner, hex(&self.hasher.finalize()))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,17 +170,5 @@ mod tests {
         assert_eq!(name_of_key("!!binary /w=="), None);
         assert_eq!(name_of_key("plain"), None);
         assert_eq!(shown_key(&key(b"caf\xe9")), "./caf\\xe9");
-    }
-
-    #[test]
-    fn hashing_writer_gives_sha256() {
-        let mut w = HashingWriter::new(Vec::new());
-        w.write_all(b"abc").unwrap();
-        let (data, digest) = w.finish();
-        assert_eq!(data, b"abc");
-        assert_eq!(
-            digest,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

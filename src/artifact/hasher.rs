@@ -16,8 +16,8 @@ const CHUNK: usize = 1 << 20;
 const MIN_CHUNK: usize = 64 << 10;
 /// The buffers' bytes, all told: what the hasher may be behind by. Counted in bytes, not
 /// buffers, so that small files (a 64 KiB buffer each, and a message to end each) keep the
-/// hasher as busy as big ones; a count of 4 buffers left it waiting between small files
-/// (12% of the time for 2,048 files of 64 KiB).
+/// hasher as busy as big ones; a count of 4 buffers left it waiting between small files (see
+/// docs/benchmarks.md, "Figures behind the code").
 const BUDGET: usize = 4 * CHUNK;
 
 /// What the hashing thread is told, in stream order.

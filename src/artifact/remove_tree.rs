@@ -1,9 +1,9 @@
 //! Removing a directory tree on several threads: the store at the end of a run.
 //!
 //! Unlinking is kernel work (freeing blocks, dropping cached pages), and a restore store holds
-//! as many files as the artifact: 2,081 files of 512 MiB took 135 ms to `rm -rf` here, and
-//! two `rm -rf`s of its halves side by side 76 to 105 ms. So the tree is cut into pieces a
-//! few levels down, threads take the pieces one by one, and the emptied directories above
+//! as many files as the artifact, and two removals side by side finish sooner than one (see
+//! docs/benchmarks.md, "Figures behind the code"). So the tree is cut into pieces a few levels
+//! down, threads take the pieces one by one, and the emptied directories above
 //! them go last, deepest first.
 //!
 //! Everything below the root is reached through directory descriptors opened with

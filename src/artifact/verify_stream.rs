@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::checksums::Checksums;
 use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
 use super::tar_reader::{TarReadError, read_tar};
-use crate::protocol::framing::exhausted;
+use crate::chunk_stream::{ChunkSource, ChunkStream};
 
 /// Bytes gathered before they are handed on.
 const BATCH: usize = 256 * 1024;
@@ -123,10 +123,7 @@ impl Checker {
     fn start(check: Check, stop: fn() -> bool) -> Checker {
         let (to, rx) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
         let thread = handoff::spawn(stop, move || {
-            let mut input = ChannelReader {
-                rx,
-                chunk: io::Cursor::new(Batch::default()),
-            };
+            let mut input = ChunkStream::from_source(Batches(rx));
             let result = check(&mut input);
             // Take in whatever follows the archive (padding) so the sender never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
@@ -234,20 +231,14 @@ impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
     }
 }
 
-struct ChannelReader {
-    rx: Receiver<Batch>,
-    chunk: io::Cursor<Batch>,
-}
+/// The batches handed to the checker, up to the sender's end.
+struct Batches(Receiver<Batch>);
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while exhausted(&self.chunk) {
-            match self.rx.recv() {
-                Some(chunk) => self.chunk = io::Cursor::new(chunk),
-                None => return Ok(0),
-            }
-        }
-        self.chunk.read(buf)
+impl ChunkSource for Batches {
+    type Chunk = Batch;
+
+    fn next_chunk(&mut self, chunk: &mut Batch) -> io::Result<bool> {
+        Ok(self.0.recv().map(|next| *chunk = next).is_some())
     }
 }
 

@@ -9,8 +9,8 @@
 //! deployments run one after another (BBR runs up to 10 at once), so their output does not
 //! interleave; and the exit code keeps each deployment's bits where BBR's is 1.
 
+use super::context::Context;
 use super::director_deployment::{Login, run_one};
-use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use crate::director::{DirectorError, instances};
 use crate::error::AppError;

@@ -2,7 +2,7 @@
 //! workflows over every VM of a deployment, each reached through its own `bbr-agent serve`
 //! session.
 
-use super::local::Context;
+use super::context::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use super::context::Context;
 use super::deployment::{remote_instances, run_instances_counted};
-use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use crate::director::jumpbox::{Jumpbox, Tunnel};
 use crate::director::releases::WithReleases;

@@ -2,8 +2,8 @@
 //! director mode. The director VM is one instance, `bosh/0`, reached over plain SSH with the
 //! operator's key and host key; the artifact is `<host>_<timestamp>`, as BBR names it.
 
+use super::context::Context;
 use super::deployment::run_targets;
-use super::local::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand, DirectorModeArgs};
 use crate::director::DirectorError;
 use crate::director::jumpbox::Jumpbox;

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::local::Context;
+use super::context::Context;
 use crate::cli::ScriptArgs;
 use crate::contract::ScriptKind;
 use crate::error::AppError;

@@ -1,71 +1,13 @@
 //! The workflows on this VM alone: a deployment of one in-process instance, so a local
 //! backup takes exactly the code path a whole deployment takes.
 
-use std::sync::Arc;
-
+use super::context::Context;
 use super::identity::{local_deployment, local_identity};
 use crate::artifact::backup_dir::BackupDir;
 use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
-use crate::config::AgentConfig;
-use crate::console::Console;
 use crate::error::AppError;
-use crate::instance::{InstanceId, LocalInstance, Overrides, ScriptSettings, local_cleanup_via};
-use crate::layout::Layout;
-use crate::workflow::{self, BackupOptions, Deployment, Outcome, RestoreOptions};
-
-/// What every local command needs.
-pub struct Context {
-    pub layout: Layout,
-    pub config: AgentConfig,
-    /// `--bbr-version`, if given.
-    pub bbr_version: Option<String>,
-    pub console: Arc<Console>,
-}
-
-impl Context {
-    pub fn overrides(&self, scripts: &ScriptArgs) -> Overrides {
-        scripts.overrides(self.bbr_version.clone())
-    }
-
-    pub fn settings(&self, scripts: &ScriptArgs) -> ScriptSettings {
-        ScriptSettings::resolve(&self.config, &self.overrides(scripts))
-    }
-
-    pub fn instance(&self, id: InstanceId, settings: ScriptSettings) -> LocalInstance {
-        LocalInstance::new(
-            id,
-            self.layout.clone(),
-            settings,
-            self.console.script_lines(),
-        )
-    }
-
-    /// The deployment and instance BOSH wrote for this VM, or `local` and `local/0` where it
-    /// wrote none (a command that needs the real names asks for them instead).
-    pub fn local_identity(&self) -> (String, InstanceId) {
-        local_identity(&self.layout, &IdentityArgs::none()).unwrap_or_else(|_| {
-            let id = InstanceId {
-                group: "local".into(),
-                index: "0".into(),
-            };
-            ("local".to_string(), id)
-        })
-    }
-
-    /// This VM as a deployment of one.
-    pub fn deployment(&self, scripts: &ScriptArgs) -> Deployment {
-        let (name, id) = self.local_identity();
-        let instance = self.instance(id, self.settings(scripts));
-        Deployment::new(name, vec![Box::new(instance)])
-    }
-
-    fn report(&self, outcome: &Outcome) -> i32 {
-        for error in &outcome.errors {
-            self.console.error(error);
-        }
-        outcome.exit_code()
-    }
-}
+use crate::instance::{InstanceId, local_cleanup_via};
+use crate::workflow::{self, BackupOptions, Deployment, RestoreOptions};
 
 impl IdentityArgs {
     pub fn none() -> IdentityArgs {

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::local::Context;
+use super::context::Context;
 use crate::cli::{PlanWorkflow, ScriptArgs};
 use crate::contract::{Mode, ScriptKind, Side};
 use crate::error::AppError;

@@ -1,7 +1,7 @@
 //! `run <SCRIPT>`: one kind of script by hand, for the chosen jobs, with exactly the
 //! environment the workflow would give it, output streamed live.
 
-use super::local::Context;
+use super::context::Context;
 use crate::artifact::store::Store;
 use crate::cli::RunArgs;
 use crate::console::Console;

@@ -89,11 +89,6 @@ impl Director {
         &self.url
     }
 
-    /// Tokens granted so far (tests count refreshes).
-    pub fn grants(&self) -> u32 {
-        self.auth.grants()
-    }
-
     /// One authenticated call; a UAA token the director refuses is replaced once.
     fn call(&mut self, path: &str, post: Option<&serde_json::Value>) -> Result<Reply, ApiError> {
         let url = format!("{}{path}", self.url);
@@ -125,11 +120,6 @@ impl Director {
     pub fn get_json<T: DeserializeOwned>(&mut self, path: &str, what: &str) -> Result<T, ApiError> {
         let reply = self.call(path, None)?;
         self.expect_json(reply, what)
-    }
-
-    /// `GET path` as it is: the caller reads a 404 as it must.
-    pub fn get(&mut self, path: &str) -> Result<Reply, ApiError> {
-        self.call(path, None)
     }
 
     pub fn expect_json<T: DeserializeOwned>(

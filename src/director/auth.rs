@@ -81,8 +81,6 @@ pub enum Auth {
         client: String,
         secret: String,
         token: Option<Token>,
-        /// How many tokens were asked for, for the error when a new one is refused too.
-        grants: u32,
     },
 }
 
@@ -122,7 +120,6 @@ impl Auth {
                     client: user.to_string(),
                     secret: secret.to_string(),
                     token: None,
-                    grants: 0,
                 })
             }
             _ => Ok(Auth::Basic {
@@ -165,12 +162,10 @@ impl Auth {
             client,
             secret,
             token,
-            grants,
         } = self
         else {
             return self.header(http);
         };
-        *grants += 1;
         let reply = http.post(
             token_url,
             Some(&basic(client, secret)),
@@ -197,14 +192,6 @@ impl Auth {
         let header = granted.header.clone();
         *token = Some(granted);
         Ok(header)
-    }
-
-    /// How many tokens were granted so far (0 with basic auth).
-    pub fn grants(&self) -> u32 {
-        match self {
-            Auth::Basic { .. } => 0,
-            Auth::Uaa { grants, .. } => *grants,
-        }
     }
 }
 

@@ -124,10 +124,6 @@ impl SshAccess {
         self.dir.path().join("known_hosts")
     }
 
-    pub fn director(&mut self) -> &mut Director {
-        &mut self.director
-    }
-
     /// Asks the director for the temporary user on every instance of each group, one group
     /// after the other as BBR does, and writes the known_hosts file of what it answered.
     pub fn set_up(&mut self, groups: &[String]) -> Result<Vec<Host>, SshAccessError> {

@@ -43,9 +43,6 @@ pub struct Member {
     pub group: String,
     pub index: u32,
     pub id: String,
-    pub ips: Vec<String>,
-    /// The director's bootstrap instance of its group.
-    pub bootstrap: bool,
     pub host: Host,
 }
 
@@ -72,8 +69,6 @@ pub fn members(vms: &[Vm], hosts: &[Host]) -> Result<Vec<Member>, TargetsError> 
                 group: vm.job_name.clone(),
                 index,
                 id: vm.id.clone(),
-                ips: vm.ips.clone(),
-                bootstrap: vm.bootstrap,
                 host: h.clone(),
             })
         })
@@ -191,8 +186,6 @@ mod tests {
             group: "db".into(),
             index: 1,
             id: "3f2c".into(),
-            ips: vec!["10.0.0.7".into()],
-            bootstrap: false,
             host: Host {
                 group: "db".into(),
                 id: "3f2c".into(),
@@ -273,7 +266,7 @@ mod tests {
             bootstrap: true,
         }];
         let m = members(&vms, &[member().host]).unwrap();
-        assert_eq!((m[0].index, m[0].bootstrap), (1, true));
+        assert_eq!(m[0].index, 1);
         assert!(matches!(
             members(&vms, &[member().host, member().host]),
             Err(TargetsError::Twice { .. })

@@ -10,5 +10,4 @@ mod remote;
 pub(crate) mod session_command;
 mod session_watch;
 
-pub use error::SessionError;
 pub use remote::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};

@@ -14,4 +14,4 @@ mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
 pub use process_group::{ChildLeader, Members, NotOurs, ProcessGroup};
-pub use run::{ScriptCommand, ScriptEnd, ScriptOutcome, run_script};
+pub use run::{ScriptCommand, ScriptEnd, run_script};

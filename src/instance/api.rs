@@ -62,7 +62,7 @@ pub struct Description {
     pub store_path: String,
     /// What a run that did not finish left in its journal: locked jobs, running scripts.
     #[serde(default)]
-    pub journal: Option<crate::journal::JournalState>,
+    pub journal: Option<crate::instance::journal::JournalState>,
     /// Only from [`Instance::describe_for_cleanup`]: the jobs whose metadata could not be had.
     /// A job listed in `jobs` too is kept without its metadata (no lock order); one that is
     /// not (its scripts are not trusted) cannot be unlocked.
@@ -195,11 +195,11 @@ pub type ScriptLines = Arc<dyn Fn(&InstanceId, &str, ScriptKind, Stream, &str) +
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
     #[error(transparent)]
-    Discover(#[from] crate::discover::DiscoverError),
+    Discover(#[from] crate::instance::discover::DiscoverError),
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
     #[error(transparent)]
-    Untrusted(#[from] crate::trust::Untrusted),
+    Untrusted(#[from] crate::instance::trust::Untrusted),
     /// A metadata script failed: its report (exit, output tail) is the data the console
     /// shows, here or through a driver.
     #[error("job '{job}': metadata script failed ({}); nothing was locked", report.end.describe())]
@@ -210,7 +210,7 @@ pub enum InstanceError {
     #[error(transparent)]
     Store(#[from] crate::artifact::store::StoreError),
     #[error(transparent)]
-    Busy(#[from] crate::run_lock::RunLockError),
+    Busy(#[from] crate::instance::run_lock::RunLockError),
     #[error("cannot write the run journal: {0}; nothing more is locked without it")]
     Journal(std::io::Error),
     #[error("job '{job}': {source}")]

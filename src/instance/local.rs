@@ -19,14 +19,14 @@ use crate::artifact::store::Store;
 use crate::artifact::tar_writer::TarWriteError;
 use crate::artifact::{Checksums, dir_walk, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
-use crate::discover::{DiscoveredJob, discover};
 use crate::exec::{LineSink, ScriptCommand, ScriptEnd, run_script};
-use crate::journal::{Journal, JournalState, LockedJob};
+use crate::instance::discover::{DiscoveredJob, discover};
+use crate::instance::journal::{Journal, JournalState, LockedJob};
+use crate::instance::run_lock::{self, RunLock};
+use crate::instance::trust::Trust;
 use crate::layout::Layout;
 use crate::metadata;
-use crate::run_lock::{self, RunLock};
 use crate::shell_quote::quote;
-use crate::trust::Trust;
 
 /// Bytes of each stream kept for reports; metadata output beyond it is refused.
 const KEEP_BYTES: usize = 1 << 20;
@@ -151,10 +151,6 @@ impl LocalInstance {
         self.tar_lens.lock().ok()?.get(job).copied()
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     fn store(&self) -> Store {
         Store::new(&self.layout.store)
     }
@@ -209,7 +205,7 @@ impl LocalInstance {
         {
             return not_started(e.to_string());
         }
-        // Last, right before the spawn: the file started is the one judged (src/trust.rs).
+        // Last, right before the spawn: the file started is the one judged (src/instance/trust.rs).
         if let Err(e) = self.trust.verify_script(job, path) {
             return not_started(e.to_string());
         }

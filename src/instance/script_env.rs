@@ -1,4 +1,4 @@
-//! The BBR variables each script kind gets, and nothing else (DESIGN section 2).
+//! The BBR variables each script kind gets, and nothing else (docs/behaviour.md, "Running a script").
 
 use std::path::Path;
 

@@ -2,6 +2,8 @@
 
 use std::io::{self, BufRead, Read, Write};
 
+use crate::chunk_stream::{ChunkSource, ChunkStream};
+
 /// Longest control line accepted, newline excluded.
 pub const MAX_LINE: usize = 4 << 20;
 /// Largest data chunk.
@@ -29,11 +31,6 @@ impl From<FrameError> for io::Error {
             other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
         }
     }
-}
-
-/// Whether everything in the chunk was read.
-pub fn exhausted<T: AsRef<[u8]>>(chunk: &io::Cursor<T>) -> bool {
-    chunk.position() >= chunk.get_ref().as_ref().len() as u64
 }
 
 /// Reads one line (without its newline), refusing one longer than [`MAX_LINE`] without
@@ -70,7 +67,10 @@ pub fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Writes one value as a JSON line and flushes it.
-pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> io::Result<()> {
+pub(crate) fn write_json_line(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
     out.write_all(&line)?;
@@ -78,7 +78,7 @@ pub fn write_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> i
 }
 
 /// Reads the next chunk into `buf`; an empty result is the terminator.
-pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+pub(crate) fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameError> {
     let len = read_chunk_len(input)?;
     buf.resize(len, 0);
     input.read_exact(buf).map_err(|e| match e.kind() {
@@ -89,7 +89,7 @@ pub fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), FrameE
 
 /// Reads one chunk into a new buffer of exactly its length, without zeroing it first: for a
 /// chunk that is handed on to another thread, so no buffer can be reused.
-pub fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+pub(crate) fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameError> {
     let len = read_chunk_len(input)?;
     let mut buf = Vec::with_capacity(len);
     input.take(len as u64).read_to_end(&mut buf)?;
@@ -118,7 +118,7 @@ fn read_chunk_len(input: &mut impl Read) -> Result<usize, FrameError> {
 
 /// A `Write` that sends everything written as data chunks of up to [`MAX_CHUNK`] bytes;
 /// [`ChunkWriter::finish`] sends the terminator.
-pub struct ChunkWriter<W: Write> {
+pub(crate) struct ChunkWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
 }
@@ -177,56 +177,24 @@ impl<W: Write> Write for ChunkWriter<W> {
     }
 }
 
-/// A `Read` over data chunks, ending at the terminator. [`ChunkReader::drain`] skips to it.
-pub struct ChunkReader<'a, R: Read> {
-    input: &'a mut R,
-    chunk: io::Cursor<Vec<u8>>,
-    done: bool,
-}
+/// A `Read` over data chunks, ending at the terminator. [`ChunkStream::drain`] skips to it.
+pub type ChunkReader<'a, R> = ChunkStream<Frames<'a, R>>;
 
 impl<'a, R: Read> ChunkReader<'a, R> {
     pub fn new(input: &'a mut R) -> Self {
-        ChunkReader {
-            input,
-            chunk: io::Cursor::new(Vec::new()),
-            done: false,
-        }
-    }
-
-    fn next_chunk(&mut self) -> Result<(), FrameError> {
-        read_chunk(self.input, self.chunk.get_mut())?;
-        self.chunk.set_position(0);
-        self.done = self.chunk.get_ref().is_empty();
-        Ok(())
-    }
-
-    /// Copies every remaining chunk into `sink`, whole: one write per chunk, no small steps.
-    pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
-        let mut copied = io::copy(&mut self.chunk, sink)?;
-        while !self.done {
-            self.next_chunk()?;
-            sink.write_all(self.chunk.get_ref())?;
-            copied += self.chunk.get_ref().len() as u64;
-            self.chunk.set_position(self.chunk.get_ref().len() as u64);
-        }
-        Ok(copied)
-    }
-
-    /// Reads and drops whatever is left up to the terminator, keeping the stream in step.
-    pub fn drain(&mut self) -> Result<(), FrameError> {
-        while !self.done {
-            self.next_chunk()?;
-        }
-        Ok(())
+        ChunkStream::from_source(Frames(input))
     }
 }
 
-impl<R: Read> Read for ChunkReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while !self.done && exhausted(&self.chunk) {
-            self.next_chunk()?;
-        }
-        self.chunk.read(buf)
+/// The data chunks of a stream, up to the zero-length terminator.
+pub struct Frames<'a, R: Read>(&'a mut R);
+
+impl<R: Read> ChunkSource for Frames<'_, R> {
+    type Chunk = Vec<u8>;
+
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
+        read_chunk(self.0, chunk)?;
+        Ok(!chunk.is_empty())
     }
 }
 

@@ -2,9 +2,9 @@
 //! framing. Knows nothing of processes or files.
 
 pub mod framing;
-pub mod messages;
-pub mod pipes;
+pub(crate) mod messages;
+pub(crate) mod pipes;
 
-pub use messages::{
-    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
-};
+// Public for the integration tests (tests/protocol_fuzz.rs, tests/bring_agent.rs).
+pub use messages::{AgentMessage, PROTOCOL_VERSION};
+pub(crate) use messages::{ErrorCode, HelloResult, Op, Request, WireReport, WireSettings};

@@ -35,7 +35,7 @@ pub enum Input {
 
 /// Starts the reader; the channel closes when the input ends (after the interruption that
 /// follows it, `Input::Interrupted`, is passed on).
-pub fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
+pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
     let wake = tx.clone();

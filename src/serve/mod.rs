@@ -5,4 +5,4 @@ pub mod input;
 mod output_queue;
 mod session;
 
-pub use session::serve;
+pub(crate) use session::serve;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::input::{Input, spawn_reader};
 use super::output_queue::{Output, OutputQueue};
+use crate::chunk_stream::{ChunkSource, ChunkStream};
 use crate::config::AgentConfig;
 use crate::contract::Mode;
 use crate::instance::{
@@ -20,7 +21,7 @@ use crate::instance::{
     ScriptStep,
 };
 use crate::layout::Layout;
-use crate::protocol::framing::{ChunkWriter, exhausted, write_json_line};
+use crate::protocol::framing::{ChunkWriter, write_json_line};
 use crate::protocol::{
     AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
 };
@@ -182,18 +183,18 @@ impl Session {
             }))),
             Op::SendArtifact { job } => self.send_artifact(id, &job),
             Op::ReceiveArtifact { job, checksums } => {
-                let mut reader = DataReader {
+                let mut reader = ChunkStream::from_source(DataChunks {
                     inputs,
-                    chunk: io::Cursor::new(Vec::new()),
-                    done: false,
+                    ended: false,
                     broken: None,
-                };
+                });
                 let r = self
                     .instance()
                     .receive_artifact(&job, &mut reader, &checksums);
                 // Keep the stream in step even when the artifact was refused part-way.
-                self.broken = if reader.done {
-                    reader.broken
+                let data = reader.into_source();
+                self.broken = if data.ended {
+                    data.broken
                 } else {
                     drain_data(inputs)
                 };
@@ -364,23 +365,28 @@ fn drain_data(inputs: &Receiver<Input>) -> Option<String> {
     }
 }
 
-/// A `Read` over the data chunks the reader thread passes on.
-struct DataReader<'a> {
+/// The data chunks the reader thread passes on, up to their terminator.
+struct DataChunks<'a> {
     inputs: &'a Receiver<Input>,
-    chunk: io::Cursor<Vec<u8>>,
-    done: bool,
+    /// The terminator came, or the stream broke before it.
+    ended: bool,
     broken: Option<String>,
 }
 
-impl Read for DataReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while !self.done && exhausted(&self.chunk) {
+impl ChunkSource for DataChunks<'_> {
+    type Chunk = Vec<u8>;
+
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
+        while !self.ended {
             match self.inputs.recv() {
-                Ok(Input::Data(chunk)) => self.chunk = io::Cursor::new(chunk),
-                Ok(Input::DataEnd) => self.done = true,
+                Ok(Input::Data(next)) => {
+                    *chunk = next;
+                    return Ok(true);
+                }
+                Ok(Input::DataEnd) => self.ended = true,
                 Ok(Input::Interrupted) => continue,
                 other => {
-                    self.done = true;
+                    self.ended = true;
                     self.broken = Some(match other {
                         Ok(Input::Broken(e)) => e.to_string(),
                         _ => "the data ended before its terminator".to_string(),
@@ -392,6 +398,6 @@ impl Read for DataReader<'_> {
                 }
             }
         }
-        self.chunk.read(buf)
+        Ok(false)
     }
 }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use super::checks::backup_checks;
 use super::deployment::Deployment;
 use super::drain::drain;
+use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
 use crate::console::Console;
 use crate::contract::{Side, exit_bits};
-use crate::report::{self, RunSummary};
 use crate::timestamp::Utc;
 
 #[derive(Debug, Clone)]
@@ -33,16 +33,14 @@ pub fn backup(
     let (mut outcome, artifact) = run_backup(dep, opts, console);
     outcome.name_cleanup(dep.cleanup_via.as_deref(), "backup-cleanup");
     if let Some(dir) = &artifact {
-        let summary = RunSummary {
-            workflow: "backup",
-            deployment: &dep.name,
-            exit_code: outcome.exit_code(),
-            artifact: Some(dir),
-            errors: &outcome.errors,
-        };
-        if let Err(e) = report::write(dir, "report.html", &summary, &console.records()) {
-            console.warn(e);
-        }
+        write_report(
+            &dir.join("report.html"),
+            "backup",
+            dep,
+            &outcome,
+            dir,
+            console,
+        );
     }
     console.run("backup", &dep.name, Some(outcome.exit_code()));
     (outcome, artifact)
@@ -180,10 +178,4 @@ fn run_backup(
         ));
     }
     (outcome, Some(artifact.path))
-}
-
-fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
-    if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
-        outcome.fail_all(exit_bits::CLEANUP, errors);
-    }
 }

@@ -7,15 +7,16 @@ mod checks;
 mod cleanup;
 mod deployment;
 mod drain;
+mod finish;
 mod one_for_all;
 mod outcome;
 mod parallel;
 mod restore;
 
 pub use backup::{BackupOptions, backup};
-pub use checks::{BackupPlan, backup_checks, pre_backup_check};
+pub use checks::pre_backup_check;
 pub use cleanup::{backup_cleanup, restore_cleanup};
-pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, InstanceFailure, JobRef};
+pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, JobRef};
 pub use one_for_all::OneForAll;
 pub use outcome::{CLEANUP_LINE, Outcome};
 pub use restore::{RestoreOptions, check_complete, restore};

@@ -14,6 +14,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::deployment::{Deployment, JobRef};
+use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
@@ -25,7 +26,6 @@ use crate::contract::{ScriptKind, Side, exit_bits};
 use crate::instance::InstanceId;
 use crate::interrupt::Interruptible;
 use crate::progress::{self, Counted};
-use crate::report::{self, RunSummary};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -51,26 +51,7 @@ pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     let mut outcome = run_restore(dep, opts, console);
     outcome.name_cleanup(dep.cleanup_via.as_deref(), "restore-cleanup");
     if let Some(path) = &opts.report {
-        let summary = RunSummary {
-            workflow: "restore",
-            deployment: &dep.name,
-            exit_code: outcome.exit_code(),
-            artifact: Some(&opts.artifact),
-            errors: &outcome.errors,
-        };
-        let (dir, name) = (
-            path.parent().unwrap_or(std::path::Path::new(".")),
-            path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        );
-        let written = report::write(
-            dir,
-            name.as_deref().unwrap_or("report.html"),
-            &summary,
-            &console.records(),
-        );
-        if let Err(e) = written {
-            console.warn(e);
-        }
+        write_report(path, "restore", dep, &outcome, &opts.artifact, console);
     }
     console.run("restore", &dep.name, Some(outcome.exit_code()));
     outcome
@@ -584,11 +565,5 @@ fn corruption(
                 tar.display()
             )
         }),
-    }
-}
-
-fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
-    if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
-        outcome.fail_all(exit_bits::CLEANUP, errors);
     }
 }

@@ -47,7 +47,7 @@ use std::sync::Mutex;
 use nix::fcntl::{OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
-use crate::discover::DiscoveredJob;
+use crate::instance::discover::DiscoveredJob;
 
 /// As many symlinks as the kernel follows in one path before it gives up (ELOOP).
 const MAX_LINKS: usize = 40;

@@ -1,0 +1,121 @@
+//! Reading a stream that arrives in chunks as one `Read`: the protocol's data frames
+//! (`protocol::framing::ChunkReader`), the data chunks `serve`'s reader thread passes on, and
+//! the batches `artifact::verify_stream`'s checker thread is handed. Each says only how to get
+//! its next chunk ([`ChunkSource`]); [`ChunkStream`] does the reading.
+
+use std::io::{self, Read, Write};
+
+/// Where the chunks come from.
+pub trait ChunkSource {
+    type Chunk: AsRef<[u8]> + Default;
+
+    /// Puts the next chunk in `chunk` (whose old contents are all read) and says whether there
+    /// was one: `false` is the end of the stream. An error leaves the stream where it was.
+    fn next_chunk(&mut self, chunk: &mut Self::Chunk) -> io::Result<bool>;
+}
+
+/// A `Read` over the chunks of a [`ChunkSource`], ending where the source says it ends.
+pub struct ChunkStream<S: ChunkSource> {
+    source: S,
+    chunk: io::Cursor<S::Chunk>,
+    done: bool,
+}
+
+impl<S: ChunkSource> ChunkStream<S> {
+    pub fn from_source(source: S) -> Self {
+        ChunkStream {
+            source,
+            chunk: io::Cursor::new(S::Chunk::default()),
+            done: false,
+        }
+    }
+
+    /// The source, to learn how the stream ended.
+    pub fn into_source(self) -> S {
+        self.source
+    }
+
+    /// Moves to the next chunk; `false` at the end of the stream.
+    fn advance(&mut self) -> io::Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        if self.source.next_chunk(self.chunk.get_mut())? {
+            self.chunk.set_position(0);
+            Ok(true)
+        } else {
+            self.done = true;
+            Ok(false)
+        }
+    }
+
+    /// Copies every remaining chunk into `sink`, whole: one write per chunk, no small steps.
+    pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
+        let mut copied = io::copy(&mut self.chunk, sink)?;
+        while self.advance()? {
+            let chunk = self.chunk.get_ref().as_ref();
+            sink.write_all(chunk)?;
+            copied += chunk.len() as u64;
+            self.chunk.set_position(chunk.len() as u64);
+        }
+        Ok(copied)
+    }
+
+    /// Reads and drops whatever is left up to the end, keeping the stream in step.
+    pub fn drain(&mut self) -> io::Result<()> {
+        while self.advance()? {}
+        Ok(())
+    }
+}
+
+impl<S: ChunkSource> Read for ChunkStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while exhausted(&self.chunk) {
+            if !self.advance()? {
+                break;
+            }
+        }
+        self.chunk.read(buf)
+    }
+}
+
+/// Whether everything in the chunk was read.
+fn exhausted<T: AsRef<[u8]>>(chunk: &io::Cursor<T>) -> bool {
+    chunk.position() >= chunk.get_ref().as_ref().len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks from a list, some of them empty.
+    struct Listed(std::vec::IntoIter<Vec<u8>>);
+
+    impl ChunkSource for Listed {
+        type Chunk = Vec<u8>;
+        fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
+            Ok(self.0.next().map(|next| *chunk = next).is_some())
+        }
+    }
+
+    fn listed(chunks: &[&[u8]]) -> ChunkStream<Listed> {
+        let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+        ChunkStream::from_source(Listed(chunks.into_iter()))
+    }
+
+    #[test]
+    fn reads_across_chunks_and_past_empty_ones() {
+        let mut all = Vec::new();
+        listed(&[b"ab", b"", b"c", b"def"])
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, b"abcdef");
+        let mut stream = listed(&[b"ab", b"", b"cde"]);
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(stream.copy_to(&mut rest).unwrap(), 4);
+        assert_eq!((&first, &rest[..]), (b"a", &b"bcde"[..]));
+        assert_eq!(stream.read(&mut first).unwrap(), 0);
+    }
+}

@@ -1,0 +1,49 @@
+//! What every workflow does last: remove the stores it made on the VMs, and write the run
+//! report.
+
+use std::path::Path;
+
+use super::deployment::Deployment;
+use super::outcome::Outcome;
+use crate::console::Console;
+use crate::contract::exit_bits;
+use crate::report::{self, RunSummary};
+
+/// Removes every VM's store; one that cannot be removed is a cleanup failure.
+pub(super) fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
+    if let Err(errors) = dep.each_instance(|i| i.remove_store()) {
+        outcome.fail_all(exit_bits::CLEANUP, errors);
+    }
+}
+
+/// Writes the HTML run report as `path`; one that cannot be written is a warning, not a
+/// failed run.
+pub(super) fn write_report(
+    path: &Path,
+    workflow: &str,
+    dep: &Deployment,
+    outcome: &Outcome,
+    artifact: &Path,
+    console: &Console,
+) {
+    let summary = RunSummary {
+        workflow,
+        deployment: &dep.name,
+        exit_code: outcome.exit_code(),
+        artifact: Some(artifact),
+        errors: &outcome.errors,
+    };
+    let (dir, name) = (
+        path.parent().unwrap_or(Path::new(".")),
+        path.file_name().map(|n| n.to_string_lossy().into_owned()),
+    );
+    let written = report::write(
+        dir,
+        name.as_deref().unwrap_or("report.html"),
+        &summary,
+        &console.records(),
+    );
+    if let Err(e) = written {
+        console.warn(e);
+    }
+}
