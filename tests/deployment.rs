@@ -217,6 +217,30 @@ fn a_corrupted_tar_stops_the_restore_before_any_script_on_any_vm() {
     );
 }
 
+/// ssh's last words ("Host key verification failed.") can reach its stderr after its stdout
+/// has closed: the error waits for the end of that pipe rather than a fixed moment, so what it
+/// says does not depend on how busy the machine is.
+#[test]
+fn the_last_words_of_a_session_on_stderr_after_its_output_closed_are_in_the_error() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "blob" {
+            "exec >&-; sleep 0.5; echo 'Host key verification failed.' >&2; exit 255".to_string()
+        } else {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        }
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0: cannot reach the agent")
+        .assert_stderr_contains("the VM's SSH host key is not the one expected");
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing may be locked: {:?}",
+        fleet.calls()
+    );
+}
+
 #[test]
 fn an_unreachable_vm_stops_the_run_before_anything_is_locked() {
     let fleet = three_vm_fleet();

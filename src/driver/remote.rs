@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ struct Connection {
     /// interruption or when `hello` is not answered in time (see `session_watch`).
     from_agent: BufReader<SessionOutput>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected when the stderr thread has read its pipe to the end.
+    stderr_done: mpsc::Receiver<()>,
 }
 
 impl RemoteInstance {
@@ -131,7 +133,9 @@ impl RemoteInstance {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr;
         let tail = Arc::clone(&stderr);
+        let (stderr_ends, stderr_done) = mpsc::channel::<()>();
         thread::spawn(move || {
+            let _ends = stderr_ends;
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -155,6 +159,7 @@ impl RemoteInstance {
                 SessionOutput::new(from_agent, child.pid, deadline),
             ),
             stderr,
+            stderr_done,
         });
         if let Some(bring) = self.bring.clone() {
             let conn = self.conn.as_mut().expect("just connected");
@@ -318,8 +323,9 @@ impl RemoteInstance {
                 conn.from_agent
                     .get_mut()
                     .wait_or_kill(Duration::from_secs(2));
-                // Give the stderr thread a moment to take the last words.
-                thread::sleep(Duration::from_millis(50));
+                // The last words (ssh's "Host key verification failed") may still be in the
+                // pipe: wait for its end, bounded, as a stray child may hold it open.
+                let _ = conn.stderr_done.recv_timeout(Duration::from_secs(2));
                 let kept = conn.stderr.lock().expect("stderr lock");
                 String::from_utf8_lossy(&kept).trim().to_string()
             }
