@@ -82,7 +82,8 @@ pub struct Ticket {
     had_company: bool,
     /// Its start time, if `/proc` showed it.
     start: Option<u64>,
-    /// The agent's children when it started: orphans left before, never its own.
+    /// The agent's children when it started: orphans left before, never its own. Looked
+    /// at only for a script without a cgroup (empty otherwise: not needed then).
     earlier: HashSet<i32>,
     /// Its cgroup, where it has one: then its members are exactly what it started.
     cgroup: Option<ScriptCgroup>,
@@ -104,8 +105,17 @@ pub fn start_script<T, E>(
         }
     });
     let mut registry = registry();
-    let earlier: HashSet<i32> = own_children().into_iter().collect();
-    let (child, cgroup) = ScriptCgroup::spawn_into(spawn);
+    // The agent's earlier children matter only to a script without a cgroup (`descendants`):
+    // a look at them costs a read of every thread's `children` list, so one born in a
+    // cgroup starts without it.
+    let ((child, earlier), cgroup) = ScriptCgroup::spawn_into(|in_cgroup| {
+        let earlier: HashSet<i32> = if in_cgroup {
+            HashSet::new()
+        } else {
+            own_children().into_iter().collect()
+        };
+        (spawn(), earlier)
+    });
     let child = match child {
         Ok(child) => child,
         Err(e) => {
@@ -205,6 +215,8 @@ pub fn reap_orphans() {
 /// This process's children: from each thread's `children` list (a few small files), or,
 /// where the kernel has none (no `CONFIG_PROC_CHILDREN`), from the whole process table.
 fn own_children() -> Vec<i32> {
+    #[cfg(test)]
+    tests::CHILDREN_LOOKS.with(|n| n.set(n.get() + 1));
     let mut found = None;
     if let Ok(tasks) = fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -300,6 +312,43 @@ fn parse_stat(stat: &[u8]) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many times this thread looked at the agent's children (`own_children`).
+        pub(super) static CHILDREN_LOOKS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A script born in a cgroup starts without reading every thread's `children` list (a
+    /// few system calls per thread, before every script of a fleet); one without a cgroup
+    /// still does, since its descendants are then found through the agent's children.
+    #[test]
+    fn only_a_script_without_a_cgroup_starts_with_a_look_at_the_agents_children() {
+        let before = CHILDREN_LOOKS.with(Cell::get);
+        let (mut child, ticket) = start_script(
+            || std::process::Command::new("true").spawn(),
+            |c| c.id() as i32,
+        )
+        .expect("spawn true");
+        let looks = CHILDREN_LOOKS.with(Cell::get) - before;
+        let in_cgroup = ticket.cgroup.is_some();
+        let earlier = ticket.earlier.len();
+        let _ = child.wait();
+        ticket.finished();
+        if in_cgroup {
+            assert_eq!(
+                looks, 0,
+                "a script born in its cgroup: no look at the children"
+            );
+            assert_eq!(earlier, 0);
+        } else {
+            eprintln!("no cgroup here: the fallback looks at the agent's children");
+            assert_eq!(
+                looks, 1,
+                "a script without a cgroup: one look before its spawn"
+            );
+        }
+    }
 
     #[test]
     fn stat_is_parsed_from_the_last_parenthesis() {
