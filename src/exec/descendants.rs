@@ -21,8 +21,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::sync::{Mutex, MutexGuard, Once};
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::cgroup::{self, ScriptCgroup};
@@ -204,6 +205,15 @@ impl Ticket {
 /// Waits for every zombie child of this process that is not a running script's leader:
 /// orphans reparented to it that have exited.
 pub fn reap_orphans() {
+    // No zombie child at all, the usual case: nothing to reap, and no need to read every
+    // thread's `children` list. `WNOWAIT` leaves whatever it finds to be waited for.
+    match waitid(
+        Id::All,
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+        _ => {}
+    }
     let registry = registry();
     for pid in own_children() {
         if !registry.running.contains(&pid) && read_stat(pid).is_some_and(|s| s.zombie) {
@@ -317,6 +327,42 @@ mod tests {
     thread_local! {
         /// How many times this thread looked at the agent's children (`own_children`).
         pub(super) static CHILDREN_LOOKS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// With no zombie child, `reap_orphans` does not read every thread's `children` list
+    /// (it did after every script). Other tests' children may be zombies for a moment, so
+    /// of many tries one without a look is enough.
+    #[test]
+    fn reaping_orphans_without_a_zombie_child_does_not_look_at_the_children() {
+        let mut fewest = u32::MAX;
+        for _ in 0..50 {
+            let before = CHILDREN_LOOKS.with(Cell::get);
+            reap_orphans();
+            fewest = fewest.min(CHILDREN_LOOKS.with(Cell::get) - before);
+            if fewest == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(fewest, 0, "every reap read the children lists");
+    }
+
+    /// A zombie orphan is still found and reaped: a child this process did not register
+    /// as a script, exited and not waited for.
+    #[test]
+    fn reaping_orphans_reaps_a_zombie_that_is_not_a_script() {
+        let child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !read_stat(pid).is_some_and(|s| s.zombie) {
+            assert!(std::time::Instant::now() < deadline, "true did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        reap_orphans();
+        assert!(read_stat(pid).is_none(), "the zombie {pid} was not reaped");
+        drop(child);
     }
 
     /// A script born in a cgroup starts without reading every thread's `children` list (a
