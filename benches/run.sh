@@ -12,7 +12,15 @@
 # image BENCH_DIR/fs.img, loop-mounted with direct I/O, as root; dir: in BENCH_DIR/files on
 # whatever filesystem that is; default: loop when it can be mounted, else dir), SKIP_BUILD=1
 # (use the binary as built), SKIP_4G=1, PROFILE=1 (also record a `perf record -e cpu-clock`
-# profile of one drain and one restore into BENCH_DIR/profile).
+# profile of one drain and one restore into BENCH_DIR/profile), FLEET_SIZES (e.g. "10 100 300
+# 1000"), BEFORE_AGENT=PATH (another build of bbr-agent, e.g. the last commit's: the fleet runs
+# it too, alternating with this one, as "before"), SKIP_BBR=1 (no bbrlocal), BBR_REFERENCE
+# (where BBR's own code is, default ../shared/bbr-reference).
+#
+# BBR's own code: `bbrlocal` from $BBR_REFERENCE (its build.sh builds it with Debian's Go,
+# installing what it lacks, and caches it under ~/.cache/bbr-reference) backs up and restores
+# the same VM tree through BBR's orchestrator and its real SSH client (`--transport ssh`), in
+# the same alternation as bbr-agent. It needs root (a mount namespace per VM).
 #
 # It prints a table of medians and ratios and writes it to BENCH_DIR/results.md; every raw
 # timing is in BENCH_DIR/results.tsv (name, run, wall ns, CPU ns; run 0 is the warm-up).
@@ -26,12 +34,12 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
   RUNS=${RUNS:-3}
   SCALE=8          # the data set is 512 MiB / 8 = 64 MiB
-  FLEET_SIZES="10 20"
+  FLEET_SIZES=${FLEET_SIZES:-"10 20"}
   SKIP_4G=1
 else
   RUNS=${RUNS:-5}
   SCALE=1
-  FLEET_SIZES="10 100 300"
+  FLEET_SIZES=${FLEET_SIZES:-"10 100 300"}
   SKIP_4G=${SKIP_4G:-0}
 fi
 WORK=${BENCH_DIR:-$REPO/target/bench}
@@ -75,9 +83,24 @@ for m in map(json.loads, sys.stdin):
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "bbr-agent":
         print(m["executable"])' | tail -1)
 else
-  AGENT=$(ls -t "$REPO"/target/release/bbr-agent "$REPO"/target/*-*-*/release/bbr-agent 2>/dev/null | head -1)
+  AGENT=$(ls -t "$REPO"/target/release/bbr-agent "$REPO"/target/*-*-*/release/bbr-agent 2>/dev/null | head -1 || true)
 fi
 [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] || { echo "benches/run.sh: no release binary of bbr-agent found" >&2; exit 2; }
+BEFORE_AGENT=${BEFORE_AGENT:-}
+[ -z "$BEFORE_AGENT" ] || [ -x "$BEFORE_AGENT" ] || { echo "benches/run.sh: BEFORE_AGENT=$BEFORE_AGENT is not an executable" >&2; exit 2; }
+
+# BBR's own code, built once by its build script (the last line of its output is the binary).
+BBRLOCAL=
+BBR_REFERENCE=${BBR_REFERENCE:-$REPO/../shared/bbr-reference}
+if [ "${SKIP_BBR:-0}" != 1 ]; then
+  if [ "$(id -u)" = 0 ] && [ -x "$BBR_REFERENCE/build.sh" ]; then
+    say "building bbrlocal (BBR's own code) with $BBR_REFERENCE/build.sh"
+    BBRLOCAL=$("$BBR_REFERENCE/build.sh" | tail -n 1) || BBRLOCAL=
+    [ -n "$BBRLOCAL" ] && [ -x "$BBRLOCAL" ] || { say "bbrlocal could not be built; carrying on without it"; BBRLOCAL=; }
+  else
+    say "no bbrlocal: it needs root and $BBR_REFERENCE/build.sh"
+  fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Where the files live
@@ -271,6 +294,8 @@ PY
   echo "sha_ni in /proc/cpuinfo: $(grep -o -m1 'sha_ni' /proc/cpuinfo || echo no)"
   echo "sha2 crate: $(cargo tree -q -e features -i sha2 2>/dev/null | head -1 || echo '?'); features: $(cargo tree -q -e features -i sha2 2>/dev/null | sed -n 's/.*sha2 feature "\([^"]*\)".*/\1/p' | sort -u | paste -sd, -)"
   echo "SHA-NI instructions (sha256rnds2) in the binary: $(objdump -d "$AGENT" 2>/dev/null | grep -c sha256rnds2 || true)"
+  echo "BBR's own code: ${BBRLOCAL:-not run}$( [ -n "$BBRLOCAL" ] && [ -f "$(dirname "$BBRLOCAL")/bbr-src.commit" ] && echo " (BBR at $(cut -c1-12 "$(dirname "$BBRLOCAL")/bbr-src.commit"), $(go version 2>/dev/null | cut -d' ' -f3))")"
+  [ -z "$BEFORE_AGENT" ] || echo "fleet before/after: before = $BEFORE_AGENT"
   echo "tools: $(tar --version | head -1); $(openssl version); Python $(python3 -c 'import sys; print(sys.version.split()[0])'); shasum $(shasum --version)"
 } > "$FACTS"
 
@@ -296,16 +321,20 @@ mkdir -p "$EMPTY"
 DATA_FILES=$(find "$DATA" -type f | wc -l)
 DATA_BYTES=$(du -sb "$DATA" | cut -f1)
 
-# A VM whose one job, bench, copies (hard-links) $2 into its artifact directory and whose
-# restore script does nothing.
+# A VM whose one job, bench, hard-links its data, a hard-linked copy of $2 inside the VM tree
+# (var/vcap/store/bench-src), into its artifact directory, and whose restore script does
+# nothing. The data is inside the tree and found from the script's own path because bbrlocal
+# runs the script in a mount namespace with the tree bind-mounted on /var/vcap, and hard links
+# cannot cross into a bind mount.
 make_vm() {
   local vm=$1 src=$2
   local bbr=$vm/var/vcap/jobs/bench/bin/bbr
   rm -rf "$vm"
-  mkdir -p "$bbr" "$vm/var/vcap/instance"
+  mkdir -p "$bbr" "$vm/var/vcap/instance" "$vm/var/vcap/store"
+  cp -al "$src" "$vm/var/vcap/store/bench-src"
   echo acme > "$vm/var/vcap/instance/deployment"
   echo bench > "$vm/var/vcap/instance/name"
-  printf '#!/bin/sh\nexec cp -al %s/. "$BBR_ARTIFACT_DIRECTORY"\n' "$src" > "$bbr/backup"
+  printf '#!/bin/sh\nexec cp -al "$(dirname "$0")/../../../../store/bench-src/." "$BBR_ARTIFACT_DIRECTORY"\n' > "$bbr/backup"
   printf '#!/bin/sh\nexit 0\n' > "$bbr/restore"
   chmod 755 "$bbr/backup" "$bbr/restore"
 }
@@ -325,6 +354,13 @@ inventory "$WORK/inv-empty.yml" "$F/vm-empty"
 backup() { mkdir -p "$2" && "$AGENT" deployment --inventory "$1" backup --artifact-path "$2"; }
 restore() { "$AGENT" deployment --inventory "$1" restore --artifact-path "$2"; }
 one_artifact() { find "$1" -mindepth 1 -maxdepth 1 -type d | head -1; }
+# BBR's own code on the same VM, through its SSH client and an in-process SSH server.
+bbr_backup() { mkdir -p "$2" && "$BBRLOCAL" backup --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
+bbr_restore() { "$BBRLOCAL" restore --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
+# The machine's floor for an artifact: hashing it once on one core, and writing it once with
+# fsync; each timed alone, and the larger of the two is the floor.
+floor_sha() { openssl dgst -sha256 "$1" > /dev/null; }
+floor_dd() { dd if="$1" of="$2" bs=1M conv=fsync status=none; }
 
 # The artifacts the restore runs read: made once by bbr-agent itself.
 make_artifact() {
@@ -343,6 +379,14 @@ make_artifact "$WORK/inv-empty.yml" "$F/restore-empty"
 RESTORE_DATA=$(one_artifact "$F/restore-data")
 RESTORE_EMPTY=$(one_artifact "$F/restore-empty")
 RESTORE_TAR=$RESTORE_DATA/bench-0-bench.tar
+# BBR restores an artifact made by its own backup.
+BBR_RESTORE_DATA=
+if [ -n "$BBRLOCAL" ]; then
+  rm -rf "$F/restore-bbr"
+  bbr_backup "$F/vm-data" "$F/restore-bbr" > "$LOGS/make-restore-bbr.log" 2>&1 ||
+    { cat "$LOGS/make-restore-bbr.log" >&2; exit 1; }
+  BBR_RESTORE_DATA=$(one_artifact "$F/restore-bbr")
+fi
 
 # The baselines' own places.
 B=$ART/baseline
@@ -371,6 +415,16 @@ for RUN in $(seq 0 "$RUNS"); do
 
   timed agent_backup_empty backup "$WORK/inv-empty.yml" "$ART/agent"
   rm -rf "$ART/agent"
+  settle
+
+  if [ -n "$BBRLOCAL" ]; then
+    timed bbrlocal_backup bbr_backup "$F/vm-data" "$ART/bbr"
+    rm -rf "$ART/bbr"
+    settle
+  fi
+  timed floor_sha floor_sha "$RESTORE_TAR"
+  timed floor_dd floor_dd "$RESTORE_TAR" "$B/floor.tar"
+  rm -f "$B/floor.tar"
   settle
 
   # The backup script's own work, measured alone: a hard-link copy of the data set.
@@ -408,6 +462,15 @@ for RUN in $(seq 0 "$RUNS"); do
   settle
 
   timed agent_restore_empty restore "$WORK/inv-empty.yml" "$RESTORE_EMPTY"
+  settle
+
+  if [ -n "$BBRLOCAL" ]; then
+    timed bbrlocal_restore bbr_restore "$F/vm-data" "$BBR_RESTORE_DATA"
+    settle
+  fi
+  timed floor_sha_r floor_sha "$RESTORE_TAR"
+  timed floor_dd_r floor_dd "$RESTORE_TAR" "$B/floor.tar"
+  rm -f "$B/floor.tar"
   settle
 
   mkdir -p "$B/restored"
@@ -518,6 +581,7 @@ for n in $FLEET_SIZES; do
       printf -- "- group: vm\n  index: %d\n  command: '%s --root %s serve'\n" "$i" "$AGENT" "$FLEET/vm-$i"
     done
   } > "$WORK/inv-fleet-$n.yml"
+  [ -z "$BEFORE_AGENT" ] || sed "s#command: '$AGENT #command: '$BEFORE_AGENT #" "$WORK/inv-fleet-$n.yml" > "$WORK/inv-fleet-before-$n.yml"
 done
 
 # BBR's order, one script at a time: every lock, every backup, every unlock.
@@ -540,6 +604,12 @@ for n in $FLEET_SIZES; do
     timed "fleet_agent_$n" "$AGENT" deployment --inventory "$WORK/inv-fleet-$n.yml" \
       --max-in-flight "$MAX_IN_FLIGHT" backup --artifact-path "$ART/fleet"
     rm -rf "$ART/fleet"
+    if [ -n "$BEFORE_AGENT" ]; then
+      mkdir -p "$ART/fleet"
+      timed "fleet_before_$n" "$BEFORE_AGENT" deployment --inventory "$WORK/inv-fleet-before-$n.yml" \
+        --max-in-flight "$MAX_IN_FLIGHT" backup --artifact-path "$ART/fleet"
+      rm -rf "$ART/fleet"
+    fi
     timed "fleet_loop_$n" script_loop "$n"
   done
 done
@@ -680,6 +750,45 @@ def section(rows, derived):
         p(f"| **{label}** | **{s(w)}** | | {s(c)} | {rate(w)} |")
     p("")
 
+def per_run_max(names, table=wall):
+    """The median over runs of the larger of several measures taken in the same run."""
+    keys = set.intersection(*(set(k for k in table[n] if k > 0) for n in names))
+    return statistics.median(max(table[n][k] for n in names) for k in keys) if keys else 0
+
+# 0. Beside BBR's own code (issue 17)
+floor_b, floor_r = per_run_max(["floor_sha", "floor_dd"]), per_run_max(["floor_sha_r", "floor_dd_r"])
+ab, bb = med("agent_backup"), med("bbrlocal_backup")
+ar, br = med("agent_restore"), med("bbrlocal_restore")
+p(f"### 0. Beside BBR's own code: {size} data set, whole commands, {len(measured(wall, 'agent_backup'))} measured runs\n")
+p("bbr-agent `deployment` over the local `serve` transport; BBR's own orchestrator, instance and")
+p("SSH code (`bbrlocal --transport ssh`, an in-process SSH server per VM) on the same VM tree.")
+p("The floor is the larger of `openssl dgst -sha256` of the artifact's tar and `dd conv=fsync`")
+p("of it, both timed in the same run.\n")
+section([
+    ("bbr-agent `deployment backup`", "agent_backup"),
+    ("BBR: `bbrlocal backup --transport ssh`", "bbrlocal_backup"),
+    ("bbr-agent `deployment restore`", "agent_restore"),
+    ("BBR: `bbrlocal restore --transport ssh` (of its own artifact)", "bbrlocal_restore"),
+    ("floor: `openssl dgst -sha256` of the tar (backup part)", "floor_sha"),
+    ("floor: `dd conv=fsync` of the tar (backup part)", "floor_dd"),
+    ("floor: `openssl dgst -sha256` of the tar (restore part)", "floor_sha_r"),
+    ("floor: `dd conv=fsync` of the tar (restore part)", "floor_dd_r"),
+], [
+    ("the machine's floor, backup part (max of the two, per run)", floor_b, 0),
+    ("the machine's floor, restore part (max of the two, per run)", floor_r, 0),
+])
+def meets(v, ok):
+    return "n/a" if not v else ("yes" if ok(v) else "NO")
+p("| ratio | value | target | met |")
+p("|---|---:|---:|---|")
+p(f"| BBR backup / bbr-agent backup | {ratio(bb, ab)} | >= 10x | {meets(ab and bb and bb / ab, lambda v: v >= 10)} |")
+p(f"| bbr-agent backup / floor | {ratio(ab, floor_b)} | <= 1.25x | {meets(ab and floor_b and ab / floor_b, lambda v: v <= 1.25)} |")
+p(f"| BBR restore / bbr-agent restore | {ratio(br, ar)} | >= 6x | {meets(ar and br and br / ar, lambda v: v >= 6)} |")
+p(f"| bbr-agent restore / floor | {ratio(ar, floor_r)} | <= 1.5x | {meets(ar and floor_r and ar / floor_r, lambda v: v <= 1.5)} |")
+p(f"| CPU: BBR backup / bbr-agent backup (both ends) | {ratio(med('bbrlocal_backup', cpu), med('agent_backup', cpu))} | (context) | |")
+p(f"| CPU: BBR restore / bbr-agent restore (both ends) | {ratio(med('bbrlocal_restore', cpu), med('agent_restore', cpu))} | (context) | |")
+p("")
+
 # 1. Drain
 full, empty = med("agent_backup"), med("agent_backup_empty")
 drain = full - empty
@@ -785,6 +894,15 @@ for n in fleet.split():
     p(f"| {n} | {int(n) * 9} | {s(a)} ({spread(f'fleet_agent_{n}')}) | {s(med(f'fleet_agent_{n}', cpu))} "
       f"| {s(l)} ({spread(f'fleet_loop_{n}')}) | {s(med(f'fleet_loop_{n}', cpu))} | {ratio(l, a)} |")
 p("")
+if any(wall.get(f"fleet_before_{n}") for n in fleet.split()):
+    p("Before/after, alternating in the same runs (before = `BEFORE_AGENT`):\n")
+    p("| VMs | before: wall | its CPU | after: wall | its CPU | before / after (wall) | (CPU) |")
+    p("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in fleet.split():
+        b, a = f"fleet_before_{n}", f"fleet_agent_{n}"
+        p(f"| {n} | {s(med(b))} ({spread(b)}) | {s(med(b, cpu))} | {s(med(a))} ({spread(a)}) | {s(med(a, cpu))} "
+          f"| {ratio(med(b), med(a))} | {ratio(med(b, cpu), med(a, cpu))} |")
+    p("")
 
 # 5. Start-up
 lst = measured(wall, "startup_list")

@@ -133,11 +133,12 @@ pub struct ScriptCgroup {
 
 impl ScriptCgroup {
     /// Runs `spawn` so that its child is born in a new cgroup of its own; `None` with the
-    /// spawn's result when there is none to be had. The caller holds the spawn lock: this
-    /// process is in the new cgroup while `spawn` runs.
-    pub fn spawn_into<T>(spawn: impl FnOnce() -> T) -> (T, Option<ScriptCgroup>) {
+    /// spawn's result when there is none to be had. `spawn` is told which: `true` when its
+    /// child is born in the cgroup (then the result is `Some`). The caller holds the spawn
+    /// lock: this process is in the new cgroup while `spawn` runs.
+    pub fn spawn_into<T>(spawn: impl FnOnce(bool) -> T) -> (T, Option<ScriptCgroup>) {
         let Some(home) = home() else {
-            return (spawn(), None);
+            return (spawn(false), None);
         };
         let dir = home
             .ours
@@ -145,13 +146,13 @@ impl ScriptCgroup {
         let me = std::process::id().to_string();
         // `_all`: the agent's directory goes whenever no script holds a cgroup in it.
         if fs::create_dir_all(&dir).is_err() {
-            return (spawn(), None);
+            return (spawn(false), None);
         }
         if fs::write(dir.join("cgroup.procs"), &me).is_err() {
             let _ = fs::remove_dir(&dir);
-            return (spawn(), None);
+            return (spawn(false), None);
         }
-        let spawned = spawn();
+        let spawned = spawn(true);
         // Back home; tried twice, since staying would put the agent in the script's cgroup
         // (its members are signalled one by one, the agent never among them).
         let back = fs::write(home.own.join("cgroup.procs"), &me)

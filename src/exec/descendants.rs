@@ -21,8 +21,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::sync::{Mutex, MutexGuard, Once};
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::cgroup::{self, ScriptCgroup};
@@ -82,7 +83,8 @@ pub struct Ticket {
     had_company: bool,
     /// Its start time, if `/proc` showed it.
     start: Option<u64>,
-    /// The agent's children when it started: orphans left before, never its own.
+    /// The agent's children when it started: orphans left before, never its own. Looked
+    /// at only for a script without a cgroup (empty otherwise: not needed then).
     earlier: HashSet<i32>,
     /// Its cgroup, where it has one: then its members are exactly what it started.
     cgroup: Option<ScriptCgroup>,
@@ -104,8 +106,17 @@ pub fn start_script<T, E>(
         }
     });
     let mut registry = registry();
-    let earlier: HashSet<i32> = own_children().into_iter().collect();
-    let (child, cgroup) = ScriptCgroup::spawn_into(spawn);
+    // The agent's earlier children matter only to a script without a cgroup (`descendants`):
+    // a look at them costs a read of every thread's `children` list, so one born in a
+    // cgroup starts without it.
+    let ((child, earlier), cgroup) = ScriptCgroup::spawn_into(|in_cgroup| {
+        let earlier: HashSet<i32> = if in_cgroup {
+            HashSet::new()
+        } else {
+            own_children().into_iter().collect()
+        };
+        (spawn(), earlier)
+    });
     let child = match child {
         Ok(child) => child,
         Err(e) => {
@@ -194,6 +205,15 @@ impl Ticket {
 /// Waits for every zombie child of this process that is not a running script's leader:
 /// orphans reparented to it that have exited.
 pub fn reap_orphans() {
+    // No zombie child at all, the usual case: nothing to reap, and no need to read every
+    // thread's `children` list. `WNOWAIT` leaves whatever it finds to be waited for.
+    match waitid(
+        Id::All,
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+        _ => {}
+    }
     let registry = registry();
     for pid in own_children() {
         if !registry.running.contains(&pid) && read_stat(pid).is_some_and(|s| s.zombie) {
@@ -205,6 +225,8 @@ pub fn reap_orphans() {
 /// This process's children: from each thread's `children` list (a few small files), or,
 /// where the kernel has none (no `CONFIG_PROC_CHILDREN`), from the whole process table.
 fn own_children() -> Vec<i32> {
+    #[cfg(test)]
+    tests::CHILDREN_LOOKS.with(|n| n.set(n.get() + 1));
     let mut found = None;
     if let Ok(tasks) = fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
@@ -300,6 +322,79 @@ fn parse_stat(stat: &[u8]) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many times this thread looked at the agent's children (`own_children`).
+        pub(super) static CHILDREN_LOOKS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// With no zombie child, `reap_orphans` does not read every thread's `children` list
+    /// (it did after every script). Other tests' children may be zombies for a moment, so
+    /// of many tries one without a look is enough.
+    #[test]
+    fn reaping_orphans_without_a_zombie_child_does_not_look_at_the_children() {
+        let mut fewest = u32::MAX;
+        for _ in 0..50 {
+            let before = CHILDREN_LOOKS.with(Cell::get);
+            reap_orphans();
+            fewest = fewest.min(CHILDREN_LOOKS.with(Cell::get) - before);
+            if fewest == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(fewest, 0, "every reap read the children lists");
+    }
+
+    /// A zombie orphan is still found and reaped: a child this process did not register
+    /// as a script, exited and not waited for.
+    #[test]
+    fn reaping_orphans_reaps_a_zombie_that_is_not_a_script() {
+        let child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !read_stat(pid).is_some_and(|s| s.zombie) {
+            assert!(std::time::Instant::now() < deadline, "true did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        reap_orphans();
+        assert!(read_stat(pid).is_none(), "the zombie {pid} was not reaped");
+        drop(child);
+    }
+
+    /// A script born in a cgroup starts without reading every thread's `children` list (a
+    /// few system calls per thread, before every script of a fleet); one without a cgroup
+    /// still does, since its descendants are then found through the agent's children.
+    #[test]
+    fn only_a_script_without_a_cgroup_starts_with_a_look_at_the_agents_children() {
+        let before = CHILDREN_LOOKS.with(Cell::get);
+        let (mut child, ticket) = start_script(
+            || std::process::Command::new("true").spawn(),
+            |c| c.id() as i32,
+        )
+        .expect("spawn true");
+        let looks = CHILDREN_LOOKS.with(Cell::get) - before;
+        let in_cgroup = ticket.cgroup.is_some();
+        let earlier = ticket.earlier.len();
+        let _ = child.wait();
+        ticket.finished();
+        if in_cgroup {
+            assert_eq!(
+                looks, 0,
+                "a script born in its cgroup: no look at the children"
+            );
+            assert_eq!(earlier, 0);
+        } else {
+            eprintln!("no cgroup here: the fallback looks at the agent's children");
+            assert_eq!(
+                looks, 1,
+                "a script without a cgroup: one look before its spawn"
+            );
+        }
+    }
 
     #[test]
     fn stat_is_parsed_from_the_last_parenthesis() {
