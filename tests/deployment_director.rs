@@ -1197,7 +1197,15 @@ fn bosh_all_proxy_takes_the_api_and_every_vm_through_the_jumpbox() {
         };
         let ended: Vec<String> = log
             .lines()
-            .filter(|l| l.starts_with("Connection closed by") || l.starts_with("Disconnected from"))
+            .filter(|l| {
+                [
+                    "Connection closed by",
+                    "Connection reset by",
+                    "Disconnected from",
+                ]
+                .iter()
+                .any(|s| l.starts_with(s))
+            })
             .filter_map(port_of)
             .collect();
         log.lines()

@@ -287,7 +287,23 @@ impl Tunnel {
 }
 
 impl Drop for Tunnel {
+    /// SIGTERM first, so that ssh says goodbye to the jumpbox (a SIGKILLed client leaves the
+    /// jumpbox a reset connection); SIGKILL if it is still there after a grace.
     fn drop(&mut self) {
+        // The child is not reaped yet, so its pid cannot name another process.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
