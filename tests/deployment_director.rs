@@ -108,6 +108,7 @@ fn scenario_with(
         fail_cleanup: false,
         one_for_all: Vec::new(),
         hang_on: None,
+        setup_never_ends: false,
     };
     change(&mut options);
     let standin = DirectorStandin::start(options);
@@ -652,6 +653,7 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
         fail_cleanup: false,
         one_for_all: Vec::new(),
         hang_on: None,
+        setup_never_ends: false,
     });
     let s = Scenario {
         sshd,
@@ -751,6 +753,7 @@ fn one_for_all_scenario(bootstrap: u32, backs_up: impl Fn(u32) -> bool) -> Scena
         fail_cleanup: false,
         one_for_all: vec![("redis".into(), "redis-server".into())],
         hang_on: None,
+        setup_never_ends: false,
     });
     Scenario {
         sshd,
@@ -1083,6 +1086,44 @@ fn all_deployments_with_a_deployment_a_restore_or_lock_free_is_a_usage_error() {
         s.standin.calls()
     );
     s.nothing_locked("usage errors");
+}
+
+/// A director whose SSH setup task never ends (its agents slow or gone): Ctrl-C stops the
+/// wait at once (not after the setup task's limit of 10 minutes), the user is cleaned up, and
+/// nothing is locked.
+#[test]
+fn ctrl_c_while_the_director_sets_up_ssh_stops_the_wait_at_once() {
+    let s = scenario_with(uaa(), None, false, |o| o.setup_never_ends = true);
+    let ca = s.standin.ca_path().display().to_string();
+    let artifacts = s.fleet.artifacts().display().to_string();
+    let mut driver = Spawned::start(
+        s.fleet.dir.path(),
+        &s.args("s3cret", &ca, "acme", &["backup", "-a", &artifacts]),
+        &[("BBR_AGENT_REMOTE_COMMAND", &s.remote_command())],
+    );
+    let polling = eventually(Duration::from_secs(30), || {
+        s.standin
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("GET /tasks/"))
+            .count()
+            >= 3
+    });
+    assert!(
+        polling,
+        "the setup task was never polled\n{}",
+        driver.explain()
+    );
+    driver.signal(Signal::SIGINT);
+    let exit = driver.wait(Duration::from_secs(20));
+    assert_ne!(exit.code, Some(0), "{}", exit.explain);
+    assert!(
+        exit.stderr
+            .contains("interrupted while the director set up SSH; its temporary user was removed"),
+        "the error says the wait was interrupted\n{}",
+        exit.explain
+    );
+    s.nothing_locked(&exit.explain);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::interrupt::{self, Level};
+
 use serde::de::DeserializeOwned;
 
 use super::auth::{Auth, AuthError};
@@ -59,6 +61,10 @@ pub enum ApiError {
         what: String,
         secs: u64,
     },
+    #[error(
+        "the director at {url}: stopped waiting for task {id} ({what}): the run was interrupted; the task may still run there (`bosh task {id}`)"
+    )]
+    TaskInterrupted { url: String, id: u64, what: String },
 }
 
 pub struct Director {
@@ -184,7 +190,15 @@ impl Director {
 
     /// Polls task `id` until it ends, then reads its result; a task that did not end `done` is
     /// an error with its result (the director's reason) when it has one.
-    pub fn wait_task(&mut self, id: u64, what: &str, limit: Duration) -> Result<Vec<u8>, ApiError> {
+    /// The wait ends early once the run's interruption reaches `stop_at`: a setup gives up at
+    /// the first one, a cleanup (which must still happen after one) only at a second.
+    pub fn wait_task(
+        &mut self,
+        id: u64,
+        what: &str,
+        limit: Duration,
+        stop_at: Level,
+    ) -> Result<Vec<u8>, ApiError> {
         #[derive(serde::Deserialize)]
         struct TaskState {
             state: String,
@@ -206,7 +220,13 @@ impl Director {
                     secs: limit.as_secs(),
                 });
             }
-            std::thread::sleep(pause);
+            if interrupt::wait(stop_at, Some(pause)) {
+                return Err(ApiError::TaskInterrupted {
+                    url: self.url.clone(),
+                    id,
+                    what: what.to_string(),
+                });
+            }
             pause = (pause * 2).min(Duration::from_secs(1));
         };
         let reply = self.call(&format!("/tasks/{id}/output?type=result"), None)?;

@@ -5,6 +5,7 @@
 //!
 //! The list of deployments is for `--all-deployments`.
 
+use crate::interrupt::Level;
 use std::time::Duration;
 
 use super::api::{ApiError, Director};
@@ -79,7 +80,7 @@ pub fn vms(director: &mut Director, name: &str) -> Result<Vec<Vm>, InstancesErro
         Err(reply) if reply.status == 404 => return Err(no_such(director, name)?),
         Err(reply) => return Err(director.status(&what, &reply).into()),
     };
-    let result = director.wait_task(id, &what, VMS_LIMIT)?;
+    let result = director.wait_task(id, &what, VMS_LIMIT, Level::Interrupted)?;
     let bad = |detail: String| InstancesError::BadInstance {
         url: director.url().to_string(),
         name: name.to_string(),

@@ -15,11 +15,14 @@
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ssh_access::parse_address;
+use crate::exec::{ChildLeader, ProcessGroup};
+use crate::interrupt::Level;
 
 pub const ENV: &str = "BOSH_ALL_PROXY";
 const SCHEME: &str = "ssh+socks5://";
@@ -219,8 +222,11 @@ impl Jumpbox {
             "--".to_string(),
             self.host.clone(),
         ]);
+        // Its own group: a terminal's Ctrl-C must not end the tunnel before the run's SSH
+        // cleanup has gone through it to the director.
         let mut child = Command::new(&words[0])
             .args(&words[1..])
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -243,14 +249,18 @@ impl Jumpbox {
                 return Ok(Tunnel { child, port });
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                end(&mut child);
                 return Err(failed(format!(
                     "no SOCKS port after {}",
                     crate::duration::format(TUNNEL_LIMIT)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if crate::interrupt::wait(Level::Interrupted, Some(Duration::from_millis(20))) {
+                end(&mut child);
+                return Err(failed(
+                    "the run was interrupted while the tunnel opened".into(),
+                ));
+            }
         }
     }
 }
@@ -288,25 +298,23 @@ impl Tunnel {
 
 impl Drop for Tunnel {
     /// SIGTERM first, so that ssh says goodbye to the jumpbox (a SIGKILLed client leaves the
-    /// jumpbox a reset connection); SIGKILL if it is still there after a grace.
+    /// jumpbox a reset connection), SIGKILL after a grace: the one way a group is ended.
     fn drop(&mut self) {
-        // The child is not reaped yet, so its pid cannot name another process.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end(&mut self.child);
     }
+}
+
+/// Ends the tunnel's ssh (the leader of its own group) and reaps it.
+fn end(child: &mut Child) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    let leader = nix::unistd::Pid::from_raw(pid);
+    ProcessGroup::from_id(pid).terminate(
+        Duration::from_secs(2),
+        crate::interrupt::is_hard(),
+        &mut ChildLeader::new(leader),
+    );
 }
 
 #[cfg(test)]

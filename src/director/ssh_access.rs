@@ -9,6 +9,7 @@
 //! Unlike BBR (whose cleanup call does not wait), the cleanup task is waited for (bounded),
 //! so that when the driver exits the user is gone, or the operator is told it may not be.
 
+use crate::interrupt::Level;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read as _;
@@ -146,7 +147,9 @@ impl SshAccess {
                 Ok(id) => id,
                 Err(reply) => return Err(self.director.status(&what, &reply).into()),
             };
-            let result = self.director.wait_task(id, &what, SETUP_LIMIT)?;
+            let result = self
+                .director
+                .wait_task(id, &what, SETUP_LIMIT, Level::Interrupted)?;
             hosts.extend(parse_setup(group, &result)?);
         }
         if crate::interrupt::is_interrupted() {
@@ -177,7 +180,10 @@ impl SshAccess {
                 .director
                 .start_task(&path, Some(&body), &what)
                 .and_then(|started| match started {
-                    Ok(id) => self.director.wait_task(id, &what, CLEANUP_LIMIT).map(drop),
+                    Ok(id) => self
+                        .director
+                        .wait_task(id, &what, CLEANUP_LIMIT, Level::Hard)
+                        .map(drop),
                     Err(reply) => Err(self.director.status(&what, &reply)),
                 });
             if let Err(e) = done {
