@@ -858,3 +858,34 @@ fn bbrs_short_artifact_path_and_debug_flag_are_taken() {
         .assert_success();
     assert_eq!(fs::read_to_string(data.join("dump.sql")).unwrap(), "rows\n");
 }
+
+/// `--inventory` on the command line wins over a director left in the environment
+/// (`BOSH_ENVIRONMENT` exported in the operator's shell, as `bosh` users have it), and `-d`
+/// naming another deployment than the inventory's is refused, not passed over.
+#[test]
+fn the_inventory_flag_wins_over_bosh_environment_and_a_different_d_is_refused() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.local_inventory();
+    let artifacts = fleet.artifacts().display().to_string();
+    let mut command = std::process::Command::new(common::AGENT);
+    command
+        .args(["deployment", "--inventory"])
+        .arg(&inventory)
+        .args(["backup", "--artifact-path", &artifacts])
+        .env("BOSH_ENVIRONMENT", "https://10.0.0.6:25555")
+        .env("BOSH_DEPLOYMENT", "cf")
+        .current_dir(fleet.dir.path());
+    common::Run::of(&mut command, fleet.dir.path()).assert_success();
+
+    let mut command = std::process::Command::new(common::AGENT);
+    command
+        .args(["deployment", "--inventory"])
+        .arg(&inventory)
+        .args(["-d", "cf", "backup", "--artifact-path", &artifacts])
+        .current_dir(fleet.dir.path());
+    let calls = fleet.calls();
+    common::Run::of(&mut command, fleet.dir.path())
+        .assert_code(2)
+        .assert_stderr_contains("--deployment cf names another deployment than the inventory");
+    assert_eq!(fleet.calls(), calls, "nothing ran");
+}

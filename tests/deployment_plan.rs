@@ -56,7 +56,7 @@ fn a_deployment_plan_shows_the_lock_order_over_every_vm_and_runs_nothing_but_met
 
     let batched = fleet.driver(&inventory, &["--max-in-flight", "1", "plan", "backup"]);
     batched.assert_success().assert_stdout_contains(
-        "  1. pre-backup-lock (all 2 jobs in parallel, at most 1 VM at a time): db/0 postgres, db/1 postgres\n",
+        "  1. pre-backup-lock (2 jobs, in parallel on at most 1 VM at a time): db/0 postgres, db/1 postgres\n",
     );
 
     assert_eq!(

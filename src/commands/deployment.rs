@@ -25,6 +25,19 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
         return super::director_deployment::run(ctx, args);
     };
     let inventory = inventory::load(path)?;
+    // The inventory names its deployment; `-d` naming another is a mistake to say, not to
+    // pass over (BOSH_DEPLOYMENT left in the environment is).
+    if let Some(named) = &args.director.deployment
+        && named != &inventory.deployment
+        && super::director_deployment::on_command_line("--deployment", 'd')
+    {
+        return Err(AppError::Usage(format!(
+            "--deployment {} names another deployment than the inventory {} ({}): drop -d, or use the inventory of that deployment",
+            quote(named),
+            path.display(),
+            quote(&inventory.deployment)
+        )));
+    }
     let cleanup_via = std::path::absolute(path).ok().and_then(|p| {
         p.to_str()
             .map(|p| format!("bbr-agent deployment --inventory {}", quote(p)))

@@ -18,21 +18,36 @@ use crate::instance::{Instance, InstanceId};
 use crate::shell_quote::quote;
 use crate::workflow::OneForAll;
 
-/// The inventory to use, or `None` for a director; both or neither is a usage error.
+/// The inventory to use, or `None` for a director; both or neither is a usage error. A
+/// director known only from `BOSH_ENVIRONMENT` gives way to an explicit `--inventory` (the
+/// flag on the command line wins over the environment, as everywhere).
 pub fn inventory(args: &DeploymentArgs) -> Result<Option<&Path>, AppError> {
+    let target_given = args.director.target.is_some() && on_command_line("--target", 't');
     match (&args.inventory, &args.director.target) {
-        (Some(_), Some(_)) => Err(AppError::Usage(
-            "--inventory and a director (--target, or BOSH_ENVIRONMENT) are both given: use one of them".into(),
+        (Some(_), Some(_)) if target_given => Err(AppError::Usage(
+            "--inventory and a director (--target) are both given: use one of them".into(),
         )),
-        (Some(_), None) if args.director.all_deployments => Err(AppError::Usage(
+        (Some(_), _) if args.director.all_deployments => Err(AppError::Usage(
             "--all-deployments needs a director (--target): an inventory is one deployment".into(),
         )),
-        (Some(path), None) => Ok(Some(path)),
+        (Some(path), _) => Ok(Some(path)),
         (None, Some(_)) => Ok(None),
         (None, None) => Err(AppError::Usage(
             "say where the deployment is: a BOSH director (--target/-t or BOSH_ENVIRONMENT, with --username, --password and --deployment) or --inventory FILE".into(),
         )),
     }
+}
+
+/// Whether `--LONG`/`-S` is on this process's command line (not only in the environment
+/// that clap also reads it from).
+pub fn on_command_line(long: &str, short: char) -> bool {
+    let short = format!("-{short}");
+    std::env::args_os().skip(1).any(|a| {
+        let a = a.as_encoded_bytes();
+        a == long.as_bytes()
+            || a.starts_with(format!("{long}=").as_bytes())
+            || (a.starts_with(short.as_bytes()) && !a.starts_with(b"--"))
+    })
 }
 
 pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {

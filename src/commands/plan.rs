@@ -134,7 +134,7 @@ pub(super) fn print_human(
                 1 => "1 VM".to_string(),
                 m => format!("{m} VMs"),
             };
-            format!(" (all {n} jobs in parallel, at most {vms} at a time)")
+            format!(" ({n} jobs, in parallel on at most {vms} at a time)")
         }
         (n, Mode::AllAtOnce) => format!(" (all {n} jobs in parallel)"),
         (_, Mode::OneAtATime) => " (one job at a time)".to_string(),
