@@ -14,8 +14,6 @@ use crate::logging;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
-    // First: a brought agent leaves no file behind, whatever happens next.
-    crate::brought::remove_own_binary();
     if let Command::ProtocolVersion = cli.command {
         // Asked by the bootstrap before anything else: no configuration, no log.
         println!("{PROTOCOL_VERSION}");

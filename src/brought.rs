@@ -44,6 +44,8 @@ fn remove_if_own(path: &Path) {
     if let Err(e) = std::fs::remove_dir(dir) {
         eprintln!("bbr-agent: cannot remove {}: {e}", dir.display());
     }
+    // The bootstrap ran us from inside that directory (docs/protocol.md): leave it.
+    let _ = std::env::set_current_dir("/");
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 pub mod app;
 pub(crate) mod artifact;
-pub(crate) mod brought;
+pub mod brought;
 pub(crate) mod chunk_stream;
 pub mod cli;
 pub(crate) mod commands;

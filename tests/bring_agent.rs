@@ -324,3 +324,58 @@ fn agent_flags_on_commands_without_the_placeholder_say_they_do_nothing() {
     );
     assert!(!output(&run).contains(BRINGING), "{}", run.explain());
 }
+
+/// A temp directory others may write to without the sticky bit (BOSH's own /tmp is root:vcap
+/// 0770) would let any of them swap the brought binary between its check and its start: the
+/// bootstrap refuses it before a byte is sent, naming it, and nothing is locked.
+#[test]
+fn a_temp_directory_others_may_write_without_the_sticky_bit_is_refused_before_the_transfer() {
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.inventory_with(|m| over_ssh(&sshd, m, &nowhere(m)));
+    let tmp = data_tmp(&fleet.members[0]);
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = fleet.backup(&inventory, &[]);
+    assert_ne!(run.code, Some(0), "{}", run.explain());
+    run.assert_stderr_contains(&format!("{} is not a safe directory", tmp.display()));
+    assert!(
+        fleet.calls().iter().all(|c| !c.contains("lock")),
+        "nothing locked: {:#?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert_nothing_left(&fleet, &run);
+    // Sticky, as /tmp is on most systems: taken.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    fleet.backup(&inventory, &[]).assert_success();
+}
+
+/// A brought agent that stops at its command line (a flag of another version): it removed
+/// itself before reading it, so nothing is left on the VM.
+#[test]
+fn a_brought_agent_that_refuses_its_command_line_leaves_nothing_behind() {
+    let sshd = Sshd::start();
+    let mut fleet = Fleet::new();
+    fleet
+        .add("db", 0)
+        .job("db")
+        .recording_locks()
+        .copying_backup_restore();
+    let inventory = fleet.inventory_with(|m| {
+        sshd.ssh(&format!(
+            "BBR_AGENT_INSTALLED={} BBR_AGENT_TMP={} {{{{ agent }}}} --no-such-flag --root {} serve",
+            nowhere(m).display(),
+            data_tmp(m).display(),
+            m.vm.root().display()
+        ))
+    });
+    let run = fleet.backup(&inventory, &[]);
+    assert_ne!(run.code, Some(0), "{}", run.explain());
+    assert!(fleet.calls().is_empty(), "{:#?}", fleet.calls());
+    assert_nothing_left(&fleet, &run);
+}

@@ -153,3 +153,34 @@ fn a_command_that_ignores_sigterm_is_killed_and_named() {
     );
     assert!(fleet.calls().is_empty(), "{:?}", fleet.calls());
 }
+
+/// A VM that asks for the agent and then reads nothing (a stopped `sh`, a wedged link): the
+/// driver's write of the binary blocks once the pipe is full, and `--connect-timeout` still
+/// ends it, naming the transfer, before anything is locked.
+#[test]
+fn a_vm_that_asks_for_the_agent_and_reads_nothing_stops_at_the_connect_timeout() {
+    let mut fleet = Fleet::new();
+    fleet.add("db", 0).job("db").recording_locks();
+    let fake = fleet.dir.path().join("asks-and-stalls.sh");
+    fs::write(
+        &fake,
+        "#!/bin/sh\nhead -c 100 >/dev/null\necho 'bbr-agent-bootstrap send'\nexec sleep 300\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inventory = fleet.inventory_with(|_| format!("{} {{{{ agent }}}} serve", fake.display()));
+    let run = backup(
+        &fleet,
+        &inventory,
+        &["--connect-timeout", "2s", "--agent", "bring"],
+        &[],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("bringing the agent did not end within 2s (--connect-timeout)");
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing may be locked: {:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+}

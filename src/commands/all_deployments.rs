@@ -65,7 +65,18 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
     // The first deployment goes on with the connection that listed them; each other gets its
     // own (and its own token), as BBR builds a client per deployment.
     let mut listed = Some(director);
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
+        // After Ctrl-C no other deployment is started: each left is said as not run.
+        if crate::interrupt::is_interrupted() {
+            for name in &names[i..] {
+                let line = format!("{name}: not run, the run was interrupted");
+                console.info(&line);
+                lines.push(line);
+                failures.push(name.clone());
+            }
+            code |= 1;
+            break;
+        }
         let director = match listed.take() {
             Some(director) => Ok(director),
             None => login.connect(),

@@ -70,7 +70,14 @@ impl Console {
         let schedule = Schedule::from_env();
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::scope(|scope| {
-            scope.spawn(|| self.notify(id, kind, jobs, started, schedule, stopped));
+            // A notice is a decoration: no thread to spare (the OS refused one) means no
+            // notices, never a run cut short while jobs are locked.
+            let notices = std::thread::Builder::new().spawn_scoped(scope, || {
+                self.notify(id, kind, jobs, started, schedule, stopped)
+            });
+            if let Err(e) = notices {
+                tracing::debug!(error = %e, "no still-running notices: cannot start a thread");
+            }
             let result = run();
             drop(stop);
             result

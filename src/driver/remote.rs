@@ -14,6 +14,7 @@ use super::session_command;
 use super::session_watch::SessionOutput;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
+use crate::exec::ProcessGroup;
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, ScriptStep,
 };
@@ -130,6 +131,7 @@ impl RemoteInstance {
             .map_err(|e| self.unreachable(format!("cannot start it: {e}"), String::new()))?;
         // None only for a limit past the end of time: no limit.
         let deadline = Instant::now().checked_add(self.connect_timeout);
+        let leader = child.pid;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr;
         let tail = Arc::clone(&stderr);
@@ -163,8 +165,33 @@ impl RemoteInstance {
         });
         if let Some(bring) = self.bring.clone() {
             let conn = self.conn.as_mut().expect("just connected");
-            if let Err(e) = bring.start(&self.id, &mut conn.to_agent, &mut conn.from_agent) {
-                return Err(self.lose(e.to_string()));
+            // The connect deadline holds for the writes too: a VM that asks for the binary and
+            // then reads nothing would block the write for ever. Past it, the session's group
+            // is killed, which ends the write (the leader is not reaped before this ends).
+            let (finished, done) = mpsc::channel::<()>();
+            let watchdog = deadline.map(|deadline| {
+                let group = ProcessGroup::led_by(leader.as_raw() as u32);
+                thread::spawn(move || {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let fired = done.recv_timeout(left) == Err(mpsc::RecvTimeoutError::Timeout);
+                    if fired {
+                        group.signal(nix::sys::signal::Signal::SIGKILL);
+                    }
+                    fired
+                })
+            });
+            let started = bring.start(&self.id, &mut conn.to_agent, &mut conn.from_agent);
+            drop(finished);
+            let fired = watchdog.is_some_and(|w| w.join().unwrap_or(false));
+            if let Err(e) = started {
+                let why = match fired {
+                    true => format!(
+                        "bringing the agent did not end within {} (--connect-timeout): check the link to the VM, or give a longer --connect-timeout",
+                        crate::duration::format_limit(self.connect_timeout)
+                    ),
+                    false => e.to_string(),
+                };
+                return Err(self.lose(why));
             }
         }
         let hello = Op::Hello {
