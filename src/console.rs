@@ -21,6 +21,9 @@ use crate::timestamp::Utc;
 
 mod still_running;
 
+/// Where a VM's agent logs, under the `--root` its command gives (BOSH's job log directory).
+const AGENT_LOG: &str = "/var/vcap/sys/log/bbr-agent/bbr-agent.log";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Human,
@@ -42,6 +45,9 @@ pub struct Record {
     pub files: Option<usize>,
     /// The end of the output of a failed script.
     pub output_tail: String,
+    /// An unlock the driver left to the VM's agent (its session was ended by the
+    /// interruption): neither done here nor failed.
+    pub left_to_agent: bool,
 }
 
 /// What the report is made from: every step in the order it ended, and the scripts of every
@@ -252,9 +258,12 @@ impl Console {
     }
 
     /// One finished script: a line (or event), its output in full when it failed, a record.
+    /// An unlock left to the VM's agent is recorded (and an event), but its line is the VM's
+    /// one, [`Console::left_to_agent`].
     pub fn script(&self, id: &InstanceId, report: &ScriptReport) {
         let duration = crate::duration::format(report.duration);
         let (job, kind) = (&report.job, report.kind);
+        let left_to_agent = report.left_to_agent();
         let mut detail = report.end.describe();
         if let ScriptEnd::Exited(127) = report.end {
             detail.push_str(&not_found_hint(&report.stderr));
@@ -274,8 +283,10 @@ impl Console {
             } else {
                 tail(report)
             },
+            left_to_agent,
         });
         match self.format {
+            Format::Human if left_to_agent => {}
             Format::Human if report.success() => {
                 self.info(format!("{id} {job} {kind}: done in {duration}"))
             }
@@ -292,16 +303,40 @@ impl Console {
                     ScriptEnd::Exited(code) => Some(code),
                     _ => None,
                 },
-                outcome: Some(if report.success() { "ok" } else { "failed" }),
+                outcome: Some(match (report.success(), left_to_agent) {
+                    (true, _) => "ok",
+                    (false, true) => "left_to_agent",
+                    (false, false) => "failed",
+                }),
                 message: Some(&detail),
                 ..self.event(
-                    if report.success() { "info" } else { "error" },
+                    match (report.success(), left_to_agent) {
+                        (true, _) => "info",
+                        (false, true) => "warn",
+                        (false, false) => "error",
+                    },
                     "script_finished",
                 )
             }),
         }
-        if !report.success() && !self.verbose {
+        if !report.success() && !left_to_agent && !self.verbose {
             self.script_output(id, report);
+        }
+    }
+
+    /// The VM's unlocks were left to its agent, its session being ended by the interruption:
+    /// one line for the VM, where its scripts' lines would be.
+    pub fn left_to_agent(&self, id: &InstanceId) {
+        let message = format!(
+            "{id}: its agent unlocks what it locked as its session ends (its log: {AGENT_LOG} on the VM)"
+        );
+        match self.format {
+            Format::Human => self.info(&message),
+            Format::Json => self.emit(Event {
+                instance: Some(id.to_string()),
+                message: Some(&message),
+                ..self.event("warn", "warning")
+            }),
         }
     }
 
@@ -338,6 +373,7 @@ impl Console {
             bytes: Some(bytes),
             files: Some(files),
             output_tail: String::new(),
+            left_to_agent: false,
         });
         match self.format {
             // BBR's words for a person ("copying backup"); the event keeps the phase's name.

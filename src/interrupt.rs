@@ -216,6 +216,12 @@ pub fn install_signal_handlers() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The process's exit status for a run whose exit-code bits are `bits`: `128 + the signal`
+/// once a signal interrupted it, as shells report it (the cleanup has run by then).
+pub fn exit_status(bits: i32) -> i32 {
+    signal().map_or(bits, |sig| 128 + sig)
+}
+
 /// What interrupted the run, for its last lines: `None` while it is not interrupted.
 pub(crate) fn cause() -> Option<String> {
     if !is_interrupted() {

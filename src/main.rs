@@ -23,6 +23,6 @@ fn main() -> ExitCode {
         }
     };
     // Interrupted by a signal: the cleanup has run; say so in the exit status, as shells do.
-    let code = bbr_agent::interrupt::signal().map_or(code, |sig| 128 + sig);
+    let code = bbr_agent::interrupt::exit_status(code);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

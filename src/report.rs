@@ -21,7 +21,10 @@ const TEMPLATE: &str = include_str!("report.html.tera");
 pub struct RunSummary<'a> {
     pub workflow: &'a str,
     pub deployment: &'a str,
+    /// The exit-code bits the run earned.
     pub exit_code: i32,
+    /// What the process exits with: the bits, or 128 + the signal that interrupted it.
+    pub exit_status: i32,
     pub artifact: Option<&'a Path>,
     pub errors: &'a [String],
 }
@@ -275,6 +278,8 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
             phase: r.phase.clone(),
             result: if r.ok {
                 "ok".to_string()
+            } else if r.left_to_agent {
+                "left to the VM's agent (its bbr-agent.log says how it went)".to_string()
             } else {
                 format!("FAILED: {}", r.detail)
             },
@@ -285,7 +290,7 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
         .collect();
     let failures: Vec<Failure> = records
         .iter()
-        .filter(|r| !r.ok)
+        .filter(|r| !r.ok && !r.left_to_agent)
         .map(|r| Failure {
             instance: r.instance.clone(),
             job: r.job.clone(),
@@ -298,13 +303,14 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
     let mut context = tera::Context::new();
     context.insert("workflow", summary.workflow);
     context.insert("deployment", summary.deployment);
-    let ok = summary.exit_code == 0;
+    let ok = summary.exit_status == 0;
     context.insert(
         "status",
         &if ok {
             "succeeded".to_string()
         } else {
-            format!("failed (exit code {})", summary.exit_code)
+            // The shell's exit code: an interrupted run's is 128 + the signal, not its bits.
+            format!("failed (exit code {})", summary.exit_status)
         },
     );
     context.insert("status_class", if ok { "ok" } else { "failed" });
@@ -344,6 +350,9 @@ pub fn write(
 }
 
 fn colour(r: &Record) -> &'static str {
+    if r.left_to_agent {
+        return "#57606a";
+    }
     if !r.ok {
         return "#cf222e";
     }
@@ -375,6 +384,7 @@ mod tests {
             },
             bytes: None,
             files: None,
+            left_to_agent: false,
             output_tail: if ok {
                 String::new()
             } else {
@@ -398,6 +408,7 @@ mod tests {
             workflow: "backup",
             deployment: "acme",
             exit_code: 0,
+            exit_status: 0,
             artifact: None,
             errors: &[],
         }
@@ -474,6 +485,7 @@ mod tests {
             workflow: "backup",
             deployment: "acme",
             exit_code: 1,
+            exit_status: 1,
             artifact: None,
             errors: &["a backup script failed".to_string()],
         };

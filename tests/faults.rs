@@ -25,8 +25,9 @@ use serde_json::Value;
 use common::fleet::Fleet;
 use common::{Vm, listing, tree};
 use faults_support::{
-    Exit, Spawned, Survivors, alive, assert_backup_scripts_gone, eventually, group_alive,
-    group_gone_soon, run_agent,
+    Exit, Spawned, Survivors, alive, assert_backup_scripts_gone,
+    assert_driver_left_the_unlocks_to_the_agents, eventually, group_alive, group_gone_soon,
+    run_agent,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -985,6 +986,34 @@ fn sigterm_to_the_driver_mid_backup_unlocks_every_vm_and_exits_143() {
     let exit = driver.wait(driver.started.elapsed() + Duration::from_secs(6));
     exit.assert_code(143);
     assert_every_vm_unlocked_itself(&fleet, &pids, Duration::from_secs(3), &exit.explain);
+}
+
+/// Ctrl-C (SIGINT) to the driver mid-backup (issue 18): the sessions end at once, so each
+/// VM's agent unlocks what it locked. The console says that, one line per VM, and blames no
+/// script: no unlock FAILED, no "cannot reach" error; the interruption is the last error before
+/// the cleanup command, and the report's exit code is the process's.
+#[test]
+fn sigint_to_the_driver_mid_backup_says_each_agent_unlocks_and_names_the_cleanup_last() {
+    let pids_dir = tempfile::tempdir().unwrap();
+    let pids = Survivors::new(pids_dir.path());
+    let fleet = hanging_fleet(&pids);
+    let mut driver = driver_mid_backup(&fleet);
+    driver.signal(Signal::SIGINT);
+    let exit = driver.wait(driver.started.elapsed() + Duration::from_secs(6));
+    exit.assert_code(130);
+    assert_every_vm_unlocked_itself(&fleet, &pids, Duration::from_secs(3), &exit.explain);
+    assert_driver_left_the_unlocks_to_the_agents(&exit, &["db/0", "web/0"], "backup-cleanup");
+
+    let reports: Vec<PathBuf> = fs::read_dir(fleet.artifacts())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("report.html"))
+        .collect();
+    assert_eq!(reports.len(), 1, "one artifact directory\n{}", exit.explain);
+    let html = fs::read_to_string(&reports[0]).unwrap();
+    assert!(
+        html.contains("exit code 130"),
+        "the report gives the process's exit code\n{html}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

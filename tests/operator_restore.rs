@@ -408,3 +408,84 @@ fn a_run_that_leaves_nothing_locked_names_no_cleanup() {
         );
     }
 }
+
+/// Ctrl-C (SIGINT) to the driver while a restore script runs on a VM (issue 18): the
+/// sessions end at once and each VM's agent unlocks what it locked; the driver says so, one
+/// line per VM, blames no unlock script and names no VM unreachable, and ends with the
+/// interruption and then the cleanup command. The report's exit code is the process's.
+#[test]
+fn ctrl_c_during_a_restore_through_the_driver_leaves_the_unlocks_to_each_agent_and_says_so() {
+    use faults_support::{Spawned, assert_driver_left_the_unlocks_to_the_agents, eventually};
+    use std::time::Duration;
+
+    let mut fleet = Fleet::new();
+    for group in ["db", "web"] {
+        let vm = fleet.add(group, 0);
+        vm.job(group).recording_locks().copying_backup_restore();
+        fs::write(vm.data_dir(group).join("rows"), "1\n").unwrap();
+    }
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    for group in ["db", "web"] {
+        fleet
+            .vm(group, 0)
+            .job(group)
+            .script("restore", "echo \"$ME\" >> \"$LOG\"\nexec sleep 30");
+    }
+    fs::write(fleet.log_path(), "").unwrap();
+    let report = fleet.dir.path().join("restore-report.html");
+    let args: Vec<String> = [
+        "deployment",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "restore",
+        "--artifact-path",
+        artifact.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut driver = Spawned::start(fleet.dir.path(), &args, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || fleet
+            .calls()
+            .iter()
+            .any(|c| c.ends_with(" restore"))),
+        "no restore script started\n{}",
+        driver.explain()
+    );
+    driver.signal(nix::sys::signal::Signal::SIGINT);
+    let exit = driver.wait(Duration::from_secs(30));
+    exit.assert_code(130);
+    assert_driver_left_the_unlocks_to_the_agents(&exit, &["db/0", "web/0"], "restore-cleanup");
+    assert!(
+        exit.stderr
+            .contains("while restore scripts ran; the restore is incomplete"),
+        "{}",
+        exit.explain
+    );
+    let unlocked = [
+        "db/0 db post-restore-unlock",
+        "web/0 web post-restore-unlock",
+    ];
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let calls = fleet.calls();
+            unlocked.iter().all(|u| calls.iter().any(|c| c == u))
+                && ["db", "web"]
+                    .iter()
+                    .all(|g| !fleet.vm(g, 0).store().exists())
+        }),
+        "every VM unlocked and removed its store: {:?}\n{}",
+        fleet.calls(),
+        exit.explain
+    );
+    let html = fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("exit code 130"),
+        "the report gives the process's exit code\n{html}"
+    );
+}

@@ -14,7 +14,7 @@ use super::session_command;
 use super::session_watch::SessionOutput;
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
-use crate::exec::ProcessGroup;
+use crate::exec::{ProcessGroup, ScriptEnd};
 use crate::instance::{
     Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, ScriptStep,
 };
@@ -50,6 +50,9 @@ pub struct RemoteInstance {
     conn: Option<Connection>,
     /// Why the session was lost, once it was.
     lost: Option<String>,
+    /// The session was lost once the run was interrupted: `session_watch` ended it, so the
+    /// VM's agent unlocks what it locked and removes its store on its own.
+    ended_by_interruption: bool,
     next_id: u64,
     /// Told the length of the artifact being received, if the agent announces it.
     data_total: Option<Box<dyn FnOnce(u64) + Send>>,
@@ -85,6 +88,7 @@ impl RemoteInstance {
             bring: None,
             conn: None,
             lost: None,
+            ended_by_interruption: false,
             next_id: 0,
             data_total: None,
         }
@@ -340,6 +344,10 @@ impl RemoteInstance {
     fn lose(&mut self, mut why: String) -> InstanceError {
         let stderr = match self.conn.take() {
             Some(mut conn) => {
+                // Every live session is ended on the first interruption (session_watch): one
+                // lost after it was ended by it, unless it was ended for its lateness.
+                self.ended_by_interruption =
+                    crate::interrupt::is_interrupted() && !conn.from_agent.get_ref().timed_out();
                 if conn.from_agent.get_ref().timed_out() {
                     why = format!(
                         "no answer within {}: check that the VM is reachable and that the command works",
@@ -428,6 +436,21 @@ impl Instance for RemoteInstance {
             .and_then(|v| self.typed::<Vec<WireReport>>(v));
         match result {
             Ok(reports) => reports.into_iter().map(ScriptReport::from).collect(),
+            // Ended by the interruption: the agent ended its scripts and runs its unlocks
+            // itself, as its session ends; nothing here failed to start.
+            Err(_) if self.ended_by_interruption => {
+                let end = match step.kind.is_unlock() {
+                    true => ScriptEnd::LeftToAgent,
+                    false => ScriptEnd::Interrupted,
+                };
+                step.jobs
+                    .iter()
+                    .map(|job| ScriptReport {
+                        end: end.clone(),
+                        ..ScriptReport::not_started(job, step.kind, "")
+                    })
+                    .collect()
+            }
             // The session is gone: every script asked for counts as failed, with the reason.
             Err(e) => ScriptReport::none_started(&step.jobs, step.kind, &e.to_string()),
         }
@@ -504,6 +527,10 @@ impl Instance for RemoteInstance {
     }
 
     fn remove_store(&mut self) -> Result<(), InstanceError> {
+        // The agent of a session ended by the interruption removes its store as it ends.
+        if self.ended_by_interruption {
+            return Ok(());
+        }
         self.connect()?;
         self.call(Op::RemoveStore, None).map(drop)
     }

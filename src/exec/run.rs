@@ -50,6 +50,9 @@ pub enum ScriptEnd {
     NotStarted(String),
     /// A backup script that exited 0 but left an artifact directory no backup can hold.
     ArtifactRefused(String),
+    /// Never run by the driver: the session to the VM was ended by the run's interruption,
+    /// and the VM's agent runs the unlock itself as its session ends (driver side only).
+    LeftToAgent,
 }
 
 impl ScriptEnd {
@@ -70,6 +73,10 @@ impl ScriptEnd {
             ScriptEnd::NotStarted(why) => format!("could not be started: {why}"),
             ScriptEnd::ArtifactRefused(why) => {
                 format!("exited 0, but its artifact directory is refused: {why}")
+            }
+            ScriptEnd::LeftToAgent => {
+                "left to the VM's agent, which unlocks what it locked as its session ends"
+                    .to_string()
             }
         }
     }

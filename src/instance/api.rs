@@ -108,6 +108,13 @@ impl ScriptReport {
         self.end.success()
     }
 
+    /// An unlock the driver left to the VM's agent: its session was ended by the run's
+    /// interruption, and the agent unlocks what it locked as it ends. Neither a success nor
+    /// a script's failure.
+    pub fn left_to_agent(&self) -> bool {
+        self.end == ScriptEnd::LeftToAgent
+    }
+
     /// When the script started, by the wall clock.
     pub fn started(&self) -> SystemTime {
         let before = self.ended.elapsed().saturating_add(self.duration);

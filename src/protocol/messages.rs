@@ -238,6 +238,8 @@ impl From<&ScriptReport> for WireReport {
                 ScriptEnd::Interrupted => WireEnd::Interrupted,
                 ScriptEnd::NotStarted(why) => WireEnd::NotStarted(why.clone()),
                 ScriptEnd::ArtifactRefused(why) => WireEnd::ArtifactRefused(why.clone()),
+                // Made by a driver, never sent by an agent: no wire form of its own.
+                end @ ScriptEnd::LeftToAgent => WireEnd::NotStarted(end.describe()),
             },
             duration_ms: r.duration.as_millis() as u64,
             stdout: tail(&r.stdout),

@@ -56,6 +56,8 @@ pub struct Deployment {
     /// The jobs backed up once and restored to all (`bbr.backup_one_restore_all`): a
     /// director's knowledge, empty otherwise.
     pub one_for_all: OneForAll,
+    /// The instances whose unlocks were left to their agent (see [`Deployment::left_to_agents`]).
+    left_to_agents: BTreeSet<usize>,
 }
 
 impl Deployment {
@@ -73,6 +75,7 @@ impl Deployment {
             cleanup_via: None,
             show_metadata_runs: true,
             one_for_all: OneForAll::default(),
+            left_to_agents: BTreeSet::new(),
         }
     }
 
@@ -306,9 +309,16 @@ impl Deployment {
         ok
     }
 
+    /// The instances whose unlocks were left to their agent: the run was interrupted and
+    /// ended their sessions, and each agent unlocks what it locked as its session ends.
+    pub fn left_to_agents(&self) -> impl Iterator<Item = usize> + '_ {
+        self.left_to_agents.iter().copied()
+    }
+
     /// Runs `kind` for `jobs`. All at once: every instance at once, and the jobs of an
     /// instance at once. One at a time: one job after another, in the order given. Returns
-    /// whether every script that ran succeeded.
+    /// whether every script that ran succeeded; an unlock left to a VM's agent is no failure
+    /// here (the VM gets one line for it, and the run is interrupted anyway).
     fn run(
         &mut self,
         kind: ScriptKind,
@@ -369,7 +379,14 @@ impl Deployment {
                 reports
             }
         };
-        reports.iter().all(|(_, r)| r.success())
+        for &(i, _) in reports.iter().filter(|(_, r)| r.left_to_agent()) {
+            if self.left_to_agents.insert(i) {
+                console.left_to_agent(self.id(i));
+            }
+        }
+        reports
+            .iter()
+            .all(|(_, r)| r.success() || r.left_to_agent())
     }
 
     /// Applies `op` to every instance; returns the failures.

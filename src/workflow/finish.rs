@@ -30,6 +30,7 @@ pub(super) fn write_report(
         workflow,
         deployment: &dep.name,
         exit_code: outcome.exit_code(),
+        exit_status: crate::interrupt::exit_status(outcome.exit_code()),
         artifact: Some(artifact),
         errors: &outcome.errors,
     };

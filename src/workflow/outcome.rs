@@ -56,18 +56,32 @@ impl Outcome {
 }
 
 /// What `side`'s unlock scripts of `steps` were run for, for an interrupted run's last line:
-/// the unlock side runs every one of them, whatever was cut short.
+/// the unlock side runs every one of them, whatever was cut short, but those of a VM whose
+/// session the interruption ended are left to its agent (the cleanup named after this line
+/// is then for a VM whose log shows a failed unlock, or one that could not be reached).
 pub fn unlocked(dep: &Deployment, steps: &Steps<JobRef>, side: Side) -> String {
     let unlock = side.unlock();
+    let left: Vec<usize> = dep.left_to_agents().collect();
     let ran: Vec<String> = steps
         .unlock_order()
         .flatten()
-        .filter(|&&r| dep.job(r).has(unlock))
+        .filter(|&&r| dep.job(r).has(unlock) && !left.contains(&r.instance))
         .map(|&r| format!("{} {}", dep.id(r.instance), dep.job(r).name))
         .collect();
-    if ran.is_empty() {
+    let mut said = Vec::new();
+    if !ran.is_empty() {
+        said.push(format!("{unlock} ran for {}", ran.join(", ")));
+    }
+    if !left.is_empty() {
+        let vms: Vec<String> = left.iter().map(|&i| dep.id(i).to_string()).collect();
+        said.push(format!(
+            "the unlocks were left to each VM's agent as its session ended ({}): run the cleanup below if a VM's bbr-agent.log shows a failed unlock, or a VM could not be reached",
+            vms.join(", ")
+        ));
+    }
+    if said.is_empty() {
         format!("no job has a {unlock} script, so nothing was unlocked")
     } else {
-        format!("{unlock} ran for {}", ran.join(", "))
+        said.join("; ")
     }
 }

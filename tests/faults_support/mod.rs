@@ -279,3 +279,53 @@ impl Exit {
 pub fn run_agent(vm: &Vm, args: &[&str]) -> Exit {
     Spawned::on(vm, args).wait(Duration::from_secs(10))
 }
+
+/// What the driver says of an interrupted run whose sessions it ended: per VM, that its agent
+/// unlocks; no unlock failure and no unreachable VM; the cleanup command last, after the
+/// interruption, which says the unlocks were left to the agents.
+pub fn assert_driver_left_the_unlocks_to_the_agents(exit: &Exit, vms: &[&str], cleanup: &str) {
+    let both = format!("{}\n{}", exit.stdout, exit.stderr);
+    for wrong in [
+        "FAILED (could not be started",
+        "unlock script failed",
+        "cannot reach the agent",
+        "unlock ran for",
+    ] {
+        assert!(!both.contains(wrong), "no {wrong:?}\n{}", exit.explain);
+    }
+    for vm in vms {
+        let line = format!(
+            "{vm}: its agent unlocks what it locked as its session ends (its log: /var/vcap/sys/log/bbr-agent/bbr-agent.log on the VM)"
+        );
+        assert_eq!(
+            both.lines().filter(|l| *l == line).count(),
+            1,
+            "one line for {vm}\n{}",
+            exit.explain
+        );
+    }
+    let errors: Vec<&str> = exit
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    let n = errors.len();
+    assert!(n >= 2, "{}", exit.explain);
+    assert!(
+        errors[n - 1].starts_with("error: to clean up, run: ") && errors[n - 1].ends_with(cleanup),
+        "the cleanup command last\n{}",
+        exit.explain
+    );
+    assert_eq!(
+        exit.stderr.lines().last(),
+        Some(errors[n - 1]),
+        "{}",
+        exit.explain
+    );
+    assert!(
+        errors[n - 2].starts_with("error: the operator interrupted the run (SIGINT, Ctrl-C)")
+            && errors[n - 2].contains("left to each VM's agent"),
+        "the interruption, then the cleanup\n{}",
+        exit.explain
+    );
+}
