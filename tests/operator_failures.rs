@@ -209,3 +209,34 @@ fn a_restore_onto_a_vm_with_a_job_the_backup_lacks_names_what_it_holds_and_locks
     );
     assert_eq!(vm.calls(), Vec::<String>::new(), "{}", run.explain());
 }
+
+/// The folder of several backups: only those that completed are offered, newest first by
+/// their timestamp (not by name: `zeta_` of last year is not the newest), and the ones that
+/// did not complete are counted, not offered.
+#[test]
+fn the_folder_of_several_backups_offers_the_newest_complete_one() {
+    let vm = vm();
+    backup(&vm).assert_success();
+    let made = vm.artifact_dir();
+    let text = fs::read_to_string(made.join("metadata")).unwrap();
+    let folder = vm.artifacts();
+    let copy = |name: &str, metadata: &str| {
+        let dir = folder.join(name);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("metadata"), metadata).unwrap();
+        dir
+    };
+    let old = copy("zeta_20250101T000000Z", &text);
+    let incomplete: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("finish_time:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    copy("acme_29990101T000000Z", &incomplete);
+    let run = restore(&vm, &folder);
+    run.assert_code(1).assert_stderr_contains(&format!(
+        "is not a backup but holds 2 complete backups: give --artifact-path one of them, such as {} (the newest; also {}); 1 other did not complete and cannot be restored",
+        made.display(),
+        old.file_name().unwrap().to_str().unwrap()
+    ));
+}

@@ -100,17 +100,30 @@ fn not_a_backup(dir: &Path) -> BackupDirError {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| !n.chars().any(char::is_control))
                 .collect();
-            held.sort();
+            // Only backups that completed can be restored: offer those, newest first by the
+            // `_<timestamp>` BBR ends their names with (not by the deployment's name).
+            let all = held.len();
+            held.retain(|n| completed(&dir.join(n)));
+            let stamp = |n: &String| n.rsplit_once('_').map(|(_, t)| t.to_string());
+            held.sort_by_key(|n| std::cmp::Reverse((stamp(n), n.clone())));
+            let incomplete = match all - held.len() {
+                0 => String::new(),
+                1 => "; 1 other did not complete and cannot be restored".to_string(),
+                n => format!("; {n} others did not complete and cannot be restored"),
+            };
             match held.len() {
+                0 if all > 0 => format!(
+                    "is not a backup, and the {all} it holds did not complete (their metadata has no finish_time): none can be restored"
+                ),
                 0 => "holds no `metadata` file, so it is not a BBR backup (a backup's directory holds `metadata` and one tar per job): give --artifact-path the backup's own directory, `<deployment>_<timestamp>`".to_string(),
                 1 => format!(
-                    "is not a backup but holds one: give --artifact-path {}",
+                    "is not a backup but holds one: give --artifact-path {}{incomplete}",
                     dir.join(&held[0]).display()
                 ),
                 n => {
-                    let latest: Vec<&str> = held.iter().rev().take(3).map(String::as_str).collect();
+                    let latest: Vec<&str> = held.iter().take(3).map(String::as_str).collect();
                     format!(
-                        "is not a backup but holds {n} backups: give --artifact-path one of them, such as {} (the latest; also {}{})",
+                        "is not a backup but holds {n} complete backups: give --artifact-path one of them, such as {} (the newest; also {}{}){incomplete}",
                         dir.join(latest[0]).display(),
                         latest[1..].join(", "),
                         if n > 3 { ", ..." } else { "" }
@@ -123,6 +136,24 @@ fn not_a_backup(dir: &Path) -> BackupDirError {
         path: dir.to_path_buf(),
         why,
     }
+}
+
+/// Whether the backup in `dir` completed: its metadata ends with a `finish_time` (written
+/// last, by BBR and by us). Only the metadata's last 4 KiB are read, however long it is.
+fn completed(dir: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(dir.join(METADATA_FILE)) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096)))
+        .and_then(|_| file.take(4096).read_to_end(&mut tail))
+        .is_ok_and(|_| {
+            String::from_utf8_lossy(&tail)
+                .lines()
+                .any(|l| l.trim_start().starts_with("finish_time:"))
+        })
 }
 
 /// The longest deployment name whose `<deployment>_<timestamp>` is one file name.
