@@ -1314,3 +1314,27 @@ fn a_backup_without_the_named_artifact_a_job_restores_from_is_refused_before_any
     assert_eq!(calls.len(), before, "a script ran: {:#?}", &calls[before..]);
     s.assert_user_gone(&run.explain());
 }
+
+/// `--all-deployments` where no deployment has a BBR script: each is passed by, and the run
+/// fails (exit 1), so that a nightly job watching the exit code does not take "nothing backed
+/// up" for a backup.
+#[test]
+fn all_deployments_where_none_has_bbr_scripts_fails_saying_nothing_was_done() {
+    let s = scenario_with(uaa(), None, false, |o| {
+        o.deployments = vec![
+            ("empty-a".into(), Vec::new()),
+            ("empty-b".into(), Vec::new()),
+        ]
+    });
+    let ca = s.standin.ca_path().display().to_string();
+    let path = s.fleet.artifacts().display().to_string();
+    let mut args = s.args("s3cret", &ca, "x", &[]);
+    let at = args.iter().position(|w| w == "-d").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--all-deployments", "backup", "--artifact-path", &path].map(String::from));
+    let run = s.run(&args);
+    run.assert_code(1).assert_stderr_contains(
+        "none of the 2 deployments has a VM with a BBR script: backup had nothing to do",
+    );
+    s.nothing_locked(&run.explain());
+}

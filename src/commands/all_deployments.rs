@@ -5,7 +5,8 @@
 //! bits of every deployment's OR-ed together.
 //!
 //! **Differences from BBR:** a deployment none of whose VMs has a BBR script (or that has no
-//! VMs) is passed by with a line saying so, where BBR fails it ("has no backup scripts"); the
+//! VMs) is passed by with a line saying so, where BBR fails it ("has no backup scripts"), and
+//! when every one is, the run fails: nothing was done; the
 //! deployments run one after another (BBR runs up to 10 at once), so their output does not
 //! interleave; and the exit code keeps each deployment's bits where BBR's is 1.
 
@@ -125,6 +126,15 @@ pub fn run(ctx: &Context, args: &DeploymentArgs) -> Result<i32, AppError> {
             names.len(),
             failures.join(", ")
         ));
+    }
+    // Every deployment passed by: nothing was done, which a nightly job watching only the
+    // exit code must not take for success.
+    if skipped == names.len() {
+        console.error(format!(
+            "none of the {} deployments has a VM with a BBR script: {doing} had nothing to do",
+            names.len()
+        ));
+        code |= 1;
     }
     Ok(code)
 }
