@@ -38,6 +38,20 @@ fn nowhere(m: &Member) -> PathBuf {
     m.vm.dir.path().join("no-agent-here")
 }
 
+/// `db/0` ... `db/{n-1}`, each with one job `db` whose locks are recorded and whose backup and
+/// restore copy its data.
+fn db_fleet(n: u32) -> Fleet {
+    let mut fleet = Fleet::new();
+    for i in 0..n {
+        fleet
+            .add("db", i)
+            .job("db")
+            .recording_locks()
+            .copying_backup_restore();
+    }
+    fleet
+}
+
 /// Every VM's temp directory is empty: nothing brought is left.
 fn assert_nothing_left(fleet: &Fleet, run: &Run) {
     for m in &fleet.members {
@@ -146,12 +160,7 @@ exit($? >> 8);
 #[test]
 fn a_transfer_changed_on_the_way_is_refused_before_any_lock() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    fleet
-        .add("db", 0)
-        .job("db")
-        .recording_locks()
-        .copying_backup_restore();
+    let fleet = db_fleet(1);
     let flipper = fleet.dir.path().join("flipper");
     write_file(&flipper, FLIPPER.as_bytes());
     fs::set_permissions(&flipper, fs::Permissions::from_mode(0o755)).unwrap();
@@ -180,14 +189,7 @@ fn a_transfer_changed_on_the_way_is_refused_before_any_lock() {
 #[test]
 fn an_installed_agent_of_this_protocol_is_used_and_one_of_another_is_not() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    for i in 0..2 {
-        fleet
-            .add("db", i)
-            .job("db")
-            .recording_locks()
-            .copying_backup_restore();
-    }
+    let fleet = db_fleet(2);
     let dir = fleet.dir.path().to_path_buf();
     // db/0: this very agent, installed; every start of it recorded.
     let same = script(
@@ -232,14 +234,7 @@ fn an_installed_agent_of_this_protocol_is_used_and_one_of_another_is_not() {
 #[test]
 fn agent_installed_refuses_a_vm_without_one_naming_it_before_any_lock() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    for i in 0..2 {
-        fleet
-            .add("db", i)
-            .job("db")
-            .recording_locks()
-            .copying_backup_restore();
-    }
+    let fleet = db_fleet(2);
     let installed = script(
         &fleet.dir.path().join("installed/bbr-agent"),
         &format!("exec {AGENT} \"$@\""),
@@ -274,12 +269,7 @@ fn agent_installed_refuses_a_vm_without_one_naming_it_before_any_lock() {
 #[test]
 fn a_dynamically_linked_agent_binary_is_refused_before_any_session() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    fleet
-        .add("db", 0)
-        .job("db")
-        .recording_locks()
-        .copying_backup_restore();
+    let fleet = db_fleet(1);
     let dynamic = fleet.dir.path().join("bbr-agent-dynamic");
     fs::copy("/bin/true", &dynamic).unwrap();
     let inventory = fleet.inventory_with(|m| over_ssh(&sshd, m, &nowhere(m)));
@@ -310,12 +300,7 @@ fn a_dynamically_linked_agent_binary_is_refused_before_any_session() {
 
 #[test]
 fn agent_flags_on_commands_without_the_placeholder_say_they_do_nothing() {
-    let mut fleet = Fleet::new();
-    fleet
-        .add("db", 0)
-        .job("db")
-        .recording_locks()
-        .copying_backup_restore();
+    let fleet = db_fleet(1);
     let inventory = fleet.local_inventory();
     let run = fleet.backup(&inventory, &["--agent", "bring"]);
     run.assert_success();
@@ -331,12 +316,7 @@ fn agent_flags_on_commands_without_the_placeholder_say_they_do_nothing() {
 #[test]
 fn a_temp_directory_others_may_write_without_the_sticky_bit_is_refused_before_the_transfer() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    fleet
-        .add("db", 0)
-        .job("db")
-        .recording_locks()
-        .copying_backup_restore();
+    let fleet = db_fleet(1);
     let inventory = fleet.inventory_with(|m| over_ssh(&sshd, m, &nowhere(m)));
     let tmp = data_tmp(&fleet.members[0]);
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o777)).unwrap();
@@ -360,12 +340,7 @@ fn a_temp_directory_others_may_write_without_the_sticky_bit_is_refused_before_th
 #[test]
 fn a_brought_agent_that_refuses_its_command_line_leaves_nothing_behind() {
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    fleet
-        .add("db", 0)
-        .job("db")
-        .recording_locks()
-        .copying_backup_restore();
+    let fleet = db_fleet(1);
     let inventory = fleet.inventory_with(|m| {
         sshd.ssh(&format!(
             "BBR_AGENT_INSTALLED={} BBR_AGENT_TMP={} {{{{ agent }}}} --no-such-flag --root {} serve",
