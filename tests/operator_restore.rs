@@ -163,7 +163,11 @@ fn ctrl_c_during_a_backup_script_says_the_operator_interrupted_the_run_and_what_
         "echo \"$ME\" >> \"$LOG\"\nkill -INT $PPID\nsleep 30",
     );
     let run = backup(&vm);
-    assert_told_interrupted(&run, "while backup scripts ran", "a backup script failed");
+    assert_told_interrupted(
+        &run,
+        "while backup scripts ran",
+        "backend/0 db backup failed",
+    );
     run.assert_stderr_contains("post-backup-unlock ran for backend/0 db");
     assert!(
         vm.calls().contains(&"db post-backup-unlock".to_string()),
@@ -179,12 +183,12 @@ fn ctrl_c_during_a_restore_lock_or_restore_script_says_so_and_what_was_unlocked(
         (
             "pre-restore-lock",
             "while jobs were being locked (pre-restore-lock); restore scripts were not run",
-            "a pre-restore-lock script failed",
+            "backend/0 db pre-restore-lock failed",
         ),
         (
             "restore",
             "while restore scripts ran; the restore is incomplete",
-            "a restore script failed",
+            "backend/0 db restore failed",
         ),
     ] {
         let vm = vm();

@@ -89,7 +89,11 @@ fn run_backup(
         return (outcome, Some(artifact.path));
     }
 
-    let locked = opts.lock_free || dep.lock(Side::Backup, &plan.lock_steps, console);
+    let lock_failed = match opts.lock_free {
+        true => Vec::new(),
+        false => dep.lock(Side::Backup, &plan.lock_steps, console),
+    };
+    let locked = lock_failed.is_empty();
     // An interruption is told once, after the unlocks, by what it cut short: not as a
     // script's failure.
     let mut cut_short = None;
@@ -101,14 +105,19 @@ fn run_backup(
                     "while jobs were being locked (pre-backup-lock); backup scripts were not run",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::LOCK,
-                "a pre-backup-lock script failed; backup scripts were not run",
+                &lock_failed,
+                Some("backup scripts were not run"),
             ),
         }
     }
 
-    let backed_up = locked && dep.run_data(Side::Backup, &plan.backup_jobs, console);
+    let backup_failed = match locked {
+        true => dep.run_data(Side::Backup, &plan.backup_jobs, console),
+        false => Vec::new(),
+    };
+    let backed_up = locked && backup_failed.is_empty();
     if locked && !backed_up {
         match crate::interrupt::is_interrupted() {
             true => {
@@ -117,15 +126,17 @@ fn run_backup(
                     "while backup scripts ran; nothing was drained",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::GENERAL,
-                "a backup script failed, or left an artifact directory no backup can hold; nothing was drained",
+                &backup_failed,
+                Some("nothing was drained"),
             ),
         }
     }
 
-    if !opts.lock_free && !dep.unlock(Side::Backup, &plan.lock_steps, backed_up, console) {
-        outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
+    if !opts.lock_free {
+        let unlock_failed = dep.unlock(Side::Backup, &plan.lock_steps, backed_up, console);
+        outcome.fail_scripts(exit_bits::UNLOCK, &unlock_failed, None);
     }
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());

@@ -1,12 +1,15 @@
 //! The result of a workflow: the exit-code bits it earned and the errors behind them.
 
-use super::deployment::{Deployment, JobRef};
+use super::deployment::{Deployment, FailedScript, JobRef};
 use crate::contract::{Side, exit_bits};
 use crate::order::Steps;
 
 /// How the error that names a failed run's cleanup starts; the command follows (the report
 /// shows it as the next step).
 pub const CLEANUP_LINE: &str = "to clean up, run: ";
+
+/// How many failed scripts the last lines name one by one.
+pub const NAMED_FAILURES: usize = 3;
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -26,6 +29,23 @@ impl Outcome {
     pub fn fail_all(&mut self, bit: i32, errors: impl IntoIterator<Item = impl ToString>) {
         for e in errors {
             self.fail(bit, e.to_string());
+        }
+    }
+
+    /// Records the scripts that failed, one line each naming the instance, job, script and
+    /// its end, followed by `then` (what that failure meant for the run); past
+    /// [`NAMED_FAILURES`] of them, one line says how many more (the console showed each).
+    pub fn fail_scripts(&mut self, bit: i32, failed: &[FailedScript], then: Option<&str>) {
+        let then = then.map(|t| format!(": {t}")).unwrap_or_default();
+        for f in failed.iter().take(NAMED_FAILURES) {
+            self.fail(bit, format!("{f}{then}"));
+        }
+        if failed.len() > NAMED_FAILURES {
+            let more = failed.len() - NAMED_FAILURES;
+            self.fail(
+                bit,
+                format!("and {more} more failed (see FAILED above){then}"),
+            );
         }
     }
 

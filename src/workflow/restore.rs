@@ -129,7 +129,8 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     }
 
     // BBR runs every restore-side script one at a time (see `Side::mode`).
-    let locked = dep.lock(Side::Restore, &lock_steps, console);
+    let lock_failed = dep.lock(Side::Restore, &lock_steps, console);
+    let locked = lock_failed.is_empty();
     // An interruption is told once, last, by what it cut short: not as a script's failure.
     let mut cut_short = None;
     if !locked {
@@ -140,14 +141,19 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                     "while jobs were being locked (pre-restore-lock); restore scripts were not run",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::LOCK,
-                "a pre-restore-lock script failed; restore scripts were not run",
+                &lock_failed,
+                Some("restore scripts were not run"),
             ),
         }
     }
     let restore_jobs: Vec<JobRef> = transfers.iter().map(|t| t.job).collect();
-    if locked && !dep.run_data(Side::Restore, &restore_jobs, console) {
+    let restore_failed = match locked {
+        true => dep.run_data(Side::Restore, &restore_jobs, console),
+        false => Vec::new(),
+    };
+    if !restore_failed.is_empty() {
         match crate::interrupt::is_interrupted() {
             true => {
                 cut_short = Some((
@@ -155,13 +161,12 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                     "while restore scripts ran; the restore is incomplete",
                 ))
             }
-            false => outcome.fail(exit_bits::GENERAL, "a restore script failed"),
+            false => outcome.fail_scripts(exit_bits::GENERAL, &restore_failed, None),
         }
     }
     // The restore's outcome is not told to restore-side unlocks.
-    if !dep.unlock(Side::Restore, &lock_steps, true, console) {
-        outcome.fail(exit_bits::UNLOCK, "a post-restore-unlock script failed");
-    }
+    let unlock_failed = dep.unlock(Side::Restore, &lock_steps, true, console);
+    outcome.fail_scripts(exit_bits::UNLOCK, &unlock_failed, None);
 
     remove_stores(dep, &mut outcome);
     if let Some((bit, what)) = cut_short {
