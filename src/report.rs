@@ -26,7 +26,10 @@ pub struct RunSummary<'a> {
     /// What the process exits with: the bits, or 128 + the signal that interrupted it.
     pub exit_status: i32,
     pub artifact: Option<&'a Path>,
+    /// What failed, as text.
     pub errors: &'a [String],
+    /// The command that cleans up what the run may have left, if it may have left something.
+    pub cleanup: Option<&'a str>,
 }
 
 /// What a failed run leaves the operator to do.
@@ -37,16 +40,12 @@ struct NextStep {
     command: Option<String>,
 }
 
-/// The next step after a failed run: the cleanup its errors name, else nothing left to clean.
+/// The next step after a failed run: the cleanup it names, else nothing left to clean.
 fn next_step(summary: &RunSummary<'_>) -> Option<NextStep> {
     if summary.exit_code == 0 {
         return None;
     }
-    let cleanup = summary
-        .errors
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix(crate::workflow::CLEANUP_LINE));
+    let cleanup = summary.cleanup;
     let left = exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP;
     Some(match cleanup {
         Some(command) => NextStep {
@@ -326,12 +325,7 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
     context.insert("failures", &failures);
     context.insert("next_step", &next_step(summary));
     // The cleanup is the next step, shown once, above.
-    let errors: Vec<&String> = summary
-        .errors
-        .iter()
-        .filter(|e| !e.starts_with(crate::workflow::CLEANUP_LINE))
-        .collect();
-    context.insert("errors", &errors);
+    context.insert("errors", summary.errors);
     tera::Tera::one_off(TEMPLATE, &context, true).map_err(|e| e.to_string())
 }
 
@@ -411,6 +405,7 @@ mod tests {
             exit_status: 0,
             artifact: None,
             errors: &[],
+            cleanup: None,
         }
     }
 
@@ -488,6 +483,7 @@ mod tests {
             exit_status: 1,
             artifact: None,
             errors: &["a backup script failed".to_string()],
+            cleanup: None,
         };
         let html = render(&summary, &recorded(&records, &[])).unwrap();
         assert!(html.contains("<td class=\"num\">2.5s</td>"), "{html}");

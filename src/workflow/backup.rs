@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::checks::backup_checks;
 use super::deployment::Deployment;
 use super::drain::drain;
+use super::failure::Failure;
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
@@ -144,7 +145,10 @@ fn run_backup(
             true => "nothing was locked (--unsafe-lock-free)".to_string(),
             false => super::outcome::unlocked(dep, &plan.lock_steps, Side::Backup),
         };
-        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
+        outcome.fail(
+            bit,
+            Failure::Interrupted(format!("{cause} {what}; {unlocked}")),
+        );
     }
 
     let mut drained = backed_up && {

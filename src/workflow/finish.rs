@@ -26,13 +26,15 @@ pub(super) fn write_report(
     artifact: &Path,
     console: &Console,
 ) {
+    let errors: Vec<String> = outcome.failures().iter().map(|f| f.to_string()).collect();
     let summary = RunSummary {
         workflow,
         deployment: &dep.name,
         exit_code: outcome.exit_code(),
         exit_status: crate::interrupt::exit_status(outcome.exit_code()),
         artifact: Some(artifact),
-        errors: &outcome.errors,
+        errors: &errors,
+        cleanup: outcome.cleanup(),
     };
     let (dir, name) = (
         path.parent().unwrap_or(Path::new(".")),

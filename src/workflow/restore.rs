@@ -14,6 +14,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::deployment::{Deployment, JobRef};
+use super::failure::Failure;
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
@@ -78,9 +79,9 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     }
     if let Err(e) = validate(&backup, &metadata, console) {
         return match crate::interrupt::cause() {
-            Some(cause) => outcome.stop(format!(
+            Some(cause) => outcome.stop(Failure::Interrupted(format!(
                 "{cause} while the backup was being checked; nothing on the VMs was touched"
-            )),
+            ))),
             None => outcome.stop(e),
         };
     }
@@ -117,7 +118,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                 remove_stores(dep, &mut outcome);
                 outcome.fail(
                     exit_bits::GENERAL,
-                    format!("{cause} while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored"),
+                    Failure::Interrupted(format!("{cause} while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored")),
                 );
             }
             None => {
@@ -172,7 +173,10 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
         let unlocked = super::outcome::unlocked(dep, &lock_steps, Side::Restore);
-        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
+        outcome.fail(
+            bit,
+            Failure::Interrupted(format!("{cause} {what}; {unlocked}")),
+        );
     }
     if outcome.succeeded() {
         console.info(format!(
