@@ -30,6 +30,8 @@ pub struct RunSummary<'a> {
     pub errors: &'a [String],
     /// The command that cleans up what the run may have left, if it may have left something.
     pub cleanup: Option<&'a str>,
+    /// For a failed lock that left nothing locked: what to fix before the run is made again.
+    pub retry: Option<String>,
 }
 
 /// What a failed run leaves the operator to do.
@@ -53,6 +55,15 @@ fn next_step(summary: &RunSummary<'_>) -> Option<NextStep> {
                 .to_string(),
             command: Some(command.to_string()),
         },
+        None if summary.retry.is_some() => {
+            let retry = summary.retry.as_deref().unwrap_or_default();
+            let mut chars = retry.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string());
+            NextStep {
+                text: format!("{}{}.", first.unwrap_or_default(), chars.as_str()),
+                command: None,
+            }
+        }
         None if summary.exit_code & left == 0 => NextStep {
             text: format!(
                 "Nothing was left locked: see what failed below, fix it, then run the {} again.",
@@ -406,6 +417,7 @@ mod tests {
             artifact: None,
             errors: &[],
             cleanup: None,
+            retry: None,
         }
     }
 
@@ -484,6 +496,7 @@ mod tests {
             artifact: None,
             errors: &["a backup script failed".to_string()],
             cleanup: None,
+            retry: None,
         };
         let html = render(&summary, &recorded(&records, &[])).unwrap();
         assert!(html.contains("<td class=\"num\">2.5s</td>"), "{html}");

@@ -1,5 +1,5 @@
 //! What a failed run's last lines say: which instance, job and script failed and how it
-//! ended, locally and through the driver.
+//! ended, locally and through the driver; and a cleanup only when something may be left.
 
 mod common;
 
@@ -88,5 +88,44 @@ fn failed_backup_and_unlock_scripts_are_each_named_and_many_are_capped() {
     assert_error_line(
         &run,
         "error: backend/0 db post-backup-unlock failed (exit status 2)",
+    );
+}
+
+#[test]
+fn a_failed_lock_whose_unlocks_ran_names_no_cleanup_and_says_what_to_fix() {
+    let vm = vm();
+    vm.job("db").script(
+        "pre-backup-lock",
+        "echo \"$ME\" >> \"$LOG\"\necho lock broke >&2\nexit 3",
+    );
+    let run = backup(&vm);
+    run.assert_code(4);
+    let fix =
+        "every lock was released; fix backend/0 db's pre-backup-lock and run the backup again";
+    assert_eq!(
+        errors(&run).last().copied(),
+        Some(format!("error: {fix}").as_str()),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        !run.stderr.contains("to clean up"),
+        "a cleanup is named though nothing is left\n{}",
+        run.explain()
+    );
+    assert!(
+        vm.calls().contains(&"db post-backup-unlock".to_string()),
+        "{:?}\n{}",
+        vm.calls(),
+        run.explain()
+    );
+    let report = fs::read_to_string(vm.artifact_dir().join("report.html")).unwrap();
+    assert!(
+        report.contains("Every lock was released; fix backend/0 db&#39;s pre-backup-lock and run the backup again."),
+        "the report's next step does not say what to fix\n{report}"
+    );
+    assert!(
+        !report.contains("backup-cleanup"),
+        "the report names a cleanup\n{report}"
     );
 }

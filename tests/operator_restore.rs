@@ -319,15 +319,22 @@ fn run_pasted(command: &str, cwd: &Path) -> Run {
     )
 }
 
+/// An unlock that fails once leaves its job locked: the run names the cleanup, in the report
+/// too, and the pasted command unlocks it. (A failed lock whose unlocks all ran names none:
+/// last_lines.rs.)
 #[test]
-fn a_failed_lock_ends_with_the_local_cleanup_command_which_cleans_up_and_is_in_the_report() {
+fn a_failed_unlock_ends_with_the_local_cleanup_command_which_cleans_up_and_is_in_the_report() {
     let vm = vm();
+    let marker = vm.dir.path().join("failed-once");
     vm.job("db").script(
-        "pre-backup-lock",
-        "echo \"$ME\" >> \"$LOG\"\necho lock broke >&2\nexit 1",
+        "post-backup-unlock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\nif [ ! -e '{m}' ]; then touch '{m}'; echo unlock broke >&2; exit 1; fi",
+            m = marker.display()
+        ),
     );
     let run = backup(&vm);
-    run.assert_code(4);
+    run.assert_code(8);
     let command = cleanup_command(&run);
     assert_eq!(
         command,

@@ -32,7 +32,7 @@ pub fn backup(
 ) -> (Outcome, Option<PathBuf>) {
     console.run("backup", &dep.name, None);
     let (mut outcome, artifact) = run_backup(dep, opts, console);
-    outcome.name_cleanup(dep.cleanup_via.as_deref(), "backup-cleanup");
+    outcome.name_next_step(dep.cleanup_via.as_deref(), "backup");
     if let Some(dir) = &artifact {
         write_report(
             &dir.join("report.html"),

@@ -35,6 +35,7 @@ pub(super) fn write_report(
         artifact: Some(artifact),
         errors: &errors,
         cleanup: outcome.cleanup(),
+        retry: outcome.retry(),
     };
     let (dir, name) = (
         path.parent().unwrap_or(Path::new(".")),

@@ -15,6 +15,8 @@ pub struct Outcome {
     failures: Vec<Failure>,
     /// The command that cleans up what the run may have left (see [`Outcome::name_cleanup`]).
     cleanup: Option<String>,
+    /// The lock that failed, for a run that left nothing (see [`Outcome::retry`]).
+    retry: Option<(Box<FailedScript>, &'static str)>,
 }
 
 impl Outcome {
@@ -55,15 +57,44 @@ impl Outcome {
         self
     }
 
-    /// Ends a failed run that leaves something to clean up (a lock or unlock that failed, a
-    /// store not removed, an interruption) with the command that cleans it up, `<via>
-    /// <cleanup>`: said last by the console, and the report's next step.
-    pub fn name_cleanup(&mut self, via: Option<&str>, cleanup: &str) {
-        let leaves = self.bits & (exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP) != 0
-            || !self.succeeded() && crate::interrupt::is_interrupted();
-        if let (true, Some(via)) = (leaves, via) {
-            self.cleanup = Some(format!("{via} {cleanup}"));
+    /// Ends a failed run with its next step. One that may leave something behind (an unlock
+    /// that failed or did not run, a store not removed, a VM not reached, an interruption)
+    /// names the command that cleans it up, `<via> <workflow>-cleanup`: said last by the
+    /// console, and the report's next step. One whose only failure was a lock, every unlock
+    /// and store removal having succeeded, left nothing: it names the lock to fix instead.
+    pub fn name_next_step(&mut self, via: Option<&str>, workflow: &'static str) {
+        if self.succeeded() {
+            return;
         }
+        let leaves = self.bits & (exit_bits::UNLOCK | exit_bits::CLEANUP) != 0
+            || crate::interrupt::is_interrupted();
+        let failed_lock = self.failures.iter().find_map(|f| match f {
+            Failure::Script { failed, .. } if failed.report.kind.is_lock() => Some(failed),
+            _ => None,
+        });
+        match (leaves, failed_lock) {
+            (false, Some(failed)) if self.bits & exit_bits::LOCK != 0 => {
+                self.retry = Some((failed.clone(), workflow));
+            }
+            (true, _) => {
+                self.retry = None;
+                if let Some(via) = via {
+                    self.cleanup = Some(format!("{via} {workflow}-cleanup"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After a failed lock that left nothing locked: what to fix, and that the run can be
+    /// made again.
+    pub fn retry(&self) -> Option<String> {
+        self.retry.as_ref().map(|(failed, workflow)| {
+            format!(
+                "every lock was released; fix {} {}'s {} and run the {workflow} again",
+                failed.instance, failed.report.job, failed.report.kind
+            )
+        })
     }
 
     /// What failed, in the order it happened.
@@ -82,6 +113,7 @@ impl Outcome {
         if let Some(command) = &self.cleanup {
             lines.push(format!("to clean up, run: {command}"));
         }
+        lines.extend(self.retry());
         lines
     }
 
@@ -150,7 +182,7 @@ mod tests {
             &[failed],
             Some("backup scripts were not run"),
         );
-        outcome.name_cleanup(Some("bbr-agent"), "backup-cleanup");
+        outcome.name_next_step(Some("bbr-agent"), "backup");
         match outcome.failures() {
             [Failure::Script { failed, .. }] => {
                 assert_eq!(failed.instance.to_string(), "db/0");
@@ -158,14 +190,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(outcome.cleanup(), Some("bbr-agent backup-cleanup"));
+        // Nothing else failed: every lock was released, and no cleanup is needed.
+        assert_eq!(outcome.cleanup(), None);
         assert_eq!(
             outcome.lines(),
             [
                 "db/0 postgres pre-backup-lock failed (exit status 3): backup scripts were not run",
-                "to clean up, run: bbr-agent backup-cleanup",
+                "every lock was released; fix db/0 postgres's pre-backup-lock and run the backup again",
             ]
         );
-        assert_eq!(outcome.exit_code(), exit_bits::LOCK);
+        outcome.fail(exit_bits::UNLOCK, "an unlock failed");
+        outcome.name_next_step(Some("bbr-agent"), "backup");
+        assert_eq!(outcome.cleanup(), Some("bbr-agent backup-cleanup"));
+        assert_eq!(outcome.exit_code(), exit_bits::LOCK | exit_bits::UNLOCK);
     }
 }

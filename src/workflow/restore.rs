@@ -50,7 +50,7 @@ struct Transfer {
 pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     console.run("restore", &dep.name, None);
     let mut outcome = run_restore(dep, opts, console);
-    outcome.name_cleanup(dep.cleanup_via.as_deref(), "restore-cleanup");
+    outcome.name_next_step(dep.cleanup_via.as_deref(), "restore");
     if let Some(path) = &opts.report {
         write_report(path, "restore", dep, &outcome, &opts.artifact, console);
     }
