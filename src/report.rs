@@ -26,7 +26,12 @@ pub struct RunSummary<'a> {
     /// What the process exits with: the bits, or 128 + the signal that interrupted it.
     pub exit_status: i32,
     pub artifact: Option<&'a Path>,
+    /// What failed, as text.
     pub errors: &'a [String],
+    /// The command that cleans up what the run may have left, if it may have left something.
+    pub cleanup: Option<&'a str>,
+    /// For a failed lock that left nothing locked: what to fix before the run is made again.
+    pub retry: Option<String>,
 }
 
 /// What a failed run leaves the operator to do.
@@ -37,16 +42,12 @@ struct NextStep {
     command: Option<String>,
 }
 
-/// The next step after a failed run: the cleanup its errors name, else nothing left to clean.
+/// The next step after a failed run: the cleanup it names, else nothing left to clean.
 fn next_step(summary: &RunSummary<'_>) -> Option<NextStep> {
     if summary.exit_code == 0 {
         return None;
     }
-    let cleanup = summary
-        .errors
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix(crate::workflow::CLEANUP_LINE));
+    let cleanup = summary.cleanup;
     let left = exit_bits::LOCK | exit_bits::UNLOCK | exit_bits::CLEANUP;
     Some(match cleanup {
         Some(command) => NextStep {
@@ -54,6 +55,15 @@ fn next_step(summary: &RunSummary<'_>) -> Option<NextStep> {
                 .to_string(),
             command: Some(command.to_string()),
         },
+        None if summary.retry.is_some() => {
+            let retry = summary.retry.as_deref().unwrap_or_default();
+            let mut chars = retry.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string());
+            NextStep {
+                text: format!("{}{}.", first.unwrap_or_default(), chars.as_str()),
+                command: None,
+            }
+        }
         None if summary.exit_code & left == 0 => NextStep {
             text: format!(
                 "Nothing was left locked: see what failed below, fix it, then run the {} again.",
@@ -326,12 +336,7 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
     context.insert("failures", &failures);
     context.insert("next_step", &next_step(summary));
     // The cleanup is the next step, shown once, above.
-    let errors: Vec<&String> = summary
-        .errors
-        .iter()
-        .filter(|e| !e.starts_with(crate::workflow::CLEANUP_LINE))
-        .collect();
-    context.insert("errors", &errors);
+    context.insert("errors", summary.errors);
     tera::Tera::one_off(TEMPLATE, &context, true).map_err(|e| e.to_string())
 }
 
@@ -411,6 +416,8 @@ mod tests {
             exit_status: 0,
             artifact: None,
             errors: &[],
+            cleanup: None,
+            retry: None,
         }
     }
 
@@ -488,6 +495,8 @@ mod tests {
             exit_status: 1,
             artifact: None,
             errors: &["a backup script failed".to_string()],
+            cleanup: None,
+            retry: None,
         };
         let html = render(&summary, &recorded(&records, &[])).unwrap();
         assert!(html.contains("<td class=\"num\">2.5s</td>"), "{html}");

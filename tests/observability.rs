@@ -303,10 +303,11 @@ fn section<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
 #[test]
 fn a_failed_runs_report_shows_its_next_step_the_exact_cleanup_command_in_chromium() {
     let vm = vm();
+    // A failed unlock leaves its job locked (a failed lock whose unlocks ran leaves nothing).
     vm.job("db")
-        .script("pre-backup-lock", "echo lock broke >&2\nexit 1");
+        .script("post-backup-unlock", "echo unlock broke >&2\nexit 1");
     let run = backup(&vm, &[]);
-    run.assert_code(4);
+    run.assert_code(8);
     let last = run.stderr.lines().last().unwrap_or_default();
     let command = last
         .strip_prefix("error: to clean up, run: ")

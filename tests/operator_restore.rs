@@ -163,7 +163,11 @@ fn ctrl_c_during_a_backup_script_says_the_operator_interrupted_the_run_and_what_
         "echo \"$ME\" >> \"$LOG\"\nkill -INT $PPID\nsleep 30",
     );
     let run = backup(&vm);
-    assert_told_interrupted(&run, "while backup scripts ran", "a backup script failed");
+    assert_told_interrupted(
+        &run,
+        "while backup scripts ran",
+        "backend/0 db backup failed",
+    );
     run.assert_stderr_contains("post-backup-unlock ran for backend/0 db");
     assert!(
         vm.calls().contains(&"db post-backup-unlock".to_string()),
@@ -179,12 +183,12 @@ fn ctrl_c_during_a_restore_lock_or_restore_script_says_so_and_what_was_unlocked(
         (
             "pre-restore-lock",
             "while jobs were being locked (pre-restore-lock); restore scripts were not run",
-            "a pre-restore-lock script failed",
+            "backend/0 db pre-restore-lock failed",
         ),
         (
             "restore",
             "while restore scripts ran; the restore is incomplete",
-            "a restore script failed",
+            "backend/0 db restore failed",
         ),
     ] {
         let vm = vm();
@@ -315,15 +319,22 @@ fn run_pasted(command: &str, cwd: &Path) -> Run {
     )
 }
 
+/// An unlock that fails once leaves its job locked: the run names the cleanup, in the report
+/// too, and the pasted command unlocks it. (A failed lock whose unlocks all ran names none:
+/// last_lines.rs.)
 #[test]
-fn a_failed_lock_ends_with_the_local_cleanup_command_which_cleans_up_and_is_in_the_report() {
+fn a_failed_unlock_ends_with_the_local_cleanup_command_which_cleans_up_and_is_in_the_report() {
     let vm = vm();
+    let marker = vm.dir.path().join("failed-once");
     vm.job("db").script(
-        "pre-backup-lock",
-        "echo \"$ME\" >> \"$LOG\"\necho lock broke >&2\nexit 1",
+        "post-backup-unlock",
+        &format!(
+            "echo \"$ME\" >> \"$LOG\"\nif [ ! -e '{m}' ]; then touch '{m}'; echo unlock broke >&2; exit 1; fi",
+            m = marker.display()
+        ),
     );
     let run = backup(&vm);
-    run.assert_code(4);
+    run.assert_code(8);
     let command = cleanup_command(&run);
     assert_eq!(
         command,

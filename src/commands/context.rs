@@ -58,7 +58,7 @@ impl Context {
     }
 
     pub fn report(&self, outcome: &Outcome) -> i32 {
-        for error in &outcome.errors {
+        for error in outcome.lines() {
             self.console.error(error);
         }
         outcome.exit_code()

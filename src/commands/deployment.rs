@@ -247,7 +247,7 @@ pub fn run_instances_counted(
     if no_bbr_jobs && args.director.all_deployments {
         return Ok((0, true));
     }
-    for error in &outcome.errors {
+    for error in outcome.lines() {
         console.error(error);
     }
     Ok((outcome.exit_code(), no_bbr_jobs))

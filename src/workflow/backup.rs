@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::checks::backup_checks;
 use super::deployment::Deployment;
 use super::drain::drain;
+use super::failure::Failure;
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
@@ -31,7 +32,7 @@ pub fn backup(
 ) -> (Outcome, Option<PathBuf>) {
     console.run("backup", &dep.name, None);
     let (mut outcome, artifact) = run_backup(dep, opts, console);
-    outcome.name_cleanup(dep.cleanup_via.as_deref(), "backup-cleanup");
+    outcome.name_next_step(dep.cleanup_via.as_deref(), "backup");
     if let Some(dir) = &artifact {
         write_report(
             &dir.join("report.html"),
@@ -89,7 +90,11 @@ fn run_backup(
         return (outcome, Some(artifact.path));
     }
 
-    let locked = opts.lock_free || dep.lock(Side::Backup, &plan.lock_steps, console);
+    let lock_failed = match opts.lock_free {
+        true => Vec::new(),
+        false => dep.lock(Side::Backup, &plan.lock_steps, console),
+    };
+    let locked = lock_failed.is_empty();
     // An interruption is told once, after the unlocks, by what it cut short: not as a
     // script's failure.
     let mut cut_short = None;
@@ -101,14 +106,19 @@ fn run_backup(
                     "while jobs were being locked (pre-backup-lock); backup scripts were not run",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::LOCK,
-                "a pre-backup-lock script failed; backup scripts were not run",
+                &lock_failed,
+                Some("backup scripts were not run"),
             ),
         }
     }
 
-    let backed_up = locked && dep.run_data(Side::Backup, &plan.backup_jobs, console);
+    let backup_failed = match locked {
+        true => dep.run_data(Side::Backup, &plan.backup_jobs, console),
+        false => Vec::new(),
+    };
+    let backed_up = locked && backup_failed.is_empty();
     if locked && !backed_up {
         match crate::interrupt::is_interrupted() {
             true => {
@@ -117,15 +127,17 @@ fn run_backup(
                     "while backup scripts ran; nothing was drained",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::GENERAL,
-                "a backup script failed, or left an artifact directory no backup can hold; nothing was drained",
+                &backup_failed,
+                Some("nothing was drained"),
             ),
         }
     }
 
-    if !opts.lock_free && !dep.unlock(Side::Backup, &plan.lock_steps, backed_up, console) {
-        outcome.fail(exit_bits::UNLOCK, "a post-backup-unlock script failed");
+    if !opts.lock_free {
+        let unlock_failed = dep.unlock(Side::Backup, &plan.lock_steps, backed_up, console);
+        outcome.fail_scripts(exit_bits::UNLOCK, &unlock_failed, None);
     }
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
@@ -133,7 +145,10 @@ fn run_backup(
             true => "nothing was locked (--unsafe-lock-free)".to_string(),
             false => super::outcome::unlocked(dep, &plan.lock_steps, Side::Backup),
         };
-        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
+        outcome.fail(
+            bit,
+            Failure::Interrupted(format!("{cause} {what}; {unlocked}")),
+        );
     }
 
     let mut drained = backed_up && {

@@ -213,10 +213,6 @@ fn unlock(
         }
     };
     let steps = steps.retain(|r| chosen.contains(r));
-    if !dep.unlock(side, &steps, false, console) {
-        outcome.fail(
-            exit_bits::UNLOCK,
-            format!("a {} script failed", side.unlock()),
-        );
-    }
+    let failed = dep.unlock(side, &steps, false, console);
+    outcome.fail_scripts(exit_bits::UNLOCK, &failed, None);
 }

@@ -35,6 +35,27 @@ pub struct InstanceFailure {
     pub error: Box<InstanceError>,
 }
 
+/// A script that failed on an instance of the deployment: the instance and the script's
+/// report (its job, kind and end), kept as data for the run's last lines.
+#[derive(Debug, Clone)]
+pub struct FailedScript {
+    pub instance: InstanceId,
+    pub report: ScriptReport,
+}
+
+impl std::fmt::Display for FailedScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} failed ({})",
+            self.instance,
+            self.report.job,
+            self.report.kind,
+            self.report.end.describe()
+        )
+    }
+}
+
 /// One instance of the deployment and, once [`Deployment::describe`] had it, what it holds:
 /// kept together, so a description cannot drift to another instance's place when one fails.
 struct Member {
@@ -278,35 +299,49 @@ impl Deployment {
     }
 
     /// Runs `side`'s lock scripts step by step, in lock order; stops after the first step
-    /// with a failure. Returns whether every step succeeded.
-    pub fn lock(&mut self, side: Side, steps: &Steps<JobRef>, console: &Console) -> bool {
-        steps
-            .lock_order()
-            .all(|step| self.run(side.lock(), step, side.mode(), None, console))
+    /// with a failure. Returns the scripts that failed (none: every step succeeded).
+    pub fn lock(
+        &mut self,
+        side: Side,
+        steps: &Steps<JobRef>,
+        console: &Console,
+    ) -> Vec<FailedScript> {
+        for step in steps.lock_order() {
+            let failed = self.run(side.lock(), step, side.mode(), None, console);
+            if !failed.is_empty() {
+                return failed;
+            }
+        }
+        Vec::new()
     }
 
-    /// Runs `side`'s data scripts (`backup` or `restore`) for `jobs`; returns whether every
-    /// one succeeded.
-    pub fn run_data(&mut self, side: Side, jobs: &[JobRef], console: &Console) -> bool {
+    /// Runs `side`'s data scripts (`backup` or `restore`) for `jobs`; returns those that
+    /// failed.
+    pub fn run_data(
+        &mut self,
+        side: Side,
+        jobs: &[JobRef],
+        console: &Console,
+    ) -> Vec<FailedScript> {
         self.run(side.data(), jobs, side.mode(), None, console)
     }
 
     /// Runs `side`'s unlock scripts for every step, in unlock order, whatever fails:
     /// unlocking must reach every job. They are told whether the data step succeeded, as the
-    /// side tells it. Returns whether every one succeeded.
+    /// side tells it. Returns those that failed.
     pub fn unlock(
         &mut self,
         side: Side,
         steps: &Steps<JobRef>,
         data_succeeded: bool,
         console: &Console,
-    ) -> bool {
+    ) -> Vec<FailedScript> {
         let after = side.unlock_env(data_succeeded);
-        let mut ok = true;
+        let mut failed = Vec::new();
         for step in steps.unlock_order() {
-            ok &= self.run(side.unlock(), step, side.mode(), after, console);
+            failed.extend(self.run(side.unlock(), step, side.mode(), after, console));
         }
-        ok
+        failed
     }
 
     /// The instances whose unlocks were left to their agent: the run was interrupted and
@@ -317,8 +352,8 @@ impl Deployment {
 
     /// Runs `kind` for `jobs`. All at once: every instance at once, and the jobs of an
     /// instance at once. One at a time: one job after another, in the order given. Returns
-    /// whether every script that ran succeeded; an unlock left to a VM's agent is no failure
-    /// here (the VM gets one line for it, and the run is interrupted anyway).
+    /// the scripts that failed; an unlock left to a VM's agent is no failure here (the VM
+    /// gets one line for it, and the run is interrupted anyway).
     fn run(
         &mut self,
         kind: ScriptKind,
@@ -326,7 +361,7 @@ impl Deployment {
         mode: Mode,
         after_backup_successful: Option<bool>,
         console: &Console,
-    ) -> bool {
+    ) -> Vec<FailedScript> {
         let step = |jobs| ScriptStep {
             kind,
             jobs,
@@ -385,8 +420,13 @@ impl Deployment {
             }
         }
         reports
-            .iter()
-            .all(|(_, r)| r.success() || r.left_to_agent())
+            .into_iter()
+            .filter(|(_, r)| !r.success() && !r.left_to_agent())
+            .map(|(i, report)| FailedScript {
+                instance: self.id(i).clone(),
+                report,
+            })
+            .collect()
     }
 
     /// Applies `op` to every instance; returns the failures.
@@ -584,8 +624,8 @@ mod tests {
             let console = Console::new(false, Format::Json);
             dep.describe(&console).unwrap();
             let steps = dep.lock_steps(side).unwrap();
-            assert!(dep.lock(side, &steps, &console));
-            assert!(dep.unlock(side, &steps, false, &console));
+            assert!(dep.lock(side, &steps, &console).is_empty());
+            assert!(dep.unlock(side, &steps, false, &console).is_empty());
             let ran = ran.lock().unwrap();
             let seen: Vec<(&str, ScriptKind)> =
                 ran.iter().map(|(id, s)| (id.as_str(), s.kind)).collect();

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use super::deployment::{Deployment, JobRef};
+use super::failure::{Failure, TransferError};
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{
     ArtifactChecksums, BackupDir, BackupMetadata, InstanceArtifacts,
@@ -26,7 +27,7 @@ pub fn drain(
     artifact: &BackupDir,
     metadata: &mut BackupMetadata,
     console: &Console,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Vec<Failure>> {
     // Each job with the named artifact it makes, if it makes one (backup_one_restore_all).
     let mut by_instance: BTreeMap<usize, Vec<(String, Option<String>)>> = BTreeMap::new();
     for &r in jobs {
@@ -92,14 +93,19 @@ fn drain_job(
     job: &str,
     path: PathBuf,
     console: &Console,
-) -> Result<ArtifactChecksums, String> {
+) -> Result<ArtifactChecksums, Failure> {
     let id = instance.id().clone();
     let started = std::time::Instant::now();
-    let fail = |what: String| {
+    let fail_with = |error: TransferError| {
         // A tar that failed its check must not sit in the artifact looking like a good one.
         let _ = std::fs::remove_file(&path);
-        Err(format!("{id} {job}: {what}"))
+        Err(Failure::Transfer {
+            instance: id.clone(),
+            job: job.to_string(),
+            error,
+        })
     };
+    let fail = |what: String| fail_with(TransferError::Local(what));
     let file = match File::create(&path) {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
@@ -129,7 +135,7 @@ fn drain_job(
     };
     let sent: Checksums = match sent {
         Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail_with(TransferError::Instance(Box::new(e))),
     };
     let received = match received {
         Ok(c) => c,

@@ -26,13 +26,16 @@ pub(super) fn write_report(
     artifact: &Path,
     console: &Console,
 ) {
+    let errors: Vec<String> = outcome.failures().iter().map(|f| f.to_string()).collect();
     let summary = RunSummary {
         workflow,
         deployment: &dep.name,
         exit_code: outcome.exit_code(),
         exit_status: crate::interrupt::exit_status(outcome.exit_code()),
         artifact: Some(artifact),
-        errors: &outcome.errors,
+        errors: &errors,
+        cleanup: outcome.cleanup(),
+        retry: outcome.retry(),
     };
     let (dir, name) = (
         path.parent().unwrap_or(Path::new(".")),

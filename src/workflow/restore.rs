@@ -14,6 +14,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::deployment::{Deployment, JobRef};
+use super::failure::Failure;
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
@@ -49,7 +50,7 @@ struct Transfer {
 pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     console.run("restore", &dep.name, None);
     let mut outcome = run_restore(dep, opts, console);
-    outcome.name_cleanup(dep.cleanup_via.as_deref(), "restore-cleanup");
+    outcome.name_next_step(dep.cleanup_via.as_deref(), "restore");
     if let Some(path) = &opts.report {
         write_report(path, "restore", dep, &outcome, &opts.artifact, console);
     }
@@ -78,9 +79,9 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     }
     if let Err(e) = validate(&backup, &metadata, console) {
         return match crate::interrupt::cause() {
-            Some(cause) => outcome.stop(format!(
+            Some(cause) => outcome.stop(Failure::Interrupted(format!(
                 "{cause} while the backup was being checked; nothing on the VMs was touched"
-            )),
+            ))),
             None => outcome.stop(e),
         };
     }
@@ -117,7 +118,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                 remove_stores(dep, &mut outcome);
                 outcome.fail(
                     exit_bits::GENERAL,
-                    format!("{cause} while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored"),
+                    Failure::Interrupted(format!("{cause} while the backup was being copied to the VMs; the copy was stopped and removed; nothing was locked or restored")),
                 );
             }
             None => {
@@ -129,7 +130,8 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     }
 
     // BBR runs every restore-side script one at a time (see `Side::mode`).
-    let locked = dep.lock(Side::Restore, &lock_steps, console);
+    let lock_failed = dep.lock(Side::Restore, &lock_steps, console);
+    let locked = lock_failed.is_empty();
     // An interruption is told once, last, by what it cut short: not as a script's failure.
     let mut cut_short = None;
     if !locked {
@@ -140,14 +142,19 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                     "while jobs were being locked (pre-restore-lock); restore scripts were not run",
                 ))
             }
-            false => outcome.fail(
+            false => outcome.fail_scripts(
                 exit_bits::LOCK,
-                "a pre-restore-lock script failed; restore scripts were not run",
+                &lock_failed,
+                Some("restore scripts were not run"),
             ),
         }
     }
     let restore_jobs: Vec<JobRef> = transfers.iter().map(|t| t.job).collect();
-    if locked && !dep.run_data(Side::Restore, &restore_jobs, console) {
+    let restore_failed = match locked {
+        true => dep.run_data(Side::Restore, &restore_jobs, console),
+        false => Vec::new(),
+    };
+    if !restore_failed.is_empty() {
         match crate::interrupt::is_interrupted() {
             true => {
                 cut_short = Some((
@@ -155,19 +162,21 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                     "while restore scripts ran; the restore is incomplete",
                 ))
             }
-            false => outcome.fail(exit_bits::GENERAL, "a restore script failed"),
+            false => outcome.fail_scripts(exit_bits::GENERAL, &restore_failed, None),
         }
     }
     // The restore's outcome is not told to restore-side unlocks.
-    if !dep.unlock(Side::Restore, &lock_steps, true, console) {
-        outcome.fail(exit_bits::UNLOCK, "a post-restore-unlock script failed");
-    }
+    let unlock_failed = dep.unlock(Side::Restore, &lock_steps, true, console);
+    outcome.fail_scripts(exit_bits::UNLOCK, &unlock_failed, None);
 
     remove_stores(dep, &mut outcome);
     if let Some((bit, what)) = cut_short {
         let cause = crate::interrupt::cause().unwrap_or_else(|| "the run was interrupted".into());
         let unlocked = super::outcome::unlocked(dep, &lock_steps, Side::Restore);
-        outcome.fail(bit, format!("{cause} {what}; {unlocked}"));
+        outcome.fail(
+            bit,
+            Failure::Interrupted(format!("{cause} {what}; {unlocked}")),
+        );
     }
     if outcome.succeeded() {
         console.info(format!(

@@ -287,7 +287,7 @@ pub fn assert_driver_left_the_unlocks_to_the_agents(exit: &Exit, vms: &[&str], c
     let both = format!("{}\n{}", exit.stdout, exit.stderr);
     for wrong in [
         "FAILED (could not be started",
-        "unlock script failed",
+        "-unlock failed (",
         "cannot reach the agent",
         "unlock ran for",
     ] {
