@@ -246,7 +246,21 @@ impl Jumpbox {
                 return Err(failed(format!("ssh exited ({status}): {said}")));
             }
             if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(Tunnel { child, port });
+                // Whoever listens there gets the director's traffic: it must be our ssh, not
+                // a local user who bound the port first (ssh then fails to bind, and exits).
+                if listens_on(child.id(), port) {
+                    return Ok(Tunnel { child, port });
+                }
+                // An ssh that exited is reaped here: its pid is not ours to signal any more.
+                let exited = matches!(child.try_wait(), Ok(Some(_)));
+                if exited || Instant::now() > deadline {
+                    if !exited {
+                        end(&mut child);
+                    }
+                    return Err(failed(format!(
+                        "127.0.0.1:{port} is held by another process, not by the tunnel's ssh: run again (another port is chosen)"
+                    )));
+                }
             }
             if Instant::now() > deadline {
                 end(&mut child);
@@ -304,6 +318,34 @@ impl Drop for Tunnel {
     }
 }
 
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (`/proc/net/tcp`'s
+/// LISTEN entry for it, by inode, among the process's descriptors).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st (0A: LISTEN), ..., inode is the tenth.
+            (fields.len() > 9 && fields[1] == local && fields[3] == "0A")
+                .then(|| format!("socket:[{}]", fields[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+}
+
 /// Ends the tunnel's ssh (the leader of its own group) and reaps it.
 fn end(child: &mut Child) {
     let Ok(pid) = i32::try_from(child.id()) else {
@@ -320,6 +362,24 @@ fn end(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_is_told_apart_by_the_process_that_holds_it() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(
+            listens_on(std::process::id(), port),
+            "this process holds it"
+        );
+        // Another process (the parent of this test) does not.
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        assert!(!listens_on(parent, port));
+        drop(listener);
+        assert!(
+            !listens_on(std::process::id(), port),
+            "no one listens any more"
+        );
+    }
 
     #[test]
     fn bosh_all_proxy_as_the_bosh_cli_writes_it() {
