@@ -184,3 +184,44 @@ fn a_vm_that_asks_for_the_agent_and_reads_nothing_stops_at_the_connect_timeout()
         run.explain()
     );
 }
+
+/// A VM whose disk is full as the agent is brought (here a `head` that fails to write): the
+/// error is the bootstrap's own reason, not the broken pipe the driver's write then meets.
+#[test]
+fn a_vm_that_cannot_write_the_brought_agent_says_why() {
+    let mut fleet = Fleet::new();
+    fleet.add("db", 0).job("db").recording_locks();
+    let bin = fleet.dir.path().join("full-disk-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let head = bin.join("head");
+    fs::write(
+        &head,
+        "#!/bin/sh\ndd bs=1 count=1 >/dev/null 2>&1\necho \"head: error writing 'bbr-agent': No space left on device\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&head, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tmp = fleet.dir.path().join("data-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let root = fleet.members[0].vm.root().display().to_string();
+    let inventory = fleet.inventory_with(|_| {
+        format!(
+            "PATH={}:$PATH BBR_AGENT_INSTALLED=/nonexistent BBR_AGENT_TMP={} {{{{ agent }}}} --root {root} serve",
+            bin.display(),
+            tmp.display()
+        )
+    });
+    let run = backup(&fleet, &inventory, &["--agent", "bring"], &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("the bootstrap could not take the agent: cannot write");
+    assert!(
+        fleet.calls().is_empty(),
+        "nothing may be locked: {:?}",
+        fleet.calls()
+    );
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "nothing left\n{}",
+        run.explain()
+    );
+}

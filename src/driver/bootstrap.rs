@@ -173,10 +173,18 @@ impl Bring {
             ),
         });
         let started = Instant::now();
-        to.write_all(format!("{}\n", payload.bytes.len()).as_bytes())
+        let sent = to
+            .write_all(format!("{}\n", payload.bytes.len()).as_bytes())
             .and_then(|()| to.write_all(&payload.bytes))
-            .and_then(|()| to.flush())
-            .map_err(BootstrapError::Send)?;
+            .and_then(|()| to.flush());
+        if let Err(e) = sent {
+            // The bootstrap stopped reading because it failed (a full disk, say): its own
+            // reason, already on its way, says more than the broken pipe.
+            return Err(match said(from) {
+                Ok((word, rest)) if word == "failed" => BootstrapError::Failed(rest),
+                _ => BootstrapError::Send(e),
+            });
+        }
         let (word, rest) = said(from)?;
         match word.as_str() {
             "ok" => {
