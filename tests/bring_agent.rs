@@ -354,3 +354,38 @@ fn a_brought_agent_that_refuses_its_command_line_leaves_nothing_behind() {
     assert!(fleet.calls().is_empty(), "{:#?}", fleet.calls());
     assert_nothing_left(&fleet, &run);
 }
+
+/// `--agent auto` with a binary that cannot be brought (dynamically linked): the VMs with an
+/// installed agent still run, and only a VM without one is refused, naming why and what to do.
+#[test]
+fn auto_with_a_binary_that_cannot_be_brought_still_runs_where_the_agent_is_installed() {
+    let sshd = Sshd::start();
+    let fleet = db_fleet(2);
+    let dynamic = fleet.dir.path().join("bbr-agent-dynamic");
+    fs::copy("/bin/true", &dynamic).unwrap();
+    let installed = script(
+        &fleet.dir.path().join("installed/bbr-agent"),
+        &format!("exec {AGENT} \"$@\""),
+    );
+    let auto = ["--agent-binary", dynamic.to_str().unwrap()];
+
+    let everywhere = fleet.inventory_with(|m| over_ssh(&sshd, m, &installed));
+    fleet.backup(&everywhere, &auto).assert_success();
+
+    let one_without = fleet.inventory_with(|m| {
+        let path = if m.index == 0 {
+            installed.clone()
+        } else {
+            nowhere(m)
+        };
+        over_ssh(&sshd, m, &path)
+    });
+    let calls = fleet.calls();
+    let run = fleet.backup(&one_without, &auto);
+    assert_ne!(run.code, Some(0), "{}", run.explain());
+    run.assert_stderr_contains("db/1: ").assert_stderr_contains(
+        "the VM has no bbr-agent of this protocol and this driver cannot bring its own",
+    );
+    assert_eq!(fleet.calls(), calls, "nothing locked\n{}", run.explain());
+    assert_nothing_left(&fleet, &run);
+}

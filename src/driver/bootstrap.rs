@@ -75,6 +75,10 @@ pub enum BootstrapError {
         "the agent binary arrived changed (SHA-256 {got}, sent {sent}): something on the way altered it, so it was not run"
     )]
     Mismatch { got: String, sent: String },
+    #[error(
+        "the VM has no bbr-agent of this protocol and this driver cannot bring its own ({0}): install the bbr-agent job there, or give --agent-binary FILE"
+    )]
+    CannotBring(String),
     #[error("the bootstrap could not take the agent: {0}")]
     Failed(String),
     #[error("the bootstrap said something unexpected: {0}")]
@@ -98,6 +102,9 @@ pub struct Bring {
     mode: AgentMode,
     /// None with `--agent installed`: nothing is ever sent.
     payload: Option<Payload>,
+    /// With `--agent auto`, why this driver cannot bring itself (an aarch64 or dynamically
+    /// linked build): said only to a VM that has no agent, so the VMs with one still run.
+    cannot_bring: Option<String>,
     notice: Notice,
 }
 
@@ -109,13 +116,18 @@ impl Bring {
         agent_binary: Option<&Path>,
         notice: Notice,
     ) -> Result<Bring, PrepareError> {
-        let payload = match mode {
-            AgentMode::Installed => None,
-            AgentMode::Auto | AgentMode::Bring => Some(load(agent_binary)?),
+        let (payload, cannot_bring) = match mode {
+            AgentMode::Installed => (None, None),
+            AgentMode::Bring => (Some(load(agent_binary)?), None),
+            AgentMode::Auto => match load(agent_binary) {
+                Ok(payload) => (Some(payload), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
         };
         Ok(Bring {
             mode,
             payload,
+            cannot_bring,
             notice,
         })
     }
@@ -151,6 +163,9 @@ impl Bring {
             ("installed", _) => Ok(()),
             ("missing", _) => Err(BootstrapError::Missing(rest)),
             ("send", Some(payload)) => self.send(id, payload, to, from),
+            ("send", None) if self.cannot_bring.is_some() => Err(BootstrapError::CannotBring(
+                self.cannot_bring.clone().unwrap_or_default(),
+            )),
             ("failed", _) => Err(BootstrapError::Failed(rest)),
             _ => Err(BootstrapError::Unexpected(format!("{word} {rest}"))),
         }
