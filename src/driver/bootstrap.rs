@@ -268,6 +268,7 @@ mod tests {
                 bytes: b"agent".to_vec(),
                 sha256: "ab12".into(),
             }),
+            cannot_bring: None,
             notice: Arc::new(|_| {}),
         }
     }
