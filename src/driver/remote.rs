@@ -188,14 +188,14 @@ impl RemoteInstance {
             drop(finished);
             let fired = watchdog.is_some_and(|w| w.join().unwrap_or(false));
             if let Err(e) = started {
-                let why = match fired {
-                    true => format!(
+                if fired {
+                    let why = format!(
                         "bringing the agent did not end within {} (--connect-timeout): check the link to the VM, or give a longer --connect-timeout",
                         crate::duration::format_limit(self.connect_timeout)
-                    ),
-                    false => e.to_string(),
-                };
-                return Err(self.lose(why));
+                    );
+                    return Err(self.lose_with(why, true));
+                }
+                return Err(self.lose(e.to_string()));
             }
         }
         let hello = Op::Hello {
@@ -341,14 +341,20 @@ impl RemoteInstance {
 
     /// Marks the session lost and says why, with the command's stderr; a session that did
     /// not answer `hello` in time says that instead.
-    fn lose(&mut self, mut why: String) -> InstanceError {
+    fn lose(&mut self, why: String) -> InstanceError {
+        self.lose_with(why, false)
+    }
+
+    /// [`Self::lose`]; with `said`, `why` stands even when a read also met the deadline (the
+    /// transfer's own timeout is the better word for it).
+    fn lose_with(&mut self, mut why: String, said: bool) -> InstanceError {
         let stderr = match self.conn.take() {
             Some(mut conn) => {
                 // Every live session is ended on the first interruption (session_watch): one
                 // lost after it was ended by it, unless it was ended for its lateness.
                 self.ended_by_interruption =
                     crate::interrupt::is_interrupted() && !conn.from_agent.get_ref().timed_out();
-                if conn.from_agent.get_ref().timed_out() {
+                if conn.from_agent.get_ref().timed_out() && !said {
                     why = format!(
                         "no answer within {}: check that the VM is reachable and that the command works",
                         crate::duration::format_limit(self.connect_timeout)
