@@ -1101,13 +1101,19 @@ fn ctrl_c_while_the_director_sets_up_ssh_stops_the_wait_at_once() {
         &s.args("s3cret", &ca, "acme", &["backup", "-a", &artifacts]),
         &[("BBR_AGENT_REMOTE_COMMAND", &s.remote_command())],
     );
+    // Three polls of the setup task, after its POST: the driver is in the wait.
     let polling = eventually(Duration::from_secs(30), || {
-        s.standin
-            .calls()
+        let calls = s.standin.calls();
+        let setup = calls
             .iter()
-            .filter(|c| c.starts_with("GET /tasks/"))
-            .count()
-            >= 3
+            .position(|c| c.starts_with("POST /deployments/acme/ssh"));
+        setup.is_some_and(|i| {
+            calls[i..]
+                .iter()
+                .filter(|c| c.starts_with("GET /tasks/"))
+                .count()
+                >= 3
+        })
     });
     assert!(
         polling,
@@ -1123,6 +1129,7 @@ fn ctrl_c_while_the_director_sets_up_ssh_stops_the_wait_at_once() {
         "the error says the wait was interrupted\n{}",
         exit.explain
     );
+    s.assert_user_gone(&exit.explain);
     s.nothing_locked(&exit.explain);
 }
 

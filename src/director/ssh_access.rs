@@ -147,9 +147,14 @@ impl SshAccess {
                 Ok(id) => id,
                 Err(reply) => return Err(self.director.status(&what, &reply).into()),
             };
-            let result = self
+            let result = match self
                 .director
-                .wait_task(id, &what, SETUP_LIMIT, Level::Interrupted)?;
+                .wait_task(id, &what, SETUP_LIMIT, Level::Interrupted)
+            {
+                // One way to say it, whenever in the setup the interruption came.
+                Err(ApiError::TaskInterrupted { .. }) => return Err(SshAccessError::Interrupted),
+                other => other?,
+            };
             hosts.extend(parse_setup(group, &result)?);
         }
         if crate::interrupt::is_interrupted() {
