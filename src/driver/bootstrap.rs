@@ -224,12 +224,22 @@ fn said(from: &mut impl BufRead) -> Result<(String, String), BootstrapError> {
         Err(FrameError::Eof) => return Err(BootstrapError::Ended),
         Err(e) => return Err(BootstrapError::Broken(e.to_string())),
     };
-    let text = String::from_utf8_lossy(&line);
-    let shown: String = text.chars().take(300).collect();
-    let Some(said) = text.strip_prefix(PREFIX) else {
-        return Err(BootstrapError::Unexpected(shown));
+    // From the VM: not UTF-8 is shown lossily, a control character (a terminal escape meant
+    // for the operator's screen) escaped, and no more than 300 characters of it.
+    let shown = |text: &str| -> String {
+        text.chars()
+            .take(300)
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect()
     };
-    let said: String = said.chars().take(300).collect();
+    let text = String::from_utf8_lossy(&line);
+    let Some(said) = text.strip_prefix(PREFIX) else {
+        return Err(BootstrapError::Unexpected(shown(&text)));
+    };
+    let said = shown(said);
     let (word, rest) = said.split_once(' ').unwrap_or((&said, ""));
     Ok((word.to_string(), rest.to_string()))
 }
@@ -260,6 +270,41 @@ fn load(agent_binary: Option<&Path>) -> Result<Payload, PrepareError> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_hostile_answer_is_bounded_escaped_and_never_a_panic() {
+        let mut escape = &b"bbr-agent-bootstrap failed \x1b]0;owned\x07 \xff\xfe\n"[..];
+        let Err(BootstrapError::Failed(why)) =
+            bring(AgentMode::Auto).start(&db0(), &mut Vec::new(), &mut escape)
+        else {
+            panic!("a failed answer is a failure");
+        };
+        assert!(!why.contains('\x1b') && !why.contains('\x07'), "{why:?}");
+        assert!(why.contains("\\u{1b}]0;owned"), "{why:?}");
+        let long = [PREFIX.as_bytes(), b"failed ", &vec![b'x'; 10_000], b"\n"].concat();
+        let Err(BootstrapError::Failed(why)) =
+            bring(AgentMode::Auto).start(&db0(), &mut Vec::new(), &mut &long[..])
+        else {
+            panic!("a long answer is a failure");
+        };
+        assert!(why.chars().count() <= 300, "{}", why.len());
+        let endless = vec![b'x'; framing_max() + 10];
+        assert!(matches!(
+            bring(AgentMode::Auto).start(&db0(), &mut Vec::new(), &mut &endless[..]),
+            Err(BootstrapError::Broken(_))
+        ));
+    }
+
+    fn db0() -> InstanceId {
+        InstanceId {
+            group: "db".into(),
+            index: "0".into(),
+        }
+    }
+
+    fn framing_max() -> usize {
+        crate::protocol::framing::MAX_LINE
+    }
 
     fn bring(mode: AgentMode) -> Bring {
         Bring {
