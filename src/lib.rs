@@ -30,6 +30,7 @@ pub(crate) mod layout;
 pub(crate) mod logging;
 pub(crate) mod metadata;
 pub(crate) mod order;
+pub(crate) mod printable;
 pub(crate) mod progress;
 pub mod protocol;
 pub(crate) mod report;

@@ -242,6 +242,29 @@ fn the_last_words_of_a_session_on_stderr_after_its_output_closed_are_in_the_erro
     );
 }
 
+/// What a session's command says on stderr comes from the VM's side: a terminal escape in it
+/// (a title change, a cleared screen) reaches the operator's error line escaped, not raw.
+#[test]
+fn a_terminal_escape_on_a_sessions_stderr_is_shown_escaped() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        if m.group == "blob" {
+            r"printf '\033]0;owned\007\033[2Jgone\n' >&2; exit 255".to_string()
+        } else {
+            format!("{} --root {} serve", common::AGENT, m.vm.root().display())
+        }
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0: cannot reach the agent")
+        .assert_stderr_contains(r"\u{1b}]0;owned\u{7}\u{1b}[2Jgone");
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "a raw escape reached the terminal\n{}",
+        run.explain()
+    );
+}
+
 #[test]
 fn an_unreachable_vm_stops_the_run_before_anything_is_locked() {
     let fleet = three_vm_fleet();

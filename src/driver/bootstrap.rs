@@ -224,17 +224,8 @@ fn said(from: &mut impl BufRead) -> Result<(String, String), BootstrapError> {
         Err(FrameError::Eof) => return Err(BootstrapError::Ended),
         Err(e) => return Err(BootstrapError::Broken(e.to_string())),
     };
-    // From the VM: not UTF-8 is shown lossily, a control character (a terminal escape meant
-    // for the operator's screen) escaped, and no more than 300 characters of it.
-    let shown = |text: &str| -> String {
-        text.chars()
-            .take(300)
-            .map(|c| match c.is_control() {
-                true => c.escape_default().to_string(),
-                false => c.to_string(),
-            })
-            .collect()
-    };
+    // From the VM: not UTF-8 shown lossily, control characters escaped, 300 characters.
+    let shown = |text: &str| crate::printable::printable(text, 300);
     let text = String::from_utf8_lossy(&line);
     let Some(said) = text.strip_prefix(PREFIX) else {
         return Err(BootstrapError::Unexpected(shown(&text)));

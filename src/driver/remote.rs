@@ -386,7 +386,12 @@ impl RemoteInstance {
             } else if let Some(said) = host_key_refused(&stderr) {
                 format!("; the VM's SSH host key is not the one expected (ssh: {said})")
             } else {
-                format!("; its stderr: {}", stderr.replace('\n', " | "))
+                // Lines joined with " | ", each escaped: it comes from the VM's side.
+                let lines: Vec<String> = stderr
+                    .lines()
+                    .map(|l| crate::printable::printable(l, usize::MAX))
+                    .collect();
+                format!("; its stderr: {}", lines.join(" | "))
             },
         }
         .into()
