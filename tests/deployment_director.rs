@@ -607,25 +607,7 @@ fn lock_order_entries_match_a_job_only_from_the_release_they_name() {
     // api-lock's lock waits to see legacy/0's lock: matched on the name alone, legacy/0 would
     // wait for api-lock, and api-lock would give up.
     let sshd = Sshd::start();
-    let mut fleet = Fleet::new();
-    let log = fleet.log_path();
-    fleet
-        .add("api", 0)
-        .job("api-lock")
-        .recording_locks()
-        .script(
-            "pre-backup-lock",
-            &format!(
-                "echo \"$ME\" >> \"$LOG\"\nfor i in $(seq 100); do grep -q '^legacy/0 db pre-backup-lock$' '{}' && exit 0; sleep 0.1; done\necho 'legacy/0 never locked' >&2; exit 1",
-                log.display()
-            ),
-        )
-        .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
-    for group in ["db", "legacy"] {
-        let vm = fleet.add(group, 0);
-        vm.job("db").recording_locks().copying_backup_restore();
-        write_file(&vm.data_dir("db").join("rows"), group.as_bytes());
-    }
+    let fleet = Fleet::release_ordered();
     let vms = fleet
         .members
         .iter()

@@ -18,6 +18,33 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// api/0's `api-lock` is locked before `db` of release `acme` (db/0's), not before
+    /// legacy/0's `db` (release `legacy`): its lock waits up to 10 s to see legacy/0's lock,
+    /// so a lock order matched on the name alone makes it give up. Releases are the caller's
+    /// to say (an inventory's `releases`, a director's manifest).
+    pub fn release_ordered() -> Fleet {
+        let mut fleet = Fleet::new();
+        let log = fleet.log_path();
+        fleet
+            .add("api", 0)
+            .job("api-lock")
+            .recording_locks()
+            .script(
+                "pre-backup-lock",
+                &format!(
+                    "echo \"$ME\" >> \"$LOG\"\nfor i in $(seq 100); do grep -q '^legacy/0 db pre-backup-lock$' '{}' && exit 0; sleep 0.1; done\necho 'legacy/0 never locked' >&2; exit 1",
+                    log.display()
+                ),
+            )
+            .metadata("backup_should_be_locked_before:\n- {job_name: db, release: acme}");
+        for group in ["db", "legacy"] {
+            let vm = fleet.add(group, 0);
+            vm.job("db").recording_locks().copying_backup_restore();
+            super::write_file(&vm.data_dir("db").join("rows"), group.as_bytes());
+        }
+        fleet
+    }
+
     pub fn new() -> Fleet {
         Fleet {
             dir: tempfile::tempdir().expect("temp dir"),
