@@ -36,5 +36,6 @@ pub mod protocol;
 pub(crate) mod report;
 pub mod serve;
 pub(crate) mod shell_quote;
+pub(crate) mod storage;
 pub(crate) mod timestamp;
 pub(crate) mod workflow;

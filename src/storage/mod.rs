@@ -1,0 +1,190 @@
+//! Where backups are kept on the operator's side: a local directory or an `s3://` prefix.
+//!
+//! Everything above this layer (the drain, the restore, the `backups` catalogue) names what it
+//! keeps by a key relative to a [`Location`] (`<deployment>_<timestamp>/<file>`), and never
+//! asks which kind of place that is. This layer owns how an object is written whole or not at
+//! all (a local file synced then kept, a multipart upload completed), read back, listed and
+//! removed, and how what an interrupted write left behind (a temporary file, an in-progress
+//! multipart upload) is found and removed.
+//!
+//! The layout is BBR's artifact directory in both kinds of place, so a bucket synced to disk
+//! is a BBR artifact and the reverse.
+
+// Until the local and S3 stores and their users land (issue 16), nothing calls this.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// A place that holds backups, as `--artifact-path` or `backups ... DEST` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A directory on this machine.
+    Local(PathBuf),
+    /// `s3://BUCKET/PREFIX`: every key is under `PREFIX/` (no prefix: the bucket's root).
+    S3 { bucket: String, prefix: String },
+}
+
+/// One object as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectInfo {
+    /// The key relative to the location, `/`-separated.
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StorageError {
+    /// The location itself is wrong (a bad URL, a missing parent directory, no credentials):
+    /// the message says what to give instead.
+    #[error("{0}")]
+    Location(String),
+    #[error("{what} already exists: {hint}")]
+    Exists { what: String, hint: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    /// Reading or writing failed; `what` names the file or `s3://` URL.
+    #[error("cannot {doing} {what}: {source}")]
+    Io {
+        doing: &'static str,
+        what: String,
+        source: io::Error,
+    },
+    /// The object store answered with an error.
+    #[error("{what}: {message}")]
+    Service { what: String, message: String },
+}
+
+/// What every kind of place can do. Keys are checked names (`plain_name`) joined by `/`; an
+/// implementation still refuses a key with an empty, `.` or `..` part.
+pub(crate) trait Storage: Send + Sync {
+    /// How the operator is shown `key`: a path, or an `s3://` URL.
+    fn describe(&self, key: &str) -> String;
+
+    /// Starts the backup directory `name` (`<deployment>_<timestamp>`): locally a new
+    /// directory, mode 0700, that must not exist yet; on S3 a check that nothing is stored
+    /// under `name/` yet.
+    fn create_dir(&self, name: &str) -> Result<(), StorageError>;
+
+    /// A new object under `key`, written as a stream. It is seen under `key` only after
+    /// [`ObjectWriter::finish`]; dropped or aborted, it leaves nothing that looks complete.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+
+    /// Writes a small object (the metadata) whole or not at all, after everything written
+    /// before it in the same directory is durable.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// Reads `key` from its start.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
+
+    /// The size of `key`, or `None` when there is no such object.
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
+
+    /// Every object whose key starts with `prefix`, in key order, at most `limit` of them.
+    fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectInfo>, StorageError>;
+
+    /// Removes `key`; removing what is not there is not an error.
+    fn remove(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Removes what interrupted writes under `prefix` left (temporary files, in-progress
+    /// multipart uploads); returns how many.
+    fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError>;
+}
+
+/// An object being written. Bytes go in through `Write`; `finish` makes it durable and
+/// visible under its key.
+pub(crate) trait ObjectWriter: Write + Send {
+    /// Makes the object durable and visible; returns its length.
+    fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+
+    /// Drops what was written: a local file removed, a multipart upload aborted.
+    fn abort(self: Box<Self>);
+}
+
+impl Location {
+    /// `s3://BUCKET[/PREFIX]` or a local path; the argument is bytes, checked here.
+    pub(crate) fn parse(arg: &OsStr) -> Result<Location, StorageError> {
+        let Some(text) = arg.to_str() else {
+            return Ok(Location::Local(PathBuf::from(arg)));
+        };
+        let Some(rest) = text.strip_prefix("s3://") else {
+            return Ok(Location::Local(PathBuf::from(arg)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_end_matches('/');
+        if !valid_bucket(bucket) {
+            return Err(StorageError::Location(format!(
+                "{text}: `{bucket}` is not an S3 bucket name (3 to 63 lower-case letters, digits, `-` and `.`): give s3://BUCKET/PREFIX"
+            )));
+        }
+        if prefix.split('/').any(|part| part == "." || part == "..")
+            || prefix.contains("//")
+            || prefix.chars().any(char::is_control)
+        {
+            return Err(StorageError::Location(format!(
+                "{text}: the prefix must be `/`-separated names without empty, `.` or `..` parts"
+            )));
+        }
+        Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+/// S3's bucket naming rules, as far as they keep a URL unambiguous.
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Location, StorageError> {
+        Location::parse(OsStr::new(s))
+    }
+
+    #[test]
+    fn s3_urls_give_bucket_and_prefix_and_paths_stay_paths() {
+        assert_eq!(
+            parse("s3://backups/cf/nightly/").unwrap(),
+            Location::S3 {
+                bucket: "backups".into(),
+                prefix: "cf/nightly".into()
+            }
+        );
+        assert_eq!(
+            parse("s3://backups").unwrap(),
+            Location::S3 {
+                bucket: "backups".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            parse("./s3:/x").unwrap(),
+            Location::Local(PathBuf::from("./s3:/x"))
+        );
+    }
+
+    #[test]
+    fn bad_buckets_and_prefixes_are_refused_naming_the_url() {
+        for bad in [
+            "s3://",
+            "s3://ab",
+            "s3://Upper",
+            "s3://b_x/p",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with(bad), "{bad}: {e}");
+        }
+    }
+}
