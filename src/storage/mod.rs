@@ -13,9 +13,13 @@
 // Until the local and S3 stores and their users land (issue 16), nothing calls this.
 #![allow(dead_code)]
 
+pub(crate) mod local;
+
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+
+pub(crate) use local::LocalStorage;
 
 /// A place that holds backups, as `--artifact-path` or `backups ... DEST` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +107,16 @@ pub(crate) trait ObjectWriter: Write + Send {
 }
 
 impl Location {
+    /// The storage this location names.
+    pub(crate) fn open(&self) -> Result<Box<dyn Storage>, StorageError> {
+        match self {
+            Location::Local(path) => Ok(Box::new(LocalStorage::new(path))),
+            Location::S3 { bucket, prefix } => Err(StorageError::Location(format!(
+                "s3://{bucket}/{prefix}: object storage is not built yet"
+            ))),
+        }
+    }
+
     /// `s3://BUCKET[/PREFIX]` or a local path; the argument is bytes, checked here.
     pub(crate) fn parse(arg: &OsStr) -> Result<Location, StorageError> {
         let Some(text) = arg.to_str() else {
