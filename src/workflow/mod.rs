@@ -8,6 +8,8 @@ mod cleanup;
 mod deployment;
 mod drain;
 mod failure;
+#[cfg(test)]
+mod fake;
 mod finish;
 mod one_for_all;
 mod outcome;
