@@ -16,7 +16,7 @@ use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
 use crate::instance::{Instance, InstanceId};
 use crate::shell_quote::quote;
-use crate::workflow::OneForAll;
+use crate::workflow::{Failure, OneForAll};
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error. A
 /// director known only from `BOSH_ENVIRONMENT` gives way to an explicit `--inventory` (the
@@ -227,7 +227,7 @@ pub fn save_manifest(dir: &Path, text: &str, outcome: &mut crate::workflow::Outc
     if let Err(e) = written {
         outcome.fail(
             crate::contract::exit_bits::GENERAL,
-            format!("cannot write the manifest {}: {e}", path.display()),
+            Failure::Other(format!("cannot write the manifest {}: {e}", path.display())),
         );
     }
 }

@@ -70,7 +70,7 @@ fn run_backup(
 
     let artifact = match BackupDir::create(&opts.artifact_parent, &dep.name, started) {
         Ok(dir) => dir,
-        Err(e) => return (outcome.stop(e.to_string()), None),
+        Err(e) => return (outcome.stop(Failure::Other(e.to_string())), None),
     };
     let mut metadata = BackupMetadata {
         backup_activity: BackupActivity {
@@ -80,7 +80,10 @@ fn run_backup(
         ..Default::default()
     };
     if let Err(e) = artifact.write_metadata(&metadata) {
-        return (outcome.stop(e.to_string()), Some(artifact.path));
+        return (
+            outcome.stop(Failure::Other(e.to_string())),
+            Some(artifact.path),
+        );
     }
 
     if let Err(errors) = dep.each_instance(|i| i.create_store()) {
@@ -169,7 +172,7 @@ fn run_backup(
         sync.map(|t| t.join().expect("the sync thread does not panic"))
     });
     if let Some(Err(e)) = synced {
-        outcome.fail(exit_bits::GENERAL, e.to_string());
+        outcome.fail(exit_bits::GENERAL, Failure::Other(e.to_string()));
         drained = false;
     }
 
@@ -177,7 +180,7 @@ fn run_backup(
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
     if let Err(e) = artifact.write_metadata(&metadata) {
-        outcome.fail(exit_bits::GENERAL, e.to_string());
+        outcome.fail(exit_bits::GENERAL, Failure::Other(e.to_string()));
     }
     if drained && outcome.succeeded() {
         console.info(format!("Backup created in {}", artifact.path.display()));

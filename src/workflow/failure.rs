@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::check::{Corruption, Problem};
 use super::deployment::{FailedScript, InstanceFailure};
 use crate::instance::{InstanceError, InstanceId};
 
@@ -29,7 +30,10 @@ pub enum Failure {
         job: String,
         error: TransferError,
     },
-    /// A check of the workflow's own, or a local step (the artifact directory, a manifest).
+    /// A check of the workflow's own.
+    Check(Problem),
+    /// A local step whose own error type is converted here: the artifact directory's
+    /// (`BackupDirError`, made, read, written or synced).
     Other(String),
 }
 
@@ -40,6 +44,20 @@ pub enum TransferError {
     Instance(Box<InstanceError>),
     #[error("{0}")]
     Local(String),
+    /// The local backup's tar is to blame: it no longer matches its checksums.
+    #[error(transparent)]
+    Corrupted(Box<Corruption>),
+}
+
+impl TransferError {
+    /// Whether the text already names `job`: the VM's errors about a transfer start with
+    /// `job '<job>'`, and through a driver they arrive as that sentence.
+    fn names(&self, job: &str) -> bool {
+        match self {
+            TransferError::Instance(e) => e.to_string().starts_with(&format!("job '{job}'")),
+            TransferError::Local(_) | TransferError::Corrupted(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for Failure {
@@ -52,6 +70,13 @@ impl fmt::Display for Failure {
             }
             Failure::Instance(failure) => write!(f, "{failure}"),
             Failure::Interrupted(text) | Failure::Other(text) => f.write_str(text),
+            Failure::Check(problem) => write!(f, "{problem}"),
+            // The instance and its job once each: the VM's own sentence may name the job.
+            Failure::Transfer {
+                instance,
+                job,
+                error,
+            } if error.names(job) => write!(f, "{instance}: {error}"),
             Failure::Transfer {
                 instance,
                 job,
@@ -67,14 +92,8 @@ impl From<InstanceFailure> for Failure {
     }
 }
 
-impl From<String> for Failure {
-    fn from(text: String) -> Failure {
-        Failure::Other(text)
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(text: &str) -> Failure {
-        Failure::Other(text.to_string())
+impl From<Problem> for Failure {
+    fn from(problem: Problem) -> Failure {
+        Failure::Check(problem)
     }
 }

@@ -3,6 +3,7 @@
 //! and what each may import: docs/architecture.md.
 
 mod backup;
+mod check;
 mod checks;
 mod cleanup;
 mod deployment;
@@ -21,5 +22,5 @@ pub use checks::pre_backup_check;
 pub use cleanup::{backup_cleanup, restore_cleanup};
 pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, JobRef};
 pub use one_for_all::OneForAll;
-pub use outcome::Outcome;
+pub use outcome::{Failure, Outcome};
 pub use restore::{RestoreOptions, check_complete, restore};

@@ -13,8 +13,9 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use super::check::{Corruption, Problem, ProblemKind};
 use super::deployment::{Deployment, JobRef};
-use super::failure::Failure;
+use super::failure::{Failure, TransferError};
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
@@ -103,7 +104,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     };
     let lock_steps = match dep.lock_steps(Side::Restore) {
         Ok(steps) => steps,
-        Err(cycle) => return outcome.stop(cycle.to_string()),
+        Err(cycle) => return outcome.stop(Problem::general(ProblemKind::LockOrderCycle(cycle))),
     };
 
     if let Err(errors) = dep.each_instance(|i| i.create_store()) {
@@ -111,7 +112,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         remove_stores(dep, &mut outcome);
         return outcome;
     }
-    if let Err(errors) = copy_to_instances(dep, &transfers, console) {
+    if let Err(failure) = copy_to_instances(dep, &transfers, console) {
         match crate::interrupt::cause() {
             // The copy stopped at once; what it copied goes with the stores.
             Some(cause) => {
@@ -122,7 +123,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                 );
             }
             None => {
-                outcome.fail_all(exit_bits::GENERAL, errors);
+                outcome.fail(exit_bits::GENERAL, failure);
                 remove_stores(dep, &mut outcome);
             }
         }
@@ -190,8 +191,13 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 
 /// Reads the metadata and checks that the backup is complete and every tar is there, before
 /// any VM is touched. The tars' contents are checked next, by [`validate`].
-fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
-    let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
+fn check_artifact(
+    backup: &BackupDir,
+    only: Option<&InstanceId>,
+) -> Result<BackupMetadata, Failure> {
+    let mut metadata = backup
+        .read_metadata()
+        .map_err(|e| Failure::Other(e.to_string()))?;
     check_complete(backup, &metadata)?;
     check_names(backup, &metadata)?;
     if let Some(id) = only {
@@ -203,32 +209,55 @@ fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<Backu
         match std::fs::metadata(&tar) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => {
-                return Err(format!(
-                    "the backup is corrupted: {} is not a file; nothing was restored",
-                    tar.display()
-                ));
+                return Err(Problem::general(ProblemKind::ArtifactNotAFile { tar }).into());
             }
-            Err(e) => {
-                return Err(format!(
-                    "the backup is incomplete: {}: {e}; nothing was restored",
-                    tar.display()
-                ));
+            Err(error) => {
+                return Err(Problem::general(ProblemKind::ArtifactMissing { tar, error }).into());
             }
         }
     }
     Ok(metadata)
 }
 
-/// Every tar the metadata lists: a label naming it, its path and its checksums; the
-/// instances' first, then the named (custom) ones.
+/// Which tar of the backup: an instance's job's, or a named (custom) one.
+enum TarOf {
+    Job(InstanceId, String),
+    Named(String),
+}
+
+impl TarOf {
+    /// `what` about this tar.
+    fn problem(self, what: impl FnOnce(Option<String>) -> ProblemKind) -> Problem {
+        match self {
+            TarOf::Job(id, job) => Problem::of_job(&id, &job, what(None)),
+            TarOf::Named(name) => Problem::general(what(Some(name))),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            TarOf::Job(id, job) => format!("{id} {job}"),
+            TarOf::Named(name) => name.clone(),
+        }
+    }
+}
+
+/// Every tar the metadata lists: which it is, its path and its checksums; the instances'
+/// first, then the named (custom) ones.
 fn tars<'a>(
     backup: &BackupDir,
     metadata: &'a BackupMetadata,
-) -> Vec<(String, PathBuf, &'a Checksums)> {
+) -> Vec<(TarOf, PathBuf, &'a Checksums)> {
     let plain = metadata.instances.iter().flat_map(|instance| {
         instance.artifacts.iter().map(|artifact| {
             (
-                format!("{}/{} {}", instance.name, instance.index, artifact.name),
+                TarOf::Job(
+                    InstanceId {
+                        group: instance.name.clone(),
+                        index: instance.index.clone(),
+                    },
+                    artifact.name.clone(),
+                ),
                 backup.tar_path(&instance.name, &instance.index, &artifact.name),
                 &artifact.checksums,
             )
@@ -236,7 +265,7 @@ fn tars<'a>(
     });
     let named = metadata.custom_artifacts.iter().map(|artifact| {
         (
-            artifact.name.clone(),
+            TarOf::Named(artifact.name.clone()),
             backup.custom_tar_path(&artifact.name),
             &artifact.checksums,
         )
@@ -246,33 +275,26 @@ fn tars<'a>(
 
 /// A backup without `finish_time` did not complete (it failed or was interrupted): it is refused
 /// whole, before anything else is read from its metadata, so the operator learns that first.
-pub fn check_complete(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
+pub fn check_complete(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), Problem> {
     if metadata.backup_activity.finish_time.is_some() {
         return Ok(());
     }
-    // The start time is the artifact's text: shown as is only when it is a short plain line.
-    let start = &metadata.backup_activity.start_time;
-    let started = if start.is_empty() {
-        "at an unrecorded time".to_string()
-    } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
-        format!("at {start}")
-    } else {
-        format!("at {start:.64?}")
-    };
-    Err(format!(
-        "{} is not a complete backup: the backup started {started} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
-        backup.path.display()
-    ))
+    Err(Problem::general(ProblemKind::Incomplete {
+        backup: backup.path.clone(),
+        start_time: metadata.backup_activity.start_time.clone(),
+    }))
 }
 
 /// Every instance and job name in the metadata must name a tar inside the backup: checked
 /// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
-fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
+fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), Problem> {
     let refuse = |key: String, value: &str, why: NotPlain| {
-        format!(
-            "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
-            backup.metadata_path().display()
-        )
+        Problem::general(ProblemKind::BadMetadataName {
+            metadata: backup.metadata_path(),
+            key,
+            value: value.to_string(),
+            why,
+        })
     };
     for (i, instance) in metadata.instances.iter().enumerate() {
         plain_name::check(&instance.name, NAME_MAX)
@@ -296,7 +318,7 @@ fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), Stri
 }
 
 /// Every instance of the backup must be in the deployment.
-fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
+fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<Problem>> {
     let mut errors = Vec::new();
     let ids: Vec<InstanceId> = (0..dep.len()).map(|i| dep.id(i).clone()).collect();
     for instance in &metadata.instances {
@@ -305,9 +327,11 @@ fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Ve
             index: instance.index.clone(),
         };
         if !ids.contains(&id) {
-            errors.push(format!(
-                "deployment '{}' does not match the structure of the backup: it has no instance {id}; nothing was touched",
-                dep.name
+            errors.push(Problem::of_instance(
+                &id,
+                ProblemKind::MissingInstance {
+                    deployment: dep.name.clone(),
+                },
             ));
         }
     }
@@ -325,31 +349,30 @@ fn plan_transfers(
     backup: &BackupDir,
     metadata: &BackupMetadata,
     console: &Console,
-) -> Result<Vec<Transfer>, Vec<String>> {
+) -> Result<Vec<Transfer>, Vec<Problem>> {
     let mut transfers = Vec::new();
     let receivers = dep.jobs_with(ScriptKind::Restore);
     if receivers.is_empty() {
         // As BBR refuses it; else the locks and unlocks would run and the run "succeed"
         // with nothing restored (a backup restored onto the wrong VM, a wrong --root).
-        let held: Vec<String> = metadata
+        let held: Vec<(InstanceId, String)> = metadata
             .instances
             .iter()
             .flat_map(|i| {
-                i.artifacts
-                    .iter()
-                    .map(move |a| format!("{}/{} {}", i.name, i.index, a.name))
+                i.artifacts.iter().map(move |a| {
+                    let id = InstanceId {
+                        group: i.name.clone(),
+                        index: i.index.clone(),
+                    };
+                    (id, a.name.clone())
+                })
             })
             .take(10)
             .collect();
-        return Err(vec![format!(
-            "deployment '{}' has no restore scripts (no job here has bin/bbr/restore), so nothing in the backup can be restored; nothing was locked. The backup holds {}: restore it onto the VMs it was taken from",
-            dep.name,
-            if held.is_empty() {
-                "no artifact".to_string()
-            } else {
-                held.join(", ")
-            }
-        )]);
+        return Err(vec![Problem::general(ProblemKind::NoRestoreScripts {
+            deployment: dep.name.clone(),
+            held,
+        })]);
     }
     let mut errors = super::checks::tar_name_errors(dep, &receivers);
     errors.extend(super::checks::not_executable(
@@ -366,10 +389,7 @@ fn plan_transfers(
     for r in dep.jobs() {
         let (id, job) = (dep.id(r.instance), dep.job(r));
         if job.metadata.restore_name.is_some() && job.has(ScriptKind::Restore) {
-            errors.push(format!(
-                "{id} {}: discontinued metadata key restore_name is set; bbr-agent, like BBR, cannot restore this job",
-                job.name
-            ));
+            errors.push(Problem::of_job(id, &job.name, ProblemKind::RestoreNameSet));
             continue;
         }
         if !job.has(ScriptKind::Restore) {
@@ -383,9 +403,10 @@ fn plan_transfers(
                     tar: backup.custom_tar_path(&name),
                     checksums: a.checksums.clone(),
                 }),
-                None => errors.push(format!(
-                    "{id} {}: the manifest sets bbr.backup_one_restore_all, but the backup holds no artifact {name} (custom_artifacts) for it; nothing was touched",
-                    job.name
+                None => errors.push(Problem::of_job(
+                    id,
+                    &job.name,
+                    ProblemKind::OneForAllArtifactMissing { name },
                 )),
             }
             continue;
@@ -402,17 +423,17 @@ fn plan_transfers(
                 checksums: a.checksums.clone(),
             }),
             None => {
-                let held: Vec<&str> = metadata
+                let held: Vec<String> = metadata
                     .instances
                     .iter()
                     .filter(|i| i.name == id.group && i.index == id.index)
-                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.as_str()))
+                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.clone()))
                     .take(10)
                     .collect();
-                errors.push(format!(
-                    "{id} {}: the job has a restore script but the backup holds no artifact for it (for {id} it holds {}), so nothing was locked: was the job added after the backup, or is this backup another deployment's?",
-                    job.name,
-                    if held.is_empty() { "none".to_string() } else { held.join(", ") }
+                errors.push(Problem::of_job(
+                    id,
+                    &job.name,
+                    ProblemKind::NoArtifactForJob { held },
                 ))
             }
         }
@@ -454,18 +475,19 @@ fn plan_transfers(
     }
 }
 
+/// Copies each job's artifact to its VM; the first that fails stops the copy (nothing is
+/// restored anyway, and the rest may be hours of data).
 fn copy_to_instances(
     dep: &mut Deployment,
     transfers: &[Transfer],
     console: &Console,
-) -> Result<(), Vec<String>> {
-    let mut errors = Vec::new();
+) -> Result<(), Failure> {
     for t in transfers {
         let name = dep.job(t.job).name.clone();
         let id = dep.id(t.job.instance).clone();
         let started = std::time::Instant::now();
         let result = File::open(&t.tar)
-            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
+            .map_err(|e| TransferError::Local(format!("cannot read {}: {e}", t.tar.display())))
             .and_then(|file| {
                 let size = file.metadata().map(|m| m.len()).ok();
                 let bar = progress::transfer_bar(
@@ -475,48 +497,42 @@ fn copy_to_instances(
                 );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
-                let received = dep
-                    .instance(t.job.instance)
-                    .receive_artifact(&name, &mut input, &t.checksums)
-                    .map_err(|e| format!("{id}: {e}"));
+                let received =
+                    dep.instance(t.job.instance)
+                        .receive_artifact(&name, &mut input, &t.checksums);
                 input.finish();
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
                 // such) from a failure on the VM (a full disk, say).
                 received.map_err(|agent_error| {
+                    let agent_error = TransferError::Instance(Box::new(agent_error));
                     if crate::interrupt::is_interrupted() {
                         return agent_error;
                     }
                     match corruption(&t.tar, &t.checksums, None) {
-                        Some(why) => format!("{id} {name}: {why}"),
+                        Some(why) => TransferError::Corrupted(Box::new(why)),
                         None => agent_error,
                     }
                 })
             });
-        match result {
-            // Nothing is restored anyway: stop copying (it may be hours of data).
-            Err(e) => {
-                errors.push(e);
-                break;
-            }
-            Ok(()) => {
-                let bytes = std::fs::metadata(&t.tar).map(|m| m.len()).unwrap_or(0);
-                console.transfer(
-                    &id,
-                    &name,
-                    "copy",
-                    bytes,
-                    t.checksums.len(),
-                    started.elapsed(),
-                );
-            }
+        if let Err(error) = result {
+            return Err(Failure::Transfer {
+                instance: id,
+                job: name,
+                error,
+            });
         }
+        let bytes = std::fs::metadata(&t.tar).map(|m| m.len()).unwrap_or(0);
+        console.transfer(
+            &id,
+            &name,
+            "copy",
+            bytes,
+            t.checksums.len(),
+            started.elapsed(),
+        );
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    Ok(())
 }
 
 /// Reads every tar of the backup, one after another, and checks it against the metadata's
@@ -525,14 +541,14 @@ fn validate(
     backup: &BackupDir,
     metadata: &BackupMetadata,
     console: &Console,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let started = std::time::Instant::now();
     let (mut tars, mut files, mut bytes) = (0, 0, 0);
-    for (label, tar, checksums) in self::tars(backup, metadata) {
+    for (of, tar, checksums) in self::tars(backup, metadata) {
         let size = std::fs::metadata(&tar).map(|m| m.len()).ok();
-        let bar = progress::transfer_bar(console, format!("{label} check"), size);
-        if let Some(why) = corruption(&tar, checksums, bar) {
-            return Err(format!("{label}: {why}"));
+        let bar = progress::transfer_bar(console, format!("{} check", of.label()), size);
+        if let Some(corruption) = corruption(&tar, checksums, bar) {
+            return Err(of.problem(|label| ProblemKind::Corrupted { label, corruption }));
         }
         tars += 1;
         files += checksums.len();
@@ -555,7 +571,7 @@ fn corruption(
     tar: &Path,
     checksums: &Checksums,
     bar: Option<indicatif::ProgressBar>,
-) -> Option<String> {
+) -> Option<Corruption> {
     let found = File::open(tar).map_err(|e| e.to_string()).and_then(|file| {
         let file = Interruptible(BufReader::with_capacity(1 << 20, file));
         let mut input = Counted::new(file, bar);
@@ -564,15 +580,13 @@ fn corruption(
         read
     });
     match found {
-        Err(e) => Some(format!(
-            "the backup is corrupted: {}: {e}; nothing was restored",
-            tar.display()
-        )),
-        Ok(found) => compare(checksums, &found).map(|mismatch| {
-            format!(
-                "the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
-                tar.display()
-            )
+        Err(error) => Some(Corruption::Unreadable {
+            tar: tar.to_path_buf(),
+            error,
+        }),
+        Ok(found) => compare(checksums, &found).map(|mismatch| Corruption::ChecksumMismatch {
+            tar: tar.to_path_buf(),
+            mismatch,
         }),
     }
 }
