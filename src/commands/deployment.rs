@@ -225,6 +225,7 @@ pub fn run_instances_counted(
         DeploymentCommand::Restore {
             artifact_path,
             report,
+            ..
         } => {
             let opts = RestoreOptions {
                 artifact: artifact_path.clone(),
