@@ -460,6 +460,18 @@ pub struct DecodeArgs {
     pub identity: Option<PathBuf>,
 }
 
+impl DecodeArgs {
+    /// The identities of `--identity`, read now: a bad file is refused before anything runs.
+    pub(crate) fn identities(
+        &self,
+    ) -> Result<Option<crate::artifact::codec::Identities>, crate::artifact::codec::KeyError> {
+        self.identity
+            .as_deref()
+            .map(crate::artifact::codec::Identities::read)
+            .transpose()
+    }
+}
+
 /// Which instance this VM is [default: what BOSH wrote under <root>/var/vcap/instance].
 #[derive(Debug, Args)]
 pub struct IdentityArgs {

@@ -190,6 +190,8 @@ fn check_artifact(
 ) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
     backup.check_complete(&metadata)?;
+    // An encrypted backup's checksums: without the identity for them, nothing goes further.
+    backup.unseal(&mut metadata)?;
     backup.check_names(&metadata)?;
     if let Some(id) = only {
         metadata
@@ -371,10 +373,15 @@ fn copy_to_instances(
         let id = dep.id(t.job.instance).clone();
         let started = std::time::Instant::now();
         let size = backup.size(&t.tar).ok().flatten();
+        // A compressed tar goes to the VM compressed when its agent can decompress it (the
+        // network is the narrow part), else decompressed here; an encrypted one is decrypted
+        // here, either way.
+        let instance = dep.instance(t.job.instance);
+        let vm_decompresses = backup.compressed() && instance.can_compress().unwrap_or(false);
         let result = backup
-            .open(&t.tar)
-            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", backup.describe(&t.tar)))
-            .and_then(|file| {
+            .open_tar(&t.tar, vm_decompresses)
+            .map_err(|e| format!("{id} {name}: {e}"))
+            .and_then(|(file, compressed)| {
                 let bar = progress::transfer_bar(
                     console,
                     format!("{id} {name}: copying backup to the VM"),
@@ -382,10 +389,12 @@ fn copy_to_instances(
                 );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
-                let received = dep
-                    .instance(t.job.instance)
-                    .receive_artifact(&name, &mut input, &t.checksums)
-                    .map_err(|e| format!("{id}: {e}"));
+                let instance = dep.instance(t.job.instance);
+                let received = match compressed {
+                    true => instance.receive_artifact_compressed(&name, &mut input, &t.checksums),
+                    false => instance.receive_artifact(&name, &mut input, &t.checksums),
+                }
+                .map_err(|e| format!("{id}: {e}"));
                 input.finish();
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as

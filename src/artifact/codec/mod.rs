@@ -5,17 +5,15 @@
 //! metadata that says which layers a backup has. A plain backup has none of it: no record,
 //! `.tar` names, BBR's bytes.
 
-// Until the drain and the restore use them (phase 2 of issue 16), parts are unused.
-#![allow(dead_code)]
-
 pub mod age;
+pub mod sealed;
 pub mod zstd;
 
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::age::{Identities, Recipients};
+pub use self::age::{Identities, KeyError, Recipients};
 pub use self::zstd::Zstd;
 
 /// The name of the encrypted object beside the metadata that holds the checksums (the
@@ -274,7 +272,8 @@ pub fn decoder(
             detail: format!("cannot start decompressing ({e})"),
         })?);
     }
-    if !layers.age && !(layers.zstd && decompress) {
+    let decoded = layers.age || (layers.zstd && decompress);
+    if !decoded {
         return Ok(stream);
     }
     Ok(Box::new(Named {
