@@ -444,8 +444,10 @@ impl<'s> StoredBackup<'s> {
     }
 
     /// Reads every tar of the backup, one after another, and checks it against the metadata's
-    /// checksums: the pass BBR makes before it runs anything on a VM.
+    /// checksums: the pass BBR makes before it runs anything on a VM. The names are checked
+    /// first, whoever checked them before.
     pub fn validate(&self, metadata: &BackupMetadata, console: &Console) -> Result<(), String> {
+        self.check_names(metadata)?;
         let started = std::time::Instant::now();
         let (mut tars, mut files, mut bytes) = (0, 0, 0);
         for tar in self.tars(metadata) {
