@@ -470,3 +470,37 @@ fn bad_recipients_and_identities_are_refused_naming_them_before_anything_runs() 
         run.explain()
     );
 }
+
+/// An agent whose `hello` lists no codecs (an older bbr-agent, played here by this one with
+/// `codecs` cut from its answer) would ignore a request to compress and send the plain tar:
+/// the backup is refused before anything is made or locked, naming --compress-on driver,
+/// which then works.
+#[test]
+fn an_agent_that_cannot_compress_is_refused_before_anything_is_locked() {
+    let fleet = fleet();
+    let inventory = fleet.inventory_with(|m| {
+        format!(
+            "sh -c \"{} --root {} serve | LC_ALL=C sed -u 's/,\\\"codecs\\\":\\[\\\"zstd\\\"\\]//'\"",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    let run = fleet.backup(&inventory, &["--compress", "zstd"]);
+    run.assert_code(1)
+        .assert_stderr_contains("cannot compress or decompress artifacts with zstd")
+        .assert_stderr_contains("give --compress-on driver");
+    assert!(
+        fleet.calls().is_empty(),
+        "{:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+    assert!(names(&fleet.artifacts()).is_empty(), "{}", run.explain());
+    fleet
+        .backup(
+            &inventory,
+            &["--compress", "zstd", "--compress-on", "driver"],
+        )
+        .assert_success();
+    assert!(fleet.artifact_dir().join("db-0-db.tar.zst").is_file());
+}

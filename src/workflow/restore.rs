@@ -382,10 +382,12 @@ fn copy_to_instances(
             .open_tar(&t.tar, vm_decompresses)
             .map_err(|e| format!("{id} {name}: {e}"))
             .and_then(|(file, compressed)| {
+                // Decompressed here, the bytes sent outgrow the object: no total then.
+                let total = size.filter(|_| compressed || !backup.compressed());
                 let bar = progress::transfer_bar(
                     console,
                     format!("{id} {name}: copying backup to the VM"),
-                    size,
+                    total,
                 );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
