@@ -6,14 +6,25 @@
 //! header carries a MAC: a changed byte anywhere, a chunk dropped, or an object cut short is
 //! an error when that chunk is read, never wrong or missing plaintext.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use age::x25519;
 
 /// The largest recipients or identity file read: far more than any list of keys.
 const KEY_FILE_MAX: u64 = 1024 * 1024;
+/// The most recipients a backup is encrypted to: their header (about 100 bytes each) stays
+/// well within [`HEADER_MAX`].
+pub const RECIPIENTS_MAX: usize = 100;
+/// The longest age header read. age's reader has no bound of its own and parses the header
+/// again each time it reads a line, so an object's header (hostile, like every byte of a
+/// backup) is cut here: a few recipients' stanzas need a few KiB.
+const HEADER_MAX: u64 = 16 * 1024;
+/// The buffer the header is read through (what it may read ahead of the header's end).
+const HEADER_BUFFER: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -31,6 +42,8 @@ pub enum KeyError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is larger than 1 MiB: not a file of age keys")]
     TooLarge { path: PathBuf },
+    #[error("more than {RECIPIENTS_MAX} age recipients: encrypt to fewer (a shared key, say)")]
+    TooMany,
 }
 
 /// The public keys a backup is encrypted to, each as the operator gave it.
@@ -51,8 +64,15 @@ impl Recipients {
         let text = text.trim();
         let key = x25519::Recipient::from_str(text)
             .map_err(|_| KeyError::BadRecipient(crate::printable::printable(text, 100)))?;
+        self.push(key)
+    }
+
+    fn push(&mut self, key: x25519::Recipient) -> Result<(), KeyError> {
         let name = key.to_string();
         if !self.keys.iter().any(|(n, _)| *n == name) {
+            if self.keys.len() == RECIPIENTS_MAX {
+                return Err(KeyError::TooMany);
+            }
             self.keys.push((name, key));
         }
         Ok(())
@@ -68,10 +88,7 @@ impl Recipients {
                     path: path.to_path_buf(),
                     line,
                 })?;
-            let name = parsed.to_string();
-            if !self.keys.iter().any(|(n, _)| *n == name) {
-                self.keys.push((name, parsed));
-            }
+            self.push(parsed)?;
         }
         if self.keys.len() == before && key_lines(&text).next().is_none() {
             return Err(KeyError::Empty {
@@ -146,13 +163,43 @@ impl Identities {
     pub fn decryptor<R: Read>(
         &self,
         input: R,
-    ) -> Result<age::stream::StreamReader<R>, age::DecryptError> {
-        let decryptor = age::Decryptor::new(input)?;
+    ) -> Result<age::stream::StreamReader<BufReader<HeaderBound<R>>>, age::DecryptError> {
+        let in_header = Arc::new(AtomicBool::new(true));
+        let bounded = HeaderBound {
+            inner: input,
+            in_header: Arc::clone(&in_header),
+            read: 0,
+        };
+        let decryptor =
+            age::Decryptor::new_buffered(BufReader::with_capacity(HEADER_BUFFER, bounded))?;
+        in_header.store(false, Ordering::Relaxed);
         if decryptor.is_scrypt() {
             // A passphrase file was not made by a backup: never asked for here.
             return Err(age::DecryptError::NoMatchingKeys);
         }
         decryptor.decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
+    }
+}
+
+/// An object's bytes, at most [`HEADER_MAX`] (and one buffer ahead) of them while its age
+/// header is read; unbounded after.
+pub struct HeaderBound<R> {
+    inner: R,
+    in_header: Arc<AtomicBool>,
+    read: u64,
+}
+
+impl<R: Read> Read for HeaderBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.in_header.load(Ordering::Relaxed) && self.read > HEADER_MAX + HEADER_BUFFER as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the age header is longer than {} KiB", HEADER_MAX >> 10),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
@@ -202,6 +249,47 @@ pub(crate) mod tests {
         )
         .unwrap();
         (path, id.to_public().to_string())
+    }
+
+    /// A header without end (a hostile object) is refused after a bounded read, however long
+    /// it is: counted in bytes taken from the object, not in time.
+    #[test]
+    fn an_endless_age_header_is_refused_after_a_bounded_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = identity_file(dir.path(), "key");
+        let ids = Identities::read(&path).unwrap();
+        let mut header = b"age-encryption.org/v1\n".to_vec();
+        for _ in 0..200_000 {
+            header.extend_from_slice(b"-> X25519 aaaa\nbbbb\n");
+        }
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let mut input = Counting(&header, 0);
+        assert!(ids.decryptor(&mut input).is_err());
+        assert!(input.1 <= 64 * 1024, "read {} bytes of a header", input.1);
+        let mut many = Recipients::default();
+        for _ in 0..RECIPIENTS_MAX {
+            many.add(&x25519::Identity::generate().to_public().to_string())
+                .unwrap();
+        }
+        let e = many
+            .add(&x25519::Identity::generate().to_public().to_string())
+            .unwrap_err();
+        assert!(matches!(e, KeyError::TooMany), "{e}");
+        // The most recipients make a header the reader takes.
+        let mut sealed = many.encryptor(Vec::new()).unwrap();
+        sealed.write_all(b"x").unwrap();
+        let sealed = sealed.finish().unwrap();
+        assert!(matches!(
+            ids.decryptor(&sealed[..]),
+            Err(age::DecryptError::NoMatchingKeys)
+        ));
     }
 
     #[test]
