@@ -471,6 +471,37 @@ fn bad_recipients_and_identities_are_refused_naming_them_before_anything_runs() 
     );
 }
 
+/// An inventory whose agents answer `hello` without `codecs`, as an older bbr-agent does.
+fn older_agents(fleet: &Fleet) -> PathBuf {
+    fleet.inventory_with(|m| {
+        format!(
+            "sh -c \"{} --root {} serve | LC_ALL=C sed -u 's/,\\\"codecs\\\":\\[\\\"zstd\\\"\\]//'\"",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    })
+}
+
+/// A compressed backup restores onto agents that cannot decompress: the driver decompresses
+/// what it sends them.
+#[test]
+fn a_compressed_backup_restores_onto_agents_that_cannot_decompress() {
+    let fleet = fleet();
+    let before = data_of(&fleet, "db");
+    fleet
+        .backup(&fleet.local_inventory(), &["--compress", "zstd"])
+        .assert_success();
+    let dir = fleet.artifact_dir();
+    fs::remove_dir_all(fleet.vm("db", 0).data_dir("db")).unwrap();
+    let shown = dir.display().to_string();
+    let run = fleet.driver(
+        &older_agents(&fleet),
+        &["restore", "--artifact-path", &shown],
+    );
+    run.assert_success();
+    assert_eq!(data_of(&fleet, "db"), before, "{}", run.explain());
+}
+
 /// An agent whose `hello` lists no codecs (an older bbr-agent, played here by this one with
 /// `codecs` cut from its answer) would ignore a request to compress and send the plain tar:
 /// the backup is refused before anything is made or locked, naming --compress-on driver,
@@ -478,13 +509,7 @@ fn bad_recipients_and_identities_are_refused_naming_them_before_anything_runs() 
 #[test]
 fn an_agent_that_cannot_compress_is_refused_before_anything_is_locked() {
     let fleet = fleet();
-    let inventory = fleet.inventory_with(|m| {
-        format!(
-            "sh -c \"{} --root {} serve | LC_ALL=C sed -u 's/,\\\"codecs\\\":\\[\\\"zstd\\\"\\]//'\"",
-            common::AGENT,
-            m.vm.root().display()
-        )
-    });
+    let inventory = older_agents(&fleet);
     let run = fleet.backup(&inventory, &["--compress", "zstd"]);
     run.assert_code(1)
         .assert_stderr_contains("cannot compress or decompress artifacts with zstd")
