@@ -238,6 +238,8 @@ pub enum DeploymentCommand {
         /// Store the deployment's manifest in the artifact as manifest.yml (with a director).
         #[arg(long)]
         with_manifest: bool,
+        #[command(flatten)]
+        codecs: CodecArgs,
     },
     /// Restore the deployment from a BBR artifact directory.
     Restore {
@@ -247,6 +249,8 @@ pub enum DeploymentCommand {
         /// Write the HTML run report (timeline, lock windows, failures) to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        #[command(flatten)]
+        decode: DecodeArgs,
     },
     /// Show the lock order over every VM and which jobs run side by side; nothing but
     /// metadata scripts runs.
@@ -368,6 +372,9 @@ pub struct BackupArgs {
     pub unsafe_lock_free: bool,
 
     #[command(flatten)]
+    pub codecs: CodecArgs,
+
+    #[command(flatten)]
     pub identity: IdentityArgs,
 
     #[command(flatten)]
@@ -385,10 +392,84 @@ pub struct RestoreArgs {
     pub report: Option<PathBuf>,
 
     #[command(flatten)]
+    pub decode: DecodeArgs,
+
+    #[command(flatten)]
     pub identity: IdentityArgs,
 
     #[command(flatten)]
     pub scripts: ScriptArgs,
+}
+
+/// How a backup's tars are stored: compressed, encrypted (docs/behaviour.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CodecArgs {
+    /// Compress each job's tar with zstd (LEVEL 1 to 19, default 3); stored as <name>.tar.zst
+    #[arg(long, value_name = "zstd[:LEVEL]")]
+    pub compress: Option<crate::artifact::codec::Zstd>,
+    /// Where --compress runs: on each VM as it streams (the network carries less) or on the
+    /// driver (the VMs' CPUs are spared)
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = CompressOn::Vm, requires = "compress")]
+    pub compress_on: CompressOn,
+    /// Encrypt every tar and the checksums with age to this recipient (age1..., repeatable);
+    /// stored as <name>.tar.age
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt to every age recipient in FILE (one a line, # comments; repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub recipients_file: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum CompressOn {
+    #[default]
+    Vm,
+    Driver,
+}
+
+impl CodecArgs {
+    /// What the backup does to each tar; a bad recipient or file is refused naming it.
+    pub(crate) fn codecs(
+        &self,
+    ) -> Result<crate::artifact::codec::Codecs, crate::artifact::codec::age::KeyError> {
+        use crate::artifact::codec;
+        let mut recipients = codec::Recipients::default();
+        for r in &self.encrypt_to {
+            recipients.add(r)?;
+        }
+        for file in &self.recipients_file {
+            recipients.add_file(file)?;
+        }
+        Ok(codec::Codecs {
+            compression: self.compress,
+            compress_on: match self.compress_on {
+                CompressOn::Vm => codec::CompressOn::Vm,
+                CompressOn::Driver => codec::CompressOn::Driver,
+            },
+            recipients,
+        })
+    }
+}
+
+/// How an encrypted backup is read back.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DecodeArgs {
+    /// The age identity file (AGE-SECRET-KEY-1... lines, as age-keygen writes) to decrypt an
+    /// encrypted backup with
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl DecodeArgs {
+    /// The identities of `--identity`, read now: a bad file is refused before anything runs.
+    pub(crate) fn identities(
+        &self,
+    ) -> Result<Option<crate::artifact::codec::Identities>, crate::artifact::codec::KeyError> {
+        self.identity
+            .as_deref()
+            .map(crate::artifact::codec::Identities::read)
+            .transpose()
+    }
 }
 
 /// Which instance this VM is [default: what BOSH wrote under <root>/var/vcap/instance].

@@ -15,6 +15,9 @@ pub enum AppError {
     /// `--artifact-path` names no place a backup can be kept in (a bad `s3://` URL).
     #[error("{0}")]
     Storage(String),
+    /// A bad `--encrypt-to`, `--recipients-file` or `--identity`.
+    #[error(transparent)]
+    Keys(#[from] crate::artifact::codec::KeyError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]

@@ -265,37 +265,12 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
         );
     }
     // The answer to send_artifact: a data message, raw chunks to a zero-length one, the result.
-    let stdin = session.stdin.as_mut().unwrap();
-    writeln!(
-        stdin,
-        "{}",
-        json!({"id": 5, "op": "send_artifact", "job": "j"})
-    )
-    .unwrap();
-    let mut header = String::new();
-    session.stdout.read_line(&mut header).unwrap();
-    let header: Value = serde_json::from_str(&header).unwrap();
-    assert_eq!(
-        (&header["type"], &header["id"]),
-        (&json!("data"), &json!(5))
+    let (header, data, result) = send_artifact(
+        &mut session,
+        json!({"id": 5, "op": "send_artifact", "job": "j"}),
     );
-    let mut data = Vec::new();
-    loop {
-        let mut len = [0u8; 4];
-        std::io::Read::read_exact(&mut session.stdout, &mut len).unwrap();
-        let len = u32::from_be_bytes(len) as usize;
-        if len == 0 {
-            break;
-        }
-        let mut chunk = vec![0u8; len];
-        std::io::Read::read_exact(&mut session.stdout, &mut chunk).unwrap();
-        data.extend_from_slice(&chunk);
-    }
     // Its length, measured after the backup script, is announced before the first byte.
     assert_eq!(header["size"], json!(data.len()), "{header}");
-    let mut result = String::new();
-    session.stdout.read_line(&mut result).unwrap();
-    let result: Value = serde_json::from_str(&result).unwrap();
     assert_eq!(result["id"], 5);
     assert_eq!(
         result["result"]["checksums"]["./greeting"],
@@ -312,6 +287,115 @@ fn an_artifact_goes_out_as_raw_chunks_with_its_checksums() {
     assert_eq!(answer[0]["type"], "ok");
     assert_eq!(session.hang_up(), Some(0), "nothing held: a clean exit");
     assert!(!vm.store().exists());
+}
+
+/// Sends a `send_artifact` request; returns the data message, the data, and the answer.
+fn send_artifact(session: &mut Session, request: Value) -> (Value, Vec<u8>, Value) {
+    let id = request["id"].clone();
+    let stdin = session.stdin.as_mut().unwrap();
+    writeln!(stdin, "{request}").unwrap();
+    let mut header = String::new();
+    session.stdout.read_line(&mut header).unwrap();
+    let header: Value = serde_json::from_str(&header).unwrap();
+    assert_eq!(
+        (&header["type"], &header["id"]),
+        (&json!("data"), &id),
+        "{header}"
+    );
+    let mut data = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        std::io::Read::read_exact(&mut session.stdout, &mut len).unwrap();
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 {
+            break;
+        }
+        let mut chunk = vec![0u8; len];
+        std::io::Read::read_exact(&mut session.stdout, &mut chunk).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let mut result = String::new();
+    session.stdout.read_line(&mut result).unwrap();
+    (header, data, serde_json::from_str(&result).unwrap())
+}
+
+/// Asked to compress (`compression` in send_artifact), the agent sends a zstd stream of the
+/// same tar, with the files' checksums; its hello lists the codec so a driver knows it may
+/// ask. A level out of range is refused before any data.
+#[test]
+fn an_artifact_asked_compressed_goes_out_as_a_zstd_stream_of_the_tar() {
+    let vm = Vm::new();
+    vm.job("j").script(
+        "backup",
+        "for i in $(seq 1 2000); do echo \"INSERT INTO t VALUES ($i, 'some text');\"; done > \"$BBR_ARTIFACT_DIRECTORY/dump.sql\"",
+    );
+    let mut session = Session::start(&vm);
+    let answer = session.call(&hello(1));
+    assert_eq!(
+        answer[0]["result"]["codecs"],
+        json!(["zstd"]),
+        "{answer:#?}"
+    );
+    for request in [
+        line(json!({"id": 2, "op": "describe"})),
+        line(json!({"id": 3, "op": "create_store"})),
+        line(
+            json!({"id": 4, "op": "run_scripts", "script": "backup", "jobs": ["j"], "parallel": true, "after_backup_successful": null}),
+        ),
+    ] {
+        let answer = session.call(&request);
+        assert_eq!(
+            answer.last().unwrap()["type"],
+            "ok",
+            "{request}: {answer:#?}"
+        );
+    }
+    let refused = session.call(&line(
+        json!({"id": 5, "op": "send_artifact", "job": "j", "compression": {"codec": "zstd", "level": 40}}),
+    ));
+    assert_eq!(refused.len(), 1, "no data before the refusal: {refused:#?}");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("zstd level 40 is out of range"),
+        "{refused:#?}"
+    );
+    let (header, packed, result) = send_artifact(
+        &mut session,
+        json!({"id": 6, "op": "send_artifact", "job": "j", "compression": {"codec": "zstd", "level": 3}}),
+    );
+    // The size announced is the plain tar's, which this stream is not: none is.
+    assert_eq!(header.get("size"), None, "{header}");
+    let data = zstd::decode_all(&packed[..]).expect("a zstd stream");
+    assert!(
+        packed.len() * 4 < data.len(),
+        "{} of {}",
+        packed.len(),
+        data.len()
+    );
+    let mut archive = tar::Archive::new(&data[..]);
+    let mut dump = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("dump.sql") {
+            std::io::Read::read_to_end(&mut entry, &mut dump).unwrap();
+        }
+    }
+    use sha2::Digest;
+    let sum: String = sha2::Sha256::digest(&dump)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        result["result"]["checksums"]["./dump.sql"],
+        json!(sum),
+        "{result}"
+    );
+    assert!(dump.starts_with(b"INSERT INTO t VALUES (1, "));
+    let answer = session.call(&line(json!({"id": 7, "op": "remove_store"})));
+    assert_eq!(answer[0]["type"], "ok");
+    assert_eq!(session.hang_up(), Some(0));
 }
 
 /// A driver that stops reading (an SSH connection that stalls but does not drop) does not

@@ -23,6 +23,11 @@ pub struct BackupMetadata {
     /// artifact; of old, the discontinued `backup_name`'s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_artifacts: Vec<ArtifactChecksums>,
+    /// bbr-agent's own record of how the tars are stored (compressed, encrypted); absent from
+    /// a plain backup, whose metadata is then BBR's byte for byte. Before `backup_activity`,
+    /// so `finish_time` stays the metadata's last line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbr_agent: Option<super::codec::Record>,
     pub backup_activity: BackupActivity,
 }
 

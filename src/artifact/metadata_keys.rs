@@ -196,6 +196,7 @@ mod tests {
                 }],
             }],
             custom_artifacts: Vec::new(),
+            bbr_agent: None,
             backup_activity: BackupActivity {
                 start_time: "2026/01/01 00:00:00 UTC".into(),
                 finish_time: Some("2026/01/01 00:00:05 UTC".into()),

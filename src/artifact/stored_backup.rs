@@ -5,12 +5,14 @@
 
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use super::Checksums;
 use super::backup_dir::{
     BackupDirError, BackupMetadata, LOOK_AT_MOST, custom_tar_file_name, tar_file_name,
 };
 use super::checksums::{Mismatch, compare};
+use super::codec::{self, CHECKSUMS_OBJECT, Identities, Layers, sealed};
 use super::metadata_keys;
 use super::plain_name::{self, NAME_MAX, NotPlain};
 use super::tar_reader::read_tar;
@@ -55,6 +57,23 @@ pub enum StoredBackupError {
     /// The storage could not say whether a tar is there.
     #[error("the backup is incomplete: {source}; nothing was restored")]
     Unreachable { source: StorageError },
+    /// A plain backup was given an identity: it may not be the backup that was meant.
+    #[error(
+        "{backup} is not encrypted, but --identity {} was given: was the backup replaced? Restore it without --identity if it is the one you meant",
+        identity.display()
+    )]
+    NotEncrypted { backup: String, identity: PathBuf },
+    /// An encrypted backup's checksums object is not there.
+    #[error(
+        "the backup is incomplete: {object} (the encrypted checksums) is missing; nothing was restored"
+    )]
+    SealedMissing { object: String },
+    /// An object cannot be read from where it is kept.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// An object cannot be decrypted or decompressed (no identity, not a recipient, damaged).
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
     /// A tar does not hold what its checksums say.
     #[error("{}: {corruption}", owner.label())]
     Corrupted {
@@ -125,6 +144,11 @@ pub struct StoredBackup<'s> {
     /// The local directory `--artifact-path` named, if it names one: its absence is said as
     /// such.
     local: Option<PathBuf>,
+    /// `--identity`: what an encrypted backup is decrypted with.
+    identities: Option<Identities>,
+    /// The layers of the backup's tars and its recipients, as its metadata's record says;
+    /// set when the metadata is read (plain until then).
+    codecs: OnceLock<(Layers, Vec<String>)>,
 }
 
 impl<'s> StoredBackup<'s> {
@@ -137,7 +161,24 @@ impl<'s> StoredBackup<'s> {
             dir: dir.trim_end_matches('/').to_string(),
             shown: storage.describe(dir),
             local: None,
+            identities: None,
+            codecs: OnceLock::new(),
         }
+    }
+
+    /// The identities an encrypted backup is decrypted with (`--identity FILE`).
+    pub fn with_identities(mut self, identities: Option<Identities>) -> StoredBackup<'s> {
+        self.identities = identities;
+        self
+    }
+
+    /// Whether the backup's tars are compressed (known once the metadata was read).
+    pub fn compressed(&self) -> bool {
+        self.layers().zstd
+    }
+
+    fn layers(&self) -> Layers {
+        self.codecs.get().map(|(l, _)| *l).unwrap_or_default()
     }
 
     /// The backup `location` names itself, opened as `storage` (`--artifact-path` of a
@@ -152,6 +193,8 @@ impl<'s> StoredBackup<'s> {
             dir: String::new(),
             shown,
             local,
+            identities: None,
+            codecs: OnceLock::new(),
         }
     }
 
@@ -173,7 +216,9 @@ impl<'s> StoredBackup<'s> {
         self.storage.describe(key)
     }
 
-    /// Reads `key` from its start.
+    /// Reads `key` from its start, as stored (a tar's bytes still compressed or encrypted:
+    /// [`Self::open_tar`] decodes them).
+    #[allow(dead_code)]
     pub fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
         self.storage.open(key)
     }
@@ -219,9 +264,74 @@ impl<'s> StoredBackup<'s> {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
-        metadata_keys::read_keys(&mut metadata)
-            .map_err(|detail| BackupDirError::Parse { path, detail })?;
+        metadata_keys::read_keys(&mut metadata).map_err(|detail| BackupDirError::Parse {
+            path: path.clone(),
+            detail,
+        })?;
+        if let Some(record) = &metadata.bbr_agent {
+            let layers = record.layers().map_err(|e| BackupDirError::Parse {
+                path,
+                detail: e.to_string(),
+            })?;
+            let _ = self.codecs.set((layers, record.recipients.clone()));
+        }
         Ok(metadata)
+    }
+
+    /// An encrypted backup's checksums, decrypted from their own object into `metadata`
+    /// (which lists the files without them); nothing to do for a backup that is not
+    /// encrypted. Refused: no `--identity` or one that is none of the recipients (naming
+    /// them), a damaged object, one that does not match the metadata, and `--identity` given
+    /// for a backup that is not encrypted (one swapped for a plain one is not taken silently).
+    pub fn unseal(&self, metadata: &mut BackupMetadata) -> Result<(), StoredBackupError> {
+        if !self.layers().age {
+            return match &self.identities {
+                Some(ids) => Err(StoredBackupError::NotEncrypted {
+                    backup: self.shown.clone(),
+                    identity: ids.path.clone(),
+                }),
+                None => Ok(()),
+            };
+        }
+        let key = self.key(CHECKSUMS_OBJECT);
+        let shown = self.describe(&key);
+        let input = self.storage.open(&key).map_err(|e| match e {
+            StorageError::NotFound { .. } => StoredBackupError::SealedMissing {
+                object: shown.clone(),
+            },
+            e => StoredBackupError::Storage(e),
+        })?;
+        *metadata = sealed::open(
+            input,
+            &shown,
+            metadata,
+            self.identities.as_ref(),
+            METADATA_MAX,
+        )?;
+        Ok(())
+    }
+
+    /// The tar `key` for reading as the backup holds it: decrypted, and decompressed unless
+    /// `vm_decompresses` (then the stream stays zstd, and the result says so).
+    pub fn open_tar(
+        &self,
+        key: &str,
+        vm_decompresses: bool,
+    ) -> Result<(Box<dyn Read + Send>, bool), StoredBackupError> {
+        let shown = self.describe(key);
+        let input = self.storage.open(key).map_err(StoredBackupError::Storage)?;
+        let layers = self.layers();
+        let compressed = layers.zstd && vm_decompresses;
+        let recipients = self.codecs.get().map(|(_, r)| r.as_slice()).unwrap_or(&[]);
+        let input = codec::decoder(
+            input,
+            &shown,
+            layers,
+            self.identities.as_ref(),
+            recipients,
+            !compressed,
+        )?;
+        Ok((input, compressed))
     }
 
     /// Why the backup, which has no metadata, is not one, and what to give instead: it does
@@ -379,14 +489,17 @@ impl<'s> StoredBackup<'s> {
         Ok(())
     }
 
-    /// The key of the tar of `job` of instance `group/index`.
+    /// The key of the tar of `job` of instance `group/index` (`.tar`, or `.tar.zst`, ... as
+    /// the metadata's record says).
     pub fn tar_key(&self, group: &str, index: &str, job: &str) -> String {
-        self.key(&tar_file_name(group, index, job))
+        let suffix = self.layers().suffix();
+        self.key(&format!("{}{suffix}", tar_file_name(group, index, job)))
     }
 
     /// The key of the named artifact `name`'s tar.
     pub fn custom_tar_key(&self, name: &str) -> String {
-        self.key(&custom_tar_file_name(name))
+        let suffix = self.layers().suffix();
+        self.key(&format!("{}{suffix}", custom_tar_file_name(name)))
     }
 
     /// Every tar the metadata lists: the instances' first, then the named (custom) ones.
@@ -460,10 +573,30 @@ impl<'s> StoredBackup<'s> {
             Err(StorageError::Io { source, .. }) => Err(source.to_string()),
             Err(e) => Err(e.to_string()),
             Ok(input) => {
+                // Counted as stored (the bar's total is the object's size), then decoded.
                 let input = Interruptible(BufReader::with_capacity(1 << 20, input));
-                let mut input = Counted::new(input, bar);
-                let read = read_tar(&mut input, None).map_err(|e| e.to_string());
-                input.finish();
+                let counted = Counted::new(input, bar.clone());
+                let recipients = self.codecs.get().map(|(_, r)| r.as_slice()).unwrap_or(&[]);
+                let read = codec::decoder(
+                    Box::new(counted),
+                    &shown,
+                    self.layers(),
+                    self.identities.as_ref(),
+                    recipients,
+                    true,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|mut input| {
+                    let sums = read_tar(&mut input, None).map_err(|e| e.to_string())?;
+                    // Read to its end: every encrypted chunk is checked, the last one too,
+                    // even where the tar's end needs no more of it.
+                    io::copy(&mut input, &mut io::sink())
+                        .map_err(|e| format!("cannot read the artifact stream: {e}"))?;
+                    Ok(sums)
+                });
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
                 read
             }
         };
@@ -493,6 +626,52 @@ mod tests {
     fn a_metadata_file_larger_than_the_bound_is_refused_unread() {
         assert_eq!(read_bounded(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
         assert_eq!(read_bounded(&b"abcd"[..], 3).unwrap(), None);
+    }
+
+    /// A changed byte in an encrypted tar's last chunk is found even when that chunk holds
+    /// only the padding after the tar's end, which a tar reader never needs to read.
+    #[test]
+    fn a_flipped_byte_in_the_padding_after_an_encrypted_tars_end_is_found() {
+        use std::io::Write;
+        let root = tempfile::tempdir().unwrap();
+        let (path, public) = codec::age::tests::identity_file(root.path(), "key");
+        let mut builder = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 64_000];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "./f", &data[..]).unwrap();
+        let mut tar = builder.into_inner().unwrap();
+        // To a whole 10240-byte record, as GNU tar (and ours) pads it: past age's 64 KiB.
+        tar.resize(7 * 10240, 0);
+        let sums = read_tar(&tar[..], None).unwrap();
+        let mut recipients = codec::Recipients::default();
+        recipients.add(&public).unwrap();
+        let mut sealed = recipients.encryptor(Vec::new()).unwrap();
+        sealed.write_all(&tar).unwrap();
+        let mut sealed = sealed.finish().unwrap();
+        let storage = LocalStorage::new(root.path());
+        storage.create_dir("cf_20260101T000000Z").unwrap();
+        let backup = StoredBackup::new(&storage, "cf_20260101T000000Z")
+            .with_identities(Some(Identities::read(&path).unwrap()));
+        let layers = Layers {
+            zstd: false,
+            age: true,
+        };
+        let _ = backup.codecs.set((layers, vec![public]));
+        let key = backup.key("a-0-j.tar.age");
+        storage.put(&key, &sealed).unwrap();
+        assert!(backup.corruption(&key, &sums, None).is_none());
+        let last = sealed.len() - 30;
+        sealed[last] ^= 1;
+        let key = backup.key("b-0-j.tar.age");
+        storage.put(&key, &sealed).unwrap();
+        let why = backup
+            .corruption(&key, &sums, None)
+            .expect("the flipped byte is found")
+            .to_string();
+        assert!(why.contains("altered or damaged"), "{why}");
     }
 
     #[test]

@@ -37,6 +37,17 @@ fn check_tar(input: &mut dyn Read) -> Result<Checksums, TarReadError> {
     read_tar(input, None)
 }
 
+/// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
+/// cut short or damaged is an error, as a short tar is.
+fn check_zstd_tar(input: &mut dyn Read) -> Result<Checksums, TarReadError> {
+    let mut plain = super::codec::zstd::decompressor(input).map_err(TarReadError::Read)?;
+    let sums = read_tar(&mut plain, None)?;
+    // The rest of the frame (zstd's end and checksum) is read too: a frame that does not end
+    // well is refused even when the tar inside looked whole.
+    io::copy(&mut plain, &mut io::sink()).map_err(TarReadError::Read)?;
+    Ok(sums)
+}
+
 pub struct VerifyingWriter<W> {
     batch: Vec<u8>,
     stage: Stage<W>,
@@ -163,6 +174,12 @@ impl Checker {
 impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
         VerifyingWriter::with(out, check_tar, crate::interrupt::is_interrupted)
+    }
+
+    /// As [`VerifyingWriter::new`] for a stream the VM compressed with zstd: `out` gets the
+    /// compressed bytes, the checksums are those of the tar inside.
+    pub fn new_zstd(out: W) -> Self {
+        VerifyingWriter::with(out, check_zstd_tar, crate::interrupt::is_interrupted)
     }
 
     fn with(out: W, check: Check, stop: fn() -> bool) -> Self {

@@ -211,12 +211,15 @@ pub fn run_instances_counted(
         DeploymentCommand::Backup {
             artifact_path,
             unsafe_lock_free,
+            codecs,
             ..
         } => {
+            let codecs = codecs.codecs()?;
             let (_, storage) = super::artifact_path::open(artifact_path)?;
             let opts = BackupOptions {
                 storage: &*storage,
                 lock_free: *unsafe_lock_free,
+                codecs: &codecs,
             };
             let (mut outcome, dir) = workflow::backup(&mut dep, &opts, console);
             if let (Some(text), Some(dir)) = (manifest, &dir) {
@@ -227,9 +230,11 @@ pub fn run_instances_counted(
         DeploymentCommand::Restore {
             artifact_path,
             report,
+            decode,
         } => {
+            let identities = decode.identities()?;
             let (location, storage) = super::artifact_path::open(artifact_path)?;
-            let backup = StoredBackup::at(&*storage, &location);
+            let backup = StoredBackup::at(&*storage, &location).with_identities(identities);
             let opts = RestoreOptions {
                 backup: &backup,
                 only: None,

@@ -29,18 +29,21 @@ pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
     let instance = ctx.instance(id, ctx.settings(&args.scripts));
     let mut dep = Deployment::new(name, vec![Box::new(instance)])
         .with_cleanup_via(Some(local_cleanup_via(&ctx.layout)));
+    let codecs = args.codecs.codecs()?;
     let (_, storage) = super::artifact_path::open(&args.artifact_path)?;
     let opts = BackupOptions {
         storage: &*storage,
         lock_free: args.unsafe_lock_free,
+        codecs: &codecs,
     };
     let (outcome, _) = workflow::backup(&mut dep, &opts, &ctx.console);
     Ok(ctx.report(&outcome))
 }
 
 pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
+    let identities = args.decode.identities()?;
     let (location, storage) = super::artifact_path::open(&args.artifact_path)?;
-    let backup = StoredBackup::at(&*storage, &location);
+    let backup = StoredBackup::at(&*storage, &location).with_identities(identities);
     let metadata = backup.read_metadata()?;
     // An incomplete backup holds no instance to pick: the workflow refuses it first thing,
     // saying so, whichever instance this VM is taken to be.

@@ -23,7 +23,8 @@ use crate::protocol::framing::{
 };
 use crate::protocol::pipes;
 use crate::protocol::{
-    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
+    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireCompression, WireReport,
+    WireSettings, ZSTD_CODEC,
 };
 
 /// How much of the agent command's stderr is kept for error messages.
@@ -56,6 +57,8 @@ pub struct RemoteInstance {
     next_id: u64,
     /// Told the length of the artifact being received, if the agent announces it.
     data_total: Option<Box<dyn FnOnce(u64) + Send>>,
+    /// The codecs the agent listed in its `hello` answer.
+    codecs: Vec<String>,
 }
 
 struct Connection {
@@ -91,6 +94,7 @@ impl RemoteInstance {
             ended_by_interruption: false,
             next_id: 0,
             data_total: None,
+            codecs: Vec::new(),
         }
     }
 
@@ -219,7 +223,10 @@ impl RemoteInstance {
             return Err(self.lose(String::new()));
         }
         match result {
-            Ok(hello) if hello.protocol == PROTOCOL_VERSION => Ok(()),
+            Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
+                self.codecs = hello.codecs;
+                Ok(())
+            }
             Ok(hello) => {
                 let why = format!(
                     "the agent speaks protocol {} (agent {}), this driver {PROTOCOL_VERSION}: install the same bbr-agent on both ends",
@@ -404,6 +411,70 @@ impl RemoteInstance {
         serde_json::from_value(value)
             .map_err(|e| SessionError::Protocol(format!("{}: a bad answer: {e}", self.id)).into())
     }
+
+    /// `send_artifact`, asking the agent to compress as it sends when `compression` says.
+    fn send_artifact_as(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        compression: Option<WireCompression>,
+    ) -> Result<Checksums, InstanceError> {
+        self.connect()?;
+        let value = self.call(
+            Op::SendArtifact {
+                job: job.to_string(),
+                compression,
+            },
+            Some(out),
+        )?;
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            checksums: Checksums,
+        }
+        Ok(self.typed::<Sent>(value)?.checksums)
+    }
+
+    /// `receive_artifact`, telling the agent the data is compressed when `compression` says.
+    fn receive_artifact_as(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+        compression: Option<WireCompression>,
+    ) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = Request {
+            id,
+            op: Op::ReceiveArtifact {
+                job: job.to_string(),
+                checksums: expected.clone(),
+                compression,
+            },
+        };
+        let conn = self.conn.as_mut().expect("connected");
+        let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
+            let mut chunks = ChunkWriter::new(&mut conn.to_agent);
+            let copied = copy_in_chunks(input, &mut chunks);
+            // The terminator goes out even when reading the local file failed, so the agent's
+            // stream stays in step; the agent then refuses the short artifact by its checksums.
+            chunks.finish()?;
+            copied.map(drop)
+        });
+        match sent {
+            Ok(()) => self.response(id, None).map(drop),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(self.lose(format!("the agent stopped reading: {e}")))
+            }
+            Err(e) => {
+                let answer = self.response(id, None);
+                Err(answer
+                    .err()
+                    .unwrap_or(SessionError::Transfer(e.to_string()).into()))
+            }
+        }
+    }
 }
 
 impl Instance for RemoteInstance {
@@ -472,18 +543,51 @@ impl Instance for RemoteInstance {
         job: &str,
         out: &mut dyn Write,
     ) -> Result<Checksums, InstanceError> {
+        self.send_artifact_as(job, out, None)
+    }
+
+    fn can_compress(&mut self) -> Result<bool, InstanceError> {
         self.connect()?;
-        let value = self.call(
-            Op::SendArtifact {
-                job: job.to_string(),
-            },
-            Some(out),
-        )?;
-        #[derive(serde::Deserialize)]
-        struct Sent {
-            checksums: Checksums,
+        Ok(self.codecs.iter().any(|c| c == ZSTD_CODEC))
+    }
+
+    fn send_artifact_compressed(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        level: i32,
+    ) -> Result<Checksums, InstanceError> {
+        // An older agent would ignore the field and send the plain tar.
+        if !self.can_compress()? {
+            return Err(InstanceError::NoCompression);
         }
-        Ok(self.typed::<Sent>(value)?.checksums)
+        self.send_artifact_as(job, out, Some(WireCompression::Zstd { level: Some(level) }))
+    }
+
+    fn receive_artifact_compressed(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        if !self.can_compress()? {
+            return Err(InstanceError::NoCompression);
+        }
+        self.receive_artifact_as(
+            job,
+            input,
+            expected,
+            Some(WireCompression::Zstd { level: None }),
+        )
+    }
+
+    fn receive_artifact(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        self.receive_artifact_as(job, input, expected, None)
     }
 
     fn send_artifact_sized(
@@ -496,45 +600,6 @@ impl Instance for RemoteInstance {
         let sent = self.send_artifact(job, out);
         self.data_total = None;
         sent
-    }
-
-    fn receive_artifact(
-        &mut self,
-        job: &str,
-        input: &mut dyn Read,
-        expected: &Checksums,
-    ) -> Result<(), InstanceError> {
-        self.connect()?;
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = Request {
-            id,
-            op: Op::ReceiveArtifact {
-                job: job.to_string(),
-                checksums: expected.clone(),
-            },
-        };
-        let conn = self.conn.as_mut().expect("connected");
-        let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
-            let mut chunks = ChunkWriter::new(&mut conn.to_agent);
-            let copied = copy_in_chunks(input, &mut chunks);
-            // The terminator goes out even when reading the local file failed, so the agent's
-            // stream stays in step; the agent then refuses the short artifact by its checksums.
-            chunks.finish()?;
-            copied.map(drop)
-        });
-        match sent {
-            Ok(()) => self.response(id, None).map(drop),
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                Err(self.lose(format!("the agent stopped reading: {e}")))
-            }
-            Err(e) => {
-                let answer = self.response(id, None);
-                Err(answer
-                    .err()
-                    .unwrap_or(SessionError::Transfer(e.to_string()).into()))
-            }
-        }
     }
 
     fn remove_store(&mut self) -> Result<(), InstanceError> {

@@ -237,6 +237,12 @@ pub enum InstanceError {
     #[error("job '{job}' is not a BBR job on this instance")]
     UnknownJob { job: String },
     #[error(
+        "the agent on this instance cannot compress or decompress artifacts with zstd (an older bbr-agent): give --compress-on driver, or install the same bbr-agent on both ends"
+    )]
+    NoCompression,
+    #[error("zstd level {level} is out of range: give 1 to 19")]
+    CompressionLevel { level: i32 },
+    #[error(
         "job '{job}' is not a job with a backup script on this instance: it has no artifact to send"
     )]
     NoArtifact { job: String },
@@ -283,6 +289,35 @@ pub trait Instance: Send {
     ) -> Result<Checksums, InstanceError> {
         let _ = total;
         self.send_artifact(job, out)
+    }
+
+    /// Whether this instance compresses and decompresses artifact streams with zstd when
+    /// asked (an agent of an older version does not).
+    fn can_compress(&mut self) -> Result<bool, InstanceError> {
+        Ok(false)
+    }
+
+    /// [`Instance::send_artifact`], the tar compressed by the instance with zstd at `level`
+    /// as it streams; the checksums are still the files'.
+    fn send_artifact_compressed(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        level: i32,
+    ) -> Result<Checksums, InstanceError> {
+        let _ = (job, out, level);
+        Err(InstanceError::NoCompression)
+    }
+
+    /// [`Instance::receive_artifact`] of a zstd stream, which the instance decompresses.
+    fn receive_artifact_compressed(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        let _ = (job, input, expected);
+        Err(InstanceError::NoCompression)
     }
 
     /// Receives a job's artifact as a tar into the store, checking it against `expected`.

@@ -586,6 +586,50 @@ impl Instance for LocalInstance {
         self.send_artifact(job, out)
     }
 
+    fn can_compress(&mut self) -> Result<bool, InstanceError> {
+        Ok(true)
+    }
+
+    fn send_artifact_compressed(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        level: i32,
+    ) -> Result<Checksums, InstanceError> {
+        use crate::artifact::codec::zstd;
+        use crate::artifact::tar_writer::TarWriteError;
+        if !zstd::LEVELS.contains(&level) {
+            return Err(InstanceError::CompressionLevel { level });
+        }
+        let job = self.backed_up_job(job)?.name.clone();
+        let fail = |source| InstanceError::SendArtifact {
+            job: job.clone(),
+            source,
+        };
+        // The compressor's memory is the level's, whatever the artifact's size.
+        let mut packed = zstd::compressor(out, level).map_err(|e| fail(TarWriteError::Write(e)))?;
+        let dir = self.layout.job_artifact_dir(&job);
+        let sums = tar_writer::write_tar(&dir, &mut packed).map_err(&fail)?;
+        packed.finish().map_err(|e| fail(TarWriteError::Write(e)))?;
+        Ok(sums)
+    }
+
+    fn receive_artifact_compressed(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: &Checksums,
+    ) -> Result<(), InstanceError> {
+        use crate::artifact::tar_reader::TarReadError;
+        let mut plain = crate::artifact::codec::zstd::decompressor(input).map_err(|e| {
+            InstanceError::ReceiveArtifact {
+                job: job.to_string(),
+                source: TarReadError::Read(e),
+            }
+        })?;
+        self.receive_artifact(job, &mut plain, expected)
+    }
+
     fn receive_artifact(
         &mut self,
         job: &str,

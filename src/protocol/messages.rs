@@ -51,10 +51,18 @@ pub enum Op {
     },
     SendArtifact {
         job: String,
+        /// Compress the tar as it streams (an agent whose `hello` lists the codec). Absent:
+        /// the plain tar. An older agent ignores the field, so a driver asks only an agent
+        /// that says it can.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<WireCompression>,
     },
     ReceiveArtifact {
         job: String,
         checksums: Checksums,
+        /// The data is compressed: the agent decompresses it before it unpacks it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<WireCompression>,
     },
     RemoveStore,
     EndStrays,
@@ -119,6 +127,24 @@ pub struct HelloResult {
     pub protocol: u32,
     pub agent_version: String,
     pub bbr_version: String,
+    /// The compressions the agent applies to artifact streams when asked (`["zstd"]`).
+    /// Absent from older agents, which are then never asked to compress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<String>,
+}
+
+/// The name in `hello`'s `codecs` of an agent that compresses with zstd.
+pub const ZSTD_CODEC: &str = "zstd";
+
+/// A compression of an artifact stream: `{"codec":"zstd","level":3}` (`level` only where the
+/// agent compresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "codec", rename_all = "snake_case")]
+pub enum WireCompression {
+    Zstd {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<i32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,13 +360,26 @@ mod tests {
             parallel: true,
             after_backup_successful: Some(false),
         });
-        round_trip_request(Op::SendArtifact { job: "a".into() });
-        let checksums = [("./x y".to_string(), "ab".repeat(32))]
+        round_trip_request(Op::SendArtifact {
+            job: "a".into(),
+            compression: None,
+        });
+        round_trip_request(Op::SendArtifact {
+            job: "a".into(),
+            compression: Some(WireCompression::Zstd { level: Some(19) }),
+        });
+        let checksums: Checksums = [("./x y".to_string(), "ab".repeat(32))]
             .into_iter()
             .collect();
         round_trip_request(Op::ReceiveArtifact {
             job: "a".into(),
+            checksums: checksums.clone(),
+            compression: None,
+        });
+        round_trip_request(Op::ReceiveArtifact {
+            job: "a".into(),
             checksums,
+            compression: Some(WireCompression::Zstd { level: None }),
         });
         round_trip_request(Op::RemoveStore);
         round_trip_request(Op::Bye);
@@ -362,6 +401,50 @@ mod tests {
             line,
             r#"{"id":3,"op":"run_scripts","script":"post-backup-unlock","jobs":["a","b"],"parallel":true,"after_backup_successful":false}"#
         );
+    }
+
+    #[test]
+    fn compression_goes_on_the_wire_as_an_optional_field_and_hello_lists_the_codecs() {
+        let line = |op| serde_json::to_string(&Request { id: 4, op }).unwrap();
+        // Without compression the request is the one older agents know, byte for byte.
+        assert_eq!(
+            line(Op::SendArtifact {
+                job: "db".into(),
+                compression: None
+            }),
+            r#"{"id":4,"op":"send_artifact","job":"db"}"#
+        );
+        assert_eq!(
+            line(Op::SendArtifact {
+                job: "db".into(),
+                compression: Some(WireCompression::Zstd { level: Some(3) })
+            }),
+            r#"{"id":4,"op":"send_artifact","job":"db","compression":{"codec":"zstd","level":3}}"#
+        );
+        assert_eq!(
+            line(Op::ReceiveArtifact {
+                job: "db".into(),
+                checksums: Checksums::new(),
+                compression: Some(WireCompression::Zstd { level: None })
+            }),
+            r#"{"id":4,"op":"receive_artifact","job":"db","checksums":{},"compression":{"codec":"zstd"}}"#
+        );
+        // An older agent's hello has no `codecs`: it compresses nothing.
+        let old: HelloResult = serde_json::from_str(
+            r#"{"protocol":2,"agent_version":"0.1.0","bbr_version":"1.9.73"}"#,
+        )
+        .unwrap();
+        assert!(old.codecs.is_empty());
+        let new = HelloResult {
+            codecs: vec![ZSTD_CODEC.into()],
+            ..old
+        };
+        assert_eq!(
+            serde_json::to_string(&new).unwrap(),
+            r#"{"protocol":2,"agent_version":"0.1.0","bbr_version":"1.9.73","codecs":["zstd"]}"#
+        );
+        let unknown = r#"{"id":4,"op":"send_artifact","job":"db","compression":{"codec":"lz4"}}"#;
+        assert!(serde_json::from_str::<Request>(unknown).is_err());
     }
 
     #[test]

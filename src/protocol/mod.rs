@@ -7,4 +7,6 @@ pub(crate) mod pipes;
 
 // Public for the integration tests (tests/protocol_fuzz.rs, tests/bring_agent.rs).
 pub use messages::{AgentMessage, PROTOCOL_VERSION};
-pub(crate) use messages::{ErrorCode, HelloResult, Op, Request, WireReport, WireSettings};
+pub(crate) use messages::{
+    ErrorCode, HelloResult, Op, Request, WireCompression, WireReport, WireSettings, ZSTD_CODEC,
+};

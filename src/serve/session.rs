@@ -23,7 +23,8 @@ use crate::instance::{
 use crate::layout::Layout;
 use crate::protocol::framing::{ChunkWriter, write_json_line};
 use crate::protocol::{
-    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireReport, WireSettings,
+    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireCompression,
+    WireReport, WireSettings, ZSTD_CODEC,
 };
 
 /// Serves the protocol on `input`/`output` until the driver says `bye` or goes away.
@@ -181,16 +182,25 @@ impl Session {
                 mode: Mode::from_parallel(parallel),
                 after_backup_successful,
             }))),
-            Op::SendArtifact { job } => self.send_artifact(id, &job),
-            Op::ReceiveArtifact { job, checksums } => {
+            Op::SendArtifact { job, compression } => self.send_artifact(id, &job, compression),
+            Op::ReceiveArtifact {
+                job,
+                checksums,
+                compression,
+            } => {
                 let mut reader = ChunkStream::from_source(DataChunks {
                     inputs,
                     ended: false,
                     broken: None,
                 });
-                let r = self
-                    .instance()
-                    .receive_artifact(&job, &mut reader, &checksums);
+                let r = match compression {
+                    None => self
+                        .instance()
+                        .receive_artifact(&job, &mut reader, &checksums),
+                    Some(WireCompression::Zstd { .. }) => self
+                        .instance()
+                        .receive_artifact_compressed(&job, &mut reader, &checksums),
+                };
                 // Keep the stream in step even when the artifact was refused part-way.
                 let data = reader.into_source();
                 self.broken = if data.ended {
@@ -249,6 +259,7 @@ impl Session {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             bbr_version,
+            codecs: vec![ZSTD_CODEC.to_string()],
         };
         self.send(&AgentMessage::Ok {
             id,
@@ -277,19 +288,35 @@ impl Session {
         reports.iter().map(WireReport::from).collect()
     }
 
-    fn send_artifact(&mut self, id: u64, job: &str) -> Result<serde_json::Value, InstanceError> {
+    fn send_artifact(
+        &mut self,
+        id: u64,
+        job: &str,
+        compression: Option<WireCompression>,
+    ) -> Result<serde_json::Value, InstanceError> {
         // Refused before any data: the answer is then an error alone.
         self.instance().check_send_artifact(job)?;
-        let size = self.instance().tar_len(job);
+        let level = match compression {
+            None => None,
+            Some(WireCompression::Zstd { level }) => {
+                let level = level.unwrap_or(crate::artifact::codec::zstd::DEFAULT_LEVEL);
+                if !crate::artifact::codec::zstd::LEVELS.contains(&level) {
+                    return Err(InstanceError::CompressionLevel { level });
+                }
+                Some(level)
+            }
+        };
+        // The size is the plain tar's: not the compressed stream's.
+        let size = self.instance().tar_len(job).filter(|_| level.is_none());
         self.send(&AgentMessage::Data { id, size });
         let out = Arc::clone(&self.out);
         let mut guard = out.lock().expect("output lock");
         let mut chunks = ChunkWriter::new(&mut *guard);
-        let result = self
-            .instance
-            .as_mut()
-            .expect("hello came first")
-            .send_artifact(job, &mut chunks);
+        let instance = self.instance.as_mut().expect("hello came first");
+        let result = match level {
+            None => instance.send_artifact(job, &mut chunks),
+            Some(level) => instance.send_artifact_compressed(job, &mut chunks, level),
+        };
         // The terminator goes out whatever happened; the response then says how it went.
         let _ = chunks.finish();
         drop(guard);

@@ -9,6 +9,7 @@ use super::failure::Failure;
 use super::finish::{remove_stores, report_html};
 use super::outcome::Outcome;
 use crate::artifact::backup_dir::{BackupActivity, BackupMetadata};
+use crate::artifact::codec::{self, Codecs};
 use crate::artifact::metadata_keys;
 use crate::console::Console;
 use crate::contract::METADATA_FILE;
@@ -21,6 +22,8 @@ pub struct BackupOptions<'s> {
     pub storage: &'s dyn Storage,
     /// Skip lock and unlock scripts (`--unsafe-lock-free`), as BBR's flag does.
     pub lock_free: bool,
+    /// How each tar is stored (`--compress`, `--encrypt-to`): plain by default.
+    pub codecs: &'s Codecs,
 }
 
 /// Backs the deployment up. Returns the outcome and the artifact directory's name in the
@@ -56,13 +59,34 @@ pub fn backup(
     (outcome, artifact)
 }
 
-/// Writes the metadata as it stands, whole or not at all, after everything before it.
+/// Writes the metadata as it stands, whole or not at all, after everything before it. An
+/// encrypted backup's checksums go first into their own encrypted object, and the metadata
+/// lists the files without them (`codec::sealed`).
 fn put_metadata(
     storage: &dyn Storage,
     dir: &str,
+    codecs: &Codecs,
     metadata: &BackupMetadata,
 ) -> Result<(), StorageError> {
     let key = format!("{dir}/{METADATA_FILE}");
+    let sealed;
+    let metadata = match codecs.recipients.is_empty() {
+        true => metadata,
+        false => {
+            let sealed_key = format!("{dir}/{}", codec::CHECKSUMS_OBJECT);
+            let (plain, object) =
+                codec::sealed::seal(metadata, &codecs.recipients).map_err(|source| {
+                    StorageError::Io {
+                        doing: "encrypt",
+                        what: storage.describe(&sealed_key),
+                        source,
+                    }
+                })?;
+            storage.put(&sealed_key, &object)?;
+            sealed = plain;
+            &sealed
+        }
+    };
     let yaml = metadata_keys::to_yaml(metadata).map_err(|e| StorageError::Io {
         doing: "write",
         what: storage.describe(&key),
@@ -121,6 +145,19 @@ fn run_backup(
         }
     };
 
+    // An agent that cannot compress would send the plain tar: refused before anything is made
+    // or locked, naming --compress-on driver.
+    if opts.codecs.on_vm().is_some() {
+        let cannot = dep.each_instance(|i| match i.can_compress()? {
+            true => Ok(()),
+            false => Err(crate::instance::InstanceError::NoCompression),
+        });
+        if let Err(errors) = cannot {
+            outcome.fail_all(exit_bits::GENERAL, errors);
+            return (outcome, None);
+        }
+    }
+
     let storage = opts.storage;
     let artifact = format!("{}_{}", dep.name, started.compact());
     if let Err(e) = storage.create_dir(&artifact) {
@@ -128,13 +165,15 @@ fn run_backup(
     }
     let shown = storage.describe(&artifact);
     let mut metadata = BackupMetadata {
+        // None for a plain backup: its metadata stays BBR's.
+        bbr_agent: opts.codecs.record(),
         backup_activity: BackupActivity {
             start_time: started.activity(),
             finish_time: None,
         },
         ..Default::default()
     };
-    if let Err(e) = put_metadata(storage, &artifact, &metadata) {
+    if let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata) {
         return (outcome.stop(Failure::Storage(e)), Some(artifact));
     }
 
@@ -227,6 +266,7 @@ fn run_backup(
             &plan.backup_jobs,
             storage,
             &artifact,
+            opts.codecs,
             &mut metadata,
             console,
         ) {
@@ -244,7 +284,7 @@ fn run_backup(
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
-    if let Err(e) = put_metadata(storage, &artifact, &metadata) {
+    if let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata) {
         outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
         drained = false;
     }

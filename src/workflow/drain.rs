@@ -13,6 +13,7 @@ use crate::artifact::backup_dir::{
     ArtifactChecksums, BackupMetadata, InstanceArtifacts, custom_tar_file_name, tar_file_name,
 };
 use crate::artifact::checksums::compare;
+use crate::artifact::codec::Codecs;
 use crate::artifact::handoff::RunInterrupted;
 use crate::artifact::verify_stream::VerifyingWriter;
 use crate::console::Console;
@@ -21,12 +22,13 @@ use crate::progress::{self, Counted};
 use crate::storage::Storage;
 
 /// Drains every job in `jobs` into the directory `artifact` of `storage`, recording checksums
-/// in `metadata`.
+/// in `metadata`; each tar is compressed and encrypted as `codecs` say.
 pub fn drain(
     dep: &mut Deployment,
     jobs: &[JobRef],
     storage: &dyn Storage,
     artifact: &str,
+    codecs: &Codecs,
     metadata: &mut BackupMetadata,
     console: &Console,
 ) -> Result<(), Vec<Failure>> {
@@ -48,8 +50,11 @@ pub fn drain(
                     Some(name) => custom_tar_file_name(name),
                     None => tar_file_name(&id.group, &id.index, &job),
                 };
-                let key = format!("{artifact}/{file}");
-                (named, drain_job(instance, &job, storage, &key, console))
+                let key = format!("{artifact}/{file}{}", codecs.layers().suffix());
+                (
+                    named,
+                    drain_job(instance, &job, storage, &key, codecs, console),
+                )
             })
             .collect::<Vec<_>>()
     });
@@ -96,6 +101,7 @@ fn drain_job(
     job: &str,
     storage: &dyn Storage,
     key: &str,
+    codecs: &Codecs,
     console: &Console,
 ) -> Result<ArtifactChecksums, Failure> {
     let id = instance.id().clone();
@@ -115,8 +121,19 @@ fn drain_job(
         Ok(object) => object,
         Err(e) => return fail(format!("cannot create {shown}: {e}")),
     };
-    // Written by its own thread in whole batches: no buffering needed here.
-    let mut writer = VerifyingWriter::new(object);
+    // Compressed (when the driver compresses) and encrypted on the file's thread, after the
+    // check saw the bytes: the check reads the tar, the object gets what is stored.
+    let object = match codecs.encoder(object) {
+        Ok(object) => object,
+        Err(e) => return fail(format!("cannot start writing {shown}: {e}")),
+    };
+    let on_vm = codecs.on_vm();
+    // Written by its own thread in whole batches: no buffering needed here. A VM's zstd
+    // stream is decompressed by the check, which hashes the tar inside.
+    let mut writer = match on_vm {
+        None => VerifyingWriter::new(object),
+        Some(_) => VerifyingWriter::new_zstd(object),
+    };
     let bar = progress::transfer_bar(
         console,
         format!("{id} {job}: copying backup from the VM"),
@@ -130,7 +147,10 @@ fn drain_job(
         }
     });
     let mut counted = Counted::new(&mut writer, bar);
-    let sent = instance.send_artifact_sized(job, &mut counted, total);
+    let sent = match on_vm {
+        None => instance.send_artifact_sized(job, &mut counted, total),
+        Some(zstd) => instance.send_artifact_compressed(job, &mut counted, zstd.level),
+    };
     counted.finish();
     // The artifact's own object failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {
@@ -150,12 +170,15 @@ fn drain_job(
             None => Ok::<Checksums, TransferError>(received),
         },
     };
+    // Dropped unfinished, the object is aborted: nothing is left under its name.
     let received = match checked {
         Ok(received) => received,
-        Err(error) => {
-            out.abort();
-            return fail_with(error);
-        }
+        Err(error) => return fail_with(error),
+    };
+    // The codecs' last bytes (zstd's end of frame, age's last chunk), then the object.
+    let out = match out.finish() {
+        Ok(out) => out,
+        Err(e) => return fail(format!("cannot write {shown}: {e}")),
     };
     // Only now is the tar seen under its name: the storage makes it durable first (a local
     // file synced through its own descriptor, which reports its own writeback errors).

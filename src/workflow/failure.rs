@@ -6,7 +6,7 @@ use std::fmt;
 
 use super::check::Problem;
 use super::deployment::{FailedScript, InstanceFailure};
-use crate::artifact::stored_backup::Corruption;
+use crate::artifact::stored_backup::{Corruption, StoredBackupError};
 use crate::instance::{InstanceError, InstanceId};
 use crate::storage::StorageError;
 
@@ -45,9 +45,9 @@ pub enum TransferError {
     Instance(Box<InstanceError>),
     #[error("{0}")]
     Local(String),
-    /// The backup's tar could not be read from where it is kept.
+    /// The backup's tar could not be read from where it is kept, or decoded.
     #[error(transparent)]
-    Storage(Box<StorageError>),
+    Read(Box<StoredBackupError>),
     /// The local backup's tar is to blame: it no longer matches its checksums.
     #[error(transparent)]
     Corrupted(Box<Corruption>),
@@ -59,9 +59,7 @@ impl TransferError {
     fn names(&self, job: &str) -> bool {
         match self {
             TransferError::Instance(e) => e.to_string().starts_with(&format!("job '{job}'")),
-            TransferError::Local(_) | TransferError::Storage(_) | TransferError::Corrupted(_) => {
-                false
-            }
+            TransferError::Local(_) | TransferError::Read(_) | TransferError::Corrupted(_) => false,
         }
     }
 }

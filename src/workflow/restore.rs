@@ -193,6 +193,8 @@ fn check_artifact(
         .read_metadata()
         .map_err(|e| Problem::from(StoredBackupError::from(e)))?;
     backup.check_complete(&metadata).map_err(Problem::from)?;
+    // An encrypted backup's checksums: without the identity for them, nothing goes further.
+    backup.unseal(&mut metadata).map_err(Problem::from)?;
     backup.check_names(&metadata).map_err(Problem::from)?;
     if let Some(id) = only {
         metadata
@@ -374,20 +376,29 @@ fn copy_to_instances(
         let id = dep.id(t.job.instance).clone();
         let started = std::time::Instant::now();
         let size = backup.size(&t.tar).ok().flatten();
+        // A compressed tar goes to the VM compressed when its agent can decompress it (the
+        // network is the narrow part), else decompressed here; an encrypted one is decrypted
+        // here, either way.
+        let instance = dep.instance(t.job.instance);
+        let vm_decompresses = backup.compressed() && instance.can_compress().unwrap_or(false);
         let result = backup
-            .open(&t.tar)
-            .map_err(|e| TransferError::Storage(Box::new(e)))
-            .and_then(|file| {
+            .open_tar(&t.tar, vm_decompresses)
+            .map_err(|e| TransferError::Read(Box::new(e)))
+            .and_then(|(file, compressed)| {
+                // Decompressed here, the bytes sent outgrow the object: no total then.
+                let total = size.filter(|_| compressed || !backup.compressed());
                 let bar = progress::transfer_bar(
                     console,
                     format!("{id} {name}: copying backup to the VM"),
-                    size,
+                    total,
                 );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
-                let received =
-                    dep.instance(t.job.instance)
-                        .receive_artifact(&name, &mut input, &t.checksums);
+                let instance = dep.instance(t.job.instance);
+                let received = match compressed {
+                    true => instance.receive_artifact_compressed(&name, &mut input, &t.checksums),
+                    false => instance.receive_artifact(&name, &mut input, &t.checksums),
+                };
                 input.finish();
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
