@@ -13,6 +13,8 @@
 // Until the local and S3 stores and their users land (issue 16), nothing calls this.
 #![allow(dead_code)]
 
+pub(crate) mod s3;
+
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -130,6 +132,22 @@ impl Location {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         })
+    }
+}
+
+impl Location {
+    /// The store this location names. `s3` is how an `s3://` one is set up.
+    pub(crate) fn open(&self, s3: &s3::S3Options) -> Result<Box<dyn Storage>, StorageError> {
+        match self {
+            Location::S3 { bucket, prefix } => {
+                Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
+            }
+            // The local store's arm (issue 16's local-directory store).
+            Location::Local(path) => Err(StorageError::Location(format!(
+                "{}: local directories are not a store yet",
+                path.display()
+            ))),
+        }
     }
 }
 
