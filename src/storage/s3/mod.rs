@@ -11,6 +11,11 @@ pub(crate) mod credentials;
 pub(crate) mod multipart;
 pub(crate) mod ranged_read;
 
+#[cfg(test)]
+#[path = "../../../tests/common/garage.rs"]
+mod garage;
+#[cfg(test)]
+mod tests;
 
 use std::io::Read;
 use std::sync::Arc;
