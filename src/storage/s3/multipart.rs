@@ -137,7 +137,8 @@ struct Shared {
     what: String,
     upload_id: String,
     etags: Mutex<Vec<(u16, String)>>,
-    failure: Mutex<Option<String>>,
+    /// The first part that could not be sent, and why.
+    failure: Mutex<Option<StorageError>>,
 }
 
 struct Upload {
@@ -185,9 +186,16 @@ impl MultipartWriter {
         }
     }
 
+    /// Why the upload failed, as text.
     fn failure(&self) -> Option<String> {
         let upload = self.upload.as_ref()?;
-        lock(&upload.shared.failure).clone()
+        lock(&upload.shared.failure).as_ref().map(|e| e.to_string())
+    }
+
+    /// Why the upload failed, once the senders are done.
+    fn take_failure(&self) -> Option<StorageError> {
+        let upload = self.upload.as_ref()?;
+        lock(&upload.shared.failure).take()
     }
 
     /// Starts the multipart upload and its senders.
@@ -273,12 +281,11 @@ impl MultipartWriter {
     }
 
     fn failed(&self) -> StorageError {
-        StorageError::Service {
-            what: self.what.clone(),
-            message: self
-                .failure()
-                .unwrap_or_else(|| "the upload's senders stopped".to_string()),
-        }
+        self.take_failure()
+            .unwrap_or_else(|| StorageError::Service {
+                what: self.what.clone(),
+                message: "the upload's senders stopped".to_string(),
+            })
     }
 
     /// Waits for every part to be sent.
@@ -354,11 +361,8 @@ impl MultipartWriter {
         }
         self.release_buffer();
         self.join();
-        if let Some(failure) = self.failure() {
-            return Err(StorageError::Service {
-                what: self.what.clone(),
-                message: failure,
-            });
+        if let Some(failure) = self.take_failure() {
+            return Err(failure);
         }
         let Some(upload) = self.upload.as_ref() else {
             return Err(self.failed());
@@ -418,7 +422,7 @@ fn send_parts(shared: &Shared, queue: &Mutex<Receiver<Part>>) {
                 Err(e) => {
                     let mut failure = lock(&shared.failure);
                     if failure.is_none() {
-                        *failure = Some(e.to_string());
+                        *failure = Some(e);
                     }
                 }
             }
@@ -471,7 +475,7 @@ impl Write for MultipartWriter {
             )));
         }
         if let Some(failure) = self.failure() {
-            return Err(io::Error::other(format!("{}: {failure}", self.what)));
+            return Err(io::Error::other(failure));
         }
         if bytes.is_empty() {
             return Ok(0);

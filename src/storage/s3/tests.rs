@@ -257,3 +257,156 @@ fn service_errors_are_one_line_naming_the_url_and_what_to_check() {
     assert!(e.starts_with("s3://t-no-such-bucket/: "), "{e}");
     assert!(e.contains("bucket"), "{e}");
 }
+
+/// A loopback proxy to Garage that cuts a connection after `after[i]` bytes (the last for the
+/// later ones) went one way on the `i`-th connection (`upstream`: towards Garage), `cuts`
+/// times in all; then it forwards as it is.
+struct CuttingProxy {
+    endpoint: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(target: &str, after: &[usize], cuts: usize, upstream: bool) -> CuttingProxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let left = std::sync::Arc::new(AtomicUsize::new(cuts));
+        let cut = std::sync::Arc::new(AtomicUsize::new(0));
+        let (left2, cut2) = (left.clone(), cut.clone());
+        let after = after.to_vec();
+        std::thread::spawn(move || {
+            for (i, client) in listener.incoming().enumerate() {
+                let after = after[i.min(after.len() - 1)];
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    return;
+                };
+                let pipe = |from: TcpStream, to: TcpStream, watched: bool| {
+                    let (left, cut) = (left2.clone(), cut2.clone());
+                    std::thread::spawn(move || {
+                        let (mut from, mut to) = (from, to);
+                        let mut buf = [0u8; 4096];
+                        let mut sent = 0;
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if watched
+                                && sent + n > after
+                                && left
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                                        l.checked_sub(1)
+                                    })
+                                    .is_ok()
+                            {
+                                let _ = to.write_all(&buf[..after.saturating_sub(sent)]);
+                                cut.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            sent += n;
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(client, server, upstream);
+                pipe(s2, c2, !upstream);
+            }
+        });
+        CuttingProxy { endpoint, cut }
+    }
+
+    fn cuts(&self) -> usize {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_read_whose_connection_drops_goes_on_from_the_offset_reached() {
+    let g = Garage::shared();
+    let s = store("t-resume", "", &small());
+    let bytes = data(6 * PART);
+    let mut w = s.create("big.tar").unwrap();
+    write_in_chunks(w.as_mut(), &bytes);
+    w.finish().unwrap();
+
+    // Each connection is cut 30,000 bytes into what Garage sends, three times: mid-range.
+    let proxy = CuttingProxy::start(&g.endpoint, &[30_000], 3, false);
+    let mut via = config(g);
+    via.endpoint = proxy.endpoint.clone();
+    let s = S3Storage::with_config(&via, "t-resume", "", &small()).unwrap();
+    let mut back = Vec::new();
+    s.open("big.tar").unwrap().read_to_end(&mut back).unwrap();
+    assert_eq!(proxy.cuts(), 3);
+    assert!(back == bytes, "read back {} bytes, differ", back.len());
+
+    // A connection cut mid-range, then every new one cut before a byte: the reader gives
+    // up after its tries in a row, naming the object.
+    let proxy = CuttingProxy::start(&g.endpoint, &[30_000, 0], 1000, false);
+    via.endpoint = proxy.endpoint.clone();
+    let s = S3Storage::with_config(&via, "t-resume", "", &small()).unwrap();
+    let mut r = s.open("big.tar").unwrap();
+    let e = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("cannot read s3://t-resume/big.tar"), "{e}");
+    assert!(
+        proxy.cuts() <= 1 + client::TRIES as usize * client::TRIES as usize,
+        "{}",
+        proxy.cuts()
+    );
+}
+
+#[test]
+fn a_part_whose_upload_drops_is_sent_again_from_its_buffer() {
+    let g = Garage::shared();
+    g.bucket("t-retry");
+    // Cut twice 100,000 bytes into what goes to Garage: in the middle of the second part.
+    let proxy = CuttingProxy::start(&g.endpoint, &[100_000], 2, true);
+    let mut via = config(g);
+    via.endpoint = proxy.endpoint.clone();
+    let s = S3Storage::with_config(&via, "t-retry", "", &small()).unwrap();
+    let bytes = data(5 * PART + 99);
+    let mut w = s.create("retried.tar").unwrap();
+    write_in_chunks(w.as_mut(), &bytes);
+    assert_eq!(w.finish().unwrap(), bytes.len() as u64);
+    assert_eq!(proxy.cuts(), 2);
+    let mut back = Vec::new();
+    s.open("retried.tar")
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == bytes, "read back {} bytes, differ", back.len());
+    assert!(uploads(&s).is_empty());
+}
+
+#[test]
+fn a_part_that_cannot_be_sent_fails_the_writer_naming_the_object_and_aborts_its_upload() {
+    let g = Garage::shared();
+    let direct = store("t-fail", "", &small());
+    // Every connection cut 1,000 bytes into what goes to Garage: small requests pass, no part.
+    let proxy = CuttingProxy::start(&g.endpoint, &[1_000], usize::MAX, true);
+    let mut via = config(g);
+    via.endpoint = proxy.endpoint.clone();
+    let s = S3Storage::with_config(&via, "t-fail", "", &small()).unwrap();
+    let mut w = s.create("failed.tar").unwrap();
+    let wrote = data(5 * PART).chunks(7777).try_for_each(|c| w.write_all(c));
+    let e = match wrote {
+        Err(e) => {
+            w.abort();
+            e.to_string()
+        }
+        Ok(()) => w.finish().unwrap_err().to_string(),
+    };
+    assert!(e.contains("upload a part of s3://t-fail/failed.tar"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    assert!(uploads(&direct).is_empty(), "{:?}", uploads(&direct));
+    assert_eq!(direct.size("failed.tar").unwrap(), None);
+    assert_eq!(s.budget().held(), 0);
+}
