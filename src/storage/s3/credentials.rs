@@ -286,10 +286,19 @@ pub(crate) fn resolve(
         None => format!("https://s3.{region}.amazonaws.com"),
     };
 
+    // `auto` (the default) is virtual-host style, as AWS wants, but for an endpoint that is
+    // an IP address or `localhost`, which no bucket name can be put before.
+    let auto = url::Url::parse(&endpoint).is_ok_and(|u| {
+        matches!(
+            u.host(),
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) | Some(url::Host::Domain("localhost"))
+        )
+    });
     let path_style = match overrides.path_style {
         Some(p) => p,
         None => match s3_value("addressing_style") {
-            None | Some("auto") | Some("virtual") => false,
+            None | Some("auto") => auto,
+            Some("virtual") => false,
             Some("path") => true,
             Some(other) => {
                 return Err(ConfigError::BadAddressing {
@@ -526,6 +535,13 @@ mod tests {
         let c = env.resolve().unwrap();
         assert_eq!((c.key_id.as_str(), c.region.as_str()), ("K", "us-east-1"));
         assert_eq!(c.endpoint, "http://localhost:9000");
+        // No bucket name can go before `localhost` or an IP address: path style.
+        assert!(c.path_style);
+        let c = env
+            .set("AWS_ENDPOINT_URL", "https://s3.example.com")
+            .resolve()
+            .unwrap();
+        assert!(!c.path_style);
     }
 
     #[test]
