@@ -410,3 +410,60 @@ fn a_part_that_cannot_be_sent_fails_the_writer_naming_the_object_and_aborts_its_
     assert_eq!(direct.size("failed.tar").unwrap(), None);
     assert_eq!(s.budget().held(), 0);
 }
+
+/// A loopback proxy to Garage that answers each of the first `busy` requests with a 503
+/// (each on its own connection), then forwards.
+fn busy_proxy(target: &str, busy: usize) -> String {
+    use std::net::{TcpListener, TcpStream};
+    let target = target.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (i, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            if i < busy {
+                // Read the request whole (headers, then Content-Length bytes), then refuse.
+                let mut seen = Vec::new();
+                let mut byte = [0u8; 1];
+                while !seen.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    seen.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let _ = std::io::copy(&mut (&mut client).take(length), &mut std::io::sink());
+                let _ = client.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut s2));
+            let (mut client, mut server) = (client, server);
+            std::thread::spawn(move || std::io::copy(&mut server, &mut client));
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn a_busy_service_is_asked_again_a_bounded_number_of_times() {
+    let g = Garage::shared();
+    g.bucket("t-busy");
+    let mut via = config(g);
+    via.endpoint = busy_proxy(&g.endpoint, client::TRIES as usize - 1);
+    let s = S3Storage::with_config(&via, "t-busy", "", &small()).unwrap();
+    s.put("k", b"after 503s").unwrap();
+    assert_eq!(s.size("k").unwrap(), Some(10));
+
+    via.endpoint = busy_proxy(&g.endpoint, client::TRIES as usize);
+    let s = S3Storage::with_config(&via, "t-busy", "", &small()).unwrap();
+    let e = s.put("k2", b"x").unwrap_err().to_string();
+    assert_eq!(e, "s3://t-busy/k2: ServiceUnavailable (HTTP 503)");
+}
