@@ -467,3 +467,40 @@ fn a_busy_service_is_asked_again_a_bounded_number_of_times() {
     let e = s.put("k2", b"x").unwrap_err().to_string();
     assert_eq!(e, "s3://t-busy/k2: ServiceUnavailable (HTTP 503)");
 }
+
+/// The figure in the notes: 1 GiB streamed with the program's own sizes (8 MiB parts, a
+/// 64 MiB budget, 4 senders) and read back through 8 MiB ranges. Not run by default (it
+/// writes 1 GiB into Garage's temp dir): `cargo test --lib -- --ignored one_gib`.
+#[test]
+#[ignore]
+fn one_gib_streams_within_the_budget() {
+    let s = store("t-one-gib", "", &S3Options::default());
+    let chunk = data(1 << 20);
+    let mut w = s.create("big.tar").unwrap();
+    for _ in 0..1024 {
+        w.write_all(&chunk).unwrap();
+    }
+    assert_eq!(w.finish().unwrap(), 1 << 30);
+    assert!(s.budget().peak() <= 64 << 20, "{}", s.budget().peak());
+    let mut r = s.open("big.tar").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+    }
+    assert_eq!(read, 1 << 30);
+    s.remove("big.tar").unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("");
+    eprintln!(
+        "budget peak {} bytes; test process {hwm}",
+        s.budget().peak()
+    );
+}
