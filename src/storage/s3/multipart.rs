@@ -376,17 +376,9 @@ impl MultipartWriter {
                 message: format!("{} of {} parts were sent", etags.len(), self.number - 1),
             });
         }
-        let sign_and_body = || {
-            let action = self.client.bucket().complete_multipart_upload(
-                Some(self.client.credentials()),
-                &shared.key,
-                &shared.upload_id,
-                etags.iter().map(|(_, e)| e.as_str()),
-            );
-            (action.sign(self.client.signed_for()), action.body())
-        };
-        let (_, body) = sign_and_body();
-        let sign = |_: &Client| sign_and_body().0;
+        // The body lists the parts in order: part n is the n-th ETag.
+        let body = completion(&self.client, &shared, &etags).body();
+        let sign = |c: &Client| completion(c, &shared, &etags).sign(c.signed_for());
         let xml = self.client.send_for_xml(&Call {
             method: Method::Post,
             sign: &sign,
@@ -402,6 +394,20 @@ impl MultipartWriter {
         self.upload = None;
         Ok(self.written)
     }
+}
+
+/// The CompleteMultipartUpload of `shared`'s upload with `etags` (sorted by part number).
+fn completion<'a>(
+    c: &'a Client,
+    shared: &'a Shared,
+    etags: &'a [(u16, String)],
+) -> rusty_s3::actions::CompleteMultipartUpload<'a, impl Iterator<Item = &'a str> + use<'a>> {
+    c.bucket().complete_multipart_upload(
+        Some(c.credentials()),
+        &shared.key,
+        &shared.upload_id,
+        etags.iter().map(|(_, e)| e.as_str()),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
