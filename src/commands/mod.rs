@@ -2,6 +2,7 @@
 //! API or the workflows and returns an exit code.
 
 pub mod all_deployments;
+pub mod artifact_path;
 pub mod context;
 pub mod deployment;
 pub mod deployment_plan;

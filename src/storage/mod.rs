@@ -13,11 +13,14 @@
 // Until the local and S3 stores and their users land (issue 16), nothing calls this.
 #![allow(dead_code)]
 
+pub(crate) mod local;
 pub(crate) mod s3;
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+
+pub(crate) use local::LocalStorage;
 
 /// A place that holds backups, as `--artifact-path` or `backups ... DEST` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,22 @@ pub(crate) trait ObjectWriter: Write + Send {
 }
 
 impl Location {
+    /// The storage this location names, an `s3://` one with the default sizes and the
+    /// AWS settings of the environment.
+    pub(crate) fn open(&self) -> Result<Box<dyn Storage>, StorageError> {
+        self.open_with(&s3::S3Options::default())
+    }
+
+    /// [`Location::open`], with `s3` for how an `s3://` one is set up (the CLI's flags).
+    pub(crate) fn open_with(&self, s3: &s3::S3Options) -> Result<Box<dyn Storage>, StorageError> {
+        match self {
+            Location::Local(path) => Ok(Box::new(LocalStorage::new(path))),
+            Location::S3 { bucket, prefix } => {
+                Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
+            }
+        }
+    }
+
     /// `s3://BUCKET[/PREFIX]` or a local path; the argument is bytes, checked here.
     pub(crate) fn parse(arg: &OsStr) -> Result<Location, StorageError> {
         let Some(text) = arg.to_str() else {
@@ -132,22 +151,6 @@ impl Location {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         })
-    }
-}
-
-impl Location {
-    /// The store this location names. `s3` is how an `s3://` one is set up.
-    pub(crate) fn open(&self, s3: &s3::S3Options) -> Result<Box<dyn Storage>, StorageError> {
-        match self {
-            Location::S3 { bucket, prefix } => {
-                Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
-            }
-            // The local store's arm (issue 16's local-directory store).
-            Location::Local(path) => Err(StorageError::Location(format!(
-                "{}: local directories are not a store yet",
-                path.display()
-            ))),
-        }
     }
 }
 
