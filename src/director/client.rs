@@ -256,7 +256,7 @@ fn ca_certificates(ca: &str) -> Result<Vec<Certificate<'static>>, HttpError> {
     Ok(certs)
 }
 
-fn system_roots() -> Result<RootCerts, HttpError> {
+pub(crate) fn system_roots() -> Result<RootCerts, HttpError> {
     let found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
         let why = found

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod local;
+pub(crate) mod s3;
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -107,13 +108,19 @@ pub(crate) trait ObjectWriter: Write + Send {
 }
 
 impl Location {
-    /// The storage this location names.
+    /// The storage this location names, an `s3://` one with the default sizes and the
+    /// AWS settings of the environment.
     pub(crate) fn open(&self) -> Result<Box<dyn Storage>, StorageError> {
+        self.open_with(&s3::S3Options::default())
+    }
+
+    /// [`Location::open`], with `s3` for how an `s3://` one is set up (the CLI's flags).
+    pub(crate) fn open_with(&self, s3: &s3::S3Options) -> Result<Box<dyn Storage>, StorageError> {
         match self {
             Location::Local(path) => Ok(Box::new(LocalStorage::new(path))),
-            Location::S3 { bucket, prefix } => Err(StorageError::Location(format!(
-                "s3://{bucket}/{prefix}: object storage is not built yet"
-            ))),
+            Location::S3 { bucket, prefix } => {
+                Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
+            }
         }
     }
 

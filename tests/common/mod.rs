@@ -11,6 +11,7 @@ use std::process::Command;
 
 pub mod director_standin;
 pub mod fleet;
+pub mod garage;
 pub mod sshd;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_bbr-agent");

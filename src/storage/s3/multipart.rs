@@ -1,0 +1,569 @@
+//! An object written as a stream into a multipart upload, in bounded memory.
+//!
+//! Bytes fill one part's buffer; a full buffer goes to a small pool of threads that upload
+//! it (each failure tried again from the buffer) while the writer fills the next. Every
+//! buffer is taken from the store's [`Budget`] before it is filled and given back once its
+//! part is sent, so the parts in flight plus the one being filled never hold more than the
+//! budget (64 MiB), however large the object and however many objects are written at once.
+//!
+//! The part size grows with the part number (it doubles every [`PARTS_PER_STEP`] parts, up
+//! to half the budget), so S3's 10,000-part limit is reached only past [`max_object_size`]
+//! (about 273 GiB with 8 MiB parts): a larger object is refused there, its upload aborted,
+//! rather than holding parts larger than the budget.
+//!
+//! An object that fits in its first part is sent with one PutObject. `finish` completes the
+//! upload; `abort`, a failure, or a drop without `finish` aborts it, so no parts are left.
+
+use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use rusty_s3::{Method, S3Action as _};
+
+use super::client::{Call, Client, bad_xml};
+use crate::storage::{ObjectWriter, StorageError};
+
+/// S3's limit on the parts of one upload.
+pub(super) const MAX_PARTS: u32 = 10_000;
+/// How many parts of one size come before the size doubles.
+pub(super) const PARTS_PER_STEP: u32 = 1_000;
+
+/// The bytes that the buffers of every writer of one store may hold together.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: usize,
+    state: Mutex<Held>,
+    freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    now: usize,
+    peak: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
+        Budget {
+            limit,
+            state: Mutex::new(Held::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The most that was ever held at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.lock().peak
+    }
+
+    /// What is held now.
+    pub(crate) fn held(&self) -> usize {
+        self.lock().now
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // A panic elsewhere cannot leave the two numbers inconsistent: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `bytes` more fit, then holds them.
+    fn take(&self, bytes: usize) {
+        let mut held = self.lock();
+        while held.now + bytes > self.limit {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.now += bytes;
+        held.peak = held.peak.max(held.now);
+    }
+
+    fn give(&self, bytes: usize) {
+        let mut held = self.lock();
+        held.now = held.now.saturating_sub(bytes);
+        self.freed.notify_all();
+    }
+}
+
+/// How a store cuts objects into parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartPlan {
+    /// The size of the first [`PARTS_PER_STEP`] parts.
+    pub first: usize,
+    /// The largest part: half the budget, so one part is sent while the next fills.
+    pub largest: usize,
+    /// The threads that send parts of one object.
+    pub senders: usize,
+}
+
+impl PartPlan {
+    pub(crate) fn new(first: usize, budget: usize, senders: usize) -> PartPlan {
+        let largest = (budget / 2).max(1);
+        PartPlan {
+            first: first.clamp(1, largest),
+            largest,
+            senders: senders.max(1),
+        }
+    }
+
+    /// The size of part `number` (from 1).
+    pub(crate) fn size(&self, number: u32) -> usize {
+        let step = (number.saturating_sub(1) / PARTS_PER_STEP).min(20);
+        self.first.saturating_mul(1 << step).min(self.largest)
+    }
+}
+
+/// The largest object `plan` can write in [`MAX_PARTS`] parts.
+pub(crate) fn max_object_size(plan: &PartPlan) -> u64 {
+    (1..=MAX_PARTS).map(|n| plan.size(n) as u64).sum()
+}
+
+/// A part on its way to a sender.
+struct Part {
+    number: u16,
+    bytes: Vec<u8>,
+    /// What was taken from the budget for it.
+    held: usize,
+}
+
+/// What the senders of one upload share.
+struct Shared {
+    client: Arc<Client>,
+    budget: Arc<Budget>,
+    key: String,
+    what: String,
+    upload_id: String,
+    etags: Mutex<Vec<(u16, String)>>,
+    /// The first part that could not be sent, and why.
+    failure: Mutex<Option<StorageError>>,
+}
+
+struct Upload {
+    shared: Arc<Shared>,
+    parts: Option<SyncSender<Part>>,
+    senders: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct MultipartWriter {
+    client: Arc<Client>,
+    budget: Arc<Budget>,
+    plan: PartPlan,
+    key: String,
+    what: String,
+    /// The part being filled, and what was taken from the budget for it.
+    buffer: Vec<u8>,
+    held: usize,
+    /// The number of the part being filled.
+    number: u32,
+    written: u64,
+    upload: Option<Upload>,
+    done: bool,
+}
+
+impl MultipartWriter {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        budget: Arc<Budget>,
+        plan: PartPlan,
+        key: String,
+        what: String,
+    ) -> MultipartWriter {
+        MultipartWriter {
+            client,
+            budget,
+            plan,
+            key,
+            what,
+            buffer: Vec::new(),
+            held: 0,
+            number: 1,
+            written: 0,
+            upload: None,
+            done: false,
+        }
+    }
+
+    /// Why the upload failed, as text.
+    fn failure(&self) -> Option<String> {
+        let upload = self.upload.as_ref()?;
+        lock(&upload.shared.failure).as_ref().map(|e| e.to_string())
+    }
+
+    /// Why the upload failed, once the senders are done.
+    fn take_failure(&self) -> Option<StorageError> {
+        let upload = self.upload.as_ref()?;
+        lock(&upload.shared.failure).take()
+    }
+
+    /// Starts the multipart upload and its senders.
+    fn start(&mut self) -> Result<(), StorageError> {
+        let key = self.key.clone();
+        let sign = |c: &Client| {
+            c.bucket()
+                .create_multipart_upload(Some(c.credentials()), &key)
+                .sign(c.signed_for())
+        };
+        let xml = self.client.send_for_xml(&Call {
+            method: Method::Post,
+            sign: &sign,
+            headers: &[],
+            body: &[],
+            what: &self.what,
+            doing: "start the multipart upload of",
+        })?;
+        let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&xml)
+            .map_err(|e| bad_xml(&self.what, e))?;
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            budget: self.budget.clone(),
+            key: self.key.clone(),
+            what: self.what.clone(),
+            upload_id: created.upload_id().to_string(),
+            etags: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+        });
+        // The queue holds no part: a part waits in a sender's hands or in the writer's, so
+        // the budget alone bounds what is held.
+        let (parts, queue) = sync_channel::<Part>(0);
+        let queue = Arc::new(Mutex::new(queue));
+        let senders = (0..self.plan.senders)
+            .map(|_| {
+                let shared = shared.clone();
+                let queue = queue.clone();
+                std::thread::spawn(move || send_parts(&shared, &queue))
+            })
+            .collect();
+        self.upload = Some(Upload {
+            shared,
+            parts: Some(parts),
+            senders,
+        });
+        Ok(())
+    }
+
+    /// Hands the full buffer to a sender.
+    fn send_buffer(&mut self) -> Result<(), StorageError> {
+        if self.upload.is_none() {
+            self.start()?;
+        }
+        if self.number > MAX_PARTS {
+            return Err(StorageError::Service {
+                what: self.what.clone(),
+                message: format!(
+                    "the object is larger than {} bytes, the most {MAX_PARTS} parts of bounded size hold: it cannot be stored in one S3 object",
+                    max_object_size(&self.plan)
+                ),
+            });
+        }
+        let part = Part {
+            number: self.number as u16,
+            bytes: std::mem::take(&mut self.buffer),
+            held: std::mem::take(&mut self.held),
+        };
+        self.number += 1;
+        let sent = self
+            .upload
+            .as_ref()
+            .and_then(|u| u.parts.as_ref())
+            .map(|p| p.send(part));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            Some(Err(back)) => {
+                // Every sender is gone: give back what the part held.
+                self.budget.give(back.0.held);
+                Err(self.failed())
+            }
+            None => Err(self.failed()),
+        }
+    }
+
+    fn failed(&self) -> StorageError {
+        self.take_failure()
+            .unwrap_or_else(|| StorageError::Service {
+                what: self.what.clone(),
+                message: "the upload's senders stopped".to_string(),
+            })
+    }
+
+    /// Waits for every part to be sent.
+    fn join(&mut self) {
+        if let Some(upload) = self.upload.as_mut() {
+            upload.parts = None;
+            for sender in upload.senders.drain(..) {
+                // A sender that panicked has given back nothing more to wait for.
+                let _ = sender.join();
+            }
+        }
+    }
+
+    fn release_buffer(&mut self) {
+        self.buffer = Vec::new();
+        self.budget.give(std::mem::take(&mut self.held));
+    }
+
+    fn abort_upload(&mut self) {
+        self.release_buffer();
+        self.join();
+        if let Some(upload) = self.upload.take() {
+            let s = &upload.shared;
+            let sign = |c: &Client| {
+                c.bucket()
+                    .abort_multipart_upload(Some(c.credentials()), &s.key, &s.upload_id)
+                    .sign(c.signed_for())
+            };
+            let aborted = self.client.send(
+                &Call {
+                    method: Method::Delete,
+                    sign: &sign,
+                    headers: &[],
+                    body: &[],
+                    what: &self.what,
+                    doing: "abort the multipart upload of",
+                },
+                &[404],
+            );
+            if let Err(e) = aborted {
+                // What is left is found by the next run's `abort_unfinished`.
+                tracing::warn!(error = %e, "cannot abort a multipart upload");
+            }
+        }
+    }
+
+    fn complete(&mut self) -> Result<u64, StorageError> {
+        if self.upload.is_none() {
+            // It all fit in one part: one PutObject.
+            let key = self.key.clone();
+            let sign = |c: &Client| {
+                c.bucket()
+                    .put_object(Some(c.credentials()), &key)
+                    .sign(c.signed_for())
+            };
+            let put = self.client.send(
+                &Call {
+                    method: Method::Put,
+                    sign: &sign,
+                    headers: &[],
+                    body: &self.buffer,
+                    what: &self.what,
+                    doing: "write",
+                },
+                &[],
+            );
+            self.release_buffer();
+            put?;
+            return Ok(self.written);
+        }
+        if !self.buffer.is_empty() {
+            self.send_buffer()?;
+        }
+        self.release_buffer();
+        self.join();
+        if let Some(failure) = self.take_failure() {
+            return Err(failure);
+        }
+        let Some(upload) = self.upload.as_ref() else {
+            return Err(self.failed());
+        };
+        let shared = upload.shared.clone();
+        let mut etags = std::mem::take(&mut *lock(&shared.etags));
+        etags.sort_by_key(|(n, _)| *n);
+        if etags.len() as u32 != self.number - 1 {
+            return Err(StorageError::Service {
+                what: self.what.clone(),
+                message: format!("{} of {} parts were sent", etags.len(), self.number - 1),
+            });
+        }
+        // The body lists the parts in order: part n is the n-th ETag.
+        let body = completion(&self.client, &shared, &etags).body();
+        let sign = |c: &Client| completion(c, &shared, &etags).sign(c.signed_for());
+        let xml = self.client.send_for_xml(&Call {
+            method: Method::Post,
+            sign: &sign,
+            headers: &[],
+            body: body.as_bytes(),
+            what: &self.what,
+            doing: "complete the multipart upload of",
+        })?;
+        // S3 may answer 200 and put the error in the body.
+        if rusty_s3::actions::CompleteMultipartUploadResponse::parse(&xml).is_err() {
+            return Err(super::client::error_in_body(&self.what, &xml));
+        }
+        self.upload = None;
+        Ok(self.written)
+    }
+}
+
+/// The CompleteMultipartUpload of `shared`'s upload with `etags` (sorted by part number).
+fn completion<'a>(
+    c: &'a Client,
+    shared: &'a Shared,
+    etags: &'a [(u16, String)],
+) -> rusty_s3::actions::CompleteMultipartUpload<'a, impl Iterator<Item = &'a str> + use<'a>> {
+    c.bucket().complete_multipart_upload(
+        Some(c.credentials()),
+        &shared.key,
+        &shared.upload_id,
+        etags.iter().map(|(_, e)| e.as_str()),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One sender: takes parts until the writer closes the queue; after the upload's first
+/// failure it only gives the parts' budget back.
+fn send_parts(shared: &Shared, queue: &Mutex<Receiver<Part>>) {
+    loop {
+        let part = match lock(queue).recv() {
+            Ok(part) => part,
+            Err(_) => return,
+        };
+        if lock(&shared.failure).is_none() {
+            match send_part(shared, &part) {
+                Ok(etag) => lock(&shared.etags).push((part.number, etag)),
+                Err(e) => {
+                    let mut failure = lock(&shared.failure);
+                    if failure.is_none() {
+                        *failure = Some(e);
+                    }
+                }
+            }
+        }
+        let held = part.held;
+        drop(part);
+        shared.budget.give(held);
+    }
+}
+
+fn send_part(shared: &Shared, part: &Part) -> Result<String, StorageError> {
+    let sign = |c: &Client| {
+        c.bucket()
+            .upload_part(
+                Some(c.credentials()),
+                &shared.key,
+                part.number,
+                &shared.upload_id,
+            )
+            .sign(c.signed_for())
+    };
+    let response = shared.client.send(
+        &Call {
+            method: Method::Put,
+            sign: &sign,
+            headers: &[],
+            body: &part.bytes,
+            what: &shared.what,
+            doing: "upload a part of",
+        },
+        &[],
+    )?;
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| StorageError::Service {
+            what: shared.what.clone(),
+            message: format!("part {} was stored without an ETag", part.number),
+        })
+}
+
+impl Write for MultipartWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.done {
+            return Err(io::Error::other(format!(
+                "{}: written after its end",
+                self.what
+            )));
+        }
+        if let Some(failure) = self.failure() {
+            return Err(io::Error::other(failure));
+        }
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if self.held == 0 {
+            let size = self.plan.size(self.number);
+            self.budget.take(size);
+            self.held = size;
+            self.buffer = Vec::with_capacity(size);
+        }
+        let n = (self.held - self.buffer.len()).min(bytes.len());
+        self.buffer.extend_from_slice(&bytes[..n]);
+        self.written += n as u64;
+        if self.buffer.len() == self.held {
+            self.send_buffer().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for MultipartWriter {
+    fn finish(mut self: Box<Self>) -> Result<u64, StorageError> {
+        let result = self.complete();
+        if result.is_err() {
+            self.abort_upload();
+        }
+        self.done = true;
+        result
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.abort_upload();
+        self.done = true;
+    }
+}
+
+impl Drop for MultipartWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.abort_upload();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_that_ten_thousand_hold_hundreds_of_gib_within_the_budget() {
+        let budget = 64 * 1024 * 1024;
+        let plan = PartPlan::new(8 * 1024 * 1024, budget, 4);
+        assert_eq!(plan.size(1), 8 << 20);
+        assert_eq!(plan.size(1000), 8 << 20);
+        assert_eq!(plan.size(1001), 16 << 20);
+        assert_eq!(plan.size(2001), 32 << 20);
+        assert_eq!(plan.size(MAX_PARTS), 32 << 20);
+        // Two parts of the largest size fit: one is sent while the next fills.
+        assert!(2 * plan.largest <= budget);
+        assert!((1..=MAX_PARTS).all(|n| plan.size(n) <= plan.largest));
+        let max = max_object_size(&plan);
+        assert!(max > 270 * (1 << 30), "{max}");
+        // A first part larger than the budget allows is cut down to it.
+        assert_eq!(PartPlan::new(1 << 30, budget, 4).size(1), 32 << 20);
+    }
+
+    #[test]
+    fn the_budget_blocks_a_taker_until_bytes_are_given_back() {
+        let budget = Arc::new(Budget::new(10));
+        budget.take(6);
+        let other = budget.clone();
+        let waiter = std::thread::spawn(move || {
+            other.take(6);
+            other.held()
+        });
+        // The waiter cannot hold 12 > 10: it gets its bytes only after these are given.
+        budget.give(6);
+        assert_eq!(waiter.join().unwrap(), 6);
+        assert_eq!(budget.peak(), 6);
+    }
+}
