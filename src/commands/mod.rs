@@ -2,6 +2,8 @@
 //! API or the workflows and returns an exit code.
 
 pub mod all_deployments;
+pub mod backups;
+pub mod backups_verify;
 pub mod context;
 pub mod deployment;
 pub mod deployment_plan;

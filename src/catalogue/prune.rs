@@ -1,0 +1,113 @@
+//! What a prune keeps and removes, and the removing.
+//!
+//! Per deployment, only complete backups are weighed by the policy ([`super::policy`]); the
+//! newest complete backup of a deployment is never removed, whatever the policy. An
+//! incomplete backup that started more than a day ago is removed (a failed or killed run's
+//! leftovers), and goes first, so an interrupted prune has cleared those before any complete
+//! backup; a younger one may still be running and is left alone, as is one whose metadata
+//! cannot be read (it may be a good backup this version cannot read).
+//!
+//! A backup goes metadata first, so a prune stopped halfway leaves an incomplete backup, never
+//! one that looks complete and lacks a tar; then its other objects, then what interrupted
+//! writes left under it (`abort_unfinished`: temporary files, in-progress multipart uploads).
+
+use super::policy::{self, Policy, Reason};
+use super::{Backup, Catalogue, State};
+use crate::contract::METADATA_FILE;
+use crate::storage::{Storage, StorageError};
+
+/// An incomplete backup younger than this may still be running.
+pub(crate) const RUNNING_AT_MOST_SECS: i64 = 24 * 3600;
+
+/// Listings of one backup's objects a removal makes, at most.
+const REMOVE_ROUNDS_AT_MOST: usize = 1000;
+
+/// What a prune does with one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Complete, and kept by these rules.
+    Keep(Vec<Reason>),
+    /// Complete, the newest of its deployment, and kept by no rule: kept all the same.
+    KeepNewest,
+    /// Complete, and kept by no rule.
+    Remove,
+    /// Incomplete, and started more than a day ago.
+    RemoveIncomplete,
+    /// Incomplete and younger than a day: it may still be running.
+    LeaveRunning,
+    /// Its metadata cannot be read.
+    LeaveUnreadable(String),
+}
+
+impl Decision {
+    pub(crate) fn removes(&self) -> bool {
+        matches!(self, Decision::Remove | Decision::RemoveIncomplete)
+    }
+}
+
+/// Each backup of `catalogue` (in its order) with what `policy` does with it, `now` being the
+/// Unix time the prune runs at.
+pub(crate) fn plan<'a>(
+    catalogue: &'a Catalogue,
+    policy: &Policy,
+    now: i64,
+) -> Vec<(&'a Backup, Decision)> {
+    let mut decisions: Vec<Option<Decision>> = vec![None; catalogue.backups.len()];
+    // The complete backups of each deployment, newest first (the catalogue's order).
+    let mut by_deployment: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, b) in catalogue.backups.iter().enumerate() {
+        match &b.state {
+            State::Complete => by_deployment.entry(&b.deployment).or_default().push(i),
+            State::Incomplete if now - b.started.to_unix() > RUNNING_AT_MOST_SECS => {
+                decisions[i] = Some(Decision::RemoveIncomplete)
+            }
+            State::Incomplete => decisions[i] = Some(Decision::LeaveRunning),
+            State::Unreadable(why) => decisions[i] = Some(Decision::LeaveUnreadable(why.clone())),
+        }
+    }
+    for indices in by_deployment.values() {
+        let times: Vec<_> = indices
+            .iter()
+            .map(|&i| catalogue.backups[i].started)
+            .collect();
+        let kept = policy::apply(policy, &times);
+        for (n, (&i, reasons)) in indices.iter().zip(kept).enumerate() {
+            decisions[i] = Some(match reasons.is_empty() {
+                false => Decision::Keep(reasons),
+                // The newest is kept by any policy that keeps something; this holds it even
+                // if a rule changed.
+                true if n == 0 => Decision::KeepNewest,
+                true => Decision::Remove,
+            });
+        }
+    }
+    catalogue
+        .backups
+        .iter()
+        .zip(decisions)
+        .map(|(b, d)| (b, d.unwrap_or(Decision::LeaveRunning)))
+        .collect()
+}
+
+/// Removes `backup` from `storage`: metadata first, then its other objects, then what
+/// interrupted writes left. Returns the bytes removed.
+pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, StorageError> {
+    let prefix = format!("{}/", backup.name);
+    let metadata = format!("{prefix}{METADATA_FILE}");
+    let mut removed = storage.size(&metadata)?.unwrap_or(0);
+    storage.remove(&metadata)?;
+    // Listed again, in rounds: the catalogue's listing was bounded, and is older. Each round
+    // removes what it lists, so the rounds end; the bound holds against a store that does not.
+    for _ in 0..REMOVE_ROUNDS_AT_MOST {
+        let objects = storage.list(&prefix, super::LIST_AT_MOST)?;
+        for object in &objects {
+            storage.remove(&object.key)?;
+            removed += object.size;
+        }
+        if objects.len() < super::LIST_AT_MOST {
+            break;
+        }
+    }
+    storage.abort_unfinished(&prefix)?;
+    Ok(removed)
+}
