@@ -8,8 +8,8 @@
 //! cannot be read (it may be a good backup this version cannot read).
 //!
 //! A backup goes metadata first, so a prune stopped halfway leaves an incomplete backup, never
-//! one that looks complete and lacks a tar; then its other objects, then what interrupted
-//! writes left under it (`abort_unfinished`: temporary files, in-progress multipart uploads).
+//! one that looks complete and lacks a tar; then what interrupted writes left under it
+//! (`abort_unfinished`: temporary files, in-progress multipart uploads), then its objects.
 
 use super::policy::{self, Policy, Reason};
 use super::{Backup, Catalogue, State};
@@ -89,13 +89,16 @@ pub(crate) fn plan<'a>(
         .collect()
 }
 
-/// Removes `backup` from `storage`: metadata first, then its other objects, then what
-/// interrupted writes left. Returns the bytes removed.
+/// Removes `backup` from `storage`: metadata first, then what interrupted writes left, then its
+/// other objects. Returns the bytes removed.
 pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, StorageError> {
     let prefix = format!("{}/", backup.name);
     let metadata = format!("{prefix}{METADATA_FILE}");
     let mut removed = storage.size(&metadata)?.unwrap_or(0);
     storage.remove(&metadata)?;
+    // Before the objects: the last object removed takes the directory along (locally), once
+    // nothing else is in it.
+    storage.abort_unfinished(&prefix)?;
     // Listed again, in rounds: the catalogue's listing was bounded, and is older. Each round
     // removes what it lists, so the rounds end; the bound holds against a store that does not.
     for _ in 0..REMOVE_ROUNDS_AT_MOST {
@@ -108,6 +111,56 @@ pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, Stor
             break;
         }
     }
-    storage.abort_unfinished(&prefix)?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timestamp::Utc;
+
+    fn backup(name: &str, state: State) -> Backup {
+        let parsed = super::super::name::parse(name).unwrap();
+        Backup {
+            name: name.to_string(),
+            deployment: parsed.deployment,
+            started: parsed.started,
+            state,
+            summary: None,
+            size: 1,
+            objects: 1,
+        }
+    }
+
+    #[test]
+    fn the_newest_complete_backup_stays_even_under_a_policy_that_keeps_none() {
+        // The command refuses an empty policy; the plan holds the newest all the same.
+        let catalogue = Catalogue {
+            backups: vec![
+                backup("cf_20261127T000000Z", State::Incomplete),
+                backup("cf_20261126T000000Z", State::Complete),
+                backup("cf_20261125T000000Z", State::Complete),
+            ],
+            ..Catalogue::default()
+        };
+        let now = Utc::parse_compact("20261127T010000Z").unwrap().to_unix();
+        let decisions: Vec<Decision> = plan(&catalogue, &Policy::default(), now)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::LeaveRunning,
+                Decision::KeepNewest,
+                Decision::Remove
+            ]
+        );
+        // A day later it is more than a day old, and goes.
+        let later = now + RUNNING_AT_MOST_SECS;
+        assert_eq!(
+            plan(&catalogue, &Policy::default(), later)[0].1,
+            Decision::RemoveIncomplete
+        );
+    }
 }
