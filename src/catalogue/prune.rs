@@ -89,6 +89,24 @@ pub(crate) fn plan<'a>(
         .collect()
 }
 
+/// Whether the incomplete `backup` is still incomplete now, a moment after the listing: a run
+/// that took more than a day may have written its metadata since. (It narrows the window, as
+/// far as a store without locks allows.)
+pub(crate) fn still_incomplete(
+    storage: &dyn Storage,
+    backup: &Backup,
+) -> Result<bool, StorageError> {
+    let metadata = format!("{}/{METADATA_FILE}", backup.name);
+    let Some(size) = storage.size(&metadata)? else {
+        return Ok(true);
+    };
+    let summary = match size > super::summary::READ_AT_MOST {
+        true => return Ok(false),
+        false => super::summary::read(size, storage.open(&metadata)?),
+    };
+    Ok(summary.is_ok_and(|s| !s.complete()))
+}
+
 /// Removes `backup` from `storage`: metadata first, then what interrupted writes left, then its
 /// other objects. Returns the bytes removed.
 pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, StorageError> {
@@ -162,5 +180,28 @@ mod tests {
             plan(&catalogue, &Policy::default(), later)[0].1,
             Decision::RemoveIncomplete
         );
+    }
+
+    #[test]
+    fn an_incomplete_backup_that_completed_since_the_listing_is_not_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = crate::storage::LocalStorage::new(root.path());
+        let b = backup("cf_20261120T000000Z", State::Incomplete);
+        storage.create_dir(&b.name).unwrap();
+        storage.put(&format!("{}/a.tar", b.name), b"t").unwrap();
+        assert!(still_incomplete(&storage, &b).unwrap());
+        let key = format!("{}/{METADATA_FILE}", b.name);
+        storage
+            .put(&key, b"backup_activity:\n  start_time: s\n")
+            .unwrap();
+        assert!(still_incomplete(&storage, &b).unwrap());
+        std::fs::remove_file(root.path().join(&key)).unwrap();
+        storage
+            .put(
+                &key,
+                b"backup_activity:\n  start_time: s\n  finish_time: f\n",
+            )
+            .unwrap();
+        assert!(!still_incomplete(&storage, &b).unwrap());
     }
 }

@@ -282,6 +282,26 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
         }
         // Each line as it happens: a long removal shows where it is.
         out.flush()?;
+        if *decision == Decision::RemoveIncomplete {
+            match prune::still_incomplete(storage.as_ref(), backup) {
+                Ok(true) => {}
+                Ok(false) => {
+                    writeln!(
+                        out,
+                        "  (not removed: it has a complete or unreadable metadata now)"
+                    )?;
+                    continue;
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!(
+                        "error: cannot look at {} again: {e}",
+                        printable(&backup.name, SHOWN_AT_MOST)
+                    );
+                    continue;
+                }
+            }
+        }
         match prune::remove(storage.as_ref(), backup) {
             Ok(n) => {
                 removed += 1;
