@@ -237,6 +237,11 @@ fn list_of_a_missing_directory_says_so() {
     empty
         .assert_success()
         .assert_stdout_contains("No backups under .");
+    let inside = complete(dest.path(), "cf_20261126T100203Z");
+    let run = Run::new(&["backups".into(), "list".into(), ".".into()], &inside);
+    run.assert_success().assert_stdout_contains(
+        "No backups under .. It holds a `metadata` of its own: it is a backup; give the directory that holds it.",
+    );
 }
 
 /// The backups the prune tests start from, and what each rule makes of them.

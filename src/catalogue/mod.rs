@@ -57,6 +57,9 @@ pub(crate) struct Catalogue {
     pub backups: Vec<Backup>,
     /// Top-level names that are not backups (other files and directories), left alone.
     pub others: usize,
+    /// The place holds a `metadata` of its own: it is a backup, not a place of backups (a
+    /// usual slip).
+    pub is_a_backup: bool,
     /// The listing stopped at [`LIST_AT_MOST`] objects: there may be more backups, and the
     /// last one listed may be listed in part.
     pub truncated: bool,
@@ -74,6 +77,9 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
     }
     let mut catalogue = Catalogue {
         truncated,
+        is_a_backup: dirs
+            .get(METADATA_FILE)
+            .is_some_and(|f| f == &[("", f[0].1)]),
         ..Catalogue::default()
     };
     for (dir, files) in dirs {

@@ -176,7 +176,7 @@ fn list(dest: &std::ffi::OsStr, json: bool) -> Result<i32, AppError> {
         let json = serde_json::to_string_pretty(&listing).expect("listing serialises");
         writeln!(out, "{json}")?;
     } else {
-        print_table(&mut out, &listing)?;
+        print_table(&mut out, &listing, catalogue.is_a_backup)?;
     }
     out.flush()?;
     if listing.truncated {
@@ -189,9 +189,18 @@ fn list(dest: &std::ffi::OsStr, json: bool) -> Result<i32, AppError> {
     Ok(0)
 }
 
-fn print_table(out: &mut impl Write, listing: &Listing) -> std::io::Result<()> {
+fn print_table(out: &mut impl Write, listing: &Listing, is_a_backup: bool) -> std::io::Result<()> {
     if listing.backups.is_empty() {
-        return writeln!(out, "No backups under {}.", listing.location);
+        return writeln!(
+            out,
+            "No backups under {}.{}",
+            listing.location,
+            match is_a_backup {
+                true =>
+                    " It holds a `metadata` of its own: it is a backup; give the directory that holds it.",
+                false => "",
+            }
+        );
     }
     let rows: Vec<[String; 6]> = listing
         .backups
