@@ -12,6 +12,9 @@ pub enum AppError {
     Discover(#[from] crate::instance::discover::DiscoverError),
     #[error(transparent)]
     BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
+    /// `--artifact-path` names no place a backup can be kept in (a bad `s3://` URL).
+    #[error("{0}")]
+    Storage(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]

@@ -340,20 +340,6 @@ pub fn render(summary: &RunSummary<'_>, recorded: &Records) -> Result<String, St
     tera::Tera::one_off(TEMPLATE, &context, true).map_err(|e| e.to_string())
 }
 
-/// Writes the report as `dir/name`; a report that cannot be written is a warning, not a
-/// failed run.
-pub fn write(
-    dir: &Path,
-    name: &str,
-    summary: &RunSummary<'_>,
-    records: &Records,
-) -> Result<std::path::PathBuf, String> {
-    let html = render(summary, records)?;
-    let path = dir.join(name);
-    std::fs::write(&path, html).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
-}
-
 fn colour(r: &Record) -> &'static str {
     if r.left_to_agent {
         return "#57606a";

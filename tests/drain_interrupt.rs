@@ -139,6 +139,40 @@ fn a_driver_whose_agent_stops_sending_mid_drain_ends_on_sigterm() {
     setup.assert_no_usable_backup(&exit.explain);
 }
 
+/// A driver killed mid-drain (SIGKILL: nothing of it runs after) leaves no file under the
+/// tar's name, only the storage's temporary one, and metadata without finish_time.
+#[test]
+fn a_driver_killed_mid_drain_leaves_no_file_under_the_tars_name() {
+    let mut header = tar::Header::new_gnu();
+    header.set_path("./big").unwrap();
+    header.set_size(1 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    tar.extend_from_slice(&[7u8; 64 * 1024]);
+    let setup = Setup::new(&tar, "{}", "stall");
+    let mut driver = setup.driver();
+    wait_for(&setup.path("sending"), &driver);
+    std::thread::sleep(Duration::from_millis(300));
+
+    driver.signal(Signal::SIGKILL);
+    let signalled = driver.started.elapsed();
+    let exit = driver.wait(signalled + Duration::from_secs(20));
+    let artifact = common::only_artifact_dir_after(&setup.path("artifacts"), &exit.explain);
+    let names: Vec<String> = fs::read_dir(&artifact)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "metadata" || n.starts_with(".bbr-agent-partial-")),
+        "only the start metadata and a temporary file may stay: {names:?}\n{}",
+        exit.explain
+    );
+    setup.assert_no_usable_backup(&exit.explain);
+}
+
 /// A tar of a 300 KiB file (so the check runs on its own thread, beside the stream) and the
 /// symlinks `a0 -> .`, `aN -> a(N-1)/a(N-1)/...` (eight times): checked by following every
 /// link to its end, with a limit on the depth and not on the steps, that was 8^10 steps.
@@ -216,7 +250,10 @@ fn a_local_backup_in_the_middle_of_a_long_drain_ends_on_sigterm() {
             .flatten()
             .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
             .any(|e| {
-                e.file_name().to_string_lossy().ends_with(".tar")
+                // A tar is drained under a temporary name, and renamed once checked.
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".bbr-agent-partial-")
                     && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
             })
     };

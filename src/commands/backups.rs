@@ -34,29 +34,29 @@ pub enum CatalogueError {
 /// The largest characters of a name shown on a line.
 const SHOWN_AT_MOST: usize = 300;
 
-pub fn run(_ctx: &Context, command: &BackupsCommand) -> Result<i32, AppError> {
+pub fn run(ctx: &Context, command: &BackupsCommand) -> Result<i32, AppError> {
     match command {
         BackupsCommand::List { dest, json } => list(dest, *json),
         BackupsCommand::Prune(args) => prune(args),
         BackupsCommand::Verify { artifact, identity } => {
-            super::backups_verify::verify(artifact, identity.as_deref())
+            super::backups_verify::verify(ctx, artifact, identity.as_deref())
         }
     }
 }
 
 /// The storage `dest` names; a local one must be a directory (a listing of one that is not
 /// there would show nothing, as if it held no backups).
-fn open(dest: &std::ffi::OsStr) -> Result<(Location, Box<dyn Storage>), CatalogueError> {
-    let location = Location::parse(dest)?;
+fn open(dest: &std::ffi::OsStr) -> Result<(Location, Box<dyn Storage>), AppError> {
+    let (location, storage) = super::artifact_path::open(std::path::Path::new(dest))?;
     if let Location::Local(path) = &location
         && !path.is_dir()
     {
         return Err(CatalogueError::NotADirectory(printable(
             &path.to_string_lossy(),
             SHOWN_AT_MOST,
-        )));
+        ))
+        .into());
     }
-    let storage = location.open()?;
     Ok((location, storage))
 }
 

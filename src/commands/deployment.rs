@@ -6,6 +6,7 @@ use super::context::Context;
 use crate::cli::{DeploymentArgs, DeploymentCommand};
 use std::sync::Arc;
 
+use crate::artifact::stored_backup::StoredBackup;
 use crate::director::releases::WithReleases;
 use crate::driver::bootstrap::{self, AgentMode, Bring};
 use crate::driver::connecting::Connecting;
@@ -212,13 +213,14 @@ pub fn run_instances_counted(
             unsafe_lock_free,
             ..
         } => {
+            let (_, storage) = super::artifact_path::open(artifact_path)?;
             let opts = BackupOptions {
-                artifact_parent: artifact_path.clone(),
+                storage: &*storage,
                 lock_free: *unsafe_lock_free,
             };
             let (mut outcome, dir) = workflow::backup(&mut dep, &opts, console);
             if let (Some(text), Some(dir)) = (manifest, &dir) {
-                super::director_deployment::save_manifest(dir, text, &mut outcome);
+                super::director_deployment::save_manifest(&*storage, dir, text, &mut outcome);
             }
             outcome
         }
@@ -226,8 +228,10 @@ pub fn run_instances_counted(
             artifact_path,
             report,
         } => {
+            let (location, storage) = super::artifact_path::open(artifact_path)?;
+            let backup = StoredBackup::at(&*storage, &location);
             let opts = RestoreOptions {
-                artifact: artifact_path.clone(),
+                backup: &backup,
                 only: None,
                 report: report.clone(),
             };

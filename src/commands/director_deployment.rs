@@ -214,20 +214,23 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AppErr
 }
 
 /// `--with-manifest`: the manifest as `manifest.yml` beside the metadata, as BBR stores it;
-/// written whole or not at all (a temporary file, synced, renamed). Failing to is a failure of
+/// written whole or not at all, through the storage. Failing to is a failure of
 /// the backup, as for BBR.
-pub fn save_manifest(dir: &Path, text: &str, outcome: &mut crate::workflow::Outcome) {
-    use std::io::Write as _;
-    let path = dir.join("manifest.yml");
-    let written = tempfile::NamedTempFile::new_in(dir).and_then(|mut tmp| {
-        tmp.write_all(text.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&path).map(drop).map_err(|e| e.error)
-    });
-    if let Err(e) = written {
+pub fn save_manifest(
+    storage: &dyn crate::storage::Storage,
+    dir: &str,
+    text: &str,
+    outcome: &mut crate::workflow::Outcome,
+) {
+    let key = format!("{dir}/manifest.yml");
+    if let Err(e) = storage.put(&key, text.as_bytes()) {
+        let e = match e {
+            crate::storage::StorageError::Io { source, .. } => source.to_string(),
+            e => e.to_string(),
+        };
         outcome.fail(
             crate::contract::exit_bits::GENERAL,
-            format!("cannot write the manifest {}: {e}", path.display()),
+            format!("cannot write the manifest {}: {e}", storage.describe(&key)),
         );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::context::Context;
 use super::identity::{local_deployment, local_identity};
-use crate::artifact::backup_dir::BackupDir;
+use crate::artifact::stored_backup::StoredBackup;
 use crate::cli::{BackupArgs, IdentityArgs, RestoreArgs, ScriptArgs};
 use crate::error::AppError;
 use crate::instance::{InstanceId, local_cleanup_via};
@@ -29,8 +29,9 @@ pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
     let instance = ctx.instance(id, ctx.settings(&args.scripts));
     let mut dep = Deployment::new(name, vec![Box::new(instance)])
         .with_cleanup_via(Some(local_cleanup_via(&ctx.layout)));
+    let (_, storage) = super::artifact_path::open(&args.artifact_path)?;
     let opts = BackupOptions {
-        artifact_parent: args.artifact_path.clone(),
+        storage: &*storage,
         lock_free: args.unsafe_lock_free,
     };
     let (outcome, _) = workflow::backup(&mut dep, &opts, &ctx.console);
@@ -38,11 +39,12 @@ pub fn backup(ctx: &Context, args: &BackupArgs) -> Result<i32, AppError> {
 }
 
 pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
-    let backup = BackupDir::open(&args.artifact_path);
+    let (location, storage) = super::artifact_path::open(&args.artifact_path)?;
+    let backup = StoredBackup::at(&*storage, &location);
     let metadata = backup.read_metadata()?;
     // An incomplete backup holds no instance to pick: the workflow refuses it first thing,
     // saying so, whichever instance this VM is taken to be.
-    let id = if workflow::check_complete(&backup, &metadata).is_err() {
+    let id = if backup.check_complete(&metadata).is_err() {
         ctx.local_identity().1
     } else {
         restore_identity(
@@ -68,7 +70,7 @@ pub fn restore(ctx: &Context, args: &RestoreArgs) -> Result<i32, AppError> {
     let mut dep = Deployment::new(name, vec![Box::new(instance)])
         .with_cleanup_via(Some(local_cleanup_via(&ctx.layout)));
     let opts = RestoreOptions {
-        artifact: args.artifact_path.clone(),
+        backup: &backup,
         only: Some(dep.id(0).clone()),
         report: args.report.clone(),
     };

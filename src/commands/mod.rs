@@ -2,6 +2,7 @@
 //! API or the workflows and returns an exit code.
 
 pub mod all_deployments;
+pub mod artifact_path;
 pub mod backups;
 pub mod backups_verify;
 pub mod context;

@@ -2,56 +2,109 @@
 //! checks -> make the local artifact -> lock (ordered) -> backup (all) -> unlock (reversed,
 //! always) -> drain the artifacts if the backup succeeded -> clean up the VMs.
 
-use std::path::PathBuf;
-
 use super::checks::backup_checks;
 use super::deployment::Deployment;
 use super::drain::drain;
 use super::failure::Failure;
-use super::finish::{remove_stores, write_report};
+use super::finish::{remove_stores, report_html};
 use super::outcome::Outcome;
-use crate::artifact::backup_dir::{BackupActivity, BackupDir, BackupMetadata};
+use crate::artifact::backup_dir::{BackupActivity, BackupMetadata};
+use crate::artifact::metadata_keys;
 use crate::console::Console;
+use crate::contract::METADATA_FILE;
 use crate::contract::{Side, exit_bits};
+use crate::storage::{Storage, StorageError};
 use crate::timestamp::Utc;
 
-#[derive(Debug, Clone)]
-pub struct BackupOptions {
-    /// Where the `<deployment>_<timestamp>` directory is made.
-    pub artifact_parent: PathBuf,
+pub struct BackupOptions<'s> {
+    /// Where the `<deployment>_<timestamp>` directory is made (`--artifact-path`).
+    pub storage: &'s dyn Storage,
     /// Skip lock and unlock scripts (`--unsafe-lock-free`), as BBR's flag does.
     pub lock_free: bool,
 }
 
-/// Backs the deployment up. Returns the outcome and the artifact directory, if one was made;
-/// the run report goes into it, whatever the outcome.
+/// Backs the deployment up. Returns the outcome and the artifact directory's name in the
+/// storage, if one was made; the run report goes into it, whatever the outcome.
 pub fn backup(
     dep: &mut Deployment,
     opts: &BackupOptions,
     console: &Console,
-) -> (Outcome, Option<PathBuf>) {
+) -> (Outcome, Option<String>) {
     console.run("backup", &dep.name, None);
     let (mut outcome, artifact) = run_backup(dep, opts, console);
     outcome.name_next_step(dep.cleanup_via.as_deref(), "backup");
     if let Some(dir) = &artifact {
-        write_report(
-            &dir.join("report.html"),
+        let report = format!("{dir}/report.html");
+        let shown = opts.storage.describe(dir);
+        let html = report_html(
             "backup",
             dep,
             &outcome,
-            dir,
+            std::path::Path::new(&shown),
             console,
         );
+        let written = html.and_then(|html| {
+            opts.storage
+                .put(&report, html.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            console.warn(e);
+        }
     }
     console.run("backup", &dep.name, Some(outcome.exit_code()));
     (outcome, artifact)
 }
 
+/// Writes the metadata as it stands, whole or not at all, after everything before it.
+fn put_metadata(
+    storage: &dyn Storage,
+    dir: &str,
+    metadata: &BackupMetadata,
+) -> Result<(), StorageError> {
+    let key = format!("{dir}/{METADATA_FILE}");
+    let yaml = metadata_keys::to_yaml(metadata).map_err(|e| StorageError::Io {
+        doing: "write",
+        what: storage.describe(&key),
+        source: std::io::Error::other(e),
+    })?;
+    storage.put(&key, yaml.as_bytes())
+}
+
+/// Removes what killed backups of this deployment left in its earlier directories
+/// (`<deployment>_<timestamp>/`, exactly: not another deployment's whose name starts alike).
+fn abort_unfinished(storage: &dyn Storage, deployment: &str) -> Result<usize, StorageError> {
+    let prefix = format!("{deployment}_");
+    let stamp = "YYYYMMDDTHHMMSSZ".len();
+    let mut dirs: Vec<String> = storage
+        .list(&prefix, LISTED_AT_MOST)?
+        .into_iter()
+        .filter_map(|o| o.key.split_once('/').map(|(dir, _)| dir.to_string()))
+        .filter(|dir| {
+            dir.strip_prefix(&prefix).is_some_and(|ts| {
+                ts.len() == stamp
+                    && ts
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'T' || b == b'Z')
+            })
+        })
+        .collect();
+    dirs.dedup();
+    let mut removed = 0;
+    for dir in dirs {
+        removed += storage.abort_unfinished(&format!("{dir}/"))?;
+    }
+    Ok(removed)
+}
+
+/// Objects listed, at most, to find this deployment's earlier backups.
+const LISTED_AT_MOST: usize = 1_000_000;
+
 fn run_backup(
     dep: &mut Deployment,
     opts: &BackupOptions,
     console: &Console,
-) -> (Outcome, Option<PathBuf>) {
+) -> (Outcome, Option<String>) {
     let mut outcome = Outcome::default();
     let started = Utc::now();
     console.info(format!("Starting backup of {}...", dep.name));
@@ -68,10 +121,12 @@ fn run_backup(
         }
     };
 
-    let artifact = match BackupDir::create(&opts.artifact_parent, &dep.name, started) {
-        Ok(dir) => dir,
-        Err(e) => return (outcome.stop(e.to_string()), None),
-    };
+    let storage = opts.storage;
+    let artifact = format!("{}_{}", dep.name, started.compact());
+    if let Err(e) = storage.create_dir(&artifact) {
+        return (outcome.stop(e.to_string()), None);
+    }
+    let shown = storage.describe(&artifact);
     let mut metadata = BackupMetadata {
         backup_activity: BackupActivity {
             start_time: started.activity(),
@@ -79,15 +134,30 @@ fn run_backup(
         },
         ..Default::default()
     };
-    if let Err(e) = artifact.write_metadata(&metadata) {
-        return (outcome.stop(e.to_string()), Some(artifact.path));
+    if let Err(e) = put_metadata(storage, &artifact, &metadata) {
+        return (outcome.stop(e.to_string()), Some(artifact));
     }
 
     if let Err(errors) = dep.each_instance(|i| i.create_store()) {
         outcome.fail_all(exit_bits::GENERAL, errors);
         // Only stores this run made are removed: a leftover would have failed the checks.
         remove_stores(dep, &mut outcome);
-        return (outcome, Some(artifact.path));
+        return (outcome, Some(artifact));
+    }
+    // No other backup of this deployment is running now: its stores on the VMs are this run's
+    // (a leftover one failed the checks), so what an earlier run's tars left half-written is
+    // no one's. Another deployment's directories, which may be in use, are not looked at.
+    match abort_unfinished(storage, &dep.name) {
+        Ok(0) => {}
+        Ok(n) => console.info(format!(
+            "Removed {n} unfinished file{} that interrupted backups of {} left",
+            if n == 1 { "" } else { "s" },
+            dep.name
+        )),
+        Err(e) => console.warn(format!(
+            "cannot remove what interrupted backups of {} left: {e}",
+            dep.name
+        )),
     }
 
     let lock_failed = match opts.lock_free {
@@ -152,7 +222,14 @@ fn run_backup(
     }
 
     let mut drained = backed_up && {
-        match drain(dep, &plan.backup_jobs, &artifact, &mut metadata, console) {
+        match drain(
+            dep,
+            &plan.backup_jobs,
+            storage,
+            &artifact,
+            &mut metadata,
+            console,
+        ) {
             Ok(()) => true,
             Err(errors) => {
                 outcome.fail_all(exit_bits::GENERAL, errors);
@@ -161,36 +238,26 @@ fn run_backup(
         }
     };
 
-    // The artifact directory's entries reach the disk while the VMs remove their stores: the
-    // two wait on different disks and neither needs the other.
-    let synced = std::thread::scope(|s| {
-        let sync = drained.then(|| s.spawn(|| artifact.sync()));
-        remove_stores(dep, &mut outcome);
-        sync.map(|t| t.join().expect("the sync thread does not panic"))
-    });
-    if let Some(Err(e)) = synced {
-        outcome.fail(exit_bits::GENERAL, e.to_string());
-        drained = false;
-    }
+    remove_stores(dep, &mut outcome);
 
     if drained {
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
-    if let Err(e) = artifact.write_metadata(&metadata) {
+    // Last: the storage makes every tar durable before the metadata that makes them a backup.
+    if let Err(e) = put_metadata(storage, &artifact, &metadata) {
         outcome.fail(exit_bits::GENERAL, e.to_string());
+        drained = false;
     }
     if drained && outcome.succeeded() {
-        console.info(format!("Backup created in {}", artifact.path.display()));
+        console.info(format!("Backup created in {shown}"));
     } else if drained {
         console.info(format!(
-            "Backup created in {}, but the run had errors (see below)",
-            artifact.path.display()
+            "Backup created in {shown}, but the run had errors (see below)"
         ));
     } else {
         console.info(format!(
-            "Backup failed; {} holds no finish_time and is not a usable backup",
-            artifact.path.display()
+            "Backup failed; {shown} holds no finish_time and is not a usable backup"
         ));
     }
-    (outcome, Some(artifact.path))
+    (outcome, Some(artifact))
 }

@@ -1,30 +1,32 @@
-//! Bringing the artifacts home: each job's tar is written to the artifact directory while a
-//! second thread reads it as a tar and hashes every file, so the operator's side checks the
-//! VM's checksums without a second read. Instances drain in parallel, as under BBR.
+//! Bringing the artifacts home: each job's tar is written to the storage while a second thread
+//! reads it as a tar and hashes every file, so the operator's side checks the VM's checksums
+//! without a second read. A tar is kept under its own name only once its checksums matched
+//! (the storage's object is finished then, and aborted on any failure). Instances drain in
+//! parallel, as under BBR.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
 
 use super::deployment::{Deployment, JobRef};
 use super::failure::{Failure, TransferError};
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::{
-    ArtifactChecksums, BackupDir, BackupMetadata, InstanceArtifacts,
+    ArtifactChecksums, BackupMetadata, InstanceArtifacts, custom_tar_file_name, tar_file_name,
 };
 use crate::artifact::checksums::compare;
 use crate::artifact::handoff::RunInterrupted;
 use crate::artifact::verify_stream::VerifyingWriter;
-use crate::artifact::writeback::WritebackFile;
 use crate::console::Console;
 use crate::instance::Instance;
 use crate::progress::{self, Counted};
+use crate::storage::Storage;
 
-/// Drains every job in `jobs` into `artifact`, recording checksums in `metadata`.
+/// Drains every job in `jobs` into the directory `artifact` of `storage`, recording checksums
+/// in `metadata`.
 pub fn drain(
     dep: &mut Deployment,
     jobs: &[JobRef],
-    artifact: &BackupDir,
+    storage: &dyn Storage,
+    artifact: &str,
     metadata: &mut BackupMetadata,
     console: &Console,
 ) -> Result<(), Vec<Failure>> {
@@ -42,11 +44,12 @@ pub fn drain(
             .into_iter()
             .map(|(job, named)| {
                 let id = instance.id();
-                let path = match &named {
-                    Some(name) => artifact.custom_tar_path(name),
-                    None => artifact.tar_path(&id.group, &id.index, &job),
+                let file = match &named {
+                    Some(name) => custom_tar_file_name(name),
+                    None => tar_file_name(&id.group, &id.index, &job),
                 };
-                (named, drain_job(instance, &job, path, console))
+                let key = format!("{artifact}/{file}");
+                (named, drain_job(instance, &job, storage, &key, console))
             })
             .collect::<Vec<_>>()
     });
@@ -87,18 +90,20 @@ pub fn drain(
     }
 }
 
-/// Drains `job`'s artifact into the tar at `path`.
+/// Drains `job`'s artifact into the object `key` of `storage`.
 fn drain_job(
     instance: &mut dyn Instance,
     job: &str,
-    path: PathBuf,
+    storage: &dyn Storage,
+    key: &str,
     console: &Console,
 ) -> Result<ArtifactChecksums, Failure> {
     let id = instance.id().clone();
     let started = std::time::Instant::now();
+    let shown = storage.describe(key);
+    // A tar that failed its check must not sit in the artifact looking like a good one: its
+    // object is never finished (dropped, it is aborted), so nothing is under its name.
     let fail_with = |error: TransferError| {
-        // A tar that failed its check must not sit in the artifact looking like a good one.
-        let _ = std::fs::remove_file(&path);
         Err(Failure::Transfer {
             instance: id.clone(),
             job: job.to_string(),
@@ -106,12 +111,12 @@ fn drain_job(
         })
     };
     let fail = |what: String| fail_with(TransferError::Local(what));
-    let file = match File::create(&path) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot create {}: {e}", path.display())),
+    let object = match storage.create(key) {
+        Ok(object) => object,
+        Err(e) => return fail(format!("cannot create {shown}: {e}")),
     };
     // Written by its own thread in whole batches: no buffering needed here.
-    let mut writer = VerifyingWriter::new(WritebackFile::new(file));
+    let mut writer = VerifyingWriter::new(object);
     let bar = progress::transfer_bar(
         console,
         format!("{id} {job}: copying backup from the VM"),
@@ -127,33 +132,37 @@ fn drain_job(
     let mut counted = Counted::new(&mut writer, bar);
     let sent = instance.send_artifact_sized(job, &mut counted, total);
     counted.finish();
-    // The artifact's own file failing (a full disk) is the cause to name, with its path.
+    // The artifact's own object failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {
         Ok(done) => done,
         Err(e) if RunInterrupted::is(&e) => return fail(e.to_string()),
-        Err(e) => return fail(format!("cannot write {}: {e}", path.display())),
+        Err(e) => return fail(format!("cannot write {shown}: {e}")),
     };
-    let sent: Checksums = match sent {
-        Ok(c) => c,
-        Err(e) => return fail_with(TransferError::Instance(Box::new(e))),
+    let checked = match (sent, received) {
+        (Err(e), _) => Err(TransferError::Instance(Box::new(e))),
+        (_, Err(e)) => Err(TransferError::Local(format!(
+            "the artifact stream is not a valid tar: {e}"
+        ))),
+        (Ok(sent), Ok(received)) => match compare(&sent, &received) {
+            Some(mismatch) => Err(TransferError::Local(format!(
+                "the artifact is corrupted: checksums do not match ({mismatch})"
+            ))),
+            None => Ok::<Checksums, TransferError>(received),
+        },
     };
-    let received = match received {
-        Ok(c) => c,
-        Err(e) => return fail(format!("the artifact stream is not a valid tar: {e}")),
+    let received = match checked {
+        Ok(received) => received,
+        Err(error) => {
+            out.abort();
+            return fail_with(error);
+        }
     };
-    if let Some(mismatch) = compare(&sent, &received) {
-        return fail(format!(
-            "the artifact is corrupted: checksums do not match ({mismatch})"
-        ));
-    }
-    // Synced through its own descriptor, which is the one to report what went wrong in its
-    // writeback (an I/O error, a full NFS quota): syncfs would not report it on kernels
-    // before 5.8, nor when another process's syncfs saw the error first.
-    let file = out.into_file();
-    if let Err(e) = file.sync_data() {
-        return fail(format!("cannot write {}: {e}", path.display()));
-    }
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Only now is the tar seen under its name: the storage makes it durable first (a local
+    // file synced through its own descriptor, which reports its own writeback errors).
+    let bytes = match out.finish() {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(e.to_string()),
+    };
     console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {
         name: job.to_string(),

@@ -16,16 +16,14 @@ pub(super) fn remove_stores(dep: &mut Deployment, outcome: &mut Outcome) {
     }
 }
 
-/// Writes the HTML run report as `path`; one that cannot be written is a warning, not a
-/// failed run.
-pub(super) fn write_report(
-    path: &Path,
+/// The HTML run report.
+pub(super) fn report_html(
     workflow: &str,
     dep: &Deployment,
     outcome: &Outcome,
     artifact: &Path,
     console: &Console,
-) {
+) -> Result<String, String> {
     let errors: Vec<String> = outcome.failures().iter().map(|f| f.to_string()).collect();
     let summary = RunSummary {
         workflow,
@@ -37,16 +35,22 @@ pub(super) fn write_report(
         cleanup: outcome.cleanup(),
         retry: outcome.retry(),
     };
-    let (dir, name) = (
-        path.parent().unwrap_or(Path::new(".")),
-        path.file_name().map(|n| n.to_string_lossy().into_owned()),
-    );
-    let written = report::write(
-        dir,
-        name.as_deref().unwrap_or("report.html"),
-        &summary,
-        &console.records(),
-    );
+    report::render(&summary, &console.records())
+}
+
+/// Writes the HTML run report as the local file `path` (a restore's `--report`); one that
+/// cannot be written is a warning, not a failed run.
+pub(super) fn write_report(
+    path: &Path,
+    workflow: &str,
+    dep: &Deployment,
+    outcome: &Outcome,
+    artifact: &Path,
+    console: &Console,
+) {
+    let written = report_html(workflow, dep, outcome, artifact, console).and_then(|html| {
+        std::fs::write(path, html).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    });
     if let Err(e) = written {
         console.warn(e);
     }

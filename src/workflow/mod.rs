@@ -20,4 +20,4 @@ pub use cleanup::{backup_cleanup, restore_cleanup};
 pub use deployment::{DEFAULT_MAX_IN_FLIGHT, Deployment, JobRef};
 pub use one_for_all::OneForAll;
 pub use outcome::Outcome;
-pub use restore::{RestoreOptions, check_complete, restore};
+pub use restore::{RestoreOptions, restore};

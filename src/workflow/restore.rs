@@ -9,7 +9,6 @@
 //! when it refuses a tar the driver reads that tar again, to say whether the backup (changed
 //! since it was validated) is to blame.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -18,20 +17,17 @@ use super::failure::Failure;
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
-use crate::artifact::backup_dir::{BackupDir, BackupMetadata};
-use crate::artifact::checksums::compare;
-use crate::artifact::plain_name::{self, NAME_MAX, NotPlain};
-use crate::artifact::tar_reader::read_tar;
+use crate::artifact::backup_dir::BackupMetadata;
+use crate::artifact::stored_backup::StoredBackup;
 use crate::console::Console;
 use crate::contract::{ScriptKind, Side, exit_bits};
 use crate::instance::InstanceId;
 use crate::interrupt::Interruptible;
 use crate::progress::{self, Counted};
 
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    /// The `<deployment>_<timestamp>` artifact directory.
-    pub artifact: PathBuf,
+pub struct RestoreOptions<'b> {
+    /// The `<deployment>_<timestamp>` backup, in whatever storage holds it.
+    pub backup: &'b StoredBackup<'b>,
     /// Restore only this instance of the backup (a local restore of one VM).
     pub only: Option<InstanceId>,
     /// Where to write the HTML run report, if anywhere.
@@ -41,7 +37,8 @@ pub struct RestoreOptions {
 /// A job to restore and the artifact it receives.
 struct Transfer {
     job: JobRef,
-    tar: PathBuf,
+    /// The tar's key in the backup's storage.
+    tar: String,
     checksums: Checksums,
 }
 
@@ -52,7 +49,8 @@ pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     let mut outcome = run_restore(dep, opts, console);
     outcome.name_next_step(dep.cleanup_via.as_deref(), "restore");
     if let Some(path) = &opts.report {
-        write_report(path, "restore", dep, &outcome, &opts.artifact, console);
+        let shown = Path::new(opts.backup.shown());
+        write_report(path, "restore", dep, &outcome, shown, console);
     }
     console.run("restore", &dep.name, Some(outcome.exit_code()));
     outcome
@@ -60,14 +58,14 @@ pub fn restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 
 fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -> Outcome {
     let mut outcome = Outcome::default();
-    let backup = BackupDir::open(&opts.artifact);
+    let backup = opts.backup;
     console.info(format!(
         "Starting restore of {} from {}...",
         dep.name,
-        opts.artifact.display()
+        backup.shown()
     ));
 
-    let metadata = match check_artifact(&backup, opts.only.as_ref()) {
+    let metadata = match check_artifact(backup, opts.only.as_ref()) {
         Ok(m) => m,
         Err(e) => return outcome.stop(e),
     };
@@ -77,7 +75,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
     }
-    if let Err(e) = validate(&backup, &metadata, console) {
+    if let Err(e) = backup.validate(&metadata, console) {
         return match crate::interrupt::cause() {
             Some(cause) => outcome.stop(Failure::Interrupted(format!(
                 "{cause} while the backup was being checked; nothing on the VMs was touched"
@@ -94,7 +92,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         outcome.fail_all(exit_bits::GENERAL, leftovers);
         return outcome;
     }
-    let transfers = match plan_transfers(dep, &backup, &metadata, console) {
+    let transfers = match plan_transfers(dep, backup, &metadata, console) {
         Ok(t) => t,
         Err(errors) => {
             outcome.fail_all(exit_bits::GENERAL, errors);
@@ -111,7 +109,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         remove_stores(dep, &mut outcome);
         return outcome;
     }
-    if let Err(errors) = copy_to_instances(dep, &transfers, console) {
+    if let Err(errors) = copy_to_instances(dep, backup, &transfers, console) {
         match crate::interrupt::cause() {
             // The copy stopped at once; what it copied goes with the stores.
             Some(cause) => {
@@ -179,120 +177,27 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         );
     }
     if outcome.succeeded() {
-        console.info(format!(
-            "Restored {} from {}",
-            dep.name,
-            opts.artifact.display()
-        ));
+        console.info(format!("Restored {} from {}", dep.name, backup.shown()));
     }
     outcome
 }
 
 /// Reads the metadata and checks that the backup is complete and every tar is there, before
 /// any VM is touched. The tars' contents are checked next, by [`validate`].
-fn check_artifact(backup: &BackupDir, only: Option<&InstanceId>) -> Result<BackupMetadata, String> {
+fn check_artifact(
+    backup: &StoredBackup,
+    only: Option<&InstanceId>,
+) -> Result<BackupMetadata, String> {
     let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
-    check_complete(backup, &metadata)?;
-    check_names(backup, &metadata)?;
+    backup.check_complete(&metadata)?;
+    backup.check_names(&metadata)?;
     if let Some(id) = only {
         metadata
             .instances
             .retain(|i| i.name == id.group && i.index == id.index);
     }
-    for (_, tar, _) in tars(backup, &metadata) {
-        match std::fs::metadata(&tar) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "the backup is corrupted: {} is not a file; nothing was restored",
-                    tar.display()
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "the backup is incomplete: {}: {e}; nothing was restored",
-                    tar.display()
-                ));
-            }
-        }
-    }
+    backup.check_present(&metadata)?;
     Ok(metadata)
-}
-
-/// Every tar the metadata lists: a label naming it, its path and its checksums; the
-/// instances' first, then the named (custom) ones.
-fn tars<'a>(
-    backup: &BackupDir,
-    metadata: &'a BackupMetadata,
-) -> Vec<(String, PathBuf, &'a Checksums)> {
-    let plain = metadata.instances.iter().flat_map(|instance| {
-        instance.artifacts.iter().map(|artifact| {
-            (
-                format!("{}/{} {}", instance.name, instance.index, artifact.name),
-                backup.tar_path(&instance.name, &instance.index, &artifact.name),
-                &artifact.checksums,
-            )
-        })
-    });
-    let named = metadata.custom_artifacts.iter().map(|artifact| {
-        (
-            artifact.name.clone(),
-            backup.custom_tar_path(&artifact.name),
-            &artifact.checksums,
-        )
-    });
-    plain.chain(named).collect()
-}
-
-/// A backup without `finish_time` did not complete (it failed or was interrupted): it is refused
-/// whole, before anything else is read from its metadata, so the operator learns that first.
-pub fn check_complete(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
-    if metadata.backup_activity.finish_time.is_some() {
-        return Ok(());
-    }
-    // The start time is the artifact's text: shown as is only when it is a short plain line.
-    let start = &metadata.backup_activity.start_time;
-    let started = if start.is_empty() {
-        "at an unrecorded time".to_string()
-    } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
-        format!("at {start}")
-    } else {
-        format!("at {start:.64?}")
-    };
-    Err(format!(
-        "{} is not a complete backup: the backup started {started} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
-        backup.path.display()
-    ))
-}
-
-/// Every instance and job name in the metadata must name a tar inside the backup: checked
-/// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
-fn check_names(backup: &BackupDir, metadata: &BackupMetadata) -> Result<(), String> {
-    let refuse = |key: String, value: &str, why: NotPlain| {
-        format!(
-            "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
-            backup.metadata_path().display()
-        )
-    };
-    for (i, instance) in metadata.instances.iter().enumerate() {
-        plain_name::check(&instance.name, NAME_MAX)
-            .map_err(|why| refuse(format!("instances[{i}].name"), &instance.name, why))?;
-        plain_name::check(&instance.index, NAME_MAX)
-            .map_err(|why| refuse(format!("instances[{i}].index"), &instance.index, why))?;
-        for (j, artifact) in instance.artifacts.iter().enumerate() {
-            let key = format!("instances[{i}].artifacts[{j}].name");
-            plain_name::check(&artifact.name, NAME_MAX)
-                .and_then(|()| {
-                    plain_name::check_tar_name(&instance.name, &instance.index, &artifact.name)
-                })
-                .map_err(|why| refuse(key, &artifact.name, why))?;
-        }
-    }
-    for (i, artifact) in metadata.custom_artifacts.iter().enumerate() {
-        plain_name::check_custom_tar_name(&artifact.name)
-            .map_err(|why| refuse(format!("custom_artifacts[{i}].name"), &artifact.name, why))?;
-    }
-    Ok(())
 }
 
 /// Every instance of the backup must be in the deployment.
@@ -322,7 +227,7 @@ fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Ve
 /// `restore_name`.
 fn plan_transfers(
     dep: &Deployment,
-    backup: &BackupDir,
+    backup: &StoredBackup,
     metadata: &BackupMetadata,
     console: &Console,
 ) -> Result<Vec<Transfer>, Vec<String>> {
@@ -380,7 +285,7 @@ fn plan_transfers(
             match metadata.custom_artifacts.iter().find(|a| a.name == name) {
                 Some(a) => transfers.push(Transfer {
                     job: r,
-                    tar: backup.custom_tar_path(&name),
+                    tar: backup.custom_tar_key(&name),
                     checksums: a.checksums.clone(),
                 }),
                 None => errors.push(format!(
@@ -398,7 +303,7 @@ fn plan_transfers(
         match artifact {
             Some(a) => transfers.push(Transfer {
                 job: r,
-                tar: backup.tar_path(&id.group, &id.index, &job.name),
+                tar: backup.tar_key(&id.group, &id.index, &job.name),
                 checksums: a.checksums.clone(),
             }),
             None => {
@@ -418,7 +323,7 @@ fn plan_transfers(
         }
     }
     for artifact in &metadata.custom_artifacts {
-        let tar = backup.custom_tar_path(&artifact.name);
+        let tar = backup.custom_tar_key(&artifact.name);
         if !transfers.iter().any(|t| t.tar == tar) {
             console.warn(format!(
                 "{}: no job with a restore script receives this named artifact; it is not restored",
@@ -456,6 +361,7 @@ fn plan_transfers(
 
 fn copy_to_instances(
     dep: &mut Deployment,
+    backup: &StoredBackup,
     transfers: &[Transfer],
     console: &Console,
 ) -> Result<(), Vec<String>> {
@@ -464,10 +370,11 @@ fn copy_to_instances(
         let name = dep.job(t.job).name.clone();
         let id = dep.id(t.job.instance).clone();
         let started = std::time::Instant::now();
-        let result = File::open(&t.tar)
-            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", t.tar.display()))
+        let size = backup.size(&t.tar).ok().flatten();
+        let result = backup
+            .open(&t.tar)
+            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", backup.describe(&t.tar)))
             .and_then(|file| {
-                let size = file.metadata().map(|m| m.len()).ok();
                 let bar = progress::transfer_bar(
                     console,
                     format!("{id} {name}: copying backup to the VM"),
@@ -487,7 +394,7 @@ fn copy_to_instances(
                     if crate::interrupt::is_interrupted() {
                         return agent_error;
                     }
-                    match corruption(&t.tar, &t.checksums, None) {
+                    match backup.corruption(&t.tar, &t.checksums, None) {
                         Some(why) => format!("{id} {name}: {why}"),
                         None => agent_error,
                     }
@@ -500,7 +407,7 @@ fn copy_to_instances(
                 break;
             }
             Ok(()) => {
-                let bytes = std::fs::metadata(&t.tar).map(|m| m.len()).unwrap_or(0);
+                let bytes = size.unwrap_or(0);
                 console.transfer(
                     &id,
                     &name,
@@ -516,63 +423,5 @@ fn copy_to_instances(
         Ok(())
     } else {
         Err(errors)
-    }
-}
-
-/// Reads every tar of the backup, one after another, and checks it against the metadata's
-/// checksums: the pass BBR makes before it runs anything on a VM. Nothing else runs beside it.
-fn validate(
-    backup: &BackupDir,
-    metadata: &BackupMetadata,
-    console: &Console,
-) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    let (mut tars, mut files, mut bytes) = (0, 0, 0);
-    for (label, tar, checksums) in self::tars(backup, metadata) {
-        let size = std::fs::metadata(&tar).map(|m| m.len()).ok();
-        let bar = progress::transfer_bar(console, format!("{label} check"), size);
-        if let Some(why) = corruption(&tar, checksums, bar) {
-            return Err(format!("{label}: {why}"));
-        }
-        tars += 1;
-        files += checksums.len();
-        bytes += size.unwrap_or(0);
-    }
-    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    console.info(format!(
-        "Checked the backup: {}, {}, {}, every checksum matches ({})",
-        count(tars, "tar"),
-        count(files, "file"),
-        crate::console::human_bytes(bytes),
-        crate::duration::format(started.elapsed())
-    ));
-    Ok(())
-}
-
-/// What is wrong with the local tar, if anything: read whole (onto `bar`, if any) and checked
-/// against the backup's checksums.
-fn corruption(
-    tar: &Path,
-    checksums: &Checksums,
-    bar: Option<indicatif::ProgressBar>,
-) -> Option<String> {
-    let found = File::open(tar).map_err(|e| e.to_string()).and_then(|file| {
-        let file = Interruptible(BufReader::with_capacity(1 << 20, file));
-        let mut input = Counted::new(file, bar);
-        let read = read_tar(&mut input, None).map_err(|e| e.to_string());
-        input.finish();
-        read
-    });
-    match found {
-        Err(e) => Some(format!(
-            "the backup is corrupted: {}: {e}; nothing was restored",
-            tar.display()
-        )),
-        Ok(found) => compare(checksums, &found).map(|mismatch| {
-            format!(
-                "the backup is corrupted: {} does not match its checksums ({mismatch}); nothing was restored",
-                tar.display()
-            )
-        }),
     }
 }

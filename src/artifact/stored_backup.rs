@@ -1,0 +1,452 @@
+//! A backup kept in a [`Storage`]: its metadata read (bounded) and checked (complete, every
+//! name a plain one, every tar there), each tar opened for reading, and the whole backup
+//! validated (every tar read once, every checksum compared). The restore and `backups verify`
+//! both work through this, whatever kind of place holds the backup.
+
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+
+use super::Checksums;
+use super::backup_dir::{
+    BackupDirError, BackupMetadata, LOOK_AT_MOST, custom_tar_file_name, tar_file_name,
+};
+use super::checksums::compare;
+use super::metadata_keys;
+use super::plain_name::{self, NAME_MAX, NotPlain};
+use super::tar_reader::read_tar;
+use crate::console::Console;
+use crate::contract::METADATA_FILE;
+use crate::interrupt::Interruptible;
+use crate::progress::{self, Counted};
+use crate::storage::{Location, Storage, StorageError};
+
+/// The largest metadata file read: about a million files' checksums. One larger is refused,
+/// not read into memory.
+pub const METADATA_MAX: u64 = 256 << 20;
+
+/// The end of a metadata file looked at for `finish_time`, which BBR and bbr-agent write last.
+const TAIL: usize = 4096;
+
+/// One tar the metadata lists.
+pub struct StoredTar<'m> {
+    /// Names it to the operator: `group/index job`, or a named artifact's name.
+    pub label: String,
+    /// Its key in the storage.
+    pub key: String,
+    pub checksums: &'m Checksums,
+}
+
+/// A backup: the directory `dir` of `storage` (`""`: the storage's root is the backup).
+pub struct StoredBackup<'s> {
+    storage: &'s dyn Storage,
+    dir: String,
+    /// How the backup is named to the operator (`--artifact-path` as given).
+    shown: String,
+    /// The local directory `--artifact-path` named, if it names one: its absence is said as
+    /// such.
+    local: Option<PathBuf>,
+}
+
+impl<'s> StoredBackup<'s> {
+    /// The backup `dir` (`<deployment>_<timestamp>`) in `storage`.
+    // The catalogue's `backups verify` (issue 16) is its first caller.
+    #[allow(dead_code)]
+    pub fn new(storage: &'s dyn Storage, dir: &str) -> StoredBackup<'s> {
+        StoredBackup {
+            storage,
+            dir: dir.trim_end_matches('/').to_string(),
+            shown: storage.describe(dir),
+            local: None,
+        }
+    }
+
+    /// The backup `location` names itself, opened as `storage` (`--artifact-path` of a
+    /// restore).
+    pub fn at(storage: &'s dyn Storage, location: &Location) -> StoredBackup<'s> {
+        let (shown, local) = match location {
+            Location::Local(path) => (path.display().to_string(), Some(path.clone())),
+            Location::S3 { bucket, prefix } => (format!("s3://{bucket}/{prefix}"), None),
+        };
+        StoredBackup {
+            storage,
+            dir: String::new(),
+            shown,
+            local,
+        }
+    }
+
+    /// The backup as the operator is shown it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The key of `file` in the backup.
+    pub fn key(&self, file: &str) -> String {
+        match self.dir.as_str() {
+            "" => file.to_string(),
+            dir => format!("{dir}/{file}"),
+        }
+    }
+
+    /// How `key` is shown to the operator.
+    pub fn describe(&self, key: &str) -> String {
+        self.storage.describe(key)
+    }
+
+    /// Reads `key` from its start.
+    pub fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        self.storage.open(key)
+    }
+
+    /// The size of `key`, if it is there.
+    pub fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.storage.size(key)
+    }
+
+    /// The metadata, parsed; at most [`METADATA_MAX`] bytes are read.
+    pub fn read_metadata(&self) -> Result<BackupMetadata, BackupDirError> {
+        let key = self.key(METADATA_FILE);
+        let path = PathBuf::from(self.describe(&key));
+        let read_err = |source| BackupDirError::Read {
+            path: path.clone(),
+            source,
+        };
+        let input = match self.storage.open(&key) {
+            Ok(input) => input,
+            Err(StorageError::NotFound { .. }) => return Err(self.not_a_backup()),
+            Err(StorageError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Err(self.not_a_backup());
+            }
+            Err(e) => return Err(read_err(io::Error::other(e.to_string()))),
+        };
+        let text = read_bounded(input, METADATA_MAX)
+            .map_err(read_err)?
+            .ok_or_else(|| BackupDirError::Parse {
+                path: path.clone(),
+                detail: format!(
+                    "it is larger than {} MiB, more than any backup's metadata",
+                    METADATA_MAX >> 20
+                ),
+            })?;
+        let text = String::from_utf8(text).map_err(|_| BackupDirError::Parse {
+            path: path.clone(),
+            detail: "it is not UTF-8 text".to_string(),
+        })?;
+        let mut metadata: BackupMetadata =
+            serde_yaml::from_str(&text).map_err(|e| BackupDirError::Parse {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        metadata_keys::read_keys(&mut metadata)
+            .map_err(|detail| BackupDirError::Parse { path, detail })?;
+        Ok(metadata)
+    }
+
+    /// Why the backup, which has no metadata, is not one, and what to give instead: it does
+    /// not exist, is a file, or holds backups (the place a backup was made in, a usual slip).
+    fn not_a_backup(&self) -> BackupDirError {
+        let give = "give --artifact-path the backup's own directory, `<deployment>_<timestamp>`";
+        let why = match self.local.as_deref().map(std::fs::metadata) {
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                format!("does not exist: {give}")
+            }
+            Some(Ok(m)) if !m.is_dir() => format!("is not a directory: {give}"),
+            _ => self.held_backups(give),
+        };
+        BackupDirError::NotABackup {
+            path: PathBuf::from(&self.shown),
+            why,
+        }
+    }
+
+    /// What the place the backup was looked for in holds, said as the backups it offers.
+    fn held_backups(&self, give: &str) -> String {
+        let base = self.key("");
+        let listed = self
+            .storage
+            .list(&base, LOOK_AT_MOST * 10)
+            .unwrap_or_default();
+        let mut held: Vec<String> = listed
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&base))
+            .filter_map(|k| k.strip_suffix(&format!("/{METADATA_FILE}")))
+            .filter(|n| !n.contains('/') && !n.chars().any(char::is_control))
+            .take(LOOK_AT_MOST)
+            .map(str::to_string)
+            .collect();
+        held.dedup();
+        // Only backups that completed can be restored: offer those, newest first by the
+        // `_<timestamp>` BBR ends their names with (not by the deployment's name).
+        let all = held.len();
+        held.retain(|n| self.completed(&format!("{base}{n}/{METADATA_FILE}")));
+        let stamp = |n: &String| n.rsplit_once('_').map(|(_, t)| t.to_string());
+        held.sort_by_key(|n| std::cmp::Reverse((stamp(n), n.clone())));
+        let incomplete = match all - held.len() {
+            0 => String::new(),
+            1 => "; 1 other did not complete and cannot be restored".to_string(),
+            n => format!("; {n} others did not complete and cannot be restored"),
+        };
+        let shown = |n: &str| self.describe(&format!("{base}{n}"));
+        match held.len() {
+            0 if all > 0 => format!(
+                "is not a backup, and the {all} it holds did not complete (their metadata has no finish_time): none can be restored"
+            ),
+            0 => format!(
+                "holds no `metadata` file, so it is not a BBR backup (a backup's directory holds `metadata` and one tar per job): {give}"
+            ),
+            1 => format!(
+                "is not a backup but holds one: give --artifact-path {}{incomplete}",
+                shown(&held[0])
+            ),
+            n => {
+                let latest: Vec<&str> = held.iter().take(3).map(String::as_str).collect();
+                format!(
+                    "is not a backup but holds {n} complete backups: give --artifact-path one of them, such as {} (the newest; also {}{}){incomplete}",
+                    shown(latest[0]),
+                    latest[1..].join(", "),
+                    if n > 3 { ", ..." } else { "" }
+                )
+            }
+        }
+    }
+
+    /// Whether the metadata at `key` ends with a `finish_time` (written last, by BBR and by
+    /// us). It is read through, at most [`METADATA_MAX`] bytes, keeping only its end.
+    fn completed(&self, key: &str) -> bool {
+        let Ok(input) = self.storage.open(key) else {
+            return false;
+        };
+        let mut input = input.take(METADATA_MAX);
+        let (mut tail, mut buf) = (Vec::with_capacity(2 * TAIL), vec![0u8; 64 << 10]);
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > TAIL {
+                        tail.drain(..tail.len() - TAIL);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        String::from_utf8_lossy(&tail)
+            .lines()
+            .any(|l| l.trim_start().starts_with("finish_time:"))
+    }
+
+    /// A backup without `finish_time` did not complete (it failed or was interrupted): it is
+    /// refused whole, before anything else is read from its metadata, so the operator learns
+    /// that first.
+    pub fn check_complete(&self, metadata: &BackupMetadata) -> Result<(), String> {
+        if metadata.backup_activity.finish_time.is_some() {
+            return Ok(());
+        }
+        // The start time is the artifact's text: shown as is only when it is a short plain
+        // line.
+        let start = &metadata.backup_activity.start_time;
+        let started = if start.is_empty() {
+            "at an unrecorded time".to_string()
+        } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+            format!("at {start}")
+        } else {
+            format!("at {start:.64?}")
+        };
+        Err(format!(
+            "{} is not a complete backup: the backup started {started} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
+            self.shown
+        ))
+    }
+
+    /// Every instance and job name in the metadata must name a tar inside the backup: checked
+    /// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
+    pub fn check_names(&self, metadata: &BackupMetadata) -> Result<(), String> {
+        let refuse = |key: String, value: &str, why: NotPlain| {
+            format!(
+                "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
+                self.describe(&self.key(METADATA_FILE))
+            )
+        };
+        for (i, instance) in metadata.instances.iter().enumerate() {
+            plain_name::check(&instance.name, NAME_MAX)
+                .map_err(|why| refuse(format!("instances[{i}].name"), &instance.name, why))?;
+            plain_name::check(&instance.index, NAME_MAX)
+                .map_err(|why| refuse(format!("instances[{i}].index"), &instance.index, why))?;
+            for (j, artifact) in instance.artifacts.iter().enumerate() {
+                let key = format!("instances[{i}].artifacts[{j}].name");
+                plain_name::check(&artifact.name, NAME_MAX)
+                    .and_then(|()| {
+                        plain_name::check_tar_name(&instance.name, &instance.index, &artifact.name)
+                    })
+                    .map_err(|why| refuse(key, &artifact.name, why))?;
+            }
+        }
+        for (i, artifact) in metadata.custom_artifacts.iter().enumerate() {
+            plain_name::check_custom_tar_name(&artifact.name).map_err(|why| {
+                refuse(format!("custom_artifacts[{i}].name"), &artifact.name, why)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every tar the metadata lists must be there (its names were checked by
+    /// [`Self::check_names`]).
+    pub fn check_present(&self, metadata: &BackupMetadata) -> Result<(), String> {
+        for tar in self.tars(metadata) {
+            match self.storage.size(&tar.key) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(format!(
+                        "the backup is incomplete: {} is missing (or is not a file); nothing was restored",
+                        self.describe(&tar.key)
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the backup is incomplete: {e}; nothing was restored"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of the tar of `job` of instance `group/index`.
+    pub fn tar_key(&self, group: &str, index: &str, job: &str) -> String {
+        self.key(&tar_file_name(group, index, job))
+    }
+
+    /// The key of the named artifact `name`'s tar.
+    pub fn custom_tar_key(&self, name: &str) -> String {
+        self.key(&custom_tar_file_name(name))
+    }
+
+    /// Every tar the metadata lists: the instances' first, then the named (custom) ones.
+    pub fn tars<'m>(&self, metadata: &'m BackupMetadata) -> Vec<StoredTar<'m>> {
+        let plain = metadata.instances.iter().flat_map(|instance| {
+            instance.artifacts.iter().map(|artifact| StoredTar {
+                label: format!("{}/{} {}", instance.name, instance.index, artifact.name),
+                key: self.tar_key(&instance.name, &instance.index, &artifact.name),
+                checksums: &artifact.checksums,
+            })
+        });
+        let named = metadata.custom_artifacts.iter().map(|artifact| StoredTar {
+            label: artifact.name.clone(),
+            key: self.custom_tar_key(&artifact.name),
+            checksums: &artifact.checksums,
+        });
+        plain.chain(named).collect()
+    }
+
+    /// Reads every tar of the backup, one after another, and checks it against the metadata's
+    /// checksums: the pass BBR makes before it runs anything on a VM. The names are checked
+    /// first, whoever checked them before.
+    pub fn validate(&self, metadata: &BackupMetadata, console: &Console) -> Result<(), String> {
+        self.check_names(metadata)?;
+        let started = std::time::Instant::now();
+        let (mut tars, mut files, mut bytes) = (0, 0, 0);
+        for tar in self.tars(metadata) {
+            let size = self.storage.size(&tar.key).ok().flatten();
+            let bar = progress::transfer_bar(console, format!("{} check", tar.label), size);
+            if let Some(why) = self.corruption(&tar.key, tar.checksums, bar) {
+                return Err(format!("{}: {why}", tar.label));
+            }
+            tars += 1;
+            files += tar.checksums.len();
+            bytes += size.unwrap_or(0);
+        }
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        console.info(format!(
+            "Checked the backup: {}, {}, {}, every checksum matches ({})",
+            count(tars, "tar"),
+            count(files, "file"),
+            crate::console::human_bytes(bytes),
+            crate::duration::format(started.elapsed())
+        ));
+        Ok(())
+    }
+
+    /// What is wrong with the tar `key`, if anything: read whole (onto `bar`, if any) and
+    /// checked against the backup's checksums.
+    pub fn corruption(
+        &self,
+        key: &str,
+        checksums: &Checksums,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Option<String> {
+        let shown = self.describe(key);
+        let found = match self.storage.open(key) {
+            Err(StorageError::Io { source, .. }) => Err(source.to_string()),
+            Err(e) => Err(e.to_string()),
+            Ok(input) => {
+                let input = Interruptible(BufReader::with_capacity(1 << 20, input));
+                let mut input = Counted::new(input, bar);
+                let read = read_tar(&mut input, None).map_err(|e| e.to_string());
+                input.finish();
+                read
+            }
+        };
+        match found {
+            Err(e) => Some(format!(
+                "the backup is corrupted: {shown}: {e}; nothing was restored"
+            )),
+            Ok(found) => compare(checksums, &found).map(|mismatch| {
+                format!(
+                    "the backup is corrupted: {shown} does not match its checksums ({mismatch}); nothing was restored"
+                )
+            }),
+        }
+    }
+}
+
+/// All of `input` if it holds at most `max` bytes; `None` if it holds more.
+fn read_bounded(input: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    input.take(max + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStorage;
+
+    #[test]
+    fn a_metadata_file_larger_than_the_bound_is_refused_unread() {
+        assert_eq!(read_bounded(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_bounded(&b"abcd"[..], 3).unwrap(), None);
+    }
+
+    #[test]
+    fn a_folder_of_backups_offers_the_complete_one_through_the_storage() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(root.path());
+        storage.create_dir("cf_20260101T000000Z").unwrap();
+        storage
+            .put(
+                "cf_20260101T000000Z/metadata",
+                b"backup_activity:\n  start_time: x\n  finish_time: y\n",
+            )
+            .unwrap();
+        storage.create_dir("cf_20260102T000000Z").unwrap();
+        storage
+            .put(
+                "cf_20260102T000000Z/metadata",
+                b"backup_activity:\n  start_time: x\n",
+            )
+            .unwrap();
+        let location = Location::Local(root.path().to_path_buf());
+        let backup = StoredBackup::at(&storage, &location);
+        let e = backup.read_metadata().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "is not a backup but holds one: give --artifact-path {}; 1 other did not complete",
+                root.path().join("cf_20260101T000000Z").display()
+            )),
+            "{e}"
+        );
+    }
+}
