@@ -407,3 +407,26 @@ fn prune_without_a_policy_or_with_only_zeros_is_refused() {
     }
     assert_eq!(listing(d), before);
 }
+
+#[test]
+fn a_symlink_that_looks_like_an_old_backup_is_neither_listed_nor_followed_by_prune() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path().join("dest");
+    complete(&d, "cf_20261126T220000Z");
+    // Outside the place: a directory that would be an old incomplete backup.
+    let outside = incomplete(dest.path(), "elsewhere");
+    std::os::unix::fs::symlink(&outside, d.join("cf_20200101T000000Z")).unwrap();
+    let run = agent(&d, &["backups", "list", "--json"]);
+    run.assert_success();
+    assert_eq!(
+        run.json()["backups"].as_array().unwrap().len(),
+        1,
+        "{}",
+        run.explain()
+    );
+    let run = agent(&d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_success()
+        .assert_stdout_contains("Kept 1, removed 0");
+    assert!(outside.join("db-0-pg.tar").exists(), "{}", run.explain());
+    assert!(d.join("cf_20200101T000000Z").exists());
+}

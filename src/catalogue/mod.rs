@@ -125,3 +125,66 @@ fn read_summary(storage: &dyn Storage, dir: &str, size: u64) -> Result<Summary, 
         .map_err(|e| e.to_string())?;
     summary::read(size, input)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{ObjectInfo, ObjectWriter};
+    use std::io::Read;
+
+    /// A place that holds more objects than a listing looks at: a tar in each of many backups.
+    struct Crowded;
+
+    impl Storage for Crowded {
+        fn describe(&self, key: &str) -> String {
+            key.to_string()
+        }
+        fn create_dir(&self, _: &str) -> Result<(), StorageError> {
+            unimplemented!()
+        }
+        fn create(&self, _: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+            unimplemented!()
+        }
+        fn put(&self, _: &str, _: &[u8]) -> Result<(), StorageError> {
+            unimplemented!()
+        }
+        fn open(&self, _: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+            unimplemented!()
+        }
+        fn size(&self, _: &str) -> Result<Option<u64>, StorageError> {
+            unimplemented!()
+        }
+        fn list(&self, _: &str, limit: usize) -> Result<Vec<ObjectInfo>, StorageError> {
+            // Asked for more than it may keep, it answers with as many as it is asked for.
+            Ok((0..limit)
+                .map(|i| ObjectInfo {
+                    key: format!("cf_{}/a.tar", Utc::from_unix(i as i64).compact()),
+                    size: 1,
+                })
+                .collect())
+        }
+        fn remove(&self, _: &str) -> Result<(), StorageError> {
+            unimplemented!()
+        }
+        fn abort_unfinished(&self, _: &str) -> Result<usize, StorageError> {
+            unimplemented!()
+        }
+    }
+
+    #[test]
+    fn a_listing_past_its_bound_is_cut_there_and_says_so() {
+        let catalogue = scan(&Crowded).unwrap();
+        assert!(catalogue.truncated);
+        assert_eq!(catalogue.backups.len(), LIST_AT_MOST);
+        assert_eq!(
+            catalogue.backups[0].name,
+            format!("cf_{}", Utc::from_unix(LIST_AT_MOST as i64 - 1).compact())
+        );
+        assert!(
+            catalogue
+                .backups
+                .iter()
+                .all(|b| b.state == State::Incomplete)
+        );
+    }
+}
