@@ -132,5 +132,18 @@ fn verify_of_what_is_not_a_backup_says_what_to_give() {
     let (vm, artifact) = backed_up();
     let run = verify(&vm, artifact.parent().unwrap());
     run.assert_code(1)
-        .assert_stderr_contains("is not a backup but holds one");
+        .assert_stderr_contains("is not a backup but holds one: give ")
+        .assert_stderr_contains(artifact.to_str().unwrap());
+    assert!(!run.stderr.contains("--artifact-path"), "{}", run.explain());
+}
+
+#[test]
+fn a_compressed_backup_without_the_codecs_is_refused_with_a_clear_line() {
+    let (vm, artifact) = backed_up();
+    let mut metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    metadata.push_str("bbr_agent:\n  format: 1\n  compression: zstd\n  compressed_on: vm\n");
+    fs::write(artifact.join("metadata"), metadata).unwrap();
+    verify(&vm, &artifact)
+        .assert_code(1)
+        .assert_stderr_contains("is compressed (zstd): this build of bbr-agent cannot read");
 }

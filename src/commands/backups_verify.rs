@@ -29,7 +29,11 @@ pub fn verify(
     let metadata = match backup.read_metadata() {
         Ok(metadata) => metadata,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The reader's words are the restore's (`--artifact-path`); here it is ARTIFACT.
+            eprintln!(
+                "error: {}",
+                e.to_string().replace("give --artifact-path ", "give ")
+            );
             return Ok(1);
         }
     };
