@@ -282,7 +282,14 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
         plan.iter().filter(|(_, d)| d.removes()).collect();
     removing.sort_by_key(|(_, d)| *d != Decision::RemoveIncomplete);
     let (mut removed, mut bytes, mut failed) = (0, 0, 0);
+    let mut stopped = false;
     for (backup, decision) in removing {
+        // A signal stops the prune between two backups (each goes whole or, metadata first,
+        // is left incomplete): the exit status then says which signal.
+        if crate::interrupt::is_interrupted() {
+            stopped = true;
+            break;
+        }
         writeln!(out, "{}", decision_line(backup, decision, args.dry_run))?;
         if args.dry_run {
             removed += 1;
@@ -324,6 +331,15 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
                 );
             }
         }
+    }
+    if stopped {
+        writeln!(
+            out,
+            "Interrupted: removed {removed} ({}); the rest are kept.",
+            human_bytes(bytes)
+        )?;
+        out.flush()?;
+        return Ok(1);
     }
     let kept = plan.len() - removed - failed;
     match args.dry_run {
