@@ -105,7 +105,9 @@ fn backup_in_flight_with(
         "db/0 second backup",
         "web/0 web backup",
     ];
-    let all_started = eventually(Duration::from_secs(8), || {
+    // Generous: the brought agent (a debug build, >100 MiB) is copied over ssh first, which takes
+    // seconds on a loaded machine; the wait ends as soon as every script has started.
+    let all_started = eventually(Duration::from_secs(45), || {
         let calls = fleet.calls();
         started.iter().all(|s| calls.iter().any(|c| c == s))
     });

@@ -129,3 +129,64 @@ fn a_failed_lock_whose_unlocks_ran_names_no_cleanup_and_says_what_to_fix() {
         "the report names a cleanup\n{report}"
     );
 }
+
+/// A session command that passes the driver's first 50 reads (200 KiB at most) on to the
+/// agent, each at once, and then stops reading: the restore's copy of a larger artifact
+/// breaks part-way.
+const CUT_SHORT: &str = "dd bs=4096 count=50 2>/dev/null | exec {agent} --root {root} serve";
+
+#[test]
+fn a_restore_whose_copy_to_a_vm_fails_names_its_instance_and_job_once() {
+    let mut fleet = Fleet::new();
+    let db = fleet.add("db", 0);
+    db.job("pgsql").recording_locks().copying_backup_restore();
+    // Random-ish bytes, so the tar is larger than what reaches the agent.
+    let data: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(db.data_dir("pgsql").join("rows"), data).unwrap();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let cut = fleet.inventory_with(|m| {
+        CUT_SHORT
+            .replace("{agent}", common::AGENT)
+            .replace("{root}", &m.vm.root().display().to_string())
+    });
+    let run = fleet.driver(
+        &cut,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    assert_eq!(
+        run.code.map(|c| c & 1),
+        Some(1),
+        "not a general failure\n{}",
+        run.explain()
+    );
+    let copy: Vec<&str> = errors(&run)
+        .into_iter()
+        .filter(|l| l.contains("pgsql"))
+        .collect();
+    let [line] = copy[..] else {
+        panic!("not one error line names the job\n{}", run.explain());
+    };
+    assert!(
+        line.starts_with("error: db/0 pgsql: ") || line.starts_with("error: db/0: job 'pgsql'"),
+        "the line does not start with the instance and job: {line:?}\n{}",
+        run.explain()
+    );
+    assert_eq!(
+        (line.matches("db/0").count(), line.matches("pgsql").count()),
+        (1, 1),
+        "the instance or the job is named more than once: {line:?}\n{}",
+        run.explain()
+    );
+    assert!(
+        fleet.calls().is_empty(),
+        "a script ran after the copy failed: {:?}\n{}",
+        fleet.calls(),
+        run.explain()
+    );
+}

@@ -10,7 +10,7 @@ use super::Checksums;
 use super::backup_dir::{
     BackupDirError, BackupMetadata, LOOK_AT_MOST, custom_tar_file_name, tar_file_name,
 };
-use super::checksums::compare;
+use super::checksums::{Mismatch, compare};
 use super::metadata_keys;
 use super::plain_name::{self, NAME_MAX, NotPlain};
 use super::tar_reader::read_tar;
@@ -27,8 +27,88 @@ pub const METADATA_MAX: u64 = 256 << 20;
 /// The end of a metadata file looked at for `finish_time`, which BBR and bbr-agent write last.
 const TAIL: usize = 4096;
 
+/// What is wrong with a stored backup, found before anything is restored from it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredBackupError {
+    /// The metadata cannot be read or parsed, or the place holds no backup.
+    #[error(transparent)]
+    Metadata(#[from] BackupDirError),
+    /// The backup did not complete: its metadata has no finish_time.
+    #[error(
+        "{backup} is not a complete backup: the backup started {} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
+        started(start_time)
+    )]
+    Incomplete { backup: String, start_time: String },
+    /// A name in the metadata cannot name a tar in the backup.
+    #[error(
+        "{metadata}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read"
+    )]
+    BadName {
+        metadata: String,
+        key: String,
+        value: String,
+        why: NotPlain,
+    },
+    /// A tar the metadata lists is not there.
+    #[error("the backup is incomplete: {tar} is missing (or is not a file); nothing was restored")]
+    Missing { tar: String },
+    /// The storage could not say whether a tar is there.
+    #[error("the backup is incomplete: {source}; nothing was restored")]
+    Unreachable { source: StorageError },
+    /// A tar does not hold what its checksums say.
+    #[error("{}: {corruption}", owner.label())]
+    Corrupted {
+        owner: Box<TarOwner>,
+        corruption: Box<Corruption>,
+    },
+}
+
+/// What is wrong with one tar of a stored backup.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    #[error("the backup is corrupted: {tar}: {error}; nothing was restored")]
+    Unreadable { tar: String, error: String },
+    #[error(
+        "the backup is corrupted: {tar} does not match its checksums ({mismatch}); nothing was restored"
+    )]
+    ChecksumMismatch { tar: String, mismatch: Mismatch },
+}
+
+/// The start time is the artifact's text: shown as is only when it is a short plain line.
+fn started(start: &str) -> String {
+    if start.is_empty() {
+        "at an unrecorded time".to_string()
+    } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        format!("at {start}")
+    } else {
+        format!("at {start:.64?}")
+    }
+}
+
+/// Whose a tar is: a job's of an instance, or a named (custom) artifact's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarOwner {
+    Job {
+        group: String,
+        index: String,
+        job: String,
+    },
+    Named(String),
+}
+
+impl TarOwner {
+    /// `group/index job`, or the named artifact's name.
+    pub fn label(&self) -> String {
+        match self {
+            TarOwner::Job { group, index, job } => format!("{group}/{index} {job}"),
+            TarOwner::Named(name) => name.clone(),
+        }
+    }
+}
+
 /// One tar the metadata lists.
 pub struct StoredTar<'m> {
+    pub owner: TarOwner,
     /// Names it to the operator: `group/index job`, or a named artifact's name.
     pub label: String,
     /// Its key in the storage.
@@ -241,34 +321,24 @@ impl<'s> StoredBackup<'s> {
     /// A backup without `finish_time` did not complete (it failed or was interrupted): it is
     /// refused whole, before anything else is read from its metadata, so the operator learns
     /// that first.
-    pub fn check_complete(&self, metadata: &BackupMetadata) -> Result<(), String> {
+    pub fn check_complete(&self, metadata: &BackupMetadata) -> Result<(), StoredBackupError> {
         if metadata.backup_activity.finish_time.is_some() {
             return Ok(());
         }
-        // The start time is the artifact's text: shown as is only when it is a short plain
-        // line.
-        let start = &metadata.backup_activity.start_time;
-        let started = if start.is_empty() {
-            "at an unrecorded time".to_string()
-        } else if start.len() <= 64 && start.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
-            format!("at {start}")
-        } else {
-            format!("at {start:.64?}")
-        };
-        Err(format!(
-            "{} is not a complete backup: the backup started {started} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
-            self.shown
-        ))
+        Err(StoredBackupError::Incomplete {
+            backup: self.shown.clone(),
+            start_time: metadata.backup_activity.start_time.clone(),
+        })
     }
 
     /// Every instance and job name in the metadata must name a tar inside the backup: checked
     /// before any tar is opened, so a metadata file naming `../../x` reads nothing outside it.
-    pub fn check_names(&self, metadata: &BackupMetadata) -> Result<(), String> {
-        let refuse = |key: String, value: &str, why: NotPlain| {
-            format!(
-                "{}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read",
-                self.describe(&self.key(METADATA_FILE))
-            )
+    pub fn check_names(&self, metadata: &BackupMetadata) -> Result<(), StoredBackupError> {
+        let refuse = |key: String, value: &str, why: NotPlain| StoredBackupError::BadName {
+            metadata: self.describe(&self.key(METADATA_FILE)),
+            key,
+            value: value.to_string(),
+            why,
         };
         for (i, instance) in metadata.instances.iter().enumerate() {
             plain_name::check(&instance.name, NAME_MAX)
@@ -294,21 +364,16 @@ impl<'s> StoredBackup<'s> {
 
     /// Every tar the metadata lists must be there (its names were checked by
     /// [`Self::check_names`]).
-    pub fn check_present(&self, metadata: &BackupMetadata) -> Result<(), String> {
+    pub fn check_present(&self, metadata: &BackupMetadata) -> Result<(), StoredBackupError> {
         for tar in self.tars(metadata) {
             match self.storage.size(&tar.key) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    return Err(format!(
-                        "the backup is incomplete: {} is missing (or is not a file); nothing was restored",
-                        self.describe(&tar.key)
-                    ));
+                    return Err(StoredBackupError::Missing {
+                        tar: self.describe(&tar.key),
+                    });
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "the backup is incomplete: {e}; nothing was restored"
-                    ));
-                }
+                Err(source) => return Err(StoredBackupError::Unreachable { source }),
             }
         }
         Ok(())
@@ -328,12 +393,18 @@ impl<'s> StoredBackup<'s> {
     pub fn tars<'m>(&self, metadata: &'m BackupMetadata) -> Vec<StoredTar<'m>> {
         let plain = metadata.instances.iter().flat_map(|instance| {
             instance.artifacts.iter().map(|artifact| StoredTar {
+                owner: TarOwner::Job {
+                    group: instance.name.clone(),
+                    index: instance.index.clone(),
+                    job: artifact.name.clone(),
+                },
                 label: format!("{}/{} {}", instance.name, instance.index, artifact.name),
                 key: self.tar_key(&instance.name, &instance.index, &artifact.name),
                 checksums: &artifact.checksums,
             })
         });
         let named = metadata.custom_artifacts.iter().map(|artifact| StoredTar {
+            owner: TarOwner::Named(artifact.name.clone()),
             label: artifact.name.clone(),
             key: self.custom_tar_key(&artifact.name),
             checksums: &artifact.checksums,
@@ -344,15 +415,22 @@ impl<'s> StoredBackup<'s> {
     /// Reads every tar of the backup, one after another, and checks it against the metadata's
     /// checksums: the pass BBR makes before it runs anything on a VM. The names are checked
     /// first, whoever checked them before.
-    pub fn validate(&self, metadata: &BackupMetadata, console: &Console) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        metadata: &BackupMetadata,
+        console: &Console,
+    ) -> Result<(), StoredBackupError> {
         self.check_names(metadata)?;
         let started = std::time::Instant::now();
         let (mut tars, mut files, mut bytes) = (0, 0, 0);
         for tar in self.tars(metadata) {
             let size = self.storage.size(&tar.key).ok().flatten();
             let bar = progress::transfer_bar(console, format!("{} check", tar.label), size);
-            if let Some(why) = self.corruption(&tar.key, tar.checksums, bar) {
-                return Err(format!("{}: {why}", tar.label));
+            if let Some(corruption) = self.corruption(&tar.key, tar.checksums, bar) {
+                return Err(StoredBackupError::Corrupted {
+                    owner: Box::new(tar.owner),
+                    corruption: Box::new(corruption),
+                });
             }
             tars += 1;
             files += tar.checksums.len();
@@ -376,7 +454,7 @@ impl<'s> StoredBackup<'s> {
         key: &str,
         checksums: &Checksums,
         bar: Option<indicatif::ProgressBar>,
-    ) -> Option<String> {
+    ) -> Option<Corruption> {
         let shown = self.describe(key);
         let found = match self.storage.open(key) {
             Err(StorageError::Io { source, .. }) => Err(source.to_string()),
@@ -390,13 +468,10 @@ impl<'s> StoredBackup<'s> {
             }
         };
         match found {
-            Err(e) => Some(format!(
-                "the backup is corrupted: {shown}: {e}; nothing was restored"
-            )),
-            Ok(found) => compare(checksums, &found).map(|mismatch| {
-                format!(
-                    "the backup is corrupted: {shown} does not match its checksums ({mismatch}); nothing was restored"
-                )
+            Err(error) => Some(Corruption::Unreadable { tar: shown, error }),
+            Ok(found) => compare(checksums, &found).map(|mismatch| Corruption::ChecksumMismatch {
+                tar: shown,
+                mismatch,
             }),
         }
     }

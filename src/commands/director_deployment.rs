@@ -16,7 +16,7 @@ use crate::director::{Director, DirectorError, SshAccess, instances, manifest};
 use crate::error::AppError;
 use crate::instance::{Instance, InstanceId};
 use crate::shell_quote::quote;
-use crate::workflow::OneForAll;
+use crate::workflow::{Failure, OneForAll};
 
 /// The inventory to use, or `None` for a director; both or neither is a usage error. A
 /// director known only from `BOSH_ENVIRONMENT` gives way to an explicit `--inventory` (the
@@ -224,14 +224,7 @@ pub fn save_manifest(
 ) {
     let key = format!("{dir}/manifest.yml");
     if let Err(e) = storage.put(&key, text.as_bytes()) {
-        let e = match e {
-            crate::storage::StorageError::Io { source, .. } => source.to_string(),
-            e => e.to_string(),
-        };
-        outcome.fail(
-            crate::contract::exit_bits::GENERAL,
-            format!("cannot write the manifest {}: {e}", storage.describe(&key)),
-        );
+        outcome.fail(crate::contract::exit_bits::GENERAL, Failure::Storage(e));
     }
 }
 

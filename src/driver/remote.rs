@@ -309,7 +309,7 @@ impl RemoteInstance {
                 }
                 AgentMessage::Ok { id: got, result } if got == id => {
                     return match data_error {
-                        Some(e) => Err(SessionError::Transfer(format!("{}: {e}", self.id)).into()),
+                        Some(e) => Err(SessionError::Transfer(e.to_string()).into()),
                         None => Ok(result),
                     };
                 }
@@ -532,7 +532,7 @@ impl Instance for RemoteInstance {
                 let answer = self.response(id, None);
                 Err(answer
                     .err()
-                    .unwrap_or(SessionError::Transfer(format!("{}: {e}", self.id)).into()))
+                    .unwrap_or(SessionError::Transfer(e.to_string()).into()))
             }
         }
     }

@@ -124,7 +124,7 @@ fn run_backup(
     let storage = opts.storage;
     let artifact = format!("{}_{}", dep.name, started.compact());
     if let Err(e) = storage.create_dir(&artifact) {
-        return (outcome.stop(e.to_string()), None);
+        return (outcome.stop(Failure::Storage(e)), None);
     }
     let shown = storage.describe(&artifact);
     let mut metadata = BackupMetadata {
@@ -135,7 +135,7 @@ fn run_backup(
         ..Default::default()
     };
     if let Err(e) = put_metadata(storage, &artifact, &metadata) {
-        return (outcome.stop(e.to_string()), Some(artifact));
+        return (outcome.stop(Failure::Storage(e)), Some(artifact));
     }
 
     if let Err(errors) = dep.each_instance(|i| i.create_store()) {
@@ -245,7 +245,7 @@ fn run_backup(
     }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
     if let Err(e) = put_metadata(storage, &artifact, &metadata) {
-        outcome.fail(exit_bits::GENERAL, e.to_string());
+        outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
         drained = false;
     }
     if drained && outcome.succeeded() {

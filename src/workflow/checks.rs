@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use super::check::{Problem, ProblemKind};
 use super::deployment::{Deployment, JobRef};
 use super::outcome::Outcome;
 use crate::artifact::plain_name;
 use crate::console::Console;
 use crate::contract::{ScriptKind, Side};
+use crate::instance::InstanceId;
 use crate::order::Steps;
 
 /// What a backup will do, once the checks have passed.
@@ -19,14 +21,13 @@ pub struct BackupPlan {
 }
 
 /// Runs every check and reports every failure, not just the first.
-pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, Vec<String>> {
+pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, Vec<Problem>> {
     let mut errors = Vec::new();
     let backup_jobs = dep.jobs_with(ScriptKind::Backup);
     if backup_jobs.is_empty() {
-        errors.push(format!(
-            "deployment '{}' has no backup scripts: no job has bin/bbr/backup, so there is nothing to back up",
-            dep.name
-        ));
+        errors.push(Problem::general(ProblemKind::NoBackupScripts {
+            deployment: dep.name.clone(),
+        }));
     }
     errors.extend(tar_name_errors(dep, &backup_jobs));
     errors.extend(not_executable(
@@ -48,15 +49,14 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
             ));
         }
     }
-    let lock_steps = dep.lock_steps(Side::Backup).map_err(|e| e.to_string());
-    match lock_steps {
+    match dep.lock_steps(Side::Backup) {
         Ok(lock_steps) if errors.is_empty() => Ok(BackupPlan {
             lock_steps,
             backup_jobs,
         }),
         Ok(_) => Err(errors),
         Err(cycle) => {
-            errors.push(cycle);
+            errors.push(Problem::general(ProblemKind::LockOrderCycle(cycle)));
             Err(errors)
         }
     }
@@ -64,20 +64,17 @@ pub fn backup_checks(dep: &Deployment, console: &Console) -> Result<BackupPlan, 
 
 /// The scripts of `kinds` that have no execute bit: each would fail to start, mid-run (a
 /// backup script after the locks), so they are refused before anything is locked.
-pub fn not_executable(dep: &Deployment, kinds: &[ScriptKind]) -> Vec<String> {
+pub fn not_executable(dep: &Deployment, kinds: &[ScriptKind]) -> Vec<Problem> {
     dep.jobs()
         .into_iter()
         .flat_map(|r| {
             let job = dep.job(r);
+            let id = dep.id(r.instance);
             job.not_executable
                 .iter()
                 .filter(|k| kinds.contains(k))
-                .map(move |kind| {
-                    format!(
-                        "{} {}: bin/bbr/{kind} is not executable, so it would fail to start; nothing was locked: the job's release must ship it executable (chmod +x)",
-                        dep.id(r.instance),
-                        job.name
-                    )
+                .map(move |&kind| {
+                    Problem::of_job(id, &job.name, ProblemKind::NotExecutable { kind })
                 })
         })
         .collect()
@@ -86,11 +83,11 @@ pub fn not_executable(dep: &Deployment, kinds: &[ScriptKind]) -> Vec<String> {
 /// The jobs whose names, reported by their VMs, cannot name their tar
 /// (`<group>-<index>-<job>.tar`) in the artifact directory: checked before anything is
 /// locked or any file is made.
-pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
+pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<Problem> {
     let mut errors = Vec::new();
     // Two jobs whose names join to the same tar name (`a-0-b` job `c` and `a` job `b-0-c`)
     // would write one file: refused, not one silently lost.
-    let mut tars: BTreeMap<String, String> = BTreeMap::new();
+    let mut tars: BTreeMap<String, (InstanceId, String)> = BTreeMap::new();
     for &r in jobs {
         let (id, name) = (dep.id(r.instance), &dep.job(r).name);
         // A backup_one_restore_all job's tar on its bootstrap instance is a named one.
@@ -104,12 +101,16 @@ pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
                     .map_or(Ok(()), plain_name::check_custom_tar_name)
             });
         if let Err(why) = checked {
-            errors.push(format!(
-                "{id}: the VM reports a job named {name:?}, which {why}, so it cannot name the job's tar {tar:?}; nothing was locked: check the VM's jobs directory (and that its agent is bbr-agent)"
+            errors.push(Problem::of_job(
+                id,
+                name,
+                ProblemKind::TarNameNotPlain { why, tar },
             ));
-        } else if let Some(other) = tars.insert(tar.clone(), format!("{id} {name}")) {
-            errors.push(format!(
-                "{other} and {id} {name} would both be written to {tar:?} (BBR names a tar <group>-<index>-<job>); nothing was locked: rename the instance group or the job"
+        } else if let Some(other) = tars.insert(tar.clone(), (id.clone(), name.clone())) {
+            errors.push(Problem::of_job(
+                id,
+                name,
+                ProblemKind::SameTar { other, tar },
             ));
         }
     }
@@ -117,46 +118,31 @@ pub fn tar_name_errors(dep: &Deployment, jobs: &[JobRef]) -> Vec<String> {
 }
 
 /// What a run that did not finish left on each VM: a journal (locked jobs, running scripts)
-/// or a store. Each error names the cleanup command to run (`cleanup`: `backup-cleanup` or
+/// or a store. Each problem names the cleanup command to run (`cleanup`: `backup-cleanup` or
 /// `restore-cleanup`), as the dead run's mode gives it: the deployment's command when a driver
 /// ran it, the local one otherwise.
-pub fn leftovers(dep: &Deployment, cleanup: &str) -> Vec<String> {
+pub fn leftovers(dep: &Deployment, cleanup: &'static str) -> Vec<Problem> {
     let mut errors = Vec::new();
     for (i, description) in dep.descriptions() {
         if let Some(journal) = &description.journal {
-            let mut left = Vec::new();
-            for l in &journal.locked {
-                left.push(format!("{} locked", l.job));
-            }
-            for r in &journal.running {
-                left.push(format!(
-                    "{} {} running as process group {}",
-                    r.job, r.script, r.pgid
-                ));
-            }
-            if let Some(unreadable) = &journal.unreadable {
-                left.push(format!("a journal it cannot all read ({unreadable})"));
-            }
-            let started = journal
-                .started
-                .as_ref()
-                .map(|t| format!(", started {t}"))
-                .unwrap_or_default();
-            let via = journal.cleanup_via.as_deref().unwrap_or("bbr-agent");
-            errors.push(format!(
-                "{}: a run that was killed (pid {}{started}) left {}; run `{via} {cleanup}` first",
+            errors.push(Problem::of_instance(
                 dep.id(i),
-                journal.pid,
-                left.join(", ")
+                ProblemKind::LeftoverJournal {
+                    journal: Box::new(journal.clone()),
+                    cleanup,
+                },
             ));
         } else if description.store_exists {
             // This run's own cleanup command (the driver's, with its inventory or director
             // flags), not the VM-local one a driver's operator cannot run as it is.
             let via = dep.cleanup_via.as_deref().unwrap_or("bbr-agent");
-            errors.push(format!(
-                "{}: the artifact store {} already exists: it is left over from a run that did not finish; run `{via} {cleanup}` first",
+            errors.push(Problem::of_instance(
                 dep.id(i),
-                description.store_path
+                ProblemKind::LeftoverStore {
+                    store: description.store_path.clone(),
+                    via: via.to_string(),
+                    cleanup,
+                },
             ));
         }
     }
@@ -178,4 +164,58 @@ pub fn pre_backup_check(dep: &mut Deployment, console: &Console) -> Outcome {
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{Fake, Ran};
+    use super::super::outcome::Failure;
+    use super::*;
+    use crate::console::Format;
+    use crate::metadata::JobMetadata;
+
+    #[test]
+    fn a_failed_check_keeps_its_instance_and_job_as_data_and_says_todays_line() {
+        let db = Fake {
+            id: InstanceId {
+                group: "db".into(),
+                index: "0".into(),
+            },
+            jobs: Some(vec![("postgres", JobMetadata::default())]),
+            not_executable: vec![ScriptKind::Backup],
+            ran: Ran::default(),
+        };
+        let mut dep = Deployment::new("d", vec![Box::new(db)]);
+        let console = Console::new(false, Format::Json);
+        let outcome = pre_backup_check(&mut dep, &console);
+        match outcome.failures() {
+            [
+                Failure::Check(Problem {
+                    instance: Some(id),
+                    job: Some(job),
+                    what,
+                }),
+            ] => {
+                assert_eq!(id.to_string(), "db/0");
+                assert_eq!(job, "postgres");
+                assert!(
+                    matches!(
+                        **what,
+                        ProblemKind::NotExecutable {
+                            kind: ScriptKind::Backup
+                        }
+                    ),
+                    "{what:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            outcome.lines(),
+            [
+                "db/0 postgres: bin/bbr/backup is not executable, so it would fail to start; nothing was locked: the job's release must ship it executable (chmod +x)"
+            ]
+        );
+        assert_eq!(outcome.exit_code(), crate::contract::exit_bits::GENERAL);
+    }
 }

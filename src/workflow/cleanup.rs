@@ -14,7 +14,8 @@
 
 use std::collections::BTreeSet;
 
-use super::deployment::{Deployment, JobRef};
+use super::check::{Problem, ProblemKind};
+use super::deployment::{Deployment, InstanceFailure, JobRef};
 use super::outcome::Outcome;
 use crate::console::Console;
 use crate::contract::{Side, exit_bits};
@@ -44,15 +45,19 @@ fn cleanup(dep: &mut Deployment, side: Side, console: &Console) -> Outcome {
     // store removal that failed on a VM that was reached.
     let failed = dep.begin_each();
     if !failed.is_empty() {
-        for (_, error) in &failed {
+        let left_out: BTreeSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+        for (_, failure) in failed {
             outcome.fail(
                 exit_bits::GENERAL,
-                format!(
-                    "{error}; this VM was not cleaned up (its jobs may still be locked): run this cleanup again once it can be reached"
+                Problem::of_instance(
+                    &failure.instance,
+                    ProblemKind::NotCleanedUp {
+                        error: failure.error,
+                    },
                 ),
             );
         }
-        dep.leave_out(&failed.iter().map(|(i, _)| *i).collect());
+        dep.leave_out(&left_out);
         if dep.is_empty() {
             return outcome;
         }
@@ -93,7 +98,13 @@ fn end_strays(dep: &mut Deployment, outcome: &mut Outcome, console: &Console) {
                     console.info(format!("{}: ended the stray script {script}", dep.id(i)));
                 }
             }
-            Err(e) => outcome.fail(exit_bits::CLEANUP, format!("{}: {e}", dep.id(i))),
+            Err(e) => outcome.fail(
+                exit_bits::CLEANUP,
+                InstanceFailure {
+                    instance: dep.id(i).clone(),
+                    error: Box::new(e),
+                },
+            ),
         }
     }
 }
@@ -119,7 +130,13 @@ fn report_problems(dep: &Deployment, side: Side, outcome: &mut Outcome, console:
                 // (One its journal names is reported as it is tried, below.)
                 outcome.fail(
                     exit_bits::UNLOCK,
-                    format!("{id}: {}; it cannot be unlocked", problem.error),
+                    Problem::of_job(
+                        id,
+                        &problem.job,
+                        ProblemKind::CannotUnlock {
+                            error: problem.error.clone(),
+                        },
+                    ),
                 );
             }
         }
@@ -184,11 +201,13 @@ fn unlock_jobs_not_here(dep: &mut Deployment, outcome: &mut Outcome, console: &C
             for report in reports.iter().filter(|r| !r.success()) {
                 outcome.fail(
                     exit_bits::UNLOCK,
-                    format!(
-                        "{}: the journal records {} as locked, but its {kind} cannot run: {}",
+                    Problem::of_job(
                         dep.id(i),
-                        report.job,
-                        report.end.describe()
+                        &report.job,
+                        ProblemKind::JournalUnlockFailed {
+                            kind,
+                            end: report.end.clone(),
+                        },
                     ),
                 );
             }

@@ -4,8 +4,11 @@
 
 use std::fmt;
 
+use super::check::Problem;
 use super::deployment::{FailedScript, InstanceFailure};
+use crate::artifact::stored_backup::Corruption;
 use crate::instance::{InstanceError, InstanceId};
+use crate::storage::StorageError;
 
 #[derive(Debug)]
 pub enum Failure {
@@ -29,8 +32,10 @@ pub enum Failure {
         job: String,
         error: TransferError,
     },
-    /// A check of the workflow's own, or a local step (the artifact directory, a manifest).
-    Other(String),
+    /// A check of the workflow's own.
+    Check(Problem),
+    /// Where the backup is kept failed: its directory made, its metadata or manifest written.
+    Storage(StorageError),
 }
 
 /// Why an artifact's transfer failed: the VM's side, or this machine's.
@@ -40,6 +45,25 @@ pub enum TransferError {
     Instance(Box<InstanceError>),
     #[error("{0}")]
     Local(String),
+    /// The backup's tar could not be read from where it is kept.
+    #[error(transparent)]
+    Storage(Box<StorageError>),
+    /// The local backup's tar is to blame: it no longer matches its checksums.
+    #[error(transparent)]
+    Corrupted(Box<Corruption>),
+}
+
+impl TransferError {
+    /// Whether the text already names `job`: the VM's errors about a transfer start with
+    /// `job '<job>'`, and through a driver they arrive as that sentence.
+    fn names(&self, job: &str) -> bool {
+        match self {
+            TransferError::Instance(e) => e.to_string().starts_with(&format!("job '{job}'")),
+            TransferError::Local(_) | TransferError::Storage(_) | TransferError::Corrupted(_) => {
+                false
+            }
+        }
+    }
 }
 
 impl fmt::Display for Failure {
@@ -51,7 +75,15 @@ impl fmt::Display for Failure {
                 write!(f, "and {count} more failed (see FAILED above){}", then(t))
             }
             Failure::Instance(failure) => write!(f, "{failure}"),
-            Failure::Interrupted(text) | Failure::Other(text) => f.write_str(text),
+            Failure::Interrupted(text) => f.write_str(text),
+            Failure::Storage(e) => write!(f, "{e}"),
+            Failure::Check(problem) => write!(f, "{problem}"),
+            // The instance and its job once each: the VM's own sentence may name the job.
+            Failure::Transfer {
+                instance,
+                job,
+                error,
+            } if error.names(job) => write!(f, "{instance}: {error}"),
             Failure::Transfer {
                 instance,
                 job,
@@ -67,14 +99,8 @@ impl From<InstanceFailure> for Failure {
     }
 }
 
-impl From<String> for Failure {
-    fn from(text: String) -> Failure {
-        Failure::Other(text)
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(text: &str) -> Failure {
-        Failure::Other(text.to_string())
+impl From<Problem> for Failure {
+    fn from(problem: Problem) -> Failure {
+        Failure::Check(problem)
     }
 }

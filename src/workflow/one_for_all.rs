@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 
+use super::check::{Problem, ProblemKind};
 use super::deployment::{Deployment, JobRef};
 use crate::artifact::plain_name;
 use crate::contract::ScriptKind;
@@ -77,7 +78,7 @@ impl OneForAll {
 /// The checks before a backup: every job restored from a named artifact must have that
 /// artifact made by the backup (its group's bootstrap instance backs the job up), else the
 /// backup could be made but never restored. BBR finds out only when it restores.
-pub fn backup_errors(dep: &Deployment) -> Vec<String> {
+pub fn backup_errors(dep: &Deployment) -> Vec<Problem> {
     let one = &dep.one_for_all;
     let made: BTreeSet<String> = dep
         .jobs_with(ScriptKind::Backup)
@@ -92,21 +93,22 @@ pub fn backup_errors(dep: &Deployment) -> Vec<String> {
             continue;
         };
         if let Err(why) = plain_name::check_custom_tar_name(&name) {
-            errors.push(format!(
-                "{id} {}: its backup_one_restore_all artifact name {name:?} {why}, so it cannot name a tar; nothing was locked: check the job's release name",
-                job.name
+            errors.push(Problem::of_job(
+                id,
+                &job.name,
+                ProblemKind::OneForAllNameNotPlain { name, why },
             ));
         } else if !made.contains(&name) && named.insert(name.clone()) {
-            let bootstrap = bootstrap_of(dep, &id.group);
-            errors.push(format!(
-                "instance group '{}' job {}: the manifest sets bbr.backup_one_restore_all, but {} so no backup would hold {name}.tar for its restore; nothing was locked",
-                id.group,
-                job.name,
-                match bootstrap {
-                    Some(b) => format!("its bootstrap instance {b} has no backup script for the job"),
-                    None => "the director names no bootstrap instance of the group".to_string(),
-                }
-            ));
+            // About the group, not one of its instances.
+            errors.push(Problem {
+                instance: None,
+                job: Some(job.name.clone()),
+                what: Box::new(ProblemKind::OneForAllNotMade {
+                    group: id.group.clone(),
+                    name,
+                    bootstrap: bootstrap_of(dep, &id.group).cloned(),
+                }),
+            });
         }
     }
     errors

@@ -199,7 +199,10 @@ mod tests {
                 "every lock was released; fix db/0 postgres's pre-backup-lock and run the backup again",
             ]
         );
-        outcome.fail(exit_bits::UNLOCK, "an unlock failed");
+        outcome.fail(
+            exit_bits::UNLOCK,
+            Failure::Interrupted("an unlock failed".into()),
+        );
         outcome.name_next_step(Some("bbr-agent"), "backup");
         assert_eq!(outcome.cleanup(), Some("bbr-agent backup-cleanup"));
         assert_eq!(outcome.exit_code(), exit_bits::LOCK | exit_bits::UNLOCK);

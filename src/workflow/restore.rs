@@ -12,13 +12,14 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use super::check::{Problem, ProblemKind};
 use super::deployment::{Deployment, JobRef};
-use super::failure::Failure;
+use super::failure::{Failure, TransferError};
 use super::finish::{remove_stores, write_report};
 use super::outcome::Outcome;
 use crate::artifact::Checksums;
 use crate::artifact::backup_dir::BackupMetadata;
-use crate::artifact::stored_backup::StoredBackup;
+use crate::artifact::stored_backup::{StoredBackup, StoredBackupError};
 use crate::console::Console;
 use crate::contract::{ScriptKind, Side, exit_bits};
 use crate::instance::InstanceId;
@@ -80,7 +81,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
             Some(cause) => outcome.stop(Failure::Interrupted(format!(
                 "{cause} while the backup was being checked; nothing on the VMs was touched"
             ))),
-            None => outcome.stop(e),
+            None => outcome.stop(Problem::from(e)),
         };
     }
     if let Err(errors) = dep.begin().and_then(|()| dep.describe(console)) {
@@ -101,7 +102,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
     };
     let lock_steps = match dep.lock_steps(Side::Restore) {
         Ok(steps) => steps,
-        Err(cycle) => return outcome.stop(cycle.to_string()),
+        Err(cycle) => return outcome.stop(Problem::general(ProblemKind::LockOrderCycle(cycle))),
     };
 
     if let Err(errors) = dep.each_instance(|i| i.create_store()) {
@@ -109,7 +110,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         remove_stores(dep, &mut outcome);
         return outcome;
     }
-    if let Err(errors) = copy_to_instances(dep, backup, &transfers, console) {
+    if let Err(failure) = copy_to_instances(dep, backup, &transfers, console) {
         match crate::interrupt::cause() {
             // The copy stopped at once; what it copied goes with the stores.
             Some(cause) => {
@@ -120,7 +121,7 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
                 );
             }
             None => {
-                outcome.fail_all(exit_bits::GENERAL, errors);
+                outcome.fail(exit_bits::GENERAL, failure);
                 remove_stores(dep, &mut outcome);
             }
         }
@@ -187,21 +188,23 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
 fn check_artifact(
     backup: &StoredBackup,
     only: Option<&InstanceId>,
-) -> Result<BackupMetadata, String> {
-    let mut metadata = backup.read_metadata().map_err(|e| e.to_string())?;
-    backup.check_complete(&metadata)?;
-    backup.check_names(&metadata)?;
+) -> Result<BackupMetadata, Failure> {
+    let mut metadata = backup
+        .read_metadata()
+        .map_err(|e| Problem::from(StoredBackupError::from(e)))?;
+    backup.check_complete(&metadata).map_err(Problem::from)?;
+    backup.check_names(&metadata).map_err(Problem::from)?;
     if let Some(id) = only {
         metadata
             .instances
             .retain(|i| i.name == id.group && i.index == id.index);
     }
-    backup.check_present(&metadata)?;
+    backup.check_present(&metadata).map_err(Problem::from)?;
     Ok(metadata)
 }
 
 /// Every instance of the backup must be in the deployment.
-fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<String>> {
+fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Vec<Problem>> {
     let mut errors = Vec::new();
     let ids: Vec<InstanceId> = (0..dep.len()).map(|i| dep.id(i).clone()).collect();
     for instance in &metadata.instances {
@@ -210,9 +213,11 @@ fn check_instances(dep: &Deployment, metadata: &BackupMetadata) -> Result<(), Ve
             index: instance.index.clone(),
         };
         if !ids.contains(&id) {
-            errors.push(format!(
-                "deployment '{}' does not match the structure of the backup: it has no instance {id}; nothing was touched",
-                dep.name
+            errors.push(Problem::of_instance(
+                &id,
+                ProblemKind::MissingInstance {
+                    deployment: dep.name.clone(),
+                },
             ));
         }
     }
@@ -230,31 +235,30 @@ fn plan_transfers(
     backup: &StoredBackup,
     metadata: &BackupMetadata,
     console: &Console,
-) -> Result<Vec<Transfer>, Vec<String>> {
+) -> Result<Vec<Transfer>, Vec<Problem>> {
     let mut transfers = Vec::new();
     let receivers = dep.jobs_with(ScriptKind::Restore);
     if receivers.is_empty() {
         // As BBR refuses it; else the locks and unlocks would run and the run "succeed"
         // with nothing restored (a backup restored onto the wrong VM, a wrong --root).
-        let held: Vec<String> = metadata
+        let held: Vec<(InstanceId, String)> = metadata
             .instances
             .iter()
             .flat_map(|i| {
-                i.artifacts
-                    .iter()
-                    .map(move |a| format!("{}/{} {}", i.name, i.index, a.name))
+                i.artifacts.iter().map(move |a| {
+                    let id = InstanceId {
+                        group: i.name.clone(),
+                        index: i.index.clone(),
+                    };
+                    (id, a.name.clone())
+                })
             })
             .take(10)
             .collect();
-        return Err(vec![format!(
-            "deployment '{}' has no restore scripts (no job here has bin/bbr/restore), so nothing in the backup can be restored; nothing was locked. The backup holds {}: restore it onto the VMs it was taken from",
-            dep.name,
-            if held.is_empty() {
-                "no artifact".to_string()
-            } else {
-                held.join(", ")
-            }
-        )]);
+        return Err(vec![Problem::general(ProblemKind::NoRestoreScripts {
+            deployment: dep.name.clone(),
+            held,
+        })]);
     }
     let mut errors = super::checks::tar_name_errors(dep, &receivers);
     errors.extend(super::checks::not_executable(
@@ -271,10 +275,7 @@ fn plan_transfers(
     for r in dep.jobs() {
         let (id, job) = (dep.id(r.instance), dep.job(r));
         if job.metadata.restore_name.is_some() && job.has(ScriptKind::Restore) {
-            errors.push(format!(
-                "{id} {}: discontinued metadata key restore_name is set; bbr-agent, like BBR, cannot restore this job",
-                job.name
-            ));
+            errors.push(Problem::of_job(id, &job.name, ProblemKind::RestoreNameSet));
             continue;
         }
         if !job.has(ScriptKind::Restore) {
@@ -288,9 +289,10 @@ fn plan_transfers(
                     tar: backup.custom_tar_key(&name),
                     checksums: a.checksums.clone(),
                 }),
-                None => errors.push(format!(
-                    "{id} {}: the manifest sets bbr.backup_one_restore_all, but the backup holds no artifact {name} (custom_artifacts) for it; nothing was touched",
-                    job.name
+                None => errors.push(Problem::of_job(
+                    id,
+                    &job.name,
+                    ProblemKind::OneForAllArtifactMissing { name },
                 )),
             }
             continue;
@@ -307,17 +309,17 @@ fn plan_transfers(
                 checksums: a.checksums.clone(),
             }),
             None => {
-                let held: Vec<&str> = metadata
+                let held: Vec<String> = metadata
                     .instances
                     .iter()
                     .filter(|i| i.name == id.group && i.index == id.index)
-                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.as_str()))
+                    .flat_map(|i| i.artifacts.iter().map(|a| a.name.clone()))
                     .take(10)
                     .collect();
-                errors.push(format!(
-                    "{id} {}: the job has a restore script but the backup holds no artifact for it (for {id} it holds {}), so nothing was locked: was the job added after the backup, or is this backup another deployment's?",
-                    job.name,
-                    if held.is_empty() { "none".to_string() } else { held.join(", ") }
+                errors.push(Problem::of_job(
+                    id,
+                    &job.name,
+                    ProblemKind::NoArtifactForJob { held },
                 ))
             }
         }
@@ -359,13 +361,14 @@ fn plan_transfers(
     }
 }
 
+/// Copies each job's artifact to its VM; the first that fails stops the copy (nothing is
+/// restored anyway, and the rest may be hours of data).
 fn copy_to_instances(
     dep: &mut Deployment,
     backup: &StoredBackup,
     transfers: &[Transfer],
     console: &Console,
-) -> Result<(), Vec<String>> {
-    let mut errors = Vec::new();
+) -> Result<(), Failure> {
     for t in transfers {
         let name = dep.job(t.job).name.clone();
         let id = dep.id(t.job.instance).clone();
@@ -373,7 +376,7 @@ fn copy_to_instances(
         let size = backup.size(&t.tar).ok().flatten();
         let result = backup
             .open(&t.tar)
-            .map_err(|e| format!("{id} {name}: cannot read {}: {e}", backup.describe(&t.tar)))
+            .map_err(|e| TransferError::Storage(Box::new(e)))
             .and_then(|file| {
                 let bar = progress::transfer_bar(
                     console,
@@ -382,46 +385,40 @@ fn copy_to_instances(
                 );
                 let file = Interruptible(BufReader::with_capacity(1 << 20, file));
                 let mut input = Counted::new(file, bar);
-                let received = dep
-                    .instance(t.job.instance)
-                    .receive_artifact(&name, &mut input, &t.checksums)
-                    .map_err(|e| format!("{id}: {e}"));
+                let received =
+                    dep.instance(t.job.instance)
+                        .receive_artifact(&name, &mut input, &t.checksums);
                 input.finish();
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
                 // such) from a failure on the VM (a full disk, say).
                 received.map_err(|agent_error| {
+                    let agent_error = TransferError::Instance(Box::new(agent_error));
                     if crate::interrupt::is_interrupted() {
                         return agent_error;
                     }
                     match backup.corruption(&t.tar, &t.checksums, None) {
-                        Some(why) => format!("{id} {name}: {why}"),
+                        Some(why) => TransferError::Corrupted(Box::new(why)),
                         None => agent_error,
                     }
                 })
             });
-        match result {
-            // Nothing is restored anyway: stop copying (it may be hours of data).
-            Err(e) => {
-                errors.push(e);
-                break;
-            }
-            Ok(()) => {
-                let bytes = size.unwrap_or(0);
-                console.transfer(
-                    &id,
-                    &name,
-                    "copy",
-                    bytes,
-                    t.checksums.len(),
-                    started.elapsed(),
-                );
-            }
+        if let Err(error) = result {
+            return Err(Failure::Transfer {
+                instance: id,
+                job: name,
+                error,
+            });
         }
+        let bytes = size.unwrap_or(0);
+        console.transfer(
+            &id,
+            &name,
+            "copy",
+            bytes,
+            t.checksums.len(),
+            started.elapsed(),
+        );
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    Ok(())
 }
