@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::context::Context;
-use crate::artifact::stored_backup::StoredBackup;
+use crate::artifact::stored_backup::{StoredBackup, StoredBackupError};
 use crate::catalogue::summary;
 use crate::contract::METADATA_FILE;
 use crate::error::AppError;
@@ -37,39 +37,45 @@ pub fn verify(
             return Ok(1);
         }
     };
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
     if let Err(e) = backup.check_complete(&metadata) {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     // A name that is not a plain one would read outside the backup: no tar is read then.
     if let Err(e) = backup.check_names(&metadata) {
-        problems.push(e);
+        problems.push(e.to_string());
         return Ok(report(&backup, &problems));
     }
     let (mut tars, mut files, mut bytes) = (0, 0, 0u64);
     for tar in backup.tars(&metadata) {
-        let shown = backup.describe(&tar.key);
-        match backup.size(&tar.key) {
-            Ok(None) => problems.push(format!(
-                "{}: {shown} is missing (or is not a file)",
-                tar.label
-            )),
-            Err(e) => problems.push(format!("{}: {e}", tar.label)),
+        let problem = match backup.size(&tar.key) {
+            Ok(None) => Some(StoredBackupError::Missing {
+                tar: backup.describe(&tar.key),
+            }),
+            Err(source) => Some(StoredBackupError::Unreachable { source }),
             Ok(Some(size)) => {
                 let bar = progress::transfer_bar(
                     &ctx.console,
                     format!("{} check", tar.label),
                     Some(size),
                 );
-                match backup.corruption(&tar.key, tar.checksums, bar) {
-                    Some(why) => problems.push(format!("{}: {why}", tar.label)),
-                    None => {
-                        tars += 1;
-                        files += tar.checksums.len();
-                        bytes += size;
-                    }
+                let corruption = backup.corruption(&tar.key, tar.checksums, bar);
+                if corruption.is_none() {
+                    tars += 1;
+                    files += tar.checksums.len();
+                    bytes += size;
                 }
+                corruption.map(|corruption| StoredBackupError::Corrupted {
+                    owner: Box::new(tar.owner.clone()),
+                    corruption: Box::new(corruption),
+                })
             }
+        };
+        match problem {
+            // Its own Display leads with the tar's owner.
+            Some(p @ StoredBackupError::Corrupted { .. }) => problems.push(p.to_string()),
+            Some(p) => problems.push(format!("{}: {p}", tar.label)),
+            None => {}
         }
     }
     if !problems.is_empty() {
