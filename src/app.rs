@@ -4,7 +4,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::commands::context::Context;
-use crate::commands::{deployment, director_mode, list, local, plan, run_script};
+use crate::commands::{backups, deployment, director_mode, list, local, plan, run_script};
 use crate::config;
 use crate::console::{Console, Format};
 use crate::error::AppError;
@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
             | Command::Plan { .. }
             | Command::Deployment(_)
             | Command::Director(_)
+            | Command::Backups { .. }
             | Command::Version
             | Command::ProtocolVersion
             | Command::Completions { .. }
@@ -76,6 +77,7 @@ pub fn run(cli: Cli) -> Result<i32, AppError> {
         }
         Command::Deployment(args) => deployment::run(&ctx, args),
         Command::Director(args) => director_mode::run(&ctx, args),
+        Command::Backups { command } => backups::run(&ctx, command),
         Command::ProtocolVersion => {
             println!("{PROTOCOL_VERSION}");
             Ok(0)

@@ -94,6 +94,11 @@ pub enum Command {
     Deployment(DeploymentArgs),
     /// Back up or restore a BOSH director VM over SSH, as `bbr director` does.
     Director(DirectorModeArgs),
+    /// The backups kept in a directory or an s3:// prefix: list, verify, prune.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
     /// Print the agent's version and the BBR contract it implements.
     Version,
     /// Print the protocol version this agent speaks (the bootstrap asks an installed agent).
@@ -266,6 +271,57 @@ pub enum DeploymentCommand {
     BackupCleanup,
     /// After a failed restore: run every post-restore-unlock script and remove the stores.
     RestoreCleanup,
+}
+
+/// `backups`: the catalogue of a place that holds backups (docs/catalogue.md).
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Every backup under DEST, newest first: deployment, time, complete or not, size, and
+    /// whether it is compressed or encrypted.
+    List {
+        /// A directory, or s3://BUCKET/PREFIX, holding <deployment>_<timestamp> backups.
+        #[arg(value_name = "DEST")]
+        dest: std::ffi::OsString,
+        /// Print one JSON document on stdout (its fields: docs/catalogue.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read one backup whole without restoring it: every checksum, every tar parsed; exit 0
+    /// only when all is good, else one line per problem naming the file.
+    Verify {
+        /// The backup: its <deployment>_<timestamp> directory, or an s3:// URL of it.
+        #[arg(value_name = "ARTIFACT")]
+        artifact: std::ffi::OsString,
+        /// The age identity that decrypts an encrypted backup.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Remove the backups a retention policy does not keep (restic's `forget` rules, per
+    /// deployment, on complete backups; the newest complete one always stays), and incomplete
+    /// ones older than a day.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// A directory, or s3://BUCKET/PREFIX, holding <deployment>_<timestamp> backups.
+    #[arg(value_name = "DEST")]
+    pub dest: std::ffi::OsString,
+    /// Keep the N newest complete backups of each deployment.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one (UTC days).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N weeks that have one (ISO weeks).
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Print what would be kept and removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -24,6 +24,8 @@ pub enum AppError {
     Inventory(#[from] crate::driver::inventory::InventoryError),
     #[error(transparent)]
     Director(#[from] crate::director::DirectorError),
+    #[error(transparent)]
+    Catalogue(#[from] crate::commands::backups::CatalogueError),
     #[error("cannot tell which instance this is: {0}")]
     Identity(String),
     #[error("{0}")]

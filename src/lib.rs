@@ -13,6 +13,7 @@
 pub mod app;
 pub(crate) mod artifact;
 pub mod brought;
+pub(crate) mod catalogue;
 pub(crate) mod chunk_stream;
 pub mod cli;
 pub(crate) mod commands;

@@ -3,6 +3,8 @@
 
 pub mod all_deployments;
 pub mod artifact_path;
+pub mod backups;
+pub mod backups_verify;
 pub mod context;
 pub mod deployment;
 pub mod deployment_plan;

@@ -40,7 +40,7 @@ pub(crate) struct ObjectInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StorageError {
+pub enum StorageError {
     /// The location itself is wrong (a bad URL, a missing parent directory, no credentials):
     /// the message says what to give instead.
     #[error("{0}")]

@@ -1,0 +1,149 @@
+//! `backups verify ARTIFACT`: a backup made by `bbr-agent backup` is read whole, every tar
+//! parsed and every checksum compared, without a script run or a file restored. Exit 0 only
+//! when all is good; each problem is one line naming the file.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::{Run, Vm, tree, write_file};
+
+/// A VM with two jobs, backed up locally into `vm.artifacts()`: the backup's directory.
+fn backed_up() -> (Vm, PathBuf) {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore().recording_locks();
+    vm.job("other").copying_backup_restore();
+    write_file(&vm.data_dir("store").join("nested/deep/file"), b"deep data");
+    write_file(&vm.data_dir("store").join("plain.txt"), b"plain\n");
+    write_file(&vm.data_dir("other").join("x"), b"other data");
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+    ])
+    .assert_success();
+    let artifact = vm.artifact_dir();
+    (vm, artifact)
+}
+
+fn verify(vm: &Vm, artifact: &std::path::Path) -> Run {
+    vm.agent(&["backups", "verify", artifact.to_str().unwrap()])
+}
+
+#[test]
+fn a_good_backup_verifies_and_nothing_runs_or_changes() {
+    let (vm, artifact) = backed_up();
+    fs::write(vm.log_path(), "").unwrap();
+    let data_before = tree(&vm.root());
+    let artifact_before = tree(&artifact);
+    let run = verify(&vm, &artifact);
+    run.assert_success()
+        .assert_stdout_contains("2 tars, 3 files")
+        .assert_stdout_contains("every checksum matches");
+    assert!(vm.calls().is_empty(), "no script may run: {:?}", vm.calls());
+    assert_eq!(tree(&vm.root()), data_before, "{}", run.explain());
+    assert_eq!(tree(&artifact), artifact_before, "{}", run.explain());
+}
+
+#[test]
+fn a_flipped_byte_and_a_missing_tar_are_each_one_line_naming_the_file() {
+    let (vm, artifact) = backed_up();
+    let store_tar = artifact.join("backend-0-store.tar");
+    let mut bytes = fs::read(&store_tar).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"deep data").unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(&store_tar, bytes).unwrap();
+    let run = verify(&vm, &artifact);
+    run.assert_code(1)
+        .assert_stderr_contains("backend-0-store.tar does not match its checksums")
+        .assert_stderr_contains("./nested/deep/file");
+    assert!(
+        !run.stderr.contains("backend-0-other.tar"),
+        "{}",
+        run.explain()
+    );
+
+    fs::remove_file(artifact.join("backend-0-other.tar")).unwrap();
+    let run = verify(&vm, &artifact);
+    run.assert_code(1);
+    let problems: Vec<&str> = run.stderr.lines().filter(|l| l.contains(".tar")).collect();
+    assert_eq!(problems.len(), 2, "one line per problem\n{}", run.explain());
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("backend-0-other.tar") && l.contains("missing")),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        problems.iter().any(|l| l.contains("backend-0-store.tar")),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_truncated_tar_and_an_incomplete_backup_fail_naming_them() {
+    let (vm, artifact) = backed_up();
+    let tar = artifact.join("backend-0-other.tar");
+    // `./` and `./x`'s headers, and 6 bytes of x's 10.
+    fs::File::options()
+        .write(true)
+        .open(&tar)
+        .unwrap()
+        .set_len(2 * 512 + 6)
+        .unwrap();
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let unfinished: String = metadata
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("finish_time:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(artifact.join("metadata"), unfinished).unwrap();
+    let run = verify(&vm, &artifact);
+    run.assert_code(1)
+        .assert_stderr_contains("is not a complete backup")
+        .assert_stderr_contains("backend-0-other.tar")
+        .assert_stderr_contains("2 problems");
+}
+
+#[test]
+fn an_encrypted_backup_without_the_codecs_is_refused_with_a_clear_line() {
+    let (vm, artifact) = backed_up();
+    let mut metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    metadata.push_str("bbr_agent:\n  format: 1\n  encryption: age\n  recipients: [age1qqq]\n");
+    fs::write(artifact.join("metadata"), metadata).unwrap();
+    let key = vm.dir.path().join("key.txt");
+    write_file(&key, b"AGE-SECRET-KEY-1...\n");
+    let run = vm.agent(&[
+        "backups",
+        "verify",
+        artifact.to_str().unwrap(),
+        "--identity",
+        key.to_str().unwrap(),
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains("is encrypted (age, to age1qqq)");
+}
+
+#[test]
+fn verify_of_what_is_not_a_backup_says_what_to_give() {
+    let (vm, artifact) = backed_up();
+    let run = verify(&vm, artifact.parent().unwrap());
+    run.assert_code(1)
+        .assert_stderr_contains("is not a backup but holds one: give ")
+        .assert_stderr_contains(artifact.to_str().unwrap());
+    assert!(!run.stderr.contains("--artifact-path"), "{}", run.explain());
+}
+
+#[test]
+fn a_compressed_backup_without_the_codecs_is_refused_with_a_clear_line() {
+    let (vm, artifact) = backed_up();
+    let mut metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    metadata.push_str("bbr_agent:\n  format: 1\n  compression: zstd\n  compressed_on: vm\n");
+    fs::write(artifact.join("metadata"), metadata).unwrap();
+    verify(&vm, &artifact)
+        .assert_code(1)
+        .assert_stderr_contains("is compressed (zstd): this build of bbr-agent cannot read");
+}
