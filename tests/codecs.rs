@@ -10,7 +10,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use age::secrecy::ExposeSecret;
 use common::fleet::Fleet;
 use common::{Run, listing, write_file};
 
@@ -35,18 +34,7 @@ fn fleet() -> Fleet {
 
 /// A new age identity file in `dir`, and its recipient.
 fn identity(dir: &Path, name: &str) -> (PathBuf, String) {
-    let id = age::x25519::Identity::generate();
-    let path = dir.join(name);
-    fs::write(
-        &path,
-        format!(
-            "# public key: {}\n{}\n",
-            id.to_public(),
-            id.to_string().expose_secret()
-        ),
-    )
-    .unwrap();
-    (path, id.to_public().to_string())
+    common::age_identity(dir, name)
 }
 
 /// Every file of `dir` (a tree) with its bytes, by relative path.

@@ -198,6 +198,12 @@ impl<'s> StoredBackup<'s> {
         }
     }
 
+    /// Whether the backup is read once only, as it is copied to the VMs (an object store:
+    /// see [`Storage::remote`]).
+    pub fn read_once(&self) -> bool {
+        self.storage.remote()
+    }
+
     /// The backup as the operator is shown it.
     pub fn shown(&self) -> &str {
         &self.shown

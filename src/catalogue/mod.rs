@@ -169,6 +169,15 @@ mod tests {
         fn abort_unfinished(&self, _: &str) -> Result<usize, StorageError> {
             unimplemented!()
         }
+        fn unfinished(&self, _: &str, _: usize) -> Result<Vec<String>, StorageError> {
+            unimplemented!()
+        }
+        fn marks_a_start(&self) -> bool {
+            true
+        }
+        fn remote(&self) -> bool {
+            false
+        }
     }
 
     #[test]

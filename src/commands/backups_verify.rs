@@ -3,14 +3,14 @@
 //! a plain one), then every tar it lists read once through the storage, parsed as a tar, and
 //! every file's checksum compared (the restore's own check, `StoredBackup::corruption`). Unlike
 //! the restore, it goes on past a problem: each is one line naming the file, and the exit code
-//! is 0 only when there is none. Nothing is written anywhere.
+//! is 0 only when there is none. An encrypted backup needs `--identity`; a compressed one is
+//! decompressed as it is read. Nothing is written anywhere.
 
 use std::path::Path;
 
 use super::context::Context;
+use crate::artifact::codec::Identities;
 use crate::artifact::stored_backup::{StoredBackup, StoredBackupError};
-use crate::catalogue::summary;
-use crate::contract::METADATA_FILE;
 use crate::error::AppError;
 use crate::progress;
 
@@ -21,12 +21,16 @@ pub fn verify(
 ) -> Result<i32, AppError> {
     let started = std::time::Instant::now();
     let (location, storage) = super::artifact_path::open(Path::new(artifact))?;
-    let backup = StoredBackup::at(storage.as_ref(), &location);
-    if let Some(refusal) = codecs_refusal(&backup, identity) {
-        eprintln!("error: {refusal}");
-        return Ok(1);
-    }
-    let metadata = match backup.read_metadata() {
+    // A bad identity file is refused before anything is read.
+    let identities = match identity.map(Identities::read).transpose() {
+        Ok(identities) => identities,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let backup = StoredBackup::at(storage.as_ref(), &location).with_identities(identities);
+    let mut metadata = match backup.read_metadata() {
         Ok(metadata) => metadata,
         Err(e) => {
             // The reader's words are the restore's (`--artifact-path`); here it is ARTIFACT.
@@ -40,6 +44,11 @@ pub fn verify(
     let mut problems: Vec<String> = Vec::new();
     if let Err(e) = backup.check_complete(&metadata) {
         problems.push(e.to_string());
+    }
+    // An encrypted backup's checksums: without an identity for them, no tar can be checked.
+    if let Err(e) = backup.unseal(&mut metadata) {
+        problems.push(e.to_string());
+        return Ok(report(&backup, &problems));
     }
     // A name that is not a plain one would read outside the backup: no tar is read then.
     if let Err(e) = backup.check_names(&metadata) {
@@ -105,39 +114,4 @@ fn report(backup: &StoredBackup<'_>, problems: &[String]) -> i32 {
         if problems.len() == 1 { "" } else { "s" }
     );
     1
-}
-
-/// Why this build cannot verify the backup, if the metadata's `bbr_agent` key says it is
-/// encrypted or compressed (the codecs that read those are not in this build).
-fn codecs_refusal(backup: &StoredBackup<'_>, identity: Option<&Path>) -> Option<String> {
-    let key = backup.key(METADATA_FILE);
-    let size = backup.size(&key).ok()??;
-    let input = backup.open(&key).ok()?;
-    let codecs = summary::read(size, input).ok()?.bbr_agent?;
-    let shown = backup.shown();
-    if let Some(encryption) = &codecs.encryption {
-        let to = match codecs.recipients.is_empty() {
-            true => String::new(),
-            false => format!(", to {}", codecs.recipients.join(", ")),
-        };
-        let identity = match identity {
-            Some(_) => " (--identity was given, but",
-            None => " (",
-        };
-        return Some(crate::printable::printable(
-            &format!(
-                "{shown} is encrypted ({encryption}{to}){identity}this build of bbr-agent cannot decrypt a backup); nothing was checked"
-            ),
-            1000,
-        ));
-    }
-    if let Some(compression) = &codecs.compression {
-        return Some(crate::printable::printable(
-            &format!(
-                "{shown} is compressed ({compression}): this build of bbr-agent cannot read a compressed backup; nothing was checked"
-            ),
-            1000,
-        ));
-    }
-    None
 }

@@ -181,7 +181,7 @@ impl Storage for LocalStorage {
     fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
         let mut partial = Vec::new();
         walk_partial(&self.root, "", prefix, DEPTH, &mut partial)?;
-        for path in &partial {
+        for (_, path) in &partial {
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -189,6 +189,23 @@ impl Storage for LocalStorage {
             }
         }
         Ok(partial.len())
+    }
+
+    fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
+        let mut partial = Vec::new();
+        walk_partial(&self.root, "", prefix, DEPTH, &mut partial)?;
+        let mut keys: Vec<String> = partial.into_iter().map(|(key, _)| key).collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    fn marks_a_start(&self) -> bool {
+        true
+    }
+
+    fn remote(&self) -> bool {
+        false
     }
 }
 
@@ -247,7 +264,7 @@ fn walk_partial(
     base: &str,
     prefix: &str,
     depth: usize,
-    found: &mut Vec<PathBuf>,
+    found: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), StorageError> {
     for entry in read_dir(dir)? {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
@@ -258,7 +275,7 @@ fn walk_partial(
         };
         let key = format!("{base}{name}");
         if meta.is_file() && name.starts_with(PARTIAL) && key.starts_with(prefix) {
-            found.push(entry.path());
+            found.push((key, entry.path()));
         } else if meta.is_dir() && depth > 1 && may_hold(&format!("{key}/"), prefix) {
             walk_partial(&entry.path(), &format!("{key}/"), prefix, depth - 1, found)?;
         }

@@ -95,6 +95,21 @@ pub(crate) trait Storage: Send + Sync {
     /// Removes what interrupted writes under `prefix` left (temporary files, in-progress
     /// multipart uploads); returns how many.
     fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError>;
+
+    /// The keys that interrupted writes under `prefix` were writing, at most `limit`: what
+    /// [`Storage::abort_unfinished`] would remove. A killed backup may have left nothing else.
+    fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError>;
+
+    /// Whether a backup's start is marked by a `metadata` with its start time only, which the
+    /// finish then replaces, as BBR does in a directory. An object store is not marked: there
+    /// a `metadata` object is written only by a backup that completed, last, so a failed or
+    /// killed one leaves none.
+    fn marks_a_start(&self) -> bool;
+
+    /// Whether every read crosses a network and is paid for (time, egress): a restore then
+    /// reads the backup once, checking it on the VMs as it is copied, before anything is
+    /// locked, rather than once to check it and again to copy it.
+    fn remote(&self) -> bool;
 }
 
 /// An object being written. Bytes go in through `Write`; `finish` makes it durable and

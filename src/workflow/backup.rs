@@ -100,10 +100,12 @@ fn put_metadata(
 fn abort_unfinished(storage: &dyn Storage, deployment: &str) -> Result<usize, StorageError> {
     let prefix = format!("{deployment}_");
     let stamp = "YYYYMMDDTHHMMSSZ".len();
+    // Found by what they left unfinished: a killed backup to an object store leaves nothing
+    // else, not even a metadata.
     let mut dirs: Vec<String> = storage
-        .list(&prefix, LISTED_AT_MOST)?
+        .unfinished(&prefix, LISTED_AT_MOST)?
         .into_iter()
-        .filter_map(|o| o.key.split_once('/').map(|(dir, _)| dir.to_string()))
+        .filter_map(|key| key.split_once('/').map(|(dir, _)| dir.to_string()))
         .filter(|dir| {
             dir.strip_prefix(&prefix).is_some_and(|ts| {
                 ts.len() == stamp
@@ -121,7 +123,7 @@ fn abort_unfinished(storage: &dyn Storage, deployment: &str) -> Result<usize, St
     Ok(removed)
 }
 
-/// Objects listed, at most, to find this deployment's earlier backups.
+/// Unfinished writes looked at, at most, to find this deployment's earlier backups.
 const LISTED_AT_MOST: usize = 1_000_000;
 
 fn run_backup(
@@ -173,7 +175,10 @@ fn run_backup(
         },
         ..Default::default()
     };
-    if let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata) {
+    // BBR marks the start in the directory; an object store gets its metadata only at the end.
+    if storage.marks_a_start()
+        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata)
+    {
         return (outcome.stop(Failure::Storage(e)), Some(artifact));
     }
 
@@ -284,7 +289,10 @@ fn run_backup(
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
-    if let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata) {
+    // An object store keeps no metadata of a backup that did not complete.
+    if (drained || storage.marks_a_start())
+        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata)
+    {
         outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
         drained = false;
     }
@@ -295,9 +303,12 @@ fn run_backup(
             "Backup created in {shown}, but the run had errors (see below)"
         ));
     } else {
-        console.info(format!(
-            "Backup failed; {shown} holds no finish_time and is not a usable backup"
-        ));
+        console.info(match storage.marks_a_start() {
+            true => {
+                format!("Backup failed; {shown} holds no finish_time and is not a usable backup")
+            }
+            false => format!("Backup failed; {shown} has no metadata and is not a usable backup"),
+        });
     }
     (outcome, Some(artifact))
 }

@@ -8,6 +8,11 @@
 //! is verified too: the agent checks every file it unpacks against the backup's checksums, and
 //! when it refuses a tar the driver reads that tar again, to say whether the backup (changed
 //! since it was validated) is to blame.
+//!
+//! From an object store the backup is read once: the copy is the check (every read is paid
+//! for, and a restore of terabytes should not download them twice). A damaged object then
+//! stops the copy before anything is locked, so no lock or restore script runs on it; the
+//! metadata scripts, which only describe the jobs, have run by then.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -76,7 +81,15 @@ fn run_restore(dep: &mut Deployment, opts: &RestoreOptions, console: &Console) -
         outcome.fail_all(exit_bits::GENERAL, errors);
         return outcome;
     }
-    if let Err(e) = backup.validate(&metadata, console) {
+    // Read from an object store, the backup is checked as it is copied: every file against
+    // its checksum, by the agent as it unpacks, every encrypted chunk by the driver as it
+    // decrypts, all before anything is locked. A local one is checked first, as BBR does.
+    if backup.read_once() {
+        console.info(format!(
+            "The backup is read once, from {}, and checked as it is copied to the VMs, before anything is locked",
+            backup.shown()
+        ));
+    } else if let Err(e) = backup.validate(&metadata, console) {
         return match crate::interrupt::cause() {
             Some(cause) => outcome.stop(Failure::Interrupted(format!(
                 "{cause} while the backup was being checked; nothing on the VMs was touched"

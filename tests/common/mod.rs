@@ -12,6 +12,7 @@ use std::process::Command;
 pub mod director_standin;
 pub mod fleet;
 pub mod garage;
+pub mod s3;
 pub mod sshd;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_bbr-agent");
@@ -407,4 +408,22 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     }
     files.sort();
     files
+}
+
+/// A new age identity file `dir/name`, and its public recipient (`age1...`).
+#[allow(dead_code)]
+pub fn age_identity(dir: &Path, name: &str) -> (PathBuf, String) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let path = dir.join(name);
+    fs::write(
+        &path,
+        format!(
+            "# public key: {}\n{}\n",
+            id.to_public(),
+            id.to_string().expose_secret()
+        ),
+    )
+    .unwrap();
+    (path, id.to_public().to_string())
 }

@@ -202,6 +202,34 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// The in-progress multipart uploads under `prefix` (full keys, with their upload ids),
+    /// at most `limit`, across pages.
+    fn uploads(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, StorageError> {
+        let full = format!("{}{prefix}", self.prefix);
+        let what = self.url(&full);
+        let mut found = Vec::new();
+        let mut after: Option<client::Marker> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .client
+                .list_uploads(&full, after.as_ref(), self.page, &what)?;
+            for (key, upload_id) in page.uploads {
+                if key.starts_with(&full) && found.len() < limit {
+                    found.push((key, upload_id));
+                }
+            }
+            match page.next {
+                Some(next) if after.as_ref() != Some(&next) && found.len() < limit => {
+                    after = Some(next)
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl Storage for S3Storage {
     fn describe(&self, key: &str) -> String {
         self.url(&format!("{}{key}", self.prefix))
@@ -329,25 +357,26 @@ impl Storage for S3Storage {
     }
 
     fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
-        let full = format!("{}{prefix}", self.prefix);
-        let what = self.url(&full);
-        let mut aborted = 0;
-        let mut after: Option<client::Marker> = None;
-        for _ in 0..MAX_PAGES {
-            let page = self
-                .client
-                .list_uploads(&full, after.as_ref(), self.page, &what)?;
-            for (key, upload_id) in &page.uploads {
-                if key.starts_with(&full) {
-                    self.delete(key, Some(upload_id))?;
-                    aborted += 1;
-                }
-            }
-            match page.next {
-                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
-                _ => break,
-            }
+        let uploads = self.uploads(prefix, usize::MAX)?;
+        for (key, upload_id) in &uploads {
+            self.delete(key, Some(upload_id))?;
         }
-        Ok(aborted)
+        Ok(uploads.len())
+    }
+
+    fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
+        let uploads = self.uploads(prefix, limit)?;
+        Ok(uploads
+            .into_iter()
+            .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_string))
+            .collect())
+    }
+
+    fn marks_a_start(&self) -> bool {
+        false
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 }
