@@ -52,7 +52,8 @@ impl Default for S3Options {
         S3Options {
             path_style: None,
             part_size: 8 * 1024 * 1024,
-            budget: 64 * 1024 * 1024,
+            // With the driver's own few MiB, a run stays under 64 MiB of memory.
+            budget: 32 * 1024 * 1024,
             senders: 4,
             range: 8 * 1024 * 1024,
             page: 1000,

@@ -4,10 +4,10 @@
 //! it (each failure tried again from the buffer) while the writer fills the next. Every
 //! buffer is taken from the store's [`Budget`] before it is filled and given back once its
 //! part is sent, so the parts in flight plus the one being filled never hold more than the
-//! budget (64 MiB), however large the object and however many objects are written at once.
+//! budget (32 MiB), however large the object and however many objects are written at once.
 //!
 //! The part size grows with the part number (it doubles every [`PARTS_PER_STEP`] parts, up
-//! to half the budget), so S3's 10,000-part limit is reached only past [`max_object_size`]
+//! to the budget; parts past half of it are sent one at a time), so S3's 10,000-part limit is reached only past [`max_object_size`]
 //! (about 273 GiB with 8 MiB parts): a larger object is refused there, its upload aborted,
 //! rather than holding parts larger than the budget.
 //!
@@ -93,7 +93,8 @@ impl Budget {
 pub(crate) struct PartPlan {
     /// The size of the first [`PARTS_PER_STEP`] parts.
     pub first: usize,
-    /// The largest part: half the budget, so one part is sent while the next fills.
+    /// The largest part: the whole budget. Parts up to half of it are sent while the next
+    /// fills; larger ones (objects past ~24 GiB) one at a time, so the bound still holds.
     pub largest: usize,
     /// The threads that send parts of one object.
     pub senders: usize,
@@ -101,7 +102,7 @@ pub(crate) struct PartPlan {
 
 impl PartPlan {
     pub(crate) fn new(first: usize, budget: usize, senders: usize) -> PartPlan {
-        let largest = (budget / 2).max(1);
+        let largest = budget.max(1);
         PartPlan {
             first: first.clamp(1, largest),
             largest,
@@ -536,15 +537,15 @@ mod tests {
 
     #[test]
     fn parts_grow_so_that_ten_thousand_hold_hundreds_of_gib_within_the_budget() {
-        let budget = 64 * 1024 * 1024;
+        let budget = 32 * 1024 * 1024;
         let plan = PartPlan::new(8 * 1024 * 1024, budget, 4);
         assert_eq!(plan.size(1), 8 << 20);
         assert_eq!(plan.size(1000), 8 << 20);
         assert_eq!(plan.size(1001), 16 << 20);
         assert_eq!(plan.size(2001), 32 << 20);
         assert_eq!(plan.size(MAX_PARTS), 32 << 20);
-        // Two parts of the largest size fit: one is sent while the next fills.
-        assert!(2 * plan.largest <= budget);
+        // The largest part fits the budget whole.
+        assert!(plan.largest <= budget);
         assert!((1..=MAX_PARTS).all(|n| plan.size(n) <= plan.largest));
         let max = max_object_size(&plan);
         assert!(max > 270 * (1 << 30), "{max}");
