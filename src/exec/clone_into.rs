@@ -6,22 +6,25 @@
 //! `posix_spawn`: a new process group, stdin/stdout/stderr, no other descriptor, the working
 //! directory, every signal at its default and none blocked, then `execve`.
 //!
-//! Without `CLONE_VM`: the child is a copy (a fork) of this process, so it runs on its own
-//! copy of the stack and cannot corrupt the parent's memory; `CLONE_VFORK` holds this
-//! thread until the child has exec'ed or exited. The child only makes system calls (no
-//! allocation, no lock: other threads' locks are copied held). Why the exec failed reaches
-//! the parent through a close-on-exec pipe. See docs/benchmarks.md ("Fleet CPU, stop 12").
+//! As glibc's `posix_spawn` does: `CLONE_VM | CLONE_VFORK`, the child on a stack of its own
+//! (a fork's copy of the agent's page tables, and the copy-on-write faults after it, cost
+//! about what the two moves saved), this thread held until the child has exec'ed or exited.
+//! Sharing the agent's memory, the child only makes system calls on what the parent
+//! prepared: no allocation, no lock (another thread may hold one). Why the exec failed, it
+//! writes where the parent reads it. x86_64 only (the switch to the child's stack is a few
+//! instructions of assembly); elsewhere the agent moves itself, as before. See
+//! docs/benchmarks.md ("Fleet CPU, stop 12").
 
 use std::ffi::c_char;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 use nix::sys::wait::waitpid;
-use nix::unistd::{Pid, pipe2};
+use nix::unistd::Pid;
 
 use super::spawn::Prepared;
 
@@ -49,13 +52,13 @@ struct CloneArgs {
 const SIGNALS: i32 = 64;
 const KERNEL_SIGSET_BYTES: usize = 8;
 
+/// The child's stack: its frames are small (system calls only).
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
 /// Starts `prepared` as a new process group's leader born in `cgroup`. An error of kind
-/// `Unsupported`: this kernel (or this cgroup) cannot, and nothing was started.
+/// `Unsupported`: this kernel (or this cgroup, or this architecture) cannot, and nothing
+/// was started.
 pub(super) fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<Pid> {
-    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-        // The zeroed `struct sigaction` below is the kernel's SIG_DFL on these two.
-        return Err(unsupported("clone3 spawn not built for this architecture"));
-    }
     // Everything the child needs, ready before the clone: it must not allocate.
     let argv = pointers(&prepared.argv);
     let envp = pointers(&prepared.envp);
@@ -67,27 +70,24 @@ pub(super) fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<P
         .iter()
         .map(above_stdio)
         .collect::<io::Result<_>>()?;
-    let sources = [
-        high[0].as_raw_fd(),
-        high[1].as_raw_fd(),
-        high[2].as_raw_fd(),
-    ];
-    let (report_read, mut report_write) = pipe2(OFlag::O_CLOEXEC)?;
-    if report_write.as_raw_fd() < 3 {
-        report_write = above_stdio(&report_write)?;
-    }
+    let mut stack = vec![0u8; CHILD_STACK_BYTES];
     let plan = Child {
         program: prepared.program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         dir,
-        sources,
-        report: report_write.as_raw_fd(),
+        sources: [
+            high[0].as_raw_fd(),
+            high[1].as_raw_fd(),
+            high[2].as_raw_fd(),
+        ],
+        failed: AtomicI32::new(0),
     };
-
     let args = CloneArgs {
-        flags: libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP,
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
+        stack: stack.as_mut_ptr() as u64,
+        stack_size: stack.len() as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
@@ -106,22 +106,7 @@ pub(super) fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<P
             KERNEL_SIGSET_BYTES,
         )
     };
-    // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this process's
-    // memory and continues here on its own copy of this stack, so it cannot write the
-    // parent's memory. The child (`pid == 0`) runs only `Child::run`, which makes system
-    // calls on data prepared above and never returns. `args` is a live, initialised
-    // `clone_args` of the size passed.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        plan.run();
-    }
-    let clone_error = Errno::last();
+    let pid = clone3(&args, &plan);
     // SAFETY: as above; puts back the mask saved before the clone.
     unsafe {
         libc::syscall(
@@ -132,40 +117,71 @@ pub(super) fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<P
             KERNEL_SIGSET_BYTES,
         )
     };
-    if pid < 0 {
-        return Err(match clone_error {
-            // No clone3, no CLONE_INTO_CGROUP (E2BIG: a kernel before 5.7), or a cgroup
-            // that cannot take a process this way.
-            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EBADF => {
-                unsupported(&format!("clone3 into a cgroup: {clone_error}"))
-            }
-            other => other.into(),
-        });
-    }
-    let pid = Pid::from_raw(pid as i32);
-    drop(report_write);
-    drop(high);
-    // The child has exec'ed (the pipe closed with nothing in it) or failed and exited
-    // (CLONE_VFORK waited for either).
-    let mut errno = [0u8; 4];
-    let mut report = File::from(report_read);
-    let mut got = 0;
-    while got < errno.len() {
-        match report.read(&mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    drop(stack);
+    let pid = match pid {
+        Ok(pid) => pid,
+        // No clone3, no CLONE_INTO_CGROUP (E2BIG: a kernel before 5.7), or a cgroup that
+        // cannot take a process this way.
+        Err(
+            e @ (Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EBADF),
+        ) => return Err(unsupported(&format!("clone3 into a cgroup: {e}"))),
+        Err(e) => return Err(e.into()),
+    };
+    // CLONE_VFORK: the child has exec'ed, or failed and exited.
+    match plan.failed.load(Ordering::Acquire) {
+        0 => Ok(pid),
+        errno => {
+            let _ = waitpid(pid, None);
+            Err(io::Error::from_raw_os_error(errno))
         }
     }
-    if got == 0 {
-        return Ok(pid);
+}
+
+/// clone3 with the child running `plan` on `args`' stack; returns the child's pid.
+#[cfg(target_arch = "x86_64")]
+fn clone3(args: &CloneArgs, plan: &Child) -> Result<Pid, Errno> {
+    extern "C" fn child_entry(plan: *const Child) -> ! {
+        // SAFETY: `plan` points at the parent's `Child`, alive: CLONE_VFORK holds the parent
+        // until this child has exec'ed or exited.
+        unsafe { (*plan).run() }
     }
-    let _ = waitpid(pid, None);
-    if got < errno.len() {
-        return Err(io::Error::other("the child reported a cut-short error"));
+    let ret: i64;
+    // SAFETY: the syscall instruction with clone3's number and arguments (a live
+    // `clone_args` and its size). The parent gets the pid or an error in rax and carries on
+    // (the asm touches no stack). The child starts with rax 0 on the stack `args` names
+    // (the kernel sets rsp to its top), which nothing else uses: it aligns it, calls
+    // `child_entry(plan)` (r12, r13 survive the syscall) and never returns (ud2 if it did).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "and rsp, -16",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") plan as *const Child,
+            in("r13") child_entry as *const () as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
     }
-    Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+    if ret < 0 {
+        Err(Errno::from_raw(-ret as i32))
+    } else {
+        Ok(Pid::from_raw(ret as i32))
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3(_args: &CloneArgs, _plan: &Child) -> Result<Pid, Errno> {
+    Err(Errno::ENOSYS)
 }
 
 fn unsupported(why: &str) -> io::Error {
@@ -196,8 +212,8 @@ struct Child {
     dir: Option<*const c_char>,
     /// Become 0, 1 and 2.
     sources: [RawFd; 3],
-    /// Where the errno of a failed step goes (close-on-exec).
-    report: RawFd,
+    /// The errno of a failed step, for the parent (0: none).
+    failed: AtomicI32,
 }
 
 impl Child {
@@ -205,7 +221,7 @@ impl Child {
     /// and exit 127.
     fn run(&self) -> ! {
         // SAFETY: every call below is a plain system call on descriptors and NUL-terminated
-        // strings the parent prepared (copied into this child's memory by the fork); none
+        // strings the parent prepared (shared memory, alive while the parent waits); none
         // allocates or takes a lock. The zeroed `sigaction` is SIG_DFL with no flags, no
         // restorer and an empty mask (x86_64, aarch64: handler, flags, restorer, mask).
         unsafe {
@@ -231,12 +247,8 @@ impl Child {
                     self.fail();
                 }
             }
-            // Nothing but 0, 1, 2 survives the exec (as under sudo), the report pipe
-            // until then (it is close-on-exec).
-            if self.report > 3 {
-                self.close_range(3, self.report as u32 - 1);
-            }
-            self.close_range(self.report as u32 + 1, u32::MAX);
+            // Nothing but 0, 1, 2 survives the exec, as under sudo.
+            self.close_range(3, u32::MAX);
             if let Some(dir) = self.dir
                 && libc::chdir(dir) != 0
             {
@@ -282,12 +294,11 @@ impl Child {
 
     /// Tells the parent `errno` and exits.
     fn fail(&self) -> ! {
-        // SAFETY: errno is this thread's (the fork copied its thread area); write and _exit
-        // are plain system calls.
+        // SAFETY: errno is the suspended parent thread's (the child shares its thread area),
+        // just set by the failed call; _exit is a plain system call.
         unsafe {
             let errno = *libc::__errno_location();
-            let bytes = errno.to_ne_bytes();
-            libc::write(self.report, bytes.as_ptr().cast(), bytes.len());
+            self.failed.store(errno.max(1), Ordering::Release);
             libc::_exit(127)
         }
     }

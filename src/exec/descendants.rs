@@ -357,7 +357,9 @@ mod tests {
             .expect("spawn true");
         let pid = child.id() as i32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !read_stat(pid).is_some_and(|s| s.zombie) {
+        // Gone before it was seen a zombie: reaped by a concurrent test's `reap_orphans`
+        // (`reaping_orphans_without_a_zombie_child_...` calls it 50 times).
+        while read_stat(pid).is_some_and(|s| !s.zombie) {
             assert!(std::time::Instant::now() < deadline, "true did not exit");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
