@@ -131,6 +131,14 @@ pub fn remove_ours_if_empty() {
 /// kernel says it cannot.
 static CLONE_INTO: AtomicBool = AtomicBool::new(true);
 
+fn clone_into_enabled() -> bool {
+    #[cfg(test)]
+    if tests::WITHOUT_CLONE_INTO.with(std::cell::Cell::get) {
+        return false;
+    }
+    CLONE_INTO.load(Ordering::Relaxed)
+}
+
 /// How `ScriptCgroup::spawn_into` wants its child started.
 #[derive(Debug, Clone, Copy)]
 pub enum Birth<'a> {
@@ -175,7 +183,7 @@ impl ScriptCgroup {
         if fs::create_dir_all(&dir).is_err() {
             return (spawn(Birth::Outside), None);
         }
-        if CLONE_INTO.load(Ordering::Relaxed)
+        if clone_into_enabled()
             && let Ok(handle) = File::open(&dir)
         {
             match spawn(Birth::Into(handle.as_fd())) {
@@ -234,6 +242,8 @@ pub(super) mod tests {
     thread_local! {
         /// How many times this thread moved the agent into a script's cgroup for a spawn.
         pub(in crate::exec) static MOVES: Cell<u32> = const { Cell::new(0) };
+        /// This thread's spawns do as on a kernel without `CLONE_INTO_CGROUP`.
+        pub(in crate::exec) static WITHOUT_CLONE_INTO: Cell<bool> = const { Cell::new(false) };
     }
 
     #[test]

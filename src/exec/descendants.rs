@@ -443,6 +443,44 @@ mod tests {
         assert!(!cgroup.exists(), "its cgroup is removed once it ended");
     }
 
+    /// On a kernel without `CLONE_INTO_CGROUP` a script is still born in its own cgroup: the
+    /// agent moves itself in for the spawn, and back home after it.
+    #[test]
+    fn without_clone_into_a_script_is_born_in_its_cgroup_by_a_move_and_the_agent_returns() {
+        let home_before = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(true));
+        let moves = cgroup::tests::MOVES.with(Cell::get);
+        let started = start("/bin/sleep", &["30"]);
+        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(false));
+        let (child, ticket) = started.expect("spawn sleep");
+        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
+        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
+        let home_after = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        let Some(cgroup) = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf()) else {
+            ticket.finished();
+            eprintln!("no cgroup here: nothing to check");
+            return;
+        };
+        ticket.finished();
+        let seen = seen.expect("the script's /proc/<pid>/cgroup");
+        let path = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"));
+        assert!(
+            cgroup.ends_with(path.trim_start_matches('/')),
+            "the script runs in {path}, not in its cgroup {}",
+            cgroup.display()
+        );
+        assert_eq!(moved, 1, "one move of the agent for the spawn");
+        assert_eq!(
+            home_after, home_before,
+            "the agent is back in its own cgroup"
+        );
+    }
+
     /// A script that cannot be exec'ed (here: no such file) is an error that says why, as
     /// posix_spawn's: the child born in its cgroup reports its errno through a pipe.
     #[test]
