@@ -4,19 +4,21 @@
 //!
 //! Layout: `<the agent's own cgroup>/bbr-agent-<pid>/<n>`, nothing enabled in them (no
 //! controller, no limit: they only group). A script starts inside its cgroup without a race:
-//! under the spawn lock, the agent moves itself into the new cgroup, spawns (the child is
-//! born there), and moves itself back. A cgroup is removed once empty, and the agent's
+//! it is born there, by `clone3` with `CLONE_INTO_CGROUP` (`clone_into`) where the kernel
+//! has it (5.7), else by the agent moving itself into the new cgroup under the spawn lock,
+//! spawning, and moving itself back. A cgroup is removed once empty, and the agent's
 //! directory when no script runs and none is left; one that a script's daemon still holds
 //! stays until a later script's end or a later agent finds it empty.
 //!
 //! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
 //! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Turns the cgroups off (`off`), for a host whose cgroup manager must not see others.
 pub const CGROUPS_ENV: &str = "BBR_AGENT_CGROUPS";
@@ -125,6 +127,36 @@ pub fn remove_ours_if_empty() {
     }
 }
 
+/// Whether scripts start straight into their cgroup (`clone_into`); off for good once the
+/// kernel says it cannot.
+static CLONE_INTO: AtomicBool = AtomicBool::new(true);
+
+fn clone_into_enabled() -> bool {
+    #[cfg(test)]
+    if tests::WITHOUT_CLONE_INTO.with(std::cell::Cell::get) {
+        return false;
+    }
+    CLONE_INTO.load(Ordering::Relaxed)
+}
+
+/// How `ScriptCgroup::spawn_into` wants its child started.
+#[derive(Debug, Clone, Copy)]
+pub enum Birth<'a> {
+    /// Born in the cgroup of this directory descriptor (`Spawn::start_in_cgroup`).
+    Into(BorrowedFd<'a>),
+    /// This process is in the script's cgroup: a plain spawn is born there.
+    Moved,
+    /// No cgroup: a plain spawn.
+    Outside,
+}
+
+impl Birth<'_> {
+    /// Whether the child is born in its cgroup.
+    pub fn in_cgroup(&self) -> bool {
+        !matches!(self, Birth::Outside)
+    }
+}
+
 /// One script's cgroup.
 #[derive(Debug)]
 pub struct ScriptCgroup {
@@ -133,26 +165,43 @@ pub struct ScriptCgroup {
 
 impl ScriptCgroup {
     /// Runs `spawn` so that its child is born in a new cgroup of its own; `None` with the
-    /// spawn's result when there is none to be had. `spawn` is told which: `true` when its
-    /// child is born in the cgroup (then the result is `Some`). The caller holds the spawn
-    /// lock: this process is in the new cgroup while `spawn` runs.
-    pub fn spawn_into<T>(spawn: impl FnOnce(bool) -> T) -> (T, Option<ScriptCgroup>) {
+    /// spawn's result when there is none to be had. `spawn` is told how (`Birth`): straight
+    /// into the cgroup where the kernel can (`clone_into`), else with this process inside
+    /// it (moved in for the spawn and back), else outside any. It is called a second time
+    /// only when the first, `Birth::Into`, failed with `Unsupported` (nothing started).
+    /// The caller holds the spawn lock.
+    pub fn spawn_into<T>(
+        mut spawn: impl FnMut(Birth<'_>) -> io::Result<T>,
+    ) -> (io::Result<T>, Option<ScriptCgroup>) {
         let Some(home) = home() else {
-            return (spawn(false), None);
+            return (spawn(Birth::Outside), None);
         };
         let dir = home
             .ours
             .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
-        let me = std::process::id().to_string();
         // `_all`: the agent's directory goes whenever no script holds a cgroup in it.
         if fs::create_dir_all(&dir).is_err() {
-            return (spawn(false), None);
+            return (spawn(Birth::Outside), None);
         }
+        if clone_into_enabled()
+            && let Ok(handle) = File::open(&dir)
+        {
+            match spawn(Birth::Into(handle.as_fd())) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    tracing::debug!(error = %e, "scripts start in their cgroup by a move of the agent instead");
+                    CLONE_INTO.store(false, Ordering::Relaxed);
+                }
+                spawned => return (spawned, Some(ScriptCgroup { dir })),
+            }
+        }
+        #[cfg(test)]
+        tests::MOVES.with(|n| n.set(n.get() + 1));
+        let me = std::process::id().to_string();
         if fs::write(dir.join("cgroup.procs"), &me).is_err() {
             let _ = fs::remove_dir(&dir);
-            return (spawn(false), None);
+            return (spawn(Birth::Outside), None);
         }
-        let spawned = spawn(true);
+        let spawned = spawn(Birth::Moved);
         // Back home; tried twice, since staying would put the agent in the script's cgroup
         // (its members are signalled one by one, the agent never among them).
         let back = fs::write(home.own.join("cgroup.procs"), &me)
@@ -174,6 +223,11 @@ impl ScriptCgroup {
             .collect()
     }
 
+    #[cfg(test)]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Removes it if it is empty (else a daemon of the script holds it; a later look may).
     pub fn remove_if_empty(&self) -> bool {
         fs::remove_dir(&self.dir).is_ok()
@@ -181,8 +235,16 @@ impl ScriptCgroup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many times this thread moved the agent into a script's cgroup for a spawn.
+        pub(in crate::exec) static MOVES: Cell<u32> = const { Cell::new(0) };
+        /// This thread's spawns do as on a kernel without `CLONE_INTO_CGROUP`.
+        pub(in crate::exec) static WITHOUT_CLONE_INTO: Cell<bool> = const { Cell::new(false) };
+    }
 
     #[test]
     fn a_stale_agents_empty_cgroups_are_removed_and_a_live_ones_are_not() {

@@ -26,7 +26,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
-use super::cgroup::{self, ScriptCgroup};
+use super::cgroup::{self, Birth, ScriptCgroup};
 
 /// One process, as `/proc/<pid>/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +94,12 @@ pub struct Ticket {
 static LINGERING: Mutex<Vec<ScriptCgroup>> = Mutex::new(Vec::new());
 
 /// Starts a script with `spawn` and registers it, in one step: no reaper may see its pid
-/// before it is known to be a script. Makes this process a subreaper first, once.
-pub fn start_script<T, E>(
-    spawn: impl FnOnce() -> Result<T, E>,
+/// before it is known to be a script. Makes this process a subreaper first, once. `spawn`
+/// starts the child as its `Birth` says (see `ScriptCgroup::spawn_into`).
+pub fn start_script<T>(
+    mut spawn: impl FnMut(Birth<'_>) -> std::io::Result<T>,
     pid_of: impl Fn(&T) -> i32,
-) -> Result<(T, Ticket), E> {
+) -> std::io::Result<(T, Ticket)> {
     static SUBREAPER: Once = Once::new();
     SUBREAPER.call_once(|| {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -109,13 +110,12 @@ pub fn start_script<T, E>(
     // The agent's earlier children matter only to a script without a cgroup (`descendants`):
     // a look at them costs a read of every thread's `children` list, so one born in a
     // cgroup starts without it.
-    let ((child, earlier), cgroup) = ScriptCgroup::spawn_into(|in_cgroup| {
-        let earlier: HashSet<i32> = if in_cgroup {
-            HashSet::new()
-        } else {
-            own_children().into_iter().collect()
-        };
-        (spawn(), earlier)
+    let mut earlier = HashSet::new();
+    let (child, cgroup) = ScriptCgroup::spawn_into(|birth| {
+        if !birth.in_cgroup() {
+            earlier = own_children().into_iter().collect();
+        }
+        spawn(birth)
     });
     let child = match child {
         Ok(child) => child,
@@ -322,6 +322,7 @@ fn parse_stat(stat: &[u8]) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::spawn::{Spawn, Spawned};
     use std::cell::Cell;
 
     thread_local! {
@@ -356,7 +357,9 @@ mod tests {
             .expect("spawn true");
         let pid = child.id() as i32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !read_stat(pid).is_some_and(|s| s.zombie) {
+        // Gone before it was seen a zombie: reaped by a concurrent test's `reap_orphans`
+        // (`reaping_orphans_without_a_zombie_child_...` calls it 50 times).
+        while read_stat(pid).is_some_and(|s| !s.zombie) {
             assert!(std::time::Instant::now() < deadline, "true did not exit");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -371,15 +374,11 @@ mod tests {
     #[test]
     fn only_a_script_without_a_cgroup_starts_with_a_look_at_the_agents_children() {
         let before = CHILDREN_LOOKS.with(Cell::get);
-        let (mut child, ticket) = start_script(
-            || std::process::Command::new("true").spawn(),
-            |c| c.id() as i32,
-        )
-        .expect("spawn true");
+        let (child, ticket) = start("/bin/true", &[]).expect("spawn true");
         let looks = CHILDREN_LOOKS.with(Cell::get) - before;
         let in_cgroup = ticket.cgroup.is_some();
         let earlier = ticket.earlier.len();
-        let _ = child.wait();
+        let _ = waitpid(child.pid, None);
         ticket.finished();
         if in_cgroup {
             assert_eq!(
@@ -393,6 +392,106 @@ mod tests {
                 looks, 1,
                 "a script without a cgroup: one look before its spawn"
             );
+        }
+    }
+
+    /// Starts `program` as `run_script` does (`Spawn`, as its `Birth` says).
+    fn start(program: &str, args: &[&str]) -> std::io::Result<(Spawned, Ticket)> {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let spawn = Spawn {
+            program: std::path::Path::new(program),
+            args: &args,
+            env: Some(&[]),
+            working_dir: Some(std::path::Path::new("/")),
+            stdin_pipe: false,
+            search_path: false,
+        };
+        start_script(|birth| spawn.start_born(birth), |c| c.pid.as_raw())
+    }
+
+    /// Where the host gives scripts cgroups, a script is born in its own (`clone_into`):
+    /// the agent does not move itself into the script's cgroup and back for the spawn (two
+    /// writes to `cgroup.procs`, each moving every thread of the agent, before every script).
+    #[test]
+    fn a_script_is_born_in_its_cgroup_without_the_agent_moving_into_it() {
+        let moves = cgroup::tests::MOVES.with(Cell::get);
+        let (child, ticket) = start("/bin/sleep", &["30"]).expect("spawn sleep");
+        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
+        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        let Some(cgroup) = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf()) else {
+            ticket.finished();
+            eprintln!("no cgroup here: nothing to check");
+            return;
+        };
+        ticket.finished();
+        let seen = seen.expect("the script's /proc/<pid>/cgroup");
+        let path = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"));
+        assert!(
+            cgroup.ends_with(path.trim_start_matches('/')),
+            "the script runs in {path}, not in its cgroup {}",
+            cgroup.display()
+        );
+        assert_eq!(
+            moved, 0,
+            "the agent moved into the script's cgroup to spawn it"
+        );
+        assert!(!cgroup.exists(), "its cgroup is removed once it ended");
+    }
+
+    /// On a kernel without `CLONE_INTO_CGROUP` a script is still born in its own cgroup: the
+    /// agent moves itself in for the spawn, and back home after it.
+    #[test]
+    fn without_clone_into_a_script_is_born_in_its_cgroup_by_a_move_and_the_agent_returns() {
+        let home_before = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(true));
+        let moves = cgroup::tests::MOVES.with(Cell::get);
+        let started = start("/bin/sleep", &["30"]);
+        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(false));
+        let (child, ticket) = started.expect("spawn sleep");
+        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
+        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
+        let home_after = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        let Some(cgroup) = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf()) else {
+            ticket.finished();
+            eprintln!("no cgroup here: nothing to check");
+            return;
+        };
+        ticket.finished();
+        let seen = seen.expect("the script's /proc/<pid>/cgroup");
+        let path = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"));
+        assert!(
+            cgroup.ends_with(path.trim_start_matches('/')),
+            "the script runs in {path}, not in its cgroup {}",
+            cgroup.display()
+        );
+        assert_eq!(moved, 1, "one move of the agent for the spawn");
+        assert_eq!(
+            home_after, home_before,
+            "the agent is back in its own cgroup"
+        );
+    }
+
+    /// A script that cannot be exec'ed (here: no such file) is an error that says why, as
+    /// posix_spawn's: the child born in its cgroup reports its errno through a pipe.
+    #[test]
+    fn a_script_that_cannot_start_says_why() {
+        match start("/nonexistent/script", &[]) {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}"),
+            Ok((child, ticket)) => {
+                let _ = waitpid(child.pid, None);
+                ticket.finished();
+                panic!("a missing program started");
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod capture;
 mod cgroup;
+mod clone_into;
 pub(crate) mod descendants;
 mod process_group;
 mod run;

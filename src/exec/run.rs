@@ -106,18 +106,19 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
         stdin_pipe: false,
         search_path: false,
     };
-    let (child, ticket) = match descendants::start_script(|| spawn.start(), |c| c.pid.as_raw()) {
-        Ok(started) => started,
-        Err(e) => {
-            return ScriptOutcome {
-                end: ScriptEnd::NotStarted(super::start_error::describe(&command.path, &e)),
-                group: None,
-                stdout: Captured::default(),
-                stderr: Captured::default(),
-                duration: started.elapsed(),
-            };
-        }
-    };
+    let (child, ticket) =
+        match descendants::start_script(|birth| spawn.start_born(birth), |c| c.pid.as_raw()) {
+            Ok(started) => started,
+            Err(e) => {
+                return ScriptOutcome {
+                    end: ScriptEnd::NotStarted(super::start_error::describe(&command.path, &e)),
+                    group: None,
+                    stdout: Captured::default(),
+                    stderr: Captured::default(),
+                    duration: started.elapsed(),
+                };
+            }
+        };
     let group = ProcessGroup::led_by(child.pid.as_raw() as u32);
     // Recorded first (in the journal), so an agent killed now still leaves its trace.
     if let Some(hook) = &command.on_spawn {

@@ -11,7 +11,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::thread;
@@ -25,6 +25,8 @@ use nix::spawn::{
 };
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Pid, pipe2};
+
+use super::cgroup::Birth;
 
 /// What to start.
 pub struct Spawn<'a> {
@@ -49,9 +51,63 @@ pub struct Spawned {
     pub stderr: File,
 }
 
+/// What `Spawn::start` prepares before it starts the child: its arguments, environment and
+/// directory as C strings, and both ends of its pipes.
+pub(super) struct Prepared {
+    pub(super) program: CString,
+    pub(super) argv: Vec<CString>,
+    pub(super) envp: Vec<CString>,
+    pub(super) dir: Option<CString>,
+    /// The child's stdin, stdout and stderr (close-on-exec here, dup'ed to 0, 1, 2 there).
+    pub(super) child_fds: [File; 3],
+    stdin_ours: Option<File>,
+    stdout_ours: File,
+    stderr_ours: File,
+}
+
+impl Prepared {
+    fn into_spawned(self, pid: Pid) -> Spawned {
+        Spawned {
+            pid,
+            stdin: self.stdin_ours,
+            stdout: self.stdout_ours,
+            stderr: self.stderr_ours,
+        }
+    }
+}
+
 impl Spawn<'_> {
     /// Starts the process as the leader of a new process group.
     pub fn start(&self) -> io::Result<Spawned> {
+        let prepared = self.prepare()?;
+        let pid = retry_busy(|| self.posix_spawn(&prepared))?;
+        Ok(prepared.into_spawned(pid))
+    }
+
+    /// Starts the process as `start` does, but born in the cgroup `cgroup` (a directory
+    /// descriptor) without this process entering it (`clone_into`). An error of kind
+    /// `Unsupported`: the kernel cannot, and nothing was started.
+    pub(super) fn start_in_cgroup(&self, cgroup: BorrowedFd<'_>) -> io::Result<Spawned> {
+        if self.search_path {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a program looked up in PATH is started with posix_spawnp",
+            ));
+        }
+        let prepared = self.prepare()?;
+        let pid = retry_busy(|| super::clone_into::spawn(&prepared, cgroup))?;
+        Ok(prepared.into_spawned(pid))
+    }
+
+    /// Starts it as `birth` says: into a cgroup (`start_in_cgroup`), else a plain `start`.
+    pub(super) fn start_born(&self, birth: Birth<'_>) -> io::Result<Spawned> {
+        match birth {
+            Birth::Into(cgroup) => self.start_in_cgroup(cgroup),
+            Birth::Moved | Birth::Outside => self.start(),
+        }
+    }
+
+    fn prepare(&self) -> io::Result<Prepared> {
         let program = c_string(self.program.as_os_str())?;
         let mut argv = vec![program.clone()];
         for arg in self.args {
@@ -84,11 +140,27 @@ impl Spawn<'_> {
         };
         let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC)?;
         let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC)?;
+        Ok(Prepared {
+            program,
+            argv,
+            envp,
+            dir,
+            child_fds: [
+                stdin_child,
+                File::from(stdout_write),
+                File::from(stderr_write),
+            ],
+            stdin_ours,
+            stdout_ours: File::from(stdout_read),
+            stderr_ours: File::from(stderr_read),
+        })
+    }
 
+    fn posix_spawn(&self, prepared: &Prepared) -> io::Result<Pid> {
         let mut actions = PosixSpawnFileActions::init()?;
-        actions.add_dup2(stdin_child.as_raw_fd(), 0)?;
-        actions.add_dup2(stdout_write.as_raw_fd(), 1)?;
-        actions.add_dup2(stderr_write.as_raw_fd(), 2)?;
+        for (fd, file) in prepared.child_fds.iter().enumerate() {
+            actions.add_dup2(file.as_raw_fd(), fd as i32)?;
+        }
         // What this process opened is close-on-exec, but not what it inherited without the
         // flag (from an SSH session, a shell): sudo, which runs BBR's scripts, closes
         // everything from 3 up, so we do too. A script's daemon must not hold, say, a
@@ -97,7 +169,7 @@ impl Spawn<'_> {
             // SAFETY: see `raw_action`; this one takes only the lowest descriptor to close.
             libc::posix_spawn_file_actions_addclosefrom_np(raw, 3)
         })?;
-        if let Some(dir) = &dir {
+        if let Some(dir) = &prepared.dir {
             raw_action(&mut actions, |raw| unsafe {
                 // SAFETY: see `raw_action`; glibc copies `dir`, which is NUL-terminated and
                 // outlives the call.
@@ -116,30 +188,27 @@ impl Spawn<'_> {
         // Every signal back to its default: Rust ignores SIGPIPE, and a signal the agent was
         // started with ignored (nohup's SIGHUP) must not stay ignored in a script.
         attr.set_sigdefault(&every_catchable_signal())?;
-
-        // ETXTBSY: another thread of this process may be starting a child while holding a
-        // just-written script open for writing; the window is short, so try again briefly.
-        let mut attempts = 0;
-        let pid = loop {
-            let spawned = if self.search_path {
-                posix_spawnp(program.as_c_str(), &actions, &attr, &argv, &envp)
-            } else {
-                posix_spawn(program.as_c_str(), &actions, &attr, &argv, &envp)
-            };
-            match spawned {
-                Err(Errno::ETXTBSY) if attempts < 20 => {
-                    attempts += 1;
-                    thread::sleep(Duration::from_millis(25));
-                }
-                result => break result?,
-            }
-        };
-        Ok(Spawned {
-            pid,
-            stdin: stdin_ours,
-            stdout: File::from(stdout_read),
-            stderr: File::from(stderr_read),
+        let program = prepared.program.as_c_str();
+        Ok(if self.search_path {
+            posix_spawnp(program, &actions, &attr, &prepared.argv, &prepared.envp)?
+        } else {
+            posix_spawn(program, &actions, &attr, &prepared.argv, &prepared.envp)?
         })
+    }
+}
+
+/// ETXTBSY: another thread of this process may be starting a child while holding a
+/// just-written script open for writing; the window is short, so `start` tries again briefly.
+fn retry_busy(mut start: impl FnMut() -> io::Result<Pid>) -> io::Result<Pid> {
+    let mut attempts = 0;
+    loop {
+        match start() {
+            Err(e) if e.raw_os_error() == Some(Errno::ETXTBSY as i32) && attempts < 20 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(25));
+            }
+            result => return result,
+        }
     }
 }
 
