@@ -529,3 +529,59 @@ fn a_compressed_encrypted_backup_in_a_bucket_restores_and_a_flipped_byte_runs_no
         run.explain()
     );
 }
+
+#[test]
+fn a_local_restore_from_a_bucket_refuses_an_encrypted_object_whose_last_chunk_was_altered() {
+    let garage = Garage::shared();
+    let bucket = TestBucket::new(garage, "last-chunk");
+    let vm = common::Vm::with_identity("acme", "web");
+    vm.job("store").copying_backup_restore();
+    // 60,000 bytes: the tar is padded to 71,680, so age's last 64 KiB chunk holds only the
+    // tar's padding, which a tar reader stops short of.
+    write_file(&vm.data_dir("store").join("f.bin"), &[7u8; 60_000]);
+    let home = vm.dir.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let env = s3_env(garage, &home);
+    let (identity, recipient) = common::age_identity(vm.dir.path(), "key.txt");
+    let root = vm.root().display().to_string();
+    let on_vm = |args: &[&str]| {
+        let mut all = vec!["--root", root.as_str()];
+        all.extend_from_slice(args);
+        agent(vm.dir.path(), &all, &env)
+    };
+    let url = bucket.url("p");
+    on_vm(&[
+        "backup",
+        "--artifact-path",
+        &url,
+        "--encrypt-to",
+        &recipient,
+    ])
+    .assert_success();
+    let (dir, _) = only_backup(&bucket, "p", "");
+    let key = format!("p/{dir}/web-0-store.tar.age");
+    let mut object = bucket.get(&key);
+    let at = object.len() - 30;
+    object[at] ^= 1;
+    bucket.put(&key, &object);
+    fs::remove_dir_all(vm.data_dir("store")).unwrap();
+    let from = bucket.url(&format!("p/{dir}"));
+    let run = on_vm(&[
+        "restore",
+        "--artifact-path",
+        &from,
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    assert_ne!(
+        run.code,
+        Some(0),
+        "the altered last chunk was taken\n{}",
+        run.explain()
+    );
+    assert!(
+        !vm.calls().iter().any(|c| c.contains("restore")),
+        "a restore script ran: {:?}",
+        vm.calls()
+    );
+}

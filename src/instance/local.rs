@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -655,11 +655,17 @@ impl Instance for LocalInstance {
                     source,
                 }
             })?;
-            let found = tar_reader::read_tar(input, Some(&staging)).map_err(|source| {
+            let found = tar_reader::read_tar(&mut *input, Some(&staging)).map_err(|source| {
                 InstanceError::ReceiveArtifact {
                     job: job.to_string(),
                     source,
                 }
+            })?;
+            // Read to its end: the tar ends before its stream does (padding), and a decoder
+            // under it (an encrypted object's last chunk) says only then whether all was whole.
+            io::copy(input, &mut io::sink()).map_err(|e| InstanceError::ReceiveArtifact {
+                job: job.to_string(),
+                source: crate::artifact::tar_reader::TarReadError::Read(e),
             })?;
             if let Some(mismatch) = compare(expected, &found) {
                 return Err(InstanceError::ChecksumMismatch {
