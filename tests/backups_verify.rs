@@ -165,3 +165,34 @@ fn verify_of_what_is_not_a_backup_says_what_to_give() {
         .assert_stderr_contains(artifact.to_str().unwrap());
     assert!(!run.stderr.contains("--artifact-path"), "{}", run.explain());
 }
+
+#[test]
+fn a_metadata_naming_hostile_recipients_is_refused_without_printing_them() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    write_file(&vm.data_dir("store").join("x"), b"x");
+    let (_, recipient) = age_identity(vm.dir.path(), "key.txt");
+    vm.agent(&[
+        "backup",
+        "--artifact-path",
+        vm.artifacts().to_str().unwrap(),
+        "--encrypt-to",
+        &recipient,
+    ])
+    .assert_success();
+    let artifact = vm.artifact_dir();
+    // The recipients are what a restore without an identity names: a hostile metadata's
+    // would reach the terminal.
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let hostile = metadata.replace(&recipient, "\"\\e]0;PWNED\\a\\e[31m\"");
+    assert_ne!(hostile, metadata);
+    fs::write(artifact.join("metadata"), hostile).unwrap();
+    let run = verify(&vm, &artifact);
+    run.assert_code(1)
+        .assert_stderr_contains("not age public keys");
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stdout.contains('\u{1b}'),
+        "a terminal escape reached the output\n{}",
+        run.explain()
+    );
+}

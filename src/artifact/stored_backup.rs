@@ -152,20 +152,6 @@ pub struct StoredBackup<'s> {
 }
 
 impl<'s> StoredBackup<'s> {
-    /// The backup `dir` (`<deployment>_<timestamp>`) in `storage`.
-    // The catalogue's `backups verify` (issue 16) is its first caller.
-    #[allow(dead_code)]
-    pub fn new(storage: &'s dyn Storage, dir: &str) -> StoredBackup<'s> {
-        StoredBackup {
-            storage,
-            dir: dir.trim_end_matches('/').to_string(),
-            shown: storage.describe(dir),
-            local: None,
-            identities: None,
-            codecs: OnceLock::new(),
-        }
-    }
-
     /// The identities an encrypted backup is decrypted with (`--identity FILE`).
     pub fn with_identities(mut self, identities: Option<Identities>) -> StoredBackup<'s> {
         self.identities = identities;
@@ -179,6 +165,19 @@ impl<'s> StoredBackup<'s> {
 
     fn layers(&self) -> Layers {
         self.codecs.get().map(|(l, _)| *l).unwrap_or_default()
+    }
+
+    /// The backup `dir` (`<deployment>_<timestamp>`) in `storage`.
+    #[cfg(test)]
+    pub fn new(storage: &'s dyn Storage, dir: &str) -> StoredBackup<'s> {
+        StoredBackup {
+            storage,
+            dir: dir.trim_end_matches('/').to_string(),
+            shown: storage.describe(dir),
+            local: None,
+            identities: None,
+            codecs: OnceLock::new(),
+        }
     }
 
     /// The backup `location` names itself, opened as `storage` (`--artifact-path` of a
@@ -220,13 +219,6 @@ impl<'s> StoredBackup<'s> {
     /// How `key` is shown to the operator.
     pub fn describe(&self, key: &str) -> String {
         self.storage.describe(key)
-    }
-
-    /// Reads `key` from its start, as stored (a tar's bytes still compressed or encrypted:
-    /// [`Self::open_tar`] decodes them).
-    #[allow(dead_code)]
-    pub fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
-        self.storage.open(key)
     }
 
     /// The size of `key`, if it is there.
@@ -411,6 +403,10 @@ impl<'s> StoredBackup<'s> {
     /// Whether the metadata at `key` ends with a `finish_time` (written last, by BBR and by
     /// us). It is read through, at most [`METADATA_MAX`] bytes, keeping only its end.
     fn completed(&self, key: &str) -> bool {
+        // An object store holds a metadata only for a backup that completed: nothing to read.
+        if !self.storage.marks_a_start() {
+            return true;
+        }
         let Ok(input) = self.storage.open(key) else {
             return false;
         };

@@ -334,10 +334,6 @@ impl ObjectWriter for LocalWriter {
         };
         keep().map_err(err)
     }
-
-    fn abort(self: Box<Self>) {
-        // Dropping the temporary file removes it.
-    }
 }
 
 #[cfg(test)]
@@ -383,7 +379,7 @@ mod tests {
         s.create_dir("dep_1").unwrap();
         let mut w = s.create("dep_1/a.tar").unwrap();
         w.write_all(b"half").unwrap();
-        w.abort();
+        drop(w);
         drop(s.create("dep_1/b.tar").unwrap());
         assert_eq!(fs::read_dir(root.path().join("dep_1")).unwrap().count(), 0);
         // What a SIGKILL leaves: the temporary file, which no drop removed.

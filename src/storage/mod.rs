@@ -10,9 +10,6 @@
 //! The layout is BBR's artifact directory in both kinds of place, so a bucket synced to disk
 //! is a BBR artifact and the reverse.
 
-// Until the local and S3 stores and their users land (issue 16), nothing calls this.
-#![allow(dead_code)]
-
 pub(crate) mod local;
 pub(crate) mod s3;
 
@@ -113,13 +110,11 @@ pub(crate) trait Storage: Send + Sync {
 }
 
 /// An object being written. Bytes go in through `Write`; `finish` makes it durable and
-/// visible under its key.
+/// visible under its key. Dropped without `finish` (a failed check, an error, an
+/// interruption), it drops what was written: a local file removed, a multipart upload aborted.
 pub(crate) trait ObjectWriter: Write + Send {
     /// Makes the object durable and visible; returns its length.
     fn finish(self: Box<Self>) -> Result<u64, StorageError>;
-
-    /// Drops what was written: a local file removed, a multipart upload aborted.
-    fn abort(self: Box<Self>);
 }
 
 impl Location {

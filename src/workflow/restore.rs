@@ -415,10 +415,11 @@ fn copy_to_instances(
                 input.finish();
                 // The agent verified every file against the backup's checksums. Only when it
                 // refused is the tar read again here, to tell a corrupted backup (named as
-                // such) from a failure on the VM (a full disk, say).
+                // such) from a failure on the VM (a full disk, say); not from an object
+                // store, whose every read is paid for: the agent's refusal names the job.
                 received.map_err(|agent_error| {
                     let agent_error = TransferError::Instance(Box::new(agent_error));
-                    if crate::interrupt::is_interrupted() {
+                    if crate::interrupt::is_interrupted() || backup.read_once() {
                         return agent_error;
                     }
                     match backup.corruption(&t.tar, &t.checksums, None) {

@@ -171,6 +171,19 @@ impl Record {
                 )));
             }
         };
+        // The recipients are shown when an identity is missing: only real age public keys,
+        // and no more than a backup is ever encrypted to.
+        if self.recipients.len() > self::age::RECIPIENTS_MAX
+            || self
+                .recipients
+                .iter()
+                .any(|r| r.parse::<::age::x25519::Recipient>().is_err())
+        {
+            return Err(CodecError::Record(format!(
+                "lists recipients that are not age public keys (`age1...`, at most {}): the metadata was altered or is not bbr-agent's",
+                self::age::RECIPIENTS_MAX
+            )));
+        }
         Ok(Layers { zstd, age })
     }
 }

@@ -111,6 +111,7 @@ impl S3Storage {
     }
 
     /// The buffers' budget, to see what it held.
+    #[cfg(test)]
     pub(crate) fn budget(&self) -> &Budget {
         &self.budget
     }

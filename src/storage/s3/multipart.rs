@@ -52,16 +52,19 @@ impl Budget {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// The most that was ever held at once.
+    #[cfg(test)]
     pub(crate) fn peak(&self) -> usize {
         self.lock().peak
     }
 
     /// What is held now.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.lock().now
     }
@@ -515,11 +518,6 @@ impl ObjectWriter for MultipartWriter {
         }
         self.done = true;
         result
-    }
-
-    fn abort(mut self: Box<Self>) {
-        self.abort_upload();
-        self.done = true;
     }
 }
 

@@ -154,7 +154,7 @@ fn an_aborted_or_dropped_writer_leaves_no_upload_and_no_object() {
     let mut w = s.create("d/aborted.tar").unwrap();
     write_in_chunks(w.as_mut(), &bytes);
     assert_eq!(uploads(&s).len(), 1, "a multipart upload is in progress");
-    w.abort();
+    drop(w);
     let mut w = s.create("d/dropped.tar").unwrap();
     write_in_chunks(w.as_mut(), &bytes);
     drop(w);
@@ -399,7 +399,7 @@ fn a_part_that_cannot_be_sent_fails_the_writer_naming_the_object_and_aborts_its_
     let wrote = data(5 * PART).chunks(7777).try_for_each(|c| w.write_all(c));
     let e = match wrote {
         Err(e) => {
-            w.abort();
+            drop(w);
             e.to_string()
         }
         Ok(()) => w.finish().unwrap_err().to_string(),
