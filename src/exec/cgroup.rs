@@ -186,10 +186,25 @@ impl ScriptCgroup {
         if clone_into_enabled()
             && let Ok(handle) = File::open(&dir)
         {
-            match spawn(Birth::Into(handle.as_fd())) {
+            #[cfg(test)]
+            let refused = tests::BIRTH_REFUSED.with(std::cell::Cell::get);
+            #[cfg(not(test))]
+            let refused = false;
+            let born = match refused {
+                true => Err(super::clone_into::not_this_cgroup(
+                    nix::errno::Errno::EACCES,
+                )),
+                false => spawn(Birth::Into(handle.as_fd())),
+            };
+            match born {
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                    tracing::debug!(error = %e, "scripts start in their cgroup by a move of the agent instead");
+                    tracing::info!(error = %e, "scripts start in their cgroup by a move of the agent instead");
                     CLONE_INTO.store(false, Ordering::Relaxed);
+                }
+                // This cgroup refused this birth: the move below, which falls back to no
+                // cgroup, as it always did.
+                Err(e) if super::clone_into::is_not_this_cgroup(&e) => {
+                    tracing::debug!(error = %e, "a script starts in its cgroup by a move of the agent");
                 }
                 spawned => return (spawned, Some(ScriptCgroup { dir })),
             }
@@ -244,6 +259,9 @@ pub(super) mod tests {
         pub(in crate::exec) static MOVES: Cell<u32> = const { Cell::new(0) };
         /// This thread's spawns do as on a kernel without `CLONE_INTO_CGROUP`.
         pub(in crate::exec) static WITHOUT_CLONE_INTO: Cell<bool> = const { Cell::new(false) };
+        /// This thread's births into a cgroup are refused as a cgroup whose files are not
+        /// ours refuses them (EACCES).
+        pub(in crate::exec) static BIRTH_REFUSED: Cell<bool> = const { Cell::new(false) };
     }
 
     #[test]

@@ -120,12 +120,16 @@ pub(super) fn spawn(prepared: &Prepared, cgroup: BorrowedFd<'_>) -> io::Result<P
     drop(stack);
     let pid = match pid {
         Ok(pid) => pid,
-        // No clone3, no CLONE_INTO_CGROUP (E2BIG: a kernel before 5.7), or a cgroup that
-        // cannot take a process this way.
-        Err(
-            e @ (Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EBADF),
-        ) => return Err(unsupported(&format!("clone3 into a cgroup: {e}"))),
-        Err(e) => return Err(e.into()),
+        // No clone3, no CLONE_INTO_CGROUP (E2BIG: a kernel before 5.7): never this way.
+        Err(e @ (Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL)) => {
+            return Err(unsupported(&format!("clone3 into a cgroup: {e}")));
+        }
+        // Out of processes or memory: the script's own failure to start, as posix_spawn's.
+        Err(e @ (Errno::EAGAIN | Errno::ENOMEM)) => return Err(e.into()),
+        // The cgroup refused (EACCES, ENOENT, ENODEV, EBUSY, EPERM, EOPNOTSUPP, EBADF: its
+        // files not ours, removed under us, a seccomp filter): not this way this time; the
+        // caller moves the agent instead, and that falls back to no cgroup by itself.
+        Err(e) => return Err(not_this_cgroup(e)),
     };
     // CLONE_VFORK: the child has exec'ed, or failed and exited.
     match plan.failed.load(Ordering::Acquire) {
@@ -186,6 +190,20 @@ fn clone3(_args: &CloneArgs, _plan: &Child) -> Result<Pid, Errno> {
 
 fn unsupported(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, why.to_string())
+}
+
+/// The cgroup refused a process born into it; nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[error("the script's cgroup refused it at birth: {0}")]
+pub(super) struct NotThisCgroup(Errno);
+
+pub(super) fn not_this_cgroup(e: Errno) -> io::Error {
+    io::Error::other(NotThisCgroup(e))
+}
+
+/// Whether `e` says this one birth into a cgroup was refused (not that it never works).
+pub(super) fn is_not_this_cgroup(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotThisCgroup>())
 }
 
 /// A NULL-terminated array of pointers to `strings`, which must outlive it.

@@ -481,8 +481,39 @@ mod tests {
         );
     }
 
+    /// A cgroup that refuses a birth into it (its files not ours: EACCES) costs that one
+    /// script the direct birth, not every later one: it is started by a move, and the next
+    /// is born in its cgroup again.
+    #[test]
+    fn a_cgroup_that_refuses_a_birth_gets_the_move_and_the_next_script_is_born_again() {
+        let moves = cgroup::tests::MOVES.with(Cell::get);
+        cgroup::tests::BIRTH_REFUSED.with(|w| w.set(true));
+        let started = start("/bin/sleep", &["30"]);
+        cgroup::tests::BIRTH_REFUSED.with(|w| w.set(false));
+        let (child, ticket) = started.expect("a refused birth still starts the script");
+        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        let had_cgroup = ticket.cgroup.is_some();
+        ticket.finished();
+        if !had_cgroup {
+            eprintln!("no cgroup here: nothing to check");
+            return;
+        }
+        assert_eq!(moved, 1, "the refused birth fell back to one move");
+        let (child, ticket) = start("/bin/sleep", &["30"]).expect("spawn sleep");
+        let moved_again = cgroup::tests::MOVES.with(Cell::get) - moves - 1;
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        ticket.finished();
+        assert_eq!(
+            moved_again, 0,
+            "the next script is born in its cgroup, no move"
+        );
+    }
+
     /// A script that cannot be exec'ed (here: no such file) is an error that says why, as
-    /// posix_spawn's: the child born in its cgroup reports its errno through a pipe.
+    /// posix_spawn's: the child born in its cgroup reports its errno to the waiting parent.
     #[test]
     fn a_script_that_cannot_start_says_why() {
         match start("/nonexistent/script", &[]) {

@@ -88,11 +88,9 @@ impl Spawn<'_> {
     /// descriptor) without this process entering it (`clone_into`). An error of kind
     /// `Unsupported`: the kernel cannot, and nothing was started.
     pub(super) fn start_in_cgroup(&self, cgroup: BorrowedFd<'_>) -> io::Result<Spawned> {
+        // posix_spawnp looks it up; this start only, not every later one.
         if self.search_path {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a program looked up in PATH is started with posix_spawnp",
-            ));
+            return Err(super::clone_into::not_this_cgroup(Errno::ENOEXEC));
         }
         let prepared = self.prepare()?;
         let pid = retry_busy(|| super::clone_into::spawn(&prepared, cgroup))?;
