@@ -13,8 +13,8 @@ pub enum AppError {
     #[error(transparent)]
     BackupDir(#[from] crate::artifact::backup_dir::BackupDirError),
     /// `--artifact-path` names no place a backup can be kept in (a bad `s3://` URL).
-    #[error("{0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// A bad `--encrypt-to`, `--recipients-file` or `--identity`.
     #[error(transparent)]
     Keys(#[from] crate::artifact::codec::KeyError),

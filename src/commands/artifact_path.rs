@@ -9,8 +9,7 @@ use crate::storage::{Location, Storage};
 
 /// The place `--artifact-path ARG` names, and its storage.
 pub fn open(arg: &Path) -> Result<(Location, Box<dyn Storage>), AppError> {
-    let failed = |e: crate::storage::StorageError| AppError::Storage(e.to_string());
-    let location = Location::parse(arg.as_os_str()).map_err(failed)?;
-    let storage = location.open().map_err(failed)?;
+    let location = Location::parse(arg.as_os_str())?;
+    let storage = location.open()?;
     Ok((location, storage))
 }

@@ -19,7 +19,7 @@ use crate::artifact::verify_stream::VerifyingWriter;
 use crate::console::Console;
 use crate::instance::Instance;
 use crate::progress::{self, Counted};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// Drains every job in `jobs` into the directory `artifact` of `storage`, recording checksums
 /// in `metadata`; each tar is compressed and encrypted as `codecs` say.
@@ -116,16 +116,25 @@ fn drain_job(
             error,
         })
     };
-    let fail = |what: String| fail_with(TransferError::Local(what));
+    let storage_failed = |e: StorageError| fail_with(TransferError::Storage(Box::new(e)));
+    let write_failed = |source: std::io::Error| {
+        fail_with(match RunInterrupted::is(&source) {
+            true => TransferError::Interrupted(source),
+            false => TransferError::Write {
+                object: shown.clone(),
+                source,
+            },
+        })
+    };
     let object = match storage.create(key) {
         Ok(object) => object,
-        Err(e) => return fail(format!("cannot create {shown}: {e}")),
+        Err(e) => return storage_failed(e),
     };
     // Compressed (when the driver compresses) and encrypted on the file's thread, after the
     // check saw the bytes: the check reads the tar, the object gets what is stored.
     let object = match codecs.encoder(object) {
         Ok(object) => object,
-        Err(e) => return fail(format!("cannot start writing {shown}: {e}")),
+        Err(e) => return write_failed(e),
     };
     let on_vm = codecs.on_vm();
     // Written by its own thread in whole batches: no buffering needed here. A VM's zstd
@@ -155,18 +164,13 @@ fn drain_job(
     // The artifact's own object failing (a full disk) is the cause to name, with its path.
     let (out, received) = match writer.finish() {
         Ok(done) => done,
-        Err(e) if RunInterrupted::is(&e) => return fail(e.to_string()),
-        Err(e) => return fail(format!("cannot write {shown}: {e}")),
+        Err(e) => return write_failed(e),
     };
     let checked = match (sent, received) {
         (Err(e), _) => Err(TransferError::Instance(Box::new(e))),
-        (_, Err(e)) => Err(TransferError::Local(format!(
-            "the artifact stream is not a valid tar: {e}"
-        ))),
+        (_, Err(e)) => Err(TransferError::NotATar(e)),
         (Ok(sent), Ok(received)) => match compare(&sent, &received) {
-            Some(mismatch) => Err(TransferError::Local(format!(
-                "the artifact is corrupted: checksums do not match ({mismatch})"
-            ))),
+            Some(mismatch) => Err(TransferError::Mismatch(Box::new(mismatch))),
             None => Ok::<Checksums, TransferError>(received),
         },
     };
@@ -178,13 +182,13 @@ fn drain_job(
     // The codecs' last bytes (zstd's end of frame, age's last chunk), then the object.
     let out = match out.finish() {
         Ok(out) => out,
-        Err(e) => return fail(format!("cannot write {shown}: {e}")),
+        Err(e) => return write_failed(e),
     };
     // Only now is the tar seen under its name: the storage makes it durable first (a local
     // file synced through its own descriptor, which reports its own writeback errors).
     let bytes = match out.finish() {
         Ok(bytes) => bytes,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return storage_failed(e),
     };
     console.transfer(&id, job, "drain", bytes, received.len(), started.elapsed());
     Ok(ArtifactChecksums {

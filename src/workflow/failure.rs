@@ -6,7 +6,9 @@ use std::fmt;
 
 use super::check::Problem;
 use super::deployment::{FailedScript, InstanceFailure};
+use crate::artifact::checksums::Mismatch;
 use crate::artifact::stored_backup::{Corruption, StoredBackupError};
+use crate::artifact::tar_reader::TarReadError;
 use crate::instance::{InstanceError, InstanceId};
 use crate::storage::StorageError;
 
@@ -43,8 +45,24 @@ pub enum Failure {
 pub enum TransferError {
     #[error(transparent)]
     Instance(Box<InstanceError>),
-    #[error("{0}")]
-    Local(String),
+    /// The object it goes to could not be made or completed (the storage names it).
+    #[error(transparent)]
+    Storage(Box<StorageError>),
+    /// Writing the object, or its codecs, failed.
+    #[error("cannot write {object}: {source}")]
+    Write {
+        object: String,
+        source: std::io::Error,
+    },
+    /// The run was interrupted while the bytes passed.
+    #[error(transparent)]
+    Interrupted(std::io::Error),
+    /// The VM's stream is not a tar.
+    #[error("the artifact stream is not a valid tar: {0}")]
+    NotATar(TarReadError),
+    /// What arrived does not match the checksums the VM computed.
+    #[error("the artifact is corrupted: checksums do not match ({0})")]
+    Mismatch(Box<Mismatch>),
     /// The backup's tar could not be read from where it is kept, or decoded.
     #[error(transparent)]
     Read(Box<StoredBackupError>),
@@ -59,7 +77,7 @@ impl TransferError {
     fn names(&self, job: &str) -> bool {
         match self {
             TransferError::Instance(e) => e.to_string().starts_with(&format!("job '{job}'")),
-            TransferError::Local(_) | TransferError::Read(_) | TransferError::Corrupted(_) => false,
+            _ => false,
         }
     }
 }
