@@ -137,6 +137,13 @@ impl Location {
     /// `s3://BUCKET[/PREFIX]` or a local path; the argument is bytes, checked here.
     pub(crate) fn parse(arg: &OsStr) -> Result<Location, StorageError> {
         let Some(text) = arg.to_str() else {
+            // Not taken for a local path named `s3:/...` by accident.
+            if arg.as_encoded_bytes().starts_with(b"s3://") {
+                return Err(StorageError::Location(format!(
+                    "{}: an s3:// URL must be UTF-8",
+                    arg.to_string_lossy()
+                )));
+            }
             return Ok(Location::Local(PathBuf::from(arg)));
         };
         let Some(rest) = text.strip_prefix("s3://") else {
@@ -144,6 +151,11 @@ impl Location {
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = prefix.trim_end_matches('/');
+        if prefix.starts_with('/') {
+            return Err(StorageError::Location(format!(
+                "{text}: the prefix must be `/`-separated names without empty, `.` or `..` parts"
+            )));
+        }
         if !valid_bucket(bucket) {
             return Err(StorageError::Location(format!(
                 "{text}: `{bucket}` is not an S3 bucket name (3 to 63 lower-case letters, digits, `-` and `.`): give s3://BUCKET/PREFIX"
@@ -213,9 +225,14 @@ mod tests {
             "s3://b_x/p",
             "s3://bucket/../x",
             "s3://bucket/a//b",
+            "s3://bucket//x",
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.starts_with(bad), "{bad}: {e}");
         }
+        use std::os::unix::ffi::OsStrExt;
+        let not_utf8 = OsStr::from_bytes(b"s3://bucket/\xff");
+        let e = Location::parse(not_utf8).unwrap_err().to_string();
+        assert!(e.contains("must be UTF-8"), "{e}");
     }
 }
