@@ -227,7 +227,7 @@ fn connection_error(url: &str, e: ureq::Error) -> HttpError {
 }
 
 /// The certificates of `--ca-cert`: its PEM text, or the file it names.
-fn ca_certificates(ca: &str) -> Result<Vec<Certificate<'static>>, HttpError> {
+pub(crate) fn ca_certificates(ca: &str) -> Result<Vec<Certificate<'static>>, HttpError> {
     let (pem, what) = if ca.contains("-----BEGIN") {
         (ca.as_bytes().to_vec(), "given as text".to_string())
     } else {

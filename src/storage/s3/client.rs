@@ -83,9 +83,21 @@ impl Client {
         };
         let mut builder = ureq::Agent::config_builder();
         if config.endpoint.starts_with("https://") {
-            let roots = crate::director::client::system_roots().map_err(|e| {
-                StorageError::Location(format!("the S3 endpoint {}: {e}", config.endpoint))
-            })?;
+            let roots = match &config.ca_bundle {
+                Some(bundle) => {
+                    let path = bundle.display().to_string();
+                    crate::director::client::ca_certificates(&path)
+                        .map(|certs| ureq::tls::RootCerts::new_with_certs(&certs))
+                        .map_err(|e| {
+                            StorageError::Location(format!(
+                                "the CA bundle of the S3 endpoint (AWS_CA_BUNDLE or the profile's ca_bundle) {path}: {e}"
+                            ))
+                        })?
+                }
+                None => crate::director::client::system_roots().map_err(|e| {
+                    StorageError::Location(format!("the S3 endpoint {}: {e}", config.endpoint))
+                })?,
+            };
             builder = builder.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
         }
         let agent = builder
@@ -416,6 +428,31 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_bundle_without_a_certificate_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, "not a certificate\n").unwrap();
+        let config = S3Config {
+            key_id: "k".into(),
+            secret: "s".into(),
+            token: None,
+            region: "r".into(),
+            endpoint: "https://minio.internal:9000".into(),
+            path_style: true,
+            ca_bundle: Some(bundle.clone()),
+        };
+        let e = Client::new(&config, "bucket")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("AWS_CA_BUNDLE") && e.contains(&bundle.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn an_error_answer_is_one_escaped_line_with_code_message_and_hint() {

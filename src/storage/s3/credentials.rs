@@ -23,6 +23,9 @@ pub(crate) struct S3Config {
     pub endpoint: String,
     /// `https://ENDPOINT/BUCKET/KEY` rather than `https://BUCKET.ENDPOINT/KEY`.
     pub path_style: bool,
+    /// The certificates an HTTPS endpoint is trusted by, in place of the system's
+    /// (`AWS_CA_BUNDLE`, the profile's `ca_bundle`): an on-premises store's private CA.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -309,6 +312,10 @@ pub(crate) fn resolve(
         },
     };
 
+    let ca_bundle = text("AWS_CA_BUNDLE")?
+        .or_else(|| profile_value("ca_bundle").map(str::to_string))
+        .map(PathBuf::from);
+
     Ok(S3Config {
         key_id,
         secret,
@@ -316,6 +323,7 @@ pub(crate) fn resolve(
         region,
         endpoint,
         path_style,
+        ca_bundle,
     })
 }
 
@@ -481,6 +489,14 @@ mod tests {
         assert_eq!(c.region, "us-west-2");
         assert_eq!(c.endpoint, "https://s3.us-west-2.amazonaws.com");
         assert!(!c.path_style);
+        let bundled = env
+            .set("AWS_CA_BUNDLE", "/etc/ssl/minio-ca.pem")
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            bundled.ca_bundle.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/minio-ca.pem"))
+        );
         assert!(!format!("{c:?}").contains("ENVSECRET"));
     }
 
@@ -497,6 +513,7 @@ mod tests {
         assert_eq!(c.region, "garage");
         assert_eq!(c.endpoint, "http://127.0.0.1:3900");
         assert!(c.path_style);
+        assert_eq!(c.ca_bundle, None);
         // The flag's override wins over the profile.
         let c = env
             .resolve_with(&Overrides {

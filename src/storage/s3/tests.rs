@@ -28,6 +28,7 @@ fn config(g: &Garage) -> S3Config {
         region: g.region.clone(),
         endpoint: g.endpoint.clone(),
         path_style: true,
+        ca_bundle: None,
     }
 }
 
