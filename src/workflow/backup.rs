@@ -190,14 +190,13 @@ fn abort_unfinished(
     let mut cleaned = Cleaned::default();
     let day_ago = SystemTime::now().checked_sub(UNCLAIMED_DEAD_AFTER);
     for (dir, count) in dirs {
-        let before = match whose(storage, &dir, owner)? {
-            Whose::Ours => None,
-            Whose::Nobody => Some(day_ago.unwrap_or(SystemTime::UNIX_EPOCH)),
-            Whose::Other => Some(SystemTime::UNIX_EPOCH),
-        };
-        let removed = match before {
-            Some(SystemTime::UNIX_EPOCH) => 0,
-            _ => storage.abort_unfinished_before(&format!("{dir}/"), before)?,
+        let within = format!("{dir}/");
+        let removed = match (whose(storage, &dir, owner)?, day_ago) {
+            (Whose::Ours, _) => storage.abort_unfinished_before(&within, None)?,
+            (Whose::Nobody, Some(day_ago)) => {
+                storage.abort_unfinished_before(&within, Some(day_ago))?
+            }
+            (Whose::Nobody, None) | (Whose::Other, _) => 0,
         };
         cleaned.removed += removed;
         if removed < count {
