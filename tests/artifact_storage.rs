@@ -20,7 +20,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// An earlier backup directory that a killed run left: its start metadata and a tar that was
-/// being drained.
+/// being drained, last written two days ago (an older agent's run, which left no claim).
 fn killed_backup(artifacts: &Path, dir: &str) {
     let dir = artifacts.join(dir);
     fs::create_dir(&dir).unwrap();
@@ -28,7 +28,14 @@ fn killed_backup(artifacts: &Path, dir: &str) {
         &dir.join("metadata"),
         b"backup_activity:\n  start_time: 2026/01/01 00:00:00 UTC\n",
     );
-    write_file(&dir.join(".bbr-agent-partial-AbC123"), &[0u8; 4096]);
+    let partial = write_file(&dir.join(".bbr-agent-partial-AbC123"), &[0u8; 4096]);
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    fs::File::options()
+        .write(true)
+        .open(partial)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
 }
 
 #[test]
@@ -70,5 +77,85 @@ fn the_next_backup_removes_what_a_killed_backup_of_its_deployment_left_and_nothi
         ["backend-0-store.tar", "metadata", "report.html"],
         "{}",
         run.explain()
+    );
+}
+
+/// The claim a backup of `vm` writes: got from a run that failed (its claim stays).
+fn claim_of(vm: &Vm, artifacts: &Path) -> Vec<u8> {
+    vm.job("broken").script("backup", "exit 1");
+    let run = vm.agent(&["backup", "--artifact-path", artifacts.to_str().unwrap()]);
+    assert_ne!(run.code, Some(0), "{}", run.explain());
+    fs::remove_dir_all(vm.jobs_root().join("broken")).unwrap();
+    let dir = common::only_artifact_dir_after(artifacts, &run.explain());
+    let claim = names(&dir)
+        .into_iter()
+        .find(|n| n.starts_with(".bbr-agent-run-"))
+        .unwrap_or_else(|| panic!("a failed run left no claim\n{}", run.explain()));
+    let owner = fs::read(dir.join(claim)).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    owner
+}
+
+/// Another run of the same deployment name (another VM's local backup to a shared directory,
+/// another director's deployment of that name) may be writing right now: its fresh unfinished
+/// files are left, and said so; this run's own killed run's, and an unclaimed old one, go.
+#[test]
+fn the_next_backup_leaves_what_another_running_backup_of_its_name_is_writing() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    write_file(&vm.data_dir("store").join("a.txt"), b"a");
+    let artifacts = vm.artifacts();
+    let ours = claim_of(&vm, &artifacts);
+    let text = String::from_utf8(ours.clone()).unwrap();
+    assert!(
+        text.contains("acme") && text.contains("backend/0"),
+        "{text}"
+    );
+    let theirs = text.replace("backend/0", "db/0");
+    let fresh = |dir: &str, claim: Option<&[u8]>| {
+        let d = artifacts.join(dir);
+        fs::create_dir(&d).unwrap();
+        write_file(&d.join(".bbr-agent-partial-Fresh1"), &[0u8; 4096]);
+        if let Some(owner) = claim {
+            write_file(&d.join(".bbr-agent-run-0123"), owner);
+        }
+    };
+    fresh("acme_20260101T000001Z", Some(theirs.as_bytes()));
+    fresh("acme_20260101T000002Z", None);
+    fresh("acme_20260101T000003Z", Some(&ours));
+    killed_backup(&artifacts, "acme_20260101T000004Z");
+
+    let run = vm.agent(&["backup", "--artifact-path", artifacts.to_str().unwrap()]);
+    run.assert_success()
+        .assert_stdout_contains("Removed 2 unfinished files that interrupted backups of acme left")
+        .assert_stdout_contains("Left 2 unfinished files of other backups of acme (in ");
+    let listing = |dir: &str| names(&artifacts.join(dir));
+    let explain = run.explain();
+    assert_eq!(
+        listing("acme_20260101T000001Z"),
+        [".bbr-agent-partial-Fresh1", ".bbr-agent-run-0123"],
+        "another owner's running backup was touched\n{explain}"
+    );
+    assert_eq!(
+        listing("acme_20260101T000002Z"),
+        [".bbr-agent-partial-Fresh1"],
+        "a fresh unclaimed write was touched\n{explain}"
+    );
+    assert_eq!(
+        listing("acme_20260101T000003Z"),
+        [".bbr-agent-run-0123"],
+        "this owner's dead run's write was left\n{explain}"
+    );
+    assert_eq!(listing("acme_20260101T000004Z"), ["metadata"], "{explain}");
+    // The completed backup is BBR's layout: its claim is gone.
+    let made: Vec<String> = names(&artifacts)
+        .into_iter()
+        .filter(|n| n.starts_with("acme_2") && !n.starts_with("acme_20260101"))
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}\n{explain}");
+    assert_eq!(
+        listing(&made[0]),
+        ["backend-0-store.tar", "metadata", "report.html"],
+        "{explain}"
     );
 }

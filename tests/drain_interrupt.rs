@@ -140,7 +140,7 @@ fn a_driver_whose_agent_stops_sending_mid_drain_ends_on_sigterm() {
 }
 
 /// A driver killed mid-drain (SIGKILL: nothing of it runs after) leaves no file under the
-/// tar's name, only the storage's temporary one, and metadata without finish_time.
+/// tar's name, only the storage's temporary one, its claim, and metadata without finish_time.
 #[test]
 fn a_driver_killed_mid_drain_leaves_no_file_under_the_tars_name() {
     let mut header = tar::Header::new_gnu();
@@ -164,10 +164,10 @@ fn a_driver_killed_mid_drain_leaves_no_file_under_the_tars_name() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        names
-            .iter()
-            .all(|n| n == "metadata" || n.starts_with(".bbr-agent-partial-")),
-        "only the start metadata and a temporary file may stay: {names:?}\n{}",
+        names.iter().all(|n| n == "metadata"
+            || n.starts_with(".bbr-agent-partial-")
+            || n.starts_with(".bbr-agent-run-")),
+        "only the start metadata, the run's claim and a temporary file may stay: {names:?}\n{}",
         exit.explain
     );
     setup.assert_no_usable_backup(&exit.explain);

@@ -318,8 +318,28 @@ fn a_driver_killed_mid_upload_leaves_no_metadata_and_the_next_backup_aborts_its_
         bucket.uploads(""),
         run.explain()
     );
-    let (_, names) = only_backup(&bucket, "nightly", &run.explain());
-    assert_eq!(names, ["db-0-store.tar", "metadata", "report.html"]);
+    // The killed run's directory keeps only its claim (whose owner is this run's: same
+    // deployment, inventory and instances, which is why its upload was aborted); the new
+    // backup is BBR's layout alone.
+    let created = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("Backup created in {url}/")))
+        .unwrap_or_else(|| panic!("{}", run.explain()))
+        .to_string();
+    let mut names: Vec<String> = bucket.keys("nightly/");
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}\n{}", run.explain());
+    assert!(
+        names[0].starts_with("nightly/acme_")
+            && names[0].contains("/.bbr-agent-run-")
+            && !names[0].contains(&created),
+        "{names:?}"
+    );
+    assert_eq!(
+        names[1..],
+        ["db-0-store.tar", "metadata", "report.html"].map(|n| format!("nightly/{created}/{n}"))
+    );
 }
 
 #[test]

@@ -166,7 +166,11 @@ mod tests {
         fn remove(&self, _: &str) -> Result<(), StorageError> {
             unimplemented!()
         }
-        fn abort_unfinished(&self, _: &str) -> Result<usize, StorageError> {
+        fn abort_unfinished_before(
+            &self,
+            _: &str,
+            _: Option<std::time::SystemTime>,
+        ) -> Result<usize, StorageError> {
             unimplemented!()
         }
         fn unfinished(&self, _: &str, _: usize) -> Result<Vec<String>, StorageError> {

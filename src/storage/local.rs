@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{ObjectInfo, ObjectWriter, Storage, StorageError};
 use crate::artifact::writeback::WritebackFile;
@@ -178,17 +179,31 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
-    fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
+    fn abort_unfinished_before(
+        &self,
+        prefix: &str,
+        before: Option<SystemTime>,
+    ) -> Result<usize, StorageError> {
         let mut partial = Vec::new();
         walk_partial(&self.root, "", prefix, DEPTH, &mut partial)?;
+        let mut removed = 0;
         for (_, path) in &partial {
+            // Its last write is when the writer was last seen alive.
+            let old = |b: SystemTime| {
+                fs::symlink_metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < b)
+            };
+            if before.is_some_and(|b| !old(b)) {
+                continue;
+            }
             match fs::remove_file(path) {
-                Ok(()) => {}
+                Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Self::io("remove", path)(e)),
             }
         }
-        Ok(partial.len())
+        Ok(removed)
     }
 
     fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {

@@ -16,8 +16,32 @@ pub(crate) mod s3;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 pub(crate) use local::LocalStorage;
+
+/// What a run's claim of its backup directory is named, after the directory: hidden, and
+/// never a BBR artifact's name.
+pub(crate) const CLAIM: &str = ".bbr-agent-run-";
+
+/// A run's claim holds at most this much: its owner, a few names.
+pub(crate) const CLAIM_MAX: u64 = 1 << 20;
+
+/// A random id for one run: the process's randomly seeded hasher, its pid and the time, so two
+/// runs on two VMs in the same second get two ids.
+fn run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(nanos);
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{a:016x}{:016x}", h.finish())
+}
 
 /// A place that holds backups, as `--artifact-path` or `backups ... DEST` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +93,23 @@ pub(crate) trait Storage: Send + Sync {
     /// under `name/` yet.
     fn create_dir(&self, name: &str) -> Result<(), StorageError>;
 
+    /// Starts the backup directory `name` for this run alone: [`Storage::create_dir`], then a
+    /// claim object `name/.bbr-agent-run-<random id>` holding `owner` (who runs the backup).
+    /// Returns the claim's key, which the run removes once its backup is complete; a failed or
+    /// killed run's claim stays, so the next run can tell whose unfinished writes these are.
+    fn claim(&self, name: &str, owner: &str) -> Result<String, StorageError> {
+        self.create_dir(name)?;
+        let key = format!("{name}/{CLAIM}{}", run_id());
+        self.put(&key, owner.as_bytes())?;
+        Ok(key)
+    }
+
+    /// [`Storage::put`] of an object that must not be there yet (a completed backup's
+    /// metadata on an object store): refused, not replaced, where the store can tell.
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.put(key, bytes)
+    }
+
     /// A new object under `key`, written as a stream. It is seen under `key` only after
     /// [`ObjectWriter::finish`]; dropped or aborted, it leaves nothing that looks complete.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
@@ -91,7 +132,18 @@ pub(crate) trait Storage: Send + Sync {
 
     /// Removes what interrupted writes under `prefix` left (temporary files, in-progress
     /// multipart uploads); returns how many.
-    fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError>;
+    fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
+        self.abort_unfinished_before(prefix, None)
+    }
+
+    /// [`Storage::abort_unfinished`], of the writes started before `before` only (a local
+    /// file's mtime, an upload's `Initiated`; one whose start is not known is left), or of
+    /// every one with `None`.
+    fn abort_unfinished_before(
+        &self,
+        prefix: &str,
+        before: Option<SystemTime>,
+    ) -> Result<usize, StorageError>;
 
     /// The keys that interrupted writes under `prefix` were writing, at most `limit`: what
     /// [`Storage::abort_unfinished`] would remove. A killed backup may have left nothing else.

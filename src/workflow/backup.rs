@@ -14,8 +14,11 @@ use crate::artifact::metadata_keys;
 use crate::console::Console;
 use crate::contract::METADATA_FILE;
 use crate::contract::{Side, exit_bits};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{CLAIM, CLAIM_MAX, Storage, StorageError};
 use crate::timestamp::Utc;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, SystemTime};
 
 pub struct BackupOptions<'s> {
     /// Where the `<deployment>_<timestamp>` directory is made (`--artifact-path`).
@@ -67,6 +70,7 @@ fn put_metadata(
     dir: &str,
     codecs: &Codecs,
     metadata: &BackupMetadata,
+    new: bool,
 ) -> Result<(), StorageError> {
     let key = format!("{dir}/{METADATA_FILE}");
     let sealed;
@@ -92,36 +96,120 @@ fn put_metadata(
         what: storage.describe(&key),
         source: std::io::Error::other(e),
     })?;
-    storage.put(&key, yaml.as_bytes())
+    match new {
+        true => storage.put_new(&key, yaml.as_bytes()),
+        false => storage.put(&key, yaml.as_bytes()),
+    }
+}
+
+/// Who runs this backup, as its claim records it: the deployment, where its instances come
+/// from (the director, the inventory or the VM's root, as the cleanup command names them) and
+/// every instance it drives, sorted. A later run with the same owner drives the same VMs.
+fn owner(dep: &Deployment) -> String {
+    let mut ids: Vec<String> = (0..dep.len()).map(|i| dep.id(i).to_string()).collect();
+    ids.sort();
+    format!(
+        "bbr-agent backup\ndeployment: {:?}\nfrom: {:?}\ninstances: {:?}\n",
+        dep.name,
+        dep.cleanup_via.as_deref().unwrap_or(""),
+        ids
+    )
+}
+
+/// Whose run a backup directory was.
+enum Whose {
+    /// This run's owner: the run that left it is over, as its VMs' stores were free.
+    Ours,
+    /// No claim (an older bbr-agent's run).
+    Nobody,
+    /// Another owner's, or more than one claim: it may still be running.
+    Other,
+}
+
+fn whose(storage: &dyn Storage, dir: &str, owner: &str) -> Result<Whose, StorageError> {
+    let claims = storage.list(&format!("{dir}/{CLAIM}"), 2)?;
+    let [claim] = claims.as_slice() else {
+        return Ok(match claims.is_empty() {
+            true => Whose::Nobody,
+            false => Whose::Other,
+        });
+    };
+    let mut held = Vec::new();
+    storage
+        .open(&claim.key)?
+        .take(CLAIM_MAX)
+        .read_to_end(&mut held)
+        .map_err(|source| StorageError::Io {
+            doing: "read",
+            what: storage.describe(&claim.key),
+            source,
+        })?;
+    Ok(match held == owner.as_bytes() {
+        true => Whose::Ours,
+        false => Whose::Other,
+    })
+}
+
+/// What a run's cleanup of earlier runs did.
+#[derive(Default)]
+struct Cleaned {
+    removed: usize,
+    /// Unfinished writes left, and the first directory they are in.
+    left: usize,
+    left_in: Option<String>,
 }
 
 /// Removes what killed backups of this deployment left in its earlier directories
-/// (`<deployment>_<timestamp>/`, exactly: not another deployment's whose name starts alike).
-fn abort_unfinished(storage: &dyn Storage, deployment: &str) -> Result<usize, StorageError> {
+/// (`<deployment>_<timestamp>/`, exactly: not another deployment's whose name starts alike),
+/// where that is provably a dead run's: the directory's claim names this run's owner, or it
+/// has no claim and the write started more than a day ago. The rest is left.
+fn abort_unfinished(
+    storage: &dyn Storage,
+    deployment: &str,
+    owner: &str,
+) -> Result<Cleaned, StorageError> {
     let prefix = format!("{deployment}_");
     let stamp = "YYYYMMDDTHHMMSSZ".len();
     // Found by what they left unfinished: a killed backup to an object store leaves nothing
     // else, not even a metadata.
-    let mut dirs: Vec<String> = storage
-        .unfinished(&prefix, LISTED_AT_MOST)?
-        .into_iter()
-        .filter_map(|key| key.split_once('/').map(|(dir, _)| dir.to_string()))
-        .filter(|dir| {
-            dir.strip_prefix(&prefix).is_some_and(|ts| {
-                ts.len() == stamp
-                    && ts
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || b == b'T' || b == b'Z')
-            })
-        })
-        .collect();
-    dirs.dedup();
-    let mut removed = 0;
-    for dir in dirs {
-        removed += storage.abort_unfinished(&format!("{dir}/"))?;
+    let mut dirs: BTreeMap<String, usize> = BTreeMap::new();
+    for key in storage.unfinished(&prefix, LISTED_AT_MOST)? {
+        let Some((dir, _)) = key.split_once('/') else {
+            continue;
+        };
+        let ours = dir.strip_prefix(&prefix).is_some_and(|ts| {
+            ts.len() == stamp
+                && ts
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'T' || b == b'Z')
+        });
+        if ours {
+            *dirs.entry(dir.to_string()).or_default() += 1;
+        }
     }
-    Ok(removed)
+    let mut cleaned = Cleaned::default();
+    let day_ago = SystemTime::now().checked_sub(UNCLAIMED_DEAD_AFTER);
+    for (dir, count) in dirs {
+        let within = format!("{dir}/");
+        let removed = match (whose(storage, &dir, owner)?, day_ago) {
+            (Whose::Ours, _) => storage.abort_unfinished_before(&within, None)?,
+            (Whose::Nobody, Some(day_ago)) => {
+                storage.abort_unfinished_before(&within, Some(day_ago))?
+            }
+            (Whose::Nobody, None) | (Whose::Other, _) => 0,
+        };
+        cleaned.removed += removed;
+        if removed < count {
+            cleaned.left += count - removed;
+            cleaned.left_in.get_or_insert(dir);
+        }
+    }
+    Ok(cleaned)
 }
+
+/// An unfinished write in a directory no run claims is taken as dead after this long (prune
+/// takes an incomplete backup as dead after a day too).
+const UNCLAIMED_DEAD_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Unfinished writes looked at, at most, to find this deployment's earlier backups.
 const LISTED_AT_MOST: usize = 1_000_000;
@@ -162,9 +250,11 @@ fn run_backup(
 
     let storage = opts.storage;
     let artifact = format!("{}_{}", dep.name, started.compact());
-    if let Err(e) = storage.create_dir(&artifact) {
-        return (outcome.stop(Failure::Storage(e)), None);
-    }
+    let owner = owner(dep);
+    let claim = match storage.claim(&artifact, &owner) {
+        Ok(claim) => claim,
+        Err(e) => return (outcome.stop(Failure::Storage(e)), None),
+    };
     let shown = storage.describe(&artifact);
     let mut metadata = BackupMetadata {
         // None for a plain backup: its metadata stays BBR's.
@@ -177,7 +267,7 @@ fn run_backup(
     };
     // BBR marks the start in the directory; an object store gets its metadata only at the end.
     if storage.marks_a_start()
-        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata)
+        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata, false)
     {
         return (outcome.stop(Failure::Storage(e)), Some(artifact));
     }
@@ -188,16 +278,31 @@ fn run_backup(
         remove_stores(dep, &mut outcome);
         return (outcome, Some(artifact));
     }
-    // No other backup of this deployment is running now: its stores on the VMs are this run's
-    // (a leftover one failed the checks), so what an earlier run's tars left half-written is
-    // no one's. Another deployment's directories, which may be in use, are not looked at.
-    match abort_unfinished(storage, &dep.name) {
-        Ok(0) => {}
-        Ok(n) => console.info(format!(
-            "Removed {n} unfinished file{} that interrupted backups of {} left",
-            if n == 1 { "" } else { "s" },
-            dep.name
-        )),
+    // No other backup of these VMs is running now: their stores are this run's (a leftover
+    // one failed the checks), so a directory claimed by this same owner is a dead run's. Other
+    // runs of this deployment's name (other VMs, another director) may be running: theirs is
+    // left. Another deployment's directories are not looked at.
+    match abort_unfinished(storage, &dep.name, &owner) {
+        Ok(cleaned) => {
+            let files = |n: usize| if n == 1 { "file" } else { "files" };
+            if cleaned.removed > 0 {
+                console.info(format!(
+                    "Removed {} unfinished {} that interrupted backups of {} left",
+                    cleaned.removed,
+                    files(cleaned.removed),
+                    dep.name
+                ));
+            }
+            if let Some(dir) = cleaned.left_in {
+                console.info(format!(
+                    "Left {} unfinished {} of other backups of {} (in {} and maybe others): another run may still be writing them",
+                    cleaned.left,
+                    files(cleaned.left),
+                    dep.name,
+                    storage.describe(&dir)
+                ));
+            }
+        }
         Err(e) => console.warn(format!(
             "cannot remove what interrupted backups of {} left: {e}",
             dep.name
@@ -290,11 +395,18 @@ fn run_backup(
     }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
     // An object store keeps no metadata of a backup that did not complete.
+    // On an object store it is refused, not replaced, if another run wrote one.
+    let new = !storage.marks_a_start();
     if (drained || storage.marks_a_start())
-        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata)
+        && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata, new)
     {
         outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
         drained = false;
+    }
+    // A complete backup is BBR's layout, nothing extra; a failed run's claim stays, for the
+    // next run's cleanup to know whose its unfinished writes are.
+    if drained && let Err(e) = storage.remove(&claim) {
+        console.warn(e.to_string());
     }
     if drained && outcome.succeeded() {
         console.info(format!("Backup created in {shown}"));

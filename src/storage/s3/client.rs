@@ -327,7 +327,8 @@ pub(super) type Marker = (String, Option<String>);
 /// One page of `ListMultipartUploads`, which rusty-s3 does not provide: the query is signed
 /// by its `signing::sign`, as it offers for actions it lacks.
 pub(super) struct UploadsPage {
-    pub uploads: Vec<(String, String)>,
+    /// Each upload's key, id and start (`Initiated`), if the service gave one that parses.
+    pub uploads: Vec<(String, String, Option<std::time::SystemTime>)>,
     /// The key marker, and the upload-id marker if any, to go on from.
     pub next: Option<Marker>,
 }
@@ -351,6 +352,8 @@ struct UploadEntry {
     key: String,
     #[xml(rename = "UploadId")]
     upload_id: String,
+    #[xml(rename = "Initiated")]
+    initiated: Option<String>,
 }
 
 impl Client {
@@ -418,7 +421,13 @@ impl Client {
             uploads: answer
                 .uploads
                 .into_iter()
-                .map(|u| (u.key, u.upload_id))
+                .map(|u| {
+                    let started = u
+                        .initiated
+                        .and_then(|t| t.trim().parse::<jiff::Timestamp>().ok())
+                        .map(std::time::SystemTime::from);
+                    (u.key, u.upload_id, started)
+                })
                 .collect(),
             next,
         })

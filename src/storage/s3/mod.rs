@@ -19,6 +19,7 @@ mod tests;
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rusty_s3::{Method, S3Action as _};
 
@@ -26,7 +27,7 @@ use self::client::{Call, Client, bad_xml};
 use self::credentials::{Overrides, S3Config};
 use self::multipart::{Budget, MultipartWriter, PartPlan};
 use self::ranged_read::RangedReader;
-use super::{ObjectInfo, ObjectWriter, Storage, StorageError};
+use super::{CLAIM, ObjectInfo, ObjectWriter, Storage, StorageError, run_id};
 
 /// How the S3 store sizes what it holds and asks for; the defaults are the program's, the
 /// tests make them small to see many parts, ranges and pages.
@@ -205,9 +206,9 @@ impl S3Storage {
 }
 
 impl S3Storage {
-    /// The in-progress multipart uploads under `prefix` (full keys, with their upload ids),
-    /// at most `limit`, across pages.
-    fn uploads(&self, prefix: &str, limit: usize) -> Result<Vec<(String, String)>, StorageError> {
+    /// The in-progress multipart uploads under `prefix` (full keys, with their upload ids and
+    /// starts), at most `limit`, across pages.
+    fn uploads(&self, prefix: &str, limit: usize) -> Result<Vec<Upload>, StorageError> {
         let full = format!("{}{prefix}", self.prefix);
         let what = self.url(&full);
         let mut found = Vec::new();
@@ -216,9 +217,9 @@ impl S3Storage {
             let page = self
                 .client
                 .list_uploads(&full, after.as_ref(), self.page, &what)?;
-            for (key, upload_id) in page.uploads {
-                if key.starts_with(&full) && found.len() < limit {
-                    found.push((key, upload_id));
+            for upload in page.uploads {
+                if upload.0.starts_with(&full) && found.len() < limit {
+                    found.push(upload);
                 }
             }
             match page.next {
@@ -230,6 +231,84 @@ impl S3Storage {
         }
         Ok(found)
     }
+
+    /// PutObject of `key`; with `new`, only if nothing is there (`If-None-Match: *`): a 412
+    /// is then [`StorageError::Exists`], unless what is there is these very bytes (a retried
+    /// PUT whose first answer was lost).
+    fn put_object(&self, key: &str, bytes: &[u8], new: bool) -> Result<(), StorageError> {
+        let full = self.full_key(key)?;
+        let what = self.url(&full);
+        let sign = |c: &Client| {
+            c.bucket()
+                .put_object(Some(c.credentials()), &full)
+                .sign(c.signed_for())
+        };
+        let headers: &[(&str, &str)] = match new {
+            true => &[("if-none-match", "*")],
+            false => &[],
+        };
+        let response = self.client.send(
+            &Call {
+                method: Method::Put,
+                sign: &sign,
+                headers,
+                body: bytes,
+                what: &what,
+                doing: "write",
+            },
+            match new {
+                true => &[409, 412],
+                false => &[],
+            },
+        )?;
+        if response.status().as_u16() < 300 || self.holds(key, bytes)? {
+            return Ok(());
+        }
+        Err(StorageError::Exists {
+            what,
+            hint: "another run wrote it first: run the backup again".to_string(),
+        })
+    }
+
+    /// Whether `key` holds exactly `bytes`.
+    fn holds(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let mut there = Vec::new();
+        let what = self.describe(key);
+        self.open(key)?
+            .take(bytes.len() as u64 + 1)
+            .read_to_end(&mut there)
+            .map_err(|source| StorageError::Io {
+                doing: "read",
+                what,
+                source,
+            })?;
+        Ok(there == bytes)
+    }
+
+    /// The claim after the directory was found free: put this run's, then list the claims.
+    fn claim_after_check(&self, name: &str, owner: &str) -> Result<String, StorageError> {
+        let key = format!("{name}/{CLAIM}{}", run_id());
+        self.put_object(&key, owner.as_bytes(), true)?;
+        let claims = self.list(&format!("{name}/{CLAIM}"), 2)?;
+        if claims.len() != 1 || claims[0].key != key {
+            // Its claim gone, the other run may go on; this one wrote nothing else.
+            let _ = self.remove(&key);
+            return Err(in_use(self.describe(&format!("{name}/"))));
+        }
+        Ok(key)
+    }
+}
+
+/// An in-progress multipart upload: its full key, its id and its start, if known.
+type Upload = (String, String, Option<SystemTime>);
+
+/// A backup directory another run has claimed (or is writing to).
+fn in_use(what: String) -> StorageError {
+    StorageError::Exists {
+        what,
+        hint: "another backup of this deployment started in the same second is using it: run the backup again"
+            .to_string(),
+    }
 }
 
 impl Storage for S3Storage {
@@ -239,15 +318,35 @@ impl Storage for S3Storage {
 
     fn create_dir(&self, name: &str) -> Result<(), StorageError> {
         self.full_key(name)?;
-        if !self.list(&format!("{name}/"), 1)?.is_empty() {
-            return Err(StorageError::Exists {
-                what: self.describe(&format!("{name}/")),
-                hint:
-                    "objects are stored there already: give another --artifact-path or remove them"
+        let dir = format!("{name}/");
+        // A claim's name sorts first (`.`): the one object looked at says if a run holds it.
+        let claimed = match self.list(&dir, 1)?.first() {
+            None => false,
+            Some(o) if o.key.starts_with(&format!("{dir}{CLAIM}")) => true,
+            Some(_) => {
+                return Err(StorageError::Exists {
+                    what: self.describe(&dir),
+                    hint: "objects are stored there already: give another --artifact-path or remove them"
                         .to_string(),
-            });
+                });
+            }
+        };
+        if claimed || !self.uploads(&dir, 1)?.is_empty() {
+            return Err(in_use(self.describe(&dir)));
         }
         Ok(())
+    }
+
+    /// S3 has no exclusive directory: each run puts its own claim and goes on only if a
+    /// listing after it (consistent after a write, on S3 and Garage) shows that claim alone.
+    /// Of two runs in the same second, the one that lists last sees both: never both go on.
+    fn claim(&self, name: &str, owner: &str) -> Result<String, StorageError> {
+        self.create_dir(name)?;
+        self.claim_after_check(name, owner)
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.put_object(key, bytes, true)
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
@@ -265,25 +364,7 @@ impl Storage for S3Storage {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         // Each earlier object was completed before its writer returned: S3 is then
         // read-after-write consistent, so one PutObject is all that is left.
-        let full = self.full_key(key)?;
-        let what = self.url(&full);
-        let sign = |c: &Client| {
-            c.bucket()
-                .put_object(Some(c.credentials()), &full)
-                .sign(c.signed_for())
-        };
-        self.client.send(
-            &Call {
-                method: Method::Put,
-                sign: &sign,
-                headers: &[],
-                body: bytes,
-                what: &what,
-                doing: "write",
-            },
-            &[],
-        )?;
-        Ok(())
+        self.put_object(key, bytes, false)
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
@@ -358,19 +439,28 @@ impl Storage for S3Storage {
         self.delete(&full, None)
     }
 
-    fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
-        let uploads = self.uploads(prefix, usize::MAX)?;
-        for (key, upload_id) in &uploads {
-            self.delete(key, Some(upload_id))?;
+    fn abort_unfinished_before(
+        &self,
+        prefix: &str,
+        before: Option<SystemTime>,
+    ) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for (key, upload_id, started) in self.uploads(prefix, usize::MAX)? {
+            // An upload whose start is not known is left.
+            if before.is_some_and(|b| started.is_none_or(|s| s >= b)) {
+                continue;
+            }
+            self.delete(&key, Some(&upload_id))?;
+            removed += 1;
         }
-        Ok(uploads.len())
+        Ok(removed)
     }
 
     fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
         let uploads = self.uploads(prefix, limit)?;
         Ok(uploads
             .into_iter()
-            .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_string))
+            .filter_map(|(key, _, _)| key.strip_prefix(&self.prefix).map(str::to_string))
             .collect())
     }
 

@@ -64,6 +64,9 @@ fn uploads(s: &S3Storage) -> Vec<(String, String)> {
         .list_uploads(&s.prefix, None, 1000, "test")
         .expect("list uploads")
         .uploads
+        .into_iter()
+        .map(|(key, id, _)| (key, id))
+        .collect()
 }
 
 #[test]
@@ -504,4 +507,44 @@ fn one_gib_streams_within_the_budget() {
         "budget peak {} bytes; test process {hwm}",
         s.budget().peak()
     );
+}
+
+#[test]
+fn a_claim_is_refused_where_anything_is_and_a_new_object_is_never_replaced() {
+    let s = store("t-claims", "p", &small());
+    let claim = s.claim("dep_1", "owner a").unwrap();
+    assert!(claim.starts_with("dep_1/.bbr-agent-run-"), "{claim}");
+    let e = s.claim("dep_1", "owner b").unwrap_err().to_string();
+    assert!(
+        e.contains("s3://t-claims/p/dep_1/") && e.contains("run the backup again"),
+        "{e}"
+    );
+    // An upload in progress and nothing else: in use too.
+    let mut w = s.create("dep_2/a.tar").unwrap();
+    write_in_chunks(w.as_mut(), &data(2 * PART));
+    std::mem::forget(w);
+    let e = s.claim("dep_2", "owner b").unwrap_err().to_string();
+    assert!(e.contains("run the backup again"), "{e}");
+    // A second claim put beside the first, as a run in the same second does: the later
+    // claimant's listing sees two and backs off, removing its own.
+    s.put("dep_3/.bbr-agent-run-0", b"owner a").unwrap();
+    let e = s
+        .claim_after_check("dep_3", "owner b")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run the backup again"), "{e}");
+    let left: Vec<String> = s
+        .list("dep_3/", 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["dep_3/.bbr-agent-run-0"]);
+    // A new object written again with the same bytes (a retried PUT) is fine. (AWS refuses
+    // other bytes with a 412; Garage 2.5 ignores `If-None-Match` on a PUT, so the claim's
+    // listing is what holds there.)
+    s.put_new("dep_1/metadata", b"first").unwrap();
+    s.put_new("dep_1/metadata", b"first").unwrap();
+    assert!(s.holds("dep_1/metadata", b"first").unwrap());
+    assert!(!s.holds("dep_1/metadata", b"firs").unwrap());
 }
