@@ -326,7 +326,7 @@ impl Storage for S3Storage {
             Some(_) => {
                 return Err(StorageError::Exists {
                     what: self.describe(&dir),
-                    hint: "objects are stored there already: give another --artifact-path or remove them"
+                    hint: "a backup is stored there already (one of this deployment started in the same second?): run the backup again, or give another --artifact-path"
                         .to_string(),
                 });
             }

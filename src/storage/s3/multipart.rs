@@ -39,8 +39,12 @@ pub(crate) struct Budget {
 
 #[derive(Debug, Default)]
 struct Held {
+    /// Every byte allocated for part buffers: in use, or kept spare.
     now: usize,
     peak: usize,
+    /// Buffers given back, kept for the next parts: reused rather than freed and allocated
+    /// again, so the allocator's own keeping of freed memory never adds to the budget.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Budget {
@@ -63,10 +67,11 @@ impl Budget {
         self.lock().peak
     }
 
-    /// What is held now.
+    /// What is held now by parts (not counting the spare buffers).
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
-        self.lock().now
+        let held = self.lock();
+        held.now - held.spare.iter().map(Vec::capacity).sum::<usize>()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -74,19 +79,37 @@ impl Budget {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `bytes` more fit, then holds them.
-    fn take(&self, bytes: usize) {
+    /// An empty buffer for a part of `size` bytes: a spare one that holds it, else a new one
+    /// once it fits (spare ones freed to make room), else after waiting for one to come back.
+    fn take_buffer(&self, size: usize) -> Vec<u8> {
         let mut held = self.lock();
-        while held.now + bytes > self.limit {
+        loop {
+            if let Some(i) = held.spare.iter().position(|b| b.capacity() >= size) {
+                let mut buffer = held.spare.swap_remove(i);
+                buffer.clear();
+                return buffer;
+            }
+            if held.now + size <= self.limit {
+                let buffer = Vec::with_capacity(size);
+                held.now += buffer.capacity();
+                held.peak = held.peak.max(held.now);
+                return buffer;
+            }
+            if let Some(smaller) = held.spare.pop() {
+                held.now = held.now.saturating_sub(smaller.capacity());
+                continue;
+            }
             held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
         }
-        held.now += bytes;
-        held.peak = held.peak.max(held.now);
     }
 
-    fn give(&self, bytes: usize) {
+    /// Gives a part's buffer back, for the next part.
+    fn give_buffer(&self, buffer: Vec<u8>) {
+        if buffer.capacity() == 0 {
+            return;
+        }
         let mut held = self.lock();
-        held.now = held.now.saturating_sub(bytes);
+        held.spare.push(buffer);
         self.freed.notify_all();
     }
 }
@@ -129,8 +152,6 @@ pub(crate) fn max_object_size(plan: &PartPlan) -> u64 {
 struct Part {
     number: u16,
     bytes: Vec<u8>,
-    /// What was taken from the budget for it.
-    held: usize,
 }
 
 /// What the senders of one upload share.
@@ -265,8 +286,8 @@ impl MultipartWriter {
         let part = Part {
             number: self.number as u16,
             bytes: std::mem::take(&mut self.buffer),
-            held: std::mem::take(&mut self.held),
         };
+        self.held = 0;
         self.number += 1;
         let sent = self
             .upload
@@ -277,7 +298,7 @@ impl MultipartWriter {
             Some(Ok(())) => Ok(()),
             Some(Err(back)) => {
                 // Every sender is gone: give back what the part held.
-                self.budget.give(back.0.held);
+                self.budget.give_buffer(back.0.bytes);
                 Err(self.failed())
             }
             None => Err(self.failed()),
@@ -304,8 +325,8 @@ impl MultipartWriter {
     }
 
     fn release_buffer(&mut self) {
-        self.buffer = Vec::new();
-        self.budget.give(std::mem::take(&mut self.held));
+        self.held = 0;
+        self.budget.give_buffer(std::mem::take(&mut self.buffer));
     }
 
     fn abort_upload(&mut self) {
@@ -437,9 +458,7 @@ fn send_parts(shared: &Shared, queue: &Mutex<Receiver<Part>>) {
                 }
             }
         }
-        let held = part.held;
-        drop(part);
-        shared.budget.give(held);
+        shared.budget.give_buffer(part.bytes);
     }
 }
 
@@ -492,9 +511,8 @@ impl Write for MultipartWriter {
         }
         if self.held == 0 {
             let size = self.plan.size(self.number);
-            self.budget.take(size);
+            self.buffer = self.budget.take_buffer(size);
             self.held = size;
-            self.buffer = Vec::with_capacity(size);
         }
         let n = (self.held - self.buffer.len()).min(bytes.len());
         self.buffer.extend_from_slice(&bytes[..n]);
@@ -552,17 +570,27 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_blocks_a_taker_until_bytes_are_given_back() {
+    fn the_budget_blocks_a_taker_until_a_buffer_is_given_back_and_reuses_it() {
         let budget = Arc::new(Budget::new(10));
-        budget.take(6);
+        let first = budget.take_buffer(6);
         let other = budget.clone();
         let waiter = std::thread::spawn(move || {
-            other.take(6);
-            other.held()
+            let buffer = other.take_buffer(6);
+            let held = other.held();
+            (buffer, held)
         });
-        // The waiter cannot hold 12 > 10: it gets its bytes only after these are given.
-        budget.give(6);
-        assert_eq!(waiter.join().unwrap(), 6);
-        assert_eq!(budget.peak(), 6);
+        // The waiter cannot hold 12 > 10: it gets the buffer these bytes were, given back.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "the waiter went past the budget");
+        budget.give_buffer(first);
+        let (buffer, held) = waiter.join().unwrap();
+        assert!(buffer.capacity() >= 6);
+        assert_eq!(held, buffer.capacity());
+        assert!(budget.peak() <= 10, "{}", budget.peak());
+        budget.give_buffer(buffer);
+        // A larger part than any spare: the spare is freed to make room, never both held.
+        let big = budget.take_buffer(9);
+        assert!(big.capacity() >= 9);
+        assert!(budget.peak() <= 10, "{}", budget.peak());
     }
 }
