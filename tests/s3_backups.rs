@@ -124,9 +124,7 @@ fn a_deployment_backup_to_s3_is_a_bbr_artifact_in_both_directions() {
     let garage = Garage::shared();
     let bucket = TestBucket::new(garage, "both-ways");
     let fleet = three_vms();
-    let home = fleet.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, fleet.dir.path());
     let inventory = fleet.local_inventory();
     let before = fleet_data(&fleet);
 
@@ -248,9 +246,7 @@ fn a_driver_killed_mid_upload_leaves_no_metadata_and_the_next_backup_aborts_its_
     let bucket = TestBucket::new(garage, "killed");
     let mut fleet = Fleet::new();
     big_vm(&mut fleet, 40);
-    let home = fleet.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, fleet.dir.path());
     let slow = throttle(fleet.dir.path(), 4 << 20);
     let inventory = fleet.inventory_with(|m| {
         format!(
@@ -353,9 +349,7 @@ fn a_gib_streams_to_s3_in_bounded_memory_and_without_a_local_file_larger_than_a_
     let data = vm.data_dir("store").join("gib");
     fs::create_dir_all(data.parent().unwrap()).unwrap();
     fs::File::create(&data).unwrap().set_len(1 << 30).unwrap();
-    let home = fleet.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, fleet.dir.path());
     // The VM's side may write what it likes (the job's store is its disk); the driver may
     // write no file larger than 1 MiB: RLIMIT_FSIZE makes any larger write fail.
     let inventory = fleet.inventory_with(|m| {
@@ -394,9 +388,7 @@ fn the_catalogue_lists_verifies_and_prunes_backups_in_a_bucket() {
     let garage = Garage::shared();
     let bucket = TestBucket::new(garage, "catalogue");
     let fleet = three_vms();
-    let home = fleet.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, fleet.dir.path());
     let inventory = fleet.local_inventory();
     let url = bucket.url("cat");
     for _ in 0..2 {
@@ -479,9 +471,7 @@ fn a_compressed_encrypted_backup_in_a_bucket_restores_and_a_flipped_byte_runs_no
     for m in &fleet.members {
         m.vm.job("store").recording_locks();
     }
-    let home = fleet.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, fleet.dir.path());
     let (identity, recipient) = common::age_identity(fleet.dir.path(), "key.txt");
     let inventory = fleet.local_inventory();
     let before = fleet_data(&fleet);
@@ -559,9 +549,7 @@ fn a_local_restore_from_a_bucket_refuses_an_encrypted_object_whose_last_chunk_wa
     // 60,000 bytes: the tar is padded to 71,680, so age's last 64 KiB chunk holds only the
     // tar's padding, which a tar reader stops short of.
     write_file(&vm.data_dir("store").join("f.bin"), &[7u8; 60_000]);
-    let home = vm.dir.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let env = s3_env(garage, &home);
+    let env = s3_env(garage, vm.dir.path());
     let (identity, recipient) = common::age_identity(vm.dir.path(), "key.txt");
     let root = vm.root().display().to_string();
     let on_vm = |args: &[&str]| {

@@ -161,9 +161,11 @@ impl TestBucket {
     }
 }
 
-/// What a test gives bbr-agent to reach Garage: its endpoint and key, and a HOME without
-/// `~/.aws`, so nothing of the machine's own AWS settings is read.
-pub fn s3_env(garage: &Garage, home: &Path) -> Vec<(String, String)> {
+/// What a test gives bbr-agent to reach Garage: its endpoint and key, and a HOME of its own
+/// (`dir/home`, made here) without `~/.aws`, so nothing of the machine's AWS settings is read.
+pub fn s3_env(garage: &Garage, dir: &Path) -> Vec<(String, String)> {
+    let home = dir.join("home");
+    fs::create_dir_all(&home).unwrap();
     let mut env: Vec<(String, String)> = garage
         .env()
         .into_iter()
