@@ -83,6 +83,14 @@ pub(crate) fn read(size: u64, input: impl Read) -> Result<Summary, String> {
     };
     let value: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| format!("the metadata is not valid YAML: {e}"))?;
+    // A record the restore would refuse (another format, an unknown codec, hostile
+    // recipients) makes a backup that cannot be restored: unreadable, never complete, so a
+    // prune never keeps it in place of one that can be.
+    if let Some(record) = value.get("bbr_agent") {
+        let record: crate::artifact::codec::Record = serde_yaml::from_value(record.clone())
+            .map_err(|e| format!("the metadata's bbr_agent record is not bbr-agent's: {e}"))?;
+        record.layers().map_err(|e| e.to_string())?;
+    }
     serde_yaml::from_value(value).map_err(|e| format!("the metadata is not BBR metadata: {e}"))
 }
 
@@ -173,7 +181,7 @@ mod tests {
     use super::*;
 
     const INSTANCES: &str = "instances:\n- name: db\n  index: \"0\"\n  artifacts:\n  - name: pg\n    checksums:\n      ./a: 0123\n";
-    const TAIL: &str = "backup_activity:\n  start_time: 2026/11/26 10:02:03 UTC\n  finish_time: 2026/11/26 10:05:00 UTC\nbbr_agent:\n  format: 1\n  compression: zstd\n  compressed_on: vm\n  encryption: age\n  recipients: [age1abc, age1def]\n";
+    const TAIL: &str = "backup_activity:\n  start_time: 2026/11/26 10:02:03 UTC\n  finish_time: 2026/11/26 10:05:00 UTC\nbbr_agent:\n  format: 1\n  compression: zstd\n  compressed_on: vm\n  encryption: age\n  recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p, age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg]\n";
 
     fn summary(text: &str) -> Result<Summary, String> {
         read(text.len() as u64, text.as_bytes())
@@ -199,7 +207,13 @@ mod tests {
         assert!(small.complete());
         let codecs = small.bbr_agent.clone().unwrap();
         assert_eq!(codecs.compression.as_deref(), Some("zstd"));
-        assert_eq!(codecs.recipients, ["age1abc", "age1def"]);
+        assert_eq!(
+            codecs.recipients,
+            [
+                "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+                "age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg"
+            ]
+        );
         let text = large(20_000, TAIL);
         assert!(text.len() as u64 > PARSE_WHOLE);
         assert_eq!(summary(&text).unwrap(), small);
@@ -254,5 +268,18 @@ mod tests {
             ),
         );
         assert!(summary(&text).unwrap().complete());
+    }
+
+    #[test]
+    fn a_record_the_restore_would_refuse_makes_the_metadata_unreadable() {
+        for record in [
+            "bbr_agent:\n  format: 2\n",
+            "bbr_agent:\n  format: 1\n  compression: lz4\n",
+            "bbr_agent:\n  format: 1\n  encryption: age\n  recipients: [not-a-key]\n",
+        ] {
+            let text = format!("backup_activity:\n  start_time: a\n  finish_time: b\n{record}");
+            let e = read(text.len() as u64, text.as_bytes()).unwrap_err();
+            assert!(e.contains("bbr_agent record"), "{record}: {e}");
+        }
     }
 }
