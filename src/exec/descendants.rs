@@ -409,38 +409,64 @@ mod tests {
         start_script(|birth| spawn.start_born(birth), |c| c.pid.as_raw())
     }
 
+    /// What one sleeping script's start did: the moves of the agent it took, and, where the
+    /// host gives scripts cgroups, its cgroup and the cgroup the kernel says it ran in. The
+    /// script is ended and its cgroup released before this returns.
+    struct Born {
+        moved: u32,
+        cgroup: Option<(std::path::PathBuf, String)>,
+    }
+
+    /// Starts a sleeping script with `flag` set on this thread for the start only.
+    fn sleep_born(flag: Option<&'static std::thread::LocalKey<Cell<bool>>>) -> Born {
+        let moves = cgroup::tests::MOVES.with(Cell::get);
+        flag.inspect(|f| f.with(|w| w.set(true)));
+        let started = start("/bin/sleep", &["30"]);
+        flag.inspect(|f| f.with(|w| w.set(false)));
+        let (child, ticket) = started.expect("spawn sleep");
+        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
+        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
+        let _ = kill(child.pid, Signal::SIGKILL);
+        let _ = waitpid(child.pid, None);
+        let dir = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf());
+        ticket.finished();
+        let cgroup = dir.map(|dir| {
+            let seen = seen.expect("the script's /proc/<pid>/cgroup");
+            let path = seen
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"))
+                .to_string();
+            (dir, path)
+        });
+        Born { moved, cgroup }
+    }
+
+    /// That the script ran in `dir`, the cgroup made for it.
+    fn assert_ran_in(dir: &std::path::Path, path: &str) {
+        assert!(
+            dir.ends_with(path.trim_start_matches('/')),
+            "the script runs in {path}, not in its cgroup {}",
+            dir.display()
+        );
+    }
+
     /// Where the host gives scripts cgroups, a script is born in its own (`clone_into`):
     /// the agent does not move itself into the script's cgroup and back for the spawn (two
     /// writes to `cgroup.procs`, each moving every thread of the agent, before every script).
     #[test]
     fn a_script_is_born_in_its_cgroup_without_the_agent_moving_into_it() {
-        let moves = cgroup::tests::MOVES.with(Cell::get);
-        let (child, ticket) = start("/bin/sleep", &["30"]).expect("spawn sleep");
-        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
-        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
-        let _ = kill(child.pid, Signal::SIGKILL);
-        let _ = waitpid(child.pid, None);
-        let Some(cgroup) = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf()) else {
-            ticket.finished();
+        let born = sleep_born(None);
+        let Some((dir, path)) = born.cgroup else {
             eprintln!("no cgroup here: nothing to check");
             return;
         };
-        ticket.finished();
-        let seen = seen.expect("the script's /proc/<pid>/cgroup");
-        let path = seen
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"));
-        assert!(
-            cgroup.ends_with(path.trim_start_matches('/')),
-            "the script runs in {path}, not in its cgroup {}",
-            cgroup.display()
-        );
+        assert_ran_in(&dir, &path);
         assert_eq!(
-            moved, 0,
+            born.moved, 0,
             "the agent moved into the script's cgroup to spawn it"
         );
-        assert!(!cgroup.exists(), "its cgroup is removed once it ended");
+        assert!(!dir.exists(), "its cgroup is removed once it ended");
     }
 
     /// On a kernel without `CLONE_INTO_CGROUP` a script is still born in its own cgroup: the
@@ -448,33 +474,14 @@ mod tests {
     #[test]
     fn without_clone_into_a_script_is_born_in_its_cgroup_by_a_move_and_the_agent_returns() {
         let home_before = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
-        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(true));
-        let moves = cgroup::tests::MOVES.with(Cell::get);
-        let started = start("/bin/sleep", &["30"]);
-        cgroup::tests::WITHOUT_CLONE_INTO.with(|w| w.set(false));
-        let (child, ticket) = started.expect("spawn sleep");
-        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
-        let seen = fs::read_to_string(format!("/proc/{}/cgroup", child.pid));
+        let born = sleep_born(Some(&cgroup::tests::WITHOUT_CLONE_INTO));
         let home_after = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
-        let _ = kill(child.pid, Signal::SIGKILL);
-        let _ = waitpid(child.pid, None);
-        let Some(cgroup) = ticket.cgroup.as_ref().map(|c| c.dir().to_path_buf()) else {
-            ticket.finished();
+        let Some((dir, path)) = born.cgroup else {
             eprintln!("no cgroup here: nothing to check");
             return;
         };
-        ticket.finished();
-        let seen = seen.expect("the script's /proc/<pid>/cgroup");
-        let path = seen
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or_else(|| panic!("no cgroup v2 line in {seen:?}"));
-        assert!(
-            cgroup.ends_with(path.trim_start_matches('/')),
-            "the script runs in {path}, not in its cgroup {}",
-            cgroup.display()
-        );
-        assert_eq!(moved, 1, "one move of the agent for the spawn");
+        assert_ran_in(&dir, &path);
+        assert_eq!(born.moved, 1, "one move of the agent for the spawn");
         assert_eq!(
             home_after, home_before,
             "the agent is back in its own cgroup"
@@ -486,28 +493,16 @@ mod tests {
     /// is born in its cgroup again.
     #[test]
     fn a_cgroup_that_refuses_a_birth_gets_the_move_and_the_next_script_is_born_again() {
-        let moves = cgroup::tests::MOVES.with(Cell::get);
-        cgroup::tests::BIRTH_REFUSED.with(|w| w.set(true));
-        let started = start("/bin/sleep", &["30"]);
-        cgroup::tests::BIRTH_REFUSED.with(|w| w.set(false));
-        let (child, ticket) = started.expect("a refused birth still starts the script");
-        let moved = cgroup::tests::MOVES.with(Cell::get) - moves;
-        let _ = kill(child.pid, Signal::SIGKILL);
-        let _ = waitpid(child.pid, None);
-        let had_cgroup = ticket.cgroup.is_some();
-        ticket.finished();
-        if !had_cgroup {
+        let refused = sleep_born(Some(&cgroup::tests::BIRTH_REFUSED));
+        let Some((dir, path)) = refused.cgroup else {
             eprintln!("no cgroup here: nothing to check");
             return;
-        }
-        assert_eq!(moved, 1, "the refused birth fell back to one move");
-        let (child, ticket) = start("/bin/sleep", &["30"]).expect("spawn sleep");
-        let moved_again = cgroup::tests::MOVES.with(Cell::get) - moves - 1;
-        let _ = kill(child.pid, Signal::SIGKILL);
-        let _ = waitpid(child.pid, None);
-        ticket.finished();
+        };
+        assert_ran_in(&dir, &path);
+        assert_eq!(refused.moved, 1, "the refused birth fell back to one move");
         assert_eq!(
-            moved_again, 0,
+            sleep_born(None).moved,
+            0,
             "the next script is born in its cgroup, no move"
         );
     }
