@@ -10,16 +10,14 @@ use std::path::Path;
 
 use super::context::Context;
 use crate::artifact::codec::Identities;
-use crate::artifact::stored_backup::{StoredBackup, StoredBackupError};
+use crate::artifact::stored_backup::{StoredBackup, StoredBackupError, Tally};
 use crate::error::AppError;
-use crate::progress;
 
 pub fn verify(
     ctx: &Context,
     artifact: &std::ffi::OsStr,
     identity: Option<&Path>,
 ) -> Result<i32, AppError> {
-    let started = std::time::Instant::now();
     let (location, storage) = super::artifact_path::open(Path::new(artifact))?;
     // A bad identity file is refused before anything is read.
     let identities = match identity.map(Identities::read).transpose() {
@@ -55,50 +53,19 @@ pub fn verify(
         problems.push(e.to_string());
         return Ok(report(&backup, &problems));
     }
-    let (mut tars, mut files, mut bytes) = (0, 0, 0u64);
+    let mut tally = Tally::start();
     for tar in backup.tars(&metadata) {
-        let problem = match backup.size(&tar.key) {
-            Ok(None) => Some(StoredBackupError::Missing {
-                tar: backup.describe(&tar.key),
-            }),
-            Err(source) => Some(StoredBackupError::Unreachable { source }),
-            Ok(Some(size)) => {
-                let bar = progress::transfer_bar(
-                    &ctx.console,
-                    format!("{} check", tar.label),
-                    Some(size),
-                );
-                let corruption = backup.corruption(&tar.key, tar.checksums, bar);
-                if corruption.is_none() {
-                    tars += 1;
-                    files += tar.checksums.len();
-                    bytes += size;
-                }
-                corruption.map(|corruption| StoredBackupError::Corrupted {
-                    owner: Box::new(tar.owner.clone()),
-                    corruption: Box::new(corruption),
-                })
-            }
-        };
-        match problem {
+        match backup.check_tar(&tar, &ctx.console) {
+            Ok(bytes) => tally.add(&tar, bytes),
             // Its own Display leads with the tar's owner.
-            Some(p @ StoredBackupError::Corrupted { .. }) => problems.push(p.to_string()),
-            Some(p) => problems.push(format!("{}: {p}", tar.label)),
-            None => {}
+            Err(p @ StoredBackupError::Corrupted { .. }) => problems.push(p.to_string()),
+            Err(p) => problems.push(format!("{}: {p}", tar.label)),
         }
     }
     if !problems.is_empty() {
         return Ok(report(&backup, &problems));
     }
-    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    println!(
-        "{}: {}, {}, {}, every checksum matches ({})",
-        backup.shown(),
-        count(tars, "tar"),
-        count(files, "file"),
-        crate::console::human_bytes(bytes),
-        crate::duration::format(started.elapsed())
-    );
+    println!("{}: {}", backup.shown(), tally.line());
     Ok(0)
 }
 

@@ -454,15 +454,30 @@ impl RemoteInstance {
             },
         };
         let conn = self.conn.as_mut().expect("connected");
+        let mut read_failed = None;
         let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
             let mut chunks = ChunkWriter::new(&mut conn.to_agent);
             let copied = copy_in_chunks(input, &mut chunks);
-            // The terminator goes out even when reading the local file failed, so the agent's
+            // The terminator goes out even when reading the backup failed, so the agent's
             // stream stays in step; the agent then refuses the short artifact by its checksums.
             chunks.finish()?;
-            copied.map(drop)
+            match copied {
+                Ok(_) => Ok(()),
+                Err(CopyError::Read(e)) => {
+                    read_failed = Some(e);
+                    Ok(())
+                }
+                Err(CopyError::Write(e)) => Err(e),
+            }
         });
         match sent {
+            // The backup's own bytes could not be read (an altered object, a dropped read):
+            // that is the cause, not the agent's refusal of the short stream it then got.
+            Ok(()) if read_failed.is_some() => {
+                let _ = self.response(id, None);
+                let e = read_failed.expect("checked");
+                Err(SessionError::Transfer(e.to_string()).into())
+            }
             Ok(()) => self.response(id, None).map(drop),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 Err(self.lose(format!("the agent stopped reading: {e}")))
@@ -643,7 +658,14 @@ fn host_key_refused(stderr: &str) -> Option<&str> {
 
 /// Copies `input` into `chunks` a whole chunk at a time: `io::copy` from a `dyn Read` would
 /// move it in 8 KiB pieces, each copied into the chunk writer's buffer.
-fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> io::Result<u64> {
+/// Why a copy in chunks stopped: reading the input (the backup's own bytes: a local file, a
+/// bucket's object, its decoder) or writing to the agent.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut copied = 0;
     loop {
@@ -651,9 +673,9 @@ fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> io::Result<u
             Ok(0) => return Ok(copied),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyError::Read(e)),
         };
-        chunks.write_all(&buf[..n])?;
+        chunks.write_all(&buf[..n]).map_err(CopyError::Write)?;
         copied += n as u64;
     }
 }
