@@ -22,6 +22,15 @@
 # the same VM tree through BBR's orchestrator and its real SSH client (`--transport ssh`), in
 # the same alternation as bbr-agent. It needs root (a mount namespace per VM).
 #
+# CPU on the VM (issue 17, target 3), as root with a cgroup v2 mount: what runs on the VM side
+# runs in a cgroup of its own (BENCH_CG, default bbr-bench-<pid> under this shell's cgroup), and
+# its cpu.stat usage_usec is read around each run: the agent's `serve` and its scripts, the
+# backup script alone, and bbrlocal's VM commands by kind (a `nsenter` first on bbrlocal's PATH
+# sorts them: `tar`, `shasum`, the job scripts, the rest). Over real SSH (target 4): the bench
+# starts its own sshd on 127.0.0.1 (Debian's openssh-server, installed when missing), in a
+# cgroup of its own too, and backs up through `ssh` with OpenSSH's default cipher and with
+# `-c aes128-gcm@openssh.com`. SKIP_SSH=1 leaves that out.
+#
 # It prints a table of medians and ratios and writes it to BENCH_DIR/results.md; every raw
 # timing is in BENCH_DIR/results.tsv (name, run, wall ns, CPU ns; run 0 is the warm-up).
 set -euo pipefail
@@ -62,6 +71,11 @@ now() { date +%s%N; }
 need_apt=()
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+# The real sshd of target 4: the packages scripts/test-deps installs for the tests' sshd.
+if [ "${SKIP_SSH:-0}" != 1 ]; then
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+fi
 if [ "${#need_apt[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   say "installing ${need_apt[*]} from Debian"
   (apt-get install -y -qq "${need_apt[@]}" >/dev/null 2>&1 ||
@@ -123,6 +137,28 @@ release_fs() {
     LOOPDEV=
   fi
 }
+# Everything the run started or made outside BENCH_DIR goes at exit, whatever the exit: its
+# sshd (by its pid), its cgroups (once empty), its loop mount.
+SSHD_PID=
+CG=
+cleanup() {
+  if [ -n "$SSHD_PID" ]; then
+    kill "$SSHD_PID" 2>/dev/null || true
+    wait "$SSHD_PID" 2>/dev/null || true
+    SSHD_PID=
+  fi
+  if [ -n "$CG" ] && [ -d "$CG" ]; then
+    local i
+    for ((i = 0; i < 50; i++)); do
+      find "$CG" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null || true
+      rmdir "$CG" 2>/dev/null && break
+      sleep 0.1
+    done
+    CG=
+  fi
+  release_fs
+}
+trap cleanup EXIT
 mount_fs() {
   [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null || return 1
   # Leftovers of an interrupted run.
@@ -135,7 +171,6 @@ mount_fs() {
   LOOPDEV=$(losetup --direct-io=on --show -f "$IMG" 2>/dev/null || losetup --show -f "$IMG") || return 1
   mkdir -p "$MNT"
   mount "$LOOPDEV" "$MNT" || { losetup -d "$LOOPDEV"; LOOPDEV=; return 1; }
-  trap release_fs EXIT
 }
 case "$FS_MODE" in
   loop) mount_fs || { echo "benches/run.sh: cannot loop-mount $IMG (BENCH_FS=loop needs root and loop devices)" >&2; exit 2; }
@@ -214,6 +249,99 @@ quiet() {
     sleep 0.5
   done
 }
+
+# ---------------------------------------------------------------------------------------------
+# CPU on the VM (issue 17, target 3): cgroup v2 counters
+# ---------------------------------------------------------------------------------------------
+# What runs on the VM side is put in a cgroup v2 of its own under CG, and the cgroup's
+# cpu.stat usage_usec read before and after each run: the scheduler's runtime, to the
+# microsecond, of every task while it was in the cgroup or in one below it (a child cgroup's
+# time stays counted in its parents after it is removed, as the agent's per-script cgroups
+# are). No process is missed for not being waited for, and nothing else is counted: the
+# driver, bbrlocal and this shell stay where they are. The groups:
+#   agent, agent-empty  `serve` (and the scripts it starts) of the data VM, of the empty VM
+#   script              the backup (or restore) script alone, run as the agent runs it
+#   sshd                the bench's sshd (target 4): its sessions, `serve` and the scripts
+#   bbr-tar, bbr-shasum, bbr-scripts, bbr-other
+#                       bbrlocal's VM commands by kind (see bin/bbr-vm/nsenter below)
+CG_GROUPS="agent agent-empty script sshd bbr-tar bbr-shasum bbr-scripts bbr-other"
+cg_setup() {
+  [ "$(id -u)" = 0 ] || return 1
+  local mnt root own g
+  # The cgroup2 mount (mountinfo: the field after " - " is the type; 4 and 5 are root and
+  # mount point), and this shell's place in it (/proc/self/cgroup's "0::PATH").
+  read -r root mnt < <(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $4, $5; exit } break } }' /proc/self/mountinfo) || return 1
+  [ -n "$mnt" ] || return 1
+  own=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  [ -n "$own" ] || return 1
+  [ "$root" = / ] || own=${own#"$root"}
+  own=${own%/}
+  CG=${BENCH_CG:-$mnt$own/bbr-bench-$$}
+  mkdir "$CG" 2>/dev/null || { CG=; return 1; }
+  for g in $CG_GROUPS; do mkdir "$CG/$g" || return 1; done
+  grep -q '^usage_usec ' "$CG/agent/cpu.stat" 2>/dev/null || return 1
+}
+# The CPU a group has spent so far, in microseconds.
+cg_usage() { awk '$1 == "usage_usec" { print $2 }' "$CG/$1/cpu.stat"; }
+# cg_mark GROUP...: the groups' counters now; cg_since PREFIX: records, for each marked group
+# G, "PREFIX_G" for run $RUN with the CPU it spent since (in the CPU column; wall 0), once
+# every process of its sessions has gone (the sshd group keeps its listener: 1).
+CG_MARK=()
+cg_mark() {
+  CG_MARK=()
+  [ -n "$CG" ] || return 0
+  local g
+  for g in "$@"; do CG_MARK+=("$g=$(cg_usage "$g")"); done
+}
+cg_procs() { find "$CG/$1" -name cgroup.procs -exec cat {} + | wc -l; }
+cg_since() {
+  local prefix=$1 m g u0 keep i
+  for m in "${CG_MARK[@]}"; do
+    g=${m%%=*} u0=${m#*=} keep=0
+    [ "$g" = sshd ] && keep=1
+    for ((i = 0; i < 200 && $(cg_procs "$g") > keep; i++)); do sleep 0.01; done
+    record "${prefix}_$g" "$RUN" 0 $((($(cg_usage "$g") - u0) * 1000))
+  done
+  CG_MARK=()
+}
+if cg_setup; then
+  # in-cgroup DIR COMMAND...: COMMAND in the cgroup DIR (this process moves itself there, then
+  # becomes COMMAND: only the exec is counted beyond it).
+  cat > "$WORK/bin/in-cgroup" <<'SH'
+#!/bin/sh
+dir=$1
+shift
+echo $$ > "$dir/cgroup.procs" || exit 125
+exec "$@"
+SH
+  chmod 755 "$WORK/bin/in-cgroup"
+  # bbrlocal runs each VM command as `nsenter --mount=NS --wd=HOME -- /bin/bash -c CMDLINE`
+  # (its vm.go), found on its PATH: this one, first there, puts itself in the group for
+  # CMDLINE's kind, then is the real nsenter. BBR's commands (its ssh/remote_runner.go):
+  # `sudo tar -C DIR -c .` and `sudo sh -c 'tar -C DIR -x'`; `sudo sh -c 'cd DIR && find . -type
+  # f | xargs shasum -a 256'`; the job scripts, `sudo VARS /var/vcap/jobs/J/bin/bbr/S`; the
+  # rest (`echo %OS%`, the scripts' `find`, `stat`, `mkdir -p`, `du`, `rm -rf`).
+  mkdir -p "$WORK/bin/bbr-vm"
+  cat > "$WORK/bin/bbr-vm/nsenter" <<SH
+#!/bin/sh
+for cmdline; do :; done
+case \$cmdline in
+  *"tar -C "*) kind=tar ;;
+  *shasum*) kind=shasum ;;
+  *"find /var/vcap/jobs/"*) kind=other ;;
+  */bin/bbr/*) kind=scripts ;;
+  *) kind=other ;;
+esac
+echo \$\$ > "$CG/bbr-\$kind/cgroup.procs" || exit 125
+exec $(command -v nsenter) "\$@"
+SH
+  chmod 755 "$WORK/bin/bbr-vm/nsenter"
+else
+  CG=
+  say "no cgroup v2 to count the VM side's CPU in (it needs root and a writable cgroup2 mount): target 3 not measured"
+fi
+# in_cg GROUP: the words that run a command in GROUP ("" without cgroups).
+in_cg() { [ -z "$CG" ] || printf '%s %s' "$WORK/bin/in-cgroup" "$CG/$1"; }
 
 # ---------------------------------------------------------------------------------------------
 # Helpers written once: the operator side of BBR's sequence, the data generator, the summary
@@ -348,15 +476,20 @@ inventory() {
 
 make_vm "$F/vm-data" "$DATA"
 make_vm "$F/vm-empty" "$EMPTY"
-inventory "$WORK/inv-data.yml" "$F/vm-data"
-inventory "$WORK/inv-empty.yml" "$F/vm-empty"
+# `serve` in its cgroup (the wrapper's exec and one write to cgroup.procs more per run, both
+# VMs alike, so the drain's subtraction cancels them).
+inventory "$WORK/inv-data.yml" "$F/vm-data" "$(in_cg agent)"
+inventory "$WORK/inv-empty.yml" "$F/vm-empty" "$(in_cg agent-empty)"
 
 backup() { mkdir -p "$2" && "$AGENT" deployment --inventory "$1" backup --artifact-path "$2"; }
 restore() { "$AGENT" deployment --inventory "$1" restore --artifact-path "$2"; }
 one_artifact() { find "$1" -mindepth 1 -maxdepth 1 -type d | head -1; }
 # BBR's own code on the same VM, through its SSH client and an in-process SSH server.
-bbr_backup() { mkdir -p "$2" && "$BBRLOCAL" backup --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
-bbr_restore() { "$BBRLOCAL" restore --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
+# With cgroups, its VM commands find bin/bbr-vm/nsenter first on its PATH (they sort themselves).
+BBR_PATH=$PATH
+[ -z "$CG" ] || BBR_PATH=$WORK/bin/bbr-vm:$PATH
+bbr_backup() { mkdir -p "$2" && PATH=$BBR_PATH "$BBRLOCAL" backup --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
+bbr_restore() { PATH=$BBR_PATH "$BBRLOCAL" restore --vm "bench/0=$1" --deployment acme --artifact-path "$2" --transport ssh; }
 # The machine's floor for an artifact: hashing it once on one core, and writing it once with
 # fsync; each timed alone, and the larger of the two is the floor.
 floor_sha() { openssl dgst -sha256 "$1" > /dev/null; }
@@ -393,13 +526,62 @@ B=$ART/baseline
 mkdir -p "$B"
 
 # ---------------------------------------------------------------------------------------------
+# Over real SSH (issue 17, target 4): the bench's own sshd on loopback
+# ---------------------------------------------------------------------------------------------
+# As tests/common/sshd.rs starts one: a fresh host key and client key, root by key only, a
+# free port on 127.0.0.1; in the sshd cgroup, so that its CPU (the VM side of the SSH
+# connection: key exchange, the cipher, the session, `serve` and the scripts) is counted.
+# Stopped at exit (cleanup).
+SSH=
+SSH_AES=
+start_sshd() {
+  [ "${SKIP_SSH:-0}" != 1 ] && [ "$(id -u)" = 0 ] && [ -x /usr/sbin/sshd ] || return 1
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || return 1
+  local d=$WORK/sshd port i
+  rm -rf "$d"
+  mkdir -m 700 "$d"
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" && ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || return 1
+  cp "$d/client_key.pub" "$d/authorized_keys"
+  mkdir -p /run/sshd   # its privilege separation directory
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf '%s\n' "Port $port" "ListenAddress 127.0.0.1" "HostKey $d/host_key" \
+    "AuthorizedKeysFile $d/authorized_keys" "PidFile $d/sshd.pid" "StrictModes no" "UsePAM no" \
+    "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "LogLevel INFO" > "$d/sshd_config"
+  # shellcheck disable=SC2046 # in_cg's words
+  $(in_cg sshd) /usr/sbin/sshd -D -f "$d/sshd_config" -E "$d/sshd.log" < /dev/null &
+  SSHD_PID=$!
+  SSH="ssh -p $port -i $d/client_key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1"
+  for ((i = 0; i < 100; i++)); do
+    $SSH true 2> /dev/null && break
+    sleep 0.1
+  done
+  $SSH true || { say "the bench's sshd does not answer; its log:"; cat "$d/sshd.log" >&2; return 1; }
+  SSH_AES="ssh -c aes128-gcm@openssh.com ${SSH#ssh }"
+  # What OpenSSH negotiated, with its default ciphers and with -c aes128-gcm@openssh.com.
+  local kex kex_aes
+  # ssh -v says `debug1: kex: server->client cipher: NAME MAC: NAME compression: none`.
+  kex=$(${SSH/-o LogLevel=ERROR/-v} true 2>&1 | tr -d '\r' | sed -n 's/^debug1: kex: server->client cipher: \([^ ]*\) MAC: \([^ ]*\).*/\1 (MAC \2)/p' | head -1)
+  kex_aes=$(${SSH_AES/-o LogLevel=ERROR/-v} true 2>&1 | tr -d '\r' | sed -n 's/^debug1: kex: server->client cipher: \([^ ]*\) MAC: \([^ ]*\).*/\1 (MAC \2)/p' | head -1)
+  echo "sshd: $(/usr/sbin/sshd -V 2>&1 | head -1 | cut -d, -f1) on 127.0.0.1:$port, client $(ssh -V 2>&1 | cut -d, -f1); server->client cipher negotiated: ${kex:-?} by default, ${kex_aes:-?} with ssh -c aes128-gcm@openssh.com" >> "$FACTS"
+  inventory "$WORK/inv-ssh.yml" "$F/vm-data" "$SSH"
+  inventory "$WORK/inv-ssh-aes.yml" "$F/vm-data" "$SSH_AES"
+}
+if [ "${SKIP_SSH:-0}" != 1 ]; then
+  say "target 4: starting the bench's own sshd on 127.0.0.1"
+  start_sshd || { say "no sshd: the backup over real SSH is not measured"; SSH=; }
+fi
+
+# ---------------------------------------------------------------------------------------------
 # 1. Drain: deployment backup vs BBR's sequence vs the one-pass pipeline
 # ---------------------------------------------------------------------------------------------
 pressure "drain"
 say "drain: $SIZE_LABEL ($DATA_FILES files), 1 warm-up + $RUNS runs of each, alternating"
 for RUN in $(seq 0 "$RUNS"); do
   settle
+  cg_mark agent
   timed agent_backup backup "$WORK/inv-data.yml" "$ART/agent"
+  cg_since vm_agent_backup
   ns=$(line_ns "(copied from the VM:|drain:)" "$LOGS/agent_backup.$RUN")
   record agent_drain_line "$RUN" "${ns:-0}"
   if [ "$RUN" = 0 ]; then
@@ -413,13 +595,32 @@ for RUN in $(seq 0 "$RUNS"); do
   rm -rf "$ART/agent"
   settle
 
+  cg_mark agent-empty
   timed agent_backup_empty backup "$WORK/inv-empty.yml" "$ART/agent"
+  cg_since vm_agent_backup_empty
   rm -rf "$ART/agent"
   settle
 
   if [ -n "$BBRLOCAL" ]; then
+    cg_mark bbr-tar bbr-shasum bbr-scripts bbr-other
     timed bbrlocal_backup bbr_backup "$F/vm-data" "$ART/bbr"
+    cg_since vm_bbrlocal_backup
     rm -rf "$ART/bbr"
+    settle
+  fi
+
+  # Target 4: the same backup through the bench's sshd, with OpenSSH's default cipher and
+  # with AES-GCM; the sshd group is the VM side of it.
+  if [ -n "$SSH" ]; then
+    cg_mark sshd
+    timed agent_ssh_backup backup "$WORK/inv-ssh.yml" "$ART/agent"
+    cg_since vm_agent_ssh_backup
+    rm -rf "$ART/agent"
+    settle
+    cg_mark sshd
+    timed agent_ssh_aes_backup backup "$WORK/inv-ssh-aes.yml" "$ART/agent"
+    cg_since vm_agent_ssh_aes_backup
+    rm -rf "$ART/agent"
     settle
   fi
   timed floor_sha floor_sha "$RESTORE_TAR"
@@ -431,6 +632,19 @@ for RUN in $(seq 0 "$RUNS"); do
   timed cp_al cp -al "$DATA" "$B/cpal"
   rm -rf "$B/cpal"
   settle
+
+  # Target 3: the scripts' own share of the agent's VM-side CPU: the VM's backup script alone,
+  # run as the agent runs it (the script itself, its artifact directory in the environment),
+  # counted in a cgroup the same way.
+  if [ -n "$CG" ]; then
+    mkdir -p "$B/script-art"
+    cg_mark script
+    # shellcheck disable=SC2046 # in_cg's words
+    timed script_backup env BBR_ARTIFACT_DIRECTORY="$B/script-art/" $(in_cg script) "$F/vm-data/var/vcap/jobs/bench/bin/bbr/backup"
+    cg_since vm_script_backup
+    rm -rf "$B/script-art"
+    settle
+  fi
 
   # BBR: the VM streams `tar -c` out, then checksums its files with shasum; the operator side
   # re-reads the downloaded tar to checksum every entry.
@@ -456,17 +670,29 @@ pressure "restore"
 say "restore: $SIZE_LABEL, 1 warm-up + $RUNS runs of each, alternating"
 for RUN in $(seq 0 "$RUNS"); do
   settle
+  cg_mark agent
   timed agent_restore restore "$WORK/inv-data.yml" "$RESTORE_DATA"
+  cg_since vm_agent_restore
   ns=$(line_ns "(copied to the VM:|copy:)" "$LOGS/agent_restore.$RUN")
   record agent_copy_line "$RUN" "${ns:-0}"
   settle
 
+  cg_mark agent-empty
   timed agent_restore_empty restore "$WORK/inv-empty.yml" "$RESTORE_EMPTY"
+  cg_since vm_agent_restore_empty
   settle
 
   if [ -n "$BBRLOCAL" ]; then
+    cg_mark bbr-tar bbr-shasum bbr-scripts bbr-other
     timed bbrlocal_restore bbr_restore "$F/vm-data" "$BBR_RESTORE_DATA"
+    cg_since vm_bbrlocal_restore
     settle
+  fi
+  if [ -n "$CG" ]; then
+    cg_mark script
+    # shellcheck disable=SC2046 # in_cg's words
+    timed script_restore env BBR_ARTIFACT_DIRECTORY="$B/" $(in_cg script) "$F/vm-data/var/vcap/jobs/bench/bin/bbr/restore"
+    cg_since vm_script_restore
   fi
   timed floor_sha_r floor_sha "$RESTORE_TAR"
   timed floor_dd_r floor_dd "$RESTORE_TAR" "$B/floor.tar"
@@ -787,6 +1013,86 @@ p(f"| BBR restore / bbr-agent restore | {ratio(br, ar)} | >= 6x | {meets(ar and 
 p(f"| bbr-agent restore / floor | {ratio(ar, floor_r)} | <= 1.5x | {meets(ar and floor_r and ar / floor_r, lambda v: v <= 1.5)} |")
 p(f"| CPU: BBR backup / bbr-agent backup (both ends) | {ratio(med('bbrlocal_backup', cpu), med('agent_backup', cpu))} | (context) | |")
 p(f"| CPU: BBR restore / bbr-agent restore (both ends) | {ratio(med('bbrlocal_restore', cpu), med('agent_restore', cpu))} | (context) | |")
+gib = int(nbytes) / (1 << 30)
+def per_run(names, minus=(), table=cpu):
+    """The median over runs of the sum of `names` minus the sum of `minus`, all from one run."""
+    keys = set.intersection(*(set(k for k in table[n] if k > 0) for n in list(names) + list(minus)))
+    return statistics.median(sum(table[n][k] for n in names) - sum(table[n][k] for n in minus) for k in keys) if keys else 0
+vm_b = per_run(["vm_agent_backup_agent"], ["vm_script_backup_script"])
+bbr_vm_b = per_run(["vm_bbrlocal_backup_bbr-tar", "vm_bbrlocal_backup_bbr-shasum"])
+vm_r = per_run(["vm_agent_restore_agent"], ["vm_script_restore_script"])
+bbr_vm_r = per_run(["vm_bbrlocal_restore_bbr-tar", "vm_bbrlocal_restore_bbr-shasum"])
+p(f"| CPU on the VM per GiB, backup: bbr-agent / BBR's `tar` + `shasum` (target 3) | {ratio(vm_b, bbr_vm_b)} | <= 0.5x | {meets(vm_b and bbr_vm_b and vm_b / bbr_vm_b, lambda v: v <= 0.5)} |")
+p(f"| CPU on the VM per GiB, restore: bbr-agent / BBR's `tar -x` + `shasum` | {ratio(vm_r, bbr_vm_r)} | (context) | |")
+sb, sba = med("agent_ssh_backup"), med("agent_ssh_aes_backup")
+p(f"| over real SSH (target 4): BBR backup (its in-process SSH) / bbr-agent backup through sshd, default cipher | {ratio(bb, sb)} | (report) | |")
+p(f"| over real SSH (target 4): the same, bbr-agent with `-c aes128-gcm@openssh.com` | {ratio(bb, sba)} | (report) | |")
+p("")
+
+# Target 3: the VM side's CPU, from cgroup v2 counters
+def cs(x):
+    return s(x) if x else "n/a"
+def pg(x):
+    return f"{x / gib:.3f} s" if x else "n/a"
+p(f"#### Target 3: CPU on the VM ({size} data set, {gib:.3f} GiB), cgroup v2 `cpu.stat` usage_usec\n")
+p("Each figure is the CPU (user + system) of what ran in one cgroup during one run, a median of")
+p("the measured runs; a difference or a sum is taken within each run, then the median. bbr-agent:")
+p("`serve` and every process it started (the scripts, in their own cgroups below it). BBR:")
+p("bbrlocal's VM commands (each `sudo ...` under `bash -c`, as sshd would run it) sorted by kind;")
+p("its in-process SSH server's CPU is in bbrlocal's own process and in neither figure.\n")
+p("| what runs on the VM | CPU | per GiB |")
+p("|---|---:|---:|")
+for label, x in [
+    ("bbr-agent backup: `serve` and its scripts", med("vm_agent_backup_agent", cpu)),
+    ("the backup script alone (`cp -al` of the data set)", med("vm_script_backup_script", cpu)),
+    ("context: bbr-agent backup of the empty VM: `serve` and its script (fixed cost)", med("vm_agent_backup_empty_agent-empty", cpu)),
+    ("**bbr-agent backup, its own** (`serve` and scripts - the script alone, per run)", vm_b),
+    ("BBR backup: `sudo tar -C DIR -c .`", med("vm_bbrlocal_backup_bbr-tar", cpu)),
+    ("BBR backup: `sudo sh -c 'cd DIR && find . -type f \\| xargs shasum -a 256'`", med("vm_bbrlocal_backup_bbr-shasum", cpu)),
+    ("**BBR backup: `tar` + `shasum`** (per run)", bbr_vm_b),
+    ("context: BBR backup: the job's scripts (`sudo VARS .../bin/bbr/backup`)", med("vm_bbrlocal_backup_bbr-scripts", cpu)),
+    ("context: BBR backup: its other VM commands (`find` of the scripts, `stat`, `mkdir`, `du`, `rm -rf`)", med("vm_bbrlocal_backup_bbr-other", cpu)),
+    ("bbr-agent restore: `serve` and its scripts", med("vm_agent_restore_agent", cpu)),
+    ("the restore script alone (`exit 0`)", med("vm_script_restore_script", cpu)),
+    ("context: bbr-agent restore of the empty artifact (fixed cost)", med("vm_agent_restore_empty_agent-empty", cpu)),
+    ("**bbr-agent restore, its own** (per run)", vm_r),
+    ("BBR restore: `sudo sh -c 'tar -C DIR -x'`", med("vm_bbrlocal_restore_bbr-tar", cpu)),
+    ("BBR restore: `sudo sh -c '... xargs shasum -a 256'`", med("vm_bbrlocal_restore_bbr-shasum", cpu)),
+    ("**BBR restore: `tar -x` + `shasum`** (per run)", bbr_vm_r),
+    ("context: BBR restore: its other VM commands", med("vm_bbrlocal_restore_bbr-other", cpu)),
+]:
+    p(f"| {label} | {cs(x)} | {pg(x)} |")
+p("")
+
+# Target 4: over real SSH
+vs, vsa = med("vm_agent_ssh_backup_sshd", cpu), med("vm_agent_ssh_aes_backup_sshd", cpu)
+def tot(name, vm):
+    return per_run([name, vm]) if vm in cpu and name in cpu else 0
+p(f"#### Target 4: the {size} backup over real SSH (the bench's sshd on 127.0.0.1)\n")
+p("The inventory's command is `ssh -p PORT ... root@127.0.0.1 <agent> --root <vm> serve`. Operator")
+p("side: the driver and its `ssh` client (bash `times` of the command); VM side: the sshd's cgroup")
+p("(its sessions, `serve`, the scripts). BBR's figure is the whole `bbrlocal` command, its SSH")
+p("client, in-process SSH server and VM commands in one; bbrlocal cannot use a real sshd.\n")
+p("| what | wall | min .. max | CPU, operator side | CPU, VM side | CPU, both | VM side - script, per GiB |")
+p("|---|---:|---:|---:|---:|---:|---:|")
+for label, name, vm in [
+    ("bbr-agent through sshd, OpenSSH's default cipher", "agent_ssh_backup", "vm_agent_ssh_backup_sshd"),
+    ("bbr-agent through sshd, `ssh -c aes128-gcm@openssh.com`", "agent_ssh_aes_backup", "vm_agent_ssh_aes_backup_sshd"),
+    ("context: bbr-agent over the local `serve` pipe", "agent_backup", "vm_agent_backup_agent"),
+]:
+    own = per_run([vm], ["vm_script_backup_script"])
+    p(f"| {label} | {s(med(name))} | {spread(name)} | {cs(med(name, cpu) - (med(vm, cpu) if name == 'agent_backup' else 0))} "
+      f"| {cs(med(vm, cpu))} | {cs(tot(name, vm) if name != 'agent_backup' else med(name, cpu))} | {pg(own)} |")
+p(f"| BBR: `bbrlocal backup --transport ssh` (in-process SSH server) | {s(bb)} | {spread('bbrlocal_backup')} | | | {cs(med('bbrlocal_backup', cpu))} | |")
+p("")
+p("| ratio | value |")
+p("|---|---:|")
+p(f"| wall: BBR / bbr-agent through sshd (default cipher) | {ratio(bb, sb)} |")
+p(f"| wall: BBR / bbr-agent through sshd (aes128-gcm) | {ratio(bb, sba)} |")
+p(f"| CPU, both sides: BBR / bbr-agent through sshd (default cipher) | {ratio(med('bbrlocal_backup', cpu), tot('agent_ssh_backup', 'vm_agent_ssh_backup_sshd'))} |")
+p(f"| CPU, both sides: BBR / bbr-agent through sshd (aes128-gcm) | {ratio(med('bbrlocal_backup', cpu), tot('agent_ssh_aes_backup', 'vm_agent_ssh_aes_backup_sshd'))} |")
+p(f"| wall: through sshd (default cipher) / over the local pipe | {ratio(sb, ab)} |")
+p(f"| wall: through sshd (default cipher) / through sshd (aes128-gcm) | {ratio(sb, sba)} |")
 p("")
 
 # 1. Drain
