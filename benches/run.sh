@@ -337,6 +337,8 @@ exec $(command -v nsenter) "\$@"
 SH
   chmod 755 "$WORK/bin/bbr-vm/nsenter"
 else
+  # Whatever cg_setup made before it failed goes (rmdir of the interface files fails: harmless).
+  [ -z "$CG" ] || rmdir "$CG"/* "$CG" 2>/dev/null || true
   CG=
   say "no cgroup v2 to count the VM side's CPU in (it needs root and a writable cgroup2 mount): target 3 not measured"
 fi
