@@ -422,7 +422,9 @@ PY
     echo "files: $F, $(df -T "$F" | awk 'NR == 2 { print $2 ", " int($5 / 1048576) " GiB free" }')$( [ "$(cat /sys/fs/ext4/"$(basename "$(df --output=source "$F" | tail -1)")"/journal_task 2>/dev/null)" = "<none>" ] && echo ', ext4 WITHOUT a journal')"
   fi
   echo "sha_ni in /proc/cpuinfo: $(grep -o -m1 'sha_ni' /proc/cpuinfo || echo no)"
-  echo "sha2 crate: $(cargo tree -q -e features -i sha2 2>/dev/null | head -1 || echo '?'); features: $(cargo tree -q -e features -i sha2 2>/dev/null | sed -n 's/.*sha2 feature "\([^"]*\)".*/\1/p' | sort -u | paste -sd, -)"
+  # The sha2 the agent itself depends on (a dependency may bring another version beside it).
+  sha2_spec="sha2@$(cargo tree -q -e normal --depth 1 2>/dev/null | sed -n 's/.*sha2 v\([0-9.]*\).*/\1/p' | head -1)"
+  echo "sha2 crate: $(cargo tree -q -e features -i "$sha2_spec" 2>/dev/null | head -1 || echo '?'); features: $(cargo tree -q -e features -i "$sha2_spec" 2>/dev/null | sed -n 's/.*sha2 feature "\([^"]*\)".*/\1/p' | sort -u | paste -sd, -)"
   echo "SHA-NI instructions (sha256rnds2) in the binary: $(objdump -d "$AGENT" 2>/dev/null | grep -c sha256rnds2 || true)"
   echo "BBR's own code: ${BBRLOCAL:-not run}$( [ -n "$BBRLOCAL" ] && [ -f "$(dirname "$BBRLOCAL")/bbr-src.commit" ] && echo " (BBR at $(cut -c1-12 "$(dirname "$BBRLOCAL")/bbr-src.commit"), $(go version 2>/dev/null | cut -d' ' -f3))")"
   [ -z "$BEFORE_AGENT" ] || echo "fleet before/after: before = $BEFORE_AGENT"
