@@ -57,7 +57,8 @@ fn scenario_with(
     wrong_host_key: bool,
     change: impl FnOnce(&mut Options),
 ) -> Scenario {
-    let sshd = Sshd::start();
+    // DEBUG1: sshd logs the cipher each connection agreed on.
+    let sshd = Sshd::start_logging("DEBUG1");
     let mut fleet = Fleet::new();
     let keys = sshd.authorized_keys();
     fleet
@@ -270,6 +271,24 @@ fn backup_and_restore_of_a_deployment_with_bbrs_flags_only() {
         "BBR's user names are bosh_ and 15 hex digits: {seen:?}"
     );
     s.assert_user_gone(&run.explain());
+    // On a CPU with AES instructions the driver offers AES-GCM first, the cheaper cipher for
+    // the VM under backup; OpenSSH alone would agree on chacha20-poly1305.
+    let cpu = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |flag: &str| cpu.split_whitespace().any(|w| w == flag);
+    if has("aes") && has("pclmulqdq") {
+        let log = s.sshd.log();
+        let agreed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("kex: client->server cipher:"))
+            .collect();
+        assert!(
+            !agreed.is_empty()
+                && agreed
+                    .iter()
+                    .all(|l| l.contains("cipher: aes128-gcm@openssh.com")),
+            "the ciphers agreed: {agreed:#?}"
+        );
+    }
     assert!(
         !unix_user_exists(&seen[0]),
         "the Unix user {} is left",

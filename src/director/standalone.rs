@@ -97,6 +97,7 @@ impl Standalone {
             user,
             address: &self.host,
             proxy_command,
+            ciphers: super::openssh::fast_ciphers(),
         }
         .command(&remote);
         Ok(Target {

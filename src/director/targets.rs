@@ -173,6 +173,7 @@ fn ssh_command(
         user,
         address: &m.host.address,
         proxy_command,
+        ciphers: super::openssh::fast_ciphers(),
     }
     .command(remote)
 }
