@@ -280,7 +280,7 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
     }
     let mut removing: Vec<&(&Backup, Decision)> =
         plan.iter().filter(|(_, d)| d.removes()).collect();
-    removing.sort_by_key(|(_, d)| *d != Decision::RemoveIncomplete);
+    removing.sort_by_key(|(_, d)| !d.removes_incomplete());
     let (mut removed, mut bytes, mut failed) = (0, 0, 0);
     let mut stopped = false;
     for (backup, decision) in removing {
@@ -298,14 +298,11 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
         }
         // Each line as it happens: a long removal shows where it is.
         out.flush()?;
-        if *decision == Decision::RemoveIncomplete {
-            match prune::still_incomplete(storage.as_ref(), backup) {
-                Ok(true) => {}
-                Ok(false) => {
-                    writeln!(
-                        out,
-                        "  (not removed: it has a complete or unreadable metadata now)"
-                    )?;
+        if decision.removes_incomplete() {
+            match prune::kept_after_all(storage.as_ref(), backup, Utc::now().to_unix()) {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    writeln!(out, "  (not removed: {why})")?;
                     continue;
                 }
                 Err(e) => {
@@ -382,8 +379,16 @@ fn decision_line(backup: &Backup, decision: &Decision, dry_run: bool) -> String 
         Decision::RemoveIncomplete => format!(
             "{remove} {name} (incomplete: started {started}, more than a day ago, and never finished)"
         ),
+        Decision::RemoveStopped { beat } => format!(
+            "{remove} {name} (incomplete: started {started}, its run's last heartbeat was at {}, more than an hour ago: the run stopped)",
+            Utc::from_unix(*beat).iso()
+        ),
         Decision::LeaveRunning => format!(
             "leave {name} (incomplete, started {started}, less than a day ago: it may still be running)"
+        ),
+        Decision::LeaveBeating { beat } => format!(
+            "leave {name} (incomplete, started {started}: its run is still going, last heartbeat at {})",
+            Utc::from_unix(*beat).iso()
         ),
         Decision::LeaveUnreadable(why) => format!(
             "leave {name} (unreadable: {}; look at it by hand)",
