@@ -637,3 +637,38 @@ fn prune_in_a_bucket_keeps_a_days_long_run_whose_heartbeat_is_fresh_and_removes_
         prune.explain()
     );
 }
+
+/// A backup holding a key the store layer refuses to address (an empty part, `a//b`, which a
+/// URL would not keep apart from `a/b`): prune removes everything else of it, past that key,
+/// and names exactly what is left.
+#[test]
+fn prune_goes_on_past_an_odd_key_and_names_exactly_what_is_left() {
+    let garage = Garage::shared();
+    let bucket = TestBucket::new(garage, "odd-keys");
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(garage, dir.path());
+    let old = format!("cf_{}", common::utc_ago(3 * 86_400, "+%Y%m%dT%H%M%SZ"));
+    // Listed in this order: the odd key comes between the two tars.
+    for name in ["a.tar", "m//odd", "z.tar"] {
+        bucket.put(&format!("p/{old}/{name}"), b"bytes");
+    }
+    let prune = agent(
+        dir.path(),
+        &["backups", "prune", &bucket.url("p"), "--keep-last", "1"],
+        &env,
+    );
+    prune.assert_code(1).assert_stderr_contains(&format!(
+        "error: cannot remove {old} whole: its metadata (if any) and 2 other objects (10 bytes) are removed, but 1 is left: {old}/m//odd ("
+    ));
+    assert!(
+        prune.stderr.contains("; remove it by hand"),
+        "{}",
+        prune.explain()
+    );
+    assert_eq!(
+        bucket.keys("p/"),
+        [format!("p/{old}/m//odd")],
+        "{}",
+        prune.explain()
+    );
+}

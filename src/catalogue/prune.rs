@@ -148,29 +148,115 @@ pub(crate) fn still_incomplete(
     Ok(summary.is_ok_and(|s| !s.complete()))
 }
 
+/// Keys left by a removal that are named in its error, at most.
+const LEFT_NAMED_AT_MOST: usize = 10;
+
+/// A removal that could not remove all of a backup.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RemoveError {
+    /// Its metadata could not be removed: nothing else was touched.
+    #[error(transparent)]
+    Metadata(StorageError),
+    /// The metadata went, and what could be removed; these are left.
+    #[error("{}", left_line(.removed, .bytes, .left, .more))]
+    Left {
+        /// Objects removed, and their bytes.
+        removed: usize,
+        bytes: u64,
+        /// The first keys (or listings) left, each with why, at most [`LEFT_NAMED_AT_MOST`].
+        left: Vec<(String, StorageError)>,
+        /// How many more are left beyond those.
+        more: usize,
+    },
+}
+
+fn left_line(
+    removed: &usize,
+    bytes: &u64,
+    left: &[(String, StorageError)],
+    more: &usize,
+) -> String {
+    let named: Vec<String> = left
+        .iter()
+        .map(|(key, why)| format!("{} ({why})", crate::printable::printable(key, 300)))
+        .collect();
+    format!(
+        "its metadata (if any) and {removed} other object{} ({bytes} bytes) are removed, but {} {} left: {}{}; remove {} by hand",
+        if *removed == 1 { "" } else { "s" },
+        left.len() + more,
+        if left.len() + more == 1 { "is" } else { "are" },
+        named.join(", "),
+        match more {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        },
+        if left.len() + more == 1 { "it" } else { "them" },
+    )
+}
+
 /// Removes `backup` from `storage`: metadata first, then what interrupted writes left, then its
-/// other objects. Returns the bytes removed.
-pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, StorageError> {
+/// other objects, going on past one that cannot be removed (an odd key the store refuses, a
+/// failed request), so the removal finishes or says exactly what is left. Returns the bytes
+/// removed.
+pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, RemoveError> {
     let prefix = format!("{}/", backup.name);
     let metadata = format!("{prefix}{METADATA_FILE}");
-    let mut removed = storage.size(&metadata)?.unwrap_or(0);
-    storage.remove(&metadata)?;
+    let mut bytes = storage
+        .size(&metadata)
+        .map_err(RemoveError::Metadata)?
+        .unwrap_or(0);
+    storage.remove(&metadata).map_err(RemoveError::Metadata)?;
+    let mut left: Vec<(String, StorageError)> = Vec::new();
     // Before the objects: the last object removed takes the directory along (locally), once
     // nothing else is in it.
-    storage.abort_unfinished(&prefix)?;
+    if let Err(e) = storage.abort_unfinished(&prefix) {
+        left.push((format!("{prefix} (its unfinished writes)"), e));
+    }
     // Listed again, in rounds: the catalogue's listing was bounded, and is older. Each round
-    // removes what it lists, so the rounds end; the bound holds against a store that does not.
+    // removes what it lists but what failed before; a round that lists only those ends it, and
+    // the bound holds against a store that never does.
+    let mut failed: std::collections::BTreeSet<String> = Default::default();
+    let mut removed = 0;
     for _ in 0..REMOVE_ROUNDS_AT_MOST {
-        let objects = storage.list(&prefix, super::LIST_AT_MOST)?;
+        let objects = match storage.list(&prefix, super::LIST_AT_MOST) {
+            Ok(objects) => objects,
+            Err(e) => {
+                left.push((format!("{prefix} (its listing)"), e));
+                break;
+            }
+        };
+        let mut progressed = false;
         for object in &objects {
-            storage.remove(&object.key)?;
-            removed += object.size;
+            if failed.contains(&object.key) {
+                continue;
+            }
+            match storage.remove(&object.key) {
+                Ok(()) => {
+                    removed += 1;
+                    bytes += object.size;
+                    progressed = true;
+                }
+                Err(e) => {
+                    failed.insert(object.key.clone());
+                    left.push((object.key.clone(), e));
+                }
+            }
         }
-        if objects.len() < super::LIST_AT_MOST {
+        if !progressed || objects.len() < super::LIST_AT_MOST {
             break;
         }
     }
-    Ok(removed)
+    if left.is_empty() {
+        return Ok(bytes);
+    }
+    let more = left.len().saturating_sub(LEFT_NAMED_AT_MOST);
+    left.truncate(LEFT_NAMED_AT_MOST);
+    Err(RemoveError::Left {
+        removed,
+        bytes,
+        left,
+        more,
+    })
 }
 
 #[cfg(test)]

@@ -322,8 +322,12 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
             }
             Err(e) => {
                 failed += 1;
+                let whole = match e {
+                    prune::RemoveError::Left { .. } => " whole",
+                    prune::RemoveError::Metadata(_) => "",
+                };
                 eprintln!(
-                    "error: cannot remove {}: {e}",
+                    "error: cannot remove {}{whole}: {e}",
                     printable(&backup.name, SHOWN_AT_MOST)
                 );
             }
