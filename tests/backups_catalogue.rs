@@ -468,6 +468,37 @@ fn prune_judges_a_claimed_incomplete_backup_by_its_runs_heartbeat_not_its_age() 
     let young_unbeating = name_ago("cf", 3600 + 20);
     claimed(&young_unbeating, owner_only);
 
+    // The listing shows each run's last heartbeat.
+    let list = agent(d, &["backups", "list", "--json"]);
+    list.assert_success();
+    let listed = list.json();
+    let of = |name: &str| {
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed\n{}", list.explain()))
+            .clone()
+    };
+    let beat = of(&long_running)["last_heartbeat"].clone();
+    assert!(
+        beat.as_str()
+            .is_some_and(|t| t.len() == 20 && t.ends_with('Z')),
+        "{}",
+        list.explain()
+    );
+    assert_eq!(
+        of(&old_unbeating)["last_heartbeat"],
+        serde_json::Value::Null
+    );
+    agent(d, &["backups", "list"])
+        .assert_success()
+        .assert_stdout_contains(&format!(
+            "incomplete (last heartbeat {})",
+            beat.as_str().unwrap()
+        ));
+
     let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
     run.assert_success();
     for line in [

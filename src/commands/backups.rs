@@ -96,6 +96,8 @@ struct Listed {
     compressed_on: Option<String>,
     encryption: Option<String>,
     recipients: Vec<String>,
+    /// An incomplete backup's run's last heartbeat (`storage::claim`), RFC 3339.
+    last_heartbeat: Option<String>,
     /// Whether a metadata was read: without one, how it is stored is not known.
     #[serde(skip)]
     summarised: bool,
@@ -127,6 +129,7 @@ impl Listed {
             compressed_on: codecs.compressed_on,
             encryption: codecs.encryption,
             recipients: codecs.recipients,
+            last_heartbeat: b.last_beat.map(|t| Utc::from_unix(t).iso()),
             summarised: b.summary.is_some(),
         }
     }
@@ -152,11 +155,12 @@ impl Listed {
         }
     }
 
-    /// `complete`, `incomplete`, or `unreadable: why`.
+    /// `complete`, `incomplete`, `incomplete (last heartbeat ...)`, or `unreadable: why`.
     fn state_line(&self) -> String {
-        match &self.unreadable {
-            Some(why) => format!("unreadable: {}", printable(why, SHOWN_AT_MOST)),
-            None => self.state.to_string(),
+        match (&self.unreadable, &self.last_heartbeat) {
+            (Some(why), _) => format!("unreadable: {}", printable(why, SHOWN_AT_MOST)),
+            (None, Some(beat)) => format!("{} (last heartbeat {beat})", self.state),
+            (None, None) => self.state.to_string(),
         }
     }
 }
