@@ -79,6 +79,11 @@ pub enum Command {
     /// Run the checks a backup starts with; nothing but metadata scripts runs.
     PreBackupCheck,
     /// Run one kind of script by hand, with the environment the workflow would give it.
+    ///
+    /// Nothing is unlocked for you: a pre-backup-lock or pre-restore-lock run by hand leaves
+    /// its jobs locked (a failed one maybe in part) until `run post-backup-unlock` (or
+    /// `run post-restore-unlock`) runs for them. After a lock, one line on stderr names each
+    /// job with the exact command that unlocks it.
     Run(RunArgs),
     /// Back this VM up into a BBR artifact directory.
     Backup(BackupArgs),

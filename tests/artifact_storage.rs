@@ -159,3 +159,56 @@ fn the_next_backup_leaves_what_another_running_backup_of_its_name_is_writing() {
         "{explain}"
     );
 }
+
+/// A run's claim carries its heartbeat (its last line, the run's clock; the file's mtime, the
+/// store's). Another owner's run whose heartbeat stopped more than an hour ago was killed: the
+/// next backup removes what it left, and leaves what a beating one is writing.
+#[test]
+fn the_next_backup_removes_what_another_owners_stopped_run_left_and_leaves_a_beating_ones() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("store").copying_backup_restore();
+    write_file(&vm.data_dir("store").join("a.txt"), b"a");
+    let artifacts = vm.artifacts();
+    let ours = String::from_utf8(claim_of(&vm, &artifacts)).unwrap();
+    let last = ours.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("heartbeat: 20") && last.ends_with('Z'),
+        "the run's claim has no heartbeat line: {ours:?}"
+    );
+    let theirs = ours.replace("backend/0", "db/0");
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    for (dir, stopped) in [
+        ("acme_20260101T000001Z", true),
+        ("acme_20260101T000002Z", false),
+    ] {
+        let d = artifacts.join(dir);
+        fs::create_dir(&d).unwrap();
+        write_file(&d.join(".bbr-agent-partial-Half1"), &[0u8; 4096]);
+        let claim = write_file(&d.join(".bbr-agent-run-0123"), theirs.as_bytes());
+        if stopped {
+            fs::File::options()
+                .write(true)
+                .open(claim)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+    }
+
+    let run = vm.agent(&["backup", "--artifact-path", artifacts.to_str().unwrap()]);
+    run.assert_success()
+        .assert_stdout_contains("Removed 1 unfinished file that interrupted backups of acme left")
+        .assert_stdout_contains("Left 1 unfinished file of other backups of acme (in ");
+    let listing = |dir: &str| names(&artifacts.join(dir));
+    let explain = run.explain();
+    assert_eq!(
+        listing("acme_20260101T000001Z"),
+        [".bbr-agent-run-0123"],
+        "a stopped run's write was left\n{explain}"
+    );
+    assert_eq!(
+        listing("acme_20260101T000002Z"),
+        [".bbr-agent-partial-Half1", ".bbr-agent-run-0123"],
+        "a beating run's write was touched\n{explain}"
+    );
+}

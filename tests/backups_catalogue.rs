@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use common::{Run, listing, write_file};
+use common::{Run, claim_with_heartbeat, listing, write_file};
 
 /// A BBR metadata for one job's tar; `finish` makes it complete; `codecs` is bbr-agent's key.
 fn metadata(finish: bool, codecs: &str) -> String {
@@ -49,22 +49,9 @@ fn agent(dest: &Path, args: &[&str]) -> Run {
 
 /// `<deployment>_<timestamp>` of `secs_ago` seconds before now, as BBR names it (UTC).
 fn name_ago(deployment: &str, secs_ago: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let out = std::process::Command::new("date")
-        .args([
-            "-u",
-            "-d",
-            &format!("@{}", now - secs_ago),
-            "+%Y%m%dT%H%M%SZ",
-        ])
-        .output()
-        .expect("run date");
     format!(
         "{deployment}_{}",
-        String::from_utf8(out.stdout).unwrap().trim()
+        common::utc_ago(secs_ago, "+%Y%m%dT%H%M%SZ")
     )
 }
 
@@ -438,4 +425,99 @@ fn a_symlink_that_looks_like_an_old_backup_is_neither_listed_nor_followed_by_pru
         .assert_stdout_contains("Kept 1, removed 0");
     assert!(outside.join("db-0-pg.tar").exists(), "{}", run.explain());
     assert!(d.join("cf_20200101T000000Z").exists());
+}
+
+/// Sets `path`'s mtime `secs_ago` seconds back.
+fn age(path: &Path, secs_ago: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+}
+
+/// A run that takes days (a big database) beats on its claim: prune leaves it however old it
+/// is, and removes a run whose heartbeat stopped more than an hour ago (killed) however young
+/// it is. The heartbeat's time is the older of the claim's line (the run's clock) and its
+/// file's mtime (the store's). A claim without a heartbeat (stop 12's) is judged by age.
+#[test]
+fn prune_judges_a_claimed_incomplete_backup_by_its_runs_heartbeat_not_its_age() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let day = 86_400;
+    let claimed = |name: &str, claim: &str| {
+        let dir = incomplete(d, name);
+        write_file(&dir.join(".bbr-agent-run-0123"), claim.as_bytes())
+    };
+    complete(d, "cf_20261126T220000Z");
+    let long_running = name_ago("cf", 3 * day);
+    claimed(&long_running, &claim_with_heartbeat("cf", 0));
+    // Its line says now, its file was last written two hours ago: stopped.
+    let killed_old = name_ago("cf", 3 * day + 10);
+    let claim = claimed(&killed_old, &claim_with_heartbeat("cf", 0));
+    age(&claim, 2 * 3600);
+    // Started two hours ago, its line says it last beat then: stopped.
+    let killed_young = name_ago("cf", 2 * 3600);
+    claimed(&killed_young, &claim_with_heartbeat("cf", 2 * 3600));
+    // Stop 12's claims: the owner alone.
+    let owner_only = "bbr-agent backup\ndeployment: \"cf\"\nfrom: \"\"\ninstances: []\n";
+    let old_unbeating = name_ago("cf", 3 * day + 20);
+    claimed(&old_unbeating, owner_only);
+    let young_unbeating = name_ago("cf", 3600 + 20);
+    claimed(&young_unbeating, owner_only);
+
+    // The listing shows each run's last heartbeat.
+    let list = agent(d, &["backups", "list", "--json"]);
+    list.assert_success();
+    let listed = list.json();
+    let of = |name: &str| {
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed\n{}", list.explain()))
+            .clone()
+    };
+    let beat = of(&long_running)["last_heartbeat"].clone();
+    assert!(
+        beat.as_str()
+            .is_some_and(|t| t.len() == 20 && t.ends_with('Z')),
+        "{}",
+        list.explain()
+    );
+    assert_eq!(
+        of(&old_unbeating)["last_heartbeat"],
+        serde_json::Value::Null
+    );
+    agent(d, &["backups", "list"])
+        .assert_success()
+        .assert_stdout_contains(&format!(
+            "incomplete (last heartbeat {})",
+            beat.as_str().unwrap()
+        ));
+
+    let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_success();
+    for line in [
+        format!("leave {long_running} (incomplete, started "),
+        "its run is still going, last heartbeat at ".to_string(),
+        format!("remove {killed_old} (incomplete: started "),
+        format!("remove {killed_young} (incomplete: started "),
+        "more than an hour ago: the run stopped)".to_string(),
+        format!("remove {old_unbeating} (incomplete: started "),
+        format!("leave {young_unbeating} (incomplete, started "),
+        "Kept 3, removed 3".to_string(),
+    ] {
+        run.assert_stdout_contains(&line);
+    }
+    let mut kept = vec![
+        "cf_20261126T220000Z".to_string(),
+        long_running,
+        young_unbeating,
+    ];
+    kept.sort();
+    assert_eq!(remaining(d), kept, "{}", run.explain());
 }

@@ -108,6 +108,44 @@ fn a_truncated_tar_and_an_incomplete_backup_fail_naming_them() {
         .assert_stderr_contains("2 problems");
 }
 
+/// A verify restores nothing, whatever it finds: its lines say what it found, not what a
+/// restore did not do ("nothing was restored", "nothing was touched").
+#[test]
+fn verify_says_what_it_found_in_its_own_words_not_the_restores() {
+    let (vm, artifact) = backed_up();
+    let store_tar = artifact.join("backend-0-store.tar");
+    let mut bytes = fs::read(&store_tar).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"deep data").unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(&store_tar, bytes).unwrap();
+    fs::remove_file(artifact.join("backend-0-other.tar")).unwrap();
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let unfinished: String = metadata
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("finish_time:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(artifact.join("metadata"), unfinished).unwrap();
+    let run = verify(&vm, &artifact);
+    run.assert_code(1)
+        .assert_stderr_contains("is not a complete backup")
+        .assert_stderr_contains(", so it cannot be restored\n")
+        .assert_stderr_contains("backend-0-store.tar does not match its checksums (content differs: ./nested/deep/file)\n")
+        .assert_stderr_contains("backend-0-other.tar is missing (or is not a file)\n")
+        .assert_stderr_contains("failed verification: 3 problems");
+    for restores in [
+        "nothing was restored",
+        "nothing was touched",
+        "nothing was read",
+    ] {
+        assert!(
+            !run.stderr.contains(restores),
+            "a restore's words: {restores:?}\n{}",
+            run.explain()
+        );
+    }
+}
+
 #[test]
 fn an_encrypted_and_compressed_backup_verifies_with_its_identity_and_a_flipped_byte_is_named() {
     let vm = Vm::with_identity("acme", "backend");

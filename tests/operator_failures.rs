@@ -240,3 +240,73 @@ fn the_folder_of_several_backups_offers_the_newest_complete_one() {
         old.file_name().unwrap().to_str().unwrap()
     ));
 }
+
+/// The one `bbr-agent ...` command between backticks in `text`'s line about `job`.
+fn unlock_command(text: &str, job: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("warning: {job} ")))
+        .unwrap_or_else(|| panic!("no line about {job}:\n{text}"));
+    let start = line.find('`').expect("a command") + 1;
+    let end = line[start..].find('`').expect("its end") + start;
+    line[start..end].to_string()
+}
+
+/// A lock run by hand stays: the operator is told, on stderr, of each job it ran for and of the
+/// exact command that unlocks it (a failed lock may have locked in part; a job without an
+/// unlock script is said to have none), and that command, run as printed, unlocks the job.
+#[test]
+fn a_lock_run_by_hand_names_each_job_it_left_locked_and_the_command_that_unlocks_it() {
+    let vm = vm();
+    vm.job("web").script("pre-backup-lock", "exit 3");
+    let run = vm.agent(&["run", "pre-backup-lock"]);
+    run.assert_code(1)
+        .assert_stderr_contains(
+            "warning: db is locked (its pre-backup-lock ran by hand, and nothing unlocks it): unlock it with `bbr-agent --root ",
+        )
+        .assert_stderr_contains(
+            "warning: web may be locked in part (its pre-backup-lock ran by hand and failed: exit status 3), and it has no bin/bbr/post-backup-unlock: undo the lock by hand",
+        );
+    let command = unlock_command(&run.stderr, "db");
+    assert!(
+        command.ends_with(" run post-backup-unlock --job db"),
+        "{}",
+        run.explain()
+    );
+    fs::write(vm.log_path(), "").unwrap();
+    // As printed, with the agent found on PATH.
+    let bin = std::path::Path::new(common::AGENT).parent().unwrap();
+    let unlock = common::Run::of(
+        std::process::Command::new("sh")
+            .args(["-c", &command])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display())),
+        vm.dir.path(),
+    );
+    unlock.assert_success();
+    assert_eq!(
+        vm.calls(),
+        ["db post-backup-unlock"],
+        "{}",
+        unlock.explain()
+    );
+    assert!(
+        !unlock.stderr.contains("unlock it with"),
+        "an unlock is no lock\n{}",
+        unlock.explain()
+    );
+
+    // And `run --help` says so before anything runs.
+    vm.agent(&["run", "--help"])
+        .assert_success()
+        .assert_stdout_contains(
+            "Nothing is unlocked for you: a pre-backup-lock or pre-restore-lock run by hand leaves",
+        );
+
+    let restore = vm.agent(&["run", "pre-restore-lock", "--job", "db"]);
+    restore.assert_success();
+    assert!(
+        unlock_command(&restore.stderr, "db").ends_with(" run post-restore-unlock --job db"),
+        "{}",
+        restore.explain()
+    );
+}

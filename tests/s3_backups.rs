@@ -593,3 +593,82 @@ fn a_local_restore_from_a_bucket_refuses_an_encrypted_object_whose_last_chunk_wa
         vm.calls()
     );
 }
+
+/// In a bucket, where a test cannot set an object's `LastModified`, the claim's own heartbeat
+/// line is what says a run stopped: prune leaves a backup that started days ago whose run beat
+/// just now, and removes one whose run last beat two hours ago (its claim was written now, by
+/// the store's clock: the older of the two times counts).
+#[test]
+fn prune_in_a_bucket_keeps_a_days_long_run_whose_heartbeat_is_fresh_and_removes_a_stopped_one() {
+    let garage = Garage::shared();
+    let bucket = TestBucket::new(garage, "heartbeat");
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(garage, dir.path());
+    let day = 86_400;
+    let name = |secs_ago: u64| format!("cf_{}", common::utc_ago(secs_ago, "+%Y%m%dT%H%M%SZ"));
+    let (running, stopped) = (name(3 * day), name(3 * day + 10));
+    for (backup, beat_ago) in [(&running, 0), (&stopped, 2 * 3600)] {
+        bucket.put(&format!("hb/{backup}/db-0-pg.tar"), b"part of a tar");
+        bucket.put(
+            &format!("hb/{backup}/.bbr-agent-run-0123"),
+            common::claim_with_heartbeat("cf", beat_ago).as_bytes(),
+        );
+    }
+    let url = bucket.url("hb");
+    let prune = agent(
+        dir.path(),
+        &["backups", "prune", &url, "--keep-last", "1"],
+        &env,
+    );
+    prune
+        .assert_success()
+        .assert_stdout_contains(&format!("leave {running} (incomplete, started "))
+        .assert_stdout_contains(&format!("remove {stopped} (incomplete: started "))
+        .assert_stdout_contains("more than an hour ago: the run stopped)");
+    let mut left: Vec<String> = bucket.keys("hb/");
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!("hb/{running}/.bbr-agent-run-0123"),
+            format!("hb/{running}/db-0-pg.tar"),
+        ],
+        "{}",
+        prune.explain()
+    );
+}
+
+/// A backup holding a key the store layer refuses to address (an empty part, `a//b`, which a
+/// URL would not keep apart from `a/b`): prune removes everything else of it, past that key,
+/// and names exactly what is left.
+#[test]
+fn prune_goes_on_past_an_odd_key_and_names_exactly_what_is_left() {
+    let garage = Garage::shared();
+    let bucket = TestBucket::new(garage, "odd-keys");
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(garage, dir.path());
+    let old = format!("cf_{}", common::utc_ago(3 * 86_400, "+%Y%m%dT%H%M%SZ"));
+    // Listed in this order: the odd key comes between the two tars.
+    for name in ["a.tar", "m//odd", "z.tar"] {
+        bucket.put(&format!("p/{old}/{name}"), b"bytes");
+    }
+    let prune = agent(
+        dir.path(),
+        &["backups", "prune", &bucket.url("p"), "--keep-last", "1"],
+        &env,
+    );
+    prune.assert_code(1).assert_stderr_contains(&format!(
+        "error: cannot remove {old} whole: its metadata (if any) and 2 other objects (10 bytes) are removed, but 1 is left: {old}/m//odd ("
+    ));
+    assert!(
+        prune.stderr.contains("; remove it by hand"),
+        "{}",
+        prune.explain()
+    );
+    assert_eq!(
+        bucket.keys("p/"),
+        [format!("p/{old}/m//odd")],
+        "{}",
+        prune.explain()
+    );
+}

@@ -16,7 +16,7 @@ pub(crate) mod summary;
 use std::collections::BTreeMap;
 
 use crate::contract::METADATA_FILE;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{CLAIM, ObjectInfo, Storage, StorageError, claim};
 use crate::timestamp::Utc;
 use summary::Summary;
 
@@ -45,6 +45,9 @@ pub(crate) struct Backup {
     pub state: State,
     /// The metadata's summary, when it could be read.
     pub summary: Option<Summary>,
+    /// Incomplete, and claimed by a run with a heartbeat: the Unix time of its last beat
+    /// (`storage::claim`). `None` otherwise (no claim, or one written before heartbeats).
+    pub last_beat: Option<i64>,
     /// The sum of its objects' sizes.
     pub size: u64,
     pub objects: usize,
@@ -65,25 +68,27 @@ pub(crate) struct Catalogue {
     pub truncated: bool,
 }
 
-/// Lists every backup in `storage`, reading each one's metadata summary.
+/// Lists every backup in `storage`, reading each one's metadata summary, and the claims of
+/// the incomplete ones for their runs' heartbeats.
 pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
     let objects = storage.list("", LIST_AT_MOST + 1)?;
     let truncated = objects.len() > LIST_AT_MOST;
-    // Each top-level name with its objects' names (below it) and sizes.
-    let mut dirs: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+    // Each top-level name with its objects (their names below it).
+    let mut dirs: BTreeMap<&str, Vec<(&str, &ObjectInfo)>> = BTreeMap::new();
     for object in objects.iter().take(LIST_AT_MOST) {
         let (dir, rest) = object.key.split_once('/').unwrap_or((&object.key, ""));
-        dirs.entry(dir).or_default().push((rest, object.size));
+        dirs.entry(dir).or_default().push((rest, object));
     }
     let mut catalogue = Catalogue {
         truncated,
         is_a_backup: dirs
             .get(METADATA_FILE)
-            .is_some_and(|f| f == &[("", f[0].1)]),
+            .is_some_and(|f| f.len() == 1 && f[0].0.is_empty()),
         ..Catalogue::default()
     };
     for (dir, files) in dirs {
-        let is_backup_file = |f: &&(&str, u64)| f.0 == METADATA_FILE || f.0.contains(".tar");
+        let is_backup_file =
+            |f: &&(&str, &ObjectInfo)| f.0 == METADATA_FILE || f.0.contains(".tar");
         let parsed = name::parse(dir);
         let (Some(parsed), true) = (parsed, files.iter().any(|f| is_backup_file(&f))) else {
             catalogue.others += 1;
@@ -92,11 +97,26 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
         let metadata = files.iter().find(|f| f.0 == METADATA_FILE);
         let (state, summary) = match metadata {
             None => (State::Incomplete, None),
-            Some(&(_, size)) => match read_summary(storage, dir, size) {
+            Some(&(_, object)) => match read_summary(storage, dir, object.size) {
                 Ok(s) if s.complete() => (State::Complete, Some(s)),
                 Ok(s) => (State::Incomplete, Some(s)),
                 Err(why) => (State::Unreadable(why), None),
             },
+        };
+        let (state, last_beat) = match state {
+            State::Incomplete => {
+                let claims: Vec<ObjectInfo> = files
+                    .iter()
+                    .filter(|f| f.0.starts_with(CLAIM))
+                    .map(|f| f.1.clone())
+                    .collect();
+                // A claim that cannot be read leaves the backup alone: its run may be alive.
+                match claim::last_beat(storage, &claims) {
+                    Ok(beat) => (State::Incomplete, beat),
+                    Err(e) => (State::Unreadable(format!("its run's claim: {e}")), None),
+                }
+            }
+            state => (state, None),
         };
         catalogue.backups.push(Backup {
             name: dir.to_string(),
@@ -104,7 +124,8 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
             started: parsed.started,
             state,
             summary,
-            size: files.iter().map(|f| f.1).sum(),
+            last_beat,
+            size: files.iter().map(|f| f.1.size).sum(),
             objects: files.len(),
         });
     }
@@ -129,7 +150,7 @@ fn read_summary(storage: &dyn Storage, dir: &str, size: u64) -> Result<Summary, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{ObjectInfo, ObjectWriter};
+    use crate::storage::ObjectWriter;
     use std::io::Read;
 
     /// A place that holds more objects than a listing looks at: a tar in each of many backups.
@@ -160,6 +181,7 @@ mod tests {
                 .map(|i| ObjectInfo {
                     key: format!("cf_{}/a.tar", Utc::from_unix(i as i64).compact()),
                     size: 1,
+                    modified: None,
                 })
                 .collect())
         }

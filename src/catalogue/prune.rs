@@ -2,10 +2,13 @@
 //!
 //! Per deployment, only complete backups are weighed by the policy ([`super::policy`]); the
 //! newest complete backup of a deployment is never removed, whatever the policy. An
-//! incomplete backup that started more than a day ago is removed (a failed or killed run's
-//! leftovers), and goes first, so an interrupted prune has cleared those before any complete
-//! backup; a younger one may still be running and is left alone, as is one whose metadata
-//! cannot be read (it may be a good backup this version cannot read).
+//! incomplete backup whose run has a heartbeat (`storage::claim`) is judged by it: left while
+//! the heartbeat is fresh, however long ago the run started, and removed once it has stopped
+//! for an hour (a killed run). One without (no claim, or a claim written before heartbeats)
+//! is judged by its age: removed once it started more than a day ago, left before. The
+//! incomplete ones go first, so an interrupted prune has cleared those before any complete
+//! backup; one whose metadata cannot be read is left alone (it may be a good backup this
+//! version cannot read).
 //!
 //! A backup goes metadata first, so a prune stopped halfway leaves an incomplete backup, never
 //! one that looks complete and lacks a tar; then what interrupted writes left under it
@@ -14,7 +17,7 @@
 use super::policy::{self, Policy, Reason};
 use super::{Backup, Catalogue, State};
 use crate::contract::METADATA_FILE;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{CLAIM, Storage, StorageError, claim};
 
 /// An incomplete backup younger than this may still be running.
 pub(crate) const RUNNING_AT_MOST_SECS: i64 = 24 * 3600;
@@ -31,17 +34,30 @@ pub(crate) enum Decision {
     KeepNewest,
     /// Complete, and kept by no rule.
     Remove,
-    /// Incomplete, and started more than a day ago.
+    /// Incomplete, without a heartbeat, and started more than a day ago.
     RemoveIncomplete,
-    /// Incomplete and younger than a day: it may still be running.
+    /// Incomplete, and its run's last heartbeat (this Unix time) is more than an hour old: the
+    /// run was killed.
+    RemoveStopped { beat: i64 },
+    /// Incomplete, without a heartbeat, and younger than a day: it may still be running.
     LeaveRunning,
+    /// Incomplete, and its run's last heartbeat (this Unix time) is fresh: it is running.
+    LeaveBeating { beat: i64 },
     /// Its metadata cannot be read.
     LeaveUnreadable(String),
 }
 
 impl Decision {
     pub(crate) fn removes(&self) -> bool {
-        matches!(self, Decision::Remove | Decision::RemoveIncomplete)
+        self.removes_incomplete() || *self == Decision::Remove
+    }
+
+    /// Removes an incomplete backup (they go before the complete ones).
+    pub(crate) fn removes_incomplete(&self) -> bool {
+        matches!(
+            self,
+            Decision::RemoveIncomplete | Decision::RemoveStopped { .. }
+        )
     }
 }
 
@@ -58,10 +74,7 @@ pub(crate) fn plan<'a>(
     for (i, b) in catalogue.backups.iter().enumerate() {
         match &b.state {
             State::Complete => by_deployment.entry(&b.deployment).or_default().push(i),
-            State::Incomplete if now - b.started.to_unix() > RUNNING_AT_MOST_SECS => {
-                decisions[i] = Some(Decision::RemoveIncomplete)
-            }
-            State::Incomplete => decisions[i] = Some(Decision::LeaveRunning),
+            State::Incomplete => decisions[i] = Some(incomplete(b, now)),
             State::Unreadable(why) => decisions[i] = Some(Decision::LeaveUnreadable(why.clone())),
         }
     }
@@ -89,6 +102,34 @@ pub(crate) fn plan<'a>(
         .collect()
 }
 
+/// What a prune does with the incomplete `backup` at `now`.
+fn incomplete(backup: &Backup, now: i64) -> Decision {
+    match backup.last_beat {
+        Some(beat) if claim::alive(beat, now) => Decision::LeaveBeating { beat },
+        Some(beat) => Decision::RemoveStopped { beat },
+        None if now - backup.started.to_unix() > RUNNING_AT_MOST_SECS => Decision::RemoveIncomplete,
+        None => Decision::LeaveRunning,
+    }
+}
+
+/// Why the incomplete `backup`, planned for removal, is kept after all when looked at again
+/// just before (a moment after the listing), or `None` to remove it: its metadata became
+/// complete (or unreadable), or its run's heartbeat is fresh.
+pub(crate) fn kept_after_all(
+    storage: &dyn Storage,
+    backup: &Backup,
+    now: i64,
+) -> Result<Option<&'static str>, StorageError> {
+    if !still_incomplete(storage, backup)? {
+        return Ok(Some("it has a complete or unreadable metadata now"));
+    }
+    let claims = storage.list(&format!("{}/{CLAIM}", backup.name), claim::READ_AT_MOST)?;
+    Ok(match claim::last_beat(storage, &claims)? {
+        Some(beat) if claim::alive(beat, now) => Some("its run's heartbeat is fresh now"),
+        _ => None,
+    })
+}
+
 /// Whether the incomplete `backup` is still incomplete now, a moment after the listing: a run
 /// that took more than a day may have written its metadata since. (It narrows the window, as
 /// far as a store without locks allows.)
@@ -107,29 +148,115 @@ pub(crate) fn still_incomplete(
     Ok(summary.is_ok_and(|s| !s.complete()))
 }
 
+/// Keys left by a removal that are named in its error, at most.
+const LEFT_NAMED_AT_MOST: usize = 10;
+
+/// A removal that could not remove all of a backup.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RemoveError {
+    /// Its metadata could not be removed: nothing else was touched.
+    #[error(transparent)]
+    Metadata(StorageError),
+    /// The metadata went, and what could be removed; these are left.
+    #[error("{}", left_line(.removed, .bytes, .left, .more))]
+    Left {
+        /// Objects removed, and their bytes.
+        removed: usize,
+        bytes: u64,
+        /// The first keys (or listings) left, each with why, at most [`LEFT_NAMED_AT_MOST`].
+        left: Vec<(String, StorageError)>,
+        /// How many more are left beyond those.
+        more: usize,
+    },
+}
+
+fn left_line(
+    removed: &usize,
+    bytes: &u64,
+    left: &[(String, StorageError)],
+    more: &usize,
+) -> String {
+    let named: Vec<String> = left
+        .iter()
+        .map(|(key, why)| format!("{} ({why})", crate::printable::printable(key, 300)))
+        .collect();
+    format!(
+        "its metadata (if any) and {removed} other object{} ({bytes} bytes) are removed, but {} {} left: {}{}; remove {} by hand",
+        if *removed == 1 { "" } else { "s" },
+        left.len() + more,
+        if left.len() + more == 1 { "is" } else { "are" },
+        named.join(", "),
+        match more {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        },
+        if left.len() + more == 1 { "it" } else { "them" },
+    )
+}
+
 /// Removes `backup` from `storage`: metadata first, then what interrupted writes left, then its
-/// other objects. Returns the bytes removed.
-pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, StorageError> {
+/// other objects, going on past one that cannot be removed (an odd key the store refuses, a
+/// failed request), so the removal finishes or says exactly what is left. Returns the bytes
+/// removed.
+pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, RemoveError> {
     let prefix = format!("{}/", backup.name);
     let metadata = format!("{prefix}{METADATA_FILE}");
-    let mut removed = storage.size(&metadata)?.unwrap_or(0);
-    storage.remove(&metadata)?;
+    let mut bytes = storage
+        .size(&metadata)
+        .map_err(RemoveError::Metadata)?
+        .unwrap_or(0);
+    storage.remove(&metadata).map_err(RemoveError::Metadata)?;
+    let mut left: Vec<(String, StorageError)> = Vec::new();
     // Before the objects: the last object removed takes the directory along (locally), once
     // nothing else is in it.
-    storage.abort_unfinished(&prefix)?;
+    if let Err(e) = storage.abort_unfinished(&prefix) {
+        left.push((format!("{prefix} (its unfinished writes)"), e));
+    }
     // Listed again, in rounds: the catalogue's listing was bounded, and is older. Each round
-    // removes what it lists, so the rounds end; the bound holds against a store that does not.
+    // removes what it lists but what failed before; a round that lists only those ends it, and
+    // the bound holds against a store that never does.
+    let mut failed: std::collections::BTreeSet<String> = Default::default();
+    let mut removed = 0;
     for _ in 0..REMOVE_ROUNDS_AT_MOST {
-        let objects = storage.list(&prefix, super::LIST_AT_MOST)?;
+        let objects = match storage.list(&prefix, super::LIST_AT_MOST) {
+            Ok(objects) => objects,
+            Err(e) => {
+                left.push((format!("{prefix} (its listing)"), e));
+                break;
+            }
+        };
+        let mut progressed = false;
         for object in &objects {
-            storage.remove(&object.key)?;
-            removed += object.size;
+            if failed.contains(&object.key) {
+                continue;
+            }
+            match storage.remove(&object.key) {
+                Ok(()) => {
+                    removed += 1;
+                    bytes += object.size;
+                    progressed = true;
+                }
+                Err(e) => {
+                    failed.insert(object.key.clone());
+                    left.push((object.key.clone(), e));
+                }
+            }
         }
-        if objects.len() < super::LIST_AT_MOST {
+        if !progressed || objects.len() < super::LIST_AT_MOST {
             break;
         }
     }
-    Ok(removed)
+    if left.is_empty() {
+        return Ok(bytes);
+    }
+    let more = left.len().saturating_sub(LEFT_NAMED_AT_MOST);
+    left.truncate(LEFT_NAMED_AT_MOST);
+    Err(RemoveError::Left {
+        removed,
+        bytes,
+        left,
+        more,
+    })
 }
 
 #[cfg(test)]
@@ -145,6 +272,7 @@ mod tests {
             started: parsed.started,
             state,
             summary: None,
+            last_beat: None,
             size: 1,
             objects: 1,
         }
@@ -203,5 +331,45 @@ mod tests {
             )
             .unwrap();
         assert!(!still_incomplete(&storage, &b).unwrap());
+    }
+
+    #[test]
+    fn an_incomplete_backup_with_a_heartbeat_is_judged_by_it_whatever_its_start() {
+        let now = Utc::parse_compact("20261201T120000Z").unwrap().to_unix();
+        let with_beat = |name: &str, beat: Option<i64>| Backup {
+            last_beat: beat,
+            ..backup(name, State::Incomplete)
+        };
+        let catalogue = Catalogue {
+            backups: vec![
+                // Young, but its heartbeat stopped more than an hour ago: killed.
+                with_beat("cf_20261201T100000Z", Some(now - claim::ALIVE_WITHIN_SECS)),
+                // Young, beating.
+                with_beat("cf_20261201T090000Z", Some(now - 60)),
+                // Young, no heartbeat (stop 12's claim): as before.
+                with_beat("cf_20261201T080000Z", None),
+                // Three days old, beating: a long backup still going.
+                with_beat("cf_20261128T120000Z", Some(now - 600)),
+                // Three days old, no heartbeat: as before.
+                with_beat("cf_20261128T110000Z", None),
+            ],
+            ..Catalogue::default()
+        };
+        let decisions: Vec<Decision> = plan(&catalogue, &Policy::default(), now)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::RemoveStopped {
+                    beat: now - claim::ALIVE_WITHIN_SECS
+                },
+                Decision::LeaveBeating { beat: now - 60 },
+                Decision::LeaveRunning,
+                Decision::LeaveBeating { beat: now - 600 },
+                Decision::RemoveIncomplete,
+            ]
+        );
     }
 }

@@ -96,6 +96,8 @@ struct Listed {
     compressed_on: Option<String>,
     encryption: Option<String>,
     recipients: Vec<String>,
+    /// An incomplete backup's run's last heartbeat (`storage::claim`), RFC 3339.
+    last_heartbeat: Option<String>,
     /// Whether a metadata was read: without one, how it is stored is not known.
     #[serde(skip)]
     summarised: bool,
@@ -127,6 +129,7 @@ impl Listed {
             compressed_on: codecs.compressed_on,
             encryption: codecs.encryption,
             recipients: codecs.recipients,
+            last_heartbeat: b.last_beat.map(|t| Utc::from_unix(t).iso()),
             summarised: b.summary.is_some(),
         }
     }
@@ -152,11 +155,12 @@ impl Listed {
         }
     }
 
-    /// `complete`, `incomplete`, or `unreadable: why`.
+    /// `complete`, `incomplete`, `incomplete (last heartbeat ...)`, or `unreadable: why`.
     fn state_line(&self) -> String {
-        match &self.unreadable {
-            Some(why) => format!("unreadable: {}", printable(why, SHOWN_AT_MOST)),
-            None => self.state.to_string(),
+        match (&self.unreadable, &self.last_heartbeat) {
+            (Some(why), _) => format!("unreadable: {}", printable(why, SHOWN_AT_MOST)),
+            (None, Some(beat)) => format!("{} (last heartbeat {beat})", self.state),
+            (None, None) => self.state.to_string(),
         }
     }
 }
@@ -280,7 +284,7 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
     }
     let mut removing: Vec<&(&Backup, Decision)> =
         plan.iter().filter(|(_, d)| d.removes()).collect();
-    removing.sort_by_key(|(_, d)| *d != Decision::RemoveIncomplete);
+    removing.sort_by_key(|(_, d)| !d.removes_incomplete());
     let (mut removed, mut bytes, mut failed) = (0, 0, 0);
     let mut stopped = false;
     for (backup, decision) in removing {
@@ -298,14 +302,11 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
         }
         // Each line as it happens: a long removal shows where it is.
         out.flush()?;
-        if *decision == Decision::RemoveIncomplete {
-            match prune::still_incomplete(storage.as_ref(), backup) {
-                Ok(true) => {}
-                Ok(false) => {
-                    writeln!(
-                        out,
-                        "  (not removed: it has a complete or unreadable metadata now)"
-                    )?;
+        if decision.removes_incomplete() {
+            match prune::kept_after_all(storage.as_ref(), backup, Utc::now().to_unix()) {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    writeln!(out, "  (not removed: {why})")?;
                     continue;
                 }
                 Err(e) => {
@@ -325,8 +326,12 @@ fn prune(args: &PruneArgs) -> Result<i32, AppError> {
             }
             Err(e) => {
                 failed += 1;
+                let whole = match e {
+                    prune::RemoveError::Left { .. } => " whole",
+                    prune::RemoveError::Metadata(_) => "",
+                };
                 eprintln!(
-                    "error: cannot remove {}: {e}",
+                    "error: cannot remove {}{whole}: {e}",
                     printable(&backup.name, SHOWN_AT_MOST)
                 );
             }
@@ -382,8 +387,16 @@ fn decision_line(backup: &Backup, decision: &Decision, dry_run: bool) -> String 
         Decision::RemoveIncomplete => format!(
             "{remove} {name} (incomplete: started {started}, more than a day ago, and never finished)"
         ),
+        Decision::RemoveStopped { beat } => format!(
+            "{remove} {name} (incomplete: started {started}, its run's last heartbeat was at {}, more than an hour ago: the run stopped)",
+            Utc::from_unix(*beat).iso()
+        ),
         Decision::LeaveRunning => format!(
             "leave {name} (incomplete, started {started}, less than a day ago: it may still be running)"
+        ),
+        Decision::LeaveBeating { beat } => format!(
+            "leave {name} (incomplete, started {started}: its run is still going, last heartbeat at {})",
+            Utc::from_unix(*beat).iso()
         ),
         Decision::LeaveUnreadable(why) => format!(
             "leave {name} (unreadable: {}; look at it by hand)",

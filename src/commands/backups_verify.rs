@@ -34,23 +34,23 @@ pub fn verify(
             // The reader's words are the restore's (`--artifact-path`); here it is ARTIFACT.
             eprintln!(
                 "error: {}",
-                e.to_string().replace("give --artifact-path ", "give ")
+                in_verify_words(e.to_string().replace("give --artifact-path ", "give "))
             );
             return Ok(1);
         }
     };
     let mut problems: Vec<String> = Vec::new();
     if let Err(e) = backup.check_complete(&metadata) {
-        problems.push(e.to_string());
+        problems.push(in_verify_words(e.to_string()));
     }
     // An encrypted backup's checksums: without an identity for them, no tar can be checked.
     if let Err(e) = backup.unseal(&mut metadata) {
-        problems.push(e.to_string());
+        problems.push(in_verify_words(e.to_string()));
         return Ok(report(&backup, &problems));
     }
     // A name that is not a plain one would read outside the backup: no tar is read then.
     if let Err(e) = backup.check_names(&metadata) {
-        problems.push(e.to_string());
+        problems.push(in_verify_words(e.to_string()));
         return Ok(report(&backup, &problems));
     }
     let mut tally = Tally::start();
@@ -58,8 +58,10 @@ pub fn verify(
         match backup.check_tar(&tar, &ctx.console) {
             Ok(bytes) => tally.add(&tar, bytes),
             // Its own Display leads with the tar's owner.
-            Err(p @ StoredBackupError::Corrupted { .. }) => problems.push(p.to_string()),
-            Err(p) => problems.push(format!("{}: {p}", tar.label)),
+            Err(p @ StoredBackupError::Corrupted { .. }) => {
+                problems.push(in_verify_words(p.to_string()))
+            }
+            Err(p) => problems.push(in_verify_words(format!("{}: {p}", tar.label))),
         }
     }
     if !problems.is_empty() {
@@ -67,6 +69,24 @@ pub fn verify(
     }
     println!("{}: {}", backup.shown(), tally.line());
     Ok(0)
+}
+
+/// What the restore's words for a stored backup's problem say it did not do, and what verify
+/// says instead: it restores and touches nothing whatever it finds, so it says what it found
+/// (and, of a name it refuses, that it read no tar).
+const RESTORE_WORDS: [(&str, &str); 3] = [
+    ("; nothing was restored", ""),
+    ("; nothing was touched", ""),
+    ("; nothing was read", "; no tar was read"),
+];
+
+/// A problem the artifact layer words for a restore, in verify's words.
+fn in_verify_words(problem: String) -> String {
+    RESTORE_WORDS
+        .iter()
+        .fold(problem, |text, (restore, verify)| {
+            text.replace(restore, verify)
+        })
 }
 
 /// Each problem on a line of its own, then how many: the exit code is 1.

@@ -1,14 +1,19 @@
 //! `run <SCRIPT>`: one kind of script by hand, for the chosen jobs, with exactly the
-//! environment the workflow would give it, output streamed live.
+//! environment the workflow would give it, output streamed live. Nothing is unlocked after a
+//! lock run so: each job it ran for is named on stderr with the command that unlocks it.
 
 use super::context::Context;
 use crate::artifact::store::Store;
 use crate::cli::RunArgs;
 use crate::console::Console;
 use crate::contract::Mode;
+use crate::contract::ScriptKind;
 use crate::error::AppError;
-use crate::instance::{Instance, InstanceError, LocalInstance, ScriptStep};
+use crate::instance::{
+    Instance, InstanceError, LocalInstance, ScriptReport, ScriptStep, local_cleanup_via,
+};
 use crate::layout::Layout;
+use crate::shell_quote::quote;
 
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
     let (_, id) = ctx.local_identity();
@@ -99,5 +104,47 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
     for report in &reports {
         console.script(&id, report);
     }
+    // A lock run by hand stays until its unlock is run: the operator may not know, so each
+    // job is named with the exact command (a failed lock may have locked in part).
+    if let Some(unlock) = kind.unlock_releasing() {
+        let via = local_cleanup_via(&ctx.layout);
+        for report in &reports {
+            let has_unlock = jobs.iter().any(|j| j.name == report.job && j.has(unlock));
+            if let Some(line) = still_locked(&via, report, unlock, has_unlock) {
+                console.warn(line);
+            }
+        }
+    }
     Ok(i32::from(!reports.iter().all(|r| r.success())))
+}
+
+/// The line that says `report`'s job is (or may be) locked after its lock ran by hand, and
+/// what unlocks it (`via`: `bbr-agent` with the options that find this VM's jobs); `None` for
+/// a lock that never started.
+fn still_locked(
+    via: &str,
+    report: &ScriptReport,
+    unlock: ScriptKind,
+    has_unlock: bool,
+) -> Option<String> {
+    use crate::exec::ScriptEnd;
+    let job = crate::printable::printable(&report.job, 200);
+    let lock = report.kind;
+    let state = match &report.end {
+        ScriptEnd::NotStarted(_) | ScriptEnd::LeftToAgent => return None,
+        end if end.success() => {
+            format!("{job} is locked (its {lock} ran by hand, and nothing unlocks it)")
+        }
+        end => format!(
+            "{job} may be locked in part (its {lock} ran by hand and failed: {})",
+            end.describe()
+        ),
+    };
+    Some(match has_unlock {
+        true => format!(
+            "{state}: unlock it with `{via} run {unlock} --job {}`",
+            quote(&report.job)
+        ),
+        false => format!("{state}, and it has no bin/bbr/{unlock}: undo the lock by hand"),
+    })
 }

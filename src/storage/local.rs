@@ -258,6 +258,7 @@ fn walk(
             found.push(ObjectInfo {
                 key,
                 size: meta.len(),
+                modified: meta.modified().ok(),
             });
         } else if meta.is_dir() && depth > 1 && may_hold(&format!("{key}/"), prefix) {
             walk(

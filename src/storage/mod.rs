@@ -10,6 +10,7 @@
 //! The layout is BBR's artifact directory in both kinds of place, so a bucket synced to disk
 //! is a BBR artifact and the reverse.
 
+pub(crate) mod claim;
 pub(crate) mod local;
 pub(crate) mod s3;
 
@@ -58,6 +59,8 @@ pub(crate) struct ObjectInfo {
     /// The key relative to the location, `/`-separated.
     pub key: String,
     pub size: u64,
+    /// When the store last wrote it (a file's mtime, an object's `LastModified`), if known.
+    pub modified: Option<SystemTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,13 +97,17 @@ pub(crate) trait Storage: Send + Sync {
     fn create_dir(&self, name: &str) -> Result<(), StorageError>;
 
     /// Starts the backup directory `name` for this run alone: [`Storage::create_dir`], then a
-    /// claim object `name/.bbr-agent-run-<random id>` holding `owner` (who runs the backup).
-    /// Returns the claim's key, which the run removes once its backup is complete; a failed or
-    /// killed run's claim stays, so the next run can tell whose unfinished writes these are.
+    /// claim object `name/.bbr-agent-run-<random id>` holding `owner` (who runs the backup)
+    /// and a first heartbeat ([`claim`]). Returns the claim's key, which the run removes once
+    /// its backup is complete; a failed or killed run's claim stays, so the next run can tell
+    /// whose unfinished writes these are, and, by its heartbeat, whether that run stopped.
     fn claim(&self, name: &str, owner: &str) -> Result<String, StorageError> {
         self.create_dir(name)?;
         let key = format!("{name}/{CLAIM}{}", run_id());
-        self.put(&key, owner.as_bytes())?;
+        self.put(
+            &key,
+            claim::text(owner, crate::timestamp::Utc::now()).as_bytes(),
+        )?;
         Ok(key)
     }
 

@@ -14,10 +14,9 @@ use crate::artifact::metadata_keys;
 use crate::console::Console;
 use crate::contract::METADATA_FILE;
 use crate::contract::{Side, exit_bits};
-use crate::storage::{CLAIM, CLAIM_MAX, Storage, StorageError};
+use crate::storage::{CLAIM, Storage, StorageError, claim};
 use crate::timestamp::Utc;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 pub struct BackupOptions<'s> {
@@ -122,30 +121,37 @@ enum Whose {
     Ours,
     /// No claim (an older bbr-agent's run).
     Nobody,
-    /// Another owner's, or more than one claim: it may still be running.
+    /// Other owners', each with a heartbeat that stopped more than an hour ago: killed runs.
+    Stopped,
+    /// Another owner's, or more than one claim, beating or without a heartbeat: it may still
+    /// be running.
     Other,
 }
 
-fn whose(storage: &dyn Storage, dir: &str, owner: &str) -> Result<Whose, StorageError> {
-    let claims = storage.list(&format!("{dir}/{CLAIM}"), 2)?;
-    let [claim] = claims.as_slice() else {
-        return Ok(match claims.is_empty() {
-            true => Whose::Nobody,
-            false => Whose::Other,
-        });
-    };
-    let mut held = Vec::new();
-    storage
-        .open(&claim.key)?
-        .take(CLAIM_MAX)
-        .read_to_end(&mut held)
-        .map_err(|source| StorageError::Io {
-            doing: "read",
-            what: storage.describe(&claim.key),
-            source,
-        })?;
-    Ok(match held == owner.as_bytes() {
-        true => Whose::Ours,
+fn whose(storage: &dyn Storage, dir: &str, owner: &str, now: i64) -> Result<Whose, StorageError> {
+    let claims = storage.list(&format!("{dir}/{CLAIM}"), claim::READ_AT_MOST + 1)?;
+    if claims.is_empty() {
+        return Ok(Whose::Nobody);
+    }
+    let mut stopped = claims.len() <= claim::READ_AT_MOST;
+    for object in claims.iter().take(claim::READ_AT_MOST) {
+        let bytes = match claim::read(storage, &object.key) {
+            Ok(bytes) => bytes,
+            // Removed since the listing: that run completed, and left nothing unfinished.
+            Err(StorageError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let held = claim::parse(&bytes);
+        if claims.len() == 1 && held.owner == owner.as_bytes() {
+            return Ok(Whose::Ours);
+        }
+        let dead = held
+            .heartbeat
+            .is_some_and(|t| !claim::alive(claim::beat(t, object.modified), now));
+        stopped &= dead;
+    }
+    Ok(match stopped {
+        true => Whose::Stopped,
         false => Whose::Other,
     })
 }
@@ -161,8 +167,9 @@ struct Cleaned {
 
 /// Removes what killed backups of this deployment left in its earlier directories
 /// (`<deployment>_<timestamp>/`, exactly: not another deployment's whose name starts alike),
-/// where that is provably a dead run's: the directory's claim names this run's owner, or it
-/// has no claim and the write started more than a day ago. The rest is left.
+/// where that is provably a dead run's: the directory's claim names this run's owner, or its
+/// claims' heartbeats stopped more than an hour ago, or it has no claim and the write started
+/// more than a day ago. The rest is left.
 fn abort_unfinished(
     storage: &dyn Storage,
     deployment: &str,
@@ -189,10 +196,11 @@ fn abort_unfinished(
     }
     let mut cleaned = Cleaned::default();
     let day_ago = SystemTime::now().checked_sub(UNCLAIMED_DEAD_AFTER);
+    let now = Utc::now().to_unix();
     for (dir, count) in dirs {
         let within = format!("{dir}/");
-        let removed = match (whose(storage, &dir, owner)?, day_ago) {
-            (Whose::Ours, _) => storage.abort_unfinished_before(&within, None)?,
+        let removed = match (whose(storage, &dir, owner, now)?, day_ago) {
+            (Whose::Ours | Whose::Stopped, _) => storage.abort_unfinished_before(&within, None)?,
             (Whose::Nobody, Some(day_ago)) => {
                 storage.abort_unfinished_before(&within, Some(day_ago))?
             }
@@ -251,10 +259,61 @@ fn run_backup(
     let storage = opts.storage;
     let artifact = format!("{}_{}", dep.name, started.compact());
     let owner = owner(dep);
-    let claim = match storage.claim(&artifact, &owner) {
-        Ok(claim) => claim,
+    let claim_key = match storage.claim(&artifact, &owner) {
+        Ok(key) => key,
         Err(e) => return (outcome.stop(Failure::Storage(e)), None),
     };
+    // From now until the claim is removed (or the run ends), the claim is written again every
+    // few minutes: a prune or another run's cleanup takes this run for a live one, however
+    // long it takes.
+    let warn = |w: String| console.warn(w);
+    claim::with_heartbeat(
+        storage,
+        &claim_key,
+        &owner,
+        claim::HEARTBEAT_EVERY,
+        &warn,
+        |beating| {
+            let claimed = Claimed {
+                plan: &plan,
+                artifact,
+                claim_key: &claim_key,
+                owner: &owner,
+                started,
+                beating,
+            };
+            run_claimed(dep, opts, console, outcome, claimed)
+        },
+    )
+}
+
+/// What a backup that has claimed its directory goes on with.
+struct Claimed<'a> {
+    plan: &'a super::checks::BackupPlan,
+    artifact: String,
+    claim_key: &'a str,
+    owner: &'a str,
+    started: Utc,
+    beating: &'a claim::Beating,
+}
+
+/// The backup once its directory is claimed, with the claim's heartbeat going.
+fn run_claimed(
+    dep: &mut Deployment,
+    opts: &BackupOptions,
+    console: &Console,
+    mut outcome: Outcome,
+    claimed: Claimed,
+) -> (Outcome, Option<String>) {
+    let Claimed {
+        plan,
+        artifact,
+        claim_key,
+        owner,
+        started,
+        beating,
+    } = claimed;
+    let storage = opts.storage;
     let shown = storage.describe(&artifact);
     let mut metadata = BackupMetadata {
         // None for a plain backup: its metadata stays BBR's.
@@ -282,7 +341,7 @@ fn run_backup(
     // one failed the checks), so a directory claimed by this same owner is a dead run's. Other
     // runs of this deployment's name (other VMs, another director) may be running: theirs is
     // left. Another deployment's directories are not looked at.
-    match abort_unfinished(storage, &dep.name, &owner) {
+    match abort_unfinished(storage, &dep.name, owner) {
         Ok(cleaned) => {
             let files = |n: usize| if n == 1 { "file" } else { "files" };
             if cleaned.removed > 0 {
@@ -404,8 +463,10 @@ fn run_backup(
         drained = false;
     }
     // A complete backup is BBR's layout, nothing extra; a failed run's claim stays, for the
-    // next run's cleanup to know whose its unfinished writes are.
-    if drained && let Err(e) = storage.remove(&claim) {
+    // next run's cleanup to know whose its unfinished writes are (its heartbeat ends with the
+    // run, so it is taken for a dead run's an hour later).
+    beating.stop();
+    if drained && let Err(e) = storage.remove(claim_key) {
         console.warn(e.to_string());
     }
     if drained && outcome.succeeded() {
@@ -419,7 +480,9 @@ fn run_backup(
             true => {
                 format!("Backup failed; {shown} holds no finish_time and is not a usable backup")
             }
-            false => format!("Backup failed; {shown} has no metadata and is not a usable backup"),
+            false => {
+                format!("Backup failed; {shown} has no metadata and is not a usable backup")
+            }
         });
     }
     (outcome, Some(artifact))

@@ -225,6 +225,28 @@ pub fn only_artifact_dir_after(parent: &Path, explain: &str) -> PathBuf {
     dirs[0].clone()
 }
 
+/// The UTC moment `secs_ago` seconds before now, in `date`'s `format` (`+%Y%m%dT%H%M%SZ`).
+pub fn utc_ago(secs_ago: u64, format: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{}", now - secs_ago), format])
+        .output()
+        .expect("run date");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What a run's claim (`.bbr-agent-run-<id>`) holds when its run's last heartbeat was
+/// `beat_secs_ago` seconds ago, by its own clock (another owner's than any test VM's).
+pub fn claim_with_heartbeat(deployment: &str, beat_secs_ago: u64) -> String {
+    format!(
+        "bbr-agent backup\ndeployment: {deployment:?}\nfrom: \"elsewhere\"\ninstances: [\"db/0\"]\nheartbeat: {}\n",
+        utc_ago(beat_secs_ago, "+%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
 pub fn write_file(path: &Path, contents: &[u8]) -> PathBuf {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, contents).unwrap();

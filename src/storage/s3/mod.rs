@@ -288,7 +288,8 @@ impl S3Storage {
     /// The claim after the directory was found free: put this run's, then list the claims.
     fn claim_after_check(&self, name: &str, owner: &str) -> Result<String, StorageError> {
         let key = format!("{name}/{CLAIM}{}", run_id());
-        self.put_object(&key, owner.as_bytes(), true)?;
+        let held = super::claim::text(owner, crate::timestamp::Utc::now());
+        self.put_object(&key, held.as_bytes(), true)?;
         let claims = self.list(&format!("{name}/{CLAIM}"), 2)?;
         if claims.len() != 1 || claims[0].key != key {
             // Its claim gone, the other run may go on; this one wrote nothing else.
@@ -422,6 +423,10 @@ impl Storage for S3Storage {
                     found.push(ObjectInfo {
                         key: key.to_string(),
                         size: object.size.unwrap_or(0),
+                        modified: object
+                            .last_modified
+                            .and_then(|t| t.trim().parse::<jiff::Timestamp>().ok())
+                            .map(SystemTime::from),
                     });
                 }
             }

@@ -13,6 +13,11 @@
 //!
 //! An object that fits in its first part is sent with one PutObject. `finish` completes the
 //! upload; `abort`, a failure, or a drop without `finish` aborts it, so no parts are left.
+//!
+//! A completion whose answer is lost (the connection drops after the service assembled the
+//! object) is sent again, and the service then knows no such upload: the object is taken as
+//! stored if a HEAD of its key shows the multipart ETag of the very parts sent (the MD5 of
+//! their MD5s, then `-N`), and the completion's failure is reported otherwise.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -404,21 +409,88 @@ impl MultipartWriter {
         // The body lists the parts in order: part n is the n-th ETag.
         let body = completion(&self.client, &shared, &etags).body();
         let sign = |c: &Client| completion(c, &shared, &etags).sign(c.signed_for());
-        let xml = self.client.send_for_xml(&Call {
-            method: Method::Post,
-            sign: &sign,
-            headers: &[],
-            body: body.as_bytes(),
-            what: &self.what,
-            doing: "complete the multipart upload of",
-        })?;
-        // S3 may answer 200 and put the error in the body.
-        if rusty_s3::actions::CompleteMultipartUploadResponse::parse(&xml).is_err() {
-            return Err(super::client::error_in_body(&self.what, &xml));
+        let completed = self
+            .client
+            .send_for_xml(&Call {
+                method: Method::Post,
+                sign: &sign,
+                headers: &[],
+                body: body.as_bytes(),
+                what: &self.what,
+                doing: "complete the multipart upload of",
+            })
+            .and_then(|xml| {
+                // S3 may answer 200 and put the error in the body.
+                match rusty_s3::actions::CompleteMultipartUploadResponse::parse(&xml) {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(super::client::error_in_body(&self.what, &xml)),
+                }
+            });
+        if let Err(e) = completed {
+            // A lost answer, then NoSuchUpload for the try after it: stored all the same if
+            // the object is the one these parts make.
+            let expected = multipart_etag(&etags);
+            let stored = self.stored_etag();
+            if expected.is_none() || stored.as_deref().map(unquoted) != expected.as_deref() {
+                return Err(e);
+            }
+            tracing::info!(what = self.what, error = %e, "the completion failed, but the object stored is the one its parts make");
         }
         self.upload = None;
         Ok(self.written)
     }
+
+    /// The ETag of the object stored under the key now, if a HEAD tells it.
+    fn stored_etag(&self) -> Option<String> {
+        let key = &self.key;
+        let sign = |c: &Client| {
+            c.bucket()
+                .head_object(Some(c.credentials()), key)
+                .sign(c.signed_for())
+        };
+        let response = self
+            .client
+            .send(
+                &Call {
+                    method: Method::Head,
+                    sign: &sign,
+                    headers: &[],
+                    body: &[],
+                    what: &self.what,
+                    doing: "look up",
+                },
+                &[],
+            )
+            .ok()?;
+        let etag = response.headers().get("etag")?.to_str().ok()?;
+        Some(etag.to_string())
+    }
+}
+
+/// An ETag without its quotes.
+fn unquoted(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+/// The ETag S3 gives the object a multipart upload of parts with these ETags makes: the MD5 of
+/// the parts' MD5s (each part's ETag, 32 hex digits), `-`, the number of parts. `None` when a
+/// part's ETag is not an MD5 (a store that encrypts with its own keys says other things).
+fn multipart_etag(parts: &[(u16, String)]) -> Option<String> {
+    use md5::Digest as _;
+    let mut md5 = md5::Md5::new();
+    for (_, etag) in parts {
+        let hex = unquoted(etag).as_bytes();
+        if hex.len() != 32 {
+            return None;
+        }
+        for pair in hex.chunks(2) {
+            let digit = |b: u8| char::from(b).to_digit(16);
+            md5.update([u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?]);
+        }
+    }
+    let digest = md5.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("{hex}-{}", parts.len()))
 }
 
 /// The CompleteMultipartUpload of `shared`'s upload with `etags` (sorted by part number).
@@ -550,6 +622,26 @@ impl Drop for MultipartWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_the_parts_md5s_and_their_count() {
+        // md5("a") and md5("b"); the object's is the MD5 of their 32 bytes (Python's
+        // hashlib gives 96e0...), as S3 computes it.
+        let parts = [
+            (1, "\"0cc175b9c0f1b6a831c399e269772661\"".to_string()),
+            (2, "92eb5ffee6ae2fec3ad71c777531578f".to_string()),
+        ];
+        assert_eq!(
+            multipart_etag(&parts).as_deref(),
+            Some("96e024ba2074fe77e8e965ba43a704be-2")
+        );
+        // Not an MD5: nothing to compare with.
+        assert_eq!(multipart_etag(&[(1, "\"kms-xyz\"".to_string())]), None);
+        assert_eq!(
+            multipart_etag(&[(1, "zz175b9c0f1b6a831c399e269772661".to_string() + "0")]),
+            None
+        );
+    }
 
     #[test]
     fn parts_grow_so_that_ten_thousand_hold_hundreds_of_gib_within_the_budget() {

@@ -81,13 +81,21 @@ fn a_multipart_object_reads_back_equal_through_ranged_reads_in_bounded_buffers()
     let (size, etag) = s.head("dep_1/vm-0-job.tar").unwrap().unwrap();
     assert_eq!(size, bytes.len() as u64);
     assert!(etag.as_deref().unwrap_or("").ends_with("-11\""), "{etag:?}");
+    let listed = s.list("dep_1/", 10).unwrap();
     assert_eq!(
-        s.list("dep_1/", 10).unwrap(),
-        vec![ObjectInfo {
-            key: "dep_1/vm-0-job.tar".into(),
-            size: bytes.len() as u64
-        }]
+        listed
+            .iter()
+            .map(|o| (o.key.as_str(), o.size))
+            .collect::<Vec<_>>(),
+        [("dep_1/vm-0-job.tar", bytes.len() as u64)]
     );
+    // The store's clock (`LastModified`): what a claim's heartbeat is judged by, beside its
+    // own line.
+    let modified = listed[0].modified.expect("a LastModified");
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    assert!(age.as_secs() < 600, "{modified:?}");
     assert_eq!(s.describe("dep_1/x"), "s3://t-multipart/cf/nightly/dep_1/x");
 
     let mut back = Vec::new();
@@ -454,6 +462,141 @@ fn busy_proxy(target: &str, busy: usize) -> String {
         }
     });
     endpoint
+}
+
+/// What becomes of the first CompleteMultipartUpload (a POST with `uploadId=`) that passes
+/// [`losing_proxy`].
+enum Lost {
+    /// Garage gets it and completes the upload; its answer never reaches the client.
+    Answer,
+    /// Garage never gets it: this runs in its place; the client gets no answer either.
+    Request(Box<dyn Fn() + Send + Sync>),
+}
+
+/// A loopback proxy to Garage that reads each request whole and sends it to Garage on a
+/// connection of its own (asked to close after its answer, which goes back as it is), but
+/// for the first completion, which it `loses`: the client's connection then drops. Returns
+/// the endpoint and how many completions were lost (0 or 1).
+fn losing_proxy(
+    target: &str,
+    lost: Lost,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let target = target.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let losses = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = losses.clone();
+    let lost = std::sync::Arc::new(lost);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let (target, counted, lost) = (target.clone(), counted.clone(), lost.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let length = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let mut body = Vec::new();
+                let _ = (&mut client).take(length).read_to_end(&mut body);
+                let mut forwarded: String = text
+                    .trim_end()
+                    .split("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                forwarded.push_str("Connection: close\r\n\r\n");
+                let completion = text.starts_with("POST ")
+                    && text.lines().next().is_some_and(|l| l.contains("uploadId="));
+                let losing = completion
+                    && counted
+                        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok();
+                if losing && let Lost::Request(instead) = lost.as_ref() {
+                    instead();
+                    let _ = client.shutdown(Shutdown::Both);
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(&target) else {
+                    return;
+                };
+                let _ = server.write_all(forwarded.as_bytes());
+                let _ = server.write_all(&body);
+                let mut answer = Vec::new();
+                let _ = server.read_to_end(&mut answer);
+                if !losing {
+                    let _ = client.write_all(&answer);
+                }
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (endpoint, losses)
+}
+
+/// The answer to a completion is lost after Garage assembled the object: the completion is
+/// sent again, Garage knows no such upload, and the object, whose ETag is the one its parts
+/// make, is taken as written.
+#[test]
+fn a_completion_whose_answer_is_lost_is_found_stored_by_its_multipart_etag() {
+    let g = Garage::shared();
+    let direct = store("t-lost", "", &small());
+    let (endpoint, losses) = losing_proxy(&g.endpoint, Lost::Answer);
+    let mut via = config(g);
+    via.endpoint = endpoint;
+    let s = S3Storage::with_config(&via, "t-lost", "", &small()).unwrap();
+    let bytes = data(3 * PART + 5);
+    let mut w = s.create("lost.tar").unwrap();
+    write_in_chunks(w.as_mut(), &bytes);
+    assert_eq!(w.finish().unwrap(), bytes.len() as u64);
+    assert_eq!(losses.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut back = Vec::new();
+    direct
+        .open("lost.tar")
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == bytes, "read back {} bytes, differ", back.len());
+    assert!(uploads(&direct).is_empty());
+}
+
+/// The completion never reached Garage, and meanwhile the upload was aborted and other bytes
+/// stored under the key: the completion sent again finds no such upload, the object there is
+/// not the one its parts make, and the writer fails naming the object.
+#[test]
+fn a_lost_completion_whose_key_holds_another_object_is_a_failure() {
+    let g = Garage::shared();
+    let direct = std::sync::Arc::new(store("t-lost-other", "", &small()));
+    let meddler = direct.clone();
+    let instead = move || {
+        meddler.abort_unfinished("").unwrap();
+        meddler.put("other.tar", b"someone else's bytes").unwrap();
+    };
+    let (endpoint, losses) = losing_proxy(&g.endpoint, Lost::Request(Box::new(instead)));
+    let mut via = config(g);
+    via.endpoint = endpoint;
+    let s = S3Storage::with_config(&via, "t-lost-other", "", &small()).unwrap();
+    let mut w = s.create("other.tar").unwrap();
+    write_in_chunks(w.as_mut(), &data(3 * PART + 5));
+    let e = w.finish().unwrap_err().to_string();
+    assert_eq!(losses.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        e.starts_with("s3://t-lost-other/other.tar: ") && e.contains("NoSuchUpload"),
+        "{e}"
+    );
+    assert!(direct.holds("other.tar", b"someone else's bytes").unwrap());
 }
 
 #[test]
