@@ -98,16 +98,19 @@ pub struct Console {
     /// The progress area (transfer bars, running scripts), when a person watches stderr on
     /// a terminal: every line is written around it, so no bar is left half-drawn.
     progress: Option<MultiProgress>,
+    /// The still-running notices of the steps now running.
+    notices: still_running::Notices,
 }
 
 impl Console {
     pub fn new(verbose: bool, format: Format) -> Arc<Console> {
-        Arc::new(Console {
+        Arc::new_cyclic(|me| Console {
             verbose,
             format,
             records: Mutex::new(Records::default()),
             progress: (format == Format::Human && std::io::stderr().is_terminal())
                 .then(MultiProgress::new),
+            notices: still_running::Notices::new(me.clone()),
         })
     }
 

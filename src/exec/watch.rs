@@ -24,8 +24,11 @@ use nix::unistd::Pid;
 use super::capture::{Captured, LineSink, Stream, StreamCapture};
 use super::spawn::Spawned;
 
-/// Bytes read from a pipe at once.
+/// Bytes read from a pipe at once, at most.
 const READ_SIZE: usize = 64 * 1024;
+/// The read buffer's first size: most scripts say little or nothing, and a fleet starts
+/// thousands of them; the buffer grows to [`READ_SIZE`] at the first read that fills it.
+const FIRST_READ_SIZE: usize = 4 * 1024;
 /// Without a pidfd, the longest a wait goes without looking at the leader (`WNOHANG`).
 const NO_PIDFD_SLICE: Duration = Duration::from_millis(25);
 
@@ -52,7 +55,7 @@ impl Watch {
                 StreamCapture::new(Stream::Stderr, keep_bytes),
             ],
             sink,
-            buf: vec![0; READ_SIZE],
+            buf: vec![0; FIRST_READ_SIZE],
         }
     }
 
@@ -195,7 +198,13 @@ impl Watch {
         };
         match pipe.read(&mut self.buf) {
             Ok(0) => self.pipes[i] = None,
-            Ok(n) => self.captures[i].feed(&self.buf[..n], &self.sink),
+            Ok(n) => {
+                self.captures[i].feed(&self.buf[..n], &self.sink);
+                if n == self.buf.len() && n < READ_SIZE {
+                    // A script that writes a lot: read it in big pieces from now on.
+                    self.buf.resize(READ_SIZE, 0);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => self.pipes[i] = None,
         }
@@ -226,4 +235,75 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
     // SAFETY: the descriptor was just created for us and nothing else owns it. pidfds are
     // created close-on-exec.
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    type Lines = Arc<Mutex<Vec<(Stream, String)>>>;
+
+    fn watch(script: &str) -> (Watch, Child, Lines) {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let spawned = Spawned {
+            pid: Pid::from_raw(child.id() as i32),
+            stdin: None,
+            stdout: File::from(OwnedFd::from(child.stdout.take().expect("piped"))),
+            stderr: File::from(OwnedFd::from(child.stderr.take().expect("piped"))),
+        };
+        let lines: Lines = Arc::default();
+        let seen = Arc::clone(&lines);
+        let sink: LineSink = Arc::new(move |s, l| seen.lock().unwrap().push((s, l.to_string())));
+        (Watch::new(spawned, sink, 1 << 20), child, lines)
+    }
+
+    /// Reads both pipes to their ends (the test's generous limit: a minute).
+    fn drain(w: &mut Watch) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while w.pipes.iter().any(Option::is_some) && Instant::now() < deadline {
+            w.poll_once(Duration::from_secs(1), None);
+        }
+        assert!(
+            w.pipes.iter().all(Option::is_none),
+            "pipes still open after a minute"
+        );
+    }
+
+    #[test]
+    fn a_silent_script_is_read_with_a_small_buffer() {
+        let (mut w, mut child, lines) = watch("exit 0");
+        drain(&mut w);
+        // A fleet starts thousands of such scripts: 4 KiB each, not 64 KiB of fresh memory.
+        assert_eq!(w.buf.len(), FIRST_READ_SIZE);
+        assert!(lines.lock().unwrap().is_empty());
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_chatty_script_is_read_whole_and_in_big_pieces() {
+        let (mut w, mut child, lines) =
+            watch("i=0; while [ $i -lt 5000 ]; do echo line-$i; i=$((i+1)); done; echo oops >&2");
+        drain(&mut w);
+        let (out, err) = w.finish(Instant::now());
+        let _ = child.wait();
+        let expected: String = (0..5000).map(|i| format!("line-{i}\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&out.bytes), expected);
+        assert_eq!(err.bytes, b"oops\n");
+        let lines = lines.lock().unwrap();
+        let out_lines: Vec<&str> = lines
+            .iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        assert_eq!(out_lines.len(), 5000);
+        assert_eq!((out_lines[0], out_lines[4999]), ("line-0", "line-4999"));
+    }
 }
