@@ -521,3 +521,31 @@ fn prune_judges_a_claimed_incomplete_backup_by_its_runs_heartbeat_not_its_age() 
     kept.sort();
     assert_eq!(remaining(d), kept, "{}", run.explain());
 }
+
+/// What the listing cannot see (a sub-directory, a name that is not UTF-8) keeps a backup's
+/// directory after its files are removed: prune says so and where, it does not report the
+/// backup removed.
+#[test]
+fn prune_names_a_backup_directory_that_still_holds_what_it_cannot_list() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    complete(d, "cf_20261126T220000Z");
+    let old = complete(d, "cf_20261031T120000Z");
+    write_file(&old.join("notes/readme"), b"an operator's notes");
+    fs::write(
+        old.join(std::ffi::OsStr::from_bytes(b"odd-\xff")),
+        b"not UTF-8",
+    )
+    .unwrap();
+    let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_code(1)
+        .assert_stderr_contains("cf_20261031T120000Z")
+        .assert_stderr_contains("still holds entries that are not a backup's files");
+    assert!(old.join("notes/readme").exists(), "{}", listing(d));
+    assert!(!old.join("metadata").exists(), "{}", listing(d));
+    assert!(
+        d.join("cf_20261126T220000Z/metadata").exists(),
+        "{}",
+        listing(d)
+    );
+}

@@ -247,7 +247,12 @@ pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, Remo
         }
     }
     if left.is_empty() {
-        return Ok(bytes);
+        // What the listing cannot show (a sub-directory, a name that is not UTF-8) keeps a
+        // local directory: said, not passed over as removed.
+        match storage.remove_dir(&backup.name) {
+            Ok(()) => return Ok(bytes),
+            Err(e) => left.push((prefix.clone(), e)),
+        }
     }
     let more = left.len().saturating_sub(LEFT_NAMED_AT_MOST);
     left.truncate(LEFT_NAMED_AT_MOST);

@@ -179,6 +179,24 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    fn remove_dir(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.path(name)?;
+        match fs::remove_dir(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Err(StorageError::Io {
+                doing: "remove",
+                what: path.display().to_string(),
+                source: io::Error::new(
+                    e.kind(),
+                    "it still holds entries that are not a backup's files (a sub-directory, or \
+                     a name that is not UTF-8)",
+                ),
+            }),
+            Err(e) => Err(Self::io("remove", &path)(e)),
+        }
+    }
+
     fn abort_unfinished_before(
         &self,
         prefix: &str,

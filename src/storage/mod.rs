@@ -137,6 +137,14 @@ pub(crate) trait Storage: Send + Sync {
     /// Removes `key`; removing what is not there is not an error.
     fn remove(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Removes the backup directory `name` once its objects are removed: a directory that
+    /// still holds what the listing does not show (a sub-directory, a name that is not UTF-8)
+    /// is an error naming it. On S3 a prefix is nothing of its own: there is nothing to do.
+    fn remove_dir(&self, name: &str) -> Result<(), StorageError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Removes what interrupted writes under `prefix` left (temporary files, in-progress
     /// multipart uploads); returns how many.
     fn abort_unfinished(&self, prefix: &str) -> Result<usize, StorageError> {
