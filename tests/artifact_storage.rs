@@ -161,7 +161,7 @@ fn the_next_backup_leaves_what_another_running_backup_of_its_name_is_writing() {
 }
 
 /// A run's claim carries its heartbeat (its last line, the run's clock; the file's mtime, the
-/// store's). Another owner's run whose heartbeat stopped more than an hour ago was killed: the
+/// store's). Another owner's run whose heartbeat stopped more than two hours ago was killed: the
 /// next backup removes what it left, and leaves what a beating one is writing.
 #[test]
 fn the_next_backup_removes_what_another_owners_stopped_run_left_and_leaves_a_beating_ones() {
@@ -176,7 +176,7 @@ fn the_next_backup_removes_what_another_owners_stopped_run_left_and_leaves_a_bea
         "the run's claim has no heartbeat line: {ours:?}"
     );
     let theirs = ours.replace("backend/0", "db/0");
-    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    let three_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
     for (dir, stopped) in [
         ("acme_20260101T000001Z", true),
         ("acme_20260101T000002Z", false),
@@ -190,7 +190,7 @@ fn the_next_backup_removes_what_another_owners_stopped_run_left_and_leaves_a_bea
                 .write(true)
                 .open(claim)
                 .unwrap()
-                .set_modified(two_hours_ago)
+                .set_modified(three_hours_ago)
                 .unwrap();
         }
     }

@@ -439,7 +439,7 @@ fn age(path: &Path, secs_ago: u64) {
 }
 
 /// A run that takes days (a big database) beats on its claim: prune leaves it however old it
-/// is, and removes a run whose heartbeat stopped more than an hour ago (killed) however young
+/// is, and removes a run whose heartbeat stopped more than two hours ago (killed) however young
 /// it is. The heartbeat's time is the older of the claim's line (the run's clock) and its
 /// file's mtime (the store's). A claim without a heartbeat (stop 12's) is judged by age.
 #[test]
@@ -454,13 +454,13 @@ fn prune_judges_a_claimed_incomplete_backup_by_its_runs_heartbeat_not_its_age() 
     complete(d, "cf_20261126T220000Z");
     let long_running = name_ago("cf", 3 * day);
     claimed(&long_running, &claim_with_heartbeat("cf", 0));
-    // Its line says now, its file was last written two hours ago: stopped.
+    // Its line says now, its file was last written three hours ago: stopped.
     let killed_old = name_ago("cf", 3 * day + 10);
     let claim = claimed(&killed_old, &claim_with_heartbeat("cf", 0));
-    age(&claim, 2 * 3600);
-    // Started two hours ago, its line says it last beat then: stopped.
-    let killed_young = name_ago("cf", 2 * 3600);
-    claimed(&killed_young, &claim_with_heartbeat("cf", 2 * 3600));
+    age(&claim, 3 * 3600);
+    // Started three hours ago, its line says it last beat then: stopped.
+    let killed_young = name_ago("cf", 3 * 3600);
+    claimed(&killed_young, &claim_with_heartbeat("cf", 3 * 3600));
     // Stop 12's claims: the owner alone.
     let owner_only = "bbr-agent backup\ndeployment: \"cf\"\nfrom: \"\"\ninstances: []\n";
     let old_unbeating = name_ago("cf", 3 * day + 20);
@@ -506,7 +506,7 @@ fn prune_judges_a_claimed_incomplete_backup_by_its_runs_heartbeat_not_its_age() 
         "its run is still going, last heartbeat at ".to_string(),
         format!("remove {killed_old} (incomplete: started "),
         format!("remove {killed_young} (incomplete: started "),
-        "more than an hour ago: the run stopped)".to_string(),
+        "more than two hours ago: the run stopped)".to_string(),
         format!("remove {old_unbeating} (incomplete: started "),
         format!("leave {young_unbeating} (incomplete, started "),
         "Kept 3, removed 3".to_string(),
@@ -548,4 +548,31 @@ fn prune_names_a_backup_directory_that_still_holds_what_it_cannot_list() {
         "{}",
         listing(d)
     );
+}
+
+/// A claim whose heartbeat line and file date are both in the future (a local store lets
+/// anyone date a file) proves no live run: its backup is judged by its age, as one without a
+/// heartbeat, not kept for ever.
+#[test]
+fn a_heartbeat_dated_to_come_keeps_no_old_incomplete_backup() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    complete(d, "cf_20261126T220000Z");
+    let old = name_ago("cf", 3 * 86_400);
+    let dir = incomplete(d, &old);
+    let claim = write_file(
+        &dir.join(".bbr-agent-run-0123"),
+        b"bbr-agent backup\ndeployment: \"cf\"\nfrom: \"\"\ninstances: []\nheartbeat: 2999-01-01T00:00:00Z\n",
+    );
+    let next_year = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 86_400);
+    fs::File::options()
+        .write(true)
+        .open(&claim)
+        .unwrap()
+        .set_modified(next_year)
+        .unwrap();
+    let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_success()
+        .assert_stdout_contains(&format!("remove {old} (incomplete"));
+    assert_eq!(remaining(d), ["cf_20261126T220000Z"], "{}", run.explain());
 }

@@ -607,7 +607,7 @@ fn prune_in_a_bucket_keeps_a_days_long_run_whose_heartbeat_is_fresh_and_removes_
     let day = 86_400;
     let name = |secs_ago: u64| format!("cf_{}", common::utc_ago(secs_ago, "+%Y%m%dT%H%M%SZ"));
     let (running, stopped) = (name(3 * day), name(3 * day + 10));
-    for (backup, beat_ago) in [(&running, 0), (&stopped, 2 * 3600)] {
+    for (backup, beat_ago) in [(&running, 0), (&stopped, 3 * 3600)] {
         bucket.put(&format!("hb/{backup}/db-0-pg.tar"), b"part of a tar");
         bucket.put(
             &format!("hb/{backup}/.bbr-agent-run-0123"),
@@ -624,7 +624,7 @@ fn prune_in_a_bucket_keeps_a_days_long_run_whose_heartbeat_is_fresh_and_removes_
         .assert_success()
         .assert_stdout_contains(&format!("leave {running} (incomplete, started "))
         .assert_stdout_contains(&format!("remove {stopped} (incomplete: started "))
-        .assert_stdout_contains("more than an hour ago: the run stopped)");
+        .assert_stdout_contains("more than two hours ago: the run stopped)");
     let mut left: Vec<String> = bucket.keys("hb/");
     left.sort();
     assert_eq!(

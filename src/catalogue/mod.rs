@@ -73,6 +73,7 @@ pub(crate) struct Catalogue {
 pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
     let objects = storage.list("", LIST_AT_MOST + 1)?;
     let truncated = objects.len() > LIST_AT_MOST;
+    let now = crate::timestamp::Utc::now().to_unix();
     // Each top-level name with its objects (their names below it).
     let mut dirs: BTreeMap<&str, Vec<(&str, &ObjectInfo)>> = BTreeMap::new();
     for object in objects.iter().take(LIST_AT_MOST) {
@@ -111,7 +112,7 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
                     .map(|f| f.1.clone())
                     .collect();
                 // A claim that cannot be read leaves the backup alone: its run may be alive.
-                match claim::last_beat(storage, &claims) {
+                match claim::last_beat(storage, &claims, now) {
                     Ok(beat) => (State::Incomplete, beat),
                     Err(e) => (State::Unreadable(format!("its run's claim: {e}")), None),
                 }

@@ -4,7 +4,7 @@
 //! newest complete backup of a deployment is never removed, whatever the policy. An
 //! incomplete backup whose run has a heartbeat (`storage::claim`) is judged by it: left while
 //! the heartbeat is fresh, however long ago the run started, and removed once it has stopped
-//! for an hour (a killed run). One without (no claim, or a claim written before heartbeats)
+//! for two hours (a killed run). One without (no claim, or a claim written before heartbeats)
 //! is judged by its age: removed once it started more than a day ago, left before. The
 //! incomplete ones go first, so an interrupted prune has cleared those before any complete
 //! backup; one whose metadata cannot be read is left alone (it may be a good backup this
@@ -36,7 +36,7 @@ pub(crate) enum Decision {
     Remove,
     /// Incomplete, without a heartbeat, and started more than a day ago.
     RemoveIncomplete,
-    /// Incomplete, and its run's last heartbeat (this Unix time) is more than an hour old: the
+    /// Incomplete, and its run's last heartbeat (this Unix time) is more than two hours old: the
     /// run was killed.
     RemoveStopped { beat: i64 },
     /// Incomplete, without a heartbeat, and younger than a day: it may still be running.
@@ -124,7 +124,7 @@ pub(crate) fn kept_after_all(
         return Ok(Some("it has a complete or unreadable metadata now"));
     }
     let claims = storage.list(&format!("{}/{CLAIM}", backup.name), claim::READ_AT_MOST)?;
-    Ok(match claim::last_beat(storage, &claims)? {
+    Ok(match claim::last_beat(storage, &claims, now)? {
         Some(beat) if claim::alive(beat, now) => Some("its run's heartbeat is fresh now"),
         _ => None,
     })
@@ -347,7 +347,7 @@ mod tests {
         };
         let catalogue = Catalogue {
             backups: vec![
-                // Young, but its heartbeat stopped more than an hour ago: killed.
+                // Young, but its heartbeat stopped more than two hours ago: killed.
                 with_beat("cf_20261201T100000Z", Some(now - claim::ALIVE_WITHIN_SECS)),
                 // Young, beating.
                 with_beat("cf_20261201T090000Z", Some(now - 60)),

@@ -388,7 +388,7 @@ fn decision_line(backup: &Backup, decision: &Decision, dry_run: bool) -> String 
             "{remove} {name} (incomplete: started {started}, more than a day ago, and never finished)"
         ),
         Decision::RemoveStopped { beat } => format!(
-            "{remove} {name} (incomplete: started {started}, its run's last heartbeat was at {}, more than an hour ago: the run stopped)",
+            "{remove} {name} (incomplete: started {started}, its run's last heartbeat was at {}, more than two hours ago: the run stopped)",
             Utc::from_unix(*beat).iso()
         ),
         Decision::LeaveRunning => format!(

@@ -8,8 +8,10 @@
 //! mtime, an object's `LastModified`, the store's clock) is fresh too. A reader takes the older
 //! of the two as the last beat, so neither a run's clock ahead of the store nor a claim
 //! written with a time to come keeps a dead run alive, and a run is alive while that beat is
-//! younger than [`ALIVE_WITHIN_SECS`], however long ago it started. A claim without the line
-//! (stop 12's runs) has no heartbeat: its backup is judged by its age, as then.
+//! younger than [`ALIVE_WITHIN_SECS`], however long ago it started. A beat further ahead of
+//! the reader's clock than clocks may differ ([`AHEAD_AT_MOST_SECS`]: both the line and the
+//! file's date in the future, as a local store allows) is no heartbeat at all. A claim without
+//! a heartbeat (stop 12's runs, or that one) leaves its backup judged by its age, as then.
 
 use std::io::Read;
 use std::sync::Mutex;
@@ -22,10 +24,15 @@ use crate::timestamp::Utc;
 /// How often a running backup writes its claim again.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10 * 60);
 
-/// A run whose last beat is younger than this is alive. Six periods: a refresh may wait out a
-/// slow store (a request's tries take minutes), and the clocks of the run, the store and the
-/// reader may differ by up to 15 minutes (S3 refuses a request signed further off).
-pub(crate) const ALIVE_WITHIN_SECS: i64 = 60 * 60;
+/// A run whose last beat is younger than this is alive. Twelve periods: a refresh that fails
+/// may take over 20 minutes (a slow store's tries) and the next comes a period later, and the
+/// clocks of the run, the store and the reader may differ (S3 refuses a request signed more
+/// than 15 minutes off; a local or NFS store bounds nothing), so a live run is never taken for
+/// a dead one on one bad refresh and a skewed clock together.
+pub(crate) const ALIVE_WITHIN_SECS: i64 = 2 * 60 * 60;
+
+/// A last beat further ahead of the reader's clock than this is no evidence of a live run.
+pub(crate) const AHEAD_AT_MOST_SECS: i64 = 15 * 60;
 
 /// Claims of one directory read to judge it, at most (two runs of one second make two).
 pub(crate) const READ_AT_MOST: usize = 8;
@@ -82,14 +89,16 @@ fn parse_iso(text: &str) -> Option<i64> {
 }
 
 /// The last beat of a claim whose heartbeat line says `heartbeat` and that the store last
-/// modified at `modified`: the older of the two.
-pub(crate) fn beat(heartbeat: i64, modified: Option<SystemTime>) -> i64 {
+/// modified at `modified`: the older of the two; `None` when even that is further ahead of
+/// `now` (the reader's clock) than clocks may differ: a claim dated to come proves nothing.
+pub(crate) fn beat(heartbeat: i64, modified: Option<SystemTime>, now: i64) -> Option<i64> {
     let stored = modified.and_then(|m| {
         m.duration_since(UNIX_EPOCH)
             .ok()
             .and_then(|d| i64::try_from(d.as_secs()).ok())
     });
-    stored.map_or(heartbeat, |m| m.min(heartbeat))
+    let beat = stored.map_or(heartbeat, |m| m.min(heartbeat));
+    (beat <= now.saturating_add(AHEAD_AT_MOST_SECS)).then_some(beat)
 }
 
 /// Whether a run whose last beat was at `beat` is alive at `now` (Unix times).
@@ -112,11 +121,12 @@ pub(crate) fn read(storage: &dyn Storage, key: &str) -> Result<Vec<u8>, StorageE
     Ok(held)
 }
 
-/// The newest last beat of `claims` (a listing's, so with their modification times), at most
-/// [`READ_AT_MOST`] of them read; `None` when none of them has a heartbeat.
+/// The newest last beat of `claims` (a listing's, so with their modification times) seen at
+/// `now`, at most [`READ_AT_MOST`] of them read; `None` when none of them has a heartbeat.
 pub(crate) fn last_beat(
     storage: &dyn Storage,
     claims: &[ObjectInfo],
+    now: i64,
 ) -> Result<Option<i64>, StorageError> {
     let mut newest = None;
     for claim in claims.iter().take(READ_AT_MOST) {
@@ -126,8 +136,10 @@ pub(crate) fn last_beat(
             Err(StorageError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        if let Some(t) = parse(&bytes).heartbeat {
-            let b = beat(t, claim.modified);
+        if let Some(b) = parse(&bytes)
+            .heartbeat
+            .and_then(|t| beat(t, claim.modified, now))
+        {
             newest = Some(newest.map_or(b, |n: i64| n.max(b)));
         }
     }
@@ -180,7 +192,7 @@ pub(crate) fn with_heartbeat<R>(
                     {
                         warned = true;
                         warn(format!(
-                            "cannot refresh this run's claim {}: {e}; the backup goes on, but once its claim is an hour old a prune or another run's cleanup takes it for a dead run's",
+                            "cannot refresh this run's claim {}: {e}; the backup goes on, but once its claim is two hours old a prune or another run's cleanup takes it for a dead run's",
                             storage.describe(key)
                         ));
                     }
@@ -189,14 +201,26 @@ pub(crate) fn with_heartbeat<R>(
         if let Err(e) = thread {
             // Its `done` went with the closure: `stop` does not wait.
             warn(format!(
-                "cannot start the heartbeat of {} ({e}): once its claim is an hour old a prune or another run's cleanup takes this backup for a dead run's",
+                "cannot start the heartbeat of {} ({e}): once its claim is two hours old a prune or another run's cleanup takes this backup for a dead run's",
                 storage.describe(key)
             ));
         }
+        // Stopped however `run` ends: a panic unwinding through here must not leave the
+        // thread beating for a run that is over, and the scope waiting on it for ever.
+        let stop_on_exit = StopOnDrop(&beating);
         let result = run(&beating);
-        beating.stop();
+        drop(stop_on_exit);
         result
     })
+}
+
+/// Stops a heartbeat when dropped.
+struct StopOnDrop<'a>(&'a Beating);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 #[cfg(test)]
@@ -250,10 +274,18 @@ mod tests {
     fn the_last_beat_is_the_older_of_the_run_clock_and_the_store_clock() {
         let t = 1_800_000_000;
         let at = |s: i64| Some(UNIX_EPOCH + Duration::from_secs(s as u64));
-        assert_eq!(beat(t, None), t);
-        assert_eq!(beat(t, at(t - 7200)), t - 7200);
+        assert_eq!(beat(t, None, t), Some(t));
+        assert_eq!(beat(t, at(t - 7200), t), Some(t - 7200));
         // A heartbeat line from the future does not keep a claim alive.
-        assert_eq!(beat(t + 86_400, at(t)), t);
+        assert_eq!(beat(t + 86_400, at(t), t), Some(t));
+        // Nor a line and a file date both from the future (a local store allows it): no beat.
+        assert_eq!(beat(t + 86_400, at(t + 86_400), t), None);
+        assert_eq!(beat(t + 86_400, None, t), None);
+        // Clocks a few minutes apart are a live run's.
+        assert_eq!(
+            beat(t + AHEAD_AT_MOST_SECS, None, t),
+            Some(t + AHEAD_AT_MOST_SECS)
+        );
         assert!(alive(t, t + ALIVE_WITHIN_SECS - 1));
         assert!(!alive(t, t + ALIVE_WITHIN_SECS));
         assert!(alive(t, t - 10));
@@ -300,6 +332,47 @@ mod tests {
             },
         );
         assert_eq!(warned.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_run_that_panics_stops_its_heartbeat_on_the_way_out() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = std::sync::Arc::new(LocalStorage::new(root.path()));
+        storage.create_dir("cf_20261201T000000Z").unwrap();
+        let key = "cf_20261201T000000Z/.bbr-agent-run-1";
+        storage
+            .put(key, text(OWNER, Utc::now()).as_bytes())
+            .unwrap();
+        // On a thread of its own: without the stop, the heartbeat would beat (and the scope
+        // wait on it) for ever, and this test would wait for the answer below in vain.
+        let (answer, answered) = mpsc::channel();
+        let store = std::sync::Arc::clone(&storage);
+        std::thread::spawn(move || {
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_heartbeat(
+                    store.as_ref(),
+                    key,
+                    OWNER,
+                    Duration::from_millis(5),
+                    &|_| {},
+                    |_| -> () {
+                        std::thread::sleep(Duration::from_millis(30));
+                        panic!("the backup failed badly");
+                    },
+                )
+            }));
+            let _ = answer.send(ended.is_err());
+        });
+        let panicked = answered
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the run panicked, and its heartbeat went on beating");
+        assert!(panicked, "the run's panic was lost");
+        std::fs::remove_file(root.path().join(key)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !root.path().join(key).exists(),
+            "the claim was written again after the run ended"
+        );
     }
 
     /// A store whose every write fails, counting them.

@@ -121,7 +121,7 @@ enum Whose {
     Ours,
     /// No claim (an older bbr-agent's run).
     Nobody,
-    /// Other owners', each with a heartbeat that stopped more than an hour ago: killed runs.
+    /// Other owners', each with a heartbeat that stopped more than two hours ago: killed runs.
     Stopped,
     /// Another owner's, or more than one claim, beating or without a heartbeat: it may still
     /// be running.
@@ -145,9 +145,11 @@ fn whose(storage: &dyn Storage, dir: &str, owner: &str, now: i64) -> Result<Whos
         if claims.len() == 1 && held.owner == owner.as_bytes() {
             return Ok(Whose::Ours);
         }
+        // No heartbeat, or one dated to come: it may be running (prune judges it by its age).
         let dead = held
             .heartbeat
-            .is_some_and(|t| !claim::alive(claim::beat(t, object.modified), now));
+            .and_then(|t| claim::beat(t, object.modified, now))
+            .is_some_and(|beat| !claim::alive(beat, now));
         stopped &= dead;
     }
     Ok(match stopped {
@@ -168,7 +170,7 @@ struct Cleaned {
 /// Removes what killed backups of this deployment left in its earlier directories
 /// (`<deployment>_<timestamp>/`, exactly: not another deployment's whose name starts alike),
 /// where that is provably a dead run's: the directory's claim names this run's owner, or its
-/// claims' heartbeats stopped more than an hour ago, or it has no claim and the write started
+/// claims' heartbeats stopped more than two hours ago, or it has no claim and the write started
 /// more than a day ago. The rest is left.
 fn abort_unfinished(
     storage: &dyn Storage,
@@ -464,7 +466,7 @@ fn run_claimed(
     }
     // A complete backup is BBR's layout, nothing extra; a failed run's claim stays, for the
     // next run's cleanup to know whose its unfinished writes are (its heartbeat ends with the
-    // run, so it is taken for a dead run's an hour later).
+    // run, so it is taken for a dead run's two hours later).
     beating.stop();
     if drained && let Err(e) = storage.remove(claim_key) {
         console.warn(e.to_string());
