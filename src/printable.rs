@@ -12,3 +12,12 @@ pub(crate) fn printable(text: &str, max_chars: usize) -> String {
         })
         .collect()
 }
+
+/// This process's command line as text to record and show: each argument read lossily (argv
+/// need not be UTF-8: a `--root` with any bytes), then [`printable`], 1,000 characters at most.
+pub(crate) fn this_command_line() -> String {
+    let words: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    printable(&words.join(" "), 1000)
+}

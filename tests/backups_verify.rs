@@ -234,3 +234,22 @@ fn a_metadata_naming_hostile_recipients_is_refused_without_printing_them() {
         run.explain()
     );
 }
+
+/// A plain backup verified with an identity may have been replaced: verify says so in its own
+/// words (verify it without the identity), not the restore's.
+#[test]
+fn a_plain_backup_verified_with_an_identity_is_named_with_verifys_way_out() {
+    let (vm, artifact) = backed_up();
+    let (key, _) = age_identity(vm.dir.path(), "key.txt");
+    let run = vm.agent(&[
+        "backups",
+        "verify",
+        artifact.to_str().unwrap(),
+        "--identity",
+        key.to_str().unwrap(),
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains("is not encrypted, but --identity")
+        .assert_stderr_contains("Verify it without --identity if it is the one you meant");
+    assert!(!run.stderr.contains("Restore it"), "{}", run.explain());
+}

@@ -259,6 +259,11 @@ fn unlock_command(text: &str, job: &str) -> String {
 fn a_lock_run_by_hand_names_each_job_it_left_locked_and_the_command_that_unlocks_it() {
     let vm = vm();
     vm.job("web").script("pre-backup-lock", "exit 3");
+    // A name that looks like an option, and an unlock that says what it was told.
+    vm.job("-x").script("pre-backup-lock", "exit 0").script(
+        "post-backup-unlock",
+        "echo \"-x unlocked, after a successful backup: $BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL\" >> \"$LOG\"",
+    );
     let run = vm.agent(&["run", "pre-backup-lock"]);
     run.assert_code(1)
         .assert_stderr_contains(
@@ -268,26 +273,40 @@ fn a_lock_run_by_hand_names_each_job_it_left_locked_and_the_command_that_unlocks
             "warning: web may be locked in part (its pre-backup-lock ran by hand and failed: exit status 3), and it has no bin/bbr/post-backup-unlock: undo the lock by hand",
         );
     let command = unlock_command(&run.stderr, "db");
+    // No backup ran: the unlock is told so.
     assert!(
-        command.ends_with(" run post-backup-unlock --job db"),
+        command.ends_with(" run post-backup-unlock --job=db --after-backup-successful false"),
         "{}",
         run.explain()
     );
     fs::write(vm.log_path(), "").unwrap();
     // As printed, with the agent found on PATH.
     let bin = std::path::Path::new(common::AGENT).parent().unwrap();
-    let unlock = common::Run::of(
-        std::process::Command::new("sh")
-            .args(["-c", &command])
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display())),
-        vm.dir.path(),
-    );
+    let as_printed = |command: &str| {
+        common::Run::of(
+            std::process::Command::new("sh")
+                .args(["-c", command])
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display())),
+            vm.dir.path(),
+        )
+    };
+    let unlock = as_printed(&command);
     unlock.assert_success();
     assert_eq!(
         vm.calls(),
         ["db post-backup-unlock"],
         "{}",
         unlock.explain()
+    );
+    fs::write(vm.log_path(), "").unwrap();
+    let unlock_x = as_printed(&unlock_command(&run.stderr, "-x"));
+    unlock_x.assert_success();
+    assert_eq!(
+        vm.calls(),
+        ["-x unlocked, after a successful backup: false"],
+        "{}\n{}",
+        run.explain(),
+        unlock_x.explain()
     );
     assert!(
         !unlock.stderr.contains("unlock it with"),
@@ -305,8 +324,38 @@ fn a_lock_run_by_hand_names_each_job_it_left_locked_and_the_command_that_unlocks
     let restore = vm.agent(&["run", "pre-restore-lock", "--job", "db"]);
     restore.assert_success();
     assert!(
-        unlock_command(&restore.stderr, "db").ends_with(" run post-restore-unlock --job db"),
+        unlock_command(&restore.stderr, "db").ends_with(" run post-restore-unlock --job=db"),
         "{}",
         restore.explain()
+    );
+}
+
+/// A VM root whose path is not UTF-8 (argv is bytes) is recorded in the run's lock and journal
+/// as text, not a panic: the backup runs.
+#[test]
+fn a_root_whose_path_is_not_utf8_backs_up() {
+    use std::os::unix::ffi::OsStrExt;
+    let vm = Vm::with_identity("acme", "backend");
+    // Its script names no path of the VM's: the VM moves below.
+    vm.job("db")
+        .recording_locks()
+        .script("backup", "echo rows > \"$BBR_ARTIFACT_DIRECTORY/dump\"");
+    let odd = vm.dir.path().join(std::ffi::OsStr::from_bytes(b"vm-\xff"));
+    fs::rename(vm.root(), &odd).unwrap();
+    let out = vm.artifacts();
+    let run = common::Run::of(
+        std::process::Command::new(common::AGENT)
+            .arg("--root")
+            .arg(&odd)
+            .args(["backup", "--artifact-path"])
+            .arg(&out),
+        vm.dir.path(),
+    );
+    run.assert_success();
+    assert!(
+        fs::read_dir(&out).unwrap().count() == 1,
+        "{}\n{}",
+        run.explain(),
+        common::listing(vm.dir.path())
     );
 }

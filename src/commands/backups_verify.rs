@@ -74,10 +74,14 @@ pub fn verify(
 /// What the restore's words for a stored backup's problem say it did not do, and what verify
 /// says instead: it restores and touches nothing whatever it finds, so it says what it found
 /// (and, of a name it refuses, that it read no tar).
-const RESTORE_WORDS: [(&str, &str); 3] = [
+const RESTORE_WORDS: [(&str, &str); 4] = [
     ("; nothing was restored", ""),
     ("; nothing was touched", ""),
     ("; nothing was read", "; no tar was read"),
+    (
+        "Restore it without --identity if it is the one you meant",
+        "Verify it without --identity if it is the one you meant",
+    ),
 ];
 
 /// A problem the artifact layer words for a restore, in verify's words.

@@ -140,10 +140,20 @@ fn still_locked(
             end.describe()
         ),
     };
+    // No backup ran after a lock by hand: the unlock is told so, as BBR tells it after a
+    // failed backup.
+    let after = match unlock {
+        ScriptKind::PostBackupUnlock => " --after-backup-successful false",
+        _ => "",
+    };
     Some(match has_unlock {
-        true => format!(
-            "{state}: unlock it with `{via} run {unlock} --job {}`",
+        // `--job=`: a name that starts with `-` is still the option's value.
+        true if !report.job.chars().any(char::is_control) => format!(
+            "{state}: unlock it with `{via} run {unlock} --job={}{after}`",
             quote(&report.job)
+        ),
+        true => format!(
+            "{state}: unlock it with `{via} run {unlock} --job=<its name>{after}` (the name holds characters a terminal cannot show)"
         ),
         false => format!("{state}, and it has no bin/bbr/{unlock}: undo the lock by hand"),
     })

@@ -25,7 +25,7 @@ pub struct ScriptCommand {
     pub path: PathBuf,
     pub working_dir: PathBuf,
     /// The BBR variables for this script; added to what sudo would give it.
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(String, std::ffi::OsString)>,
     pub timeout: Option<Duration>,
     /// Between SIGTERM and SIGKILL when the timeout expires.
     pub grace: Duration,

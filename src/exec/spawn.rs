@@ -8,7 +8,7 @@
 //! `posix_spawn` shares the parent's memory until the exec (`CLONE_VM | CLONE_VFORK`), which
 //! costs a fraction of a fork. See docs/benchmarks.md (fleet).
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -34,7 +34,7 @@ pub struct Spawn<'a> {
     /// The arguments after the program's own name.
     pub args: &'a [&'a OsStr],
     /// Exactly these variables; `None`: this process's own environment.
-    pub env: Option<&'a [(String, String)]>,
+    pub env: Option<&'a [(String, OsString)]>,
     /// `None`: this process's working directory.
     pub working_dir: Option<&'a Path>,
     /// Whether stdin is a pipe (`Spawned::stdin`) rather than `/dev/null`.
@@ -114,7 +114,12 @@ impl Spawn<'_> {
         let envp = match self.env {
             Some(env) => env
                 .iter()
-                .map(|(k, v)| c_string(OsStr::new(&format!("{k}={v}"))))
+                .map(|(k, v)| {
+                    let mut pair = OsString::from(k);
+                    pair.push("=");
+                    pair.push(v);
+                    c_string(&pair)
+                })
                 .collect::<io::Result<Vec<_>>>()?,
             None => std::env::vars_os()
                 .map(|(k, v)| {

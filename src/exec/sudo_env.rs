@@ -11,6 +11,7 @@
 //! serve`), its own `SUDO_USER`/`SUDO_UID`/`SUDO_GID` name that SSH user, which is who BBR's
 //! sudo would name; otherwise the agent's own real user, as sudo names root when root runs it.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -27,13 +28,13 @@ const MAIL_DIR: &str = "/var/mail";
 const DEFAULT_SHELL: &str = "/bin/sh";
 
 /// The variables sudo would give `script`, in a fixed order.
-pub fn sudo_env(script: &Path) -> Vec<(String, String)> {
-    let mut env = base().clone();
-    // sudo shows the command as it was given: BBR gives the job's path to the script.
-    env.push((
-        "SUDO_COMMAND".to_string(),
-        script.to_string_lossy().into_owned(),
-    ));
+pub fn sudo_env(script: &Path) -> Vec<(String, OsString)> {
+    let mut env: Vec<(String, OsString)> = base()
+        .iter()
+        .map(|(k, v)| (k.clone(), OsString::from(v)))
+        .collect();
+    // sudo shows the command as it was given (its bytes): BBR gives the job's path.
+    env.push(("SUDO_COMMAND".to_string(), script.as_os_str().to_owned()));
     env
 }
 
@@ -233,7 +234,7 @@ mod tests {
             env.last(),
             Some(&(
                 "SUDO_COMMAND".to_string(),
-                "/var/vcap/jobs/api/bin/bbr/backup".to_string()
+                OsString::from("/var/vcap/jobs/api/bin/bbr/backup")
             ))
         );
     }

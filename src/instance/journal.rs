@@ -382,7 +382,7 @@ impl Journal {
             inner.file = Some(file);
             let me = Record::Run {
                 pid: std::process::id(),
-                command: std::env::args().collect::<Vec<_>>().join(" "),
+                command: crate::printable::this_command_line(),
                 started: process_started(),
                 cleanup_via: self.cleanup_via.clone(),
             };

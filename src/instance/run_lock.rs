@@ -67,7 +67,7 @@ pub fn acquire(run_dir: &Path) -> Result<RunLock, RunLockError> {
     let me = format!(
         "pid {} (`{}`)\n",
         std::process::id(),
-        std::env::args().collect::<Vec<_>>().join(" ")
+        crate::printable::this_command_line()
     );
     file.set_len(0).map_err(io_err)?;
     file.rewind().map_err(io_err)?;

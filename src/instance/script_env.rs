@@ -1,5 +1,7 @@
 //! The BBR variables each script kind gets, and nothing else (docs/behaviour.md, "Running a script").
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::contract::{
@@ -8,17 +10,18 @@ use crate::contract::{
 };
 
 /// The BBR variables for `kind`. The artifact directory is passed with a trailing slash, as
-/// BBR passes it; scripts concatenate file names onto it.
+/// BBR passes it; scripts concatenate file names onto it. Its bytes are the path's, UTF-8 or
+/// not.
 pub fn script_env(
     kind: ScriptKind,
     artifact_dir: &Path,
     bbr_version: &str,
     after_backup_successful: bool,
-) -> Vec<(String, String)> {
+) -> Vec<(String, OsString)> {
     let with_slash = || {
-        let mut dir = artifact_dir.display().to_string();
-        if !dir.ends_with('/') {
-            dir.push('/');
+        let mut dir = artifact_dir.as_os_str().to_owned();
+        if !dir.as_bytes().ends_with(b"/") {
+            dir.push("/");
         }
         dir
     };
@@ -27,10 +30,10 @@ pub fn script_env(
             (ENV_ARTIFACT_DIRECTORY.to_string(), with_slash()),
             (ENV_LEGACY_ARTIFACT_DIRECTORY.to_string(), with_slash()),
         ],
-        ScriptKind::Metadata => vec![(ENV_BBR_VERSION.to_string(), bbr_version.to_string())],
+        ScriptKind::Metadata => vec![(ENV_BBR_VERSION.to_string(), bbr_version.into())],
         ScriptKind::PostBackupUnlock => vec![(
             ENV_AFTER_BACKUP_SCRIPTS_SUCCESSFUL.to_string(),
-            after_backup_successful.to_string(),
+            after_backup_successful.to_string().into(),
         )],
         ScriptKind::PreBackupLock | ScriptKind::PreRestoreLock | ScriptKind::PostRestoreUnlock => {
             Vec::new()
