@@ -15,7 +15,7 @@ use super::checksums::{Mismatch, compare};
 use super::codec::{self, CHECKSUMS_OBJECT, Identities, Layers, sealed};
 use super::metadata_keys;
 use super::plain_name::{self, NAME_MAX, NotPlain};
-use super::tar_reader::check_tar_side_by_side;
+use super::tar_reader::read_tar;
 use crate::console::Console;
 use crate::contract::METADATA_FILE;
 use crate::interrupt::Interruptible;
@@ -631,8 +631,7 @@ impl<'s> StoredBackup<'s> {
                 )
                 .map_err(|e| e.to_string())
                 .and_then(|mut input| {
-                    // Nothing else runs beside this check: its files are hashed side by side.
-                    let sums = check_tar_side_by_side(&mut input).map_err(|e| e.to_string())?;
+                    let sums = read_tar(&mut input, None).map_err(|e| e.to_string())?;
                     // Read to its end: every encrypted chunk is checked, the last one too,
                     // even where the tar's end needs no more of it.
                     io::copy(&mut input, &mut io::sink())
@@ -690,7 +689,7 @@ mod tests {
         let mut tar = builder.into_inner().unwrap();
         // To a whole 10240-byte record, as GNU tar (and ours) pads it: past age's 64 KiB.
         tar.resize(7 * 10240, 0);
-        let sums = crate::artifact::tar_reader::read_tar(&tar[..], None).unwrap();
+        let sums = read_tar(&tar[..], None).unwrap();
         let mut recipients = codec::Recipients::default();
         recipients.add(&public).unwrap();
         let mut sealed = recipients.encryptor(Vec::new()).unwrap();

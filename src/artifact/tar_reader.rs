@@ -19,7 +19,7 @@ use tar::EntryType;
 
 use super::checksums::{Checksums, hex, shown, shown_key};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolve_inside};
-use super::hasher::{Hasher, SIDE_BY_SIDE};
+use super::hasher::Hasher;
 use super::tar_header::{
     PATH_MAX, PAX_MAX, decode_time, pax_time, read_record, system_time, until_nul,
 };
@@ -38,25 +38,6 @@ pub enum TarReadError {
 /// Reads the tar in `input`; with `extract_to`, writes it below that (existing) directory.
 /// Returns the manifest of its regular files.
 pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums, TarReadError> {
-    // Unpacking hashes on a thread of its own, beside the writing: one is enough, the writing
-    // is the slower (docs/benchmarks.md, "Drain and restore, stop 13"). A reader that only
-    // checks a stream as it arrives (the driver's, on a thread of its own already, beside the
-    // stream's reading and the file's writing) hashes as it reads.
-    let hasher = extract_to.map(|_| Hasher::new());
-    read_tar_hashing(input, extract_to, hasher)
-}
-
-/// Reads the tar in `input` to check it, hashing its files side by side on threads of their
-/// own: for a reader with nothing else to do (the check of a stored tar before a restore).
-pub fn check_tar_side_by_side(input: impl Read) -> Result<Checksums, TarReadError> {
-    read_tar_hashing(input, None, Some(Hasher::with_workers(SIDE_BY_SIDE)))
-}
-
-fn read_tar_hashing(
-    input: impl Read,
-    extract_to: Option<&Path>,
-    hasher: Option<Hasher>,
-) -> Result<Checksums, TarReadError> {
     let mut archive = tar::Archive::new(input);
     let mut reader = Reader {
         dest: extract_to,
@@ -68,7 +49,9 @@ fn read_tar_hashing(
         hard_links: Vec::new(),
         symlinks: Vec::new(),
         dir_modes: Vec::new(),
-        hasher,
+        // Unpacking hashes on a thread of its own, beside the writing; a reader that only
+        // checks (on a thread of its own already) hashes as it reads.
+        hasher: extract_to.map(|_| Hasher::new()),
         as_root: nix::unistd::geteuid().is_root(),
         umask: extract_to.and_then(|_| process_umask()),
         created_owner: extract_to.and_then(created_owner),
@@ -737,36 +720,6 @@ mod tests {
         assert!(
             below.to_string().contains("below the symlink ./x/l"),
             "{below}"
-        );
-    }
-
-    /// The check before a restore hashes its files on two threads: the same digests as the
-    /// one-thread read (hard links' too), and the same refusal of a short tar.
-    #[test]
-    fn the_side_by_side_check_finds_what_the_one_thread_read_finds() {
-        let mut tar = tar::Builder::new(Vec::new());
-        for i in 0..40usize {
-            let data: Vec<u8> = (0..(i * 37_003 % 300_000)).map(|b| (b + i) as u8).collect();
-            let mut file = tar::Header::new_gnu();
-            file.set_mode(0o644);
-            file.set_size(data.len() as u64);
-            tar.append_data(&mut file, format!("d/f{i}"), &data[..])
-                .unwrap();
-        }
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(EntryType::Link);
-        link.set_mode(0o644);
-        link.set_size(0);
-        tar.append_link(&mut link, "d/again", "d/f7").unwrap();
-        let tar = tar.into_inner().unwrap();
-        let one = read_tar(&tar[..], None).unwrap();
-        let side_by_side = check_tar_side_by_side(&tar[..]).unwrap();
-        assert_eq!(one.len(), 41);
-        assert_eq!(side_by_side, one);
-        let short = &tar[..tar.len() / 2];
-        assert_eq!(
-            check_tar_side_by_side(short).unwrap_err().to_string(),
-            read_tar(short, None).unwrap_err().to_string()
         );
     }
 }
