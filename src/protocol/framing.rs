@@ -1,6 +1,6 @@
 //! Framing: bounded JSON lines for control, length-prefixed raw chunks for bulk data.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 
 use crate::chunk_stream::{ChunkSource, ChunkStream};
 
@@ -155,12 +155,27 @@ const PASS_THROUGH: usize = 64 * 1024;
 impl<W: Write> Write for ChunkWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         // Big writes (a file's data) are not copied into the buffer first: what is buffered
-        // (a tar header, say) goes as a chunk, then the data as another.
+        // (a tar header, say) goes as a chunk, then the data as another, all four pieces in
+        // one vectored write: one system call, and one wakeup of the reader, where there were
+        // two (the lengths and the header, then the data) for every file and every megabyte.
         if data.len() >= PASS_THROUGH {
-            self.send()?;
             let n = data.len().min(MAX_CHUNK);
-            self.out.write_all(&(n as u32).to_be_bytes())?;
-            self.out.write_all(&data[..n])?;
+            let (held, len) = (
+                (self.buf.len() as u32).to_be_bytes(),
+                (n as u32).to_be_bytes(),
+            );
+            let held: &[u8] = match self.buf.is_empty() {
+                true => &[],
+                false => &held,
+            };
+            let mut pieces = [
+                IoSlice::new(held),
+                IoSlice::new(&self.buf),
+                IoSlice::new(&len),
+                IoSlice::new(&data[..n]),
+            ];
+            write_all_vectored(&mut self.out, &mut pieces)?;
+            self.buf.clear();
             return Ok(n);
         }
         let n = data.len().min(MAX_CHUNK - self.buf.len());
@@ -175,6 +190,20 @@ impl<W: Write> Write for ChunkWriter<W> {
         self.send()?;
         self.out.flush()
     }
+}
+
+/// `write_vectored` until every piece is written (`Write::write_all_vectored` is unstable).
+fn write_all_vectored(out: &mut impl Write, mut pieces: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut pieces, 0);
+    while !pieces.is_empty() {
+        match out.write_vectored(pieces) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut pieces, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A `Read` over data chunks, ending at the terminator. [`ChunkStream::drain`] skips to it.
@@ -235,6 +264,76 @@ mod tests {
         let copied = ChunkReader::new(&mut input).copy_to(&mut whole).unwrap();
         assert_eq!((copied as usize, whole), (data.len(), data));
         assert_eq!(read_line(&mut input).unwrap(), b"{\"next\":1}");
+    }
+
+    /// Counts the calls that would each be a system call on a pipe, and what they carried.
+    #[derive(Default)]
+    struct Calls {
+        calls: usize,
+        bytes: Vec<u8>,
+        /// Bytes taken by a vectored call, at most, when set.
+        cap: Option<usize>,
+    }
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            let cap = self.cap.unwrap_or(usize::MAX);
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(cap - n);
+                self.bytes.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A tar's pattern, a header then a file's data, 2,048 times: one write each (a `BufWriter`
+    /// over a pipe passes it on as one `writev`), where the two lengths, the header and the
+    /// data were four.
+    #[test]
+    fn a_header_and_the_data_after_it_go_in_one_write() {
+        let data = vec![5u8; PASS_THROUGH];
+        let mut w = ChunkWriter::new(Calls::default());
+        for _ in 0..2_048 {
+            w.write_all(&[1u8; 512]).unwrap();
+            w.write_all(&data).unwrap();
+        }
+        let calls = w.finish().unwrap();
+        // And one for the terminator.
+        assert_eq!(calls.calls, 2_048 + 1);
+        let mut back = Vec::new();
+        ChunkReader::new(&mut &calls.bytes[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back.len(), 2_048 * (512 + PASS_THROUGH));
+        assert!(
+            back.chunks(512 + PASS_THROUGH)
+                .all(|c| c[..512] == [1u8; 512] && c[512..] == data[..])
+        );
+        // Cut short anywhere, the pieces still arrive whole and in order.
+        let mut short = ChunkWriter::new(Calls {
+            cap: Some(1_000),
+            ..Calls::default()
+        });
+        short.write_all(&[2u8; 300]).unwrap();
+        short.write_all(&data).unwrap();
+        let calls = short.finish().unwrap();
+        assert!(calls.calls > 60, "the test writer cuts at 1,000 bytes");
+        let mut back = Vec::new();
+        ChunkReader::new(&mut &calls.bytes[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!((&back[..300], &back[300..]), (&[2u8; 300][..], &data[..]));
     }
 
     #[test]

@@ -358,7 +358,7 @@ impl ObjectWriter for LocalWriter {
         let keep = || -> io::Result<u64> {
             // Synced through its own descriptor, which is the one to report what went wrong
             // in its writeback (an I/O error, a full NFS quota).
-            let file = out.into_file();
+            let file = out.into_file()?;
             file.sync_data()?;
             file.set_permissions(fs::Permissions::from_mode(0o644))?;
             let len = file.metadata()?.len();
