@@ -38,21 +38,41 @@ struct Aligned {
     bytes: Vec<u8>,
     start: usize,
     len: usize,
+    /// How many bytes it gathers now: from [`FIRST_GATHER`], doubled each time it fills, up
+    /// to [`DIRECT_CHUNK`]. A driver drains many small tars at once (three a VM, fifty VMs in
+    /// flight): a whole chunk each from the start was 200 MiB of a 1,000-VM fleet's peak.
+    capacity: usize,
 }
+
+/// What a direct file first gathers: the tar of an empty artifact fits.
+const FIRST_GATHER: usize = 64 << 10;
 
 impl Aligned {
     fn new() -> Aligned {
-        let bytes = vec![0u8; DIRECT_CHUNK + ALIGN];
+        Aligned::with_capacity(FIRST_GATHER)
+    }
+
+    fn with_capacity(capacity: usize) -> Aligned {
+        let bytes = vec![0u8; capacity + ALIGN];
         let start = bytes.as_ptr().align_offset(ALIGN);
         Aligned {
             bytes,
             start,
             len: 0,
+            capacity,
         }
     }
 
+    /// Twice the room (at most a chunk), the bytes gathered kept.
+    fn grow(&mut self) {
+        let mut bigger = Aligned::with_capacity((self.capacity * 2).min(DIRECT_CHUNK));
+        bigger.bytes[bigger.start..bigger.start + self.len].copy_from_slice(self.filled());
+        bigger.len = self.len;
+        *self = bigger;
+    }
+
     fn room(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start + self.len..self.start + DIRECT_CHUNK]
+        &mut self.bytes[self.start + self.len..self.start + self.capacity]
     }
 
     fn filled(&self) -> &[u8] {
@@ -76,6 +96,12 @@ impl WritebackFile {
     #[cfg(test)]
     fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// The bytes held to gather a direct write.
+    #[cfg(test)]
+    fn gathering(&self) -> usize {
+        self.direct.as_ref().map_or(0, |d| d.bytes.len())
     }
 
     /// The file back, with every byte written to it; not yet durable (see `BackupDir::sync`).
@@ -176,7 +202,9 @@ impl Write for WritebackFile {
         let n = buf.len().min(room.len());
         room[..n].copy_from_slice(&buf[..n]);
         gathered.len += n;
-        if gathered.len == DIRECT_CHUNK
+        if gathered.len == gathered.capacity && gathered.capacity < DIRECT_CHUNK {
+            gathered.grow();
+        } else if gathered.len == DIRECT_CHUNK
             && let Some(mut full) = self.direct.take()
         {
             let written = self.write_direct(full.filled());
@@ -279,5 +307,31 @@ mod tests {
         assert!(out.is_direct() && flags_of(&out.file).contains(OFlag::O_DIRECT));
         let file = out.into_file().unwrap();
         assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
+    }
+
+    /// A driver drains many small tars at once: each holds what its bytes need, not a chunk.
+    #[test]
+    fn a_small_tar_holds_a_small_buffer_and_a_big_one_grows_to_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let probe = File::create(&path).unwrap();
+        if set_direct(&probe, true).is_err() {
+            eprintln!("skipped: {} has no direct I/O", dir.path().display());
+            return;
+        }
+        let mut out = WritebackFile::new(File::create(&path).unwrap());
+        let (data, _) = pieces(3 * DIRECT_CHUNK / 2);
+        out.write_all(&data[..10 << 10]).unwrap();
+        assert!(
+            out.gathering() <= FIRST_GATHER + ALIGN,
+            "{} bytes held for a 10 KiB tar",
+            out.gathering()
+        );
+        out.write_all(&data[10 << 10..]).unwrap();
+        assert_eq!(out.gathering(), DIRECT_CHUNK + ALIGN);
+        assert_eq!(out.written, DIRECT_CHUNK as u64);
+        let file = out.into_file().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        drop(file);
     }
 }
