@@ -229,6 +229,7 @@ impl Write for WritebackFile {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::path::{Path, PathBuf};
 
     /// The bytes of a stored tar in pieces of awkward sizes, as the codecs and batches give
     /// them.
@@ -286,18 +287,27 @@ mod tests {
         }
     }
 
+    /// A file in `dir` to write directly, or `None` (said) where its filesystem has no direct
+    /// I/O.
+    fn direct_io_file(dir: &Path) -> Option<PathBuf> {
+        let path = dir.join("t");
+        let probe = File::create(&path).unwrap();
+        if set_direct(&probe, true).is_err() {
+            eprintln!("skipped: {} has no direct I/O", dir.display());
+            return None;
+        }
+        Some(path)
+    }
+
     /// Where the filesystem takes direct I/O (the temp dir's ext4 does; tmpfs did not before
     /// Linux 6.6), the tar bypasses the page cache: written before through it, it cost more
     /// CPU than hashing it.
     #[test]
     fn a_filesystem_with_direct_io_gets_the_bytes_directly() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
-        let probe = File::create(&path).unwrap();
-        if set_direct(&probe, true).is_err() {
-            eprintln!("skipped: {} has no direct I/O", dir.path().display());
+        let Some(path) = direct_io_file(dir.path()) else {
             return;
-        }
+        };
         let mut out = WritebackFile::new(File::create(&path).unwrap());
         assert!(out.is_direct());
         let (data, _) = pieces(2 * DIRECT_CHUNK + 100);
@@ -313,12 +323,9 @@ mod tests {
     #[test]
     fn a_small_tar_holds_a_small_buffer_and_a_big_one_grows_to_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
-        let probe = File::create(&path).unwrap();
-        if set_direct(&probe, true).is_err() {
-            eprintln!("skipped: {} has no direct I/O", dir.path().display());
+        let Some(path) = direct_io_file(dir.path()) else {
             return;
-        }
+        };
         let mut out = WritebackFile::new(File::create(&path).unwrap());
         let (data, _) = pieces(3 * DIRECT_CHUNK / 2);
         out.write_all(&data[..10 << 10]).unwrap();
