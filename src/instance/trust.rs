@@ -42,7 +42,7 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
@@ -77,6 +77,32 @@ pub struct Trust {
     /// Whether the agent runs as root (the only case the rule applies to).
     enforced: bool,
     judged: Mutex<HashMap<PathBuf, Judged>>,
+    /// During a [`Trust::pass`]: the directories judged so far, open.
+    judged_dirs: Mutex<Option<JudgedDirs>>,
+}
+
+/// The directories one pass over the jobs judged, each by the path that reached it (no
+/// symlink in it: `resolve` joins names onto the directory it is in, and a symlink's target
+/// starts again from `/` or its own directory), with the directories above it, open, for `..`.
+/// Every job's path goes through the same ones (`/`, `/var`, `/var/vcap`, `/var/vcap/jobs`, a
+/// link's `/var/vcap/data/jobs`): judged once a pass, not once a job. Only directories judged
+/// are kept, and only for the pass (a survey: moments); the walk right before a script runs
+/// ([`Trust::verify_script`]) judges the whole path afresh, from `/`.
+type JudgedDirs = HashMap<PathBuf, Vec<(Arc<OwnedFd>, PathBuf)>>;
+
+/// Directories a pass keeps open, at most: the first job's path (the shared ones come first)
+/// fits. Each is a descriptor, and a process's table of them grows past 64 by a copy the
+/// kernel frees only after an RCU grace period, milliseconds in a multi-threaded process.
+const JUDGED_DIRS_AT_MOST: usize = 32;
+
+/// A pass over the jobs ([`Trust::pass`]): while it lives, the jobs' checks share the
+/// directories they judged.
+pub struct Pass<'a>(&'a Trust);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        *self.0.dirs() = None;
+    }
 }
 
 impl Default for Trust {
@@ -90,7 +116,19 @@ impl Trust {
         Trust {
             enforced: nix::unistd::geteuid().is_root(),
             judged: Mutex::new(HashMap::new()),
+            judged_dirs: Mutex::new(None),
         }
+    }
+
+    /// Starts a pass over the jobs: until the returned guard is dropped, [`Trust::check_job`]
+    /// judges each directory on the way once, not once a job.
+    pub fn pass(&self) -> Pass<'_> {
+        *self.dirs() = Some(HashMap::new());
+        Pass(self)
+    }
+
+    fn dirs(&self) -> std::sync::MutexGuard<'_, Option<JudgedDirs>> {
+        self.judged_dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Judges every script of `job`, every directory above them up to `/`, and every symlink
@@ -101,13 +139,15 @@ impl Trust {
         }
         // The path to a job's scripts is judged once for all of them (its `bin/bbr`), then
         // each script in it: the same judgements as one walk per script, a tenth the calls.
-        let mut dir: Option<(PathBuf, OwnedFd, PathBuf)> = None;
+        let mut dir: Option<(PathBuf, Arc<OwnedFd>, PathBuf)> = None;
         for script in job.scripts.values() {
             let judged = match (script.parent(), script.file_name()) {
                 (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
                     if dir.as_ref().is_none_or(|(p, _, _)| p != parent) {
-                        let Resolved::Dir(fd, reached) = resolve(parent, Want::Dir)
-                            .map_err(|(path, why)| untrusted(job, path, why))?
+                        let mut judged_dirs = self.dirs();
+                        let Resolved::Dir(fd, reached) =
+                            resolve(parent, Want::Dir, judged_dirs.as_mut())
+                                .map_err(|(path, why)| untrusted(job, path, why))?
                         else {
                             unreachable!("asked for a directory")
                         };
@@ -161,7 +201,7 @@ fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
 /// nothing can be swapped between a judgement and the next step. The error names the
 /// offending component by the path that reached it.
 fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
-    match resolve(script, Want::File)? {
+    match resolve(script, Want::File, None)? {
         Resolved::File(judged) => Ok(judged),
         Resolved::Dir(..) => unreachable!("asked for a file"),
     }
@@ -177,11 +217,17 @@ enum Want {
 enum Resolved {
     File(Judged),
     /// A judged directory, open, and the path that reached it.
-    Dir(OwnedFd, PathBuf),
+    Dir(Arc<OwnedFd>, PathBuf),
 }
 
-/// As [`walk`], for a directory (`Want::Dir`: returned open, judged) or a script.
-fn resolve(script: &Path, want: Want) -> Result<Resolved, (PathBuf, String)> {
+/// As [`walk`], for a directory (`Want::Dir`: returned open, judged) or a script; with
+/// `judged_dirs`, the directories judged before in this pass are not judged again, and those
+/// judged now are kept.
+fn resolve(
+    script: &Path,
+    want: Want,
+    mut judged_dirs: Option<&mut JudgedDirs>,
+) -> Result<Resolved, (PathBuf, String)> {
     let absolute = if script.is_absolute() {
         script.to_path_buf()
     } else {
@@ -199,10 +245,13 @@ fn resolve(script: &Path, want: Want) -> Result<Resolved, (PathBuf, String)> {
     let root_stat = fstat(&root_fd).map_err(|e| examine(&root, e))?;
     judge(&root_stat).map_err(|why| (root.clone(), why))?;
     // The directories entered, for `..`; the first is `/`.
-    let mut dirs: Vec<(OwnedFd, PathBuf)> = vec![(root_fd, root)];
+    let mut dirs: Vec<(Arc<OwnedFd>, PathBuf)> = vec![(Arc::new(root_fd), root)];
     // Components still to resolve, the next one last.
     let mut pending: Vec<OsString> = names_of(&absolute);
     let mut links = 0;
+    if let Some(judged) = judged_dirs.as_deref() {
+        enter_judged(judged, &mut dirs, &mut pending);
+    }
 
     while let Some(name) = pending.pop() {
         if name == ".." {
@@ -231,16 +280,24 @@ fn resolve(script: &Path, want: Want) -> Result<Resolved, (PathBuf, String)> {
             }
             let target = readlinkat(&fd, "").map_err(|e| examine(&here, e))?;
             let target = Path::new(&target);
+            pending.extend(names_of(target));
             if target.is_absolute() {
                 dirs.truncate(1);
+                if let Some(judged) = judged_dirs.as_deref() {
+                    enter_judged(judged, &mut dirs, &mut pending);
+                }
             }
-            pending.extend(names_of(target));
         } else if kind == SFlag::S_IFDIR {
             if pending.is_empty() && want == Want::File {
                 return Err((here, "is a directory, not a script".to_string()));
             }
             judge(&stat).map_err(|why| (here.clone(), why))?;
-            dirs.push((fd, here));
+            dirs.push((Arc::new(fd), here.clone()));
+            if let Some(judged) = judged_dirs.as_deref_mut()
+                && judged.len() < JUDGED_DIRS_AT_MOST
+            {
+                judged.insert(here, dirs.clone());
+            }
         } else if kind == SFlag::S_IFREG {
             if !pending.is_empty() || want == Want::Dir {
                 return Err((here, "is not a directory".to_string()));
@@ -266,6 +323,31 @@ fn judged_as(stat: &FileStat) -> Judged {
         ino: stat.st_ino,
         size: stat.st_size,
         mtime: (stat.st_mtime, stat.st_mtime_nsec),
+    }
+}
+
+/// From `/` (`dirs` holds it alone), down the directories of `pending`'s next names that this
+/// pass judged already: `dirs` then holds them, and `pending` the names after them.
+fn enter_judged(
+    judged: &JudgedDirs,
+    dirs: &mut Vec<(Arc<OwnedFd>, PathBuf)>,
+    pending: &mut Vec<OsString>,
+) {
+    let mut path = PathBuf::from("/");
+    let mut deepest = None;
+    for (taken, name) in pending.iter().rev().enumerate() {
+        if name == ".." {
+            break;
+        }
+        path.push(name);
+        match judged.get(&path) {
+            Some(stack) => deepest = Some((taken + 1, stack)),
+            None => break,
+        }
+    }
+    if let Some((taken, stack)) = deepest {
+        pending.truncate(pending.len() - taken);
+        dirs.clone_from(stack);
     }
 }
 
@@ -443,6 +525,72 @@ mod tests {
                 "is owned by uid 1000, not root".to_string()
             )
         );
+    }
+
+    /// A pass over the jobs judges each directory above them once: a change to one after it
+    /// was judged goes unseen by the pass's later jobs (only root can make it: every
+    /// directory judged is root's alone), and is seen right before any script runs, where the
+    /// whole path is judged again. Verdicts on what differs between jobs (a link, a directory
+    /// below the shared ones) are the same as alone.
+    #[test]
+    fn a_pass_judges_the_shared_directories_once_and_the_run_judges_them_again() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let job = |name: &str, at: &Path| {
+            fs::create_dir_all(at.join("bin/bbr")).unwrap();
+            let script = at.join("bin/bbr/backup");
+            write_script(&script, "#!/bin/sh\n");
+            DiscoveredJob {
+                name: name.to_string(),
+                dir: root.join("jobs").join(name),
+                scripts: BTreeMap::from([(
+                    ScriptKind::Backup,
+                    root.join("jobs").join(name).join("bin/bbr/backup"),
+                )]),
+            }
+        };
+        fs::create_dir_all(root.join("jobs")).unwrap();
+        let a = job("a", &root.join("jobs/a"));
+        let b = job("b", &root.join("jobs/b"));
+        // Linked, relatively and absolutely, as BOSH links its jobs into /var/vcap/data.
+        let c = job("c", &root.join("data/c"));
+        std::os::unix::fs::symlink("../data/c", root.join("jobs/c")).unwrap();
+        let d = job("d", &root.join("data/d"));
+        std::os::unix::fs::symlink(root.join("data/d"), root.join("jobs/d")).unwrap();
+        // Below the shared directories, one that anyone may write to.
+        let e = job("e", &root.join("data/open/e"));
+        std::os::unix::fs::symlink(root.join("data/open/e"), root.join("jobs/e")).unwrap();
+        fs::set_permissions(root.join("data/open"), fs::Permissions::from_mode(0o777)).unwrap();
+
+        let alone = Trust::new();
+        let verdicts = |t: &Trust| -> Vec<Result<(), Untrusted>> {
+            [&a, &b, &c, &d, &e]
+                .iter()
+                .map(|j| t.check_job(j))
+                .collect()
+        };
+        let without = verdicts(&alone);
+        let trust = Trust::new();
+        let pass = trust.pass();
+        assert_eq!(verdicts(&trust), without);
+        assert!(without[..4].iter().all(Result::is_ok), "{without:?}");
+        assert_eq!(
+            without[4].as_ref().unwrap_err().path,
+            root.join("data/open")
+        );
+
+        // Judged already in this pass: `jobs` made world-writable now goes unseen by it...
+        fs::set_permissions(root.join("jobs"), fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(trust.check_job(&b), Ok(()));
+        // ... and not by a job's check outside a pass, nor right before its script runs.
+        drop(pass);
+        let refused = |r: Result<(), Untrusted>| r.unwrap_err().path;
+        assert_eq!(refused(trust.check_job(&b)), root.join("jobs"));
+        let script = &a.scripts[&ScriptKind::Backup];
+        assert_eq!(refused(trust.verify_script(&a, script)), root.join("jobs"));
     }
 
     #[test]
