@@ -23,7 +23,10 @@
 //! whole path is judged again and must lead to that same, unchanged file; else the script
 //! is not run. Once every directory on the way is writable by root alone, only root can
 //! change what the path names, so the path then started (by `posix_spawn`) is the file
-//! judged. (The descriptors are not kept open: a VM with many jobs would hold hundreds.)
+//! judged. (The descriptors are not kept open: a VM with many jobs would hold hundreds. Only
+//! while one pass judges every job, [`Trust::pass`], do the directories the jobs share, `/`
+//! down to `/var/vcap/jobs` and a link's `/var/vcap/data/jobs`, stay open to be judged once,
+//! 32 at most; the walk right before a script runs never uses them.)
 //!
 //! Why not run the script by its descriptor (`fexecve`, `execveat(AT_EMPTY_PATH)`, or
 //! `/proc/self/fd/N`)? Every BBR script starts with `#!`, and for a script the kernel hands
