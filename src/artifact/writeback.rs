@@ -30,6 +30,9 @@ pub struct WritebackFile {
     started_to: u64,
     /// Direct mode: the bytes not yet written, gathered until a whole chunk is there.
     direct: Option<Aligned>,
+    /// A write failed after this file had taken bytes it could not then write: every later
+    /// write fails too, so no retry can go on past the hole they would leave.
+    broken: bool,
 }
 
 /// A buffer whose start is aligned for direct I/O, without `unsafe`: a larger allocation and
@@ -89,6 +92,7 @@ impl WritebackFile {
             written: 0,
             started_to: 0,
             direct,
+            broken: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl WritebackFile {
     /// The last bytes short of a block go through the page cache (a direct write must be whole
     /// blocks).
     pub fn into_file(mut self) -> io::Result<File> {
+        self.still_whole()?;
         if let Some(gathered) = self.direct.take() {
             let whole = gathered.len / ALIGN * ALIGN;
             let bytes = gathered.filled();
@@ -150,10 +155,22 @@ impl WritebackFile {
     /// Writes through the page cache, starting writeback every [`STEP`] bytes.
     fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            let n = self.buffered(bytes)?;
-            bytes = &bytes[n..];
+            match self.buffered(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    fn still_whole(&self) -> io::Result<()> {
+        match self.broken {
+            true => Err(io::Error::other(
+                "an earlier write to this file failed, and bytes it had taken are not in it",
+            )),
+            false => Ok(()),
+        }
     }
 
     fn buffered(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -195,6 +212,7 @@ fn set_direct(file: &File, on: bool) -> nix::Result<()> {
 
 impl Write for WritebackFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.still_whole()?;
         let Some(gathered) = self.direct.as_mut() else {
             return self.buffered(buf);
         };
@@ -213,7 +231,15 @@ impl Write for WritebackFile {
             if matches!(written, Ok(true)) {
                 self.direct = Some(full);
             }
-            written?;
+            // The `n` bytes were taken, and the chunk is lost: never an error a caller may
+            // retry (`Interrupted`), and never a file that takes more after it.
+            if let Err(e) = written {
+                self.broken = true;
+                return Err(match e.kind() {
+                    io::ErrorKind::Interrupted => io::Error::other(e),
+                    _ => e,
+                });
+            }
         }
         Ok(n)
     }
@@ -317,6 +343,46 @@ mod tests {
         assert!(out.is_direct() && flags_of(&out.file).contains(OFlag::O_DIRECT));
         let file = out.into_file().unwrap();
         assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
+    }
+
+    /// A chunk whose direct write fails (here a full disk) is lost with the bytes the last
+    /// write took: the file fails every write after it, even once there is room again, so
+    /// nothing goes on past the hole.
+    #[test]
+    fn a_write_that_failed_after_taking_bytes_fails_every_later_one() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let Some(path) = direct_io_file(dir.path()) else {
+            return;
+        };
+        std::fs::write(dir.path().join("filler"), vec![1u8; 1 << 20]).unwrap();
+        let mut out = WritebackFile::new(File::create(&path).unwrap());
+        let (data, _) = pieces(DIRECT_CHUNK + 10);
+        out.write_all(&data).unwrap_err();
+        std::fs::remove_file(dir.path().join("filler")).unwrap();
+        assert!(
+            out.write(b"more").is_err(),
+            "a write went on past the bytes the failed one took"
+        );
+        assert!(out.into_file().is_err());
     }
 
     /// A driver drains many small tars at once: each holds what its bytes need, not a chunk.
