@@ -260,13 +260,15 @@ impl LocalInstance {
     }
 
     /// Runs the job's metadata script (if any) and parses it; `runs` gets how the script ran.
+    /// `checked` is the job's trust check, made before any script of the job runs, its
+    /// metadata script included.
     fn metadata_of(
         &self,
         job: &DiscoveredJob,
+        checked: Result<(), crate::instance::trust::Untrusted>,
         runs: &mut Vec<ScriptReport>,
     ) -> Result<metadata::JobMetadata, InstanceError> {
-        // Before any script of the job runs, its metadata script included.
-        self.trust.check_job(job)?;
+        checked?;
         if !job.has(ScriptKind::Metadata) {
             return Ok(metadata::JobMetadata::default());
         }
@@ -304,13 +306,21 @@ impl LocalInstance {
     /// quick; no release's script is known to be safe run beside another's.
     pub fn survey(&self) -> Result<Survey, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
-        // The directories above the jobs are judged once for all of them.
-        let _pass = self.trust.pass();
+        // Every job judged in one pass (the directories above them once for all), before the
+        // metadata scripts run: the pass lasts moments, not as long as the scripts take.
+        let pass = self.trust.pass();
+        let checked: Vec<_> = discovery
+            .jobs
+            .iter()
+            .map(|job| self.trust.check_job(job))
+            .collect();
+        drop(pass);
         let mut runs = Vec::new();
         let results: Vec<_> = discovery
             .jobs
             .iter()
-            .map(|job| self.metadata_of(job, &mut runs))
+            .zip(checked)
+            .map(|(job, checked)| self.metadata_of(job, checked, &mut runs))
             .collect();
         Ok(Survey {
             runs,
