@@ -29,22 +29,37 @@ pub const METADATA_MAX: u64 = 256 << 20;
 /// The end of a metadata file looked at for `finish_time`, which BBR and bbr-agent write last.
 const TAIL: usize = 4096;
 
-/// What is wrong with a stored backup, found before anything is restored from it.
+/// Who found a stored backup's problem: what it did not do then is said in its words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A restore: nothing was restored, nothing touched.
+    Restore,
+    /// `backups verify`, which restores and touches nothing whatever it finds.
+    Verify,
+}
+
+impl Reader {
+    /// What the reader did not do, as the end of a sentence (`; nothing was restored`).
+    fn did_not(self, restore: &'static str, verify: &'static str) -> &'static str {
+        match self {
+            Reader::Restore => restore,
+            Reader::Verify => verify,
+        }
+    }
+}
+
+/// What is wrong with a stored backup, found before anything is restored from it. Its
+/// `Display` is the restore's words; [`StoredBackupError::in_words_of`] gives a verify's.
 #[derive(Debug, thiserror::Error)]
 pub enum StoredBackupError {
     /// The metadata cannot be read or parsed, or the place holds no backup.
     #[error(transparent)]
     Metadata(#[from] BackupDirError),
     /// The backup did not complete: its metadata has no finish_time.
-    #[error(
-        "{backup} is not a complete backup: the backup started {} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored; nothing was touched",
-        started(start_time)
-    )]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     Incomplete { backup: String, start_time: String },
     /// A name in the metadata cannot name a tar in the backup.
-    #[error(
-        "{metadata}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR; nothing was read"
-    )]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     BadName {
         metadata: String,
         key: String,
@@ -52,21 +67,16 @@ pub enum StoredBackupError {
         why: NotPlain,
     },
     /// A tar the metadata lists is not there.
-    #[error("the backup is incomplete: {tar} is missing (or is not a file); nothing was restored")]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     Missing { tar: String },
     /// The storage could not say whether a tar is there.
-    #[error("the backup is incomplete: {source}; nothing was restored")]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     Unreachable { source: StorageError },
     /// A plain backup was given an identity: it may not be the backup that was meant.
-    #[error(
-        "{backup} is not encrypted, but --identity {} was given: was the backup replaced? Restore it without --identity if it is the one you meant",
-        identity.display()
-    )]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     NotEncrypted { backup: String, identity: PathBuf },
     /// An encrypted backup's checksums object is not there.
-    #[error(
-        "the backup is incomplete: {object} (the encrypted checksums) is missing; nothing was restored"
-    )]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     SealedMissing { object: String },
     /// An object cannot be read from where it is kept.
     #[error(transparent)]
@@ -75,22 +85,77 @@ pub enum StoredBackupError {
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
     /// A tar does not hold what its checksums say.
-    #[error("{}: {corruption}", owner.label())]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     Corrupted {
         owner: Box<TarOwner>,
         corruption: Box<Corruption>,
     },
 }
 
+impl StoredBackupError {
+    /// The problem as `reader` says it: what it found, then what it did not do.
+    pub fn in_words_of(&self, reader: Reader) -> String {
+        let restored = reader.did_not("; nothing was restored", "");
+        match self {
+            StoredBackupError::Metadata(e) => e.to_string(),
+            StoredBackupError::Incomplete { backup, start_time } => format!(
+                "{backup} is not a complete backup: the backup started {} did not complete (it failed or was interrupted: its metadata has no finish_time), so it cannot be restored{}",
+                started(start_time),
+                reader.did_not("; nothing was touched", "")
+            ),
+            StoredBackupError::BadName {
+                metadata,
+                key,
+                value,
+                why,
+            } => format!(
+                "{metadata}: {key} {value:?} {why}, so it cannot name a tar in the backup; the metadata is damaged or was not written by BBR{}",
+                reader.did_not("; nothing was read", "; no tar was read")
+            ),
+            StoredBackupError::Missing { tar } => {
+                format!("the backup is incomplete: {tar} is missing (or is not a file){restored}")
+            }
+            StoredBackupError::Unreachable { source } => {
+                format!("the backup is incomplete: {source}{restored}")
+            }
+            StoredBackupError::NotEncrypted { backup, identity } => format!(
+                "{backup} is not encrypted, but --identity {} was given: was the backup replaced? {} it without --identity if it is the one you meant",
+                identity.display(),
+                reader.did_not("Restore", "Verify")
+            ),
+            StoredBackupError::SealedMissing { object } => format!(
+                "the backup is incomplete: {object} (the encrypted checksums) is missing{restored}"
+            ),
+            StoredBackupError::Storage(e) => e.to_string(),
+            StoredBackupError::Codec(e) => e.to_string(),
+            StoredBackupError::Corrupted { owner, corruption } => {
+                format!("{}: {}", owner.label(), corruption.in_words_of(reader))
+            }
+        }
+    }
+}
+
 /// What is wrong with one tar of a stored backup.
 #[derive(Debug, thiserror::Error)]
 pub enum Corruption {
-    #[error("the backup is corrupted: {tar}: {error}; nothing was restored")]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     Unreadable { tar: String, error: String },
-    #[error(
-        "the backup is corrupted: {tar} does not match its checksums ({mismatch}); nothing was restored"
-    )]
+    #[error("{}", self.in_words_of(Reader::Restore))]
     ChecksumMismatch { tar: String, mismatch: Mismatch },
+}
+
+impl Corruption {
+    fn in_words_of(&self, reader: Reader) -> String {
+        let restored = reader.did_not("; nothing was restored", "");
+        match self {
+            Corruption::Unreadable { tar, error } => {
+                format!("the backup is corrupted: {tar}: {error}{restored}")
+            }
+            Corruption::ChecksumMismatch { tar, mismatch } => format!(
+                "the backup is corrupted: {tar} does not match its checksums ({mismatch}){restored}"
+            ),
+        }
+    }
 }
 
 /// The start time is the artifact's text: shown as is only when it is a short plain line.

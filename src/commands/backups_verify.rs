@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::context::Context;
 use crate::artifact::codec::Identities;
-use crate::artifact::stored_backup::{StoredBackup, StoredBackupError, Tally};
+use crate::artifact::stored_backup::{Reader, StoredBackup, StoredBackupError, Tally};
 use crate::error::AppError;
 
 pub fn verify(
@@ -34,23 +34,23 @@ pub fn verify(
             // The reader's words are the restore's (`--artifact-path`); here it is ARTIFACT.
             eprintln!(
                 "error: {}",
-                in_verify_words(e.to_string().replace("give --artifact-path ", "give "))
+                e.to_string().replace("give --artifact-path ", "give ")
             );
             return Ok(1);
         }
     };
     let mut problems: Vec<String> = Vec::new();
     if let Err(e) = backup.check_complete(&metadata) {
-        problems.push(in_verify_words(e.to_string()));
+        problems.push(e.in_words_of(Reader::Verify));
     }
     // An encrypted backup's checksums: without an identity for them, no tar can be checked.
     if let Err(e) = backup.unseal(&mut metadata) {
-        problems.push(in_verify_words(e.to_string()));
+        problems.push(e.in_words_of(Reader::Verify));
         return Ok(report(&backup, &problems));
     }
     // A name that is not a plain one would read outside the backup: no tar is read then.
     if let Err(e) = backup.check_names(&metadata) {
-        problems.push(in_verify_words(e.to_string()));
+        problems.push(e.in_words_of(Reader::Verify));
         return Ok(report(&backup, &problems));
     }
     let mut tally = Tally::start();
@@ -59,9 +59,9 @@ pub fn verify(
             Ok(bytes) => tally.add(&tar, bytes),
             // Its own Display leads with the tar's owner.
             Err(p @ StoredBackupError::Corrupted { .. }) => {
-                problems.push(in_verify_words(p.to_string()))
+                problems.push(p.in_words_of(Reader::Verify))
             }
-            Err(p) => problems.push(in_verify_words(format!("{}: {p}", tar.label))),
+            Err(p) => problems.push(format!("{}: {}", tar.label, p.in_words_of(Reader::Verify))),
         }
     }
     if !problems.is_empty() {
@@ -69,28 +69,6 @@ pub fn verify(
     }
     println!("{}: {}", backup.shown(), tally.line());
     Ok(0)
-}
-
-/// What the restore's words for a stored backup's problem say it did not do, and what verify
-/// says instead: it restores and touches nothing whatever it finds, so it says what it found
-/// (and, of a name it refuses, that it read no tar).
-const RESTORE_WORDS: [(&str, &str); 4] = [
-    ("; nothing was restored", ""),
-    ("; nothing was touched", ""),
-    ("; nothing was read", "; no tar was read"),
-    (
-        "Restore it without --identity if it is the one you meant",
-        "Verify it without --identity if it is the one you meant",
-    ),
-];
-
-/// A problem the artifact layer words for a restore, in verify's words.
-fn in_verify_words(problem: String) -> String {
-    RESTORE_WORDS
-        .iter()
-        .fold(problem, |text, (restore, verify)| {
-            text.replace(restore, verify)
-        })
 }
 
 /// Each problem on a line of its own, then how many: the exit code is 1.
