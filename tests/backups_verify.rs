@@ -27,6 +27,17 @@ fn backed_up() -> (Vm, PathBuf) {
     (vm, artifact)
 }
 
+/// The backup's metadata without its `finish_time`: a backup that did not complete.
+fn unfinish(artifact: &std::path::Path) {
+    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+    let unfinished: String = metadata
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("finish_time:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(artifact.join("metadata"), unfinished).unwrap();
+}
+
 fn verify(vm: &Vm, artifact: &std::path::Path) -> Run {
     vm.agent(&["backups", "verify", artifact.to_str().unwrap()])
 }
@@ -94,13 +105,7 @@ fn a_truncated_tar_and_an_incomplete_backup_fail_naming_them() {
         .unwrap()
         .set_len(2 * 512 + 6)
         .unwrap();
-    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
-    let unfinished: String = metadata
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("finish_time:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(artifact.join("metadata"), unfinished).unwrap();
+    unfinish(&artifact);
     let run = verify(&vm, &artifact);
     run.assert_code(1)
         .assert_stderr_contains("is not a complete backup")
@@ -119,13 +124,7 @@ fn verify_says_what_it_found_in_its_own_words_not_the_restores() {
     bytes[at] ^= 0x20;
     fs::write(&store_tar, bytes).unwrap();
     fs::remove_file(artifact.join("backend-0-other.tar")).unwrap();
-    let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
-    let unfinished: String = metadata
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("finish_time:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(artifact.join("metadata"), unfinished).unwrap();
+    unfinish(&artifact);
     let run = verify(&vm, &artifact);
     run.assert_code(1)
         .assert_stderr_contains("is not a complete backup")

@@ -283,6 +283,14 @@ mod tests {
         }
     }
 
+    /// What a prune with no policy decides for each backup of `catalogue` at `now`.
+    fn decisions(catalogue: &Catalogue, now: i64) -> Vec<Decision> {
+        plan(catalogue, &Policy::default(), now)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect()
+    }
+
     #[test]
     fn the_newest_complete_backup_stays_even_under_a_policy_that_keeps_none() {
         // The command refuses an empty policy; the plan holds the newest all the same.
@@ -295,10 +303,7 @@ mod tests {
             ..Catalogue::default()
         };
         let now = Utc::parse_compact("20261127T010000Z").unwrap().to_unix();
-        let decisions: Vec<Decision> = plan(&catalogue, &Policy::default(), now)
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
+        let decisions = decisions(&catalogue, now);
         assert_eq!(
             decisions,
             [
@@ -360,10 +365,7 @@ mod tests {
             ],
             ..Catalogue::default()
         };
-        let decisions: Vec<Decision> = plan(&catalogue, &Policy::default(), now)
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
+        let decisions = decisions(&catalogue, now);
         assert_eq!(
             decisions,
             [
