@@ -359,3 +359,22 @@ fn a_root_whose_path_is_not_utf8_backs_up() {
         common::listing(vm.dir.path())
     );
 }
+
+/// A job whose name holds terminal escapes (a directory name is bytes): the hand-run lock's
+/// warning shows none of them, and says the name cannot be typed as shown.
+#[test]
+fn a_hand_run_locks_warning_never_prints_a_job_names_escapes() {
+    let vm = Vm::with_identity("acme", "backend");
+    vm.job("evil\u{1b}]0;owned\u{7}")
+        .script("pre-backup-lock", "exit 0")
+        .script("post-backup-unlock", "exit 0");
+    let run = vm.agent(&["run", "pre-backup-lock"]);
+    run.assert_success().assert_stderr_contains(
+        "run post-backup-unlock --job=<its name> --after-backup-successful false` (the name holds characters a terminal cannot show)",
+    );
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'),
+        "{}",
+        run.explain()
+    );
+}
