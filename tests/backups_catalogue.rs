@@ -576,3 +576,55 @@ fn a_heartbeat_dated_to_come_keeps_no_old_incomplete_backup() {
         .assert_stdout_contains(&format!("remove {old} (incomplete"));
     assert_eq!(remaining(d), ["cf_20261126T220000Z"], "{}", run.explain());
 }
+
+/// Prune judges a directory's claims as the next run's cleanup does: it takes the run for
+/// stopped only when every claim has a heartbeat and the newest stopped. A stopped heartbeat
+/// beside a claim without one (a stop-12 run, judged by its age) leaves a backup younger than a
+/// day; a directory with more claims than are read is left whatever the first ones say.
+#[test]
+fn prune_leaves_a_backup_unless_all_its_claims_say_its_run_stopped() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let owner_only = "bbr-agent backup\ndeployment: \"cf\"\nfrom: \"\"\ninstances: []\n";
+    complete(d, "cf_20261126T220000Z");
+    let mixed = name_ago("cf", 3 * 3600);
+    let dir = incomplete(d, &mixed);
+    write_file(
+        &dir.join(".bbr-agent-run-0001"),
+        claim_with_heartbeat("cf", 3 * 3600).as_bytes(),
+    );
+    write_file(&dir.join(".bbr-agent-run-0002"), owner_only.as_bytes());
+    // Eight stopped claims sort before a beating one.
+    let crowded = name_ago("cf", 3 * 86_400);
+    let dir = incomplete(d, &crowded);
+    for i in 0..8 {
+        write_file(
+            &dir.join(format!(".bbr-agent-run-0{i}")),
+            claim_with_heartbeat("cf", 3 * 3600).as_bytes(),
+        );
+    }
+    write_file(
+        &dir.join(".bbr-agent-run-9"),
+        claim_with_heartbeat("cf", 0).as_bytes(),
+    );
+    // Every claim stopped: removed, as before.
+    let stopped = name_ago("cf", 4 * 3600);
+    let dir = incomplete(d, &stopped);
+    for i in 0..2 {
+        write_file(
+            &dir.join(format!(".bbr-agent-run-0{i}")),
+            claim_with_heartbeat("cf", 3 * 3600).as_bytes(),
+        );
+    }
+
+    let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_success()
+        .assert_stdout_contains(&format!("leave {mixed} (incomplete, started "))
+        .assert_stdout_contains("less than a day ago: it may still be running)")
+        .assert_stdout_contains(&format!("leave {crowded} (incomplete, started "))
+        .assert_stdout_contains("more claims than a prune reads (8)")
+        .assert_stdout_contains(&format!("remove {stopped} (incomplete: started "));
+    let mut kept = vec!["cf_20261126T220000Z".to_string(), mixed, crowded];
+    kept.sort();
+    assert_eq!(remaining(d), kept, "{}", run.explain());
+}

@@ -45,9 +45,9 @@ pub(crate) struct Backup {
     pub state: State,
     /// The metadata's summary, when it could be read.
     pub summary: Option<Summary>,
-    /// Incomplete, and claimed by a run with a heartbeat: the Unix time of its last beat
-    /// (`storage::claim`). `None` otherwise (no claim, or one written before heartbeats).
-    pub last_beat: Option<i64>,
+    /// Incomplete: what its claims say of its runs (`storage::claim`); the default (nothing)
+    /// otherwise, or when it has no claim.
+    pub beats: claim::Beats,
     /// The sum of its objects' sizes.
     pub size: u64,
     pub objects: usize,
@@ -104,7 +104,7 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
                 Err(why) => (State::Unreadable(why), None),
             },
         };
-        let (state, last_beat) = match state {
+        let (state, beats) = match state {
             State::Incomplete => {
                 let claims: Vec<ObjectInfo> = files
                     .iter()
@@ -112,12 +112,15 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
                     .map(|f| f.1.clone())
                     .collect();
                 // A claim that cannot be read leaves the backup alone: its run may be alive.
-                match claim::last_beat(storage, &claims, now) {
-                    Ok(beat) => (State::Incomplete, beat),
-                    Err(e) => (State::Unreadable(format!("its run's claim: {e}")), None),
+                match claim::beats(storage, &claims, now) {
+                    Ok(beats) => (State::Incomplete, beats),
+                    Err(e) => (
+                        State::Unreadable(format!("its run's claim: {e}")),
+                        claim::Beats::default(),
+                    ),
                 }
             }
-            state => (state, None),
+            state => (state, claim::Beats::default()),
         };
         catalogue.backups.push(Backup {
             name: dir.to_string(),
@@ -125,7 +128,7 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
             started: parsed.started,
             state,
             summary,
-            last_beat,
+            beats,
             size: files.iter().map(|f| f.1.size).sum(),
             objects: files.len(),
         });

@@ -4,8 +4,11 @@
 //! newest complete backup of a deployment is never removed, whatever the policy. An
 //! incomplete backup whose run has a heartbeat (`storage::claim`) is judged by it: left while
 //! the heartbeat is fresh, however long ago the run started, and removed once it has stopped
-//! for two hours (a killed run). One without (no claim, or a claim written before heartbeats)
-//! is judged by its age: removed once it started more than a day ago, left before. The
+//! for two hours (a killed run). One without (no claim, or a claim written before heartbeats,
+//! or beside one) is judged by its age: removed once it started more than a day ago, left
+//! before, unless a heartbeat is fresh. So a run is taken for stopped only when every claim
+//! read has a heartbeat that stopped, as the next run's cleanup takes it; a directory with
+//! more claims than are read is left whatever they say. The
 //! incomplete ones go first, so an interrupted prune has cleared those before any complete
 //! backup; one whose metadata cannot be read is left alone (it may be a good backup this
 //! version cannot read).
@@ -43,6 +46,8 @@ pub(crate) enum Decision {
     LeaveRunning,
     /// Incomplete, and its run's last heartbeat (this Unix time) is fresh: it is running.
     LeaveBeating { beat: i64 },
+    /// Incomplete, with more claims than are read: one not read may be beating.
+    LeaveCrowded,
     /// Its metadata cannot be read.
     LeaveUnreadable(String),
 }
@@ -104,17 +109,27 @@ pub(crate) fn plan<'a>(
 
 /// What a prune does with the incomplete `backup` at `now`.
 fn incomplete(backup: &Backup, now: i64) -> Decision {
-    match backup.last_beat {
+    judge(backup, &backup.beats, now)
+}
+
+/// What a prune does with the incomplete `backup` whose claims say `beats` at `now`.
+fn judge(backup: &Backup, beats: &claim::Beats, now: i64) -> Decision {
+    let old = now - backup.started.to_unix() > RUNNING_AT_MOST_SECS;
+    match beats.newest {
+        _ if beats.unread => Decision::LeaveCrowded,
         Some(beat) if claim::alive(beat, now) => Decision::LeaveBeating { beat },
+        // A run without a heartbeat beside them: judged by the backup's age.
+        _ if beats.unbeating && old => Decision::RemoveIncomplete,
+        _ if beats.unbeating => Decision::LeaveRunning,
         Some(beat) => Decision::RemoveStopped { beat },
-        None if now - backup.started.to_unix() > RUNNING_AT_MOST_SECS => Decision::RemoveIncomplete,
+        None if old => Decision::RemoveIncomplete,
         None => Decision::LeaveRunning,
     }
 }
 
 /// Why the incomplete `backup`, planned for removal, is kept after all when looked at again
 /// just before (a moment after the listing), or `None` to remove it: its metadata became
-/// complete (or unreadable), or its run's heartbeat is fresh.
+/// complete (or unreadable), or its claims no longer say its run is over.
 pub(crate) fn kept_after_all(
     storage: &dyn Storage,
     backup: &Backup,
@@ -123,10 +138,12 @@ pub(crate) fn kept_after_all(
     if !still_incomplete(storage, backup)? {
         return Ok(Some("it has a complete or unreadable metadata now"));
     }
-    let claims = storage.list(&format!("{}/{CLAIM}", backup.name), claim::READ_AT_MOST)?;
-    Ok(match claim::last_beat(storage, &claims, now)? {
-        Some(beat) if claim::alive(beat, now) => Some("its run's heartbeat is fresh now"),
-        _ => None,
+    let claims = storage.list(&format!("{}/{CLAIM}", backup.name), claim::READ_AT_MOST + 1)?;
+    let beats = claim::beats(storage, &claims, now)?;
+    Ok(match judge(backup, &beats, now) {
+        d if d.removes_incomplete() => None,
+        Decision::LeaveBeating { .. } => Some("its run's heartbeat is fresh now"),
+        _ => Some("its claims no longer say its run is over"),
     })
 }
 
@@ -277,7 +294,7 @@ mod tests {
             started: parsed.started,
             state,
             summary: None,
-            last_beat: None,
+            beats: claim::Beats::default(),
             size: 1,
             objects: 1,
         }
@@ -347,7 +364,10 @@ mod tests {
     fn an_incomplete_backup_with_a_heartbeat_is_judged_by_it_whatever_its_start() {
         let now = Utc::parse_compact("20261201T120000Z").unwrap().to_unix();
         let with_beat = |name: &str, beat: Option<i64>| Backup {
-            last_beat: beat,
+            beats: claim::Beats {
+                newest: beat,
+                ..claim::Beats::default()
+            },
             ..backup(name, State::Incomplete)
         };
         let catalogue = Catalogue {

@@ -129,7 +129,7 @@ impl Listed {
             compressed_on: codecs.compressed_on,
             encryption: codecs.encryption,
             recipients: codecs.recipients,
-            last_heartbeat: b.last_beat.map(|t| Utc::from_unix(t).iso()),
+            last_heartbeat: b.beats.newest.map(|t| Utc::from_unix(t).iso()),
             summarised: b.summary.is_some(),
         }
     }
@@ -393,6 +393,10 @@ fn decision_line(backup: &Backup, decision: &Decision, dry_run: bool) -> String 
         ),
         Decision::LeaveRunning => format!(
             "leave {name} (incomplete, started {started}, less than a day ago: it may still be running)"
+        ),
+        Decision::LeaveCrowded => format!(
+            "leave {name} (incomplete, started {started}: it has more claims than a prune reads ({}), so a run may still be going; remove it by hand once none is)",
+            crate::storage::claim::READ_AT_MOST
         ),
         Decision::LeaveBeating { beat } => format!(
             "leave {name} (incomplete, started {started}: its run is still going, last heartbeat at {})",

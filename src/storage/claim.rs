@@ -121,14 +121,30 @@ pub(crate) fn read(storage: &dyn Storage, key: &str) -> Result<Vec<u8>, StorageE
     Ok(held)
 }
 
-/// The newest last beat of `claims` (a listing's, so with their modification times) seen at
-/// `now`, at most [`READ_AT_MOST`] of them read; `None` when none of them has a heartbeat.
-pub(crate) fn last_beat(
+/// What the claims of one directory say of the runs that made them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Beats {
+    /// The newest last beat among them, of those with a heartbeat.
+    pub newest: Option<i64>,
+    /// One of them has no heartbeat (a run of before heartbeats, or one dated to come): its run
+    /// is judged by its backup's age.
+    pub unbeating: bool,
+    /// There are more than [`READ_AT_MOST`]: those not read may be beating, so nothing can be
+    /// said of the runs.
+    pub unread: bool,
+}
+
+/// What `claims` (a listing's, so with their modification times, at least [`READ_AT_MOST`] +
+/// 1 of them when there are that many) say at `now`, at most [`READ_AT_MOST`] of them read.
+pub(crate) fn beats(
     storage: &dyn Storage,
     claims: &[ObjectInfo],
     now: i64,
-) -> Result<Option<i64>, StorageError> {
-    let mut newest = None;
+) -> Result<Beats, StorageError> {
+    let mut beats = Beats {
+        unread: claims.len() > READ_AT_MOST,
+        ..Beats::default()
+    };
     for claim in claims.iter().take(READ_AT_MOST) {
         let bytes = match read(storage, &claim.key) {
             Ok(bytes) => bytes,
@@ -136,14 +152,15 @@ pub(crate) fn last_beat(
             Err(StorageError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        if let Some(b) = parse(&bytes)
+        match parse(&bytes)
             .heartbeat
             .and_then(|t| beat(t, claim.modified, now))
         {
-            newest = Some(newest.map_or(b, |n: i64| n.max(b)));
+            Some(b) => beats.newest = Some(beats.newest.map_or(b, |n: i64| n.max(b))),
+            None => beats.unbeating = true,
         }
     }
-    Ok(newest)
+    Ok(beats)
 }
 
 /// A heartbeat that is running; [`Beating::stop`] ends it.
