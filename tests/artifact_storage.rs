@@ -212,3 +212,30 @@ fn the_next_backup_removes_what_another_owners_stopped_run_left_and_leaves_a_bea
         "a beating run's write was touched\n{explain}"
     );
 }
+
+/// A prune that took a long backup for a dead one (or someone by hand) removed its claim while
+/// it ran, and may have removed its tars too: the backup fails instead of writing the metadata
+/// that would make what is left look complete.
+#[test]
+fn a_backup_whose_claim_was_removed_while_it_ran_is_not_marked_complete() {
+    let vm = Vm::with_identity("acme", "backend");
+    let artifacts = vm.artifacts();
+    vm.job("store").copying_backup_restore().script(
+        "post-backup-unlock",
+        &format!("rm -f '{}'/acme_*/.bbr-agent-run-*", artifacts.display()),
+    );
+    write_file(&vm.data_dir("store").join("a.txt"), b"a");
+
+    let run = vm.agent(&["backup", "--artifact-path", artifacts.to_str().unwrap()]);
+    run.assert_code(1)
+        .assert_stderr_contains("this run's claim ")
+        .assert_stderr_contains("was removed while the backup ran")
+        .assert_stdout_contains("holds no finish_time and is not a usable backup");
+    let dir = common::only_artifact_dir_after(&artifacts, &run.explain());
+    let metadata = fs::read_to_string(dir.join("metadata")).unwrap();
+    assert!(
+        !metadata.contains("finish_time"),
+        "marked complete:\n{metadata}\n{}",
+        run.explain()
+    );
+}

@@ -163,6 +163,19 @@ pub(crate) fn beats(
     Ok(beats)
 }
 
+/// Whether the run's claim `key` is still there, right before the metadata that makes its
+/// backup complete: one that is gone was removed by someone who took the run for a dead one,
+/// and what it wrote may be gone with it ([`StorageError::ClaimGone`]). A look that fails says
+/// nothing: the metadata's own write will tell.
+pub(crate) fn still_held(storage: &dyn Storage, key: &str) -> Result<(), StorageError> {
+    match storage.size(key) {
+        Ok(None) => Err(StorageError::ClaimGone {
+            what: storage.describe(key),
+        }),
+        Ok(Some(_)) | Err(_) => Ok(()),
+    }
+}
+
 /// A heartbeat that is running; [`Beating::stop`] ends it.
 pub(crate) struct Beating {
     stop: Mutex<Option<mpsc::Sender<()>>>,
@@ -203,6 +216,17 @@ pub(crate) fn with_heartbeat<R>(
                 let _done = done;
                 let mut warned = false;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    // A claim that is gone was removed by someone who took the run for a dead
+                    // one: a put would bring it back alone, in a directory that may be empty
+                    // now, which nothing would ever remove. (A look that fails is no answer:
+                    // the put goes ahead.)
+                    if let Ok(None) = storage.size(key) {
+                        warn(format!(
+                            "this run's claim {} is gone (a prune, or someone by hand, took the run for a dead one): its heartbeat stops, and the backup will not be marked complete",
+                            storage.describe(key)
+                        ));
+                        break;
+                    }
                     let refreshed = storage.put(key, text(owner, Utc::now()).as_bytes());
                     if let Err(e) = refreshed
                         && !warned
@@ -351,6 +375,41 @@ mod tests {
         assert_eq!(warned.load(Ordering::SeqCst), 0);
     }
 
+    /// A prune (or a hand) that took the run for a dead one removed its claim: the heartbeat
+    /// does not put it back (a directory holding only a claim is no backup, and nothing would
+    /// ever remove it), says so once, and the run is told the claim is gone.
+    #[test]
+    fn a_claim_removed_while_the_run_goes_on_is_not_put_back() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(root.path());
+        storage.create_dir("cf_20261201T000000Z").unwrap();
+        let key = "cf_20261201T000000Z/.bbr-agent-run-1";
+        storage
+            .put(key, text(OWNER, Utc::now()).as_bytes())
+            .unwrap();
+        let warnings = Mutex::new(Vec::new());
+        let warn = |w: String| warnings.lock().unwrap().push(w);
+        with_heartbeat(
+            &storage,
+            key,
+            OWNER,
+            Duration::from_millis(10),
+            &warn,
+            |_| {
+                assert!(still_held(&storage, key).is_ok());
+                std::fs::remove_file(root.path().join(key)).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                assert!(!root.path().join(key).exists(), "the claim was put back");
+                let gone = still_held(&storage, key).unwrap_err();
+                assert!(matches!(gone, StorageError::ClaimGone { .. }), "{gone:?}");
+                assert!(gone.to_string().contains("no backup"), "{gone}");
+            },
+        );
+        let warnings = warnings.into_inner().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("is gone"), "{warnings:?}");
+    }
+
     #[test]
     fn a_run_that_panics_stops_its_heartbeat_on_the_way_out() {
         let root = tempfile::tempdir().unwrap();
@@ -415,8 +474,12 @@ mod tests {
         fn open(&self, _: &str) -> Result<Box<dyn Read + Send>, StorageError> {
             unimplemented!()
         }
-        fn size(&self, _: &str) -> Result<Option<u64>, StorageError> {
-            unimplemented!()
+        // The look before each refresh fails too: no answer, so the put goes ahead.
+        fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+            Err(StorageError::Service {
+                what: key.to_string(),
+                message: "SlowDown".to_string(),
+            })
         }
         fn list(&self, _: &str, _: usize) -> Result<Vec<ObjectInfo>, StorageError> {
             unimplemented!()

@@ -83,6 +83,11 @@ pub enum StorageError {
     /// The object store answered with an error.
     #[error("{what}: {message}")]
     Service { what: String, message: String },
+    /// The run's own claim was removed while it ran (`claim::still_held`).
+    #[error(
+        "this run's claim {what} was removed while the backup ran (a prune, or someone by hand, took the run for a dead one, and may have removed its tars too): the backup is not marked complete, so this is no backup; run it again"
+    )]
+    ClaimGone { what: String },
 }
 
 /// What every kind of place can do. Keys are checked names (`plain_name`) joined by `/`; an

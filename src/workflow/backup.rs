@@ -451,6 +451,11 @@ fn run_claimed(
 
     remove_stores(dep, &mut outcome);
 
+    // A claim removed by someone who took the run for a dead one: its tars may be gone too.
+    if drained && let Err(e) = claim::still_held(storage, claim_key) {
+        outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
+        drained = false;
+    }
     if drained {
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
