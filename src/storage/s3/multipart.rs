@@ -474,7 +474,9 @@ fn unquoted(etag: &str) -> &str {
 
 /// The ETag S3 gives the object a multipart upload of parts with these ETags makes: the MD5 of
 /// the parts' MD5s (each part's ETag, 32 hex digits), `-`, the number of parts. `None` when a
-/// part's ETag is not an MD5 (a store that encrypts with its own keys says other things).
+/// part's ETag is not 32 hex digits (a store may say anything there; AWS's SSE-KMS and SSE-C
+/// part ETags are 32 hex digits, not MD5s, and are compared all the same: only this upload's
+/// own parts make a match).
 fn multipart_etag(parts: &[(u16, String)]) -> Option<String> {
     use md5::Digest as _;
     let mut md5 = md5::Md5::new();

@@ -599,6 +599,39 @@ fn a_lost_completion_whose_key_holds_another_object_is_a_failure() {
     assert!(direct.holds("other.tar", b"someone else's bytes").unwrap());
 }
 
+/// As above, but what is stored instead is a multipart object of as many parts, of the same
+/// sizes, one byte changed: only the MD5 of every part's MD5 tells it from ours, and it is
+/// refused all the same.
+#[test]
+fn a_lost_completion_whose_key_holds_a_near_copy_of_as_many_parts_is_a_failure() {
+    let g = Garage::shared();
+    let direct = std::sync::Arc::new(store("t-lost-near", "", &small()));
+    let ours = data(3 * PART + 5);
+    let mut near = ours.clone();
+    near[PART + 7] ^= 1;
+    let meddler = direct.clone();
+    let stored = near.clone();
+    let instead = move || {
+        meddler.abort_unfinished("").unwrap();
+        let mut w = meddler.create("near.tar").unwrap();
+        write_in_chunks(w.as_mut(), &stored);
+        w.finish().unwrap();
+    };
+    let (endpoint, losses) = losing_proxy(&g.endpoint, Lost::Request(Box::new(instead)));
+    let mut via = config(g);
+    via.endpoint = endpoint;
+    let s = S3Storage::with_config(&via, "t-lost-near", "", &small()).unwrap();
+    let mut w = s.create("near.tar").unwrap();
+    write_in_chunks(w.as_mut(), &ours);
+    let e = w.finish().unwrap_err().to_string();
+    assert_eq!(losses.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        e.starts_with("s3://t-lost-near/near.tar: ") && e.contains("NoSuchUpload"),
+        "{e}"
+    );
+    assert!(direct.holds("near.tar", &near).unwrap());
+}
+
 #[test]
 fn a_busy_service_is_asked_again_a_bounded_number_of_times() {
     let g = Garage::shared();
