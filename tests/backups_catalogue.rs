@@ -628,3 +628,35 @@ fn prune_leaves_a_backup_unless_all_its_claims_say_its_run_stopped() {
     kept.sort();
     assert_eq!(remaining(d), kept, "{}", run.explain());
 }
+
+/// A run killed before its first tar (a lock script that hung) leaves only its claim, and the
+/// next run's cleanup of a stopped run's unfinished writes leaves the claim too: such a
+/// directory is an incomplete backup to the catalogue, listed with its heartbeat and judged by
+/// it, so a prune removes it once the run stopped instead of it staying for ever unseen.
+#[test]
+fn a_directory_holding_only_a_claim_is_an_incomplete_backup_that_prune_judges() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    complete(d, "cf_20261126T220000Z");
+    let stopped = name_ago("cf", 4 * 3600);
+    write_file(
+        &d.join(&stopped).join(".bbr-agent-run-0123"),
+        claim_with_heartbeat("cf", 3 * 3600).as_bytes(),
+    );
+    let beating = name_ago("cf", 600);
+    write_file(
+        &d.join(&beating).join(".bbr-agent-run-4567"),
+        claim_with_heartbeat("cf", 0).as_bytes(),
+    );
+    let list = agent(d, &["backups", "list"]);
+    list.assert_success()
+        .assert_stdout_contains(&stopped)
+        .assert_stdout_contains(&beating);
+    let run = agent(d, &["backups", "prune", "--keep-last", "1"]);
+    run.assert_success()
+        .assert_stdout_contains(&format!("remove {stopped} (incomplete: started "))
+        .assert_stdout_contains(&format!("leave {beating} (incomplete, started "));
+    let mut kept = vec!["cf_20261126T220000Z".to_string(), beating];
+    kept.sort();
+    assert_eq!(remaining(d), kept, "{}", run.explain());
+}

@@ -88,8 +88,11 @@ pub(crate) fn scan(storage: &dyn Storage) -> Result<Catalogue, StorageError> {
         ..Catalogue::default()
     };
     for (dir, files) in dirs {
-        let is_backup_file =
-            |f: &&(&str, &ObjectInfo)| f.0 == METADATA_FILE || f.0.contains(".tar");
+        // A claim alone is a run that made nothing yet, or whose unfinished writes a cleanup
+        // removed: an incomplete backup, judged by its run's heartbeat like any other.
+        let is_backup_file = |f: &&(&str, &ObjectInfo)| {
+            f.0 == METADATA_FILE || f.0.contains(".tar") || f.0.starts_with(CLAIM)
+        };
         let parsed = name::parse(dir);
         let (Some(parsed), true) = (parsed, files.iter().any(|f| is_backup_file(&f))) else {
             catalogue.others += 1;
