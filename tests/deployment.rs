@@ -894,3 +894,44 @@ fn the_inventory_flag_wins_over_bosh_environment_and_a_different_d_is_refused() 
         .assert_stderr_contains("--deployment cf names another deployment than the inventory");
     assert_eq!(fleet.calls(), calls, "nothing ran");
 }
+
+/// The tars are checked side by side, but the restore names the same corrupted tar as a check
+/// one after another would: the first the metadata lists, here the larger one, whose check
+/// ends after the later tar's has found its own corruption.
+#[test]
+fn of_two_corrupted_tars_the_restore_names_the_first_the_metadata_lists() {
+    let fleet = three_vm_fleet();
+    write_file(
+        &fleet.vm("db", 0).data_dir("db").join("big.bin"),
+        &vec![3u8; 24 << 20],
+    );
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    let db = artifact.join("db-0-db.tar");
+    let mut bytes = fs::read(&db).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"insert")
+        .expect("the dump in the tar");
+    bytes[at] = b'I';
+    fs::write(&db, bytes).unwrap();
+    let blob = artifact.join("blob-0-blob.tar");
+    flip_a_seven(&blob, 500);
+    fs::write(fleet.log_path(), "").unwrap();
+
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains("the backup is corrupted")
+        .assert_stderr_contains(&db.display().to_string())
+        .assert_stderr_contains("./dump.sql");
+    assert!(
+        !run.stderr.contains(&blob.display().to_string()),
+        "named the later tar\n{}",
+        run.explain()
+    );
+    assert!(fleet.calls().is_empty(), "{:?}", fleet.calls());
+}

@@ -629,19 +629,26 @@ impl<'s> StoredBackup<'s> {
         plain.chain(named).collect()
     }
 
-    /// Reads every tar of the backup, one after another, and checks it against the metadata's
-    /// checksums: the pass BBR makes before it runs anything on a VM. The names are checked
-    /// first, whoever checked them before.
+    /// Reads every tar of the backup and checks it against the metadata's checksums: the pass
+    /// BBR makes before it runs anything on a VM. The names are checked first, whoever checked
+    /// them before. Tars are checked side by side, one per core (at most
+    /// [`CHECKS_AT_ONCE`]): a deployment's tars are independent, and a restore waits for all
+    /// of them. What is wrong is said as a check one tar after another would say it: of the
+    /// tars the metadata lists first.
     pub fn validate(
         &self,
         metadata: &BackupMetadata,
         console: &Console,
     ) -> Result<(), StoredBackupError> {
         self.check_names(metadata)?;
+        let tars = self.tars(metadata);
         let mut tally = Tally::start();
-        for tar in self.tars(metadata) {
-            let bytes = self.check_tar(&tar, console)?;
-            tally.add(&tar, bytes);
+        let at_once = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, CHECKS_AT_ONCE);
+        let checked = in_order_until_failed(&tars, at_once, |tar| self.check_tar(tar, console));
+        for (tar, bytes) in tars.iter().zip(checked) {
+            tally.add(tar, bytes?);
         }
         console.info(format!("Checked the backup: {}", tally.line()));
         Ok(())
@@ -719,6 +726,55 @@ impl<'s> StoredBackup<'s> {
     }
 }
 
+/// Tars a restore's check reads at once, at most.
+const CHECKS_AT_ONCE: usize = 4;
+
+/// `check` of each of `items`, on up to `at_once` threads, each taking the next unchecked item
+/// in order. Once one fails, no later item is started (earlier ones still are: one of them may
+/// fail too, and the first failure in order is the one to tell). Returns the results in order,
+/// up to and including the first failure.
+fn in_order_until_failed<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    at_once: usize,
+    check: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Vec<Result<R, E>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    // The position of the first failure yet, or `items.len()`.
+    let failed_at = AtomicUsize::new(items.len());
+    let results: Mutex<Vec<Option<Result<R, E>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= items.len() || i > failed_at.load(Ordering::SeqCst) {
+                return;
+            }
+            let result = check(&items[i]);
+            if result.is_err() {
+                failed_at.fetch_min(i, Ordering::SeqCst);
+            }
+            results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        // The calling thread is one of them; a thread the OS refuses is one fewer.
+        for _ in 1..at_once.min(items.len()) {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    let end = failed_at.load(Ordering::SeqCst);
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .take(end.saturating_add(1))
+        .map(|r| r.expect("every item up to the first failure was checked"))
+        .collect()
+}
+
 /// All of `input` if it holds at most `max` bytes; `None` if it holds more.
 fn read_bounded(input: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
@@ -730,6 +786,37 @@ fn read_bounded(input: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
 mod tests {
     use super::*;
     use crate::storage::LocalStorage;
+
+    /// Checked side by side, the results come back in order, up to and including the first
+    /// failure in order, even when a later item fails first.
+    #[test]
+    fn side_by_side_checks_report_the_first_failure_in_order() {
+        let items: Vec<u64> = (0..20).collect();
+        let started = std::sync::Mutex::new(Vec::new());
+        let results = in_order_until_failed(&items, 4, |&i| {
+            started.lock().unwrap().push(i);
+            // Item 5 fails late, item 6 early.
+            std::thread::sleep(std::time::Duration::from_millis(if i == 5 {
+                300
+            } else {
+                5
+            }));
+            match i {
+                5 | 6 => Err(i),
+                _ => Ok(i * 10),
+            }
+        });
+        let got: Vec<Result<u64, u64>> = results;
+        assert_eq!(got, [Ok(0), Ok(10), Ok(20), Ok(30), Ok(40), Err(5)]);
+        // Nothing far past the first failure was started: at most the items in flight.
+        let started = started.into_inner().unwrap();
+        assert!(started.iter().all(|&i| i < 5 + 4 + 1), "{started:?}");
+        // One at a time, the same.
+        let one = in_order_until_failed(&items, 1, |&i| if i == 3 { Err(i) } else { Ok(i) });
+        assert_eq!(one, [Ok(0), Ok(1), Ok(2), Err(3)]);
+        let none: Vec<Result<u64, u64>> = in_order_until_failed(&items, 3, |&i| Ok(i));
+        assert_eq!(none.len(), 20);
+    }
 
     #[test]
     fn a_metadata_file_larger_than_the_bound_is_refused_unread() {
