@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::contract::ScriptKind;
 use crate::exec::{ScriptEnd, Stream};
-use crate::instance::{InstanceId, JobInfo, ScriptLines, ScriptReport};
+use crate::instance::{InstanceId, JobInfo, ScriptEvent, ScriptEvents, ScriptReport};
 use crate::timestamp::Utc;
 
 mod still_running;
@@ -167,13 +167,16 @@ impl Console {
         }
     }
 
-    /// The sink for live script output: shown only with `--verbose`.
-    pub fn script_lines(self: &Arc<Self>) -> ScriptLines {
+    /// The sink for what scripts do as they run: their output, shown only with `--verbose`;
+    /// the end of one of a step's jobs, which its still-running notices then leave out.
+    pub fn script_events(self: &Arc<Self>) -> ScriptEvents {
         let console = Arc::clone(self);
-        Arc::new(move |id, job, kind, stream, line| {
-            if console.verbose {
+        Arc::new(move |id, job, kind, event| match event {
+            ScriptEvent::Line(stream, line) if console.verbose => {
                 console.output_line(id, job, kind, stream, line);
             }
+            ScriptEvent::Line(..) => {}
+            ScriptEvent::Ended => console.notices.ended(id, kind, job),
         })
     }
 

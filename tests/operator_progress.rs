@@ -235,3 +235,66 @@ fn a_backups_copy_from_a_vm_shows_a_bar_with_its_total_percentage_and_eta() {
         run.explain()
     );
 }
+
+/// The `script_running` events of `run`'s JSON log, as `(job, script)`.
+fn running_events(run: &Run) -> Vec<(String, String)> {
+    run.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "script_running")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("job"), s("script"))
+        })
+        .collect()
+}
+
+/// Two backup scripts of one VM run at once; the quick one ends at once while the slow one
+/// runs on: only the slow one is said to be still running, through `serve` (the agent says
+/// when each ends) and on the VM itself alike.
+#[test]
+fn a_script_that_ended_beside_a_slow_one_is_not_said_to_be_still_running() {
+    let mut fleet = Fleet::new();
+    let vm = fleet.add("db", 0);
+    vm.job("slow")
+        .recording_locks()
+        .script("backup", "echo \"$ME\" >> \"$LOG\"\nsleep 1.5");
+    vm.job("quick")
+        .recording_locks()
+        .script("backup", "echo \"$ME\" >> \"$LOG\"");
+    let inventory = fleet.local_inventory();
+    let artifacts = fleet.artifacts().display().to_string();
+    let through_serve = Run::of(
+        Command::new(AGENT)
+            .args(["--log-format", "json", "deployment", "--inventory"])
+            .arg(&inventory)
+            .args(["backup", "--artifact-path", &artifacts])
+            .env(FAST.0, FAST.1),
+        fleet.dir.path(),
+    );
+    let local_artifacts = fleet.dir.path().join("local-artifacts");
+    std::fs::create_dir_all(&local_artifacts).unwrap();
+    let on_the_vm = Run::of(
+        Command::new(AGENT)
+            .args(["--log-format", "json", "--root"])
+            .arg(fleet.vm("db", 0).root())
+            .args(["backup", "--artifact-path"])
+            .arg(&local_artifacts)
+            .env(FAST.0, FAST.1),
+        fleet.dir.path(),
+    );
+    for run in [&through_serve, &on_the_vm] {
+        run.assert_success();
+        let events = running_events(run);
+        assert!(
+            events.contains(&("slow".to_string(), "backup".to_string())),
+            "the slow script was never said to be still running: {events:?}\n{}",
+            run.explain()
+        );
+        assert!(
+            events.iter().all(|(job, _)| job != "quick"),
+            "the quick script, done at once, was said to be still running: {events:?}\n{}",
+            run.explain()
+        );
+    }
+}

@@ -754,3 +754,53 @@ fn the_drivers_cleanup_command_is_named_after_a_killed_session_and_a_hostile_one
         );
     }
 }
+
+/// Each script of an all-at-once step says when it ends (`script_ended`, before the step's
+/// answer) to a driver whose `hello` asked for it, and to no other: a driver that does not know
+/// the message never gets one.
+#[test]
+fn script_ended_goes_only_to_a_driver_that_asked_for_it() {
+    let vm = Vm::with_identity("acme", "backend");
+    for job in ["a", "b"] {
+        vm.job(job)
+            .script("pre-backup-lock", "true")
+            .script("post-backup-unlock", "true");
+    }
+    let lock = line(
+        json!({"id": 3, "op": "run_scripts", "script": "pre-backup-lock",
+        "jobs": ["a", "b"], "parallel": true, "after_backup_successful": null}),
+    );
+    let unlock = line(
+        json!({"id": 4, "op": "run_scripts", "script": "post-backup-unlock",
+        "jobs": ["a", "b"], "parallel": true, "after_backup_successful": true}),
+    );
+    for asked in [false, true] {
+        let mut hello: Value = serde_json::from_str(&hello(1)).unwrap();
+        if asked {
+            hello["events"] = json!(["script_ended", "some_later_event"]);
+        }
+        let mut session = Session::start(&vm);
+        all_ok(
+            &mut session,
+            &[hello.to_string(), line(json!({"id": 2, "op": "describe"}))],
+        );
+        let answer = session.call(&lock);
+        assert_eq!(answer.last().unwrap()["type"], "ok", "{answer:#?}");
+        let mut ended: Vec<String> = answer
+            .iter()
+            .filter(|m| m["type"] == "script_ended")
+            .map(|m| {
+                assert_eq!(m["id"], 3, "{m}");
+                assert_eq!(m["script"], "pre-backup-lock", "{m}");
+                m["job"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ended.sort();
+        match asked {
+            true => assert_eq!(ended, ["a", "b"], "{answer:#?}"),
+            false => assert!(ended.is_empty(), "{answer:#?}"),
+        }
+        all_ok(&mut session, std::slice::from_ref(&unlock));
+        assert_eq!(session.hang_up(), Some(0));
+    }
+}

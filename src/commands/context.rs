@@ -34,7 +34,7 @@ impl Context {
             id,
             self.layout.clone(),
             settings,
-            self.console.script_lines(),
+            self.console.script_events(),
         )
     }
 

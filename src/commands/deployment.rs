@@ -155,7 +155,7 @@ pub fn remote_instances(
                 deployment,
                 expanded.as_deref().unwrap_or(&t.command),
                 settings.clone(),
-                ctx.console.script_lines(),
+                ctx.console.script_events(),
             )
             .with_cleanup_via(cleanup_via.clone())
             .with_connect_timeout(limit, connecting.clone())

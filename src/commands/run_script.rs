@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, AppError> {
         id.clone(),
         layout.clone(),
         ctx.settings(&args.scripts),
-        console.script_lines(),
+        console.script_events(),
     );
     let jobs = instance.discover_only()?;
     let kind = args.script;

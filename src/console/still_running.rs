@@ -4,8 +4,11 @@
 //!
 //! The driver times the scripts itself, around each `run_scripts` call, for local and remote
 //! instances alike: the workflow asks for one job at a time, or for jobs that all start at
-//! once, so the call's start is each script's start. No protocol message is needed, and an
-//! agent of any version gets the notice.
+//! once, so the call's start is each script's start. In a step of jobs that run all at once,
+//! the instance says when each ends (`ScriptEvent::Ended`; from an agent, `script_ended`), and
+//! its notices and live line stop naming that job while the others go on; an older agent does
+//! not say, and its jobs are named until the step ends. An agent of any version gets the
+//! notices.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -95,7 +98,8 @@ struct Step {
     schedule: Schedule,
     /// Notices given so far.
     given: usize,
-    bars: Vec<ProgressBar>,
+    /// The live line of each job still running, once the first notice was given.
+    bars: Vec<(String, ProgressBar)>,
 }
 
 impl Step {
@@ -164,10 +168,30 @@ impl Notices {
         let Some(step) = self.shared.lock().steps.remove(&key) else {
             return 0;
         };
-        for bar in step.bars {
+        for (_, bar) in step.bars {
             bar.finish_and_clear();
         }
         step.given
+    }
+
+    /// `job`, of the step of `id` running `kind`, ended while the others of its step go on:
+    /// no notice names it after this returns, and its live line is cleared.
+    pub(super) fn ended(&self, id: &InstanceId, kind: ScriptKind, job: &str) {
+        let mut state = self.shared.lock();
+        for step in state
+            .steps
+            .values_mut()
+            .filter(|s| s.id == *id && s.kind == kind)
+        {
+            step.jobs.retain(|j| j != job);
+            step.bars.retain(|(j, bar)| {
+                let over = j == job;
+                if over {
+                    bar.finish_and_clear();
+                }
+                !over
+            });
+        }
     }
 }
 
@@ -261,6 +285,7 @@ impl Console {
                 .iter()
                 .filter_map(|job| {
                     self.running_bar(format!("{} {job} {}", step.id, step.kind), elapsed)
+                        .map(|bar| (job.clone(), bar))
                 })
                 .collect();
         }

@@ -16,15 +16,16 @@ use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
 use crate::exec::{ProcessGroup, ScriptEnd};
 use crate::instance::{
-    Description, Instance, InstanceError, InstanceId, ScriptLines, ScriptReport, ScriptStep,
+    Description, Instance, InstanceError, InstanceId, ScriptEvent, ScriptEvents, ScriptReport,
+    ScriptStep,
 };
 use crate::protocol::framing::{
     ChunkReader, ChunkWriter, FrameError, MAX_CHUNK, read_line, write_json_line,
 };
 use crate::protocol::pipes;
 use crate::protocol::{
-    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, WireCompression, WireReport,
-    WireSettings, ZSTD_CODEC,
+    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED, WireCompression,
+    WireReport, WireSettings, ZSTD_CODEC,
 };
 
 /// How much of the agent command's stderr is kept for error messages.
@@ -41,7 +42,7 @@ pub struct RemoteInstance {
     cleanup_via: Option<String>,
     command: String,
     settings: WireSettings,
-    lines: ScriptLines,
+    lines: ScriptEvents,
     /// How long starting the command and its `hello` answer may take.
     connect_timeout: Duration,
     /// The run's sessions still connecting, named every 10s.
@@ -77,7 +78,7 @@ impl RemoteInstance {
         deployment: &str,
         command: &str,
         settings: WireSettings,
-        lines: ScriptLines,
+        lines: ScriptEvents,
     ) -> RemoteInstance {
         RemoteInstance {
             id,
@@ -208,6 +209,7 @@ impl RemoteInstance {
             instance: self.id.clone(),
             settings: self.settings.clone(),
             cleanup_via: self.cleanup_via.clone(),
+            events: vec![SCRIPT_ENDED.to_string()],
         };
         let result = self.call(hello, None).and_then(|value| {
             serde_json::from_value::<HelloResult>(value).map_err(|e| {
@@ -296,7 +298,15 @@ impl RemoteInstance {
                     line,
                     ..
                 } => {
-                    (self.lines)(&self.id, &job, script, stream.into(), &line);
+                    (self.lines)(
+                        &self.id,
+                        &job,
+                        script,
+                        ScriptEvent::Line(stream.into(), &line),
+                    );
+                }
+                AgentMessage::ScriptEnded { job, script, .. } => {
+                    (self.lines)(&self.id, &job, script, ScriptEvent::Ended);
                 }
                 AgentMessage::Data { size, .. } => {
                     if let (Some(len), Some(total)) = (size, self.data_total.take()) {

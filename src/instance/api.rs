@@ -196,8 +196,18 @@ impl ScriptStep {
     }
 }
 
-/// Receives each line of script output as it happens: instance, job, script, stream, line.
-pub type ScriptLines = Arc<dyn Fn(&InstanceId, &str, ScriptKind, Stream, &str) + Send + Sync>;
+/// What a running script does that the console shows as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptEvent<'a> {
+    /// A line of its output.
+    Line(Stream, &'a str),
+    /// It ended, in a step whose jobs run all at once (its report comes with the step's
+    /// answer): a still-running notice no longer names its job.
+    Ended,
+}
+
+/// Receives what each script does as it happens: instance, job, script, event.
+pub type ScriptEvents = Arc<dyn Fn(&InstanceId, &str, ScriptKind, ScriptEvent<'_>) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread;
 
 use super::api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptLines,
-    ScriptReport, ScriptStep, SkippedJob,
+    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptEvent,
+    ScriptEvents, ScriptReport, ScriptStep, SkippedJob,
 };
 use super::script_env::script_env;
 use super::settings::ScriptSettings;
@@ -35,7 +35,7 @@ pub struct LocalInstance {
     id: InstanceId,
     layout: Layout,
     settings: ScriptSettings,
-    lines: ScriptLines,
+    lines: ScriptEvents,
     jobs: BTreeMap<String, DiscoveredJob>,
     /// Whether `jobs` was filled (by `describe` or `discover_only`): before, no job is known.
     described: bool,
@@ -60,7 +60,7 @@ impl LocalInstance {
         id: InstanceId,
         layout: Layout,
         settings: ScriptSettings,
-        lines: ScriptLines,
+        lines: ScriptEvents,
     ) -> Self {
         // Read once the run lock is held (`claim`); nothing writes it before.
         let journal = Arc::new(Journal::unread(&layout.run_dir()));
@@ -170,7 +170,7 @@ impl LocalInstance {
         let (lines, id, job_name) = (Arc::clone(&self.lines), self.id.clone(), job.name.clone());
         let sink: LineSink = Arc::new(move |stream, line| {
             tracing::info!(target: "script", "{id} {job_name} {kind} {}: {line}", stream.name());
-            lines(&id, &job_name, kind, stream, line)
+            lines(&id, &job_name, kind, ScriptEvent::Line(stream, line))
         });
         let command = ScriptCommand {
             path: path.to_path_buf(),
@@ -552,14 +552,17 @@ impl Instance for LocalInstance {
                 .map(|job| this.run_one(job, kind, unlock))
                 .collect()
         } else {
-            // All at once: a thread for each job but the last, which runs on this one.
+            // All at once: a thread for each job but the last, which runs on this one. Each
+            // says when it ends: the step's answer comes only once the slowest has.
+            let run = |job: &DiscoveredJob| {
+                let report = this.run_one(job, kind, unlock);
+                (this.lines)(&this.id, &job.name, kind, ScriptEvent::Ended);
+                report
+            };
             let (last, others) = chosen.split_last().expect("more than one job");
             thread::scope(|s| {
-                let handles: Vec<_> = others
-                    .iter()
-                    .map(|job| s.spawn(move || this.run_one(job, kind, unlock)))
-                    .collect();
-                let last = this.run_one(last, kind, unlock);
+                let handles: Vec<_> = others.iter().map(|job| s.spawn(move || run(job))).collect();
+                let last = run(last);
                 let mut reports: Vec<ScriptReport> = handles
                     .into_iter()
                     .map(|h| h.join().expect("script thread"))

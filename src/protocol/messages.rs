@@ -22,6 +22,9 @@ pub struct Request {
     pub op: Op,
 }
 
+/// The `hello` event that asks an agent to say when each script of an all-at-once step ends.
+pub const SCRIPT_ENDED: &str = "script_ended";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
@@ -35,6 +38,11 @@ pub enum Op {
         /// that a run the agent cannot finish names it. Optional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cleanup_via: Option<String>,
+        /// The events, beyond answers and script output, that the driver takes
+        /// ([`SCRIPT_ENDED`]). An agent sends only those asked for, so a driver never gets one
+        /// it does not know; an older agent ignores the field and sends none. Optional.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<String>,
     },
     Describe {
         /// For a cleanup: jobs whose metadata fails are listed as problems, not an error.
@@ -186,6 +194,13 @@ impl From<WireStream> for Stream {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMessage {
+    /// A script of an all-at-once `run_scripts` ended (the answer comes once all have), for a
+    /// driver whose `hello` asked for [`SCRIPT_ENDED`].
+    ScriptEnded {
+        id: u64,
+        job: String,
+        script: ScriptKind,
+    },
     Output {
         id: u64,
         job: String,
@@ -348,6 +363,7 @@ mod tests {
                 bbr_version: Some("1.9.73".into()),
             },
             cleanup_via: Some("bbr-agent deployment --inventory /home/op/acme.yml".into()),
+            events: vec![SCRIPT_ENDED.into()],
         });
         round_trip_request(Op::Describe { for_cleanup: false });
         round_trip_request(Op::Describe { for_cleanup: true });

@@ -17,14 +17,14 @@ use crate::chunk_stream::{ChunkSource, ChunkStream};
 use crate::config::AgentConfig;
 use crate::contract::Mode;
 use crate::instance::{
-    Instance, InstanceError, InstanceId, LocalInstance, Overrides, ScriptLines, ScriptSettings,
-    ScriptStep,
+    Instance, InstanceError, InstanceId, LocalInstance, Overrides, ScriptEvent, ScriptEvents,
+    ScriptSettings, ScriptStep,
 };
 use crate::layout::Layout;
 use crate::protocol::framing::{ChunkWriter, write_json_line};
 use crate::protocol::{
-    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, WireCompression,
-    WireReport, WireSettings, ZSTD_CODEC,
+    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED,
+    WireCompression, WireReport, WireSettings, ZSTD_CODEC,
 };
 
 /// Serves the protocol on `input`/`output` until the driver says `bye` or goes away.
@@ -139,6 +139,7 @@ impl Session {
             instance,
             settings,
             cleanup_via,
+            events,
         } = request.op
         {
             if self.instance.is_some() {
@@ -150,7 +151,8 @@ impl Session {
                         .into(),
                 );
             }
-            return self.hello(id, protocol, instance, settings, cleanup_via);
+            let ended = events.iter().any(|e| e == SCRIPT_ENDED);
+            return self.hello(id, protocol, instance, settings, cleanup_via, ended);
         }
         if self.instance.is_none() {
             if let Op::ReceiveArtifact { .. } = request.op {
@@ -239,6 +241,7 @@ impl Session {
         instance: InstanceId,
         settings: WireSettings,
         cleanup_via: Option<String>,
+        ended: bool,
     ) {
         if protocol != PROTOCOL_VERSION {
             return self.error(
@@ -249,7 +252,7 @@ impl Session {
         }
         let script_settings = ScriptSettings::resolve(&self.config, &Overrides::from(&settings));
         let bbr_version = script_settings.bbr_version.clone();
-        let lines = self.output_lines();
+        let lines = self.script_events(ended);
         let mut local = LocalInstance::new(instance, self.layout.clone(), script_settings, lines);
         if let Some(command) = &cleanup_via {
             local.cleaned_up_by(command);
@@ -267,17 +270,29 @@ impl Session {
         });
     }
 
-    /// Script output goes to the driver as `output` events of the current request.
-    fn output_lines(&self) -> ScriptLines {
+    /// Script output goes to the driver as `output` events of the current request, and the
+    /// end of each script of an all-at-once step as `script_ended` when the driver asked
+    /// (`ended`).
+    fn script_events(&self, ended: bool) -> ScriptEvents {
         let (lines, current) = (Arc::clone(&self.lines), Arc::clone(&self.current));
-        Arc::new(move |_, job, kind, stream, line| {
-            lines.line(AgentMessage::Output {
-                id: current.load(Ordering::SeqCst),
-                job: job.to_string(),
-                script: kind,
-                stream: stream.into(),
-                line: line.to_string(),
-            });
+        Arc::new(move |_, job, kind, event| {
+            let id = current.load(Ordering::SeqCst);
+            let message = match event {
+                ScriptEvent::Line(stream, line) => AgentMessage::Output {
+                    id,
+                    job: job.to_string(),
+                    script: kind,
+                    stream: stream.into(),
+                    line: line.to_string(),
+                },
+                ScriptEvent::Ended if ended => AgentMessage::ScriptEnded {
+                    id,
+                    job: job.to_string(),
+                    script: kind,
+                },
+                ScriptEvent::Ended => return,
+            };
+            lines.line(message);
         })
     }
 
