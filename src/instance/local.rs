@@ -553,10 +553,14 @@ impl Instance for LocalInstance {
                 .collect()
         } else {
             // All at once: a thread for each job but the last, which runs on this one. Each
-            // says when it ends: the step's answer comes only once the slowest has.
+            // says when it ends, as the step's answer comes only once the slowest has; but
+            // the last to end, whose end the answer says at once.
+            let running = std::sync::atomic::AtomicUsize::new(chosen.len());
             let run = |job: &DiscoveredJob| {
                 let report = this.run_one(job, kind, unlock);
-                (this.lines)(&this.id, &job.name, kind, ScriptEvent::Ended);
+                if running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) > 1 {
+                    (this.lines)(&this.id, &job.name, kind, ScriptEvent::Ended);
+                }
                 report
             };
             let (last, others) = chosen.split_last().expect("more than one job");
