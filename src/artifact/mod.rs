@@ -14,6 +14,7 @@ pub(crate) mod metadata_keys;
 mod owner_names;
 pub mod plain_name;
 mod remove_tree;
+mod split_check;
 pub mod store;
 pub mod stored_backup;
 mod tar_header;

@@ -39,40 +39,113 @@ pub enum TarReadError {
 /// Returns the manifest of its regular files.
 pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums, TarReadError> {
     let mut archive = tar::Archive::new(input);
-    let mut reader = Reader {
-        dest: extract_to,
-        checksums: Checksums::new(),
-        seen: BTreeSet::new(),
-        files: BTreeSet::new(),
-        file_dirs: HashSet::new(),
-        symlink_paths: HashSet::new(),
-        hard_links: Vec::new(),
-        symlinks: Vec::new(),
-        dir_modes: Vec::new(),
-        // Unpacking hashes on a thread of its own, beside the writing; a reader that only
-        // checks (on a thread of its own already) hashes as it reads.
-        hasher: extract_to.map(|_| Hasher::new()),
-        as_root: nix::unistd::geteuid().is_root(),
-        umask: extract_to.and_then(|_| process_umask()),
-        created_owner: extract_to.and_then(created_owner),
-        buf: Vec::new(),
-    };
-    // Raw entries: the extension records (long names, PAX) are read here, each with a bound,
-    // where the crate would read any size whole into memory.
-    let mut pending = Extensions::default();
-    for entry in archive.entries().map_err(TarReadError::Read)?.raw(true) {
-        let mut entry = entry.map_err(TarReadError::Read)?;
-        if !pending.take_record(&mut entry)? {
-            reader.entry(entry, std::mem::take(&mut pending))?;
+    let entries = archive.entries().map_err(TarReadError::Read)?;
+    Reader::new(extract_to, None).read(entries)?.finish()
+}
+
+/// Checks the tar file `file` as [`read_tar`] does without extracting, and hashes the files
+/// whose data starts in the file's second half on a thread beside (`split_check`), read there
+/// by offset while this one reads on past them: one file's SHA-256 is one chain, but two
+/// files' are two. `read` is told the bytes read, as they are.
+pub fn check_tar_file(
+    file: &fs::File,
+    read: &(dyn Fn(u64) + Sync),
+) -> Result<Checksums, TarReadError> {
+    let half = file.metadata().map_err(TarReadError::Read)?.len() / 2;
+    super::split_check::beside(file, read, |side| {
+        let mut archive = tar::Archive::new(Counting {
+            inner: io::BufReader::with_capacity(1 << 20, file),
+            read,
+            at: 0,
+        });
+        // Seeks past the data of the files the side hashes.
+        let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
+        let side = side.map(|to| Side {
+            to,
+            from: half,
+            batch: Vec::new(),
+            batched: 0,
+        });
+        Reader::new(None, side).read(entries)
+    })
+    .and_then(|(reader, sums)| {
+        let mut reader = reader;
+        reader.checksums.extend(sums);
+        reader.finish()
+    })
+}
+
+/// The files a thread beside hashes: those whose data starts at or after `from`, sent there
+/// as (key, offset, length), in batches of about [`BATCH_BYTES`] (one wake-up for many small
+/// files).
+struct Side {
+    to: super::split_check::Ranges,
+    from: u64,
+    batch: super::split_check::Batch,
+    batched: u64,
+}
+
+const BATCH_BYTES: u64 = 4 << 20;
+
+impl Side {
+    fn hand(&mut self, key: String, at: u64, len: u64) -> Result<(), TarReadError> {
+        self.batch.push((key, at, len));
+        self.batched += len;
+        match self.batched >= BATCH_BYTES {
+            true => self.send(),
+            false => Ok(()),
         }
     }
-    if let Some(record) = pending.first() {
-        return Err(refused(
-            record,
-            "the archive ends after this extension record, without the entry it describes",
-        ));
+
+    fn send(&mut self) -> Result<(), TarReadError> {
+        self.batched = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.to.send(std::mem::take(&mut self.batch)).map_err(|_| {
+            TarReadError::Read(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the hashing beside stopped",
+            ))
+        })
     }
-    reader.finish()
+}
+
+/// Counts the bytes read through it, for a progress bar, and knows its position: a skip
+/// within what is buffered keeps the buffer (a seek of a `BufReader` empties it, and each
+/// next header would read a whole buffer again).
+struct Counting<'a> {
+    inner: io::BufReader<&'a fs::File>,
+    read: &'a (dyn Fn(u64) + Sync),
+    at: u64,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if crate::interrupt::is_interrupted() {
+            return Err(super::handoff::RunInterrupted::io());
+        }
+        let n = self.inner.read(buf)?;
+        self.at += n as u64;
+        (self.read)(n as u64);
+        Ok(n)
+    }
+}
+
+impl io::Seek for Counting<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        match pos {
+            io::SeekFrom::Current(by) => {
+                self.inner.seek_relative(by)?;
+                self.at = self
+                    .at
+                    .checked_add_signed(by)
+                    .ok_or_else(|| io::Error::other("a seek before the start"))?;
+            }
+            pos => self.at = self.inner.seek(pos)?,
+        }
+        Ok(self.at)
+    }
 }
 
 /// The extension records read so far for the next entry.
@@ -242,6 +315,8 @@ struct Reader<'a> {
     /// names too needs no `fchown`.
     created_owner: Option<(u64, u64)>,
     buf: Vec<u8>,
+    /// Checking a file only: the files a thread beside hashes.
+    side: Option<Side>,
 }
 
 fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
@@ -251,7 +326,53 @@ fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(dest: Option<&'a Path>, side: Option<Side>) -> Reader<'a> {
+        Reader {
+            dest,
+            checksums: Checksums::new(),
+            seen: BTreeSet::new(),
+            files: BTreeSet::new(),
+            file_dirs: HashSet::new(),
+            symlink_paths: HashSet::new(),
+            hard_links: Vec::new(),
+            symlinks: Vec::new(),
+            dir_modes: Vec::new(),
+            // Unpacking hashes on a thread of its own, beside the writing; a reader that only
+            // checks (on a thread of its own already) hashes as it reads.
+            hasher: dest.map(|_| Hasher::new()),
+            as_root: nix::unistd::geteuid().is_root(),
+            umask: dest.and_then(|_| process_umask()),
+            created_owner: dest.and_then(created_owner),
+            buf: Vec::new(),
+            side,
+        }
+    }
+
+    /// Reads every entry of `entries`; the checksums are complete only after [`Self::finish`].
+    fn read<R: Read>(mut self, entries: tar::Entries<'_, R>) -> Result<Self, TarReadError> {
+        // Raw entries: the extension records (long names, PAX) are read here, each with a
+        // bound, where the crate would read any size whole into memory.
+        let mut pending = Extensions::default();
+        for entry in entries.raw(true) {
+            let mut entry = entry.map_err(TarReadError::Read)?;
+            if !pending.take_record(&mut entry)? {
+                self.entry(entry, std::mem::take(&mut pending))?;
+            }
+        }
+        if let Some(record) = pending.first() {
+            return Err(refused(
+                record,
+                "the archive ends after this extension record, without the entry it describes",
+            ));
+        }
+        // The side's work is all given: it ends once done.
+        if let Some(mut side) = self.side.take() {
+            side.send()?;
+        }
+        Ok(self)
+    }
+
     fn entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<'_, R>,
@@ -374,6 +495,13 @@ impl Reader<'_> {
         let shown = &path.key;
         if path.is_root() {
             return Err(refused(shown, "a file cannot be the archive's root"));
+        }
+        if let Some(side) = &mut self.side
+            && entry.size() > 0
+            && entry.raw_file_position() >= side.from
+        {
+            // Left unread here: the archive seeks past it to the next header.
+            return side.hand(path.key.clone(), entry.raw_file_position(), entry.size());
         }
         let mut out = match self.dest {
             Some(dest) => {
@@ -721,5 +849,74 @@ mod tests {
             below.to_string().contains("below the symlink ./x/l"),
             "{below}"
         );
+    }
+
+    /// A tar of `files` (name, bytes), then a hard link `link` to the last of them.
+    fn tar_with(files: &[(&str, Vec<u8>)], link: &str) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            tar.append_data(&mut header, name, &bytes[..]).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(EntryType::Link);
+        header.set_mode(0o644);
+        header.set_size(0);
+        tar.append_link(&mut header, link, files.last().unwrap().0)
+            .unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, fs::File) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(bytes).unwrap();
+        let file = fs::File::open(tmp.path()).unwrap();
+        (tmp, file)
+    }
+
+    /// A file checked on two threads gives what one read gives: every file's digest (those in
+    /// its second half hashed beside, a hard link to one of them too), every byte counted; a
+    /// byte changed in the second half changes its file's digest; a tar cut inside a file of
+    /// the second half is an error, not a digest of what is there.
+    #[test]
+    fn a_tar_file_checked_on_two_threads_gives_what_one_read_gives() {
+        let big = |seed: u8, n: usize| (0..n).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let files = [
+            ("./first", big(3, 300_000)),
+            ("./a/second", big(5, 70_000)),
+            ("./a/third", big(7, 250_000)),
+            ("./last", big(11, 90_000)),
+        ];
+        let bytes = tar_with(&files, "./linked");
+        let one_read = read_tar(&bytes[..], None).unwrap();
+        let (_tmp, file) = file_of(&bytes);
+        let counted = std::sync::atomic::AtomicU64::new(0);
+        let count = |n: u64| {
+            counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        };
+        let two = check_tar_file(&file, &count).unwrap();
+        assert_eq!(two, one_read);
+        assert_eq!(two.get("./linked"), one_read.get("./last"));
+        assert!(two.contains_key("./linked"));
+        // Every file's bytes were counted, on one thread or the other.
+        let data: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        assert!(counted.into_inner() >= data);
+
+        // One byte of the last file (second half) changed.
+        let mut changed = bytes.clone();
+        let at = changed.len() - 2 * 1024 - 512 - 10_000;
+        changed[at] ^= 1;
+        let (_tmp, file) = file_of(&changed);
+        let found = check_tar_file(&file, &|_| {}).unwrap();
+        assert_ne!(found.get("./last"), one_read.get("./last"));
+        assert_eq!(found.get("./first"), one_read.get("./first"));
+
+        // Cut inside the third file, which lies in the second half.
+        let third = bytes.windows(7).position(|w| w == b"a/third").unwrap();
+        let (_tmp, file) = file_of(&bytes[..third + 512 + 1000]);
+        let cut = check_tar_file(&file, &|_| {});
+        assert!(cut.is_err(), "{cut:?}");
     }
 }

@@ -49,6 +49,17 @@ impl LocalStorage {
         Ok(self.root.join(key))
     }
 
+    /// The file of `key`, opened to read.
+    fn file(&self, key: &str) -> Result<File, StorageError> {
+        let path = self.path(key)?;
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound {
+                what: path.display().to_string(),
+            },
+            _ => Self::io("read", &path)(e),
+        })
+    }
+
     fn io(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
         let what = path.display().to_string();
         move |source| StorageError::Io {
@@ -130,14 +141,11 @@ impl Storage for LocalStorage {
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
-        let path = self.path(key)?;
-        match File::open(&path) {
-            Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound {
-                what: path.display().to_string(),
-            }),
-            Err(e) => Err(Self::io("read", &path)(e)),
-        }
+        Ok(Box::new(self.file(key)?))
+    }
+
+    fn open_file(&self, key: &str) -> Option<Result<File, StorageError>> {
+        Some(self.file(key))
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {

@@ -136,6 +136,12 @@ pub(crate) trait Storage: Send + Sync {
     /// The size of `key`, or `None` when there is no such object.
     fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
 
+    /// The object `key` as a local file, where the storage is a directory, so that a check
+    /// can read it by offset on two threads; `None` where objects are not files.
+    fn open_file(&self, _key: &str) -> Option<Result<std::fs::File, StorageError>> {
+        None
+    }
+
     /// Every object whose key starts with `prefix`, in key order, at most `limit` of them.
     fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectInfo>, StorageError>;
 
