@@ -8,9 +8,10 @@
 //! the page cache, asking the kernel to start writing its pages back while it is still being
 //! written, so the fsync waits for the last few megabytes, not for all of them.
 //!
-//! A small file (at most [`FIRST_GATHER`], an empty artifact's tar: a fleet's are mostly
-//! that) goes through the page cache in one write: a direct write of its whole blocks was one
-//! more synchronous trip to the disk before the fsync's own, for a copy that costs nothing.
+//! A small file (at most `FIRST_GATHER`, 64 KiB, as an empty artifact's tar is: most of a
+//! fleet's are) goes through the page cache in one write: a direct write of its whole blocks
+//! was one more synchronous trip to the disk before the fsync's own, for a copy that costs
+//! nothing.
 
 use std::fs::File;
 use std::io::{self, Write};
