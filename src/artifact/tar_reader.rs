@@ -51,12 +51,14 @@ pub fn check_tar_file(
     file: &fs::File,
     read: &(dyn Fn(u64) + Sync),
 ) -> Result<Checksums, TarReadError> {
-    let half = file.metadata().map_err(TarReadError::Read)?.len() / 2;
+    let len = file.metadata().map_err(TarReadError::Read)?.len();
+    let half = len / 2;
     super::split_check::beside(file, read, |side| {
         let mut archive = tar::Archive::new(Counting {
             inner: io::BufReader::with_capacity(1 << 20, file),
             read,
             at: 0,
+            len,
         });
         // Seeks past the data of the files the side hashes.
         let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
@@ -113,11 +115,14 @@ impl Side {
 
 /// Counts the bytes read through it, for a progress bar, and knows its position: a skip
 /// within what is buffered keeps the buffer (a seek of a `BufReader` empties it, and each
-/// next header would read a whole buffer again).
+/// next header would read a whole buffer again). A skip past the file's end (`len`) is the
+/// error a read of the stream meets there: a seek would go on without one, and a tar cut
+/// inside its last entry's data or padding would pass.
 struct Counting<'a> {
     inner: io::BufReader<&'a fs::File>,
     read: &'a (dyn Fn(u64) + Sync),
     at: u64,
+    len: u64,
 }
 
 impl Read for Counting<'_> {
@@ -132,17 +137,31 @@ impl Read for Counting<'_> {
     }
 }
 
+fn past_the_end() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the archive ends inside an entry's data or padding",
+    )
+}
+
 impl io::Seek for Counting<'_> {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
         match pos {
             io::SeekFrom::Current(by) => {
-                self.inner.seek_relative(by)?;
-                self.at = self
+                let to = self
                     .at
                     .checked_add_signed(by)
                     .ok_or_else(|| io::Error::other("a seek before the start"))?;
+                if to > self.len {
+                    return Err(past_the_end());
+                }
+                self.inner.seek_relative(by)?;
+                self.at = to;
             }
             pos => self.at = self.inner.seek(pos)?,
+        }
+        if self.at > self.len {
+            return Err(past_the_end());
         }
         Ok(self.at)
     }
@@ -912,6 +931,21 @@ mod tests {
         let found = check_tar_file(&file, &|_| {}).unwrap();
         assert_ne!(found.get("./last"), one_read.get("./last"));
         assert_eq!(found.get("./first"), one_read.get("./first"));
+
+        // Cut inside the padding after the last file's data (no end blocks either): a read of
+        // the stream fails on it, so must the check that seeks past it.
+        let cut = tar_with(
+            &[("./first", big(3, 100_000)), ("./last", big(5, 100_001))],
+            "./l",
+        );
+        // The second header follows the first file's 100,000 bytes, padded to 100,352.
+        let last = 512 + 100_352;
+        assert_eq!(&cut[last..last + 5], b"last\0");
+        let cut = &cut[..last + 512 + 100_001];
+        assert!(read_tar(cut, None).is_err());
+        let (_tmp, file) = file_of(cut);
+        let found = check_tar_file(&file, &|_| {});
+        assert!(found.is_err(), "{found:?}");
 
         // Cut inside the third file, which lies in the second half.
         let third = bytes.windows(7).position(|w| w == b"a/third").unwrap();
