@@ -88,6 +88,13 @@ pub enum StorageError {
         "this run's claim {what} was removed while the backup ran (a prune, or someone by hand, took the run for a dead one, and may have removed its tars too): the backup is not marked complete, so this is no backup; run it again"
     )]
     ClaimGone { what: String },
+    /// Tars the run wrote are gone right before its metadata would have made them a backup.
+    #[error(
+        "{first}{} that this run wrote {} gone before the backup was complete (a prune, or someone by hand, took the run for a dead one): the backup is not marked complete, so this is no backup; run it again",
+        match .more { 0 => String::new(), n => format!(" and {n} more tars") },
+        if *.more == 0 { "is" } else { "are" }
+    )]
+    TarsGone { first: String, more: usize },
 }
 
 /// What every kind of place can do. Keys are checked names (`plain_name`) joined by `/`; an

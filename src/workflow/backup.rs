@@ -8,7 +8,9 @@ use super::drain::drain;
 use super::failure::Failure;
 use super::finish::{remove_stores, report_html};
 use super::outcome::Outcome;
-use crate::artifact::backup_dir::{BackupActivity, BackupMetadata};
+use crate::artifact::backup_dir::{
+    BackupActivity, BackupMetadata, custom_tar_file_name, tar_file_name,
+};
 use crate::artifact::codec::{self, Codecs};
 use crate::artifact::metadata_keys;
 use crate::console::Console;
@@ -99,6 +101,38 @@ fn put_metadata(
         true => storage.put_new(&key, yaml.as_bytes()),
         false => storage.put(&key, yaml.as_bytes()),
     }
+}
+
+/// The tars `metadata` names that `storage` no longer holds under `artifact`, found with one
+/// listing: right before the metadata that makes them a backup, a prune (or a hand) that took
+/// the run for a dead one may have removed them, whatever its claim says now.
+fn tars_gone(
+    storage: &dyn Storage,
+    artifact: &str,
+    codecs: &Codecs,
+    metadata: &BackupMetadata,
+) -> Result<Vec<String>, StorageError> {
+    let suffix = codecs.layers().suffix();
+    let named = metadata.instances.iter().flat_map(|i| {
+        i.artifacts
+            .iter()
+            .map(|a| tar_file_name(&i.name, &i.index, &a.name))
+    });
+    let custom = metadata
+        .custom_artifacts
+        .iter()
+        .map(|a| custom_tar_file_name(&a.name));
+    let expected: Vec<String> = named
+        .chain(custom)
+        .map(|file| format!("{artifact}/{file}{suffix}"))
+        .collect();
+    // Room for what else the directory holds (its metadata, claims, a report, partials).
+    let listed = storage.list(&format!("{artifact}/"), 2 * expected.len() + 10_000)?;
+    let held: std::collections::HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    Ok(expected
+        .into_iter()
+        .filter(|key| !held.contains(key.as_str()))
+        .collect())
 }
 
 /// Who runs this backup, as its claim records it: the deployment, where its instances come
@@ -457,6 +491,22 @@ fn run_claimed(
         drained = false;
     }
     if drained {
+        let gone =
+            tars_gone(storage, &artifact, opts.codecs, &metadata).and_then(|gone| {
+                match gone.first() {
+                    None => Ok(()),
+                    Some(first) => Err(StorageError::TarsGone {
+                        first: storage.describe(first),
+                        more: gone.len() - 1,
+                    }),
+                }
+            });
+        if let Err(e) = gone {
+            outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
+            drained = false;
+        }
+    }
+    if drained {
         metadata.backup_activity.finish_time = Some(Utc::now().activity());
     }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
@@ -493,4 +543,59 @@ fn run_claimed(
         });
     }
     (outcome, Some(artifact))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::backup_dir::{ArtifactChecksums, InstanceArtifacts};
+    use crate::storage::LocalStorage;
+
+    /// Right before the metadata, the tars it names are looked for in one listing: one that a
+    /// prune removed since it was written is named, and one that is there is not.
+    #[test]
+    fn the_tars_a_prune_removed_before_the_metadata_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(root.path());
+        let dir = "cf_20261201T000000Z";
+        storage.create_dir(dir).unwrap();
+        let artifact = |name: &str| ArtifactChecksums {
+            name: name.to_string(),
+            checksums: Default::default(),
+        };
+        let metadata = BackupMetadata {
+            instances: vec![InstanceArtifacts {
+                name: "db".into(),
+                index: "0".into(),
+                artifacts: vec![artifact("pg"), artifact("agent")],
+            }],
+            custom_artifacts: vec![artifact("blobs")],
+            ..BackupMetadata::default()
+        };
+        for tar in ["db-0-pg.tar", "db-0-agent.tar", "blobs.tar"] {
+            storage.put(&format!("{dir}/{tar}"), b"a tar").unwrap();
+        }
+        let codecs = Codecs::default();
+        assert!(
+            tars_gone(&storage, dir, &codecs, &metadata)
+                .unwrap()
+                .is_empty()
+        );
+        storage.remove(&format!("{dir}/db-0-agent.tar")).unwrap();
+        storage.remove(&format!("{dir}/blobs.tar")).unwrap();
+        assert_eq!(
+            tars_gone(&storage, dir, &codecs, &metadata).unwrap(),
+            [format!("{dir}/db-0-agent.tar"), format!("{dir}/blobs.tar")]
+        );
+        let e = StorageError::TarsGone {
+            first: storage.describe(&format!("{dir}/db-0-agent.tar")),
+            more: 1,
+        };
+        assert!(
+            e.to_string().ends_with(
+                "db-0-agent.tar and 1 more tars that this run wrote are gone before the backup was complete (a prune, or someone by hand, took the run for a dead one): the backup is not marked complete, so this is no backup; run it again"
+            ),
+            "{e}"
+        );
+    }
 }
