@@ -43,16 +43,15 @@ pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums
     Reader::new(extract_to, None).read(entries)?.finish()
 }
 
-/// Checks the tar file `file` as [`read_tar`] does without extracting, and hashes the files
-/// whose data starts in the file's second half on a thread beside (`split_check`), read there
-/// by offset while this one reads on past them: one file's SHA-256 is one chain, but two
-/// files' are two. `read` is told the bytes read, as they are.
+/// Checks the tar file `file` as [`read_tar`] does without extracting: this thread parses and
+/// judges every header and seeks past the data, which threads beside hash, each file read
+/// there by its offset (`split_check`): one file's SHA-256 is one chain, but two files' are
+/// two. `read` is told the bytes read, as they are.
 pub fn check_tar_file(
     file: &fs::File,
     read: &(dyn Fn(u64) + Sync),
 ) -> Result<Checksums, TarReadError> {
     let len = file.metadata().map_err(TarReadError::Read)?.len();
-    let half = len / 2;
     super::split_check::beside(file, read, |side| {
         let mut archive = tar::Archive::new(Counting {
             inner: io::BufReader::with_capacity(1 << 20, file),
@@ -64,7 +63,6 @@ pub fn check_tar_file(
         let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
         let side = side.map(|to| Side {
             to,
-            from: half,
             batch: Vec::new(),
             batched: 0,
         });
@@ -77,12 +75,10 @@ pub fn check_tar_file(
     })
 }
 
-/// The files a thread beside hashes: those whose data starts at or after `from`, sent there
-/// as (key, offset, length), in batches of about [`BATCH_BYTES`] (one wake-up for many small
-/// files).
+/// Where the threads beside are sent the files to hash, as (key, offset, length), in batches
+/// of about [`BATCH_BYTES`] (one wake-up for many small files; a big file alone).
 struct Side {
     to: super::split_check::Ranges,
-    from: u64,
     batch: super::split_check::Batch,
     batched: u64,
 }
@@ -334,7 +330,7 @@ struct Reader<'a> {
     /// names too needs no `fchown`.
     created_owner: Option<(u64, u64)>,
     buf: Vec<u8>,
-    /// Checking a file only: the files a thread beside hashes.
+    /// Checking a file only: where the threads beside that hash the files are sent them.
     side: Option<Side>,
 }
 
@@ -517,7 +513,6 @@ impl<'a> Reader<'a> {
         }
         if let Some(side) = &mut self.side
             && entry.size() > 0
-            && entry.raw_file_position() >= side.from
         {
             // Left unread here: the archive seeks past it to the next header.
             return side.hand(path.key.clone(), entry.raw_file_position(), entry.size());
