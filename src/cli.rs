@@ -54,6 +54,74 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The command line, as `Cli::parse` reads it; a `serve` line first through
+    /// [`ServeLine`], which builds its global options and `serve` alone. Every session of a
+    /// fleet starts with `bbr-agent --root <dir> serve`, and building every subcommand's
+    /// arguments to parse it was about a tenth of an idle session's CPU (docs/benchmarks.md,
+    /// "Fleet, stop 14"). Anything it does not take whole (another command, `--help`,
+    /// `--version`, a mistake) is parsed again by `Cli`, which answers as it always did.
+    pub fn parse_args() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        ServeLine::try_parse_from(&args)
+            .map(ServeLine::into_cli)
+            .unwrap_or_else(|_| Cli::parse_from(args))
+    }
+}
+
+/// `Cli`'s global options and its `serve` subcommand, nothing else: the same definitions
+/// (`tests::serve_line_has_the_global_options_of_cli` holds them to it), so a line it
+/// accepts is one `Cli` accepts, parsed the same.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bbr-agent",
+    disable_help_flag = true,
+    disable_help_subcommand = true
+)]
+struct ServeLine {
+    #[arg(long, global = true, env = "BBR_AGENT_ROOT", default_value = "/")]
+    root: PathBuf,
+    #[arg(long, global = true)]
+    jobs_root: Option<PathBuf>,
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[arg(long, global = true)]
+    debug: bool,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[arg(long, global = true, env = "BBR_AGENT_BBR_VERSION")]
+    bbr_version: Option<String>,
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ServeOnly,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(disable_help_flag = true)]
+enum ServeOnly {
+    Serve,
+}
+
+impl ServeLine {
+    fn into_cli(self) -> Cli {
+        let ServeOnly::Serve = self.command;
+        Cli {
+            root: self.root,
+            jobs_root: self.jobs_root,
+            store: self.store,
+            verbose: self.verbose,
+            debug: self.debug,
+            log_format: self.log_format,
+            bbr_version: self.bbr_version,
+            config: self.config,
+            command: Command::Serve,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -545,4 +613,97 @@ pub struct IdentityArgs {
     /// This VM's index in its instance group [default: 0]
     #[arg(long, value_name = "N")]
     pub index: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// What a parse of `args` gives, compared by its debug form (`Cli` holds no secrets).
+    fn parsed(args: &[&str]) -> Option<String> {
+        Cli::try_parse_from(args).ok().map(|cli| format!("{cli:?}"))
+    }
+
+    fn fast(args: &[&str]) -> Option<String> {
+        ServeLine::try_parse_from(args)
+            .ok()
+            .map(|line| format!("{:?}", line.into_cli()))
+    }
+
+    /// Every global option of `Cli`, as `ServeLine` must have it: name, flags, environment
+    /// variable, defaults, possible values. An option added to `Cli` and not here fails this.
+    #[test]
+    fn serve_line_has_the_global_options_of_cli() {
+        let describe = |cmd: &clap::Command| -> Vec<String> {
+            let mut args: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| a.is_global_set())
+                .map(|a| {
+                    format!(
+                        "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                        a.get_id(),
+                        a.get_long(),
+                        a.get_short(),
+                        a.get_env(),
+                        a.get_default_values(),
+                        a.get_num_args(),
+                        a.get_action(),
+                        a.get_possible_values()
+                            .iter()
+                            .map(|v| v.get_name().to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            args.sort();
+            args
+        };
+        let (cli, line) = (Cli::command(), ServeLine::command());
+        assert_eq!(describe(&line), describe(&cli));
+        assert_eq!(describe(&cli).len(), 8, "Cli's global options");
+        assert!(cli.find_subcommand("serve").is_some());
+    }
+
+    /// A serve line is parsed as `Cli` parses it; anything else is left to `Cli`.
+    #[test]
+    fn serve_lines_parse_as_cli_parses_them_and_others_are_left_to_it() {
+        for args in [
+            &["bbr-agent", "serve"][..],
+            &["bbr-agent", "--root", "/vm", "serve"],
+            &["bbr-agent", "serve", "--root", "/vm", "--debug"],
+            &[
+                "bbr-agent",
+                "--root=/vm",
+                "-v",
+                "--log-format",
+                "json",
+                "serve",
+            ],
+            &["bbr-agent", "--jobs-root", "/j", "--store", "/s", "serve"],
+            &[
+                "bbr-agent",
+                "--bbr-version",
+                "1.9.0",
+                "--config",
+                "/c.yml",
+                "serve",
+            ],
+        ] {
+            assert!(parsed(args).is_some(), "{args:?}");
+            assert_eq!(fast(args), parsed(args), "{args:?}");
+        }
+        for args in [
+            &["bbr-agent", "list"][..],
+            &["bbr-agent", "--root", "/vm", "list", "--json"],
+            &["bbr-agent", "serve", "--help"],
+            &["bbr-agent", "--version"],
+            &["bbr-agent", "serve", "extra"],
+            &["bbr-agent", "--log-format", "yaml", "serve"],
+            &["bbr-agent", "--root"],
+            &["bbr-agent"],
+        ] {
+            assert_eq!(fast(args), None, "{args:?} is Cli's to answer");
+        }
+    }
 }

@@ -2,15 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use bbr_agent::cli::Cli;
 
 fn main() -> ExitCode {
     // First, before even the command line is read (a flag this version does not know ends the
     // process in `parse`): a brought agent leaves no file behind, whatever happens next.
     bbr_agent::brought::remove_own_binary();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     if let Err(e) = bbr_agent::interrupt::install_signal_handlers() {
         eprintln!("error: cannot install signal handlers: {e}");
         return ExitCode::from(1);

@@ -22,7 +22,9 @@ use std::fs;
 use std::sync::{Mutex, MutexGuard, Once};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
+use nix::sys::stat::Mode;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
@@ -142,6 +144,12 @@ pub fn start_script<T>(
 }
 
 impl Ticket {
+    /// The script's leader's start time (clock ticks after boot), read once at its start;
+    /// `None` if `/proc` did not show it.
+    pub fn start_time(&self) -> Option<u64> {
+        self.start
+    }
+
     /// Everything `self`'s script started, or left to the agent, that still runs, `known`
     /// included (processes found before, and what they started since).
     pub fn descendants(&self, known: &[Escaped]) -> Vec<Escaped> {
@@ -283,26 +291,53 @@ fn process_table() -> HashMap<i32, Stat> {
 /// process. A stat that cannot be read or parsed is an error, not "gone": a caller deciding
 /// whether a process is one it may signal must not take it for gone.
 pub(crate) fn start_time(pid: i32) -> std::io::Result<Option<u64>> {
-    match fs::read(format!("/proc/{pid}/stat")) {
-        Ok(bytes) => parse_stat(&bytes)
-            .map(|s| Some(s.start))
-            .ok_or_else(|| std::io::Error::other(format!("cannot parse /proc/{pid}/stat"))),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(libc_esrch()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn libc_esrch() -> i32 {
-    nix::errno::Errno::ESRCH as i32
+    Ok(stat_of(pid)?.map(|s| s.start))
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
-    parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+    stat_of(pid).ok().flatten()
+}
+
+/// Room for any `/proc/<pid>/stat`: 52 fields of at most 20 digits, and a name of at most 64
+/// bytes, are about 1.2 KiB.
+const STAT_BYTES: usize = 4096;
+
+/// `/proc/<pid>/stat`, read with one `read` into a buffer on the stack (std's `fs::read` takes
+/// a `statx`, a growing heap buffer and five or six reads: this runs at every script's start,
+/// and for every process when a script is ended). A procfs seq file gives a read with room
+/// for its whole record all of it, so a short read is the end; one that fills the buffer is
+/// refused rather than parsed cut short. `Ok(None)`: no such process (gone since, or reaped).
+fn stat_of(pid: i32) -> std::io::Result<Option<Stat>> {
+    #[cfg(test)]
+    tests::STAT_READS.with(|pids| pids.borrow_mut().push(pid));
+    let path = format!("/proc/{pid}/stat");
+    let fd = match nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ESRCH) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = [0u8; STAT_BYTES];
+    let len = loop {
+        match nix::unistd::read(&fd, &mut buf) {
+            Ok(len) => break len,
+            Err(Errno::EINTR) => continue,
+            // Open, then reaped before the read.
+            Err(Errno::ESRCH) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if len == buf.len() {
+        return Err(std::io::Error::other(format!(
+            "/proc/{pid}/stat is longer than {STAT_BYTES} bytes"
+        )));
+    }
+    parse_stat(&buf[..len])
+        .map(Some)
+        .ok_or_else(|| std::io::Error::other(format!("cannot parse /proc/{pid}/stat")))
 }
 
 /// Parses `/proc/<pid>/stat`: the name is in parentheses and may hold anything, so the
@@ -310,17 +345,20 @@ fn read_stat(pid: i32) -> Option<Stat> {
 fn parse_stat(stat: &[u8]) -> Option<Stat> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let mut fields = rest.split_ascii_whitespace();
     // After the name: state (3), ppid (4), ... starttime (22).
+    let zombie = matches!(fields.next()?, "Z" | "X");
+    let ppid = fields.next()?.parse().ok()?;
+    let start = fields.nth(17)?.parse().ok()?;
     Some(Stat {
-        zombie: matches!(*fields.first()?, "Z" | "X"),
-        ppid: fields.get(1)?.parse().ok()?,
-        start: fields.get(19)?.parse().ok()?,
+        ppid,
+        start,
+        zombie,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::exec::spawn::{Spawn, Spawned};
     use std::cell::Cell;
@@ -328,6 +366,9 @@ mod tests {
     thread_local! {
         /// How many times this thread looked at the agent's children (`own_children`).
         pub(super) static CHILDREN_LOOKS: Cell<u32> = const { Cell::new(0) };
+        /// The pids whose `/proc/<pid>/stat` this thread read, in order.
+        pub(in crate::exec) static STAT_READS: std::cell::RefCell<Vec<i32>> =
+            const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// With no zombie child, `reap_orphans` does not read every thread's `children` list

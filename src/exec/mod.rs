@@ -15,4 +15,4 @@ mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
 pub use process_group::{ChildLeader, Members, NotOurs, ProcessGroup};
-pub use run::{ScriptCommand, ScriptEnd, run_script};
+pub use run::{OnSpawn, ScriptCommand, ScriptEnd, run_script};

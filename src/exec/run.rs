@@ -34,9 +34,14 @@ pub struct ScriptCommand {
     pub sink: LineSink,
     /// Whether an interruption ends it (lock, backup, restore) or lets it finish (unlock).
     pub interruptible: bool,
-    /// Told the process group right after the script starts (for the journal).
-    pub on_spawn: Option<Box<dyn Fn(ProcessGroup) + Send + Sync>>,
+    /// Told the process group, and its leader's start time (clock ticks after boot, `None`
+    /// if `/proc` did not show it), right after the script starts (for the journal).
+    pub on_spawn: Option<Box<OnSpawn>>,
 }
+
+/// What `ScriptCommand::on_spawn` is told: the script's group and its leader's start time,
+/// read once at the spawn (one `/proc/<pid>/stat` a script, not one for each who needs it).
+pub type OnSpawn = dyn Fn(ProcessGroup, Option<u64>) + Send + Sync;
 
 /// How a script ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +127,7 @@ pub fn run_script(command: &ScriptCommand) -> ScriptOutcome {
     let group = ProcessGroup::led_by(child.pid.as_raw() as u32);
     // Recorded first (in the journal), so an agent killed now still leaves its trace.
     if let Some(hook) = &command.on_spawn {
-        hook(group);
+        hook(group, ticket.start_time());
     }
 
     let mut watch = Watch::new(child, Arc::clone(&command.sink), command.keep_bytes);
@@ -228,5 +233,63 @@ fn wait(command: &ScriptCommand, started: Instant, watch: &mut Watch) -> Option<
         if watch.wait(slice, wake) {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::descendants::tests::STAT_READS;
+    use std::sync::Mutex;
+
+    /// Field 22 of `/proc/<pid>/stat`, read here without the agent's reader.
+    fn start_ticks(pid: i32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()
+    }
+
+    /// A script's start reads its leader's `/proc/<pid>/stat` once (it was read twice: for
+    /// the registry, then again by the journal's hook), and `on_spawn` is told the start
+    /// time read then.
+    #[test]
+    fn a_scripts_start_reads_its_stat_once_and_on_spawn_gets_the_start_time() {
+        // (leader, the start time on_spawn is told, the leader's own as /proc shows it)
+        type Told = Vec<(i32, Option<u64>, Option<u64>)>;
+        let told: Arc<Mutex<Told>> = Arc::default();
+        let record = Arc::clone(&told);
+        let command = ScriptCommand {
+            path: PathBuf::from("/bin/true"),
+            working_dir: PathBuf::from("/"),
+            env: Vec::new(),
+            timeout: None,
+            grace: Duration::from_secs(1),
+            keep_bytes: 1024,
+            sink: Arc::new(|_, _| {}),
+            interruptible: false,
+            // The leader is not reaped before the hook returns: its stat is still there.
+            on_spawn: Some(Box::new(move |group: ProcessGroup, start: Option<u64>| {
+                record
+                    .lock()
+                    .unwrap()
+                    .push((group.id(), start, start_ticks(group.id())));
+            })),
+        };
+        STAT_READS.with(|pids| pids.borrow_mut().clear());
+        let outcome = run_script(&command);
+        let read = STAT_READS.with(|pids| pids.take());
+        assert_eq!(outcome.end, ScriptEnd::Exited(0), "{outcome:?}");
+        let told = told.lock().unwrap();
+        assert_eq!(told.len(), 1, "on_spawn once");
+        let (leader, start, own) = told[0];
+        assert!(start.is_some(), "a start time for the journal: {told:?}");
+        assert_eq!(start, own, "the leader's own start time");
+        // Other tests' children, zombies for a moment, may be looked at by the reap after it.
+        let of_leader = read.iter().filter(|pid| **pid == leader).count();
+        assert_eq!(of_leader, 1, "stat reads of the leader {leader}: {read:?}");
     }
 }

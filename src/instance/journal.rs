@@ -313,12 +313,20 @@ impl Journal {
         )
     }
 
-    pub fn started(&self, job: &str, script: ScriptKind, group: ProcessGroup) -> io::Result<()> {
+    /// A script of `job` runs as `group`, whose leader started at `start_time` (clock ticks
+    /// after boot, as read at its spawn: what tells it from a later process of that pid).
+    pub fn started(
+        &self,
+        job: &str,
+        script: ScriptKind,
+        group: ProcessGroup,
+        start_time: Option<u64>,
+    ) -> io::Result<()> {
         let record = Record::Started(RunningScript {
             job: job.to_string(),
             script,
             pgid: group.id(),
-            start_time: start_time(group.id()).ok().flatten(),
+            start_time,
         });
         self.append(Sync::PageCache, record)
     }
@@ -514,10 +522,10 @@ mod tests {
         let first = Journal::open(dir.path());
         first.locking(&["a"], ScriptKind::PreBackupLock).unwrap();
         first
-            .started("a", ScriptKind::Backup, ProcessGroup::from_id(1))
+            .started("a", ScriptKind::Backup, ProcessGroup::from_id(1), None)
             .unwrap();
         first
-            .started("b", ScriptKind::Backup, ProcessGroup::from_id(2))
+            .started("b", ScriptKind::Backup, ProcessGroup::from_id(2), None)
             .unwrap();
         first.finished(ProcessGroup::from_id(1)).unwrap();
         let left = Journal::read(dir.path()).unwrap().unwrap();
@@ -652,7 +660,12 @@ mod tests {
         let cleanup = Journal::open(dir.path());
         assert_eq!(cleanup.state().locked.len(), 1, "a is locked, b never was");
         cleanup
-            .started("a", ScriptKind::PostBackupUnlock, ProcessGroup::from_id(7))
+            .started(
+                "a",
+                ScriptKind::PostBackupUnlock,
+                ProcessGroup::from_id(7),
+                None,
+            )
             .unwrap();
         let state = Journal::read(dir.path())
             .expect("readable after the take-over")

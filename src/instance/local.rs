@@ -19,7 +19,7 @@ use crate::artifact::store::Store;
 use crate::artifact::tar_writer::TarWriteError;
 use crate::artifact::{Checksums, dir_walk, tar_reader, tar_writer};
 use crate::contract::ScriptKind;
-use crate::exec::{LineSink, ScriptCommand, ScriptEnd, run_script};
+use crate::exec::{LineSink, OnSpawn, ScriptCommand, ScriptEnd, run_script};
 use crate::instance::discover::{DiscoveredJob, discover};
 use crate::instance::journal::{Journal, JournalState, LockedJob};
 use crate::instance::run_lock::{self, RunLock};
@@ -189,11 +189,11 @@ impl LocalInstance {
             // Metadata scripts change nothing and run before the run lock is taken.
             on_spawn: (kind != ScriptKind::Metadata).then(|| {
                 let (journal, job) = (Arc::clone(&self.journal), job.name.clone());
-                Box::new(move |group| {
-                    if let Err(e) = journal.started(&job, kind, group) {
+                Box::new(move |group, start_time| {
+                    if let Err(e) = journal.started(&job, kind, group, start_time) {
                         tracing::error!(error = %e, "cannot record a running script in the journal");
                     }
-                }) as Box<dyn Fn(_) + Send + Sync>
+                }) as Box<OnSpawn>
             }),
         };
         let not_started = |why: String| ScriptReport::not_started(&job.name, kind, why);

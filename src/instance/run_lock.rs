@@ -4,8 +4,8 @@
 //! so a refusal can say who holds it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -47,7 +47,7 @@ pub fn acquire(run_dir: &Path) -> Result<RunLock, RunLockError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_err)?;
-    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(locked) => locked,
         Err((mut file, Errno::EWOULDBLOCK)) => {
             let mut holder = String::new();
@@ -69,9 +69,13 @@ pub fn acquire(run_dir: &Path) -> Result<RunLock, RunLockError> {
         std::process::id(),
         crate::printable::this_command_line()
     );
-    file.set_len(0).map_err(io_err)?;
-    file.rewind().map_err(io_err)?;
-    file.write_all(me.as_bytes()).map_err(io_err)?;
+    // Over the last holder's line, then cut to this one's length: emptying the file first
+    // (set_len(0), then a write) made ext4 free its block (a discard, on this disk) and
+    // allocate another, and write the file back at its close (auto_da_alloc: a file truncated
+    // to 0 and rewritten), once a session. Only a holder's line is ever read here (by a
+    // refused run, while the lock is held), and a dead holder holds no lock.
+    file.write_all_at(me.as_bytes(), 0).map_err(io_err)?;
+    file.set_len(me.len() as u64).map_err(io_err)?;
     Ok(RunLock { _file: file })
 }
 
@@ -92,5 +96,26 @@ mod tests {
         );
         drop(first);
         assert!(acquire(dir.path()).is_ok(), "released on drop");
+    }
+
+    /// The line is written over the last holder's, and nothing of a longer one is left after
+    /// it.
+    #[test]
+    fn a_new_holders_line_replaces_a_longer_one_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let stale = format!("pid 4294967 (`{}`)\n", "x".repeat(5000));
+        fs::write(&path, &stale).unwrap();
+        let lock = acquire(dir.path()).unwrap();
+        let line = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "pid {} (`{}`)\n",
+                std::process::id(),
+                crate::printable::this_command_line()
+            )
+        );
+        drop(lock);
     }
 }

@@ -1,5 +1,5 @@
-//! Script output on its way to the driver: queued and written by a thread of its own, so a
-//! driver that stops reading (an SSH connection that stalls without dropping) cannot block the
+//! Script output on its way to the driver: queued and written by a thread of its own (started
+//! with the first line), so a driver that stops reading (an SSH connection that stalls without dropping) cannot block the
 //! thread that watches a script, and with it the script's timeout and interruption.
 //!
 //! Everything else the session writes (answers, data) waits until the queue is written
@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
 use crate::protocol::AgentMessage;
@@ -34,7 +34,10 @@ enum Item {
 pub type Output = Arc<Mutex<Box<dyn Write + Send>>>;
 
 pub struct OutputQueue {
-    to_writer: Sender<Item>,
+    out: Output,
+    /// The writer, started at the first line: a session whose scripts say nothing (a
+    /// fleet's, mostly) starts no thread for it, and its answers wait for none.
+    to_writer: OnceLock<Sender<Item>>,
     /// Bytes queued and not yet written.
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
@@ -42,36 +45,45 @@ pub struct OutputQueue {
 
 impl OutputQueue {
     pub fn start(out: Output) -> OutputQueue {
-        let (to_writer, items) = mpsc::channel::<Item>();
-        let dropped = Arc::new(AtomicU64::new(0));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (missing, written) = (Arc::clone(&dropped), Arc::clone(&queued));
-        thread::spawn(move || {
-            for item in items {
-                match item {
-                    Item::Line(message, cost) => {
-                        let mut out = out.lock().expect("output lock");
-                        // A driver that cannot be written to is gone; its input ends too.
-                        let _ = write_json_line(&mut *out, &message);
-                        written.fetch_sub(cost, Ordering::SeqCst);
-                        let lost = missing.swap(0, Ordering::SeqCst);
-                        if let Some(note) =
-                            (lost > 0).then(|| missing_lines(&message, lost)).flatten()
-                        {
-                            let _ = write_json_line(&mut *out, &note);
+        OutputQueue {
+            out,
+            to_writer: OnceLock::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The writer's end of the queue; the writer starts with the first line.
+    fn writer(&self) -> &Sender<Item> {
+        self.to_writer.get_or_init(|| {
+            #[cfg(test)]
+            tests::WRITERS.with(|n| n.set(n.get() + 1));
+            let (to_writer, items) = mpsc::channel::<Item>();
+            let out = Arc::clone(&self.out);
+            let (missing, written) = (Arc::clone(&self.dropped), Arc::clone(&self.queued));
+            thread::spawn(move || {
+                for item in items {
+                    match item {
+                        Item::Line(message, cost) => {
+                            let mut out = out.lock().expect("output lock");
+                            // A driver that cannot be written to is gone; its input ends too.
+                            let _ = write_json_line(&mut *out, &message);
+                            written.fetch_sub(cost, Ordering::SeqCst);
+                            let lost = missing.swap(0, Ordering::SeqCst);
+                            if let Some(note) =
+                                (lost > 0).then(|| missing_lines(&message, lost)).flatten()
+                            {
+                                let _ = write_json_line(&mut *out, &note);
+                            }
+                        }
+                        Item::Flushed(done) => {
+                            let _ = done.send(());
                         }
                     }
-                    Item::Flushed(done) => {
-                        let _ = done.send(());
-                    }
                 }
-            }
-        });
-        OutputQueue {
-            to_writer,
-            queued,
-            dropped,
-        }
+            });
+            to_writer
+        })
     }
 
     /// Queues a line, cut to [`MAX_SENT_LINE`]; never waits. A full queue (a driver not
@@ -91,16 +103,21 @@ impl OutputQueue {
             self.dropped.fetch_add(1, Ordering::SeqCst);
             return;
         }
-        if self.to_writer.send(Item::Line(message, cost)).is_err() {
+        if self.writer().send(Item::Line(message, cost)).is_err() {
             // The writer is gone (it never ends before the queue): nothing waits for this.
             self.queued.fetch_sub(cost, Ordering::SeqCst);
         }
     }
 
-    /// Waits until every line queued so far is written.
+    /// Waits until every line queued so far is written. No line queued yet, no writer: nothing
+    /// to wait for. (A request's lines are queued by threads that have ended, or been
+    /// joined, before its answer is flushed: the writer they started is seen here.)
     pub fn flush(&self) {
+        let Some(to_writer) = self.to_writer.get() else {
+            return;
+        };
         let (done, written) = mpsc::channel();
-        if self.to_writer.send(Item::Flushed(done)).is_ok() {
+        if to_writer.send(Item::Flushed(done)).is_ok() {
             let _ = written.recv();
         }
     }
@@ -151,6 +168,47 @@ mod tests {
     use super::*;
     use crate::contract::ScriptKind;
     use crate::protocol::messages::WireStream;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many writer threads this thread started.
+        pub(super) static WRITERS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A session whose scripts say nothing starts no writer thread, and its answers' flushes
+    /// wait for none; the first line starts it, and a flush then waits for the line.
+    #[test]
+    fn the_writer_starts_with_the_first_line_only() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out: Output = Arc::new(Mutex::new(Box::new(Shared(Arc::clone(&written)))));
+        let before = WRITERS.with(Cell::get);
+        let queue = OutputQueue::start(out);
+        for _ in 0..10 {
+            queue.flush();
+        }
+        assert_eq!(WRITERS.with(Cell::get) - before, 0, "no line, no writer");
+        queue.line(output("said".into()));
+        queue.line(output("twice".into()));
+        queue.flush();
+        assert_eq!(WRITERS.with(Cell::get) - before, 1, "one writer");
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("\"said\"") && lines[1].contains("\"twice\""),
+            "{text}"
+        );
+    }
 
     /// A writer that takes nothing until it is let go: a driver that does not read.
     struct Stalled(Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>);
