@@ -270,29 +270,36 @@ impl Session {
         });
     }
 
-    /// Script output goes to the driver as `output` events of the current request, and the
-    /// end of each script of an all-at-once step as `script_ended` when the driver asked
-    /// (`ended`).
+    /// Script output goes to the driver as `output` events of the current request, through
+    /// the output queue. The end of each script of an all-at-once step goes as `script_ended`
+    /// when the driver asked (`ended`), written at once: it comes from the thread that ran the
+    /// script, which has no script to watch any more (a driver that does not read holds up the
+    /// step's answer anyway), and it is never dropped as a full queue's lines are, nor starts
+    /// the queue's thread in a session whose scripts say nothing.
     fn script_events(&self, ended: bool) -> ScriptEvents {
         let (lines, current) = (Arc::clone(&self.lines), Arc::clone(&self.current));
+        let out = Arc::clone(&self.out);
         Arc::new(move |_, job, kind, event| {
             let id = current.load(Ordering::SeqCst);
-            let message = match event {
-                ScriptEvent::Line(stream, line) => AgentMessage::Output {
+            match event {
+                ScriptEvent::Line(stream, line) => lines.line(AgentMessage::Output {
                     id,
                     job: job.to_string(),
                     script: kind,
                     stream: stream.into(),
                     line: line.to_string(),
-                },
-                ScriptEvent::Ended if ended => AgentMessage::ScriptEnded {
-                    id,
-                    job: job.to_string(),
-                    script: kind,
-                },
-                ScriptEvent::Ended => return,
-            };
-            lines.line(message);
+                }),
+                ScriptEvent::Ended if ended => {
+                    let message = AgentMessage::ScriptEnded {
+                        id,
+                        job: job.to_string(),
+                        script: kind,
+                    };
+                    // A driver that cannot be written to is gone; the reader sees its input end.
+                    let _ = write_json_line(&mut *out.lock().expect("output lock"), &message);
+                }
+                ScriptEvent::Ended => {}
+            }
         })
     }
 
