@@ -38,6 +38,10 @@ const PIECES: usize = 64;
 const DEPTH: usize = 3;
 /// Threads at most, whatever the machine.
 const MAX_THREADS: usize = 4;
+/// Pieces this few are removed on the calling thread alone: a fleet's empty stores (a
+/// directory per job) are not worth a thread, nor the look at the machine's cores (which
+/// reads the cgroup's CPU quota).
+const FEW: usize = 16;
 /// The most directory levels one removal descends (descriptors held, stack frames) before it
 /// moves the rest up to the root.
 const MAX_HELD: usize = 128;
@@ -68,22 +72,30 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
         count: AtomicUsize::new(0),
     };
     let (pieces, dirs) = cut(root_fd)?;
-    let threads = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
-        .min(pieces.len().max(1));
+    let threads = match pieces.len() {
+        n if n <= FEW => 1,
+        n => thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_THREADS)
+            .min(n),
+    };
     let next = AtomicUsize::new(0);
     let first_error = Mutex::new(None);
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = remove_entry(piece, DEPTH, &lift) {
-                        first_error.lock().expect("error lock").get_or_insert(e);
-                    }
-                }
-            });
+    let work = || {
+        while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Err(e) = remove_entry(piece, DEPTH, &lift) {
+                first_error.lock().expect("error lock").get_or_insert(e);
+            }
         }
+    };
+    thread::scope(|s| {
+        // The calling thread is one of them; a thread the OS refuses is one fewer.
+        for _ in 1..threads {
+            if thread::Builder::new().spawn_scoped(s, work).is_err() {
+                break;
+            }
+        }
+        work();
     });
     if let Some(e) = first_error.into_inner().expect("error lock") {
         return Err(e);
