@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building bbr-agent (release; the first build takes about 2.5 minutes on 2 cores)" >&2
+echo "== building bbr-agent (release; the first build takes about 3.5 minutes on 2 cores)" >&2
 # Cargo's own progress (what it compiles, a bar on a terminal) shows the build is moving.
 cargo build --release
 # .cargo/config.toml names the host triple as the target (for a static build), so the
