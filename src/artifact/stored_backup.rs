@@ -413,6 +413,17 @@ impl<'s> StoredBackup<'s> {
 
     /// The tar `key` for reading as the backup holds it: decrypted, and decompressed unless
     /// `vm_decompresses` (then the stream stays zstd, and the result says so).
+    /// The tar `key` as a local file, when it is a plain tar in a directory: a driver can
+    /// move it to a VM without copying it ([`crate::instance::Instance::receive_artifact_file`]).
+    /// `None` otherwise, or when it cannot be opened ([`Self::open_tar`] then says why).
+    pub fn plain_file(&self, key: &str) -> Option<std::fs::File> {
+        let layers = self.layers();
+        if layers.zstd || layers.age {
+            return None;
+        }
+        self.storage.open_file(key)?.ok()
+    }
+
     pub fn open_tar(
         &self,
         key: &str,
@@ -686,12 +697,7 @@ impl<'s> StoredBackup<'s> {
     ) -> Option<Corruption> {
         let shown = self.describe(key);
         // A plain tar in a directory is read by offset too, on two threads (`split_check`).
-        let layers = self.layers();
-        let file = match !layers.zstd && !layers.age {
-            true => self.storage.open_file(key),
-            false => None,
-        };
-        if let Some(Ok(file)) = file {
+        if let Some(file) = self.plain_file(key) {
             let counted = |n: u64| {
                 if let Some(bar) = &bar {
                     bar.inc(n);

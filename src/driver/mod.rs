@@ -9,5 +9,6 @@ pub mod inventory;
 mod remote;
 pub(crate) mod session_command;
 mod session_watch;
+mod splice_send;
 
 pub use remote::{DEFAULT_CONNECT_TIMEOUT, RemoteInstance};

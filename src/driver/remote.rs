@@ -12,6 +12,7 @@ use super::connecting::Connecting;
 use super::error::SessionError;
 use super::session_command;
 use super::session_watch::SessionOutput;
+use super::splice_send::{SendError, send_file};
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
 use crate::exec::{ProcessGroup, ScriptEnd};
@@ -480,6 +481,17 @@ impl RemoteInstance {
                 Err(CopyError::Write(e)) => Err(e),
             }
         });
+        self.artifact_sent(id, sent, read_failed)
+    }
+
+    /// The agent's answer to the artifact `id` sent (`sent`: the stream to it, whole or not;
+    /// `read_failed`: the backup's own bytes could not all be read).
+    fn artifact_sent(
+        &mut self,
+        id: u64,
+        sent: io::Result<()>,
+        read_failed: Option<io::Error>,
+    ) -> Result<(), InstanceError> {
         match sent {
             // The backup's own bytes could not be read (an altered object, a dropped read):
             // that is the cause, not the agent's refusal of the short stream it then got.
@@ -613,6 +625,52 @@ impl Instance for RemoteInstance {
         expected: &Checksums,
     ) -> Result<(), InstanceError> {
         self.receive_artifact_as(job, input, expected, None)
+    }
+
+    fn receive_artifact_file(
+        &mut self,
+        job: &str,
+        file: &std::fs::File,
+        expected: &Checksums,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Result<(), InstanceError> {
+        self.connect()?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = Request {
+            id,
+            op: Op::ReceiveArtifact {
+                job: job.to_string(),
+                checksums: expected.clone(),
+                compression: None,
+            },
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| SessionError::Transfer(e.to_string()))?
+            .len();
+        let conn = self.conn.as_mut().expect("connected");
+        let mut read_failed = None;
+        let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
+            // The line first, then the chunks straight into the pipe beneath the buffer.
+            conn.to_agent.flush()?;
+            let copied = send_file(file, len, conn.to_agent.get_ref(), bar.as_ref());
+            // The terminator goes out even when reading the backup failed (as above).
+            conn.to_agent.write_all(&0u32.to_be_bytes())?;
+            conn.to_agent.flush()?;
+            match copied {
+                Ok(_) => Ok(()),
+                Err(SendError::Read(e)) => {
+                    read_failed = Some(e);
+                    Ok(())
+                }
+                Err(SendError::Write(e)) => Err(e),
+            }
+        });
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        self.artifact_sent(id, sent, read_failed)
     }
 
     fn send_artifact_sized(

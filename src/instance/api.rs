@@ -338,6 +338,24 @@ pub trait Instance: Send {
         expected: &Checksums,
     ) -> Result<(), InstanceError>;
 
+    /// [`Instance::receive_artifact`] of a plain tar that is a local file, shown on `bar`: a
+    /// driver moves it to its agent's pipe without copying it through its own memory
+    /// (`splice`). Read as any input elsewhere.
+    fn receive_artifact_file(
+        &mut self,
+        job: &str,
+        file: &std::fs::File,
+        expected: &Checksums,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Result<(), InstanceError> {
+        let file =
+            crate::interrupt::Interruptible(std::io::BufReader::with_capacity(1 << 20, file));
+        let mut input = crate::progress::Counted::new(file, bar);
+        let received = self.receive_artifact(job, &mut input, expected);
+        input.finish();
+        received
+    }
+
     /// Removes the artifact store (and the journal, once nothing is locked).
     fn remove_store(&mut self) -> Result<(), InstanceError>;
 

@@ -394,40 +394,56 @@ fn copy_to_instances(
         // here, either way.
         let instance = dep.instance(t.job.instance);
         let vm_decompresses = backup.compressed() && instance.can_compress().unwrap_or(false);
-        let result = backup
-            .open_tar(&t.tar, vm_decompresses)
-            .map_err(|e| TransferError::Read(Box::new(e)))
-            .and_then(|(file, compressed)| {
-                // Decompressed here, the bytes sent outgrow the object: no total then.
-                let total = size.filter(|_| compressed || !backup.compressed());
+        // A plain tar in a directory goes without passing through this process's memory.
+        let received = match backup.plain_file(&t.tar) {
+            Some(file) => {
                 let bar = progress::transfer_bar(
                     console,
                     format!("{id} {name}: copying backup to the VM"),
-                    total,
+                    size,
                 );
-                let file = Interruptible(BufReader::with_capacity(1 << 20, file));
-                let mut input = Counted::new(file, bar);
-                let instance = dep.instance(t.job.instance);
-                let received = match compressed {
-                    true => instance.receive_artifact_compressed(&name, &mut input, &t.checksums),
-                    false => instance.receive_artifact(&name, &mut input, &t.checksums),
-                };
-                input.finish();
-                // The agent verified every file against the backup's checksums. Only when it
-                // refused is the tar read again here, to tell a corrupted backup (named as
-                // such) from a failure on the VM (a full disk, say); not from an object
-                // store, whose every read is paid for: the agent's refusal names the job.
-                received.map_err(|agent_error| {
-                    let agent_error = TransferError::Instance(Box::new(agent_error));
-                    if crate::interrupt::is_interrupted() || backup.read_once() {
-                        return agent_error;
-                    }
-                    match backup.corruption(&t.tar, &t.checksums, None) {
-                        Some(why) => TransferError::Corrupted(Box::new(why)),
-                        None => agent_error,
-                    }
-                })
-            });
+                Ok(instance.receive_artifact_file(&name, &file, &t.checksums, bar))
+            }
+            None => backup
+                .open_tar(&t.tar, vm_decompresses)
+                .map_err(|e| TransferError::Read(Box::new(e)))
+                .map(|(file, compressed)| {
+                    // Decompressed here, the bytes sent outgrow the object: no total then.
+                    let total = size.filter(|_| compressed || !backup.compressed());
+                    let bar = progress::transfer_bar(
+                        console,
+                        format!("{id} {name}: copying backup to the VM"),
+                        total,
+                    );
+                    let file = Interruptible(BufReader::with_capacity(1 << 20, file));
+                    let mut input = Counted::new(file, bar);
+                    let instance = dep.instance(t.job.instance);
+                    let received = match compressed {
+                        true => {
+                            instance.receive_artifact_compressed(&name, &mut input, &t.checksums)
+                        }
+                        false => instance.receive_artifact(&name, &mut input, &t.checksums),
+                    };
+                    input.finish();
+                    received
+                }),
+        };
+        // The agent verified every file against the backup's checksums. Only when it refused
+        // is the tar read again here, to tell a corrupted backup (named as such) from a
+        // failure on the VM (a full disk, say); not from an object store, whose every read is
+        // paid for: the agent's refusal names the job.
+        let result = received.and_then(|received| {
+            received.map_err(|agent_error| {
+                let agent_error = TransferError::Instance(Box::new(agent_error));
+                if crate::interrupt::is_interrupted() || backup.read_once() {
+                    return agent_error;
+                }
+                match backup.corruption(&t.tar, &t.checksums, None) {
+                    Some(why) => TransferError::Corrupted(Box::new(why)),
+                    None => agent_error,
+                }
+            })
+        });
         if let Err(error) = result {
             return Err(Failure::Transfer {
                 instance: id,
