@@ -34,25 +34,44 @@ const THREADS_AT_MOST: usize = 4;
 /// Bytes read at a time.
 const CHUNK: usize = 1 << 20;
 
+/// A tar file smaller than this is hashed by its reading thread alone: a fleet's empty
+/// artifacts are not worth a thread each. (Every file gets the threads in the unit tests.)
+#[cfg(not(test))]
+const WORTH_THREADS: u64 = 8 << 20;
+#[cfg(test)]
+const WORTH_THREADS: u64 = 1;
+
+/// Threads beside a check: one per core, looked up once (it reads the cgroup's CPU quota).
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, THREADS_AT_MOST)
+    })
+}
+
 /// Runs `read` (the reading thread's part), giving it where to send the files to hash, or
-/// `None` when the OS gives no thread (it then hashes them itself); returns what it returned
-/// and the checksums of the files hashed beside. `progress` is told the bytes read beside.
+/// `None` when the file is small or the OS gives no thread (it then hashes them itself);
+/// returns what it returned and the checksums of the files hashed beside. `progress` is told
+/// the bytes read beside.
 pub(super) fn beside<T>(
     file: &File,
+    len: u64,
     progress: &(dyn Fn(u64) + Sync),
     read: impl FnOnce(Option<Ranges>) -> Result<T, TarReadError>,
 ) -> Result<(T, Checksums), TarReadError> {
+    if len < WORTH_THREADS {
+        return read(None).map(|done| (done, Checksums::new()));
+    }
     let (to, work) = sync_channel(QUEUED_AT_MOST);
     let work = Mutex::new(work);
     // Set by the first thread that fails: the others stop hashing, and every thread takes the
     // batches still coming without reading them, so the reading thread never waits on a full
     // queue that nobody empties.
     let failed = AtomicBool::new(false);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, THREADS_AT_MOST);
     std::thread::scope(|scope| {
-        let started: Vec<_> = (0..threads)
+        let started: Vec<_> = (0..threads())
             .map_while(|_| {
                 std::thread::Builder::new()
                     .name("tar check".into())

@@ -52,7 +52,7 @@ pub fn check_tar_file(
     read: &(dyn Fn(u64) + Sync),
 ) -> Result<Checksums, TarReadError> {
     let len = file.metadata().map_err(TarReadError::Read)?.len();
-    super::split_check::beside(file, read, |side| {
+    super::split_check::beside(file, len, read, |side| {
         let mut archive = tar::Archive::new(Counting {
             inner: io::BufReader::with_capacity(1 << 20, file),
             read,

@@ -445,6 +445,24 @@ impl RemoteInstance {
         Ok(self.typed::<Sent>(value)?.checksums)
     }
 
+    /// Connects, and the `receive_artifact` request for `job` with its id.
+    fn receive_request(
+        &mut self,
+        job: &str,
+        expected: &Checksums,
+        compression: Option<WireCompression>,
+    ) -> Result<(u64, Request), InstanceError> {
+        self.connect()?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let op = Op::ReceiveArtifact {
+            job: job.to_string(),
+            checksums: expected.clone(),
+            compression,
+        };
+        Ok((id, Request { id, op }))
+    }
+
     /// `receive_artifact`, telling the agent the data is compressed when `compression` says.
     fn receive_artifact_as(
         &mut self,
@@ -453,17 +471,7 @@ impl RemoteInstance {
         expected: &Checksums,
         compression: Option<WireCompression>,
     ) -> Result<(), InstanceError> {
-        self.connect()?;
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = Request {
-            id,
-            op: Op::ReceiveArtifact {
-                job: job.to_string(),
-                checksums: expected.clone(),
-                compression,
-            },
-        };
+        let (id, request) = self.receive_request(job, expected, compression)?;
         let conn = self.conn.as_mut().expect("connected");
         let mut read_failed = None;
         let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
@@ -474,11 +482,11 @@ impl RemoteInstance {
             chunks.finish()?;
             match copied {
                 Ok(_) => Ok(()),
-                Err(CopyError::Read(e)) => {
+                Err(SendError::Read(e)) => {
                     read_failed = Some(e);
                     Ok(())
                 }
-                Err(CopyError::Write(e)) => Err(e),
+                Err(SendError::Write(e)) => Err(e),
             }
         });
         self.artifact_sent(id, sent, read_failed)
@@ -634,17 +642,7 @@ impl Instance for RemoteInstance {
         expected: &Checksums,
         bar: Option<indicatif::ProgressBar>,
     ) -> Result<(), InstanceError> {
-        self.connect()?;
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = Request {
-            id,
-            op: Op::ReceiveArtifact {
-                job: job.to_string(),
-                checksums: expected.clone(),
-                compression: None,
-            },
-        };
+        let (id, request) = self.receive_request(job, expected, None)?;
         let len = file
             .metadata()
             .map_err(|e| SessionError::Transfer(e.to_string()))?
@@ -726,14 +724,7 @@ fn host_key_refused(stderr: &str) -> Option<&str> {
 
 /// Copies `input` into `chunks` a whole chunk at a time: `io::copy` from a `dyn Read` would
 /// move it in 8 KiB pieces, each copied into the chunk writer's buffer.
-/// Why a copy in chunks stopped: reading the input (the backup's own bytes: a local file, a
-/// bucket's object, its decoder) or writing to the agent.
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> Result<u64, CopyError> {
+fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> Result<u64, SendError> {
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut copied = 0;
     loop {
@@ -741,9 +732,9 @@ fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> Result<u64, 
             Ok(0) => return Ok(copied),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
+            Err(e) => return Err(SendError::Read(e)),
         };
-        chunks.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        chunks.write_all(&buf[..n]).map_err(SendError::Write)?;
         copied += n as u64;
     }
 }

@@ -20,7 +20,8 @@ use nix::fcntl::{SpliceFFlags, splice};
 use crate::artifact::handoff::RunInterrupted;
 use crate::protocol::framing::MAX_CHUNK;
 
-/// Why a send stopped: reading the backup's file, or writing to the agent.
+/// Why a send of the backup's bytes stopped: reading them (a local file, a bucket's object, its
+/// decoder), or writing to the agent.
 #[derive(Debug)]
 pub(super) enum SendError {
     Read(io::Error),
