@@ -473,42 +473,32 @@ impl RemoteInstance {
     ) -> Result<(), InstanceError> {
         let (id, request) = self.receive_request(job, expected, compression)?;
         let conn = self.conn.as_mut().expect("connected");
-        let mut read_failed = None;
         let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
             let mut chunks = ChunkWriter::new(&mut conn.to_agent);
             let copied = copy_in_chunks(input, &mut chunks);
             // The terminator goes out even when reading the backup failed, so the agent's
             // stream stays in step; the agent then refuses the short artifact by its checksums.
             chunks.finish()?;
-            match copied {
-                Ok(_) => Ok(()),
-                Err(SendError::Read(e)) => {
-                    read_failed = Some(e);
-                    Ok(())
-                }
-                Err(SendError::Write(e)) => Err(e),
-            }
+            SendError::after_the_end(copied)
         });
-        self.artifact_sent(id, sent, read_failed)
+        self.artifact_sent(id, sent)
     }
 
-    /// The agent's answer to the artifact `id` sent (`sent`: the stream to it, whole or not;
-    /// `read_failed`: the backup's own bytes could not all be read).
+    /// The agent's answer to the artifact `id` sent: `sent` is the stream to it ended, with
+    /// the failure to read the backup's own bytes if there was one, or the write that broke.
     fn artifact_sent(
         &mut self,
         id: u64,
-        sent: io::Result<()>,
-        read_failed: Option<io::Error>,
+        sent: io::Result<Option<io::Error>>,
     ) -> Result<(), InstanceError> {
         match sent {
             // The backup's own bytes could not be read (an altered object, a dropped read):
             // that is the cause, not the agent's refusal of the short stream it then got.
-            Ok(()) if read_failed.is_some() => {
+            Ok(Some(read_failed)) => {
                 let _ = self.response(id, None);
-                let e = read_failed.expect("checked");
-                Err(SessionError::Transfer(e.to_string()).into())
+                Err(SessionError::Transfer(read_failed.to_string()).into())
             }
-            Ok(()) => self.response(id, None).map(drop),
+            Ok(None) => self.response(id, None).map(drop),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 Err(self.lose(format!("the agent stopped reading: {e}")))
             }
@@ -648,7 +638,6 @@ impl Instance for RemoteInstance {
             .map_err(|e| SessionError::Transfer(e.to_string()))?
             .len();
         let conn = self.conn.as_mut().expect("connected");
-        let mut read_failed = None;
         let sent = write_json_line(&mut conn.to_agent, &request).and_then(|()| {
             // The line first, then the chunks straight into the pipe beneath the buffer.
             conn.to_agent.flush()?;
@@ -656,19 +645,12 @@ impl Instance for RemoteInstance {
             // The terminator goes out even when reading the backup failed (as above).
             conn.to_agent.write_all(&0u32.to_be_bytes())?;
             conn.to_agent.flush()?;
-            match copied {
-                Ok(_) => Ok(()),
-                Err(SendError::Read(e)) => {
-                    read_failed = Some(e);
-                    Ok(())
-                }
-                Err(SendError::Write(e)) => Err(e),
-            }
+            SendError::after_the_end(copied)
         });
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
-        self.artifact_sent(id, sent, read_failed)
+        self.artifact_sent(id, sent)
     }
 
     fn send_artifact_sized(

@@ -28,6 +28,18 @@ pub(super) enum SendError {
     Write(io::Error),
 }
 
+impl SendError {
+    /// What a send that ended (its terminator written) leaves to tell: the failure to read
+    /// the backup's bytes (`Ok(Some)`), none, or the write that broke the stream (`Err`).
+    pub(super) fn after_the_end(copied: Result<u64, SendError>) -> io::Result<Option<io::Error>> {
+        match copied {
+            Ok(_) => Ok(None),
+            Err(SendError::Read(e)) => Ok(Some(e)),
+            Err(SendError::Write(e)) => Err(e),
+        }
+    }
+}
+
 /// Sends the first `len` bytes of `file` to `pipe` as data chunks (not the terminator), shown
 /// on `bar`; returns the bytes sent.
 pub(super) fn send_file(
