@@ -935,3 +935,169 @@ fn of_two_corrupted_tars_the_restore_names_the_first_the_metadata_lists() {
     );
     assert!(fleet.calls().is_empty(), "{:?}", fleet.calls());
 }
+
+/// A backup changed on disk after the restore checked it (here by blob's metadata script,
+/// which runs after the check) is refused by the agent as it unpacks, against the digests the
+/// check took: the driver reads the tar again and names it corrupted, and no lock or restore
+/// script runs anywhere.
+#[test]
+fn a_tar_changed_after_the_check_is_refused_by_the_vm_and_named_corrupted() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.local_inventory();
+    fleet.backup(&inventory, &[]).assert_success();
+    let artifact = fleet.artifact_dir();
+    let tar = artifact.join("blob-0-blob.tar");
+    let bytes = fs::read(&tar).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w.iter().all(|&b| b == 7))
+        .unwrap()
+        + 500;
+    // The same length, one byte of objects/aa/bb changed: only a digest tells.
+    fleet.vm("blob", 0).job("blob").script(
+        "metadata",
+        &format!(
+            "printf '\\010' | dd of='{}' bs=1 seek={at} conv=notrunc 2>/dev/null\necho '{{}}'",
+            tar.display()
+        ),
+    );
+    fs::write(fleet.log_path(), "").unwrap();
+    let run = fleet.driver(
+        &inventory,
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    run.assert_code(1)
+        .assert_stdout_contains("every checksum matches")
+        .assert_stderr_contains("the backup is corrupted")
+        .assert_stderr_contains("./objects/aa/bb")
+        .assert_stderr_contains("nothing was restored");
+    assert_eq!(
+        fs::read(&tar).unwrap()[at],
+        8,
+        "the script changed the tar\n{}",
+        run.explain()
+    );
+    let said = run.explain();
+    assert!(
+        said.contains("corrupted"),
+        "named as a corrupted backup:\n{said}"
+    );
+    assert!(
+        fleet.calls().is_empty(),
+        "no lock or restore script may run: {:?}\n{said}",
+        fleet.calls()
+    );
+    let data = fleet.vm("blob", 0).data_dir("blob").join("objects/aa/bb");
+    assert_eq!(fs::read(&data).unwrap(), vec![7u8; 100_000], "{said}");
+    for m in &fleet.members {
+        assert!(
+            !m.vm.store().exists(),
+            "{}/{}: store removed\n{said}",
+            m.group,
+            m.index
+        );
+    }
+}
+
+/// An agent that takes BLAKE3 (its hello says so) is asked for the BLAKE3 of the files it
+/// sends, and given the BLAKE3 the restore's check took; an agent that does not (an older one,
+/// whose hello lists no `digests`) gets SHA-256 both ways. Either way the metadata holds the
+/// SHA-256 of the stored files, and the same bytes come back.
+#[test]
+fn blake3_digests_go_only_to_an_agent_whose_hello_lists_them() {
+    use sha2::Digest;
+    let fleet = three_vm_fleet();
+    let requests =
+        |m: &common::fleet::Member| fleet.dir.path().join(format!("{}.requests", m.group));
+    let sevens = hex(&sha2::Sha256::digest(vec![7u8; 100_000]));
+    for older in [false, true] {
+        // What the driver sends is recorded; an older agent's hello is given by removing the
+        // field from the real one.
+        let hide = match older {
+            true => r#"sed -u 's/,"digests":\["blake3"\]//'"#,
+            false => "cat",
+        };
+        let inventory = fleet.inventory_with(|m| {
+            format!(
+                "tee -a {} | {} --root {} serve | {hide}",
+                requests(m).display(),
+                common::AGENT,
+                m.vm.root().display()
+            )
+        });
+        let artifacts = fleet.dir.path().join(format!("older-{older}"));
+        fs::create_dir_all(&artifacts).unwrap();
+        let args = ["backup", "--artifact-path", artifacts.to_str().unwrap()];
+        fleet.driver(&inventory, &args).assert_success();
+        let artifact = common::only_artifact_dir(&artifacts);
+        let metadata = fs::read_to_string(artifact.join("metadata")).unwrap();
+        assert!(
+            metadata.contains(&format!("./objects/aa/bb: {sevens}")),
+            "older agent: {older}: the metadata holds SHA-256:\n{metadata}"
+        );
+        let data = fleet.vm("blob", 0).data_dir("blob").join("objects/aa/bb");
+        fs::write(&data, b"changed since the backup").unwrap();
+        let run = fleet.driver(
+            &inventory,
+            &["restore", "--artifact-path", artifact.to_str().unwrap()],
+        );
+        run.assert_success();
+        let blob = fleet.members.iter().find(|m| m.group == "blob").unwrap();
+        let sent = fs::read(requests(blob)).unwrap();
+        fs::remove_file(requests(blob)).unwrap();
+        let sent = String::from_utf8_lossy(&sent);
+        for op in ["send_artifact", "receive_artifact"] {
+            let request = sent
+                .lines()
+                .find(|l| l.contains(&format!("\"op\":\"{op}\"")))
+                .unwrap_or_else(|| panic!("a {op} request\n{}", run.explain()));
+            assert_eq!(
+                request.contains("\"digest\":\"blake3\""),
+                !older,
+                "older agent: {older}: {request}\n{}",
+                run.explain()
+            );
+        }
+        assert_eq!(
+            fs::read(&data).unwrap(),
+            vec![7u8; 100_000],
+            "{}",
+            run.explain()
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The BLAKE3 an agent gives for the files it sends must be those of the bytes that arrive:
+/// one altered on the way (here in its answer) fails that job's backup, naming the file, and
+/// leaves no tar under its name.
+#[test]
+fn a_wrong_blake3_from_the_vm_fails_the_backup_and_keeps_no_tar() {
+    let fleet = three_vm_fleet();
+    let inventory = fleet.inventory_with(|m| {
+        let alter = match m.group.as_str() {
+            "blob" => r#"sed -u 's/\("\.\/objects\/aa\/bb":"\)[0-9a-f]\{4\}/\10000/'"#,
+            _ => "cat",
+        };
+        format!(
+            "{} --root {} serve | {alter}",
+            common::AGENT,
+            m.vm.root().display()
+        )
+    });
+    let run = fleet.backup(&inventory, &[]);
+    run.assert_code(1)
+        .assert_stderr_contains("blob/0 blob")
+        .assert_stderr_contains("checksums do not match")
+        .assert_stderr_contains("./objects/aa/bb");
+    let artifact = fleet.artifact_dir();
+    assert!(
+        !artifact.join("blob-0-blob.tar").exists(),
+        "no tar under its name\n{}",
+        run.explain()
+    );
+    assert!(artifact.join("db-0-db.tar").exists(), "{}", run.explain());
+}

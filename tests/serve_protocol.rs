@@ -805,3 +805,141 @@ fn script_ended_goes_only_to_a_driver_that_asked_for_it() {
         assert_eq!(session.hang_up(), Some(0));
     }
 }
+
+/// Sends a `receive_artifact` request and `data` as chunks; returns the messages up to its
+/// answer.
+fn receive_artifact(session: &mut Session, request: Value, data: &[u8]) -> Vec<Value> {
+    let stdin = session.stdin.as_mut().unwrap();
+    writeln!(stdin, "{request}").unwrap();
+    for chunk in data.chunks(1000) {
+        stdin
+            .write_all(&(chunk.len() as u32).to_be_bytes())
+            .unwrap();
+        stdin.write_all(chunk).unwrap();
+    }
+    stdin.write_all(&0u32.to_be_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            session.stdout.read_line(&mut line).unwrap() > 0,
+            "serve ended: {messages:#?}"
+        );
+        let m: Value = serde_json::from_str(&line).unwrap();
+        let done = m["type"] == "ok" || m["type"] == "error";
+        messages.push(m);
+        if done {
+            return messages;
+        }
+    }
+}
+
+/// The agent's hello says it takes BLAKE3: asked, it gives the BLAKE3 of the files it sends,
+/// and an artifact received with `digest: blake3` is checked against those digests: the right
+/// ones put it in the store, SHA-256 values given as BLAKE3 (or a changed file) are refused and
+/// leave nothing. Without the field the checksums are SHA-256, as older drivers send them.
+#[test]
+fn an_agent_gives_and_checks_blake3_digests_when_asked() {
+    let vm = Vm::new();
+    vm.job("j")
+        .script(
+            "backup",
+            "printf 'hello' > \"$BBR_ARTIFACT_DIRECTORY/greeting\"",
+        )
+        .script("restore", "true");
+    let mut session = Session::start(&vm);
+    let answer = session.call(&hello(1));
+    assert_eq!(
+        answer[0]["result"]["digests"],
+        json!(["blake3"]),
+        "{answer:#?}"
+    );
+    all_ok(
+        &mut session,
+        &[
+            line(json!({"id": 2, "op": "describe"})),
+            line(json!({"id": 3, "op": "create_store"})),
+            line(
+                json!({"id": 4, "op": "run_scripts", "script": "backup", "jobs": ["j"], "parallel": true, "after_backup_successful": null}),
+            ),
+        ],
+    );
+    let (_, tar, sent) = send_artifact(
+        &mut session,
+        json!({"id": 5, "op": "send_artifact", "job": "j"}),
+    );
+    let sha256 = sent["result"]["checksums"].clone();
+    let blake3 = json!({"./greeting": blake3::hash(b"hello").to_hex().to_string()});
+    assert_ne!(blake3, sha256);
+    // Asked for BLAKE3, the agent sends the same tar with its files' BLAKE3.
+    let (_, same, sent) = send_artifact(
+        &mut session,
+        json!({"id": 6, "op": "send_artifact", "job": "j", "digest": "blake3"}),
+    );
+    assert_eq!(same, tar);
+    assert_eq!(sent["result"]["checksums"], blake3, "{sent:#}");
+    all_ok(
+        &mut session,
+        &[line(json!({"id": 7, "op": "remove_store"}))],
+    );
+    let greeting = vm.store().join("j").join("greeting");
+    let mut id = 8;
+    let mut receive = |session: &mut Session, fields: Value, data: &[u8]| {
+        id += 1;
+        all_ok(session, &[line(json!({"id": id, "op": "create_store"}))]);
+        id += 1;
+        let mut request = json!({"id": id, "op": "receive_artifact", "job": "j"});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let answer = receive_artifact(session, request, data);
+        let received = std::fs::read(&greeting).ok();
+        id += 1;
+        all_ok(session, &[line(json!({"id": id, "op": "remove_store"}))]);
+        (answer.last().unwrap().clone(), received)
+    };
+    let (answer, received) = receive(
+        &mut session,
+        json!({"checksums": blake3, "digest": "blake3"}),
+        &tar,
+    );
+    assert_eq!(answer["type"], "ok", "{answer:#}");
+    assert_eq!(received.as_deref(), Some(&b"hello"[..]));
+    let (answer, received) = receive(
+        &mut session,
+        json!({"checksums": sha256, "digest": "blake3"}),
+        &tar,
+    );
+    assert_eq!(
+        answer["type"], "error",
+        "SHA-256 values are not BLAKE3: {answer:#}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wrong checksums"),
+        "{answer:#}"
+    );
+    assert_eq!(received, None, "nothing refused reaches the store");
+    // The same length, one byte changed: its BLAKE3 differs.
+    let at = tar.windows(5).position(|w| w == b"hello").unwrap();
+    let mut changed = tar.clone();
+    changed[at] = b'j';
+    let (answer, received) = receive(
+        &mut session,
+        json!({"checksums": blake3, "digest": "blake3"}),
+        &changed,
+    );
+    assert_eq!(answer["type"], "error", "{answer:#}");
+    assert_eq!(received, None);
+    let (answer, received) = receive(&mut session, json!({"checksums": sha256}), &tar);
+    assert_eq!(
+        answer["type"], "ok",
+        "without `digest`, SHA-256: {answer:#}"
+    );
+    assert_eq!(received.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(session.hang_up(), Some(0));
+}

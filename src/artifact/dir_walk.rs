@@ -420,7 +420,12 @@ mod tests {
         fs::write(root.join(&deep).join("f".repeat(120)), vec![1u8; 70_000]).unwrap();
         std::os::unix::fs::symlink("f".repeat(150), root.join("link")).unwrap();
         let mut tar = Vec::new();
-        super::super::tar_writer::write_tar(root, &mut tar).unwrap();
+        super::super::tar_writer::write_tar_as(
+            root,
+            &mut tar,
+            super::super::digest::DigestKind::Sha256,
+        )
+        .unwrap();
         assert_eq!(tar_len(root).unwrap(), tar.len() as u64);
     }
 

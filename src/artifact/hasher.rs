@@ -1,14 +1,14 @@
-//! SHA-256 of a stream of files on a thread of its own, beside the thread that moves the data:
-//! the agent's tar writer (backup) and its unpacking (restore) hand it each buffer once the
-//! data is written, and name each file when it ends.
+//! The digest of every file of a stream, on a thread of its own beside the thread that moves
+//! the data: the agent's tar writer (backup) and its unpacking (restore) hand it each buffer
+//! once the data is written, and name each file when it ends. When the OS gives no thread, the
+//! files are hashed on the calling thread instead, as they come.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread;
 
-use sha2::{Digest, Sha256};
-
-use super::checksums::{Checksums, hex};
+use super::checksums::Checksums;
+use super::digest::{DigestKind, FileDigest};
 
 /// Bytes read at a time, at most.
 const CHUNK: usize = 1 << 20;
@@ -28,52 +28,75 @@ enum ToHasher {
     End(String),
 }
 
-/// SHA-256 on a thread of its own, started with the first file (an artifact with no files
+/// The digests on a thread of its own, started with the first file (an artifact with no files
 /// costs no thread). Buffers go to it and come back for reuse, so there is no allocation (and
 /// no page-faulting of fresh memory) per chunk.
 pub struct Hasher {
-    running: OnceCell<RunningHasher>,
+    kind: DigestKind,
+    running: OnceCell<Running>,
     /// Bytes of buffers in existence (given out, in the channel, or given back).
     allocated: Cell<usize>,
 }
 
-struct RunningHasher {
+enum Running {
+    Thread(HashingThread),
+    /// The OS gave no thread: each buffer is hashed as it is handed over, and kept for the
+    /// next chunk.
+    Inline {
+        digest: RefCell<FileDigest>,
+        sums: RefCell<Checksums>,
+        spare: RefCell<Option<Vec<u8>>>,
+    },
+}
+
+struct HashingThread {
     to: SyncSender<ToHasher>,
     free: Receiver<Vec<u8>>,
     thread: thread::JoinHandle<Checksums>,
 }
 
 impl Hasher {
-    pub fn new() -> Hasher {
+    /// Digests of `kind`: SHA-256 for a backup's checksums, or what a restore was asked to check.
+    pub fn new(kind: DigestKind) -> Hasher {
         Hasher {
+            kind,
             running: OnceCell::new(),
             allocated: Cell::new(0),
         }
     }
 
-    fn running(&self) -> &RunningHasher {
+    fn running(&self) -> &Running {
         self.running.get_or_init(|| {
+            let kind = self.kind;
             // Memory is bounded by the buffers' budget; this only keeps the ends of many small
             // files from filling the channel before their data does.
             let (to, work) = sync_channel::<ToHasher>(2 * BUDGET / MIN_CHUNK);
             let (give_back, free) = channel::<Vec<u8>>();
-            let thread = thread::spawn(move || {
+            let started = thread::Builder::new().spawn(move || {
                 let mut sums = Checksums::new();
-                let mut sha = Sha256::new();
+                let mut digest = FileDigest::new(kind);
                 for message in work {
                     match message {
                         ToHasher::Data(buf, n) => {
-                            sha.update(&buf[..n]);
+                            digest.update(&buf[..n]);
                             let _ = give_back.send(buf);
                         }
                         ToHasher::End(name) => {
-                            sums.insert(name, hex(&std::mem::take(&mut sha).finalize()));
+                            let done = std::mem::replace(&mut digest, FileDigest::new(kind));
+                            sums.insert(name, done.finish());
                         }
                     }
                 }
                 sums
             });
-            RunningHasher { to, free, thread }
+            match started {
+                Ok(thread) => Running::Thread(HashingThread { to, free, thread }),
+                Err(_) => Running::Inline {
+                    digest: RefCell::new(FileDigest::new(kind)),
+                    sums: RefCell::new(Checksums::new()),
+                    spare: RefCell::new(None),
+                },
+            }
         })
     }
 
@@ -85,7 +108,15 @@ impl Hasher {
     /// for the hasher to give one back.
     pub fn buffer(&self, left: u64) -> Vec<u8> {
         let want = (left as usize).clamp(MIN_CHUNK, CHUNK);
-        let free = &self.running().free;
+        let free = match self.running() {
+            Running::Thread(t) => &t.free,
+            Running::Inline { spare, .. } => {
+                return match spare.take() {
+                    Some(buf) if buf.len() >= want => buf,
+                    _ => vec![0u8; want],
+                };
+            }
+        };
         loop {
             let back = match free.try_recv() {
                 Ok(buf) => Some(buf),
@@ -106,39 +137,59 @@ impl Hasher {
     }
 
     pub fn data(&self, buf: Vec<u8>, n: usize) {
-        let _ = self.running().to.send(ToHasher::Data(buf, n));
+        match self.running() {
+            Running::Thread(t) => {
+                let _ = t.to.send(ToHasher::Data(buf, n));
+            }
+            Running::Inline { digest, spare, .. } => {
+                digest.borrow_mut().update(&buf[..n]);
+                *spare.borrow_mut() = Some(buf);
+            }
+        }
     }
 
     pub fn end_file(&self, name: String) {
-        let _ = self.running().to.send(ToHasher::End(name));
+        match self.running() {
+            Running::Thread(t) => {
+                let _ = t.to.send(ToHasher::End(name));
+            }
+            Running::Inline { digest, sums, .. } => {
+                let done = digest.replace(FileDigest::new(self.kind));
+                sums.borrow_mut().insert(name, done.finish());
+            }
+        }
     }
 
     /// Every file's digest, once all were hashed.
     pub fn finish(self) -> Checksums {
-        let Some(running) = self.running.into_inner() else {
-            return Checksums::new();
-        };
-        drop(running.to);
-        running
-            .thread
-            .join()
-            .expect("the hashing thread does not panic")
+        match self.running.into_inner() {
+            None => Checksums::new(),
+            Some(Running::Inline { sums, .. }) => sums.into_inner(),
+            Some(Running::Thread(running)) => {
+                drop(running.to);
+                running
+                    .thread
+                    .join()
+                    .expect("the hashing thread does not panic")
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::checksums::hex;
+    use sha2::{Digest, Sha256};
 
-    #[test]
-    fn digests_every_file_and_keeps_its_buffers_within_the_budget() {
-        let hasher = Hasher::new();
-        let mut expected = Checksums::new();
-        // Small files, then big ones, then small again: buffers are reused, grown and let go.
+    /// Feeds `hasher` small files, then big ones, then small again (buffers are reused, grown
+    /// and let go), checking its buffers stay within the budget; returns each file's bytes.
+    fn feed(hasher: &Hasher) -> Vec<(String, Vec<u8>)> {
         let sizes = (0..200)
             .map(|i| 1_000 + i * 300)
             .chain((0..6).map(|i| 3 * CHUNK + i * 7))
             .chain((0..50).map(|i| 70_000 + i));
+        let mut files = Vec::new();
         for (i, size) in sizes.enumerate() {
             let data: Vec<u8> = (0..size).map(|b| (b * 31 + i) as u8).collect();
             let mut left = &data[..];
@@ -152,8 +203,46 @@ mod tests {
             }
             let name = format!("./f{i}");
             hasher.end_file(name.clone());
-            expected.insert(name, hex(&Sha256::digest(&data)));
+            files.push((name, data));
         }
+        files
+    }
+
+    #[test]
+    fn digests_every_file_and_keeps_its_buffers_within_the_budget() {
+        let hasher = Hasher::new(DigestKind::Sha256);
+        let files = feed(&hasher);
+        assert!(matches!(hasher.running.get(), Some(Running::Thread(_))));
+        let expected: Checksums = files
+            .into_iter()
+            .map(|(name, data)| (name, hex(&Sha256::digest(&data))))
+            .collect();
         assert_eq!(hasher.finish(), expected);
+    }
+
+    #[test]
+    fn without_a_thread_the_calling_thread_gives_the_same_digests_of_either_kind() {
+        for kind in [DigestKind::Sha256, DigestKind::Blake3] {
+            let inline = Hasher::new(kind);
+            // As `running` sets it up when the OS refuses the thread.
+            let _ = inline.running.set(Running::Inline {
+                digest: RefCell::new(FileDigest::new(kind)),
+                sums: RefCell::new(Checksums::new()),
+                spare: RefCell::new(None),
+            });
+            let files = feed(&inline);
+            let threaded = Hasher::new(kind);
+            assert_eq!(feed(&threaded).len(), files.len());
+            let expected: Checksums = files
+                .into_iter()
+                .map(|(name, data)| {
+                    let mut digest = FileDigest::new(kind);
+                    digest.update(&data);
+                    (name, digest.finish())
+                })
+                .collect();
+            assert_eq!(inline.finish(), expected, "{}", kind.name());
+            assert_eq!(threaded.finish(), expected, "{}", kind.name());
+        }
     }
 }

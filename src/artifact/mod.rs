@@ -5,6 +5,7 @@ pub mod backup_dir;
 pub(crate) mod base64;
 pub mod checksums;
 pub mod codec;
+pub mod digest;
 pub mod dir_walk;
 mod entry_path;
 mod gnu_header;

@@ -14,10 +14,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use sha2::{Digest, Sha256};
-
-use super::checksums::{Checksums, hex};
-use super::tar_reader::TarReadError;
+use super::checksums::Checksums;
+use super::digest::{DigestKind, FileDigest};
+use super::tar_reader::{Checked, TarReadError};
 
 /// Files for a thread beside: each one's key, its data's offset in the file, its length.
 pub(super) type Batch = Vec<(String, u64, u64)>;
@@ -53,16 +52,21 @@ fn threads() -> usize {
 
 /// Runs `read` (the reading thread's part), giving it where to send the files to hash, or
 /// `None` when the file is small or the OS gives no thread (it then hashes them itself);
-/// returns what it returned and the checksums of the files hashed beside. `progress` is told
-/// the bytes read beside.
+/// returns what it returned and the checksums of the files hashed beside (with `blake3`,
+/// their BLAKE3 too). `progress` is told the bytes read beside.
 pub(super) fn beside<T>(
     file: &File,
     len: u64,
+    blake3: bool,
     progress: &(dyn Fn(u64) + Sync),
     read: impl FnOnce(Option<Ranges>) -> Result<T, TarReadError>,
-) -> Result<(T, Checksums), TarReadError> {
+) -> Result<(T, Checked), TarReadError> {
+    let none = || Checked {
+        sha256: Checksums::new(),
+        blake3: blake3.then(Checksums::new),
+    };
     if len < WORTH_THREADS {
-        return read(None).map(|done| (done, Checksums::new()));
+        return read(None).map(|done| (done, none()));
     }
     let (to, work) = sync_channel(QUEUED_AT_MOST);
     let work = Mutex::new(work);
@@ -76,7 +80,7 @@ pub(super) fn beside<T>(
                 std::thread::Builder::new()
                     .name("tar check".into())
                     .spawn_scoped(scope, || {
-                        let hashed = hash_ranges(file, &work, &failed, progress);
+                        let hashed = hash_ranges(file, blake3, &work, &failed, progress);
                         if hashed.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -93,18 +97,21 @@ pub(super) fn beside<T>(
             })
             .collect();
         if started.is_empty() {
-            return read(None).map(|done| (done, Checksums::new()));
+            return read(None).map(|done| (done, none()));
         }
         // `read` drops its sender when it returns, which ends the threads' work.
         let done = read(Some(to));
-        let mut sums = Ok(Checksums::new());
+        let mut sums = Ok(none());
         for thread in started {
             let hashed = thread
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             sums = match (sums, hashed) {
                 (Ok(mut all), Ok(some)) => {
-                    all.extend(some);
+                    all.sha256.extend(some.sha256);
+                    if let (Some(all), Some(some)) = (all.blake3.as_mut(), some.blake3) {
+                        all.extend(some);
+                    }
                     Ok(all)
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
@@ -123,12 +130,16 @@ pub(super) fn beside<T>(
 /// Hashes the batches of `work` until it ends, or until this or another thread failed.
 fn hash_ranges(
     file: &File,
+    blake3: bool,
     work: &Mutex<Receiver<Batch>>,
     failed: &AtomicBool,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Checksums, TarReadError> {
+) -> Result<Checked, TarReadError> {
     let mut buf = vec![0u8; CHUNK];
-    let mut sums = Checksums::new();
+    let mut sums = Checked {
+        sha256: Checksums::new(),
+        blake3: blake3.then(Checksums::new),
+    };
     loop {
         // One batch at a time, so that the other threads take the next ones meanwhile.
         let batch = match work.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -136,7 +147,8 @@ fn hash_ranges(
             Err(_) => return Ok(sums),
         };
         for (key, mut at, len) in batch {
-            let mut sha = Sha256::new();
+            let mut sha = FileDigest::new(DigestKind::Sha256);
+            let mut b3 = blake3.then(|| FileDigest::new(DigestKind::Blake3));
             let mut left = len;
             while left > 0 {
                 if crate::interrupt::is_interrupted() {
@@ -154,11 +166,17 @@ fn hash_ranges(
                     Err(e) => return Err(TarReadError::Read(e)),
                 };
                 sha.update(&buf[..n]);
+                if let Some(b3) = b3.as_mut() {
+                    b3.update(&buf[..n]);
+                }
                 at += n as u64;
                 left -= n as u64;
                 progress(n as u64);
             }
-            sums.insert(key, hex(&sha.finalize()));
+            if let (Some(all), Some(b3)) = (sums.blake3.as_mut(), b3) {
+                all.insert(key.clone(), b3.finish());
+            }
+            sums.sha256.insert(key, sha.finish());
         }
     }
 }

@@ -15,7 +15,7 @@ use super::checksums::{Mismatch, compare};
 use super::codec::{self, CHECKSUMS_OBJECT, Identities, Layers, sealed};
 use super::metadata_keys;
 use super::plain_name::{self, NAME_MAX, NotPlain};
-use super::tar_reader::{self, read_tar};
+use super::tar_reader::{self, check_tar};
 use crate::console::Console;
 use crate::contract::METADATA_FILE;
 use crate::interrupt::Interruptible;
@@ -646,28 +646,49 @@ impl<'s> StoredBackup<'s> {
     /// [`CHECKS_AT_ONCE`]): a deployment's tars are independent, and a restore waits for all
     /// of them. What is wrong is said as a check one tar after another would say it: of the
     /// tars the metadata lists first.
+    ///
+    /// Returns the BLAKE3 of every file of every tar, by the tar's key, taken in the same read:
+    /// what an agent that takes them checks the files it unpacks against.
     pub fn validate(
         &self,
         metadata: &BackupMetadata,
         console: &Console,
-    ) -> Result<(), StoredBackupError> {
+    ) -> Result<Blake3Sums, StoredBackupError> {
         self.check_names(metadata)?;
         let tars = self.tars(metadata);
         let mut tally = Tally::start();
         let at_once = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, CHECKS_AT_ONCE);
-        let checked = in_order_until_failed(&tars, at_once, |tar| self.check_tar(tar, console));
-        for (tar, bytes) in tars.iter().zip(checked) {
-            tally.add(tar, bytes?);
+        let checked = in_order_until_failed(&tars, at_once, |tar| {
+            self.check_tar_taking(tar, true, console)
+        });
+        let mut blake3 = Blake3Sums::new();
+        for (tar, checked) in tars.iter().zip(checked) {
+            let (bytes, sums) = checked?;
+            tally.add(tar, bytes);
+            if let Some(sums) = sums {
+                blake3.insert(tar.key.clone(), sums);
+            }
         }
         console.info(format!("Checked the backup: {}", tally.line()));
-        Ok(())
+        Ok(blake3)
     }
 
     /// Reads the tar `tar` whole (onto a progress bar) and checks it against its checksums;
     /// its size, or what is wrong with it: missing, unreachable, or corrupted.
     pub fn check_tar(&self, tar: &StoredTar, console: &Console) -> Result<u64, StoredBackupError> {
+        self.check_tar_taking(tar, false, console)
+            .map(|(size, _)| size)
+    }
+
+    /// [`Self::check_tar`], taking its files' BLAKE3 too when `blake3` says.
+    fn check_tar_taking(
+        &self,
+        tar: &StoredTar,
+        blake3: bool,
+        console: &Console,
+    ) -> Result<(u64, Option<Checksums>), StoredBackupError> {
         let size = match self.storage.size(&tar.key) {
             Ok(Some(size)) => size,
             Ok(None) => {
@@ -678,9 +699,9 @@ impl<'s> StoredBackup<'s> {
             Err(source) => return Err(StoredBackupError::Unreachable { source }),
         };
         let bar = progress::transfer_bar(console, format!("{} check", tar.label), Some(size));
-        match self.corruption(&tar.key, tar.checksums, bar) {
-            None => Ok(size),
-            Some(corruption) => Err(StoredBackupError::Corrupted {
+        match self.checked(&tar.key, tar.checksums, blake3, bar) {
+            Ok(sums) => Ok((size, sums)),
+            Err(corruption) => Err(StoredBackupError::Corrupted {
                 owner: Box::new(tar.owner.clone()),
                 corruption: Box::new(corruption),
             }),
@@ -695,6 +716,17 @@ impl<'s> StoredBackup<'s> {
         checksums: &Checksums,
         bar: Option<indicatif::ProgressBar>,
     ) -> Option<Corruption> {
+        self.checked(key, checksums, false, bar).err()
+    }
+
+    /// [`Self::corruption`] as a result: with `blake3`, the BLAKE3 of the files that matched.
+    fn checked(
+        &self,
+        key: &str,
+        checksums: &Checksums,
+        blake3: bool,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Result<Option<Checksums>, Corruption> {
         let shown = self.describe(key);
         // A plain tar in a directory is read by offset too, on two threads (`split_check`).
         if let Some(file) = self.plain_file(key) {
@@ -703,21 +735,16 @@ impl<'s> StoredBackup<'s> {
                     bar.inc(n);
                 }
             };
-            let found = tar_reader::check_tar_file(&file, &counted);
+            let found = tar_reader::check_tar_file(&file, blake3, &counted);
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
             return match found {
-                Err(e) => Some(Corruption::Unreadable {
+                Err(e) => Err(Corruption::Unreadable {
                     tar: shown,
                     error: e.to_string(),
                 }),
-                Ok(found) => {
-                    compare(checksums, &found).map(|mismatch| Corruption::ChecksumMismatch {
-                        tar: shown,
-                        mismatch,
-                    })
-                }
+                Ok(found) => matched(checksums, found, shown),
             };
         }
         let found = match self.storage.open(key) {
@@ -738,7 +765,7 @@ impl<'s> StoredBackup<'s> {
                 )
                 .map_err(|e| e.to_string())
                 .and_then(|mut input| {
-                    let sums = read_tar(&mut input, None).map_err(|e| e.to_string())?;
+                    let sums = check_tar(&mut input, blake3).map_err(|e| e.to_string())?;
                     // Read to its end: every encrypted chunk is checked, the last one too,
                     // even where the tar's end needs no more of it.
                     io::copy(&mut input, &mut io::sink())
@@ -752,12 +779,27 @@ impl<'s> StoredBackup<'s> {
             }
         };
         match found {
-            Err(error) => Some(Corruption::Unreadable { tar: shown, error }),
-            Ok(found) => compare(checksums, &found).map(|mismatch| Corruption::ChecksumMismatch {
-                tar: shown,
-                mismatch,
-            }),
+            Err(error) => Err(Corruption::Unreadable { tar: shown, error }),
+            Ok(found) => matched(checksums, found, shown),
         }
+    }
+}
+
+/// The BLAKE3 of every file of a checked backup, by its tar's key.
+pub type Blake3Sums = std::collections::BTreeMap<String, Checksums>;
+
+/// The check of the tar `shown`: `found` against the backup's `checksums`.
+fn matched(
+    checksums: &Checksums,
+    found: tar_reader::Checked,
+    shown: String,
+) -> Result<Option<Checksums>, Corruption> {
+    match compare(checksums, &found.sha256) {
+        None => Ok(found.blake3),
+        Some(mismatch) => Err(Corruption::ChecksumMismatch {
+            tar: shown,
+            mismatch,
+        }),
     }
 }
 
@@ -876,7 +918,7 @@ mod tests {
         let mut tar = builder.into_inner().unwrap();
         // To a whole 10240-byte record, as GNU tar (and ours) pads it: past age's 64 KiB.
         tar.resize(7 * 10240, 0);
-        let sums = read_tar(&tar[..], None).unwrap();
+        let sums = tar_reader::read_tar(&tar[..], None).unwrap();
         let mut recipients = codec::Recipients::default();
         recipients.add(&public).unwrap();
         let mut sealed = recipients.encryptor(Vec::new()).unwrap();

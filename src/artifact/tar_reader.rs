@@ -14,10 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::checksums::{Checksums, hex, shown, shown_key};
+use super::checksums::{Checksums, shown, shown_key};
+use super::digest::{DigestKind, FileDigest};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolve_inside};
 use super::hasher::Hasher;
 use super::tar_header::{
@@ -35,24 +35,54 @@ pub enum TarReadError {
     Write { path: PathBuf, source: io::Error },
 }
 
-/// Reads the tar in `input`; with `extract_to`, writes it below that (existing) directory.
-/// Returns the manifest of its regular files.
-pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums, TarReadError> {
-    let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().map_err(TarReadError::Read)?;
-    Reader::new(extract_to, None).read(entries)?.finish()
+/// The manifests a check of a tar gives: the SHA-256 of every regular file, and, when asked
+/// for, the BLAKE3 of the same bytes, taken in the same read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    pub sha256: Checksums,
+    pub blake3: Option<Checksums>,
 }
 
-/// Checks the tar file `file` as [`read_tar`] does without extracting: this thread parses and
-/// judges every header and seeks past the data, which threads beside hash, each file read
-/// there by its offset (`split_check`): one file's SHA-256 is one chain, but two files' are
-/// two. `read` is told the bytes read, as they are.
+/// Reads the tar in `input`; with `extract_to`, writes it below that (existing) directory.
+/// Returns the manifest of its regular files.
+#[cfg(test)]
+pub fn read_tar(input: impl Read, extract_to: Option<&Path>) -> Result<Checksums, TarReadError> {
+    read_tar_as(input, extract_to, DigestKind::Sha256)
+}
+
+/// As [`read_tar`], the manifest holding digests of `kind`.
+pub fn read_tar_as(
+    input: impl Read,
+    extract_to: Option<&Path>,
+    kind: DigestKind,
+) -> Result<Checksums, TarReadError> {
+    let mut archive = tar::Archive::new(input);
+    let entries = archive.entries().map_err(TarReadError::Read)?;
+    let reader = Reader::new(extract_to, None, kind, false).read(entries)?;
+    Ok(reader.finish()?.sha256)
+}
+
+/// Checks the tar in `input` without extracting it; with `blake3`, takes every file's BLAKE3
+/// too, in the same read.
+pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError> {
+    let mut archive = tar::Archive::new(input);
+    let entries = archive.entries().map_err(TarReadError::Read)?;
+    Reader::new(None, None, DigestKind::Sha256, blake3)
+        .read(entries)?
+        .finish()
+}
+
+/// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every
+/// header and seeks past the data, which threads beside hash, each file read there by its
+/// offset (`split_check`): one file's SHA-256 is one chain, but two files' are two. `read` is
+/// told the bytes read, as they are.
 pub fn check_tar_file(
     file: &fs::File,
+    blake3: bool,
     read: &(dyn Fn(u64) + Sync),
-) -> Result<Checksums, TarReadError> {
+) -> Result<Checked, TarReadError> {
     let len = file.metadata().map_err(TarReadError::Read)?.len();
-    super::split_check::beside(file, len, read, |side| {
+    super::split_check::beside(file, len, blake3, read, |side| {
         let mut archive = tar::Archive::new(Counting {
             inner: io::BufReader::with_capacity(1 << 20, file),
             read,
@@ -66,11 +96,14 @@ pub fn check_tar_file(
             batch: Vec::new(),
             batched: 0,
         });
-        Reader::new(None, side).read(entries)
+        Reader::new(None, side, DigestKind::Sha256, blake3).read(entries)
     })
-    .and_then(|(reader, sums)| {
+    .and_then(|(reader, beside)| {
         let mut reader = reader;
-        reader.checksums.extend(sums);
+        reader.checksums.extend(beside.sha256);
+        if let (Some(all), Some(some)) = (reader.blake3.as_mut(), beside.blake3) {
+            all.extend(some);
+        }
         reader.finish()
     })
 }
@@ -305,8 +338,12 @@ type Owner = Option<(u64, u64)>;
 
 struct Reader<'a> {
     dest: Option<&'a Path>,
+    /// What `checksums` holds.
+    kind: DigestKind,
     /// Digests known so far; with a hasher, it has the rest.
     checksums: Checksums,
+    /// A check asked for BLAKE3 too: every file's, so far.
+    blake3: Option<Checksums>,
     seen: BTreeSet<PathBuf>,
     /// Regular files (and hard links to them) so far, by relative path.
     files: BTreeSet<PathBuf>,
@@ -342,10 +379,17 @@ fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
 }
 
 impl<'a> Reader<'a> {
-    fn new(dest: Option<&'a Path>, side: Option<Side>) -> Reader<'a> {
+    fn new(
+        dest: Option<&'a Path>,
+        side: Option<Side>,
+        kind: DigestKind,
+        blake3: bool,
+    ) -> Reader<'a> {
         Reader {
             dest,
+            kind,
             checksums: Checksums::new(),
+            blake3: blake3.then(Checksums::new),
             seen: BTreeSet::new(),
             files: BTreeSet::new(),
             file_dirs: HashSet::new(),
@@ -355,7 +399,7 @@ impl<'a> Reader<'a> {
             dir_modes: Vec::new(),
             // Unpacking hashes on a thread of its own, beside the writing; a reader that only
             // checks (on a thread of its own already) hashes as it reads.
-            hasher: dest.map(|_| Hasher::new()),
+            hasher: dest.map(|_| Hasher::new(kind)),
             as_root: nix::unistd::geteuid().is_root(),
             umask: dest.and_then(|_| process_umask()),
             created_owner: dest.and_then(created_owner),
@@ -535,7 +579,11 @@ impl<'a> Reader<'a> {
             }
             None => None,
         };
-        let mut sha = Sha256::new();
+        let mut digest = FileDigest::new(self.kind);
+        let mut blake3 = self
+            .blake3
+            .is_some()
+            .then(|| FileDigest::new(DigestKind::Blake3));
         let mut left = entry.size();
         while left > 0 {
             let mut buf = match &self.hasher {
@@ -563,7 +611,10 @@ impl<'a> Reader<'a> {
             match &self.hasher {
                 Some(hasher) => hasher.data(buf, n),
                 None => {
-                    sha.update(&buf[..n]);
+                    digest.update(&buf[..n]);
+                    if let Some(b3) = blake3.as_mut() {
+                        b3.update(&buf[..n]);
+                    }
                     self.buf = buf;
                 }
             }
@@ -592,20 +643,24 @@ impl<'a> Reader<'a> {
         match &self.hasher {
             Some(hasher) => hasher.end_file(path.key.clone()),
             None => {
-                self.checksums
-                    .insert(path.key.clone(), hex(&sha.finalize()));
+                self.checksums.insert(path.key.clone(), digest.finish());
+                if let (Some(sums), Some(b3)) = (self.blake3.as_mut(), blake3) {
+                    sums.insert(path.key.clone(), b3.finish());
+                }
             }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Checksums, TarReadError> {
+    fn finish(mut self) -> Result<Checked, TarReadError> {
         if let Some(hasher) = self.hasher.take() {
             self.checksums.extend(hasher.finish());
         }
-        for (link, target) in &self.hard_links {
-            if let Some(digest) = self.checksums.get(target).cloned() {
-                self.checksums.insert(link.clone(), digest);
+        for sums in std::iter::once(&mut self.checksums).chain(self.blake3.as_mut()) {
+            for (link, target) in &self.hard_links {
+                if let Some(digest) = sums.get(target).cloned() {
+                    sums.insert(link.clone(), digest);
+                }
             }
         }
         let links: BTreeMap<PathBuf, PathBuf> = self
@@ -640,7 +695,10 @@ impl<'a> Reader<'a> {
                 })?;
             }
         }
-        Ok(self.checksums)
+        Ok(Checked {
+            sha256: self.checksums,
+            blake3: self.blake3,
+        })
     }
 }
 
@@ -891,9 +949,10 @@ mod tests {
     }
 
     /// A file checked on two threads gives what one read gives: every file's digest (those in
-    /// its second half hashed beside, a hard link to one of them too), every byte counted; a
-    /// byte changed in the second half changes its file's digest; a tar cut inside a file of
-    /// the second half is an error, not a digest of what is there.
+    /// its second half hashed beside, a hard link to one of them too), SHA-256 and BLAKE3 from
+    /// the same read, every byte counted; a byte changed in the second half changes its file's
+    /// digests; a tar cut inside a file of the second half is an error, not a digest of what is
+    /// there.
     #[test]
     fn a_tar_file_checked_on_two_threads_gives_what_one_read_gives() {
         let big = |seed: u8, n: usize| (0..n).map(|i| (i as u8).wrapping_mul(seed)).collect();
@@ -905,15 +964,28 @@ mod tests {
         ];
         let bytes = tar_with(&files, "./linked");
         let one_read = read_tar(&bytes[..], None).unwrap();
-        let (_tmp, file) = file_of(&bytes);
+        let (tmp, file) = file_of(&bytes);
         let counted = std::sync::atomic::AtomicU64::new(0);
         let count = |n: u64| {
             counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
         };
-        let two = check_tar_file(&file, &count).unwrap();
-        assert_eq!(two, one_read);
-        assert_eq!(two.get("./linked"), one_read.get("./last"));
-        assert!(two.contains_key("./linked"));
+        let blake3 = read_tar_as(&bytes[..], None, DigestKind::Blake3).unwrap();
+        assert_ne!(blake3, one_read);
+        let both = Checked {
+            sha256: one_read.clone(),
+            blake3: Some(blake3.clone()),
+        };
+        assert_eq!(check_tar(&bytes[..], true).unwrap(), both);
+        let two = check_tar_file(&file, true, &count).unwrap();
+        assert_eq!(two, both);
+        assert_eq!(two.sha256.get("./linked"), one_read.get("./last"));
+        assert_eq!(blake3.get("./linked"), blake3.get("./last"));
+        assert!(two.sha256.contains_key("./linked"));
+        // A file is read from its start: opened again.
+        let again = fs::File::open(tmp.path()).unwrap();
+        let sha256_only = check_tar_file(&again, false, &|_| {}).unwrap();
+        assert_eq!(sha256_only.sha256, one_read);
+        assert_eq!(sha256_only.blake3, None);
         // Every file's bytes were counted, on one thread or the other.
         let data: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
         assert!(counted.into_inner() >= data);
@@ -923,9 +995,12 @@ mod tests {
         let at = changed.len() - 2 * 1024 - 512 - 10_000;
         changed[at] ^= 1;
         let (_tmp, file) = file_of(&changed);
-        let found = check_tar_file(&file, &|_| {}).unwrap();
-        assert_ne!(found.get("./last"), one_read.get("./last"));
-        assert_eq!(found.get("./first"), one_read.get("./first"));
+        let found = check_tar_file(&file, true, &|_| {}).unwrap();
+        let found_b3 = found.blake3.unwrap();
+        assert_ne!(found.sha256.get("./last"), one_read.get("./last"));
+        assert_ne!(found_b3.get("./last"), blake3.get("./last"));
+        assert_eq!(found.sha256.get("./first"), one_read.get("./first"));
+        assert_eq!(found_b3.get("./first"), blake3.get("./first"));
 
         // Cut inside the padding after the last file's data (no end blocks either): a read of
         // the stream fails on it, so must the check that seeks past it.
@@ -939,13 +1014,13 @@ mod tests {
         let cut = &cut[..last + 512 + 100_001];
         assert!(read_tar(cut, None).is_err());
         let (_tmp, file) = file_of(cut);
-        let found = check_tar_file(&file, &|_| {});
+        let found = check_tar_file(&file, true, &|_| {});
         assert!(found.is_err(), "{found:?}");
 
         // Cut inside the third file, which lies in the second half.
         let third = bytes.windows(7).position(|w| w == b"a/third").unwrap();
         let (_tmp, file) = file_of(&bytes[..third + 512 + 1000]);
-        let cut = check_tar_file(&file, &|_| {});
+        let cut = check_tar_file(&file, true, &|_| {});
         assert!(cut.is_err(), "{cut:?}");
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::FileStat;
 
 use super::checksums::{Checksums, key_of_name};
+use super::digest::DigestKind;
 use super::dir_walk::{self, Entry, Node};
 use super::gnu_header::{self, Fields, Kind, RootNames};
 use super::hasher::Hasher;
@@ -28,8 +29,13 @@ pub enum TarWriteError {
     Interrupted,
 }
 
-/// Streams `dir` as a tar into `out` and returns the manifest of its regular files.
-pub fn write_tar(dir: &Path, out: impl Write) -> Result<Checksums, TarWriteError> {
+/// Streams `dir` as a tar into `out` and returns the manifest of its regular files, of digests
+/// of `kind`.
+pub fn write_tar_as(
+    dir: &Path,
+    out: impl Write,
+    kind: DigestKind,
+) -> Result<Checksums, TarWriteError> {
     let names = OwnerNames::load();
     let mut tar = TarOut {
         out,
@@ -41,7 +47,7 @@ pub fn write_tar(dir: &Path, out: impl Write) -> Result<Checksums, TarWriteError
         },
         names: &names,
     };
-    let hasher = Hasher::new();
+    let hasher = Hasher::new(kind);
     dir_walk::walk(dir, &mut |entry| tar.entry(entry, &hasher))?;
     let mut checksums = Checksums::new();
     checksums.extend(hasher.finish());

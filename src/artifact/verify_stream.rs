@@ -1,5 +1,6 @@
 //! A writer that saves an artifact stream and, as it passes, reads it as a tar, so the
-//! receiving side learns every file's checksum without reading the data again.
+//! receiving side learns every file's checksum (SHA-256, and BLAKE3 when asked) without
+//! reading the data again.
 //!
 //! The caller's thread only gathers bytes into batches; one thread writes them to the file and
 //! a checker thread parses and hashes them, so reading the stream, writing it to disk and
@@ -10,9 +11,8 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use super::checksums::Checksums;
 use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
-use super::tar_reader::{TarReadError, read_tar};
+use super::tar_reader::{Checked, TarReadError, check_tar as read_checked};
 use crate::chunk_stream::{ChunkSource, ChunkStream};
 
 /// Bytes gathered before they are handed on.
@@ -30,18 +30,19 @@ impl AsRef<[u8]> for Batch {
     }
 }
 
-/// What checks the stream: reads it as a tar and returns its checksums.
-type Check = fn(&mut dyn Read) -> Result<Checksums, TarReadError>;
+/// What checks the stream: reads it as a tar and returns its checksums, with their BLAKE3
+/// too when the flag says.
+type Check = fn(&mut dyn Read, bool) -> Result<Checked, TarReadError>;
 
-fn check_tar(input: &mut dyn Read) -> Result<Checksums, TarReadError> {
-    read_tar(input, None)
+fn check_tar(input: &mut dyn Read, blake3: bool) -> Result<Checked, TarReadError> {
+    read_checked(input, blake3)
 }
 
 /// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
 /// cut short or damaged is an error, as a short tar is.
-fn check_zstd_tar(input: &mut dyn Read) -> Result<Checksums, TarReadError> {
+fn check_zstd_tar(input: &mut dyn Read, blake3: bool) -> Result<Checked, TarReadError> {
     let mut plain = super::codec::zstd::decompressor(input).map_err(TarReadError::Read)?;
-    let sums = read_tar(&mut plain, None)?;
+    let sums = read_checked(&mut plain, blake3)?;
     // The rest of the frame (zstd's end and checksum) is read too: a frame that does not end
     // well is refused even when the tar inside looked whole.
     io::copy(&mut plain, &mut io::sink()).map_err(TarReadError::Read)?;
@@ -52,6 +53,8 @@ pub struct VerifyingWriter<W> {
     batch: Vec<u8>,
     stage: Stage<W>,
     check: Check,
+    /// Whether the check takes every file's BLAKE3 too.
+    blake3: bool,
     /// Whether to stop waiting for the threads: the run was interrupted.
     stop: fn() -> bool,
 }
@@ -76,7 +79,7 @@ fn interrupted() -> io::Error {
 }
 
 impl<W: Write + Send + 'static> Threads<W> {
-    fn start(mut out: W, check: Check, stop: fn() -> bool) -> Self {
+    fn start(mut out: W, check: Check, blake3: bool, stop: fn() -> bool) -> Self {
         let (to_file, batches) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
         let file = handoff::spawn(stop, move || {
             let mut failed = None;
@@ -97,7 +100,7 @@ impl<W: Write + Send + 'static> Threads<W> {
         Threads {
             to_file: Some(to_file),
             file,
-            checker: Checker::start(check, stop),
+            checker: Checker::start(check, blake3, stop),
         }
     }
 
@@ -113,7 +116,7 @@ impl<W: Write + Send + 'static> Threads<W> {
         self.checker.send(batch)
     }
 
-    fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
+    fn finish(mut self) -> io::Result<(W, Result<Checked, TarReadError>)> {
         drop(self.to_file.take());
         let out = match self.file.wait() {
             Ok(result) => result?,
@@ -127,15 +130,15 @@ impl<W: Write + Send + 'static> Threads<W> {
 /// The thread that reads batches as a tar and hashes every file.
 struct Checker {
     to: Option<Sender<Batch>>,
-    thread: Outcome<Result<Checksums, TarReadError>>,
+    thread: Outcome<Result<Checked, TarReadError>>,
 }
 
 impl Checker {
-    fn start(check: Check, stop: fn() -> bool) -> Checker {
+    fn start(check: Check, blake3: bool, stop: fn() -> bool) -> Checker {
         let (to, rx) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
         let thread = handoff::spawn(stop, move || {
             let mut input = ChunkStream::from_source(Batches(rx));
-            let result = check(&mut input);
+            let result = check(&mut input, blake3);
             // Take in whatever follows the archive (padding) so the sender never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
             result
@@ -159,7 +162,7 @@ impl Checker {
     }
 
     /// The checksums, or why the stream is refused; an interruption is the outer error.
-    fn finish(mut self) -> io::Result<Result<Checksums, TarReadError>> {
+    fn finish(mut self) -> io::Result<Result<Checked, TarReadError>> {
         drop(self.to.take());
         match self.thread.wait() {
             Ok(result) => Ok(result),
@@ -187,8 +190,15 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
             batch: Vec::new(),
             stage: Stage::Gathering(out),
             check,
+            blake3: false,
             stop,
         }
+    }
+
+    /// The check takes every file's BLAKE3 too (before the first write).
+    pub fn taking_blake3(mut self, blake3: bool) -> Self {
+        self.blake3 = blake3;
+        self
     }
 
     /// Hands the full batch on, starting the threads with the first one.
@@ -200,7 +210,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         if let Stage::Gathering(_) = self.stage
             && let Stage::Gathering(out) = std::mem::replace(&mut self.stage, Stage::Switching)
         {
-            self.stage = Stage::Threads(Threads::start(out, self.check, self.stop));
+            self.stage = Stage::Threads(Threads::start(out, self.check, self.blake3, self.stop));
         }
         match &mut self.stage {
             Stage::Threads(threads) => threads.send(batch),
@@ -211,13 +221,13 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
     /// The output, flushed, with the checksums the stream carried. The output's own error
     /// (e.g. no space left) comes first; an interrupted run is a [`RunInterrupted`] error, at
     /// once, whatever the threads are doing.
-    pub fn finish(mut self) -> io::Result<(W, Result<Checksums, TarReadError>)> {
+    pub fn finish(mut self) -> io::Result<(W, Result<Checked, TarReadError>)> {
         match std::mem::replace(&mut self.stage, Stage::Switching) {
             Stage::Gathering(mut out) => {
                 out.write_all(&self.batch)?;
                 out.flush()?;
                 // Less than a batch: checked here, in time bounded by its size.
-                Ok((out, (self.check)(&mut &self.batch[..])))
+                Ok((out, (self.check)(&mut &self.batch[..], self.blake3)))
             }
             Stage::Threads(mut threads) => {
                 if !self.batch.is_empty() {
@@ -290,7 +300,7 @@ mod tests {
             }
             let (out, sums) = w.finish().unwrap();
             assert_eq!(out, bytes, "{size}");
-            assert_eq!(sums.unwrap()["./big"], sum, "{size}");
+            assert_eq!(sums.unwrap().sha256["./big"], sum, "{size}");
         }
         let mut w = VerifyingWriter::new(Full);
         w.write_all(&one_file_tar(10).0).unwrap();
@@ -301,15 +311,31 @@ mod tests {
     #[test]
     fn writes_everything_and_reports_the_streams_checksums() {
         let (bytes, sum) = one_file_tar(700_000);
-        let mut w = VerifyingWriter::new(Vec::new());
-        for piece in bytes.chunks(100_003) {
-            w.write_all(piece).unwrap();
+        let blake3 = blake3::hash(&vec![7u8; 700_000]).to_hex().to_string();
+        for (size, taking_blake3) in [(700_000, false), (700_000, true), (1_000, true)] {
+            let (bytes, sum, blake3) = match size {
+                700_000 => (bytes.clone(), sum.clone(), blake3.clone()),
+                _ => {
+                    let (bytes, sum) = one_file_tar(size);
+                    (
+                        bytes,
+                        sum,
+                        blake3::hash(&vec![7u8; size]).to_hex().to_string(),
+                    )
+                }
+            };
+            let mut w = VerifyingWriter::new(Vec::new()).taking_blake3(taking_blake3);
+            for piece in bytes.chunks(100_003) {
+                w.write_all(piece).unwrap();
+            }
+            let (out, sums) = w.finish().unwrap();
+            assert_eq!(out, bytes);
+            let sums = sums.unwrap();
+            assert_eq!(sums.sha256.len(), 1);
+            assert_eq!(sums.sha256["./big"], sum);
+            let want_blake3 = taking_blake3.then(|| [("./big".to_string(), blake3)].into());
+            assert_eq!(sums.blake3, want_blake3, "{size} bytes");
         }
-        let (out, sums) = w.finish().unwrap();
-        assert_eq!(out, bytes);
-        let sums = sums.unwrap();
-        assert_eq!(sums.len(), 1);
-        assert_eq!(sums["./big"], sum);
     }
 
     /// What a compromised VM can send the driver: a GNU long-name record claiming 2 GiB. The
@@ -340,7 +366,7 @@ mod tests {
     }
 
     /// A check that never ends and never reads, as the exponential symlink check did.
-    fn endless(_: &mut dyn Read) -> Result<Checksums, TarReadError> {
+    fn endless(_: &mut dyn Read, _: bool) -> Result<Checked, TarReadError> {
         loop {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use crate::artifact::Checksums;
-use crate::instance::{Description, Instance, InstanceError, InstanceId, ScriptReport, ScriptStep};
+use crate::instance::{
+    Description, DigestKind, Expected, Instance, InstanceError, InstanceId, ScriptReport,
+    ScriptStep,
+};
 
 pub struct WithReleases {
     inner: Box<dyn Instance>,
@@ -62,26 +65,65 @@ impl Instance for WithReleases {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
-        self.inner.send_artifact(job, out)
+        self.inner.send_artifact(job, out, digest)
     }
 
     fn send_artifact_sized(
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
-        self.inner.send_artifact_sized(job, out, total)
+        self.inner.send_artifact_sized(job, out, digest, total)
+    }
+
+    fn can_compress(&mut self) -> Result<bool, InstanceError> {
+        self.inner.can_compress()
+    }
+
+    fn send_artifact_compressed(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        digest: DigestKind,
+        level: i32,
+    ) -> Result<Checksums, InstanceError> {
+        self.inner.send_artifact_compressed(job, out, digest, level)
+    }
+
+    fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
+        self.inner.takes_blake3()
+    }
+
+    fn receive_artifact_compressed(
+        &mut self,
+        job: &str,
+        input: &mut dyn Read,
+        expected: Expected<'_>,
+    ) -> Result<(), InstanceError> {
+        self.inner.receive_artifact_compressed(job, input, expected)
     }
 
     fn receive_artifact(
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         self.inner.receive_artifact(job, input, expected)
+    }
+
+    fn receive_artifact_file(
+        &mut self,
+        job: &str,
+        file: &std::fs::File,
+        expected: Expected<'_>,
+        bar: Option<indicatif::ProgressBar>,
+    ) -> Result<(), InstanceError> {
+        self.inner.receive_artifact_file(job, file, expected, bar)
     }
 
     fn remove_store(&mut self) -> Result<(), InstanceError> {

@@ -17,16 +17,16 @@ use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
 use crate::exec::{ProcessGroup, ScriptEnd};
 use crate::instance::{
-    Description, Instance, InstanceError, InstanceId, ScriptEvent, ScriptEvents, ScriptReport,
-    ScriptStep,
+    Description, DigestKind, Expected, Instance, InstanceError, InstanceId, ScriptEvent,
+    ScriptEvents, ScriptReport, ScriptStep,
 };
 use crate::protocol::framing::{
     ChunkReader, ChunkWriter, FrameError, MAX_CHUNK, read_line, write_json_line,
 };
 use crate::protocol::pipes;
 use crate::protocol::{
-    AgentMessage, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED, WireCompression,
-    WireReport, WireSettings, ZSTD_CODEC,
+    AgentMessage, BLAKE3_DIGEST, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED,
+    WireCompression, WireReport, WireSettings, ZSTD_CODEC,
 };
 
 /// How much of the agent command's stderr is kept for error messages.
@@ -61,6 +61,8 @@ pub struct RemoteInstance {
     data_total: Option<Box<dyn FnOnce(u64) + Send>>,
     /// The codecs the agent listed in its `hello` answer.
     codecs: Vec<String>,
+    /// The digests beyond SHA-256 the agent listed in its `hello` answer.
+    digests: Vec<String>,
 }
 
 struct Connection {
@@ -97,6 +99,7 @@ impl RemoteInstance {
             next_id: 0,
             data_total: None,
             codecs: Vec::new(),
+            digests: Vec::new(),
         }
     }
 
@@ -228,6 +231,7 @@ impl RemoteInstance {
         match result {
             Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
                 self.codecs = hello.codecs;
+                self.digests = hello.digests;
                 Ok(())
             }
             Ok(hello) => {
@@ -428,12 +432,14 @@ impl RemoteInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         compression: Option<WireCompression>,
     ) -> Result<Checksums, InstanceError> {
         self.connect()?;
         let value = self.call(
             Op::SendArtifact {
                 job: job.to_string(),
+                digest,
                 compression,
             },
             Some(out),
@@ -449,7 +455,7 @@ impl RemoteInstance {
     fn receive_request(
         &mut self,
         job: &str,
-        expected: &Checksums,
+        expected: Expected<'_>,
         compression: Option<WireCompression>,
     ) -> Result<(u64, Request), InstanceError> {
         self.connect()?;
@@ -457,7 +463,8 @@ impl RemoteInstance {
         let id = self.next_id;
         let op = Op::ReceiveArtifact {
             job: job.to_string(),
-            checksums: expected.clone(),
+            checksums: expected.sums.clone(),
+            digest: expected.kind,
             compression,
         };
         Ok((id, Request { id, op }))
@@ -468,7 +475,7 @@ impl RemoteInstance {
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
         compression: Option<WireCompression>,
     ) -> Result<(), InstanceError> {
         let (id, request) = self.receive_request(job, expected, compression)?;
@@ -577,8 +584,9 @@ impl Instance for RemoteInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
-        self.send_artifact_as(job, out, None)
+        self.send_artifact_as(job, out, digest, None)
     }
 
     fn can_compress(&mut self) -> Result<bool, InstanceError> {
@@ -590,20 +598,27 @@ impl Instance for RemoteInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         level: i32,
     ) -> Result<Checksums, InstanceError> {
         // An older agent would ignore the field and send the plain tar.
         if !self.can_compress()? {
             return Err(InstanceError::NoCompression);
         }
-        self.send_artifact_as(job, out, Some(WireCompression::Zstd { level: Some(level) }))
+        let zstd = WireCompression::Zstd { level: Some(level) };
+        self.send_artifact_as(job, out, digest, Some(zstd))
+    }
+
+    fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
+        self.connect()?;
+        Ok(self.digests.iter().any(|d| d == BLAKE3_DIGEST))
     }
 
     fn receive_artifact_compressed(
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         if !self.can_compress()? {
             return Err(InstanceError::NoCompression);
@@ -620,7 +635,7 @@ impl Instance for RemoteInstance {
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         self.receive_artifact_as(job, input, expected, None)
     }
@@ -629,7 +644,7 @@ impl Instance for RemoteInstance {
         &mut self,
         job: &str,
         file: &std::fs::File,
-        expected: &Checksums,
+        expected: Expected<'_>,
         bar: Option<indicatif::ProgressBar>,
     ) -> Result<(), InstanceError> {
         let (id, request) = self.receive_request(job, expected, None)?;
@@ -657,10 +672,11 @@ impl Instance for RemoteInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
         self.data_total = Some(total);
-        let sent = self.send_artifact(job, out);
+        let sent = self.send_artifact(job, out, digest);
         self.data_total = None;
         sent
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Checksums;
+pub use crate::artifact::digest::{DigestKind, Expected};
 use crate::contract::{Mode, ScriptKind, Side};
 use crate::exec::{ScriptEnd, Stream};
 use crate::metadata::JobMetadata;
@@ -284,9 +285,14 @@ pub trait Instance: Send {
     /// another in the given order, as its mode says. Failures are reports, not errors.
     fn run_scripts(&mut self, step: &ScriptStep) -> Vec<ScriptReport>;
 
-    /// Streams a job's artifact directory out as a tar; returns its checksums.
-    fn send_artifact(&mut self, job: &str, out: &mut dyn Write)
-    -> Result<Checksums, InstanceError>;
+    /// Streams a job's artifact directory out as a tar; returns its files' digests of kind
+    /// `digest` (BLAKE3 only from an instance that [`Instance::takes_blake3`]).
+    fn send_artifact(
+        &mut self,
+        job: &str,
+        out: &mut dyn Write,
+        digest: DigestKind,
+    ) -> Result<Checksums, InstanceError>;
 
     /// [`Instance::send_artifact`], telling `total` the stream's length before its first
     /// byte when the instance knows it (measured after the backup script). An instance that
@@ -295,10 +301,11 @@ pub trait Instance: Send {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
         let _ = total;
-        self.send_artifact(job, out)
+        self.send_artifact(job, out, digest)
     }
 
     /// Whether this instance compresses and decompresses artifact streams with zstd when
@@ -313,10 +320,18 @@ pub trait Instance: Send {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         level: i32,
     ) -> Result<Checksums, InstanceError> {
-        let _ = (job, out, level);
+        let _ = (job, out, digest, level);
         Err(InstanceError::NoCompression)
+    }
+
+    /// Whether this instance takes BLAKE3 digests in place of SHA-256: it checks a received
+    /// artifact against them, and gives them for one it sends (an agent of an older version
+    /// does SHA-256 only).
+    fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
+        Ok(false)
     }
 
     /// [`Instance::receive_artifact`] of a zstd stream, which the instance decompresses.
@@ -324,7 +339,7 @@ pub trait Instance: Send {
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         let _ = (job, input, expected);
         Err(InstanceError::NoCompression)
@@ -335,7 +350,7 @@ pub trait Instance: Send {
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError>;
 
     /// [`Instance::receive_artifact`] of a plain tar that is a local file, shown on `bar`: a
@@ -345,7 +360,7 @@ pub trait Instance: Send {
         &mut self,
         job: &str,
         file: &std::fs::File,
-        expected: &Checksums,
+        expected: Expected<'_>,
         bar: Option<indicatif::ProgressBar>,
     ) -> Result<(), InstanceError> {
         let file =

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread;
 
 use super::api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, JobProblem, ScriptEvent,
-    ScriptEvents, ScriptReport, ScriptStep, SkippedJob,
+    Description, DigestKind, Expected, Instance, InstanceError, InstanceId, JobInfo, JobProblem,
+    ScriptEvent, ScriptEvents, ScriptReport, ScriptStep, SkippedJob,
 };
 use super::script_env::script_env;
 use super::settings::ScriptSettings;
@@ -584,12 +584,13 @@ impl Instance for LocalInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
         // Only a job found here: a name like `../../etc` must not tar what it points at.
         let job = self.backed_up_job(job)?.name.clone();
         let job = job.as_str();
         let dir = self.layout.job_artifact_dir(job);
-        tar_writer::write_tar(&dir, out).map_err(|source| InstanceError::SendArtifact {
+        tar_writer::write_tar_as(&dir, out, digest).map_err(|source| InstanceError::SendArtifact {
             job: job.to_string(),
             source,
         })
@@ -599,12 +600,13 @@ impl Instance for LocalInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
         if let Some(len) = self.tar_len(job) {
             total(len);
         }
-        self.send_artifact(job, out)
+        self.send_artifact(job, out, digest)
     }
 
     fn can_compress(&mut self) -> Result<bool, InstanceError> {
@@ -615,6 +617,7 @@ impl Instance for LocalInstance {
         &mut self,
         job: &str,
         out: &mut dyn Write,
+        digest: DigestKind,
         level: i32,
     ) -> Result<Checksums, InstanceError> {
         use crate::artifact::codec::zstd;
@@ -630,16 +633,20 @@ impl Instance for LocalInstance {
         // The compressor's memory is the level's, whatever the artifact's size.
         let mut packed = zstd::compressor(out, level).map_err(|e| fail(TarWriteError::Write(e)))?;
         let dir = self.layout.job_artifact_dir(&job);
-        let sums = tar_writer::write_tar(&dir, &mut packed).map_err(&fail)?;
+        let sums = tar_writer::write_tar_as(&dir, &mut packed, digest).map_err(&fail)?;
         packed.finish().map_err(|e| fail(TarWriteError::Write(e)))?;
         Ok(sums)
+    }
+
+    fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
+        Ok(true)
     }
 
     fn receive_artifact_compressed(
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         use crate::artifact::tar_reader::TarReadError;
         let mut plain = crate::artifact::codec::zstd::decompressor(input).map_err(|e| {
@@ -655,7 +662,7 @@ impl Instance for LocalInstance {
         &mut self,
         job: &str,
         input: &mut dyn Read,
-        expected: &Checksums,
+        expected: Expected<'_>,
     ) -> Result<(), InstanceError> {
         if !self.jobs.contains_key(job) {
             return Err(InstanceError::UnknownJob {
@@ -676,19 +683,18 @@ impl Instance for LocalInstance {
                     source,
                 }
             })?;
-            let found = tar_reader::read_tar(&mut *input, Some(&staging)).map_err(|source| {
-                InstanceError::ReceiveArtifact {
+            let found = tar_reader::read_tar_as(&mut *input, Some(&staging), expected.kind)
+                .map_err(|source| InstanceError::ReceiveArtifact {
                     job: job.to_string(),
                     source,
-                }
-            })?;
+                })?;
             // Read to its end: the tar ends before its stream does (padding), and a decoder
             // under it (an encrypted object's last chunk) says only then whether all was whole.
             io::copy(input, &mut io::sink()).map_err(|e| InstanceError::ReceiveArtifact {
                 job: job.to_string(),
                 source: crate::artifact::tar_reader::TarReadError::Read(e),
             })?;
-            if let Some(mismatch) = compare(expected, &found) {
+            if let Some(mismatch) = compare(expected.sums, &found) {
                 return Err(InstanceError::ChecksumMismatch {
                     job: job.to_string(),
                     detail: mismatch.to_string(),

@@ -15,8 +15,8 @@ mod settings;
 pub mod trust;
 
 pub use api::{
-    Description, Instance, InstanceError, InstanceId, JobInfo, ScriptEvent, ScriptEvents,
-    ScriptReport, ScriptStep, SkippedJob,
+    Description, DigestKind, Expected, Instance, InstanceError, InstanceId, JobInfo, ScriptEvent,
+    ScriptEvents, ScriptReport, ScriptStep, SkippedJob,
 };
 pub use local::{LocalInstance, local_cleanup_via};
 pub use settings::{Overrides, ScriptSettings};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Checksums;
+use crate::artifact::digest::DigestKind;
 use crate::contract::ScriptKind;
 use crate::exec::{ScriptEnd, Stream};
 use crate::instance::{InstanceId, ScriptReport};
@@ -59,6 +60,10 @@ pub enum Op {
     },
     SendArtifact {
         job: String,
+        /// The digest of the files the answer's `checksums` holds: SHA-256 when absent;
+        /// `blake3` only from an agent whose `hello` lists it in `digests`.
+        #[serde(default, skip_serializing_if = "is_sha256")]
+        digest: DigestKind,
         /// Compress the tar as it streams (an agent whose `hello` lists the codec). Absent:
         /// the plain tar. An older agent ignores the field, so a driver asks only an agent
         /// that says it can.
@@ -68,6 +73,10 @@ pub enum Op {
     ReceiveArtifact {
         job: String,
         checksums: Checksums,
+        /// The digest `checksums` holds: SHA-256 when absent; `blake3` only to an agent whose
+        /// `hello` lists it in `digests`.
+        #[serde(default, skip_serializing_if = "is_sha256")]
+        digest: DigestKind,
         /// The data is compressed: the agent decompresses it before it unpacks it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         compression: Option<WireCompression>,
@@ -139,10 +148,21 @@ pub struct HelloResult {
     /// Absent from older agents, which are then never asked to compress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<String>,
+    /// The digests, beyond SHA-256, that the agent checks a received artifact against
+    /// (`["blake3"]`). Absent from older agents, which are then given SHA-256 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digests: Vec<String>,
 }
 
 /// The name in `hello`'s `codecs` of an agent that compresses with zstd.
 pub const ZSTD_CODEC: &str = "zstd";
+
+/// The name in `hello`'s `digests` of an agent that checks BLAKE3 digests.
+pub const BLAKE3_DIGEST: &str = "blake3";
+
+fn is_sha256(kind: &DigestKind) -> bool {
+    *kind == DigestKind::Sha256
+}
 
 /// A compression of an artifact stream: `{"codec":"zstd","level":3}` (`level` only where the
 /// agent compresses).
@@ -378,10 +398,12 @@ mod tests {
         });
         round_trip_request(Op::SendArtifact {
             job: "a".into(),
+            digest: DigestKind::Sha256,
             compression: None,
         });
         round_trip_request(Op::SendArtifact {
             job: "a".into(),
+            digest: DigestKind::Blake3,
             compression: Some(WireCompression::Zstd { level: Some(19) }),
         });
         let checksums: Checksums = [("./x y".to_string(), "ab".repeat(32))]
@@ -390,11 +412,19 @@ mod tests {
         round_trip_request(Op::ReceiveArtifact {
             job: "a".into(),
             checksums: checksums.clone(),
+            digest: DigestKind::Sha256,
+            compression: None,
+        });
+        round_trip_request(Op::ReceiveArtifact {
+            job: "a".into(),
+            checksums: checksums.clone(),
+            digest: DigestKind::Blake3,
             compression: None,
         });
         round_trip_request(Op::ReceiveArtifact {
             job: "a".into(),
             checksums,
+            digest: DigestKind::Sha256,
             compression: Some(WireCompression::Zstd { level: None }),
         });
         round_trip_request(Op::RemoveStore);
@@ -426,6 +456,7 @@ mod tests {
         assert_eq!(
             line(Op::SendArtifact {
                 job: "db".into(),
+                digest: DigestKind::Sha256,
                 compression: None
             }),
             r#"{"id":4,"op":"send_artifact","job":"db"}"#
@@ -433,31 +464,56 @@ mod tests {
         assert_eq!(
             line(Op::SendArtifact {
                 job: "db".into(),
+                digest: DigestKind::Sha256,
                 compression: Some(WireCompression::Zstd { level: Some(3) })
             }),
             r#"{"id":4,"op":"send_artifact","job":"db","compression":{"codec":"zstd","level":3}}"#
         );
         assert_eq!(
+            line(Op::SendArtifact {
+                job: "db".into(),
+                digest: DigestKind::Blake3,
+                compression: None
+            }),
+            r#"{"id":4,"op":"send_artifact","job":"db","digest":"blake3"}"#
+        );
+        assert_eq!(
             line(Op::ReceiveArtifact {
                 job: "db".into(),
                 checksums: Checksums::new(),
+                digest: DigestKind::Sha256,
                 compression: Some(WireCompression::Zstd { level: None })
             }),
             r#"{"id":4,"op":"receive_artifact","job":"db","checksums":{},"compression":{"codec":"zstd"}}"#
         );
+        // SHA-256 goes as older agents know it, without the field; BLAKE3 is named.
+        assert_eq!(
+            line(Op::ReceiveArtifact {
+                job: "db".into(),
+                checksums: Checksums::new(),
+                digest: DigestKind::Blake3,
+                compression: None
+            }),
+            r#"{"id":4,"op":"receive_artifact","job":"db","checksums":{},"digest":"blake3"}"#
+        );
+        let unknown =
+            r#"{"id":4,"op":"receive_artifact","job":"db","checksums":{},"digest":"md5"}"#;
+        assert!(serde_json::from_str::<Request>(unknown).is_err());
         // An older agent's hello has no `codecs`: it compresses nothing.
         let old: HelloResult = serde_json::from_str(
             r#"{"protocol":2,"agent_version":"0.1.0","bbr_version":"1.9.73"}"#,
         )
         .unwrap();
         assert!(old.codecs.is_empty());
+        assert!(old.digests.is_empty());
         let new = HelloResult {
             codecs: vec![ZSTD_CODEC.into()],
+            digests: vec![BLAKE3_DIGEST.into()],
             ..old
         };
         assert_eq!(
             serde_json::to_string(&new).unwrap(),
-            r#"{"protocol":2,"agent_version":"0.1.0","bbr_version":"1.9.73","codecs":["zstd"]}"#
+            r#"{"protocol":2,"agent_version":"0.1.0","bbr_version":"1.9.73","codecs":["zstd"],"digests":["blake3"]}"#
         );
         let unknown = r#"{"id":4,"op":"send_artifact","job":"db","compression":{"codec":"lz4"}}"#;
         assert!(serde_json::from_str::<Request>(unknown).is_err());

@@ -8,6 +8,6 @@ pub(crate) mod pipes;
 // Public for the integration tests (tests/protocol_fuzz.rs, tests/bring_agent.rs).
 pub use messages::{AgentMessage, PROTOCOL_VERSION};
 pub(crate) use messages::{
-    ErrorCode, HelloResult, Op, Request, SCRIPT_ENDED, WireCompression, WireReport, WireSettings,
-    ZSTD_CODEC,
+    BLAKE3_DIGEST, ErrorCode, HelloResult, Op, Request, SCRIPT_ENDED, WireCompression, WireReport,
+    WireSettings, ZSTD_CODEC,
 };

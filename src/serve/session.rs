@@ -17,14 +17,14 @@ use crate::chunk_stream::{ChunkSource, ChunkStream};
 use crate::config::AgentConfig;
 use crate::contract::Mode;
 use crate::instance::{
-    Instance, InstanceError, InstanceId, LocalInstance, Overrides, ScriptEvent, ScriptEvents,
-    ScriptSettings, ScriptStep,
+    DigestKind, Expected, Instance, InstanceError, InstanceId, LocalInstance, Overrides,
+    ScriptEvent, ScriptEvents, ScriptSettings, ScriptStep,
 };
 use crate::layout::Layout;
 use crate::protocol::framing::{ChunkWriter, write_json_line};
 use crate::protocol::{
-    AgentMessage, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED,
-    WireCompression, WireReport, WireSettings, ZSTD_CODEC,
+    AgentMessage, BLAKE3_DIGEST, ErrorCode, HelloResult, Op, PROTOCOL_VERSION, Request,
+    SCRIPT_ENDED, WireCompression, WireReport, WireSettings, ZSTD_CODEC,
 };
 
 /// Serves the protocol on `input`/`output` until the driver says `bye` or goes away.
@@ -184,12 +184,21 @@ impl Session {
                 mode: Mode::from_parallel(parallel),
                 after_backup_successful,
             }))),
-            Op::SendArtifact { job, compression } => self.send_artifact(id, &job, compression),
+            Op::SendArtifact {
+                job,
+                digest,
+                compression,
+            } => self.send_artifact(id, &job, digest, compression),
             Op::ReceiveArtifact {
                 job,
                 checksums,
+                digest,
                 compression,
             } => {
+                let expected = Expected {
+                    kind: digest,
+                    sums: &checksums,
+                };
                 let mut reader = ChunkStream::from_source(DataChunks {
                     inputs,
                     ended: false,
@@ -198,10 +207,10 @@ impl Session {
                 let r = match compression {
                     None => self
                         .instance()
-                        .receive_artifact(&job, &mut reader, &checksums),
+                        .receive_artifact(&job, &mut reader, expected),
                     Some(WireCompression::Zstd { .. }) => self
                         .instance()
-                        .receive_artifact_compressed(&job, &mut reader, &checksums),
+                        .receive_artifact_compressed(&job, &mut reader, expected),
                 };
                 // Keep the stream in step even when the artifact was refused part-way.
                 let data = reader.into_source();
@@ -263,6 +272,7 @@ impl Session {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             bbr_version,
             codecs: vec![ZSTD_CODEC.to_string()],
+            digests: vec![BLAKE3_DIGEST.to_string()],
         };
         self.send(&AgentMessage::Ok {
             id,
@@ -314,6 +324,7 @@ impl Session {
         &mut self,
         id: u64,
         job: &str,
+        digest: DigestKind,
         compression: Option<WireCompression>,
     ) -> Result<serde_json::Value, InstanceError> {
         // Refused before any data: the answer is then an error alone.
@@ -336,8 +347,8 @@ impl Session {
         let mut chunks = ChunkWriter::new(&mut *guard);
         let instance = self.instance.as_mut().expect("hello came first");
         let result = match level {
-            None => instance.send_artifact(job, &mut chunks),
-            Some(level) => instance.send_artifact_compressed(job, &mut chunks, level),
+            None => instance.send_artifact(job, &mut chunks, digest),
+            Some(level) => instance.send_artifact_compressed(job, &mut chunks, digest, level),
         };
         // The terminator goes out whatever happened; the response then says how it went.
         let _ = chunks.finish();

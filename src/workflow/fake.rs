@@ -73,6 +73,7 @@ impl Instance for Fake {
         &mut self,
         _: &str,
         _: &mut dyn std::io::Write,
+        _: crate::instance::DigestKind,
     ) -> Result<Checksums, InstanceError> {
         Ok(Checksums::default())
     }
@@ -80,7 +81,7 @@ impl Instance for Fake {
         &mut self,
         _: &str,
         _: &mut dyn std::io::Read,
-        _: &Checksums,
+        _: crate::instance::Expected<'_>,
     ) -> Result<(), InstanceError> {
         Ok(())
     }
