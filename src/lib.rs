@@ -38,5 +38,6 @@ pub(crate) mod report;
 pub mod serve;
 pub(crate) mod shell_quote;
 pub(crate) mod storage;
+pub(crate) mod thread_start;
 pub(crate) mod timestamp;
 pub(crate) mod workflow;

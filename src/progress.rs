@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::console::{Console, Format};
+use crate::thread_start;
 
 /// A bar for one transfer, or nothing when no one is watching a terminal.
 pub fn transfer_bar(console: &Console, label: String, total: Option<u64>) -> Option<ProgressBar> {
@@ -20,8 +21,31 @@ pub fn transfer_bar(console: &Console, label: String, total: Option<u64>) -> Opt
         None => bar.set_style(style("{prefix} {spinner} {bytes} {bytes_per_sec}")),
     }
     bar.set_prefix(label);
-    bar.enable_steady_tick(Duration::from_millis(200));
+    steady_tick(&bar, Duration::from_millis(200));
     Some(bar)
+}
+
+/// Ticks `bar` (its spinner, its elapsed time and rate) every `every` from a thread of its
+/// own, until the bar is finished or gone. Not indicatif's steady tick, which panics when the
+/// OS refuses its thread (a container's `pids.max`): a ticker is a nicety, skipped then, and
+/// the bar still moves with every byte.
+pub fn steady_tick(bar: &ProgressBar, every: Duration) {
+    let weak = bar.downgrade();
+    let started = thread_start::start(
+        || "tick a progress bar".into(),
+        move || {
+            loop {
+                std::thread::sleep(every);
+                match weak.upgrade() {
+                    Some(bar) if !bar.is_finished() => bar.tick(),
+                    _ => return,
+                }
+            }
+        },
+    );
+    if let Err(e) = started {
+        tracing::debug!(error = %e, "a progress bar without its ticker");
+    }
 }
 
 /// The transfer's size is known (a drain learns it as the VM starts sending): a real bar,
@@ -81,5 +105,25 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.count(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a thread for its ticker, a bar is made all the same, and moves with its bytes.
+    #[test]
+    fn a_bar_whose_ticker_is_refused_still_counts() {
+        let bar = ProgressBar::hidden();
+        let ((), refused) = thread_start::counting_refusals(0, || {
+            steady_tick(&bar, Duration::from_millis(10));
+        });
+        assert_eq!(
+            refused, 1,
+            "the ticker was not asked of the OS through thread_start"
+        );
+        bar.inc(5);
+        assert_eq!(bar.position(), 5);
     }
 }

@@ -8,7 +8,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
+use super::tar_reader::TarReadError;
 use crate::interrupt::{self, Wake};
+use crate::thread_start::{self, NoThread};
 
 /// The error a writer gives once the run was interrupted. Not `ErrorKind::Interrupted`:
 /// `write_all` would retry that for ever.
@@ -207,8 +209,26 @@ impl<T> Drop for Finish<T> {
     }
 }
 
-/// Runs `work` on a thread of its own.
-pub fn spawn<T: Send + 'static>(
+/// A thread's result that can also say that the thread could not start.
+pub trait Refusable {
+    fn refused(e: NoThread) -> Self;
+}
+
+impl<W> Refusable for std::io::Result<W> {
+    fn refused(e: NoThread) -> Self {
+        Err(e.io())
+    }
+}
+
+impl<T> Refusable for Result<T, TarReadError> {
+    fn refused(e: NoThread) -> Self {
+        Err(TarReadError::Read(e.io()))
+    }
+}
+
+/// Runs `work` on a thread of its own. A thread the OS refuses is the result, at once:
+/// `work` is dropped unrun, with what it holds (a queue's receiver: its sender stops, `Gone`).
+pub fn spawn<T: Send + Refusable + 'static>(
     stop: fn() -> bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Outcome<T> {
@@ -219,10 +239,17 @@ pub fn spawn<T: Send + 'static>(
     let waker: Weak<dyn Wake> = Arc::downgrade(&shared) as Weak<Slot<T>>;
     interrupt::wake_on_interruption(waker);
     let finish = Finish(Arc::clone(&shared));
-    std::thread::spawn(move || {
-        let result = work();
-        finish.0.end(Ending::Done(result));
-    });
+    let started = thread_start::start(
+        || "write or check the artifact as it arrives".into(),
+        move || {
+            let result = work();
+            finish.0.end(Ending::Done(result));
+        },
+    );
+    if let Err(e) = started {
+        // The dropped `finish` said `Gone` (a panic): the refusal is the better word.
+        *shared.lock() = Ending::Done(T::refused(e));
+    }
     Outcome { shared, stop }
 }
 
@@ -284,7 +311,7 @@ mod tests {
     fn a_sender_and_a_waiter_stuck_on_a_consumer_that_never_ends_give_up_on_interruption() {
         // Both in one test: they share the flag.
         let (tx, rx) = bounded::<u32>(1, stop);
-        let stuck = spawn(stop, move || {
+        let stuck = spawn(stop, move || -> std::io::Result<()> {
             let _keep = rx;
             loop {
                 std::thread::sleep(Duration::from_millis(10));
@@ -304,6 +331,30 @@ mod tests {
             .expect("the sender and the waiter still wait, 20 s after the interruption");
         assert_eq!(sent, Err(Stopped::Interrupted));
         assert_eq!(waited, Some(Stopped::Interrupted));
+    }
+
+    /// A thread the OS refuses is the outcome's result, and its queue's sender is not left
+    /// waiting for a receiver that never runs.
+    #[test]
+    fn a_refused_thread_is_its_result_and_lets_its_sender_go() {
+        let (tx, rx) = bounded::<u32>(1, never);
+        let outcome = thread_start::with_threads_allowed(0, || {
+            spawn(never, move || {
+                let _keep = rx;
+                std::io::Result::Ok(1)
+            })
+        });
+        assert_eq!(tx.send(1), Err(Stopped::Gone));
+        let e = outcome.wait().expect("a result").unwrap_err();
+        assert!(NoThread::is(&e), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("could not start a thread to write or check the artifact"),
+            "{e}"
+        );
+        let checked: Outcome<Result<(), TarReadError>> =
+            thread_start::with_threads_allowed(0, || spawn(never, || Ok(())));
+        assert!(matches!(checked.wait(), Ok(Err(TarReadError::Read(e))) if NoThread::is(&e)));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub(super) fn beside<T>(
     len: u64,
     blake3: bool,
     progress: &(dyn Fn(u64) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
     read: impl FnOnce(Option<Ranges>) -> Result<T, TarReadError>,
 ) -> Result<(T, Checked), TarReadError> {
     let none = || Checked {
@@ -80,7 +81,7 @@ pub(super) fn beside<T>(
                 std::thread::Builder::new()
                     .name("tar check".into())
                     .spawn_scoped(scope, || {
-                        let hashed = hash_ranges(file, blake3, &work, &failed, progress);
+                        let hashed = hash_ranges(file, blake3, &work, &failed, progress, stop);
                         if hashed.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -134,6 +135,7 @@ fn hash_ranges(
     work: &Mutex<Receiver<Batch>>,
     failed: &AtomicBool,
     progress: &(dyn Fn(u64) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Checked, TarReadError> {
     let mut buf = vec![0u8; CHUNK];
     let mut sums = Checked {
@@ -157,6 +159,9 @@ fn hash_ranges(
                 if failed.load(Ordering::SeqCst) {
                     // Another thread's error is the one told.
                     return Ok(sums);
+                }
+                if stop() {
+                    return Err(TarReadError::Read(super::tar_reader::stopped()));
                 }
                 let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let n = match file.read_at(&mut buf[..want], at) {

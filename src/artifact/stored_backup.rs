@@ -654,14 +654,24 @@ impl<'s> StoredBackup<'s> {
         metadata: &BackupMetadata,
         console: &Console,
     ) -> Result<Blake3Sums, StoredBackupError> {
-        self.check_names(metadata)?;
-        let tars = self.tars(metadata);
-        let mut tally = Tally::start();
         let at_once = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, CHECKS_AT_ONCE);
-        let checked = in_order_until_failed(&tars, at_once, |tar| {
-            self.check_tar_taking(tar, true, console)
+        self.validate_on(metadata, console, at_once)
+    }
+
+    /// [`Self::validate`], checking `at_once` tars side by side.
+    fn validate_on(
+        &self,
+        metadata: &BackupMetadata,
+        console: &Console,
+        at_once: usize,
+    ) -> Result<Blake3Sums, StoredBackupError> {
+        self.check_names(metadata)?;
+        let tars = self.tars(metadata);
+        let mut tally = Tally::start();
+        let checked = in_order_until_failed(&tars, at_once, |tar, overtaken| {
+            self.check_tar_until(tar, true, console, overtaken)
         });
         let mut blake3 = Blake3Sums::new();
         for (tar, checked) in tars.iter().zip(checked) {
@@ -678,16 +688,18 @@ impl<'s> StoredBackup<'s> {
     /// Reads the tar `tar` whole (onto a progress bar) and checks it against its checksums;
     /// its size, or what is wrong with it: missing, unreachable, or corrupted.
     pub fn check_tar(&self, tar: &StoredTar, console: &Console) -> Result<u64, StoredBackupError> {
-        self.check_tar_taking(tar, false, console)
+        self.check_tar_until(tar, false, console, &Overtaken::never())
             .map(|(size, _)| size)
     }
 
-    /// [`Self::check_tar`], taking its files' BLAKE3 too when `blake3` says.
-    fn check_tar_taking(
+    /// [`Self::check_tar`], taking its files' BLAKE3 too when `blake3` says, whose reading
+    /// stops once `overtaken` says an earlier tar failed.
+    fn check_tar_until(
         &self,
         tar: &StoredTar,
         blake3: bool,
         console: &Console,
+        overtaken: &Overtaken,
     ) -> Result<(u64, Option<Checksums>), StoredBackupError> {
         let size = match self.storage.size(&tar.key) {
             Ok(Some(size)) => size,
@@ -699,7 +711,7 @@ impl<'s> StoredBackup<'s> {
             Err(source) => return Err(StoredBackupError::Unreachable { source }),
         };
         let bar = progress::transfer_bar(console, format!("{} check", tar.label), Some(size));
-        match self.checked(&tar.key, tar.checksums, blake3, bar) {
+        match self.checked(&tar.key, tar.checksums, blake3, bar, overtaken) {
             Ok(sums) => Ok((size, sums)),
             Err(corruption) => Err(StoredBackupError::Corrupted {
                 owner: Box::new(tar.owner.clone()),
@@ -716,16 +728,19 @@ impl<'s> StoredBackup<'s> {
         checksums: &Checksums,
         bar: Option<indicatif::ProgressBar>,
     ) -> Option<Corruption> {
-        self.checked(key, checksums, false, bar).err()
+        self.checked(key, checksums, false, bar, &Overtaken::never())
+            .err()
     }
 
     /// [`Self::corruption`] as a result: with `blake3`, the BLAKE3 of the files that matched.
+    /// It is read only until `overtaken` says so.
     fn checked(
         &self,
         key: &str,
         checksums: &Checksums,
         blake3: bool,
         bar: Option<indicatif::ProgressBar>,
+        overtaken: &Overtaken,
     ) -> Result<Option<Checksums>, Corruption> {
         let shown = self.describe(key);
         // A plain tar in a directory is read by offset too, on two threads (`split_check`).
@@ -735,7 +750,7 @@ impl<'s> StoredBackup<'s> {
                     bar.inc(n);
                 }
             };
-            let found = tar_reader::check_tar_file(&file, blake3, &counted);
+            let found = tar_reader::check_tar_file(&file, blake3, &counted, &|| overtaken.is());
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
@@ -753,6 +768,10 @@ impl<'s> StoredBackup<'s> {
             Ok(input) => {
                 // Counted as stored (the bar's total is the object's size), then decoded.
                 let input = Interruptible(BufReader::with_capacity(1 << 20, input));
+                let input = Stopping {
+                    inner: input,
+                    overtaken: overtaken.clone(),
+                };
                 let counted = Counted::new(input, bar.clone());
                 let recipients = self.codecs.get().map(|(_, r)| r.as_slice()).unwrap_or(&[]);
                 let read = codec::decoder(
@@ -806,20 +825,61 @@ fn matched(
 /// Tars a restore's check reads at once, at most.
 const CHECKS_AT_ONCE: usize = 4;
 
+/// Says, while a tar is checked side by side with others, that a tar earlier in order failed
+/// its check: this one's result will not be told, and its reading stops at its next read.
+#[derive(Clone)]
+struct Overtaken {
+    /// The position of the first failure yet (`usize::MAX` for none), and this tar's.
+    failed_at: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    position: usize,
+}
+
+impl Overtaken {
+    /// For a check alone: never overtaken.
+    fn never() -> Overtaken {
+        Overtaken {
+            failed_at: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+            position: 0,
+        }
+    }
+
+    fn is(&self) -> bool {
+        self.failed_at.load(std::sync::atomic::Ordering::SeqCst) < self.position
+    }
+}
+
+/// A stored tar's bytes, until its check is overtaken.
+struct Stopping<R> {
+    inner: R,
+    overtaken: Overtaken,
+}
+
+impl<R: Read> Read for Stopping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.overtaken.is() {
+            return Err(io::Error::other(
+                "not read further: a tar before it failed its check",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// `check` of each of `items`, on up to `at_once` threads, each taking the next unchecked item
-/// in order. Once one fails, no later item is started (earlier ones still are: one of them may
-/// fail too, and the first failure in order is the one to tell). Returns the results in order,
-/// up to and including the first failure.
+/// in order. Once one fails, no later item is started, and those in flight are told they are
+/// overtaken (they may stop); earlier ones still run to their end: one of them may fail too,
+/// and the first failure in order is the one to tell. Returns the results in order, up to and
+/// including the first failure.
 fn in_order_until_failed<T: Sync, R: Send, E: Send>(
     items: &[T],
     at_once: usize,
-    check: impl Fn(&T) -> Result<R, E> + Sync,
+    check: impl Fn(&T, &Overtaken) -> Result<R, E> + Sync,
 ) -> Vec<Result<R, E>> {
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     let next = AtomicUsize::new(0);
-    // The position of the first failure yet, or `items.len()`.
-    let failed_at = AtomicUsize::new(items.len());
+    // The position of the first failure yet, or `usize::MAX`.
+    let failed_at = Arc::new(AtomicUsize::new(usize::MAX));
     let results: Mutex<Vec<Option<Result<R, E>>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
     let work = || {
@@ -828,7 +888,12 @@ fn in_order_until_failed<T: Sync, R: Send, E: Send>(
             if i >= items.len() || i > failed_at.load(Ordering::SeqCst) {
                 return;
             }
-            let result = check(&items[i]);
+            let overtaken = Overtaken {
+                failed_at: Arc::clone(&failed_at),
+                position: i,
+            };
+            let result = check(&items[i], &overtaken);
+            // An overtaken item's failure comes after the first: it changes nothing.
             if result.is_err() {
                 failed_at.fetch_min(i, Ordering::SeqCst);
             }
@@ -862,7 +927,10 @@ fn read_bounded(input: impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::backup_dir::{ArtifactChecksums, InstanceArtifacts};
+    use crate::artifact::checksums::hex;
     use crate::storage::LocalStorage;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Checked side by side, the results come back in order, up to and including the first
     /// failure in order, even when a later item fails first.
@@ -870,7 +938,7 @@ mod tests {
     fn side_by_side_checks_report_the_first_failure_in_order() {
         let items: Vec<u64> = (0..20).collect();
         let started = std::sync::Mutex::new(Vec::new());
-        let results = in_order_until_failed(&items, 4, |&i| {
+        let results = in_order_until_failed(&items, 4, |&i, _| {
             started.lock().unwrap().push(i);
             // Item 5 fails late, item 6 early.
             std::thread::sleep(std::time::Duration::from_millis(if i == 5 {
@@ -889,10 +957,215 @@ mod tests {
         let started = started.into_inner().unwrap();
         assert!(started.iter().all(|&i| i < 5 + 4 + 1), "{started:?}");
         // One at a time, the same.
-        let one = in_order_until_failed(&items, 1, |&i| if i == 3 { Err(i) } else { Ok(i) });
+        let one = in_order_until_failed(&items, 1, |&i, _| if i == 3 { Err(i) } else { Ok(i) });
         assert_eq!(one, [Ok(0), Ok(1), Ok(2), Err(3)]);
-        let none: Vec<Result<u64, u64>> = in_order_until_failed(&items, 3, |&i| Ok(i));
+        let none: Vec<Result<u64, u64>> = in_order_until_failed(&items, 3, |&i, _| Ok(i));
         assert_eq!(none.len(), 20);
+    }
+
+    /// A check in flight is told once an earlier item failed, and only then: never when a
+    /// later one did (the earlier one's result is still to tell).
+    #[test]
+    fn only_the_checks_after_a_failure_are_overtaken() {
+        use std::sync::mpsc;
+        // Item 0 fails once item 1 runs; item 1 reads until it is overtaken.
+        let (running, wait_running) = mpsc::channel::<()>();
+        let wait_running = std::sync::Mutex::new(wait_running);
+        let running = std::sync::Mutex::new(running);
+        let reads = std::sync::atomic::AtomicU64::new(0);
+        let results = in_order_until_failed(&[0u64, 1], 2, |&i, overtaken| match i {
+            0 => {
+                let _ = wait_running.lock().unwrap().recv();
+                Err(0)
+            }
+            _ => {
+                let _ = running.lock().unwrap().send(());
+                // Bounded: without the word, a few million reads, then an end.
+                while !overtaken.is() && reads.load(Ordering::SeqCst) < 1 << 22 {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    std::thread::yield_now();
+                }
+                Ok(overtaken.is())
+            }
+        });
+        assert_eq!(results, [Err(0)]);
+        assert!(reads.into_inner() < 1 << 22, "item 1 was never overtaken");
+
+        // Item 1 fails while item 0 runs: item 0 is not overtaken, and its failure is told.
+        let (failed, wait_failed) = mpsc::channel::<()>();
+        let wait_failed = std::sync::Mutex::new(wait_failed);
+        let failed = std::sync::Mutex::new(failed);
+        let results = in_order_until_failed(&[0u64, 1], 2, |&i, overtaken| match i {
+            0 => {
+                let _ = wait_failed.lock().unwrap().recv();
+                // Once item 1's failure is in.
+                let mut steps = 0u64;
+                while overtaken.failed_at.load(Ordering::SeqCst) == usize::MAX && steps < 1 << 22 {
+                    steps += 1;
+                    std::thread::yield_now();
+                }
+                match overtaken.is() {
+                    true => Ok(0),
+                    false => Err(0),
+                }
+            }
+            _ => {
+                let _ = failed.lock().unwrap().send(());
+                Err(1)
+            }
+        });
+        assert_eq!(results, [Err(0)]);
+    }
+
+    /// Where objects are not files (an S3 bucket): the big tar's bytes counted as read, and
+    /// the others read only once it is being read (so that it is in flight beside them).
+    struct Counting {
+        inner: LocalStorage,
+        read: std::sync::Arc<AtomicU64>,
+    }
+
+    struct CountedRead {
+        inner: Box<dyn Read + Send>,
+        read: std::sync::Arc<AtomicU64>,
+        big: bool,
+    }
+
+    impl Read for CountedRead {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            // Bounded: a check that never reads the big tar does not hold this one for ever.
+            let mut steps = 0u64;
+            while !self.big && self.read.load(Ordering::SeqCst) == 0 && steps < 1 << 22 {
+                steps += 1;
+                std::thread::yield_now();
+            }
+            let n = self.inner.read(buf)?;
+            if self.big {
+                self.read.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Ok(n)
+        }
+    }
+
+    impl Storage for Counting {
+        fn describe(&self, key: &str) -> String {
+            self.inner.describe(key)
+        }
+        fn create_dir(&self, name: &str) -> Result<(), StorageError> {
+            self.inner.create_dir(name)
+        }
+        fn create(&self, key: &str) -> Result<Box<dyn crate::storage::ObjectWriter>, StorageError> {
+            self.inner.create(key)
+        }
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            self.inner.put(key, bytes)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+            Ok(Box::new(CountedRead {
+                inner: self.inner.open(key)?,
+                read: self.read.clone(),
+                big: key.ends_with("-big.tar"),
+            }))
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+            self.inner.size(key)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            limit: usize,
+        ) -> Result<Vec<crate::storage::ObjectInfo>, StorageError> {
+            self.inner.list(prefix, limit)
+        }
+        fn remove(&self, key: &str) -> Result<(), StorageError> {
+            self.inner.remove(key)
+        }
+        fn abort_unfinished_before(
+            &self,
+            prefix: &str,
+            before: Option<std::time::SystemTime>,
+        ) -> Result<usize, StorageError> {
+            self.inner.abort_unfinished_before(prefix, before)
+        }
+        fn unfinished(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
+            self.inner.unfinished(prefix, limit)
+        }
+        fn marks_a_start(&self) -> bool {
+            false
+        }
+        fn remote(&self) -> bool {
+            true
+        }
+    }
+
+    /// A tar of one file of `len` zeros (sparse on disk), and its checksums.
+    fn zeros_tar(path: &std::path::Path, len: u64) -> Checksums {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(len);
+        header.set_mode(0o644);
+        header.set_path("./zeros").unwrap();
+        header.set_cksum();
+        let mut file = std::fs::File::create(path).unwrap();
+        io::Write::write_all(&mut file, header.as_bytes()).unwrap();
+        file.set_len(512 + len.div_ceil(512) * 512 + 1024).unwrap();
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64);
+            sha2::Digest::update(&mut sha, &zeros[..n as usize]);
+            left -= n;
+        }
+        let mut sums = Checksums::new();
+        sums.insert("./zeros".into(), hex(&sha2::Digest::finalize(sha)));
+        sums
+    }
+
+    /// A restore's check of a bucket's backup whose small first tar is corrupted names it
+    /// without reading the big tar after it to its end (it was in flight beside it).
+    #[test]
+    fn a_failed_check_stops_the_check_of_a_later_tar_in_flight() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = "cf_20260101T000000Z";
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+        let big: u64 = 256 << 20;
+        let mut small_sums = zeros_tar(&root.path().join(dir).join("a-0-small.tar"), 10_000);
+        small_sums.insert("./zeros".into(), "0".repeat(64));
+        let big_sums = zeros_tar(&root.path().join(dir).join("b-0-big.tar"), big);
+        let artifacts =
+            |name: &str, index: &str, job: &str, checksums: &Checksums| InstanceArtifacts {
+                name: name.into(),
+                index: index.into(),
+                artifacts: vec![ArtifactChecksums {
+                    name: job.into(),
+                    checksums: checksums.clone(),
+                }],
+            };
+        let metadata = BackupMetadata {
+            instances: vec![
+                artifacts("a", "0", "small", &small_sums),
+                artifacts("b", "0", "big", &big_sums),
+            ],
+            ..BackupMetadata::default()
+        };
+        let read = std::sync::Arc::new(AtomicU64::new(0));
+        let storage = Counting {
+            inner: LocalStorage::new(root.path()),
+            read: read.clone(),
+        };
+        let backup = StoredBackup::new(&storage, dir);
+        let console = Console::new(false, crate::console::Format::Json);
+        // Side by side, whatever the cores here.
+        let e = backup
+            .validate_on(&metadata, &console, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a-0-small.tar"), "{e}");
+        let read = read.load(Ordering::SeqCst);
+        assert!(
+            read > 0,
+            "the big tar was never read: the test shows nothing"
+        );
+        assert!(read < big / 4, "{read} bytes read: the big tar was read on");
     }
 
     #[test]

@@ -75,17 +75,20 @@ pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError
 /// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every
 /// header and seeks past the data, which threads beside hash, each file read there by its
 /// offset (`split_check`): one file's SHA-256 is one chain, but two files' are two. `read` is
-/// told the bytes read, as they are.
+/// told the bytes read, as they are; once `stop` says so, nothing more is read (a check beside
+/// failed first), and the result is an error.
 pub fn check_tar_file(
     file: &fs::File,
     blake3: bool,
     read: &(dyn Fn(u64) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Checked, TarReadError> {
     let len = file.metadata().map_err(TarReadError::Read)?.len();
-    super::split_check::beside(file, len, blake3, read, |side| {
+    super::split_check::beside(file, len, blake3, read, stop, |side| {
         let mut archive = tar::Archive::new(Counting {
             inner: io::BufReader::with_capacity(1 << 20, file),
             read,
+            stop,
             at: 0,
             len,
         });
@@ -150,14 +153,23 @@ impl Side {
 struct Counting<'a> {
     inner: io::BufReader<&'a fs::File>,
     read: &'a (dyn Fn(u64) + Sync),
+    stop: &'a (dyn Fn() -> bool + Sync),
     at: u64,
     len: u64,
+}
+
+/// A check stopped by its caller's word.
+pub(super) fn stopped() -> io::Error {
+    io::Error::other("not read further: a check beside it failed first")
 }
 
 impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if crate::interrupt::is_interrupted() {
             return Err(super::handoff::RunInterrupted::io());
+        }
+        if (self.stop)() {
+            return Err(stopped());
         }
         let n = self.inner.read(buf)?;
         self.at += n as u64;
@@ -976,14 +988,14 @@ mod tests {
             blake3: Some(blake3.clone()),
         };
         assert_eq!(check_tar(&bytes[..], true).unwrap(), both);
-        let two = check_tar_file(&file, true, &count).unwrap();
+        let two = check_tar_file(&file, true, &count, &|| false).unwrap();
         assert_eq!(two, both);
         assert_eq!(two.sha256.get("./linked"), one_read.get("./last"));
         assert_eq!(blake3.get("./linked"), blake3.get("./last"));
         assert!(two.sha256.contains_key("./linked"));
         // A file is read from its start: opened again.
         let again = fs::File::open(tmp.path()).unwrap();
-        let sha256_only = check_tar_file(&again, false, &|_| {}).unwrap();
+        let sha256_only = check_tar_file(&again, false, &|_| {}, &|| false).unwrap();
         assert_eq!(sha256_only.sha256, one_read);
         assert_eq!(sha256_only.blake3, None);
         // Every file's bytes were counted, on one thread or the other.
@@ -995,7 +1007,7 @@ mod tests {
         let at = changed.len() - 2 * 1024 - 512 - 10_000;
         changed[at] ^= 1;
         let (_tmp, file) = file_of(&changed);
-        let found = check_tar_file(&file, true, &|_| {}).unwrap();
+        let found = check_tar_file(&file, true, &|_| {}, &|| false).unwrap();
         let found_b3 = found.blake3.unwrap();
         assert_ne!(found.sha256.get("./last"), one_read.get("./last"));
         assert_ne!(found_b3.get("./last"), blake3.get("./last"));
@@ -1014,13 +1026,40 @@ mod tests {
         let cut = &cut[..last + 512 + 100_001];
         assert!(read_tar(cut, None).is_err());
         let (_tmp, file) = file_of(cut);
-        let found = check_tar_file(&file, true, &|_| {});
+        let found = check_tar_file(&file, true, &|_| {}, &|| false);
         assert!(found.is_err(), "{found:?}");
 
         // Cut inside the third file, which lies in the second half.
         let third = bytes.windows(7).position(|w| w == b"a/third").unwrap();
         let (_tmp, file) = file_of(&bytes[..third + 512 + 1000]);
-        let cut = check_tar_file(&file, true, &|_| {});
+        let cut = check_tar_file(&file, true, &|_| {}, &|| false);
         assert!(cut.is_err(), "{cut:?}");
+    }
+
+    /// Told to stop (a check beside it failed), a check of a tar file reads no further, on
+    /// its reading thread and the threads beside, and ends in an error, not a manifest.
+    #[test]
+    fn a_tar_file_check_told_to_stop_reads_no_further() {
+        let big = vec![9u8; 48 << 20];
+        let files: Vec<(String, Vec<u8>)> = std::iter::once(("./big".to_string(), big))
+            .chain((0..64).map(|i| (format!("./small/{i}"), vec![i as u8; 100_000])))
+            .collect();
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+        let bytes = tar_with(&files, "./l");
+        let (_tmp, file) = file_of(&bytes);
+        let counted = std::sync::atomic::AtomicU64::new(0);
+        let count = |n: u64| {
+            counted.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        };
+        let stop = || counted.load(std::sync::atomic::Ordering::SeqCst) > 2 << 20;
+        let found = check_tar_file(&file, true, &count, &stop);
+        assert!(found.is_err(), "{found:?}");
+        let read = counted.into_inner();
+        assert!(
+            read < bytes.len() as u64 / 4,
+            "{read} of {} bytes read after the word to stop",
+            bytes.len()
+        );
     }
 }

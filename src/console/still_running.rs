@@ -319,7 +319,7 @@ impl Console {
         );
         bar.set_prefix(label);
         let bar = self.add_bar(bar)?;
-        bar.enable_steady_tick(Duration::from_millis(250));
+        crate::progress::steady_tick(&bar, Duration::from_millis(250));
         Some(bar)
     }
 }

@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::instance::InstanceId;
+use crate::thread_start;
 
 /// Hidden, for tests: the interval between the lines, as a duration (`500ms`).
 pub const INTERVAL_ENV: &str = "BBR_AGENT_CONNECTING_EVERY";
@@ -67,9 +68,16 @@ impl Connecting {
         state.next += 1;
         state.pending.insert(key, (id.to_string(), Instant::now()));
         if !state.ticking {
-            state.ticking = true;
             let weak = Arc::downgrade(&self.inner);
-            thread::spawn(move || tick(weak));
+            // The line is a nicety: without a thread for it (the OS refused one), the sessions
+            // connect all the same, unnamed; the next one to start tries again.
+            match thread_start::start(
+                || "name the sessions still connecting".into(),
+                move || tick(weak),
+            ) {
+                Ok(_) => state.ticking = true,
+                Err(e) => tracing::debug!(error = %e, "no still-connecting line"),
+            }
         }
         Pending {
             inner: Arc::clone(&self.inner),
@@ -163,5 +171,25 @@ mod tests {
         let state = lock(&connecting.inner.state);
         let names: Vec<_> = state.pending.values().map(|(n, _)| n.clone()).collect();
         assert_eq!(names, ["db/1"]);
+    }
+
+    /// Without a thread for the line, a session still connects (listed, unnamed on the
+    /// console); the next session to start starts the line.
+    #[test]
+    fn a_refused_ticker_is_skipped_and_tried_again_by_the_next_session() {
+        let connecting = Connecting::new(Arc::new(|_| {}));
+        let id = |index: &str| InstanceId {
+            group: "db".into(),
+            index: index.into(),
+        };
+        let first = thread_start::with_threads_allowed(0, || connecting.start(&id("0")));
+        {
+            let state = lock(&connecting.inner.state);
+            assert!(!state.ticking);
+            assert_eq!(state.pending.len(), 1);
+        }
+        let _second = connecting.start(&id("1"));
+        assert!(lock(&connecting.inner.state).ticking);
+        drop(first);
     }
 }

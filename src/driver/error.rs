@@ -23,6 +23,9 @@ pub enum SessionError {
     Protocol(String),
     #[error("artifact transfer failed: {0}")]
     Transfer(String),
+    /// A thread the session needs could not be had: the session was not started, or ended.
+    #[error(transparent)]
+    NoThread(crate::thread_start::NoThread),
 }
 
 impl From<SessionError> for InstanceError {

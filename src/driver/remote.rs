@@ -4,14 +4,13 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::bootstrap::Bring;
 use super::connecting::Connecting;
 use super::error::SessionError;
 use super::session_command;
-use super::session_watch::SessionOutput;
+use super::session_watch::{self, SessionOutput};
 use super::splice_send::{SendError, send_file};
 use crate::artifact::Checksums;
 use crate::contract::ScriptKind;
@@ -28,6 +27,7 @@ use crate::protocol::{
     AgentMessage, BLAKE3_DIGEST, HelloResult, Op, PROTOCOL_VERSION, Request, SCRIPT_ENDED,
     WireCompression, WireReport, WireSettings, ZSTD_CODEC,
 };
+use crate::thread_start::{self, NoThread};
 
 /// How much of the agent command's stderr is kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
@@ -138,6 +138,9 @@ impl RemoteInstance {
             return Err(self.unreachable(why.clone(), String::new()));
         }
         let _pending = self.connecting.as_ref().map(|c| c.start(&self.id));
+        if let Err(e) = session_watch::watch() {
+            return Err(self.refused(e));
+        }
         // Its own group: the session ends when the driver is interrupted (session_watch), not
         // half-way through a terminal's Ctrl-C to every process at once.
         let child = session_command::spawn(&self.command)
@@ -149,19 +152,22 @@ impl RemoteInstance {
         let mut pipe = child.stderr;
         let tail = Arc::clone(&stderr);
         let (stderr_ends, stderr_done) = mpsc::channel::<()>();
-        thread::spawn(move || {
-            let _ends = stderr_ends;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
+        let reader = thread_start::start(
+            || format!("read {}'s stderr", self.id),
+            move || {
+                let _ends = stderr_ends;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut kept = tail.lock().expect("stderr lock");
+                    kept.extend_from_slice(&buf[..n]);
+                    let excess = kept.len().saturating_sub(STDERR_TAIL);
+                    kept.drain(..excess);
                 }
-                let mut kept = tail.lock().expect("stderr lock");
-                kept.extend_from_slice(&buf[..n]);
-                let excess = kept.len().saturating_sub(STDERR_TAIL);
-                kept.drain(..excess);
-            }
-        });
+            },
+        );
         let (to_agent, from_agent) = (child.stdin.expect("stdin is piped"), child.stdout);
         pipes::enlarge(&to_agent);
         pipes::enlarge(&from_agent);
@@ -176,15 +182,19 @@ impl RemoteInstance {
             stderr,
             stderr_done,
         });
+        // Its stderr unread, the session could block on a full pipe: it is ended.
+        if let Err(e) = reader {
+            return Err(self.refused(e));
+        }
         if let Some(bring) = self.bring.clone() {
-            let conn = self.conn.as_mut().expect("just connected");
             // The connect deadline holds for the writes too: a VM that asks for the binary and
             // then reads nothing would block the write for ever. Past it, the session's group
             // is killed, which ends the write (the leader is not reaped before this ends).
             let (finished, done) = mpsc::channel::<()>();
             let watchdog = deadline.map(|deadline| {
                 let group = ProcessGroup::led_by(leader.as_raw() as u32);
-                thread::spawn(move || {
+                let what = || format!("time bringing the agent to {}", self.id);
+                thread_start::start(what, move || {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let fired = done.recv_timeout(left) == Err(mpsc::RecvTimeoutError::Timeout);
                     if fired {
@@ -193,6 +203,12 @@ impl RemoteInstance {
                     fired
                 })
             });
+            // Without it, a VM that reads nothing would hold the write for ever: not started.
+            let watchdog = match watchdog.transpose() {
+                Ok(watchdog) => watchdog,
+                Err(e) => return Err(self.refused(e)),
+            };
+            let conn = self.conn.as_mut().expect("just connected");
             let started = bring.start(&self.id, &mut conn.to_agent, &mut conn.from_agent);
             drop(finished);
             let fired = watchdog.is_some_and(|w| w.join().unwrap_or(false));
@@ -359,6 +375,13 @@ impl RemoteInstance {
                 }
             }
         }
+    }
+
+    /// A thread the session needs was refused: the session, if it started, is ended as a lost
+    /// one is (and not tried again), and the refusal is the error.
+    fn refused(&mut self, e: NoThread) -> InstanceError {
+        let _ = self.lose(e.to_string());
+        SessionError::NoThread(e).into()
     }
 
     /// Marks the session lost and says why, with the command's stderr; a session that did
@@ -734,5 +757,69 @@ fn copy_in_chunks(input: &mut dyn Read, chunks: &mut impl Write) -> Result<u64, 
         };
         chunks.write_all(&buf[..n]).map_err(SendError::Write)?;
         copied += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::bootstrap::AgentMode;
+    use nix::errno::Errno;
+    use nix::unistd::Pid;
+    use std::path::Path;
+
+    /// An instance whose session writes its pid into `dir` and then waits, never answering.
+    fn waiting(dir: &Path) -> RemoteInstance {
+        let command = format!("echo $$ > '{}/pid'; exec sleep 600", dir.display());
+        let id = InstanceId {
+            group: "db".into(),
+            index: "0".into(),
+        };
+        let lines: ScriptEvents = Arc::new(|_, _, _, _| {});
+        RemoteInstance::new(id, "dep", &command, WireSettings::default(), lines)
+    }
+
+    /// The refusal is the error, said once; the session that had started is ended and reaped,
+    /// and it is not started again.
+    fn assert_refused(mut instance: RemoteInstance, dir: &Path, allowed: usize, said: &str) {
+        // The watcher of interruptions is not the thread refused here.
+        session_watch::watch().unwrap();
+        let e = thread_start::with_threads_allowed(allowed, || instance.describe()).unwrap_err();
+        assert!(
+            matches!(SessionError::of(&e), Some(SessionError::NoThread(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "could not start a thread to {said}: Resource temporarily unavailable (os error 11)"
+            )
+        );
+        let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+            .expect("the session started")
+            .trim()
+            .parse()
+            .unwrap();
+        let leader = nix::sys::signal::kill(Pid::from_raw(pid), None);
+        assert_eq!(leader, Err(Errno::ESRCH), "the session is still there");
+        std::fs::remove_file(dir.join("pid")).unwrap();
+        let again = instance.describe().unwrap_err().to_string();
+        assert!(again.contains(said), "{again}");
+        assert!(!dir.join("pid").exists(), "a second session was started");
+    }
+
+    #[test]
+    fn a_refused_stderr_reader_ends_the_session_with_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = waiting(dir.path());
+        assert_refused(instance, dir.path(), 0, "read db/0's stderr");
+    }
+
+    #[test]
+    fn a_refused_watchdog_of_the_bootstrap_ends_the_session_with_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bring = Bring::prepare(AgentMode::Installed, None, Arc::new(|_| {})).unwrap();
+        let instance = waiting(dir.path()).with_bring(Some(Arc::new(bring)));
+        assert_refused(instance, dir.path(), 1, "time bringing the agent to db/0");
     }
 }

@@ -18,7 +18,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, poll};
@@ -27,6 +26,7 @@ use nix::unistd::Pid;
 
 use crate::exec::{ChildLeader, Members, ProcessGroup};
 use crate::interrupt::{self, Level};
+use crate::thread_start::{self, NoThread};
 
 /// How long a session that did not answer in time has after SIGTERM, before SIGKILL.
 const HELLO_KILL_GRACE: Duration = Duration::from_secs(2);
@@ -54,6 +54,24 @@ pub struct Registered {
     ended: bool,
 }
 
+/// Starts the thread that ends every live session on the first interruption, unless it runs
+/// already. Called before a session starts: one that could not be ended by an interruption
+/// (its VM's jobs left locked until the session's own end) is not started.
+pub fn watch() -> Result<(), NoThread> {
+    start_watching(&mut live())
+}
+
+fn start_watching(live: &mut Live) -> Result<(), NoThread> {
+    if !live.watching {
+        thread_start::start(
+            || "end the sessions on an interruption".into(),
+            end_all_on_interruption,
+        )?;
+        live.watching = true;
+    }
+    Ok(())
+}
+
 /// Registers a session's group; one started after the interruption is ended at once.
 pub fn register(group: ProcessGroup) -> Registered {
     let mut live = live();
@@ -61,9 +79,10 @@ pub fn register(group: ProcessGroup) -> Registered {
         group.signal(Signal::SIGTERM);
     } else {
         live.groups.insert(group.id());
-        if !live.watching {
-            live.watching = true;
-            thread::spawn(end_all_on_interruption);
+        // Started by [`watch`] before the session was: only a caller that did not call it
+        // can meet a refusal here.
+        if let Err(e) = start_watching(&mut live) {
+            tracing::warn!(error = %e, "a session an interruption will not end");
         }
     }
     Registered {
@@ -256,10 +275,29 @@ mod tests {
         assert_eq!(group, Err(Errno::ESRCH), "its group is gone");
     }
 
+    /// Without a thread to watch for the interruption, `watch` says so (and a session is not
+    /// started); the next call tries again.
+    #[test]
+    fn a_refused_watcher_is_an_error_and_is_tried_again() {
+        let mut live = Live {
+            groups: BTreeSet::new(),
+            watching: false,
+        };
+        let refused = thread_start::with_threads_allowed(0, || start_watching(&mut live));
+        let e = refused.unwrap_err().to_string();
+        assert!(
+            e.starts_with("could not start a thread to end the sessions on an interruption: "),
+            "{e}"
+        );
+        assert!(!live.watching);
+        start_watching(&mut live).unwrap();
+        assert!(live.watching);
+    }
+
     /// Sessions ending together are each reaped, one at a time.
     #[test]
     fn sessions_ending_together_are_all_reaped() {
-        let pids: Vec<Pid> = thread::scope(|s| {
+        let pids: Vec<Pid> = std::thread::scope(|s| {
             let ends: Vec<_> = (0..8)
                 .map(|_| s.spawn(|| session("true", Duration::from_secs(60))))
                 .collect();

@@ -19,11 +19,13 @@ use crate::artifact::backup_dir::{
 use crate::artifact::checksums::compare;
 use crate::artifact::codec::Codecs;
 use crate::artifact::handoff::RunInterrupted;
+use crate::artifact::tar_reader::TarReadError;
 use crate::artifact::verify_stream::VerifyingWriter;
 use crate::console::Console;
 use crate::instance::{DigestKind, Instance};
 use crate::progress::{self, Counted};
 use crate::storage::{Storage, StorageError};
+use crate::thread_start::NoThread;
 
 /// Drains every job in `jobs` into the directory `artifact` of `storage`, recording checksums
 /// in `metadata`; each tar is compressed and encrypted as `codecs` say.
@@ -122,12 +124,15 @@ fn drain_job(
     };
     let storage_failed = |e: StorageError| fail_with(TransferError::Storage(Box::new(e)));
     let write_failed = |source: std::io::Error| {
-        fail_with(match RunInterrupted::is(&source) {
-            true => TransferError::Interrupted(source),
-            false => TransferError::Write {
+        fail_with(if RunInterrupted::is(&source) {
+            TransferError::Interrupted(source)
+        } else if NoThread::is(&source) {
+            TransferError::NoThread(source)
+        } else {
+            TransferError::Write {
                 object: shown.clone(),
                 source,
-            },
+            }
         })
     };
     let object = match storage.create(key) {
@@ -177,6 +182,8 @@ fn drain_job(
     };
     let checked = match (sent, received) {
         (Err(e), _) => Err(TransferError::Instance(Box::new(e))),
+        // The check that could not start says nothing of the tar.
+        (_, Err(TarReadError::Read(e))) if NoThread::is(&e) => Err(TransferError::NoThread(e)),
         (_, Err(e)) => Err(TransferError::NotATar(e)),
         (Ok(sent), Ok(received)) => {
             // What the VM's digests are compared with: the same kind, of the same bytes.

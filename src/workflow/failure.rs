@@ -57,6 +57,9 @@ pub enum TransferError {
     /// The run was interrupted while the bytes passed.
     #[error(transparent)]
     Interrupted(std::io::Error),
+    /// A thread to write or check the stream could not be had (the OS refused it).
+    #[error(transparent)]
+    NoThread(std::io::Error),
     /// The VM's stream is not a tar.
     #[error("the artifact stream is not a valid tar: {0}")]
     NotATar(TarReadError),

@@ -28,6 +28,7 @@ use rusty_s3::{Method, S3Action as _};
 
 use super::client::{Call, Client, bad_xml};
 use crate::storage::{ObjectWriter, StorageError};
+use crate::thread_start;
 
 /// S3's limit on the parts of one upload.
 pub(super) const MAX_PARTS: u32 = 10_000;
@@ -175,6 +176,8 @@ struct Upload {
     shared: Arc<Shared>,
     parts: Option<SyncSender<Part>>,
     senders: Vec<JoinHandle<()>>,
+    /// No sender thread could be had: the writer sends the parts itself.
+    inline: bool,
 }
 
 pub(crate) struct MultipartWriter {
@@ -259,17 +262,26 @@ impl MultipartWriter {
         // the budget alone bounds what is held.
         let (parts, queue) = sync_channel::<Part>(0);
         let queue = Arc::new(Mutex::new(queue));
-        let senders = (0..self.plan.senders)
-            .map(|_| {
-                let shared = shared.clone();
-                let queue = queue.clone();
-                std::thread::spawn(move || send_parts(&shared, &queue))
-            })
-            .collect();
+        let mut senders = Vec::new();
+        for _ in 0..self.plan.senders {
+            let (shared, queue) = (shared.clone(), queue.clone());
+            let what = || format!("send the parts of {}", self.what);
+            match thread_start::start(what, move || send_parts(&shared, &queue)) {
+                Ok(sender) => senders.push(sender),
+                // A thread the OS refuses (a container's pids.max) is one sender fewer; with
+                // none, the writer sends each part itself.
+                Err(e) => {
+                    tracing::debug!(error = %e, senders = senders.len(), "fewer part senders");
+                    break;
+                }
+            }
+        }
+        let inline = senders.is_empty();
         self.upload = Some(Upload {
             shared,
-            parts: Some(parts),
+            parts: (!inline).then_some(parts),
             senders,
+            inline,
         });
         Ok(())
     }
@@ -294,6 +306,11 @@ impl MultipartWriter {
         };
         self.held = 0;
         self.number += 1;
+        if let Some(upload) = self.upload.as_ref().filter(|u| u.inline) {
+            // Its failure, if any, is told as a sender's is: by the next write, or the end.
+            send_one(&upload.shared, part);
+            return Ok(());
+        }
         let sent = self
             .upload
             .as_ref()
@@ -521,19 +538,24 @@ fn send_parts(shared: &Shared, queue: &Mutex<Receiver<Part>>) {
             Ok(part) => part,
             Err(_) => return,
         };
-        if lock(&shared.failure).is_none() {
-            match send_part(shared, &part) {
-                Ok(etag) => lock(&shared.etags).push((part.number, etag)),
-                Err(e) => {
-                    let mut failure = lock(&shared.failure);
-                    if failure.is_none() {
-                        *failure = Some(e);
-                    }
+        send_one(shared, part);
+    }
+}
+
+/// Sends `part` unless the upload failed already, then gives its buffer back.
+fn send_one(shared: &Shared, part: Part) {
+    if lock(&shared.failure).is_none() {
+        match send_part(shared, &part) {
+            Ok(etag) => lock(&shared.etags).push((part.number, etag)),
+            Err(e) => {
+                let mut failure = lock(&shared.failure);
+                if failure.is_none() {
+                    *failure = Some(e);
                 }
             }
         }
-        shared.budget.give_buffer(part.bytes);
     }
+    shared.budget.give_buffer(part.bytes);
 }
 
 fn send_part(shared: &Shared, part: &Part) -> Result<String, StorageError> {

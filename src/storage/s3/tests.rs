@@ -423,6 +423,31 @@ fn a_part_that_cannot_be_sent_fails_the_writer_naming_the_object_and_aborts_its_
     assert_eq!(s.budget().held(), 0);
 }
 
+/// With fewer sender threads than asked for (the OS refused the others), or none (the writer
+/// sends each part itself), the object is stored whole, its buffers given back.
+#[test]
+fn parts_are_sent_by_the_threads_the_os_gives_down_to_the_writer_alone() {
+    let s = store("t-few-senders", "", &small());
+    let bytes = data(6 * PART + 99);
+    for allowed in [0, 1] {
+        let key = format!("dep/{allowed}.tar");
+        let mut w = s.create(&key).unwrap();
+        let ((), refused) = crate::thread_start::counting_refusals(allowed, || {
+            write_in_chunks(w.as_mut(), &bytes);
+        });
+        assert_eq!(
+            refused, 1,
+            "the senders were not asked of the OS through thread_start"
+        );
+        assert_eq!(w.finish().unwrap(), bytes.len() as u64);
+        let mut back = Vec::new();
+        s.open(&key).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == bytes, "read back {} bytes, differ", back.len());
+        assert_eq!(s.budget().held(), 0);
+    }
+    assert!(uploads(&s).is_empty());
+}
+
 /// A loopback proxy to Garage that answers each of the first `busy` requests with a 503
 /// (each on its own connection), then forwards.
 fn busy_proxy(target: &str, busy: usize) -> String {
