@@ -1,7 +1,7 @@
-//! Threads the driver asks of the OS where it may refuse one (a container's `pids.max`,
-//! `RLIMIT_NPROC`, memory): a refusal is an error that names what could not start, never a
-//! panic while VMs are locked. What it then means (fewer threads, a step failed, a nicety
-//! skipped) is the caller's to decide.
+//! Threads the driver and the agent ask of the OS where it may refuse one (a container's
+//! `pids.max`, `RLIMIT_NPROC`, memory): a refusal is an error that names what could not start,
+//! never a panic while VMs are locked. What it then means (fewer threads, a step failed, a
+//! nicety skipped) is the caller's to decide.
 
 use std::io;
 use std::thread::JoinHandle;
@@ -52,6 +52,52 @@ thread_local! {
     /// How many more threads this (test) thread may start, when limited, and how many it was
     /// refused.
     static LIMIT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// `run` of every item at once: a thread each but the last, which runs on the calling thread,
+/// as does each item whose thread the OS refuses (after the others started). The results in
+/// the items' order.
+pub fn all_at_once<T: Sync, R: Send>(items: &[T], run: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let Some((last, others)) = items.split_last() else {
+        return Vec::new();
+    };
+    let run = &run;
+    std::thread::scope(|s| {
+        let started: Vec<_> = others
+            .iter()
+            .map(|item| {
+                let refused = refused_by_test();
+                let spawned = match refused {
+                    Some(error) => Err(error),
+                    None => std::thread::Builder::new().spawn_scoped(s, move || run(item)),
+                };
+                spawned.ok()
+            })
+            .collect();
+        let mut results: Vec<Option<R>> = started
+            .iter()
+            .zip(others)
+            .map(|(thread, item)| match thread {
+                Some(_) => None,
+                None => Some(run(item)),
+            })
+            .collect();
+        let last = run(last);
+        for (result, thread) in results.iter_mut().zip(started) {
+            if let Some(thread) = thread {
+                *result = Some(
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item ran, on a thread of its own or this one"))
+            .chain(std::iter::once(last))
+            .collect()
+    })
 }
 
 /// The OS's refusal, as the tests make it: once this thread's allowance is spent.
@@ -110,5 +156,30 @@ mod tests {
         assert!(!NoThread::is(&io::Error::other("other")));
         // Outside the limit, threads start again.
         assert_eq!(start(|| "x".into(), || 3).unwrap().join().unwrap(), 3);
+    }
+
+    /// Every item runs once whatever threads the OS gives, the results in order; with every
+    /// thread it gives, they run at once (each waits for all the others to start).
+    #[test]
+    fn all_at_once_runs_every_item_on_the_threads_there_are() {
+        let items: Vec<u32> = (0..5).collect();
+        for allowed in [0, 1, 2, 4] {
+            let (results, refused) = counting_refusals(allowed, || {
+                all_at_once(&items, |i| (i * 10, std::thread::current().id()))
+            });
+            let values: Vec<u32> = results.iter().map(|(v, _)| *v).collect();
+            assert_eq!(values, [0, 10, 20, 30, 40], "{allowed} allowed");
+            assert_eq!(refused, 4 - allowed, "{allowed} allowed");
+            let here = std::thread::current().id();
+            let on_this_thread = results.iter().filter(|(_, t)| *t == here).count();
+            assert_eq!(on_this_thread, 5 - allowed, "{allowed} allowed");
+        }
+        let barrier = std::sync::Barrier::new(3);
+        let met = all_at_once(&[1, 2, 3], |i| {
+            barrier.wait();
+            *i
+        });
+        assert_eq!(met, [1, 2, 3]);
+        assert!(all_at_once(&Vec::<u32>::new(), |i| *i).is_empty());
     }
 }

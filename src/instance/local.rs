@@ -6,7 +6,6 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::thread;
 
 use super::api::{
     Description, DigestKind, Expected, Instance, InstanceError, InstanceId, JobInfo, JobProblem,
@@ -556,24 +555,16 @@ impl Instance for LocalInstance {
             // says when it ends, as the step's answer comes only once the slowest has; but
             // the last to end, whose end the answer says at once.
             let running = std::sync::atomic::AtomicUsize::new(chosen.len());
-            let run = |job: &DiscoveredJob| {
+            let run = |job: &&DiscoveredJob| {
                 let report = this.run_one(job, kind, unlock);
                 if running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) > 1 {
                     (this.lines)(&this.id, &job.name, kind, ScriptEvent::Ended);
                 }
                 report
             };
-            let (last, others) = chosen.split_last().expect("more than one job");
-            thread::scope(|s| {
-                let handles: Vec<_> = others.iter().map(|job| s.spawn(move || run(job))).collect();
-                let last = run(last);
-                let mut reports: Vec<ScriptReport> = handles
-                    .into_iter()
-                    .map(|h| h.join().expect("script thread"))
-                    .collect();
-                reports.push(last);
-                reports
-            })
+            // A thread the OS refuses (pids.max) has its job run on this one, after the
+            // others started: later, but run, and its lock recorded.
+            crate::thread_start::all_at_once(&chosen, run)
         };
         this.record_unlocks(kind, jobs, &reports);
         reports.extend(unknown);
