@@ -1019,10 +1019,9 @@ fn blake3_digests_go_only_to_an_agent_whose_hello_lists_them() {
         };
         let inventory = fleet.inventory_with(|m| {
             format!(
-                "tee -a {} | {} --root {} serve | {hide}",
+                "tee -a {} | {} | {hide}",
                 requests(m).display(),
-                common::AGENT,
-                m.vm.root().display()
+                local_command(m)
             )
         });
         let artifacts = fleet.dir.path().join(format!("older-{older}"));
@@ -1082,11 +1081,7 @@ fn a_wrong_blake3_from_the_vm_fails_the_backup_and_keeps_no_tar() {
             "blob" => r#"sed -u 's/\("\.\/objects\/aa\/bb":"\)[0-9a-f]\{4\}/\10000/'"#,
             _ => "cat",
         };
-        format!(
-            "{} --root {} serve | {alter}",
-            common::AGENT,
-            m.vm.root().display()
-        )
+        format!("{} | {alter}", local_command(m))
     });
     let run = fleet.backup(&inventory, &[]);
     run.assert_code(1)

@@ -73,6 +73,11 @@ impl Session {
         stdin.write_all(request.as_bytes()).unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
+        self.answer()
+    }
+
+    /// Every message up to the answer of the request sent.
+    fn answer(&mut self) -> Vec<Value> {
         let mut messages = Vec::new();
         loop {
             let mut line = String::new();
@@ -819,20 +824,7 @@ fn receive_artifact(session: &mut Session, request: Value, data: &[u8]) -> Vec<V
     }
     stdin.write_all(&0u32.to_be_bytes()).unwrap();
     stdin.flush().unwrap();
-    let mut messages = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            session.stdout.read_line(&mut line).unwrap() > 0,
-            "serve ended: {messages:#?}"
-        );
-        let m: Value = serde_json::from_str(&line).unwrap();
-        let done = m["type"] == "ok" || m["type"] == "error";
-        messages.push(m);
-        if done {
-            return messages;
-        }
-    }
+    session.answer()
 }
 
 /// The agent's hello says it takes BLAKE3: asked, it gives the BLAKE3 of the files it sends,
