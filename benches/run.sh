@@ -426,6 +426,8 @@ PY
   sha2_spec="sha2@$(cargo tree -q -e normal --depth 1 2>/dev/null | sed -n 's/.*sha2 v\([0-9.]*\).*/\1/p' | head -1)"
   echo "sha2 crate: $(cargo tree -q -e features -i "$sha2_spec" 2>/dev/null | head -1 || echo '?'); features: $(cargo tree -q -e features -i "$sha2_spec" 2>/dev/null | sed -n 's/.*sha2 feature "\([^"]*\)".*/\1/p' | sort -u | paste -sd, -)"
   echo "SHA-NI instructions (sha256rnds2) in the binary: $(objdump -d "$AGENT" 2>/dev/null | grep -c sha256rnds2 || true)"
+  # BLAKE3 checks the bytes on their way to and from a VM (docs/protocol.md, `digest`).
+  echo "blake3 crate: $(cargo tree -q -e normal --depth 1 2>/dev/null | sed -n 's/.*\(blake3 v[0-9.]*\).*/\1/p' | head -1); avx512 in /proc/cpuinfo: $(grep -o -m1 'avx512f' /proc/cpuinfo || echo no)"
   echo "BBR's own code: ${BBRLOCAL:-not run}$( [ -n "$BBRLOCAL" ] && [ -f "$(dirname "$BBRLOCAL")/bbr-src.commit" ] && echo " (BBR at $(cut -c1-12 "$(dirname "$BBRLOCAL")/bbr-src.commit"), $(go version 2>/dev/null | cut -d' ' -f3))")"
   [ -z "$BEFORE_AGENT" ] || echo "fleet before/after: before = $BEFORE_AGENT"
   echo "tools: $(tar --version | head -1); $(openssl version); Python $(python3 -c 'import sys; print(sys.version.split()[0])'); shasum $(shasum --version)"
