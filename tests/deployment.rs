@@ -962,10 +962,20 @@ fn a_tar_changed_after_the_check_is_refused_by_the_vm_and_named_corrupted() {
         ),
     );
     fs::write(fleet.log_path(), "").unwrap();
+    // What the driver asks of the VMs is recorded: blob's agent checks by BLAKE3.
+    let requests = fleet.dir.path().join("requests");
+    let inventory =
+        fleet.inventory_with(|m| format!("tee -a {} | {}", requests.display(), local_command(m)));
     let run = fleet.driver(
         &inventory,
         &["restore", "--artifact-path", artifact.to_str().unwrap()],
     );
+    let sent = String::from_utf8_lossy(&fs::read(&requests).unwrap()).into_owned();
+    let blob = sent
+        .lines()
+        .find(|l| l.contains("\"op\":\"receive_artifact\"") && l.contains("\"job\":\"blob\""))
+        .unwrap_or_else(|| panic!("blob's receive_artifact\n{}", run.explain()));
+    assert!(blob.contains("\"digest\":\"blake3\""), "{blob}");
     run.assert_code(1)
         .assert_stdout_contains("every checksum matches")
         .assert_stderr_contains("the backup is corrupted")
@@ -1086,7 +1096,7 @@ fn a_wrong_blake3_from_the_vm_fails_the_backup_and_keeps_no_tar() {
     let run = fleet.backup(&inventory, &[]);
     run.assert_code(1)
         .assert_stderr_contains("blob/0 blob")
-        .assert_stderr_contains("checksums do not match")
+        .assert_stderr_contains("BLAKE3 checksums do not match")
         .assert_stderr_contains("./objects/aa/bb");
     let artifact = fleet.artifact_dir();
     assert!(

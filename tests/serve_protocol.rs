@@ -912,7 +912,7 @@ fn an_agent_gives_and_checks_blake3_digests_when_asked() {
         answer["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("wrong checksums"),
+            .contains("wrong checksums (BLAKE3: content differs: ./greeting)"),
         "{answer:#}"
     );
     assert_eq!(received, None, "nothing refused reaches the store");

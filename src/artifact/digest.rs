@@ -21,11 +21,19 @@ pub enum DigestKind {
 }
 
 impl DigestKind {
-    /// As the protocol and messages name it.
+    /// As the protocol names it.
     pub fn name(self) -> &'static str {
         match self {
             DigestKind::Sha256 => "sha256",
             DigestKind::Blake3 => "blake3",
+        }
+    }
+
+    /// As messages name it.
+    pub fn shown(self) -> &'static str {
+        match self {
+            DigestKind::Sha256 => "SHA-256",
+            DigestKind::Blake3 => "BLAKE3",
         }
     }
 }

@@ -72,23 +72,26 @@ impl Hasher {
             // files from filling the channel before their data does.
             let (to, work) = sync_channel::<ToHasher>(2 * BUDGET / MIN_CHUNK);
             let (give_back, free) = channel::<Vec<u8>>();
-            let started = thread::Builder::new().spawn(move || {
-                let mut sums = Checksums::new();
-                let mut digest = FileDigest::new(kind);
-                for message in work {
-                    match message {
-                        ToHasher::Data(buf, n) => {
-                            digest.update(&buf[..n]);
-                            let _ = give_back.send(buf);
-                        }
-                        ToHasher::End(name) => {
-                            let done = std::mem::replace(&mut digest, FileDigest::new(kind));
-                            sums.insert(name, done.finish());
+            let started = crate::thread_start::start(
+                || "hash the artifact's files".into(),
+                move || {
+                    let mut sums = Checksums::new();
+                    let mut digest = FileDigest::new(kind);
+                    for message in work {
+                        match message {
+                            ToHasher::Data(buf, n) => {
+                                digest.update(&buf[..n]);
+                                let _ = give_back.send(buf);
+                            }
+                            ToHasher::End(name) => {
+                                let done = std::mem::replace(&mut digest, FileDigest::new(kind));
+                                sums.insert(name, done.finish());
+                            }
                         }
                     }
-                }
-                sums
-            });
+                    sums
+                },
+            );
             match started {
                 Ok(thread) => Running::Thread(HashingThread { to, free, thread }),
                 Err(_) => Running::Inline {
@@ -224,13 +227,9 @@ mod tests {
     fn without_a_thread_the_calling_thread_gives_the_same_digests_of_either_kind() {
         for kind in [DigestKind::Sha256, DigestKind::Blake3] {
             let inline = Hasher::new(kind);
-            // As `running` sets it up when the OS refuses the thread.
-            let _ = inline.running.set(Running::Inline {
-                digest: RefCell::new(FileDigest::new(kind)),
-                sums: RefCell::new(Checksums::new()),
-                spare: RefCell::new(None),
-            });
-            let files = feed(&inline);
+            // The OS refuses the thread it starts with the first file.
+            let files = crate::thread_start::with_threads_allowed(0, || feed(&inline));
+            assert!(matches!(inline.running.get(), Some(Running::Inline { .. })));
             let threaded = Hasher::new(kind);
             assert_eq!(feed(&threaded).len(), files.len());
             let expected: Checksums = files

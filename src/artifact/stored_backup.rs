@@ -857,9 +857,7 @@ struct Stopping<R> {
 impl<R: Read> Read for Stopping<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.overtaken.is() {
-            return Err(io::Error::other(
-                "not read further: a tar before it failed its check",
-            ));
+            return Err(tar_reader::stopped());
         }
         self.inner.read(buf)
     }

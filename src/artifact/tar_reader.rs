@@ -59,7 +59,7 @@ pub fn read_tar_as(
     let mut archive = tar::Archive::new(input);
     let entries = archive.entries().map_err(TarReadError::Read)?;
     let reader = Reader::new(extract_to, None, kind, false).read(entries)?;
-    Ok(reader.finish()?.sha256)
+    Ok(reader.finish()?.0)
 }
 
 /// Checks the tar in `input` without extracting it; with `blake3`, takes every file's BLAKE3
@@ -67,9 +67,10 @@ pub fn read_tar_as(
 pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError> {
     let mut archive = tar::Archive::new(input);
     let entries = archive.entries().map_err(TarReadError::Read)?;
-    Reader::new(None, None, DigestKind::Sha256, blake3)
+    let (sha256, blake3) = Reader::new(None, None, DigestKind::Sha256, blake3)
         .read(entries)?
-        .finish()
+        .finish()?;
+    Ok(Checked { sha256, blake3 })
 }
 
 /// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every
@@ -107,7 +108,8 @@ pub fn check_tar_file(
         if let (Some(all), Some(some)) = (reader.blake3.as_mut(), beside.blake3) {
             all.extend(some);
         }
-        reader.finish()
+        let (sha256, blake3) = reader.finish()?;
+        Ok(Checked { sha256, blake3 })
     })
 }
 
@@ -158,9 +160,9 @@ struct Counting<'a> {
     len: u64,
 }
 
-/// A check stopped by its caller's word.
+/// A check stopped by its caller's word: a tar before it failed its check.
 pub(super) fn stopped() -> io::Error {
-    io::Error::other("not read further: a check beside it failed first")
+    io::Error::other("not read further: a tar before it failed its check")
 }
 
 impl Read for Counting<'_> {
@@ -664,7 +666,8 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Checked, TarReadError> {
+    /// The manifest of `kind`, and with it the BLAKE3 one when asked for.
+    fn finish(mut self) -> Result<(Checksums, Option<Checksums>), TarReadError> {
         if let Some(hasher) = self.hasher.take() {
             self.checksums.extend(hasher.finish());
         }
@@ -707,10 +710,7 @@ impl<'a> Reader<'a> {
                 })?;
             }
         }
-        Ok(Checked {
-            sha256: self.checksums,
-            blake3: self.blake3,
-        })
+        Ok((self.checksums, self.blake3))
     }
 }
 

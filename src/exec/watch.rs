@@ -96,7 +96,8 @@ impl Watch {
     /// without redirecting its output must not hold the run up. Returns what was kept.
     /// A pipe still open then (a daemon the script started holds it) is read to its end on a
     /// thread of its own, its output dropped: closing it would kill the daemon with SIGPIPE
-    /// at its next write.
+    /// at its next write. When the OS refuses that thread, the pipe is left open and unread
+    /// until the agent exits (the daemon blocks once it has filled it, rather than dying).
     pub fn finish(mut self, deadline: Instant) -> (Captured, Captured) {
         while self.pipes.iter().any(Option::is_some) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -106,9 +107,18 @@ impl Watch {
             self.poll_once(left, None);
         }
         for pipe in self.pipes.iter_mut().filter_map(Option::take) {
-            std::thread::spawn(move || {
-                let _ = io::copy(&mut &pipe, &mut io::sink());
-            });
+            let pipe = std::sync::Arc::new(pipe);
+            let reader = std::sync::Arc::clone(&pipe);
+            let drained = crate::thread_start::start(
+                || "read a daemon's output to its end".into(),
+                move || {
+                    let _ = io::copy(&mut &*reader, &mut io::sink());
+                },
+            );
+            if drained.is_err() {
+                // Never closed: the refused thread's copy is gone, this one is kept.
+                std::mem::forget(pipe);
+            }
         }
         let [out, err] = self.captures;
         (out.finish(&self.sink), err.finish(&self.sink))

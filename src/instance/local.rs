@@ -688,7 +688,7 @@ impl Instance for LocalInstance {
             if let Some(mismatch) = compare(expected.sums, &found) {
                 return Err(InstanceError::ChecksumMismatch {
                     job: job.to_string(),
-                    detail: mismatch.to_string(),
+                    detail: format!("{}: {mismatch}", expected.kind.shown()),
                 });
             }
             // Not synced to disk: the store is scratch for the restore scripts, read at once.

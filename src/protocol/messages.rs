@@ -148,8 +148,9 @@ pub struct HelloResult {
     /// Absent from older agents, which are then never asked to compress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<String>,
-    /// The digests, beyond SHA-256, that the agent checks a received artifact against
-    /// (`["blake3"]`). Absent from older agents, which are then given SHA-256 only.
+    /// The digests, beyond SHA-256, that the agent gives for an artifact it sends and checks a
+    /// received one against (`["blake3"]`). Absent from older agents, which are then asked
+    /// for and given SHA-256 only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digests: Vec<String>,
 }

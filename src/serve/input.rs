@@ -1,9 +1,9 @@
 //! The reader thread of `serve`: turns the input byte stream into requests and data chunks,
 //! so the session loop learns at once when the driver has gone.
 
+use crate::thread_start::{NoThread, start};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::thread;
 
 use crate::interrupt::Level;
 use crate::protocol::Op;
@@ -34,25 +34,32 @@ pub enum Input {
 }
 
 /// Starts the reader; the channel closes when the input ends (after the interruption that
-/// follows it, `Input::Interrupted`, is passed on).
-pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Receiver<Input> {
+/// follows it, `Input::Interrupted`, is passed on). Refused a thread by the OS, the session
+/// cannot start: nothing has been read, so nothing is locked.
+pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Result<Receiver<Input>, NoThread> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
     let wake = tx.clone();
-    thread::spawn(move || {
-        while !crate::interrupt::wait(Level::Interrupted, None) {}
-        let _ = wake.send(Input::Interrupted);
-    });
-    thread::spawn(move || {
-        // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
-        decode(BufReader::with_capacity(64 * 1024, input), |item| {
-            tx.send(item).is_ok()
-        });
-        // The driver has gone (or broke the stream): end running lock and backup scripts now,
-        // not when they finish on their own.
-        crate::interrupt::trigger(None);
-    });
-    rx
+    start(
+        || "wait for an interruption".into(),
+        move || {
+            while !crate::interrupt::wait(Level::Interrupted, None) {}
+            let _ = wake.send(Input::Interrupted);
+        },
+    )?;
+    start(
+        || "read the driver's requests".into(),
+        move || {
+            // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
+            decode(BufReader::with_capacity(64 * 1024, input), |item| {
+                tx.send(item).is_ok()
+            });
+            // The driver has gone (or broke the stream): end running lock and backup scripts
+            // now, not when they finish on their own.
+            crate::interrupt::trigger(None);
+        },
+    )?;
+    Ok(rx)
 }
 
 /// Decodes the driver's stream into `send`, in order, until it ends, breaks, or `send`
@@ -107,6 +114,26 @@ pub fn decode(mut input: impl BufRead, mut send: impl FnMut(Input) -> bool) {
                     break;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refused either thread, the reader is an error naming it, never a panic.
+    #[test]
+    fn a_reader_refused_its_threads_is_an_error_naming_them() {
+        for (allowed, what) in [
+            (0, "wait for an interruption"),
+            (1, "read the driver's requests"),
+        ] {
+            let refused = crate::thread_start::with_threads_allowed(allowed, || {
+                spawn_reader(std::io::empty()).map(drop)
+            });
+            let e = refused.expect_err("refused").to_string();
+            assert!(e.contains(what), "{allowed} allowed: {e}");
         }
     }
 }

@@ -6,13 +6,13 @@
 //! ([`OutputQueue::flush`]), so output still comes before the answer it belongs to. The queue
 //! is bounded in bytes, whatever the lines are like: a line longer than [`MAX_SENT_LINE`] is
 //! cut there, with a marker; when [`QUEUED_BYTES`] are waiting, the newest lines are dropped,
-//! counted, and said to be missing. The VM log has every line in full.
+//! counted, and said to be missing. The VM log has every line in full. So are lines while the
+//! OS refuses the writer its thread (`pids.max`): the next line tries again.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
 
 use crate::protocol::AgentMessage;
 use crate::protocol::framing::write_json_line;
@@ -38,6 +38,8 @@ pub struct OutputQueue {
     /// The writer, started at the first line: a session whose scripts say nothing (a
     /// fleet's, mostly) starts no thread for it, and its answers wait for none.
     to_writer: OnceLock<Sender<Item>>,
+    /// Held while the writer is being started, so that it starts once.
+    starting: Mutex<()>,
     /// Bytes queued and not yet written.
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
@@ -48,20 +50,28 @@ impl OutputQueue {
         OutputQueue {
             out,
             to_writer: OnceLock::new(),
+            starting: Mutex::new(()),
             queued: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The writer's end of the queue; the writer starts with the first line.
-    fn writer(&self) -> &Sender<Item> {
-        self.to_writer.get_or_init(|| {
-            #[cfg(test)]
-            tests::WRITERS.with(|n| n.set(n.get() + 1));
-            let (to_writer, items) = mpsc::channel::<Item>();
-            let out = Arc::clone(&self.out);
-            let (missing, written) = (Arc::clone(&self.dropped), Arc::clone(&self.queued));
-            thread::spawn(move || {
+    /// The writer's end of the queue; the writer starts with the first line. `None` while the
+    /// OS refuses it a thread.
+    fn writer(&self) -> Option<&Sender<Item>> {
+        if let Some(to_writer) = self.to_writer.get() {
+            return Some(to_writer);
+        }
+        let _one_at_a_time = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(to_writer) = self.to_writer.get() {
+            return Some(to_writer);
+        }
+        let (to_writer, items) = mpsc::channel::<Item>();
+        let out = Arc::clone(&self.out);
+        let (missing, written) = (Arc::clone(&self.dropped), Arc::clone(&self.queued));
+        let started = crate::thread_start::start(
+            || "write script output to the driver".into(),
+            move || {
                 for item in items {
                     match item {
                         Item::Line(message, cost) => {
@@ -81,9 +91,13 @@ impl OutputQueue {
                         }
                     }
                 }
-            });
-            to_writer
-        })
+            },
+        );
+        started.ok()?;
+        #[cfg(test)]
+        tests::WRITERS.with(|n| n.set(n.get() + 1));
+        let _ = self.to_writer.set(to_writer);
+        self.to_writer.get()
     }
 
     /// Queues a line, cut to [`MAX_SENT_LINE`]; never waits. A full queue (a driver not
@@ -103,9 +117,18 @@ impl OutputQueue {
             self.dropped.fetch_add(1, Ordering::SeqCst);
             return;
         }
-        if self.writer().send(Item::Line(message, cost)).is_err() {
-            // The writer is gone (it never ends before the queue): nothing waits for this.
-            self.queued.fetch_sub(cost, Ordering::SeqCst);
+        match self.writer() {
+            Some(writer) => {
+                if writer.send(Item::Line(message, cost)).is_err() {
+                    // The writer is gone (it never ends before the queue): nothing waits.
+                    self.queued.fetch_sub(cost, Ordering::SeqCst);
+                }
+            }
+            // No thread to write it: dropped and counted, as with a full queue.
+            None => {
+                self.queued.fetch_sub(cost, Ordering::SeqCst);
+                self.dropped.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 
@@ -156,7 +179,7 @@ fn missing_lines(after: &AgentMessage, lost: u64) -> Option<AgentMessage> {
             script: *script,
             stream: *stream,
             line: format!(
-                "[bbr-agent: {lost} lines of script output were not sent while the driver was not reading; the VM log has them]"
+                "[bbr-agent: {lost} lines of script output were not sent (the driver was not reading, or no thread could send them); the VM log has them]"
             ),
         }),
         _ => None,
@@ -206,6 +229,35 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         assert!(
             lines[0].contains("\"said\"") && lines[1].contains("\"twice\""),
+            "{text}"
+        );
+    }
+
+    /// While the OS refuses the writer its thread, lines are dropped and counted, never a
+    /// panic (the agent may hold locks); the first line that gets a writer says how many.
+    #[test]
+    fn a_refused_writer_drops_lines_and_the_next_writer_says_how_many() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (go, wait) = mpsc::channel();
+        drop(go);
+        let out: Output = Arc::new(Mutex::new(Box::new(Stalled(Arc::clone(&written), wait))));
+        let queue = OutputQueue::start(out);
+        crate::thread_start::with_threads_allowed(0, || {
+            for i in 0..3 {
+                queue.line(output(format!("refused {i}")));
+            }
+            queue.flush();
+        });
+        assert!(written.lock().unwrap().is_empty());
+        assert_eq!(queue.queued.load(Ordering::SeqCst), 0, "nothing held");
+        queue.line(output("after".into()));
+        queue.flush();
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("\"after\""), "{text}");
+        assert!(
+            lines[1].contains("3 lines of script output were not sent"),
             "{text}"
         );
     }

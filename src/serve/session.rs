@@ -45,8 +45,13 @@ pub fn serve(
         instance: None,
         broken: None,
     };
-    let inputs = spawn_reader(input);
-    session.run(&inputs)
+    match spawn_reader(input) {
+        Ok(inputs) => session.run(&inputs),
+        Err(refused) => {
+            eprintln!("bbr-agent serve: {refused}; nothing was done on this VM");
+            1
+        }
+    }
 }
 
 struct Session {

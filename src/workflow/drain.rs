@@ -186,13 +186,19 @@ fn drain_job(
         (_, Err(TarReadError::Read(e))) if NoThread::is(&e) => Err(TransferError::NoThread(e)),
         (_, Err(e)) => Err(TransferError::NotATar(e)),
         (Ok(sent), Ok(received)) => {
-            // What the VM's digests are compared with: the same kind, of the same bytes.
+            // What the VM's digests are compared with: the same kind, of the same bytes. (The
+            // check was asked for BLAKE3 whenever the VM was; were they missing, nothing of
+            // the VM's would match.)
+            let none = Checksums::new();
             let same_kind = match digest {
-                DigestKind::Blake3 => received.blake3.as_ref().unwrap_or(&received.sha256),
+                DigestKind::Blake3 => received.blake3.as_ref().unwrap_or(&none),
                 DigestKind::Sha256 => &received.sha256,
             };
             match compare(&sent, same_kind) {
-                Some(mismatch) => Err(TransferError::Mismatch(Box::new(mismatch))),
+                Some(mismatch) => Err(TransferError::Mismatch {
+                    digest,
+                    mismatch: Box::new(mismatch),
+                }),
                 None => Ok::<Checksums, TransferError>(received.sha256),
             }
         }

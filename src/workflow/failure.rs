@@ -63,9 +63,12 @@ pub enum TransferError {
     /// The VM's stream is not a tar.
     #[error("the artifact stream is not a valid tar: {0}")]
     NotATar(TarReadError),
-    /// What arrived does not match the checksums the VM computed.
-    #[error("the artifact is corrupted: checksums do not match ({0})")]
-    Mismatch(Box<Mismatch>),
+    /// What arrived does not match the checksums the VM computed (of this digest).
+    #[error("the artifact is corrupted: {} checksums do not match ({mismatch})", digest.shown())]
+    Mismatch {
+        digest: crate::artifact::digest::DigestKind,
+        mismatch: Box<Mismatch>,
+    },
     /// The backup's tar could not be read from where it is kept, or decoded.
     #[error(transparent)]
     Read(Box<StoredBackupError>),
