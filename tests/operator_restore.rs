@@ -460,6 +460,8 @@ fn ctrl_c_during_a_restore_through_the_driver_leaves_the_unlocks_to_each_agent_a
     .map(|s| s.to_string())
     .collect();
     let mut driver = Spawned::start(fleet.dir.path(), &args, &[]);
+    // Restores run one at a time: web's waits for db's, and is not started once the run is
+    // interrupted (its VM's session ended, it would only say it could not start).
     assert!(
         eventually(Duration::from_secs(30), || fleet
             .calls()

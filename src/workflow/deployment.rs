@@ -400,6 +400,13 @@ impl Deployment {
                     .map(|&r| (r, self.job(r).name.clone()))
                     .collect();
                 for (r, name) in chosen {
+                    // Interrupted, the restore scripts still to run are not started: the
+                    // run's end says it is incomplete, and a VM whose session the interruption
+                    // ended would only answer that its script could not start. (Unlocks run
+                    // whatever happens.)
+                    if kind == ScriptKind::Restore && crate::interrupt::is_interrupted() {
+                        break;
+                    }
                     let instance = &mut self.members[r.instance].instance;
                     let id = instance.id().clone();
                     let names = vec![name];
