@@ -88,6 +88,69 @@ impl FileDigest {
     }
 }
 
+/// What one read of a file takes: its digest of one kind and, when asked, its BLAKE3 beside
+/// (a restore's check: the SHA-256 the metadata holds, and what the VM will check against).
+pub struct FileDigests {
+    main: FileDigest,
+    blake3: Option<FileDigest>,
+}
+
+impl FileDigests {
+    pub fn new(kind: DigestKind, blake3: bool) -> FileDigests {
+        FileDigests {
+            main: FileDigest::new(kind),
+            blake3: blake3.then(|| FileDigest::new(DigestKind::Blake3)),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.main.update(bytes);
+        if let Some(b3) = self.blake3.as_mut() {
+            b3.update(bytes);
+        }
+    }
+}
+
+/// Every file's [`FileDigests`] so far, by key: one manifest of the main kind, and the BLAKE3
+/// one when asked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Manifests {
+    pub main: Checksums,
+    pub blake3: Option<Checksums>,
+}
+
+impl Manifests {
+    pub fn new(blake3: bool) -> Manifests {
+        Manifests {
+            main: Checksums::new(),
+            blake3: blake3.then(Checksums::new),
+        }
+    }
+
+    pub fn insert(&mut self, key: String, digests: FileDigests) {
+        if let (Some(all), Some(b3)) = (self.blake3.as_mut(), digests.blake3) {
+            all.insert(key.clone(), b3.finish());
+        }
+        self.main.insert(key, digests.main.finish());
+    }
+
+    pub fn extend(&mut self, other: Manifests) {
+        self.main.extend(other.main);
+        if let (Some(all), Some(some)) = (self.blake3.as_mut(), other.blake3) {
+            all.extend(some);
+        }
+    }
+
+    /// A hard link's digests are its target's.
+    pub fn link(&mut self, link: &str, target: &str) {
+        for sums in std::iter::once(&mut self.main).chain(self.blake3.as_mut()) {
+            if let Some(digest) = sums.get(target).cloned() {
+                sums.insert(link.to_string(), digest);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::checksums::Checksums;
-use super::digest::{DigestKind, FileDigest};
-use super::tar_reader::{Checked, TarReadError};
+use super::digest::{DigestKind, FileDigests, Manifests};
+use super::tar_reader::TarReadError;
 
 /// Files for a thread beside: each one's key, its data's offset in the file, its length.
 pub(super) type Batch = Vec<(String, u64, u64)>;
@@ -52,8 +51,8 @@ fn threads() -> usize {
 
 /// Runs `read` (the reading thread's part), giving it where to send the files to hash, or
 /// `None` when the file is small or the OS gives no thread (it then hashes them itself);
-/// returns what it returned and the checksums of the files hashed beside (with `blake3`,
-/// their BLAKE3 too). `progress` is told the bytes read beside.
+/// returns what it returned and the SHA-256 of the files hashed beside (with `blake3`, their
+/// BLAKE3 too). `progress` is told the bytes read beside.
 pub(super) fn beside<T>(
     file: &File,
     len: u64,
@@ -61,11 +60,8 @@ pub(super) fn beside<T>(
     progress: &(dyn Fn(u64) + Sync),
     stop: &(dyn Fn() -> bool + Sync),
     read: impl FnOnce(Option<Ranges>) -> Result<T, TarReadError>,
-) -> Result<(T, Checked), TarReadError> {
-    let none = || Checked {
-        sha256: Checksums::new(),
-        blake3: blake3.then(Checksums::new),
-    };
+) -> Result<(T, Manifests), TarReadError> {
+    let none = || Manifests::new(blake3);
     if len < WORTH_THREADS {
         return read(None).map(|done| (done, none()));
     }
@@ -109,10 +105,7 @@ pub(super) fn beside<T>(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             sums = match (sums, hashed) {
                 (Ok(mut all), Ok(some)) => {
-                    all.sha256.extend(some.sha256);
-                    if let (Some(all), Some(some)) = (all.blake3.as_mut(), some.blake3) {
-                        all.extend(some);
-                    }
+                    all.extend(some);
                     Ok(all)
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
@@ -136,12 +129,9 @@ fn hash_ranges(
     failed: &AtomicBool,
     progress: &(dyn Fn(u64) + Sync),
     stop: &(dyn Fn() -> bool + Sync),
-) -> Result<Checked, TarReadError> {
+) -> Result<Manifests, TarReadError> {
     let mut buf = vec![0u8; CHUNK];
-    let mut sums = Checked {
-        sha256: Checksums::new(),
-        blake3: blake3.then(Checksums::new),
-    };
+    let mut sums = Manifests::new(blake3);
     loop {
         // One batch at a time, so that the other threads take the next ones meanwhile.
         let batch = match work.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -149,8 +139,7 @@ fn hash_ranges(
             Err(_) => return Ok(sums),
         };
         for (key, mut at, len) in batch {
-            let mut sha = FileDigest::new(DigestKind::Sha256);
-            let mut b3 = blake3.then(|| FileDigest::new(DigestKind::Blake3));
+            let mut digests = FileDigests::new(DigestKind::Sha256, blake3);
             let mut left = len;
             while left > 0 {
                 if crate::interrupt::is_interrupted() {
@@ -170,18 +159,12 @@ fn hash_ranges(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(TarReadError::Read(e)),
                 };
-                sha.update(&buf[..n]);
-                if let Some(b3) = b3.as_mut() {
-                    b3.update(&buf[..n]);
-                }
+                digests.update(&buf[..n]);
                 at += n as u64;
                 left -= n as u64;
                 progress(n as u64);
             }
-            if let (Some(all), Some(b3)) = (sums.blake3.as_mut(), b3) {
-                all.insert(key.clone(), b3.finish());
-            }
-            sums.sha256.insert(key, sha.finish());
+            sums.insert(key, digests);
         }
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 use super::checksums::{Checksums, shown, shown_key};
-use super::digest::{DigestKind, FileDigest};
+use super::digest::{DigestKind, FileDigests, Manifests};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolve_inside};
 use super::hasher::Hasher;
 use super::tar_header::{
@@ -43,6 +43,16 @@ pub struct Checked {
     pub blake3: Option<Checksums>,
 }
 
+impl From<Manifests> for Checked {
+    /// A check's manifests: their main kind is SHA-256.
+    fn from(sums: Manifests) -> Checked {
+        Checked {
+            sha256: sums.main,
+            blake3: sums.blake3,
+        }
+    }
+}
+
 /// Reads the tar in `input`; with `extract_to`, writes it below that (existing) directory.
 /// Returns the manifest of its regular files.
 #[cfg(test)]
@@ -59,7 +69,7 @@ pub fn read_tar_as(
     let mut archive = tar::Archive::new(input);
     let entries = archive.entries().map_err(TarReadError::Read)?;
     let reader = Reader::new(extract_to, None, kind, false).read(entries)?;
-    Ok(reader.finish()?.0)
+    Ok(reader.finish()?.main)
 }
 
 /// Checks the tar in `input` without extracting it; with `blake3`, takes every file's BLAKE3
@@ -67,10 +77,10 @@ pub fn read_tar_as(
 pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError> {
     let mut archive = tar::Archive::new(input);
     let entries = archive.entries().map_err(TarReadError::Read)?;
-    let (sha256, blake3) = Reader::new(None, None, DigestKind::Sha256, blake3)
+    let sums = Reader::new(None, None, DigestKind::Sha256, blake3)
         .read(entries)?
         .finish()?;
-    Ok(Checked { sha256, blake3 })
+    Ok(Checked::from(sums))
 }
 
 /// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every
@@ -104,12 +114,8 @@ pub fn check_tar_file(
     })
     .and_then(|(reader, beside)| {
         let mut reader = reader;
-        reader.checksums.extend(beside.sha256);
-        if let (Some(all), Some(some)) = (reader.blake3.as_mut(), beside.blake3) {
-            all.extend(some);
-        }
-        let (sha256, blake3) = reader.finish()?;
-        Ok(Checked { sha256, blake3 })
+        reader.sums.extend(beside);
+        reader.finish().map(Checked::from)
     })
 }
 
@@ -352,12 +358,11 @@ type Owner = Option<(u64, u64)>;
 
 struct Reader<'a> {
     dest: Option<&'a Path>,
-    /// What `checksums` holds.
+    /// What `sums.main` holds.
     kind: DigestKind,
-    /// Digests known so far; with a hasher, it has the rest.
-    checksums: Checksums,
-    /// A check asked for BLAKE3 too: every file's, so far.
-    blake3: Option<Checksums>,
+    /// Digests known so far (and the BLAKE3 ones, when a check asked for them too); with a
+    /// hasher, it has the rest.
+    sums: Manifests,
     seen: BTreeSet<PathBuf>,
     /// Regular files (and hard links to them) so far, by relative path.
     files: BTreeSet<PathBuf>,
@@ -402,8 +407,7 @@ impl<'a> Reader<'a> {
         Reader {
             dest,
             kind,
-            checksums: Checksums::new(),
-            blake3: blake3.then(Checksums::new),
+            sums: Manifests::new(blake3),
             seen: BTreeSet::new(),
             files: BTreeSet::new(),
             file_dirs: HashSet::new(),
@@ -593,11 +597,11 @@ impl<'a> Reader<'a> {
             }
             None => None,
         };
-        let mut digest = FileDigest::new(self.kind);
-        let mut blake3 = self
-            .blake3
-            .is_some()
-            .then(|| FileDigest::new(DigestKind::Blake3));
+        // Hashed here only without a hasher thread (a check).
+        let mut digests = self
+            .hasher
+            .is_none()
+            .then(|| FileDigests::new(self.kind, self.sums.blake3.is_some()));
         let mut left = entry.size();
         while left > 0 {
             let mut buf = match &self.hasher {
@@ -622,12 +626,11 @@ impl<'a> Reader<'a> {
                         source,
                     })?;
             }
-            match &self.hasher {
-                Some(hasher) => hasher.data(buf, n),
-                None => {
-                    digest.update(&buf[..n]);
-                    if let Some(b3) = blake3.as_mut() {
-                        b3.update(&buf[..n]);
+            match (&self.hasher, digests.as_mut()) {
+                (Some(hasher), _) => hasher.data(buf, n),
+                (None, digests) => {
+                    if let Some(digests) = digests {
+                        digests.update(&buf[..n]);
                     }
                     self.buf = buf;
                 }
@@ -654,29 +657,21 @@ impl<'a> Reader<'a> {
             }
             // Not synced: a restored store is scratch (see LocalInstance::receive_artifact).
         }
-        match &self.hasher {
-            Some(hasher) => hasher.end_file(path.key.clone()),
-            None => {
-                self.checksums.insert(path.key.clone(), digest.finish());
-                if let (Some(sums), Some(b3)) = (self.blake3.as_mut(), blake3) {
-                    sums.insert(path.key.clone(), b3.finish());
-                }
-            }
+        match (&self.hasher, digests) {
+            (Some(hasher), _) => hasher.end_file(path.key.clone()),
+            (None, Some(digests)) => self.sums.insert(path.key.clone(), digests),
+            (None, None) => {}
         }
         Ok(())
     }
 
     /// The manifest of `kind`, and with it the BLAKE3 one when asked for.
-    fn finish(mut self) -> Result<(Checksums, Option<Checksums>), TarReadError> {
+    fn finish(mut self) -> Result<Manifests, TarReadError> {
         if let Some(hasher) = self.hasher.take() {
-            self.checksums.extend(hasher.finish());
+            self.sums.main.extend(hasher.finish());
         }
-        for sums in std::iter::once(&mut self.checksums).chain(self.blake3.as_mut()) {
-            for (link, target) in &self.hard_links {
-                if let Some(digest) = sums.get(target).cloned() {
-                    sums.insert(link.clone(), digest);
-                }
-            }
+        for (link, target) in &self.hard_links {
+            self.sums.link(link, target);
         }
         let links: BTreeMap<PathBuf, PathBuf> = self
             .symlinks
@@ -710,7 +705,7 @@ impl<'a> Reader<'a> {
                 })?;
             }
         }
-        Ok((self.checksums, self.blake3))
+        Ok(self.sums)
     }
 }
 
