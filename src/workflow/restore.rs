@@ -5,9 +5,10 @@
 //!
 //! As BBR does, the whole backup is read once to validate it, before any VM is touched (a
 //! corrupted backup runs no script at all, metadata included), and again to copy it. The copy
-//! is verified too: the agent checks every file it unpacks against the backup's checksums, and
-//! when it refuses a tar the driver reads that tar again, to say whether the backup (changed
-//! since it was validated) is to blame.
+//! is verified too: the agent checks every file it unpacks against the BLAKE3 the validation
+//! took of the same bytes (an older agent: the backup's SHA-256 checksums), and when it
+//! refuses a tar the driver reads that tar again, to say whether the backup (changed since it
+//! was validated) is to blame.
 //!
 //! From an object store the backup is read once: the copy is the check (every read is paid
 //! for, and a restore of terabytes should not download them twice). A damaged object then
@@ -445,7 +446,7 @@ fn copy_to_instances(
                     received
                 }),
         };
-        // The agent verified every file against the backup's checksums. Only when it refused
+        // The agent verified every file against the checked digests. Only when it refused
         // is the tar read again here, to tell a corrupted backup (named as such) from a
         // failure on the VM (a full disk, say); not from an object store, whose every read is
         // paid for: the agent's refusal names the job.
