@@ -360,6 +360,10 @@ impl Write for LocalWriter {
 }
 
 impl ObjectWriter for LocalWriter {
+    fn is_local_file(&self) -> bool {
+        true
+    }
+
     fn finish(self: Box<Self>) -> Result<u64, StorageError> {
         let LocalWriter { out, tmp, path } = *self;
         let err = LocalStorage::io("write", &path);

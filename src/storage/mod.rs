@@ -200,6 +200,12 @@ pub(crate) trait Storage: Send + Sync {
 pub(crate) trait ObjectWriter: Write + Send {
     /// Makes the object durable and visible; returns its length.
     fn finish(self: Box<Self>) -> Result<u64, StorageError>;
+
+    /// Whether it is a file on a local disk, which a drain hands larger batches (an upload
+    /// keeps within its own memory budget).
+    fn is_local_file(&self) -> bool {
+        false
+    }
 }
 
 impl Location {

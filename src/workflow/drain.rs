@@ -141,6 +141,7 @@ fn drain_job(
     };
     // Compressed (when the driver compresses) and encrypted on the file's thread, after the
     // check saw the bytes: the check reads the tar, the object gets what is stored.
+    let local_file = object.is_local_file();
     let object = match codecs.encoder(object) {
         Ok(object) => object,
         Err(e) => return write_failed(e),
@@ -156,6 +157,7 @@ fn drain_job(
         None => VerifyingWriter::new(object),
         Some(_) => VerifyingWriter::new_zstd(object),
     }
+    .in_large_batches(local_file)
     .taking_blake3(digest == DigestKind::Blake3);
     let bar = progress::transfer_bar(
         console,
