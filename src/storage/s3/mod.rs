@@ -285,16 +285,27 @@ impl S3Storage {
         Ok(there == bytes)
     }
 
-    /// The claim after the directory was found free: put this run's, then list the claims.
+    /// The claim after the directory was found free: put this run's, then list the whole
+    /// directory, which must hold that claim and nothing else. Listing only the claims was
+    /// not enough: a run of the same second that found the directory free too, and finished
+    /// (its claim removed, its tars and metadata left) between this run's check and its
+    /// claim, left a complete backup that this one would have gone on to write into.
     fn claim_after_check(&self, name: &str, owner: &str) -> Result<String, StorageError> {
         let key = format!("{name}/{CLAIM}{}", run_id());
         let held = super::claim::text(owner, crate::timestamp::Utc::now());
         self.put_object(&key, held.as_bytes(), true)?;
-        let claims = self.list(&format!("{name}/{CLAIM}"), 2)?;
-        if claims.len() != 1 || claims[0].key != key {
+        let dir = format!("{name}/");
+        let there = self.list(&dir, 2)?;
+        if there.len() != 1 || there[0].key != key {
             // Its claim gone, the other run may go on; this one wrote nothing else.
             let _ = self.remove(&key);
-            return Err(in_use(self.describe(&format!("{name}/"))));
+            let others_claim = there
+                .iter()
+                .any(|o| o.key != key && o.key.starts_with(&format!("{dir}{CLAIM}")));
+            return Err(match others_claim || there.len() < 2 {
+                true => in_use(self.describe(&dir)),
+                false => stored_there(self.describe(&dir)),
+            });
         }
         Ok(key)
     }
@@ -302,6 +313,15 @@ impl S3Storage {
 
 /// An in-progress multipart upload: its full key, its id and its start, if known.
 type Upload = (String, String, Option<SystemTime>);
+
+/// A backup directory that holds a backup already.
+fn stored_there(what: String) -> StorageError {
+    StorageError::Exists {
+        what,
+        hint: "a backup is stored there already (one of this deployment started in the same second?): run the backup again, or give another --artifact-path"
+            .to_string(),
+    }
+}
 
 /// A backup directory another run has claimed (or is writing to).
 fn in_use(what: String) -> StorageError {
@@ -324,13 +344,7 @@ impl Storage for S3Storage {
         let claimed = match self.list(&dir, 1)?.first() {
             None => false,
             Some(o) if o.key.starts_with(&format!("{dir}{CLAIM}")) => true,
-            Some(_) => {
-                return Err(StorageError::Exists {
-                    what: self.describe(&dir),
-                    hint: "a backup is stored there already (one of this deployment started in the same second?): run the backup again, or give another --artifact-path"
-                        .to_string(),
-                });
-            }
+            Some(_) => return Err(stored_there(self.describe(&dir))),
         };
         if claimed || !self.uploads(&dir, 1)?.is_empty() {
             return Err(in_use(self.describe(&dir)));

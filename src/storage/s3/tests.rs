@@ -741,6 +741,26 @@ fn a_claim_is_refused_where_anything_is_and_a_new_object_is_never_replaced() {
         .map(|o| o.key)
         .collect();
     assert_eq!(left, ["dep_3/.bbr-agent-run-0"]);
+    // Another run of the same second found the directory free too, and finished between this
+    // run's check and its claim: its claim gone, its backup there. This run backs off,
+    // leaving that backup as it was and no claim of its own.
+    s.create_dir("dep_4").unwrap();
+    s.put_new("dep_4/db-0-store.tar", b"the other run's tar")
+        .unwrap();
+    s.put_new("dep_4/metadata", b"the other run's metadata")
+        .unwrap();
+    let e = s
+        .claim_after_check("dep_4", "owner b")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a backup is stored there already"), "{e}");
+    let left: Vec<String> = s
+        .list("dep_4/", 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["dep_4/db-0-store.tar", "dep_4/metadata"]);
     // A new object written again with the same bytes (a retried PUT) is fine. (AWS refuses
     // other bytes with a 412; Garage 2.5 ignores `If-None-Match` on a PUT, so the claim's
     // listing is what holds there.)
