@@ -128,22 +128,30 @@ fn judge(backup: &Backup, beats: &claim::Beats, now: i64) -> Decision {
 }
 
 /// Why the incomplete `backup`, planned for removal, is kept after all when looked at again
-/// just before (a moment after the listing), or `None` to remove it: its metadata became
-/// complete (or unreadable), or its claims no longer say its run is over.
+/// just before (a moment after the listing), or `None` to remove it: its claims no longer say
+/// its run is over, or its metadata became complete (or unreadable). The claims are looked at
+/// first: a run writes its metadata and then removes its claim, so a run that completes
+/// between the two looks shows one or the other. (Looked at the other way round, its
+/// metadata still incomplete and then its claim gone, a backup that had just completed was
+/// removed.)
 pub(crate) fn kept_after_all(
     storage: &dyn Storage,
     backup: &Backup,
     now: i64,
 ) -> Result<Option<&'static str>, StorageError> {
-    if !still_incomplete(storage, backup)? {
-        return Ok(Some("it has a complete or unreadable metadata now"));
-    }
     let claims = storage.list(&format!("{}/{CLAIM}", backup.name), claim::READ_AT_MOST + 1)?;
     let beats = claim::beats(storage, &claims, now)?;
-    Ok(match judge(backup, &beats, now) {
+    let judged = match judge(backup, &beats, now) {
         d if d.removes_incomplete() => None,
         Decision::LeaveBeating { .. } => Some("its run's heartbeat is fresh now"),
         _ => Some("its claims no longer say its run is over"),
+    };
+    if judged.is_some() {
+        return Ok(judged);
+    }
+    Ok(match still_incomplete(storage, backup)? {
+        true => None,
+        false => Some("it has a complete or unreadable metadata now"),
     })
 }
 
@@ -285,6 +293,60 @@ pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, Remo
 mod tests {
     use super::*;
     use crate::timestamp::Utc;
+
+    /// A backup named three days ago whose run (more than a day long, its claim without a
+    /// heartbeat) completes between the prune's listing and its last look: it writes its
+    /// metadata, then removes its claim, as a run does, while the last look reads the claims.
+    /// The prune keeps it.
+    #[test]
+    fn a_backup_that_completes_during_the_last_look_is_kept() {
+        use crate::storage::LocalStorage;
+        use crate::storage::hooked::{Call, Hooked};
+        let now = Utc::now().to_unix();
+        let started = Utc::from_unix(now - 3 * 86_400);
+        let name = format!("cf_{}", started.compact());
+        let root = tempfile::tempdir().unwrap();
+        let completed = std::sync::atomic::AtomicBool::new(false);
+        let storage = Hooked {
+            inner: LocalStorage::new(root.path()),
+            hook: |inner: &LocalStorage, call: Call<'_>| {
+                if let Call::List { prefix } = call
+                    && prefix.ends_with("/.bbr-agent-run-")
+                    && !completed.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    let metadata = "backup_activity:\n  start_time: 2026/11/28 00:00:00 UTC\n  finish_time: 2026/11/28 01:00:00 UTC\ninstances: []\n";
+                    inner
+                        .put(&format!("{name}/metadata"), metadata.as_bytes())
+                        .unwrap();
+                    for claim in inner.list(prefix, 10).unwrap() {
+                        inner.remove(&claim.key).unwrap();
+                    }
+                }
+            },
+        };
+        storage.inner.create_dir(&name).unwrap();
+        storage
+            .inner
+            .put(&format!("{name}/.bbr-agent-run-1"), b"cf\nthe run\n")
+            .unwrap();
+        storage
+            .inner
+            .put(&format!("{name}/db-0-pg.tar"), b"a tar")
+            .unwrap();
+        let planned = Backup {
+            beats: claim::Beats {
+                unbeating: true,
+                ..claim::Beats::default()
+            },
+            ..backup(&name, State::Incomplete)
+        };
+        assert!(
+            incomplete(&planned, now).removes_incomplete(),
+            "not planned for removal"
+        );
+        let kept = kept_after_all(&storage, &planned, now).unwrap();
+        assert_eq!(kept, Some("it has a complete or unreadable metadata now"));
+    }
 
     fn backup(name: &str, state: State) -> Backup {
         let parsed = super::super::name::parse(name).unwrap();

@@ -11,6 +11,8 @@
 //! is a BBR artifact and the reverse.
 
 pub(crate) mod claim;
+#[cfg(test)]
+pub(crate) mod hooked;
 pub(crate) mod local;
 pub(crate) mod s3;
 

@@ -63,6 +63,60 @@ pub fn backup(
     (outcome, artifact)
 }
 
+/// Marks the backup complete: its claim still held and every tar there, the metadata with its
+/// finish time. Both are looked at again after the metadata, and the mark withdrawn if either
+/// went meanwhile: a prune that took the run for a dead one (a claim whose heartbeat stopped)
+/// and removed the claim and the tars between the first look and the write would leave a
+/// complete backup without tars, the newest, which a later prune keeps over real ones.
+fn complete(
+    storage: &dyn Storage,
+    claim_key: &str,
+    artifact: &str,
+    codecs: &Codecs,
+    metadata: &mut BackupMetadata,
+    new: bool,
+) -> Result<(), StorageError> {
+    let checked = still_whole(storage, claim_key, artifact, codecs, metadata);
+    if checked.is_err() && !new {
+        // A local backup's metadata, written at its start, says what the failed run drained.
+        put_metadata(storage, artifact, codecs, metadata, new)?;
+    }
+    checked?;
+    metadata.backup_activity.finish_time = Some(Utc::now().activity());
+    put_metadata(storage, artifact, codecs, metadata, new)?;
+    if let Err(e) = still_whole(storage, claim_key, artifact, codecs, metadata) {
+        // Withdrawn: an object store's metadata is the mark itself; a local one goes back to
+        // its start's, without the finish time.
+        metadata.backup_activity.finish_time = None;
+        let _ = match new {
+            true => storage.remove(&format!("{artifact}/{METADATA_FILE}")),
+            false => put_metadata(storage, artifact, codecs, metadata, false),
+        };
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// This run's claim is still its own (one removed by someone who took the run for a dead
+/// one: its tars may be gone too), and every tar the metadata names is there.
+fn still_whole(
+    storage: &dyn Storage,
+    claim_key: &str,
+    artifact: &str,
+    codecs: &Codecs,
+    metadata: &BackupMetadata,
+) -> Result<(), StorageError> {
+    claim::still_held(storage, claim_key)?;
+    let gone = tars_gone(storage, artifact, codecs, metadata)?;
+    match gone.first() {
+        None => Ok(()),
+        Some(first) => Err(StorageError::TarsGone {
+            first: storage.describe(first),
+            more: gone.len() - 1,
+        }),
+    }
+}
+
 /// Writes the metadata as it stands, whole or not at all, after everything before it. An
 /// encrypted backup's checksums go first into their own encrypted object, and the metadata
 /// lists the files without them (`codec::sealed`).
@@ -485,39 +539,27 @@ fn run_claimed(
 
     remove_stores(dep, &mut outcome);
 
-    // A claim removed by someone who took the run for a dead one: its tars may be gone too.
-    if drained && let Err(e) = claim::still_held(storage, claim_key) {
-        outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
-        drained = false;
-    }
-    if drained {
-        let gone =
-            tars_gone(storage, &artifact, opts.codecs, &metadata).and_then(|gone| {
-                match gone.first() {
-                    None => Ok(()),
-                    Some(first) => Err(StorageError::TarsGone {
-                        first: storage.describe(first),
-                        more: gone.len() - 1,
-                    }),
-                }
-            });
-        if let Err(e) = gone {
-            outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
-            drained = false;
-        }
-    }
-    if drained {
-        metadata.backup_activity.finish_time = Some(Utc::now().activity());
-    }
     // Last: the storage makes every tar durable before the metadata that makes them a backup.
     // An object store keeps no metadata of a backup that did not complete.
     // On an object store it is refused, not replaced, if another run wrote one.
     let new = !storage.marks_a_start();
-    if (drained || storage.marks_a_start())
+    if drained {
+        if let Err(e) = complete(
+            storage,
+            claim_key,
+            &artifact,
+            opts.codecs,
+            &mut metadata,
+            new,
+        ) {
+            outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
+            drained = false;
+        }
+    } else if storage.marks_a_start()
         && let Err(e) = put_metadata(storage, &artifact, opts.codecs, &metadata, new)
     {
+        // A local backup's metadata, written at its start, says what the failed run drained.
         outcome.fail(exit_bits::GENERAL, Failure::Storage(e));
-        drained = false;
     }
     // A complete backup is BBR's layout, nothing extra; a failed run's claim stays, for the
     // next run's cleanup to know whose its unfinished writes are (its heartbeat ends with the
@@ -550,6 +592,80 @@ mod tests {
     use super::*;
     use crate::artifact::backup_dir::{ArtifactChecksums, InstanceArtifacts};
     use crate::storage::LocalStorage;
+    use crate::storage::hooked::{Call, Hooked};
+    use std::io::Read;
+
+    /// A prune between the run's last look and its mark leaves no complete backup without
+    /// its tars: the run looks again after the mark, and withdraws it. An object store's
+    /// metadata (written once, the mark itself) is removed; a local one goes back to one
+    /// without a finish time. Without the second look, the newest backup would be a complete
+    /// one with no tars, which a later `--keep-last 1` prune keeps over the real ones.
+    #[test]
+    fn a_mark_made_while_a_prune_removed_the_tars_is_withdrawn() {
+        for new in [true, false] {
+            let root = tempfile::tempdir().unwrap();
+            let dir = "cf_20261201T000000Z";
+            // As the metadata that marks the backup complete is written, a prune that took
+            // the run for a dead one removes a tar and the run's claim.
+            let storage = Hooked {
+                inner: LocalStorage::new(root.path()),
+                hook: |inner: &LocalStorage, call: Call<'_>| {
+                    if let Call::Put { key, bytes } = call
+                        && key.ends_with("/metadata")
+                        && String::from_utf8_lossy(bytes).contains("finish_time")
+                    {
+                        let _ = inner.remove(&format!("{dir}/db-0-pg.tar"));
+                        for claim in inner.list(&format!("{dir}/.bbr-agent-run-"), 10).unwrap() {
+                            let _ = inner.remove(&claim.key);
+                        }
+                    }
+                },
+            };
+            let claim = storage.claim(dir, "the run").unwrap();
+            storage
+                .put(&format!("{dir}/db-0-pg.tar"), b"a tar")
+                .unwrap();
+            // What else the directory holds (a report): the prune has not reached it yet.
+            storage
+                .put(&format!("{dir}/report.html"), b"a report")
+                .unwrap();
+            let mut metadata = BackupMetadata {
+                instances: vec![InstanceArtifacts {
+                    name: "db".into(),
+                    index: "0".into(),
+                    artifacts: vec![ArtifactChecksums {
+                        name: "pg".into(),
+                        checksums: Default::default(),
+                    }],
+                }],
+                ..BackupMetadata::default()
+            };
+            let codecs = Codecs::default();
+            let e = complete(&storage, &claim, dir, &codecs, &mut metadata, new)
+                .expect_err("marked complete without its tar and its claim");
+            assert!(
+                e.to_string().contains("was removed while the backup ran"),
+                "{e}"
+            );
+            let held = storage
+                .inner
+                .size(&format!("{dir}/{METADATA_FILE}"))
+                .unwrap();
+            match new {
+                true => assert_eq!(held, None, "the object store's mark stayed"),
+                false => {
+                    let mut text = String::new();
+                    storage
+                        .open(&format!("{dir}/{METADATA_FILE}"))
+                        .unwrap()
+                        .read_to_string(&mut text)
+                        .unwrap();
+                    assert!(!text.contains("finish_time"), "still marked:\n{text}");
+                }
+            }
+            assert!(metadata.backup_activity.finish_time.is_none());
+        }
+    }
 
     /// Right before the metadata, the tars it names are looked for in one listing: one that a
     /// prune removed since it was written is named, and one that is there is not.
