@@ -513,28 +513,28 @@ mod tests {
     /// nothing goes on past the hole.
     #[test]
     fn a_write_that_failed_after_taking_bytes_fails_every_later_one() {
-        let Some((dir, _unmount)) = small_tmpfs() else {
-            return;
-        };
-        let Some(path) = direct_io_file(dir.path()) else {
-            return;
-        };
-        std::fs::write(dir.path().join("filler"), vec![1u8; 1 << 20]).unwrap();
-        let mut out = WritebackFile::new(File::create(&path).unwrap());
-        let (data, _) = pieces(DIRECT_CHUNK + 10);
-        out.write_all(&data).unwrap_err();
-        std::fs::remove_file(dir.path().join("filler")).unwrap();
-        assert!(
-            out.write(b"more").is_err(),
-            "a write went on past the bytes the failed one took"
-        );
-        assert!(out.into_file().is_err());
+        on_a_filling_disk(|out| {
+            let (data, _) = pieces(DIRECT_CHUNK + 10);
+            out.write_all(&data).unwrap_err();
+        });
     }
 
     /// The same for an aligned megabyte written from the caller's buffer: the disk fills
     /// partway through it, and nothing is written after the hole.
     #[test]
     fn a_direct_write_from_the_callers_buffer_that_failed_fails_every_later_one() {
+        on_a_filling_disk(|out| {
+            let (data, _) = pieces(2 * PASS_THROUGH);
+            let (aligned, at) = aligned_copy(&data);
+            out.write_all(&aligned[at..]).unwrap_err();
+            let gathered = out.gathering();
+            assert_eq!(gathered, FIRST_GATHER + ALIGN, "the bytes were gathered");
+        });
+    }
+
+    /// `fail` writes to a direct file on a disk with about 1 MiB left, and sees its write
+    /// fail; then, the disk freed, the file must refuse any more and not be kept.
+    fn on_a_filling_disk(fail: impl FnOnce(&mut WritebackFile)) {
         let Some((dir, _unmount)) = small_tmpfs() else {
             return;
         };
@@ -543,14 +543,7 @@ mod tests {
         };
         std::fs::write(dir.path().join("filler"), vec![1u8; 1 << 20]).unwrap();
         let mut out = WritebackFile::new(File::create(&path).unwrap());
-        let (data, _) = pieces(2 * PASS_THROUGH);
-        let (aligned, at) = aligned_copy(&data);
-        out.write_all(&aligned[at..]).unwrap_err();
-        assert_eq!(
-            out.gathering(),
-            FIRST_GATHER + ALIGN,
-            "the bytes were gathered"
-        );
+        fail(&mut out);
         std::fs::remove_file(dir.path().join("filler")).unwrap();
         assert!(
             out.write(b"more").is_err(),
