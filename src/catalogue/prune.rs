@@ -239,7 +239,9 @@ pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, Remo
     }
     // Listed again, in rounds: the catalogue's listing was bounded, and is older. Each round
     // removes what it lists but what failed before; a round that lists only those ends it, and
-    // the bound holds against a store that never does.
+    // the bound holds against a store that never does. A round that removed anything is
+    // followed by another, even after a short listing: a run taken for a dead one may have
+    // written its metadata since, which alone would be a complete backup without its tars.
     let mut failed: std::collections::BTreeSet<String> = Default::default();
     let mut removed = 0;
     for _ in 0..REMOVE_ROUNDS_AT_MOST {
@@ -267,7 +269,7 @@ pub(crate) fn remove(storage: &dyn Storage, backup: &Backup) -> Result<u64, Remo
                 }
             }
         }
-        if !progressed || objects.len() < super::LIST_AT_MOST {
+        if !progressed {
             break;
         }
     }
@@ -346,6 +348,44 @@ mod tests {
         );
         let kept = kept_after_all(&storage, &planned, now).unwrap();
         assert_eq!(kept, Some("it has a complete or unreadable metadata now"));
+    }
+
+    /// A run taken for a dead one writes the metadata that marks its backup complete while
+    /// the prune removes the backup, after the prune's listing: the prune lists again, and
+    /// removes it too, so no complete backup without its tars is left.
+    #[test]
+    fn a_metadata_written_during_a_removal_is_removed_too() {
+        use crate::storage::LocalStorage;
+        use crate::storage::hooked::{Call, Hooked};
+        let name = "cf_20261128T000000Z".to_string();
+        let root = tempfile::tempdir().unwrap();
+        let storage = Hooked {
+            inner: LocalStorage::new(root.path()),
+            hook: |inner: &LocalStorage, call: Call<'_>| {
+                if let Call::Remove { key } = call
+                    && key.ends_with("/db-0-pg.tar")
+                {
+                    let metadata = "backup_activity:\n  finish_time: 2026/11/28 01:00:00 UTC\n";
+                    inner
+                        .put(&format!("{name}/metadata"), metadata.as_bytes())
+                        .unwrap();
+                }
+            },
+        };
+        storage.inner.create_dir(&name).unwrap();
+        for object in ["db-0-pg.tar", "db-0-pg2.tar", "report.html"] {
+            storage
+                .inner
+                .put(&format!("{name}/{object}"), b"bytes")
+                .unwrap();
+        }
+        remove(&storage, &backup(&name, State::Incomplete)).unwrap();
+        assert!(
+            !root.path().join(&name).exists(),
+            "left: {:?}",
+            std::fs::read_dir(root.path().join(&name))
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+        );
     }
 
     fn backup(name: &str, state: State) -> Backup {

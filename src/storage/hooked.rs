@@ -10,9 +10,10 @@ use super::{LocalStorage, ObjectInfo, ObjectWriter, Storage, StorageError};
 pub(crate) enum Call<'a> {
     Put { key: &'a str, bytes: &'a [u8] },
     List { prefix: &'a str },
+    Remove { key: &'a str },
 }
 
-/// [`LocalStorage`], with `hook` called before each put and listing.
+/// [`LocalStorage`], with `hook` called before each put and listing, and after each removal.
 pub(crate) struct Hooked<F: Fn(&LocalStorage, Call<'_>) + Send + Sync> {
     pub inner: LocalStorage,
     pub hook: F,
@@ -47,7 +48,9 @@ impl<F: Fn(&LocalStorage, Call<'_>) + Send + Sync> Storage for Hooked<F> {
         self.inner.list(prefix, limit)
     }
     fn remove(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.remove(key)
+        let removed = self.inner.remove(key);
+        (self.hook)(&self.inner, Call::Remove { key });
+        removed
     }
     fn abort_unfinished_before(
         &self,
