@@ -43,10 +43,37 @@ enum Running {
     /// The OS gave no thread: each buffer is hashed as it is handed over, and kept for the
     /// next chunk.
     Inline {
-        digest: RefCell<FileDigest>,
-        sums: RefCell<Checksums>,
+        digesting: RefCell<Digesting>,
         spare: RefCell<Option<Vec<u8>>>,
     },
+}
+
+/// The file being hashed, and the digests of those before it: the hashing thread's state, or
+/// the calling thread's without one.
+struct Digesting {
+    kind: DigestKind,
+    digest: FileDigest,
+    sums: Checksums,
+}
+
+impl Digesting {
+    fn new(kind: DigestKind) -> Digesting {
+        Digesting {
+            kind,
+            digest: FileDigest::new(kind),
+            sums: Checksums::new(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.digest.update(bytes);
+    }
+
+    /// The current file, named so, is complete.
+    fn end(&mut self, name: String) {
+        let done = std::mem::replace(&mut self.digest, FileDigest::new(self.kind));
+        self.sums.insert(name, done.finish());
+    }
 }
 
 struct HashingThread {
@@ -75,28 +102,23 @@ impl Hasher {
             let started = crate::thread_start::start(
                 || "hash the artifact's files".into(),
                 move || {
-                    let mut sums = Checksums::new();
-                    let mut digest = FileDigest::new(kind);
+                    let mut digesting = Digesting::new(kind);
                     for message in work {
                         match message {
                             ToHasher::Data(buf, n) => {
-                                digest.update(&buf[..n]);
+                                digesting.update(&buf[..n]);
                                 let _ = give_back.send(buf);
                             }
-                            ToHasher::End(name) => {
-                                let done = std::mem::replace(&mut digest, FileDigest::new(kind));
-                                sums.insert(name, done.finish());
-                            }
+                            ToHasher::End(name) => digesting.end(name),
                         }
                     }
-                    sums
+                    digesting.sums
                 },
             );
             match started {
                 Ok(thread) => Running::Thread(HashingThread { to, free, thread }),
                 Err(_) => Running::Inline {
-                    digest: RefCell::new(FileDigest::new(kind)),
-                    sums: RefCell::new(Checksums::new()),
+                    digesting: RefCell::new(Digesting::new(kind)),
                     spare: RefCell::new(None),
                 },
             }
@@ -144,8 +166,8 @@ impl Hasher {
             Running::Thread(t) => {
                 let _ = t.to.send(ToHasher::Data(buf, n));
             }
-            Running::Inline { digest, spare, .. } => {
-                digest.borrow_mut().update(&buf[..n]);
+            Running::Inline { digesting, spare } => {
+                digesting.borrow_mut().update(&buf[..n]);
                 *spare.borrow_mut() = Some(buf);
             }
         }
@@ -156,10 +178,7 @@ impl Hasher {
             Running::Thread(t) => {
                 let _ = t.to.send(ToHasher::End(name));
             }
-            Running::Inline { digest, sums, .. } => {
-                let done = digest.replace(FileDigest::new(self.kind));
-                sums.borrow_mut().insert(name, done.finish());
-            }
+            Running::Inline { digesting, .. } => digesting.borrow_mut().end(name),
         }
     }
 
@@ -167,7 +186,7 @@ impl Hasher {
     pub fn finish(self) -> Checksums {
         match self.running.into_inner() {
             None => Checksums::new(),
-            Some(Running::Inline { sums, .. }) => sums.into_inner(),
+            Some(Running::Inline { digesting, .. }) => digesting.into_inner().sums,
             Some(Running::Thread(running)) => {
                 drop(running.to);
                 running

@@ -160,18 +160,16 @@ mod tests {
         }
 
         fn description(&self) -> Description {
-            let job: JobInfo = serde_json::from_value(serde_json::json!({
-                "name": "store", "scripts": ["backup"], "metadata": {}
-            }))
-            .unwrap();
+            let job = JobInfo {
+                name: "store".into(),
+                release: None,
+                scripts: vec![ScriptKind::Backup],
+                not_executable: Vec::new(),
+                metadata: Default::default(),
+            };
             Description {
                 jobs: vec![job],
-                skipped: Vec::new(),
-                store_exists: false,
-                store_path: String::new(),
-                journal: None,
-                problems: Vec::new(),
-                metadata_runs: Vec::new(),
+                ..Description::default()
             }
         }
     }

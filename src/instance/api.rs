@@ -55,7 +55,7 @@ pub struct SkippedJob {
 }
 
 /// What an instance holds: its BBR jobs, what was left out, and whether a store is left over.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Description {
     pub jobs: Vec<JobInfo>,
     pub skipped: Vec<SkippedJob>,

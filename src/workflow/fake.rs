@@ -44,12 +44,7 @@ impl Instance for Fake {
                     metadata,
                 })
                 .collect(),
-            skipped: Vec::new(),
-            store_exists: false,
-            store_path: String::new(),
-            journal: None,
-            problems: Vec::new(),
-            metadata_runs: Vec::new(),
+            ..Description::default()
         })
     }
     fn describe_for_cleanup(&mut self) -> Result<Description, InstanceError> {

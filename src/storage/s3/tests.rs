@@ -710,6 +710,15 @@ fn one_gib_streams_within_the_budget() {
     );
 }
 
+/// The keys under `prefix`, in order.
+fn keys(s: &S3Storage, prefix: &str) -> Vec<String> {
+    s.list(prefix, 10)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
 #[test]
 fn a_claim_is_refused_where_anything_is_and_a_new_object_is_never_replaced() {
     let s = store("t-claims", "p", &small());
@@ -734,13 +743,7 @@ fn a_claim_is_refused_where_anything_is_and_a_new_object_is_never_replaced() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("run the backup again"), "{e}");
-    let left: Vec<String> = s
-        .list("dep_3/", 10)
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(left, ["dep_3/.bbr-agent-run-0"]);
+    assert_eq!(keys(&s, "dep_3/"), ["dep_3/.bbr-agent-run-0"]);
     // Another run of the same second found the directory free too, and finished between this
     // run's check and its claim: its claim gone, its backup there. This run backs off,
     // leaving that backup as it was and no claim of its own.
@@ -754,13 +757,10 @@ fn a_claim_is_refused_where_anything_is_and_a_new_object_is_never_replaced() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("a backup is stored there already"), "{e}");
-    let left: Vec<String> = s
-        .list("dep_4/", 10)
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(left, ["dep_4/db-0-store.tar", "dep_4/metadata"]);
+    assert_eq!(
+        keys(&s, "dep_4/"),
+        ["dep_4/db-0-store.tar", "dep_4/metadata"]
+    );
     // A new object written again with the same bytes (a retried PUT) is fine. (AWS refuses
     // other bytes with a 412; Garage 2.5 ignores `If-None-Match` on a PUT, so the claim's
     // listing is what holds there.)
