@@ -1,7 +1,8 @@
 //! Reading a stream that arrives in chunks as one `Read`: the protocol's data frames
 //! (`protocol::framing::ChunkReader`), the data chunks `serve`'s reader thread passes on, and
 //! the batches `artifact::verify_stream`'s checker thread is handed. Each says only how to get
-//! its next chunk ([`ChunkSource`]); [`ChunkStream`] does the reading.
+//! its next chunk ([`ChunkSource`]); [`ChunkStream`] does the reading. A [`ChunkSink`] is the
+//! other end: a writer whose room the chunks are read into.
 
 use std::io::{self, Read, Write};
 
@@ -76,6 +77,48 @@ impl<S: ChunkSource> Read for ChunkStream<S> {
             }
         }
         self.chunk.read(buf)
+    }
+}
+
+/// Where a stream's chunks are read straight into: the sink gives the room, the reader fills
+/// it, and nothing is copied between them (the drain's batches, read from the VM's pipe).
+pub trait ChunkSink: Write {
+    /// Takes the next `len` bytes of the stream from `fill`, which is handed the sink's room
+    /// for them in order, in one or more pieces, and fills each whole or fails. A failure of
+    /// `fill` is returned as it is, and nothing of that piece is taken; a failure of the sink
+    /// comes only after a piece was filled whole and taken.
+    fn take_from(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()>;
+}
+
+impl<T: ChunkSink + ?Sized> ChunkSink for &mut T {
+    fn take_from(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        (**self).take_from(len, fill)
+    }
+}
+
+/// A sink that keeps nothing (what a test drains into).
+impl ChunkSink for io::Sink {
+    fn take_from(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut room = [0u8; 8192];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(room.len());
+            fill(&mut room[..n])?;
+            left -= n;
+        }
+        Ok(())
     }
 }
 

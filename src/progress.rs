@@ -88,6 +88,19 @@ impl<T> Counted<T> {
     }
 }
 
+/// Counted as each chunk is taken, whole.
+impl<W: crate::chunk_stream::ChunkSink> crate::chunk_stream::ChunkSink for Counted<W> {
+    fn take_from(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.inner.take_from(len, fill)?;
+        self.count(len);
+        Ok(())
+    }
+}
+
 impl<W: Write> Write for Counted<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;

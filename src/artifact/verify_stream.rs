@@ -13,7 +13,7 @@ use std::sync::{Arc, mpsc};
 
 use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
 use super::tar_reader::{Checked, TarReadError, check_tar as read_checked};
-use crate::chunk_stream::{ChunkSource, ChunkStream};
+use crate::chunk_stream::{ChunkSink, ChunkSource, ChunkStream};
 
 /// Bytes gathered before they are handed on, for an upload: it copies them into its parts
 /// anyway, within a memory budget of its own.
@@ -43,6 +43,8 @@ struct Filled {
     bytes: Vec<u8>,
     /// Where the batch starts in `bytes`: the first aligned byte.
     start: usize,
+    /// Where it ends.
+    end: usize,
     back: Option<mpsc::Sender<Vec<u8>>>,
 }
 
@@ -56,14 +58,19 @@ impl Drop for Filled {
 
 impl AsRef<[u8]> for Batch {
     fn as_ref(&self) -> &[u8] {
-        &self.0.bytes[self.0.start..]
+        &self.0.bytes[self.0.start..self.0.end]
     }
 }
 
 /// The batch being filled, and the buffers given back.
+///
+/// A buffer's bytes are all initialised (a new one is zeroed once, and a reused one keeps its
+/// length), so a stream read straight into one ([`ChunkSink`]) needs no zeroing first; what
+/// the batch holds is `start..end`.
 struct Filling {
     bytes: Vec<u8>,
     start: usize,
+    end: usize,
     /// A batch's bytes: [`BATCH`] or [`LARGE_BATCH`].
     size: usize,
     /// How many whole buffers were made (not given back).
@@ -79,6 +86,7 @@ impl Filling {
         Filling {
             bytes: Vec::new(),
             start: 0,
+            end: 0,
             size: BATCH,
             #[cfg(test)]
             made: 0,
@@ -88,36 +96,48 @@ impl Filling {
     }
 
     fn len(&self) -> usize {
-        self.bytes.len() - self.start
+        self.end - self.start
     }
 
     fn filled(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        &self.bytes[self.start..self.end]
     }
 
-    /// Takes up to a batch's room of `buf`. A stream starts in a small buffer that grows as
-    /// any vector does (a fleet's empty artifacts, 10 KiB each, never fill a batch); past
-    /// [`SMALL`], every batch is whole and aligned.
-    fn take(&mut self, buf: &[u8]) -> usize {
+    /// Room for up to `want` more bytes, within the batch's (at least one byte), at the end of
+    /// what is filled; [`Filling::taken`] then says how much of it was filled. A stream starts
+    /// in a small buffer that grows as any vector does (a fleet's empty artifacts, 10 KiB
+    /// each, never fill a batch); past [`SMALL`], every batch is whole and aligned.
+    fn room(&mut self, want: usize) -> &mut [u8] {
         if self.bytes.capacity() == 0 {
-            match buf.len() > SMALL {
+            match want > SMALL {
                 // A stream whose first write is large (a chunk of a megabyte): whole from the
                 // first batch.
                 true => (self.bytes, self.start) = self.whole(),
-                false => self.bytes.reserve_exact(buf.len().max(8 * 1024)),
+                false => self.bytes.reserve_exact(want.max(8 * 1024)),
+            }
+            self.end = self.start;
+        }
+        let n = want.min(self.size.saturating_sub(self.len()).max(1));
+        if self.end + n > self.bytes.len() {
+            if self.end + n > self.bytes.capacity() && self.len() + n > SMALL {
+                let (mut whole, start) = self.whole();
+                let len = self.len();
+                whole[start..start + len].copy_from_slice(self.filled());
+                (self.bytes, self.start, self.end) = (whole, start, start + len);
+            } else {
+                self.bytes.resize(self.end + n, 0);
             }
         }
-        let n = buf.len().min(self.size.saturating_sub(self.len()).max(1));
-        if self.bytes.len() + n > self.bytes.capacity() && self.len() + n > SMALL {
-            let (mut whole, start) = self.whole();
-            whole.extend_from_slice(self.filled());
-            (self.bytes, self.start) = (whole, start);
-        }
-        self.bytes.extend_from_slice(&buf[..n]);
-        n
+        &mut self.bytes[self.end..self.end + n]
     }
 
-    /// An empty aligned buffer of a whole batch, one given back if there is one.
+    /// `n` bytes of the room were filled.
+    fn taken(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// An aligned buffer of a whole batch, one given back if there is one, and where its batch
+    /// starts.
     fn whole(&mut self) -> (Vec<u8>, usize) {
         let mut bytes = self.given_back.try_recv().unwrap_or_else(|_| {
             #[cfg(test)]
@@ -126,10 +146,9 @@ impl Filling {
             }
             Vec::with_capacity(self.size + ALIGN)
         });
-        bytes.clear();
-        // Filled within its capacity, the buffer never moves: its start stays aligned.
+        // Never longer than its capacity, the buffer never moves: its start stays aligned.
+        bytes.resize(self.size + ALIGN, 0);
         let start = bytes.as_ptr().align_offset(ALIGN).min(ALIGN);
-        bytes.resize(start, 0);
         (bytes, start)
     }
 
@@ -141,9 +160,11 @@ impl Filling {
         };
         let bytes = std::mem::replace(&mut self.bytes, next.0);
         let start = std::mem::replace(&mut self.start, next.1);
+        let end = std::mem::replace(&mut self.end, next.1);
         Batch(Arc::new(Filled {
             bytes,
             start,
+            end,
             back: Some(self.back.clone()),
         }))
     }
@@ -366,7 +387,10 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
 
 impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.batch.take(buf);
+        let room = self.batch.room(buf.len());
+        let n = room.len();
+        room.copy_from_slice(&buf[..n]);
+        self.batch.taken(n);
         if self.batch.len() >= self.batch.size {
             self.send_batch()?;
         }
@@ -374,6 +398,30 @@ impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The stream read straight into the batches: a drain's chunks are never copied on the
+/// caller's thread. (That copy was 68 ms of the driver's main thread, of about 1 CPU-s for
+/// the whole drain of 512 MiB: docs/benchmarks.md, "Drain, stop 17".)
+impl<W: Write + Send + 'static> ChunkSink for VerifyingWriter<W> {
+    fn take_from(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let room = self.batch.room(left);
+            let n = room.len();
+            fill(room)?;
+            self.batch.taken(n);
+            left -= n;
+            if self.batch.len() >= self.batch.size {
+                self.send_batch()?;
+            }
+        }
         Ok(())
     }
 }
@@ -480,11 +528,13 @@ mod tests {
     /// The file's thread of a local file writes whole batches of a megabyte, aligned, so that
     /// a direct write takes them as they are (`WritebackFile`'s pass-through), and their
     /// buffers come back for the next batches: a long stream costs a few buffers, not one a
-    /// megabyte. Whether its first write is small or a whole chunk.
+    /// megabyte. Whether its first write is small or a whole chunk, written or read in.
     #[test]
     fn a_long_streams_batches_reach_the_file_whole_aligned_and_in_reused_buffers() {
-        for first in [100_003, 1 << 20] {
-            let (out, made) = recorded_stream(LARGE_BATCH, first);
+        // Pieces of 512 bytes: a drain's usual start (a header), then a megabyte each.
+        let firsts = [100_003, 1 << 20, 512, 1_000];
+        for (first, read_in) in firsts.iter().flat_map(|&f| [(f, false), (f, true)]) {
+            let (out, made) = recorded_stream(LARGE_BATCH, first, read_in);
             let (last, whole) = out.writes.split_last().unwrap();
             assert!(last.1 < LARGE_BATCH && last.0 % ALIGN == 0, "last {last:?}");
             assert!(whole.len() >= 40, "{} batches", whole.len());
@@ -501,20 +551,31 @@ mod tests {
     /// An upload's batches are the smaller ones: its memory is its parts' budget.
     #[test]
     fn an_uploads_batches_are_the_small_ones() {
-        let (out, _) = recorded_stream(BATCH, 100_003);
+        let (out, _) = recorded_stream(BATCH, 100_003, true);
         let (_, whole) = out.writes.split_last().unwrap();
         assert!(whole.iter().all(|(_, len)| *len == BATCH), "{whole:?}");
     }
 
     /// A stream of about 40 large batches through a recording file, written in pieces of
-    /// `first` bytes, in batches of `size`; what the file was handed, and how many whole
-    /// buffers were made for it.
-    fn recorded_stream(size: usize, first: usize) -> (Recording, usize) {
+    /// `first` bytes (with `read_in`, read into the writer's room as a drain's chunks are),
+    /// in batches of `size`; what the file was handed, and how many whole buffers were made
+    /// for it.
+    fn recorded_stream(size: usize, first: usize, read_in: bool) -> (Recording, usize) {
         let (bytes, sum) = one_file_tar(40 * LARGE_BATCH + 12_345);
         let mut w =
             VerifyingWriter::new(Recording::default()).in_large_batches(size == LARGE_BATCH);
-        for piece in bytes.chunks(first) {
-            w.write_all(piece).unwrap();
+        let (head, tail) = bytes.split_at(if first == 512 { 512 } else { 0 });
+        let rest = if first == 512 { 1 << 20 } else { first };
+        for piece in std::iter::once(head).chain(tail.chunks(rest)) {
+            match read_in {
+                false => w.write_all(piece).unwrap(),
+                true => {
+                    let mut rest = piece;
+                    w.take_from(piece.len(), &mut |room| rest.read_exact(room))
+                        .unwrap();
+                    assert!(rest.is_empty());
+                }
+            }
         }
         let made = w.batch.made;
         let (out, sums) = w.finish().unwrap();

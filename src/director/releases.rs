@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use crate::artifact::Checksums;
+use crate::chunk_stream::ChunkSink;
 use crate::instance::{
     Description, DigestKind, Expected, Instance, InstanceError, InstanceId, ScriptReport,
     ScriptStep,
@@ -73,7 +74,7 @@ impl Instance for WithReleases {
     fn send_artifact_sized(
         &mut self,
         job: &str,
-        out: &mut dyn Write,
+        out: &mut dyn ChunkSink,
         digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
@@ -210,7 +211,7 @@ mod tests {
         fn send_artifact_sized(
             &mut self,
             job: &str,
-            _: &mut dyn Write,
+            _: &mut dyn ChunkSink,
             digest: DigestKind,
             total: Box<dyn FnOnce(u64) + Send>,
         ) -> Result<Checksums, InstanceError> {

@@ -13,6 +13,7 @@ use super::session_command;
 use super::session_watch::{self, SessionOutput};
 use super::splice_send::{SendError, send_file};
 use crate::artifact::Checksums;
+use crate::chunk_stream::ChunkSink;
 use crate::contract::ScriptKind;
 use crate::exec::{ProcessGroup, ScriptEnd};
 use crate::instance::{
@@ -20,7 +21,8 @@ use crate::instance::{
     ScriptEvents, ScriptReport, ScriptStep,
 };
 use crate::protocol::framing::{
-    ChunkReader, ChunkWriter, FrameError, MAX_CHUNK, read_line, write_json_line,
+    ChunkReader, ChunkWriter, FrameError, IntoSinkError, MAX_CHUNK, copy_chunks_into, read_line,
+    write_json_line,
 };
 use crate::protocol::pipes;
 use crate::protocol::{
@@ -272,7 +274,7 @@ impl RemoteInstance {
     fn call(
         &mut self,
         op: Op,
-        data: Option<&mut dyn Write>,
+        data: Option<DataTo<'_>>,
     ) -> Result<serde_json::Value, InstanceError> {
         self.next_id += 1;
         let id = self.next_id;
@@ -289,7 +291,7 @@ impl RemoteInstance {
     fn response(
         &mut self,
         id: u64,
-        mut data: Option<&mut dyn Write>,
+        mut data: Option<DataTo<'_>>,
     ) -> Result<serde_json::Value, InstanceError> {
         let mut data_error: Option<io::Error> = None;
         loop {
@@ -333,13 +335,28 @@ impl RemoteInstance {
                     if let (Some(len), Some(total)) = (size, self.data_total.take()) {
                         total(len);
                     }
-                    let mut chunks = ChunkReader::new(&mut conn.from_agent);
                     let copied = match data.as_mut() {
-                        Some(sink) => chunks.copy_to(&mut **sink).map(drop),
+                        Some(DataTo::Writer(out)) => ChunkReader::new(&mut conn.from_agent)
+                            .copy_to(&mut **out)
+                            .map(drop),
+                        // Read straight into the sink's room, not through a buffer of ours.
+                        Some(DataTo::Sink(sink)) => {
+                            match copy_chunks_into(&mut conn.from_agent, &mut **sink) {
+                                Ok(_) => Ok(()),
+                                Err(IntoSinkError::Sink(e)) => Err(e),
+                                Err(IntoSinkError::Stream(e)) => {
+                                    return Err(
+                                        self.lose(format!("the artifact stream broke: {e}"))
+                                    );
+                                }
+                            }
+                        }
                         None => Err(io::Error::other("data that was not asked for")),
                     };
                     if let Err(e) = copied {
-                        if chunks.drain().is_err() {
+                        // Whatever is left of the data, up to its end, keeps the stream in step.
+                        let conn = self.conn.as_mut().expect("connected");
+                        if ChunkReader::new(&mut conn.from_agent).drain().is_err() {
                             return Err(self.lose(format!("the artifact stream broke: {e}")));
                         }
                         data_error = Some(e);
@@ -454,7 +471,7 @@ impl RemoteInstance {
     fn send_artifact_as(
         &mut self,
         job: &str,
-        out: &mut dyn Write,
+        out: DataTo<'_>,
         digest: DigestKind,
         compression: Option<WireCompression>,
     ) -> Result<Checksums, InstanceError> {
@@ -609,7 +626,7 @@ impl Instance for RemoteInstance {
         out: &mut dyn Write,
         digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
-        self.send_artifact_as(job, out, digest, None)
+        self.send_artifact_as(job, DataTo::Writer(out), digest, None)
     }
 
     fn can_compress(&mut self) -> Result<bool, InstanceError> {
@@ -629,7 +646,7 @@ impl Instance for RemoteInstance {
             return Err(InstanceError::NoCompression);
         }
         let zstd = WireCompression::Zstd { level: Some(level) };
-        self.send_artifact_as(job, out, digest, Some(zstd))
+        self.send_artifact_as(job, DataTo::Writer(out), digest, Some(zstd))
     }
 
     fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
@@ -694,12 +711,12 @@ impl Instance for RemoteInstance {
     fn send_artifact_sized(
         &mut self,
         job: &str,
-        out: &mut dyn Write,
+        out: &mut dyn ChunkSink,
         digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
         self.data_total = Some(total);
-        let sent = self.send_artifact(job, out, digest);
+        let sent = self.send_artifact_as(job, DataTo::Sink(out), digest, None);
         self.data_total = None;
         sent
     }
@@ -728,6 +745,12 @@ impl Drop for RemoteInstance {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Where an answer's data goes: a writer, or a sink the chunks are read straight into.
+enum DataTo<'a> {
+    Writer(&'a mut dyn Write),
+    Sink(&'a mut dyn ChunkSink),
 }
 
 /// OpenSSH's last words when the host key is not the known one, without its banner.

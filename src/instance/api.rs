@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::Checksums;
 pub use crate::artifact::digest::{DigestKind, Expected};
+use crate::chunk_stream::ChunkSink;
 use crate::contract::{Mode, ScriptKind, Side};
 use crate::exec::{ScriptEnd, Stream};
 use crate::metadata::JobMetadata;
@@ -300,7 +301,7 @@ pub trait Instance: Send {
     fn send_artifact_sized(
         &mut self,
         job: &str,
-        out: &mut dyn Write,
+        out: &mut dyn ChunkSink,
         digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {

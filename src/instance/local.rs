@@ -17,6 +17,7 @@ use crate::artifact::checksums::compare;
 use crate::artifact::store::Store;
 use crate::artifact::tar_writer::TarWriteError;
 use crate::artifact::{Checksums, dir_walk, tar_reader, tar_writer};
+use crate::chunk_stream::ChunkSink;
 use crate::contract::ScriptKind;
 use crate::exec::{LineSink, OnSpawn, ScriptCommand, ScriptEnd, run_script};
 use crate::instance::discover::{DiscoveredJob, discover};
@@ -590,7 +591,7 @@ impl Instance for LocalInstance {
     fn send_artifact_sized(
         &mut self,
         job: &str,
-        out: &mut dyn Write,
+        out: &mut dyn ChunkSink,
         digest: DigestKind,
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {

@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 
-use crate::chunk_stream::{ChunkSource, ChunkStream};
+use crate::chunk_stream::{ChunkSink, ChunkSource, ChunkStream};
 
 /// Longest control line accepted, newline excluded.
 pub const MAX_LINE: usize = 4 << 20;
@@ -97,6 +97,68 @@ pub(crate) fn read_chunk_owned(input: &mut impl Read) -> Result<Vec<u8>, FrameEr
         return Err(FrameError::TruncatedChunk);
     }
     Ok(buf)
+}
+
+/// Why [`copy_chunks_into`] stopped.
+#[derive(Debug)]
+pub(crate) enum IntoSinkError {
+    /// The stream broke or lied: it is out of step.
+    Stream(FrameError),
+    /// The sink refused a piece; the stream was kept in step to the end of that chunk.
+    Sink(io::Error),
+}
+
+/// Reads every data chunk of `input` up to the terminator straight into `sink`'s room (see
+/// [`ChunkSink`]): the copy a [`ChunkReader`] makes from its own buffer is not made.
+pub(crate) fn copy_chunks_into(
+    input: &mut impl Read,
+    sink: &mut dyn ChunkSink,
+) -> Result<u64, IntoSinkError> {
+    let mut copied = 0u64;
+    loop {
+        let len = read_chunk_len(input).map_err(IntoSinkError::Stream)?;
+        if len == 0 {
+            return Ok(copied);
+        }
+        let mut taken = 0;
+        let mut broke = None;
+        let sunk = sink.take_from(len, &mut |piece| match input.read_exact(piece) {
+            Ok(()) => {
+                taken += piece.len();
+                Ok(())
+            }
+            Err(e) => {
+                let said = io::Error::new(e.kind(), e.to_string());
+                broke = Some(e);
+                Err(said)
+            }
+        });
+        if let Some(e) = broke {
+            return Err(IntoSinkError::Stream(match e.kind() {
+                io::ErrorKind::UnexpectedEof => FrameError::TruncatedChunk,
+                _ => FrameError::Io(e),
+            }));
+        }
+        if let Err(e) = sunk {
+            // The rest of this chunk is read and dropped: the stream stays in step.
+            let rest = (len - taken) as u64;
+            let skipped = io::copy(&mut input.take(rest), &mut io::sink());
+            // A stream that breaks meanwhile is out of step: that is what the caller must
+            // know (the session is lost), with the sink's refusal said beside it.
+            return match skipped {
+                Ok(n) if n == rest => Err(IntoSinkError::Sink(e)),
+                Ok(_) => Err(IntoSinkError::Stream(FrameError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the stream ended inside a data chunk, after: {e}"),
+                )))),
+                Err(broke) => Err(IntoSinkError::Stream(FrameError::Io(io::Error::new(
+                    broke.kind(),
+                    format!("{broke}, after: {e}"),
+                )))),
+            };
+        }
+        copied += len as u64;
+    }
 }
 
 /// A chunk's 4-byte length, checked against the limit.
@@ -230,6 +292,120 @@ impl<R: Read> ChunkSource for Frames<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that takes what it is given in pieces of `piece` bytes, and refuses the piece
+    /// numbered `refuse` (counting from 0) once it was filled.
+    struct Pieces {
+        piece: usize,
+        refuse: Option<usize>,
+        taken: Vec<u8>,
+        pieces: usize,
+    }
+
+    impl Write for Pieces {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.taken.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ChunkSink for Pieces {
+        fn take_from(
+            &mut self,
+            len: usize,
+            fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+        ) -> io::Result<()> {
+            let mut left = len;
+            while left > 0 {
+                let mut room = vec![0u8; left.min(self.piece)];
+                fill(&mut room)?;
+                left -= room.len();
+                self.pieces += 1;
+                if self.refuse == Some(self.pieces - 1) {
+                    return Err(io::Error::other("refused"));
+                }
+                self.taken.extend_from_slice(&room);
+            }
+            Ok(())
+        }
+    }
+
+    fn pieces(piece: usize, refuse: Option<usize>) -> Pieces {
+        Pieces {
+            piece,
+            refuse,
+            taken: Vec::new(),
+            pieces: 0,
+        }
+    }
+
+    /// Chunks read straight into a sink's room arrive whole and in order, however the sink
+    /// cuts its room; a sink that refuses a piece leaves the stream at the end of that chunk
+    /// (its next chunk and terminator read as they are); a cut or oversized chunk is the
+    /// stream's failure, not the sink's.
+    #[test]
+    fn chunks_read_into_a_sink_arrive_whole_and_a_refusal_keeps_the_stream_in_step() {
+        let data: Vec<u8> = (0..(MAX_CHUNK + 70_001)).map(|i| (i % 251) as u8).collect();
+        let mut w = ChunkWriter::new(Vec::new());
+        w.write_all(&data[..3]).unwrap();
+        w.flush().unwrap();
+        w.write_all(&data[3..]).unwrap();
+        let stream = w.finish().unwrap();
+        for piece in [1, 4096, MAX_CHUNK] {
+            let mut sink = pieces(piece, None);
+            let copied = copy_chunks_into(&mut &stream[..], &mut sink).unwrap();
+            assert_eq!(copied, data.len() as u64, "pieces of {piece}");
+            assert!(sink.taken == data, "pieces of {piece}: other bytes");
+        }
+
+        // Refused in the middle of the first big chunk: the rest of it is passed over, and
+        // what follows is the next chunk, then the terminator.
+        let mut input = &stream[..];
+        let mut sink = pieces(4096, Some(3));
+        match copy_chunks_into(&mut input, &mut sink) {
+            Err(IntoSinkError::Sink(e)) => assert_eq!(e.to_string(), "refused"),
+            other => panic!("{other:?}"),
+        }
+        let mut rest = Vec::new();
+        ChunkReader::new(&mut input).read_to_end(&mut rest).unwrap();
+        assert!(input.is_empty(), "the terminator was read");
+        assert!(
+            rest == data[3 + MAX_CHUNK..],
+            "{} bytes after the refusal",
+            rest.len()
+        );
+        // Refused on a chunk's last piece (the 3-byte one, whole): nothing is left of it.
+        let mut input = &stream[..];
+        let mut sink = pieces(4096, Some(0));
+        assert!(matches!(
+            copy_chunks_into(&mut input, &mut sink),
+            Err(IntoSinkError::Sink(_))
+        ));
+        let mut rest = Vec::new();
+        ChunkReader::new(&mut input).read_to_end(&mut rest).unwrap();
+        assert!(rest == data[3..], "{} bytes after the refusal", rest.len());
+        // Refused, and the stream ends inside the chunk: the stream failed, the refusal said.
+        let short = &stream[..3 + 8 + 4 + 20_000];
+        match copy_chunks_into(&mut &short[..], &mut pieces(4096, Some(2))) {
+            Err(IntoSinkError::Stream(e)) => assert!(e.to_string().contains("refused"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+
+        // Cut inside a chunk, or a chunk over the limit: the stream failed.
+        let cut = &stream[..stream.len() - 100];
+        match copy_chunks_into(&mut &cut[..], &mut pieces(4096, None)) {
+            Err(IntoSinkError::Stream(FrameError::TruncatedChunk)) => {}
+            other => panic!("{other:?}"),
+        }
+        let huge = ((MAX_CHUNK + 1) as u32).to_be_bytes();
+        match copy_chunks_into(&mut &huge[..], &mut pieces(4096, None)) {
+            Err(IntoSinkError::Stream(FrameError::ChunkTooLarge(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn chunks_round_trip_and_end_at_the_terminator() {
