@@ -403,8 +403,8 @@ impl<W: Write + Send + 'static> Write for VerifyingWriter<W> {
 }
 
 /// The stream read straight into the batches: a drain's chunks are never copied on the
-/// caller's thread. (That copy was 68 ms of the driver's main thread, of about 1 CPU-s for
-/// the whole drain of 512 MiB: docs/benchmarks.md, "Drain, stop 17".)
+/// caller's thread. (That copy was 108 ms of the driver's main thread's 225 ms in a profile of
+/// a drain of 512 MiB: docs/benchmarks.md, "Drain, stop 17".)
 impl<W: Write + Send + 'static> ChunkSink for VerifyingWriter<W> {
     fn take_from(
         &mut self,

@@ -361,6 +361,16 @@ mod tests {
             assert!(sink.taken == data, "pieces of {piece}: other bytes");
         }
 
+        // After a line read through a buffer, which then holds the data's start too.
+        let mut lined = b"{}\n".to_vec();
+        lined.extend_from_slice(&stream);
+        let mut input = io::BufReader::new(&lined[..]);
+        assert_eq!(read_line(&mut input).unwrap(), b"{}");
+        assert!(!input.buffer().is_empty());
+        let mut sink = pieces(4096, None);
+        copy_chunks_into(&mut input, &mut sink).unwrap();
+        assert!(sink.taken == data, "after a line: other bytes");
+
         // Refused in the middle of the first big chunk: the rest of it is passed over, and
         // what follows is the next chunk, then the terminator.
         let mut input = &stream[..];
