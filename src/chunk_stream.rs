@@ -104,21 +104,44 @@ impl<T: ChunkSink + ?Sized> ChunkSink for &mut T {
     }
 }
 
-/// A sink that keeps nothing (what a test drains into).
-impl ChunkSink for io::Sink {
+/// Any writer as a sink: a chunk is read into a buffer of this sink's, then written (the one
+/// copy a [`ChunkStream`] makes too), so every stream is read the one way.
+pub struct WriteSink<'a> {
+    out: &'a mut dyn Write,
+    room: Vec<u8>,
+}
+
+impl<'a> WriteSink<'a> {
+    pub fn new(out: &'a mut dyn Write) -> Self {
+        WriteSink {
+            out,
+            room: Vec::new(),
+        }
+    }
+}
+
+impl Write for WriteSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl ChunkSink for WriteSink<'_> {
     fn take_from(
         &mut self,
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
     ) -> io::Result<()> {
-        let mut room = [0u8; 8192];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(room.len());
-            fill(&mut room[..n])?;
-            left -= n;
+        // Grown to the largest chunk seen (the framing bounds it), then reused.
+        if self.room.len() < len {
+            self.room.resize(len, 0);
         }
-        Ok(())
+        fill(&mut self.room[..len])?;
+        self.out.write_all(&self.room[..len])
     }
 }
 

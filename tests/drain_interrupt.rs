@@ -3,7 +3,9 @@
 //! the agent sent (a tar of symlinks whose check took exponential time). The agent here is a
 //! fake one (`sh`), speaking the protocol as a compromised VM could; it leaves the locks out,
 //! so the only thing between SIGTERM and the exit is the drain. A local `backup` is its own
-//! driver: in the middle of a long drain it ends on SIGTERM too.
+//! driver: in the middle of a long drain it ends on SIGTERM too. A stream that breaks (an
+//! agent that dies inside a data chunk, or a chunk longer than the protocol allows) fails the
+//! backup at once, and nothing is left under the tar's name.
 
 mod common;
 mod faults_support;
@@ -20,7 +22,8 @@ use sha2::{Digest, Sha256};
 /// A fake `bbr-agent serve` with one job `store`: it sends `$1` (a tar of at most 1 MiB) as
 /// the artifact and then, with `$2` = `stall`, stops sending (touching `$3/sending`);
 /// otherwise it ends the stream, answers with the checksums in `$3/checksums.json` and
-/// touches `$3/sent`.
+/// touches `$3/sent`. With `cut` it says its chunk is 100,000 bytes longer than the tar and
+/// exits after the tar; with `huge` it says 2 GiB, sends the tar and waits.
 const FAKE_AGENT: &str = r#"#!/bin/sh
 tar=$1 mode=$2 dir=$3
 ok() { printf '{"type":"ok","id":%s,"result":%s}\n' "$1" "$2"; }
@@ -34,6 +37,8 @@ while IFS= read -r line; do
   *'"op":"run_scripts"'*) ok "$id" '[{"duration_ms":1,"end":{"exited":0},"job":"store","script":"backup","stderr":"","stdout":""}]' ;;
   *'"op":"send_artifact"'*)
     printf '{"type":"data","id":%s}\n' "$id"
+    if [ "$mode" = cut ]; then len4 $(($(wc -c < "$tar") + 100000)); cat "$tar"; exit 0; fi
+    if [ "$mode" = huge ]; then len4 2147483648; cat "$tar"; sleep 60; exit 0; fi
     len4 "$(wc -c < "$tar")"; cat "$tar"
     if [ "$mode" = stall ]; then touch "$dir/sending"; sleep 60; exit 0; fi
     len4 0
@@ -279,4 +284,41 @@ fn a_local_backup_in_the_middle_of_a_long_drain_ends_on_sigterm() {
         exit.explain
     );
     assert!(!vm.store().exists(), "{}", exit.explain);
+}
+
+/// An agent that dies inside a data chunk, or says a chunk is 2 GiB long (a compromised VM's
+/// stream, read straight into the drain's batches): the backup fails at once, naming the
+/// broken stream, and no tar is left that could pass for a drained one.
+#[test]
+fn a_stream_cut_inside_a_chunk_or_with_a_chunk_over_the_limit_fails_the_backup() {
+    let data = vec![3u8; 300 * 1024];
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut file = tar::Header::new_gnu();
+    file.set_size(data.len() as u64);
+    file.set_mode(0o644);
+    tar.append_data(&mut file, "./data", &data[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let sum: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let checksums = format!("{{\"./data\":\"{sum}\"}}");
+    for (mode, said) in [
+        ("cut", "the stream ended inside a data chunk"),
+        (
+            "huge",
+            "a data chunk of 2147483648 bytes is larger than 1048576",
+        ),
+    ] {
+        let setup = Setup::new(&tar, &checksums, mode);
+        let mut driver = setup.driver();
+        let exit = driver.wait(Duration::from_secs(30));
+        assert_ne!(exit.code, Some(0), "{mode}\n{}", exit.explain);
+        assert!(
+            exit.explain.contains(said),
+            "{mode}: no '{said}'\n{}",
+            exit.explain
+        );
+        setup.assert_no_usable_backup(&exit.explain);
+    }
 }

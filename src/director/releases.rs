@@ -328,7 +328,12 @@ mod tests {
             .send_artifact("store", &mut io_sink(), DigestKind::Sha256)
             .unwrap();
         wrapped
-            .send_artifact_sized("store", &mut io_sink(), DigestKind::Blake3, total)
+            .send_artifact_sized(
+                "store",
+                &mut crate::chunk_stream::WriteSink::new(&mut io_sink()),
+                DigestKind::Blake3,
+                total,
+            )
             .unwrap();
         assert_eq!(*told.lock().unwrap(), Some(42));
         assert!(wrapped.can_compress().unwrap());

@@ -13,7 +13,7 @@ use super::session_command;
 use super::session_watch::{self, SessionOutput};
 use super::splice_send::{SendError, send_file};
 use crate::artifact::Checksums;
-use crate::chunk_stream::ChunkSink;
+use crate::chunk_stream::{ChunkSink, WriteSink};
 use crate::contract::ScriptKind;
 use crate::exec::{ProcessGroup, ScriptEnd};
 use crate::instance::{
@@ -274,7 +274,7 @@ impl RemoteInstance {
     fn call(
         &mut self,
         op: Op,
-        data: Option<DataTo<'_>>,
+        data: Option<&mut dyn ChunkSink>,
     ) -> Result<serde_json::Value, InstanceError> {
         self.next_id += 1;
         let id = self.next_id;
@@ -291,7 +291,7 @@ impl RemoteInstance {
     fn response(
         &mut self,
         id: u64,
-        mut data: Option<DataTo<'_>>,
+        mut data: Option<&mut dyn ChunkSink>,
     ) -> Result<serde_json::Value, InstanceError> {
         let mut data_error: Option<io::Error> = None;
         loop {
@@ -335,22 +335,15 @@ impl RemoteInstance {
                     if let (Some(len), Some(total)) = (size, self.data_total.take()) {
                         total(len);
                     }
+                    // Read straight into the sink's room, not through a buffer of ours.
                     let copied = match data.as_mut() {
-                        Some(DataTo::Writer(out)) => ChunkReader::new(&mut conn.from_agent)
-                            .copy_to(&mut **out)
-                            .map(drop),
-                        // Read straight into the sink's room, not through a buffer of ours.
-                        Some(DataTo::Sink(sink)) => {
-                            match copy_chunks_into(&mut conn.from_agent, &mut **sink) {
-                                Ok(_) => Ok(()),
-                                Err(IntoSinkError::Sink(e)) => Err(e),
-                                Err(IntoSinkError::Stream(e)) => {
-                                    return Err(
-                                        self.lose(format!("the artifact stream broke: {e}"))
-                                    );
-                                }
+                        Some(sink) => match copy_chunks_into(&mut conn.from_agent, &mut **sink) {
+                            Ok(_) => Ok(()),
+                            Err(IntoSinkError::Sink(e)) => Err(e),
+                            Err(IntoSinkError::Stream(e)) => {
+                                return Err(self.lose(format!("the artifact stream broke: {e}")));
                             }
-                        }
+                        },
                         None => Err(io::Error::other("data that was not asked for")),
                     };
                     if let Err(e) = copied {
@@ -471,7 +464,7 @@ impl RemoteInstance {
     fn send_artifact_as(
         &mut self,
         job: &str,
-        out: DataTo<'_>,
+        out: &mut dyn ChunkSink,
         digest: DigestKind,
         compression: Option<WireCompression>,
     ) -> Result<Checksums, InstanceError> {
@@ -626,7 +619,7 @@ impl Instance for RemoteInstance {
         out: &mut dyn Write,
         digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
-        self.send_artifact_as(job, DataTo::Writer(out), digest, None)
+        self.send_artifact_as(job, &mut WriteSink::new(out), digest, None)
     }
 
     fn can_compress(&mut self) -> Result<bool, InstanceError> {
@@ -646,7 +639,7 @@ impl Instance for RemoteInstance {
             return Err(InstanceError::NoCompression);
         }
         let zstd = WireCompression::Zstd { level: Some(level) };
-        self.send_artifact_as(job, DataTo::Writer(out), digest, Some(zstd))
+        self.send_artifact_as(job, &mut WriteSink::new(out), digest, Some(zstd))
     }
 
     fn takes_blake3(&mut self) -> Result<bool, InstanceError> {
@@ -716,7 +709,7 @@ impl Instance for RemoteInstance {
         total: Box<dyn FnOnce(u64) + Send>,
     ) -> Result<Checksums, InstanceError> {
         self.data_total = Some(total);
-        let sent = self.send_artifact_as(job, DataTo::Sink(out), digest, None);
+        let sent = self.send_artifact_as(job, out, digest, None);
         self.data_total = None;
         sent
     }
@@ -745,12 +738,6 @@ impl Drop for RemoteInstance {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Where an answer's data goes: a writer, or a sink the chunks are read straight into.
-enum DataTo<'a> {
-    Writer(&'a mut dyn Write),
-    Sink(&'a mut dyn ChunkSink),
 }
 
 /// OpenSSH's last words when the host key is not the known one, without its banner.
