@@ -50,18 +50,6 @@ impl<S: ChunkSource> ChunkStream<S> {
         }
     }
 
-    /// Copies every remaining chunk into `sink`, whole: one write per chunk, no small steps.
-    pub fn copy_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
-        let mut copied = io::copy(&mut self.chunk, sink)?;
-        while self.advance()? {
-            let chunk = self.chunk.get_ref().as_ref();
-            sink.write_all(chunk)?;
-            copied += chunk.len() as u64;
-            self.chunk.set_position(chunk.len() as u64);
-        }
-        Ok(copied)
-    }
-
     /// Reads and drops whatever is left up to the end, keeping the stream in step.
     pub fn drain(&mut self) -> io::Result<()> {
         while self.advance()? {}
@@ -180,7 +168,7 @@ mod tests {
         let mut first = [0u8; 1];
         stream.read_exact(&mut first).unwrap();
         let mut rest = Vec::new();
-        assert_eq!(stream.copy_to(&mut rest).unwrap(), 4);
+        assert_eq!(stream.read_to_end(&mut rest).unwrap(), 4);
         assert_eq!((&first, &rest[..]), (b"a", &b"bcde"[..]));
         assert_eq!(stream.read(&mut first).unwrap(), 0);
     }

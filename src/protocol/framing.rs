@@ -447,8 +447,10 @@ mod tests {
         assert_eq!(back, data);
         let mut input = io::Cursor::new(input.into_inner());
         let mut whole = Vec::new();
-        let copied = ChunkReader::new(&mut input).copy_to(&mut whole).unwrap();
-        assert_eq!((copied as usize, whole), (data.len(), data));
+        let copied = ChunkReader::new(&mut input)
+            .read_to_end(&mut whole)
+            .unwrap();
+        assert_eq!((copied, whole), (data.len(), data));
         assert_eq!(read_line(&mut input).unwrap(), b"{\"next\":1}");
     }
 
