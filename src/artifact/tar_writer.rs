@@ -3,6 +3,9 @@
 //! `gnu_header`), regular files hashed as they are read so the checksum manifest costs no
 //! second pass over the data. The hashing runs on a thread of its own, beside the reading and
 //! writing, on the same buffers. What is read is what `dir_walk` listed and checked.
+//!
+//! A file's data goes out with the file it was read from ([`TarOut`]), so a writer that can
+//! have the kernel move it from the file may; what is hashed is always the bytes read.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -29,6 +32,38 @@ pub enum TarWriteError {
     Interrupted,
 }
 
+/// Where a tar's bytes go.
+pub trait TarOut: Write {
+    /// Writes `bytes`, a regular file's data, which `file` holds from offset `at`. A writer
+    /// that can may send the file's own bytes from there instead (see `serve::file_data`): a
+    /// file changed meanwhile then differs from what was hashed, which the receiver's check of
+    /// the digests finds.
+    fn file_data(&mut self, bytes: &[u8], _file: &File, _at: u64) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+}
+
+impl<T: TarOut + ?Sized> TarOut for &mut T {
+    fn file_data(&mut self, bytes: &[u8], file: &File, at: u64) -> io::Result<()> {
+        (**self).file_data(bytes, file, at)
+    }
+}
+
+/// A plain writer: a file's data is written from the bytes read.
+pub struct Plain<W>(pub W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> TarOut for Plain<W> {}
+
 /// Streams `dir` as a tar into `out` and returns the manifest of its regular files, of digests
 /// of `kind`.
 pub fn write_tar_as(
@@ -36,8 +71,17 @@ pub fn write_tar_as(
     out: impl Write,
     kind: DigestKind,
 ) -> Result<Checksums, TarWriteError> {
+    write_tar_to(dir, Plain(out), kind)
+}
+
+/// [`write_tar_as`], into a [`TarOut`].
+pub fn write_tar_to(
+    dir: &Path,
+    out: impl TarOut,
+    kind: DigestKind,
+) -> Result<Checksums, TarWriteError> {
     let names = OwnerNames::load();
-    let mut tar = TarOut {
+    let mut tar = TarStream {
         out,
         written: 0,
         head: Vec::with_capacity(3 * gnu_header::BLOCK),
@@ -57,7 +101,7 @@ pub fn write_tar_as(
     Ok(checksums)
 }
 
-struct TarOut<'n, W> {
+struct TarStream<'n, W> {
     out: W,
     /// Bytes written so far, to end the archive on a whole record.
     written: u64,
@@ -67,7 +111,7 @@ struct TarOut<'n, W> {
     names: &'n OwnerNames,
 }
 
-impl<W: Write> TarOut<'_, W> {
+impl<W: TarOut> TarStream<'_, W> {
     fn entry(&mut self, entry: Entry<'_>, hasher: &Hasher) -> Result<(), TarWriteError> {
         match entry.node {
             Node::Dir => self.header(entry.name, entry.stat, Kind::Directory, 0, b""),
@@ -151,7 +195,7 @@ enum CopyError {
 /// hasher once it is written.
 fn copy_hashing(
     file: &mut File,
-    out: &mut impl Write,
+    out: &mut impl TarOut,
     len: u64,
     hasher: &Hasher,
 ) -> Result<(), CopyError> {
@@ -170,7 +214,8 @@ fn copy_hashing(
             Ok(n) => n,
             Err(e) => return Err(CopyError::Read(e)),
         };
-        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        out.file_data(&buf[..n], file, len - left)
+            .map_err(CopyError::Write)?;
         hasher.data(buf, n);
         left -= n as u64;
     }

@@ -145,6 +145,21 @@ impl LocalInstance {
         self.backed_up_job(job).map(drop)
     }
 
+    /// Streams `job`'s artifact directory as a tar into `out` (`send_artifact`, into a writer
+    /// that may send a file's data from the file: `serve`'s).
+    pub fn send_tar_to(
+        &mut self,
+        job: &str,
+        out: &mut dyn tar_writer::TarOut,
+        digest: DigestKind,
+    ) -> Result<Checksums, InstanceError> {
+        // Only a job found here: a name like `../../etc` must not tar what it points at.
+        let job = self.backed_up_job(job)?.name.clone();
+        let dir = self.layout.job_artifact_dir(&job);
+        tar_writer::write_tar_to(&dir, out, digest)
+            .map_err(|source| InstanceError::SendArtifact { job, source })
+    }
+
     /// How long `job`'s tar will be, as measured after its backup script in this run; `None`
     /// when its backup script did not run here (the stream then has no announced total).
     pub fn tar_len(&self, job: &str) -> Option<u64> {
@@ -578,14 +593,7 @@ impl Instance for LocalInstance {
         out: &mut dyn Write,
         digest: DigestKind,
     ) -> Result<Checksums, InstanceError> {
-        // Only a job found here: a name like `../../etc` must not tar what it points at.
-        let job = self.backed_up_job(job)?.name.clone();
-        let job = job.as_str();
-        let dir = self.layout.job_artifact_dir(job);
-        tar_writer::write_tar_as(&dir, out, digest).map_err(|source| InstanceError::SendArtifact {
-            job: job.to_string(),
-            source,
-        })
+        self.send_tar_to(job, &mut tar_writer::Plain(out), digest)
     }
 
     fn send_artifact_sized(

@@ -202,6 +202,38 @@ impl<W: Write> ChunkWriter<W> {
         Ok(())
     }
 
+    /// Sends what is buffered, then the length of a chunk of `len` bytes (1 to [`MAX_CHUNK`]),
+    /// in one write. The caller then writes those `len` bytes itself, into the writer returned,
+    /// before anything else: data that reaches the stream by another way than this writer (a
+    /// file the kernel moves into the pipe, `serve::file_data`).
+    pub fn open_chunk(&mut self, len: usize) -> io::Result<&mut W> {
+        assert!((1..=MAX_CHUNK).contains(&len), "a chunk of {len} bytes");
+        self.send_opening(len, &[])?;
+        Ok(&mut self.out)
+    }
+
+    /// What is buffered as a chunk, then the length of the next chunk, `len` bytes, and
+    /// `data`, its first bytes: all in one vectored write, one system call.
+    fn send_opening(&mut self, len: usize, data: &[u8]) -> io::Result<()> {
+        let (held, len) = (
+            (self.buf.len() as u32).to_be_bytes(),
+            (len as u32).to_be_bytes(),
+        );
+        let held: &[u8] = match self.buf.is_empty() {
+            true => &[],
+            false => &held,
+        };
+        let mut pieces = [
+            IoSlice::new(held),
+            IoSlice::new(&self.buf),
+            IoSlice::new(&len),
+            IoSlice::new(data),
+        ];
+        write_all_vectored(&mut self.out, &mut pieces)?;
+        self.buf.clear();
+        Ok(())
+    }
+
     /// Sends what is buffered and the zero-length terminator.
     pub fn finish(mut self) -> io::Result<W> {
         self.send()?;
@@ -212,7 +244,7 @@ impl<W: Write> ChunkWriter<W> {
 }
 
 /// A write at least this large goes out as chunks of its own, not through the buffer.
-const PASS_THROUGH: usize = 64 * 1024;
+pub(crate) const PASS_THROUGH: usize = 64 * 1024;
 
 impl<W: Write> Write for ChunkWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -222,22 +254,7 @@ impl<W: Write> Write for ChunkWriter<W> {
         // two (the lengths and the header, then the data) for every file and every megabyte.
         if data.len() >= PASS_THROUGH {
             let n = data.len().min(MAX_CHUNK);
-            let (held, len) = (
-                (self.buf.len() as u32).to_be_bytes(),
-                (n as u32).to_be_bytes(),
-            );
-            let held: &[u8] = match self.buf.is_empty() {
-                true => &[],
-                false => &held,
-            };
-            let mut pieces = [
-                IoSlice::new(held),
-                IoSlice::new(&self.buf),
-                IoSlice::new(&len),
-                IoSlice::new(&data[..n]),
-            ];
-            write_all_vectored(&mut self.out, &mut pieces)?;
-            self.buf.clear();
+            self.send_opening(n, &data[..n])?;
             return Ok(n);
         }
         let n = data.len().min(MAX_CHUNK - self.buf.len());

@@ -6,11 +6,14 @@
 //! here and not released by their own side's unlock, and the store it made. No request but
 //! the matching unlock changes that; a request that misuses the protocol is refused.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
+use super::file_data::FileData;
 use super::input::{Input, spawn_reader};
 use super::output_queue::{Output, OutputQueue};
 use crate::chunk_stream::{ChunkSource, ChunkStream};
@@ -33,12 +36,15 @@ pub fn serve(
     layout: Layout,
     config: AgentConfig,
     input: impl Read + Send + 'static,
-    output: impl Write + Send + 'static,
+    output: impl Write + AsFd + Send + 'static,
 ) -> i32 {
+    // The same output, for the files' data the kernel moves there (see `file_data`).
+    let data_to = output.as_fd().try_clone_to_owned().ok().map(File::from);
     let out: Output = Arc::new(Mutex::new(Box::new(io::BufWriter::new(output))));
     let mut session = Session {
         layout,
         config,
+        data_to,
         lines: Arc::new(OutputQueue::start(Arc::clone(&out))),
         out,
         current: Arc::new(AtomicU64::new(0)),
@@ -59,6 +65,8 @@ struct Session {
     /// The VM's own configuration; the driver's settings apply over it.
     config: AgentConfig,
     out: Output,
+    /// `out`'s descriptor, written to only under `out`'s lock with its buffer flushed.
+    data_to: Option<File>,
     /// Script output, written by a thread of its own (see `output_queue`).
     lines: Arc<OutputQueue>,
     /// The request whose script output is being sent.
@@ -352,7 +360,10 @@ impl Session {
         let mut chunks = ChunkWriter::new(&mut *guard);
         let instance = self.instance.as_mut().expect("hello came first");
         let result = match level {
-            None => instance.send_artifact(job, &mut chunks, digest),
+            None => {
+                let mut data = FileData::new(&mut chunks, self.data_to.as_ref());
+                instance.send_tar_to(job, &mut data, digest)
+            }
             Some(level) => instance.send_artifact_compressed(job, &mut chunks, digest, level),
         };
         // The terminator goes out whatever happened; the response then says how it went.
