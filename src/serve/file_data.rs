@@ -110,7 +110,9 @@ mod tests {
         let mut all = Vec::new();
         out.read_to_end(&mut all).unwrap();
         let mut framed = &all[..];
-        ChunkReader::new(&mut framed).read_to_end(&mut back).unwrap();
+        ChunkReader::new(&mut framed)
+            .read_to_end(&mut back)
+            .unwrap();
         assert!(framed.is_empty(), "nothing after the terminator");
         back
     }

@@ -63,8 +63,13 @@ pub enum TransferError {
     /// The VM's stream is not a tar.
     #[error("the artifact stream is not a valid tar: {0}")]
     NotATar(TarReadError),
-    /// What arrived does not match the checksums the VM computed (of this digest).
-    #[error("the artifact is corrupted: {} checksums do not match ({mismatch})", digest.shown())]
+    /// What arrived does not match the checksums the VM computed (of this digest) of what it
+    /// read. The VM sends a file's data from the file itself (`serve::file_data`), so a file
+    /// changed on the VM while it was sent is found here too.
+    #[error(
+        "the artifact is corrupted: {} checksums do not match ({mismatch}); a file that changes on the VM while it is sent does this too: check that nothing still writes into the job's artifact directory after its backup script, then back up again",
+        digest.shown()
+    )]
     Mismatch {
         digest: crate::artifact::digest::DigestKind,
         mismatch: Box<Mismatch>,
