@@ -86,9 +86,18 @@ mod tests {
     use crate::protocol::framing::ChunkReader;
     use std::io::{Read, Seek};
 
-    /// A file of `len` bytes of a pattern.
+    /// A file of `len` bytes that never repeat in step with a power of two (an xorshift
+    /// sequence): bytes sent from a wrong offset cannot look right.
     fn file_of(len: usize, seed: u8) -> (tempfile::NamedTempFile, File, Vec<u8>) {
-        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
         let mut named = tempfile::NamedTempFile::new().unwrap();
         named.write_all(&bytes).unwrap();
         let file = File::open(named.path()).unwrap();
@@ -125,8 +134,8 @@ mod tests {
     fn a_files_data_is_sent_from_the_file_in_step_with_the_writes_around_it() {
         // Three chunks' worth, from an offset: the bytes in hand are not the ones written, so
         // what arrives shows it came from the file.
-        let (_named, file, bytes) = file_of(3 * MAX_CHUNK + 4096, 1);
-        let at = 4096;
+        let (_named, file, bytes) = file_of(3 * MAX_CHUNK + 4097, 1);
+        let at = 4097;
         let from_file = &bytes[at..];
         let stale = vec![0u8; from_file.len()];
         let out = tempfile::tempfile().unwrap();
@@ -170,6 +179,55 @@ mod tests {
         let to = out.try_clone().unwrap();
         let back = through(out, Some(&to), &in_hand, &file, 0);
         assert_eq!(back, expected(&[&bytes[..kept], &in_hand[kept..]].concat()));
+    }
+
+    /// Into a real pipe of one page, read slowly: `sendfile` moves a page at a time, and every
+    /// partial send is followed on from where it stopped. A pipe whose reader is gone is an
+    /// error, not a stream cut short.
+    #[test]
+    fn into_a_small_pipe_every_partial_send_follows_on_and_a_closed_one_fails() {
+        let (_named, file, bytes) = file_of(2 * MAX_CHUNK + 12_345, 4);
+        let at = 333;
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let _ = nix::fcntl::fcntl(&write_end, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+        let reader = std::thread::spawn(move || {
+            let mut from = File::from(read_end);
+            let mut all = Vec::new();
+            let mut buf = [0u8; 1000];
+            loop {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                match from.read(&mut buf).unwrap() {
+                    0 => return all,
+                    n => all.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        let out = File::from(write_end);
+        let to = out.try_clone().unwrap();
+        let stale = vec![0u8; bytes.len() - at];
+        {
+            let mut chunks = ChunkWriter::new(io::BufWriter::new(out));
+            let mut data = FileData::new(&mut chunks, Some(&to));
+            data.file_data(&stale, &file, at as u64).unwrap();
+            assert!(data.to.is_some(), "a pipe takes sendfile");
+            chunks.finish().unwrap();
+        }
+        drop(to);
+        let all = reader.join().unwrap();
+        let mut framed = &all[..];
+        let mut back = Vec::new();
+        ChunkReader::new(&mut framed)
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == bytes[at..], "the file's bytes from {at}, in order");
+        // The reader gone: the write fails.
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let out = File::from(write_end);
+        let to = out.try_clone().unwrap();
+        let mut chunks = ChunkWriter::new(io::BufWriter::new(out));
+        let mut data = FileData::new(&mut chunks, Some(&to));
+        assert!(data.file_data(&stale, &file, at as u64).is_err());
     }
 
     #[test]

@@ -200,6 +200,8 @@ fn drain_job(
                 Some(mismatch) => Err(TransferError::Mismatch {
                     digest,
                     mismatch: Box::new(mismatch),
+                    // A VM's zstd stream holds the bytes it read.
+                    sent_from_files: on_vm.is_none(),
                 }),
                 None => Ok::<Checksums, TransferError>(received.sha256),
             }

@@ -64,15 +64,18 @@ pub enum TransferError {
     #[error("the artifact stream is not a valid tar: {0}")]
     NotATar(TarReadError),
     /// What arrived does not match the checksums the VM computed (of this digest) of what it
-    /// read. The VM sends a file's data from the file itself (`serve::file_data`), so a file
-    /// changed on the VM while it was sent is found here too.
+    /// read. A plain drain's file data leaves the VM from the file itself
+    /// (`serve::file_data`), so there a file changed on the VM while it was sent is found here
+    /// too, and `sent_from_files` says so.
     #[error(
-        "the artifact is corrupted: {} checksums do not match ({mismatch}); a file that changes on the VM while it is sent does this too: check that nothing still writes into the job's artifact directory after its backup script, then back up again",
-        digest.shown()
+        "the artifact is corrupted: {} checksums do not match ({mismatch}){}",
+        digest.shown(),
+        if *sent_from_files { "; a file that changes on the VM while it is sent does this too: check that nothing still writes into the job's artifact directory after its backup script, then back up again" } else { "" }
     )]
     Mismatch {
         digest: crate::artifact::digest::DigestKind,
         mismatch: Box<Mismatch>,
+        sent_from_files: bool,
     },
     /// The backup's tar could not be read from where it is kept, or decoded.
     #[error(transparent)]
