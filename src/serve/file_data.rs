@@ -52,10 +52,12 @@ impl<W: Write> TarOut for FileData<'_, W> {
             // Everything before this chunk's data is in the pipe before the data is.
             out.flush()?;
             let (sent, refused) = send(to, file, at, piece.len());
+            out.write_all(&piece[sent..])?;
             if refused {
                 self.to = None;
+                // An output that failed fails here, with its own error, not at a later flush.
+                out.flush()?;
             }
-            out.write_all(&piece[sent..])?;
             at += piece.len() as u64;
         }
         Ok(())
@@ -63,8 +65,9 @@ impl<W: Write> TarOut for FileData<'_, W> {
 }
 
 /// Moves up to `len` bytes of `file` from `at` into `to`, and says how many, and whether `to`
-/// refused (an output `sendfile` cannot write to, or any error: the write of the rest from the
-/// bytes in hand then meets the output's own error again, if it was the output's). It stops
+/// refused (an output `sendfile` cannot write to, or any error: the write and flush of the
+/// rest from the bytes in hand then meet the output's own error again, if it was the
+/// output's). It stops
 /// early, without refusing, where the file ends: it shrank since it was read.
 fn send(to: &File, file: &File, at: u64, len: usize) -> (usize, bool) {
     let mut offset = at as i64;
