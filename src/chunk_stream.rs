@@ -55,6 +55,28 @@ impl<S: ChunkSource> ChunkStream<S> {
         while self.advance()? {}
         Ok(())
     }
+
+    /// Passes the next `n` bytes of the stream to `each`, in place in its chunks (one call a
+    /// piece, nothing copied), and says how many there were: fewer than `n` only where the
+    /// stream ended.
+    pub fn skip_with(&mut self, n: u64, each: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        let mut left = n;
+        while left > 0 {
+            if exhausted(&self.chunk) {
+                if !self.advance()? {
+                    break;
+                }
+                continue;
+            }
+            let at = self.chunk.position() as usize;
+            let rest = &self.chunk.get_ref().as_ref()[at..];
+            let len = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            each(&rest[..len]);
+            self.chunk.set_position((at + len) as u64);
+            left -= len as u64;
+        }
+        Ok(n - left)
+    }
 }
 
 impl<S: ChunkSource> Read for ChunkStream<S> {
@@ -171,5 +193,29 @@ mod tests {
         assert_eq!(stream.read_to_end(&mut rest).unwrap(), 4);
         assert_eq!((&first, &rest[..]), (b"a", &b"bcde"[..]));
         assert_eq!(stream.read(&mut first).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_skip_hands_over_each_piece_in_place_and_stops_where_the_stream_ends() {
+        let mut stream = listed(&[b"abc", b"", b"defg", b"hi"]);
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).unwrap();
+        let mut pieces = Vec::new();
+        let skipped = stream
+            .skip_with(5, &mut |piece| pieces.push(piece.to_vec()))
+            .unwrap();
+        // From where the read left off, in the chunks' own pieces, the last one cut at `n`.
+        assert_eq!(skipped, 5);
+        assert_eq!(pieces, [b"bc".to_vec(), b"def".to_vec()]);
+        let mut next = [0u8; 1];
+        stream.read_exact(&mut next).unwrap();
+        assert_eq!(&next, b"g");
+        // Past the end: what there was, and the count says it was short.
+        pieces.clear();
+        let skipped = stream
+            .skip_with(10, &mut |piece| pieces.push(piece.to_vec()))
+            .unwrap();
+        assert_eq!((skipped, pieces), (2, vec![b"hi".to_vec()]));
+        assert_eq!(stream.skip_with(1, &mut |_| panic!("no bytes")).unwrap(), 0);
     }
 }

@@ -7,12 +7,14 @@
 //! file, so nothing is ever written through one.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use tar::EntryType;
 
@@ -24,6 +26,7 @@ use super::tar_header::{
     PATH_MAX, PAX_MAX, decode_time, pax_time, read_record, system_time, until_nul,
 };
 use super::tar_writer::read_retrying;
+use crate::chunk_stream::{ChunkSource, ChunkStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarReadError {
@@ -83,6 +86,32 @@ pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError
     Ok(Checked::from(sums))
 }
 
+/// Checks the tar in the chunks of `input` as [`check_tar`] does, each file's data hashed
+/// where it lies in the chunks, not copied out of them first: the parsing reads every header
+/// and skips past the data, and the skip hashes it ([`InPlace`]). (That copy was about a tenth
+/// of a drain's checking thread, the drain's longest: docs/benchmarks.md, "Drain, stop 19".)
+pub fn check_tar_chunks<S: ChunkSource>(
+    input: &mut ChunkStream<S>,
+    blake3: bool,
+) -> Result<Checked, TarReadError> {
+    let in_place = Rc::new(RefCell::new(InPlace {
+        file: None,
+        sums: Manifests::new(blake3),
+        blake3,
+    }));
+    let mut archive = tar::Archive::new(HashingSkips {
+        input,
+        at: 0,
+        in_place: Rc::clone(&in_place),
+    });
+    let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
+    let side = Side::InPlace(Rc::clone(&in_place));
+    let mut reader = Reader::new(None, Some(side), DigestKind::Sha256, blake3).read(entries)?;
+    let hashed = std::mem::take(&mut in_place.borrow_mut().sums);
+    reader.sums.extend(hashed);
+    reader.finish().map(Checked::from)
+}
+
 /// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every
 /// header and seeks past the data, which threads beside hash, each file read there by its
 /// offset (`split_check`): one file's SHA-256 is one chain, but two files' are two. `read` is
@@ -105,7 +134,7 @@ pub fn check_tar_file(
         });
         // Seeks past the data of the files the side hashes.
         let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
-        let side = side.map(|to| Side {
+        let side = side.map(|to| Side::Threads {
             to,
             batch: Vec::new(),
             batched: 0,
@@ -119,37 +148,140 @@ pub fn check_tar_file(
     })
 }
 
-/// Where the threads beside are sent the files to hash, as (key, offset, length), in batches
-/// of about [`BATCH_BYTES`] (one wake-up for many small files; a big file alone).
-struct Side {
-    to: super::split_check::Ranges,
-    batch: super::split_check::Batch,
-    batched: u64,
+/// Who hashes the files whose data the parsing skips.
+enum Side {
+    /// The threads beside a check of a tar file, sent the files as (key, offset, length) in
+    /// batches of about [`BATCH_BYTES`] (one wake-up for many small files; a big file alone).
+    Threads {
+        to: super::split_check::Ranges,
+        batch: super::split_check::Batch,
+        batched: u64,
+    },
+    /// The skip itself, in the stream's chunks: told of each file just before it is skipped.
+    InPlace(Rc<RefCell<InPlace>>),
 }
 
 const BATCH_BYTES: u64 = 4 << 20;
 
 impl Side {
     fn hand(&mut self, key: String, at: u64, len: u64) -> Result<(), TarReadError> {
-        self.batch.push((key, at, len));
-        self.batched += len;
-        match self.batched >= BATCH_BYTES {
-            true => self.send(),
-            false => Ok(()),
+        match self {
+            Side::Threads { batch, batched, .. } => {
+                batch.push((key, at, len));
+                *batched += len;
+                match *batched >= BATCH_BYTES {
+                    true => self.send(),
+                    false => Ok(()),
+                }
+            }
+            Side::InPlace(in_place) => {
+                let mut in_place = in_place.borrow_mut();
+                // Each file's data is skipped before the next header is read.
+                if let Some((before, ..)) = &in_place.file {
+                    return Err(refused(
+                        &shown_key(before),
+                        "its data was never reached in the stream",
+                    ));
+                }
+                in_place.file = Some((key, at, len));
+                Ok(())
+            }
         }
     }
 
+    /// Hands on what is batched; in place, checks that every file's data was reached.
     fn send(&mut self) -> Result<(), TarReadError> {
-        self.batched = 0;
-        if self.batch.is_empty() {
-            return Ok(());
+        match self {
+            Side::Threads { to, batch, batched } => {
+                *batched = 0;
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                to.send(std::mem::take(batch)).map_err(|_| {
+                    TarReadError::Read(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the hashing beside stopped",
+                    ))
+                })
+            }
+            Side::InPlace(in_place) => match &in_place.borrow().file {
+                Some(_) => Err(TarReadError::Read(past_the_end())),
+                None => Ok(()),
+            },
         }
-        self.to.send(std::mem::take(&mut self.batch)).map_err(|_| {
-            TarReadError::Read(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the hashing beside stopped",
-            ))
-        })
+    }
+}
+
+/// A check's hashing in place: the file whose data comes next in the stream, as (key, offset,
+/// length), and the digests of those skipped so far.
+struct InPlace {
+    file: Option<(String, u64, u64)>,
+    sums: Manifests,
+    blake3: bool,
+}
+
+/// Bytes hashed at a time, by one digest and then the other while they are in this core's
+/// cache (a chunk is a megabyte).
+const HASHED_AT_A_TIME: usize = 64 << 10;
+
+/// A stream of chunks as the archive's input: read for the headers, and skipped past the data,
+/// which the skip hashes where it lies ([`InPlace`]). Only forward skips are taken; a skip
+/// past the stream's end is the error a read meets there.
+struct HashingSkips<'a, S: ChunkSource> {
+    input: &'a mut ChunkStream<S>,
+    at: u64,
+    in_place: Rc<RefCell<InPlace>>,
+}
+
+impl<S: ChunkSource> Read for HashingSkips<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl<S: ChunkSource> HashingSkips<'_, S> {
+    /// Skips `n` bytes, each piece given to `each`; short only at the stream's end, an error.
+    fn skip(&mut self, n: u64, each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let skipped = self.input.skip_with(n, each)?;
+        self.at += skipped;
+        match skipped == n {
+            true => Ok(()),
+            false => Err(past_the_end()),
+        }
+    }
+}
+
+impl<S: ChunkSource> io::Seek for HashingSkips<'_, S> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let by = match pos {
+            io::SeekFrom::Current(by) => u64::try_from(by).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| io::Error::other("a stream is only skipped forward"))?;
+        let in_place = Rc::clone(&self.in_place);
+        let mut in_place = in_place.borrow_mut();
+        let mut left = by;
+        if let Some((key, at, len)) = in_place.file.take() {
+            // The data starts here, and the skip covers it (then its padding).
+            if at != self.at || len > by {
+                return Err(io::Error::other(format!(
+                    "the skip past {} is not its data",
+                    shown_key(&key)
+                )));
+            }
+            let mut digests = FileDigests::new(DigestKind::Sha256, in_place.blake3);
+            self.skip(len, &mut |piece| {
+                for bytes in piece.chunks(HASHED_AT_A_TIME) {
+                    digests.update(bytes);
+                }
+            })?;
+            in_place.sums.insert(key, digests);
+            left -= len;
+        }
+        self.skip(left, &mut |_| {})?;
+        Ok(self.at)
     }
 }
 
@@ -386,7 +518,7 @@ struct Reader<'a> {
     /// names too needs no `fchown`.
     created_owner: Option<(u64, u64)>,
     buf: Vec<u8>,
-    /// Checking a file only: where the threads beside that hash the files are sent them.
+    /// Checking only: who hashes the files' data, which this reader skips.
     side: Option<Side>,
 }
 
@@ -1029,6 +1161,69 @@ mod tests {
         let (_tmp, file) = file_of(&bytes[..third + 512 + 1000]);
         let cut = check_tar_file(&file, true, &|_| {}, &|| false);
         assert!(cut.is_err(), "{cut:?}");
+    }
+
+    /// A stream's chunks, as a drain's batches hand them to its check.
+    struct Chunks(std::vec::IntoIter<Vec<u8>>);
+
+    impl ChunkSource for Chunks {
+        type Chunk = Vec<u8>;
+        fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
+            Ok(self.0.next().map(|next| *chunk = next).is_some())
+        }
+    }
+
+    fn in_chunks(bytes: &[u8], size: usize) -> ChunkStream<Chunks> {
+        let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+        ChunkStream::from_source(Chunks(chunks.into_iter()))
+    }
+
+    /// Hashed where it lies in the chunks, a stream gives what a read of it gives, whatever
+    /// its chunks' sizes (a header or a file's data split anywhere), with a long name's
+    /// record, an empty file and a hard link among its entries; a changed byte changes that
+    /// file's digests alone, and a stream cut inside a file's data or its padding is refused.
+    #[test]
+    fn a_stream_checked_in_place_gives_what_a_read_gives_whatever_its_chunks() {
+        let big = |seed: u8, n: usize| (0..n).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let long = format!("./{}/long", "d".repeat(150));
+        let files = [
+            ("./first", big(3, 300_000)),
+            ("./empty", Vec::new()),
+            (long.as_str(), big(5, 70_001)),
+            ("./last", big(11, 90_000)),
+        ];
+        let bytes = tar_with(&files, "./linked");
+        let read = check_tar(&bytes[..], true).unwrap();
+        assert_eq!(read.sha256.len(), 5, "{read:?}");
+        assert_eq!(read.sha256.get("./linked"), read.sha256.get("./last"));
+        for size in [1, 7, 512, 4096, 65_537, bytes.len()] {
+            let in_place = check_tar_chunks(&mut in_chunks(&bytes, size), true);
+            assert_eq!(in_place.unwrap(), read, "in chunks of {size} bytes");
+        }
+        let sha256_only = check_tar_chunks(&mut in_chunks(&bytes, 4096), false).unwrap();
+        assert_eq!(sha256_only.sha256, read.sha256);
+        assert_eq!(sha256_only.blake3, None);
+
+        // One byte of the long-named file changed: its digests change, the others' do not.
+        let mut changed = bytes.clone();
+        let at = changed.windows(4).position(|w| w == [0, 5, 10, 15]).unwrap() + 40_000;
+        changed[at] ^= 1;
+        let found = check_tar_chunks(&mut in_chunks(&changed, 65_537), true).unwrap();
+        let (sha, b3) = (&found.sha256, found.blake3.as_ref().unwrap());
+        let known_b3 = read.blake3.as_ref().unwrap();
+        assert_ne!(sha.get(long.as_str()), read.sha256.get(long.as_str()));
+        assert_ne!(b3.get(long.as_str()), known_b3.get(long.as_str()));
+        assert_eq!(sha.get("./first"), read.sha256.get("./first"));
+        assert_eq!(b3.get("./last"), known_b3.get("./last"));
+
+        // The link's header follows the last file's 90,000 bytes, padded to 90,112.
+        let link = bytes.windows(7).position(|w| w == b"linked\0").unwrap();
+        let last_data = link - 90_112;
+        for cut in [last_data + 1_000, link - 50, last_data] {
+            let short = check_tar_chunks(&mut in_chunks(&bytes[..cut], 4096), true);
+            assert!(short.is_err(), "cut at {cut} of {}: {short:?}", bytes.len());
+            assert!(read_tar(&bytes[..cut], None).is_err());
+        }
     }
 
     /// Told to stop (a check beside it failed), a check of a tar file reads no further, on

@@ -8,11 +8,11 @@
 //! size. A stream shorter than one batch starts no thread: it is written and checked at the
 //! end, on the caller's thread.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::{Arc, mpsc};
 
 use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
-use super::tar_reader::{Checked, TarReadError, check_tar as read_checked};
+use super::tar_reader::{Checked, TarReadError, check_tar as read_checked, check_tar_chunks};
 use crate::chunk_stream::{ChunkSink, ChunkSource, ChunkStream};
 
 /// Bytes gathered before they are handed on, for an upload: it copies them into its parts
@@ -172,15 +172,19 @@ impl Filling {
 
 /// What checks the stream: reads it as a tar and returns its checksums, with their BLAKE3
 /// too when the flag says.
-type Check = fn(&mut dyn Read, bool) -> Result<Checked, TarReadError>;
+type Check = fn(&mut ChunkStream<Batches>, bool) -> Result<Checked, TarReadError>;
 
-fn check_tar(input: &mut dyn Read, blake3: bool) -> Result<Checked, TarReadError> {
-    read_checked(input, blake3)
+/// A plain tar: each file hashed where it lies in the batches.
+fn check_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, TarReadError> {
+    check_tar_chunks(input, blake3)
 }
 
 /// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
 /// cut short or damaged is an error, as a short tar is.
-fn check_zstd_tar(input: &mut dyn Read, blake3: bool) -> Result<Checked, TarReadError> {
+fn check_zstd_tar(
+    input: &mut ChunkStream<Batches>,
+    blake3: bool,
+) -> Result<Checked, TarReadError> {
     let mut plain = super::codec::zstd::decompressor(input).map_err(TarReadError::Read)?;
     let sums = read_checked(&mut plain, blake3)?;
     // The rest of the frame (zstd's end and checksum) is read too: a frame that does not end
@@ -277,7 +281,7 @@ impl Checker {
     fn start(check: Check, blake3: bool, stop: fn() -> bool) -> Checker {
         let (to, rx) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
         let thread = handoff::spawn(stop, move || {
-            let mut input = ChunkStream::from_source(Batches(rx));
+            let mut input = ChunkStream::from_source(Batches::Handed(rx));
             let result = check(&mut input, blake3);
             // Take in whatever follows the archive (padding) so the sender never blocks.
             let _ = io::copy(&mut input, &mut io::sink());
@@ -372,7 +376,8 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
                 out.write_all(self.batch.filled())?;
                 out.flush()?;
                 // Less than a batch: checked here, in time bounded by its size.
-                Ok((out, (self.check)(&mut self.batch.filled(), self.blake3)))
+                let one = Batches::One(Some(self.batch.hand_on(false)));
+                Ok((out, (self.check)(&mut ChunkStream::from_source(one), self.blake3)))
             }
             Stage::Threads(mut threads) => {
                 if self.batch.len() > 0 {
@@ -426,20 +431,29 @@ impl<W: Write + Send + 'static> ChunkSink for VerifyingWriter<W> {
     }
 }
 
-/// The batches handed to the checker, up to the sender's end.
-struct Batches(Receiver<Batch>);
+/// What the check reads: the batches handed to its thread, up to the sender's end, or the
+/// one batch of a stream that never filled one.
+enum Batches {
+    Handed(Receiver<Batch>),
+    One(Option<Batch>),
+}
 
 impl ChunkSource for Batches {
     type Chunk = Batch;
 
     fn next_chunk(&mut self, chunk: &mut Batch) -> io::Result<bool> {
-        Ok(self.0.recv().map(|next| *chunk = next).is_some())
+        let next = match self {
+            Batches::Handed(rx) => rx.recv(),
+            Batches::One(one) => one.take(),
+        };
+        Ok(next.map(|next| *chunk = next).is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     /// A tar of one file `big` holding `size` bytes of 7s, and that file's checksum.
     fn one_file_tar(size: usize) -> (Vec<u8>, String) {
@@ -615,7 +629,7 @@ mod tests {
     }
 
     /// A check that never ends and never reads, as the exponential symlink check did.
-    fn endless(_: &mut dyn Read, _: bool) -> Result<Checked, TarReadError> {
+    fn endless(_: &mut ChunkStream<Batches>, _: bool) -> Result<Checked, TarReadError> {
         loop {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
