@@ -1,8 +1,10 @@
 //! Reading a stream that arrives in chunks as one `Read`: the protocol's data frames
 //! (`protocol::framing::ChunkReader`), the data chunks `serve`'s reader thread passes on, and
 //! the batches `artifact::verify_stream`'s checker thread is handed. Each says only how to get
-//! its next chunk ([`ChunkSource`]); [`ChunkStream`] does the reading. A [`ChunkSink`] is the
-//! other end: a writer whose room the chunks are read into.
+//! its next chunk ([`ChunkSource`]); [`ChunkStream`] does the reading, or hands a stretch of
+//! the stream over where it lies in the chunks ([`ChunkStream::skip_with`]: the drain's check
+//! hashes file data so). A [`ChunkSink`] is the other end: a writer whose room the chunks are
+//! read into.
 
 use std::io::{self, Read, Write};
 

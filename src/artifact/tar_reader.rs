@@ -6,8 +6,8 @@
 //! twice, and devices, fifos and other special files. Symlinks are made last, after every
 //! file, so nothing is ever written through one.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -1206,7 +1206,11 @@ mod tests {
 
         // One byte of the long-named file changed: its digests change, the others' do not.
         let mut changed = bytes.clone();
-        let at = changed.windows(4).position(|w| w == [0, 5, 10, 15]).unwrap() + 40_000;
+        let at = changed
+            .windows(4)
+            .position(|w| w == [0, 5, 10, 15])
+            .unwrap()
+            + 40_000;
         changed[at] ^= 1;
         let found = check_tar_chunks(&mut in_chunks(&changed, 65_537), true).unwrap();
         let (sha, b3) = (&found.sha256, found.blake3.as_ref().unwrap());

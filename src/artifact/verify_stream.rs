@@ -3,8 +3,9 @@
 //! reading the data again.
 //!
 //! The caller's thread only gathers bytes into batches; one thread writes them to the file and
-//! a checker thread parses and hashes them, so reading the stream, writing it to disk and
-//! hashing it run side by side. Bounded channels keep the memory to a few batches whatever the
+//! a checker thread parses and hashes them (a plain tar's file data where it lies in the
+//! batches, never copied out), so reading the stream, writing it to disk and hashing it run
+//! side by side. Bounded channels keep the memory to a few batches whatever the
 //! size. A stream shorter than one batch starts no thread: it is written and checked at the
 //! end, on the caller's thread.
 
@@ -181,10 +182,7 @@ fn check_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, 
 
 /// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
 /// cut short or damaged is an error, as a short tar is.
-fn check_zstd_tar(
-    input: &mut ChunkStream<Batches>,
-    blake3: bool,
-) -> Result<Checked, TarReadError> {
+fn check_zstd_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, TarReadError> {
     let mut plain = super::codec::zstd::decompressor(input).map_err(TarReadError::Read)?;
     let sums = read_checked(&mut plain, blake3)?;
     // The rest of the frame (zstd's end and checksum) is read too: a frame that does not end
@@ -377,7 +375,10 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
                 out.flush()?;
                 // Less than a batch: checked here, in time bounded by its size.
                 let one = Batches::One(Some(self.batch.hand_on(false)));
-                Ok((out, (self.check)(&mut ChunkStream::from_source(one), self.blake3)))
+                Ok((
+                    out,
+                    (self.check)(&mut ChunkStream::from_source(one), self.blake3),
+                ))
             }
             Stage::Threads(mut threads) => {
                 if self.batch.len() > 0 {
