@@ -60,7 +60,8 @@ impl<S: ChunkSource> ChunkStream<S> {
 
     /// Passes the next `n` bytes of the stream to `each`, in place in its chunks (one call a
     /// piece, nothing copied), and says how many there were: fewer than `n` only where the
-    /// stream ended.
+    /// stream ended. An error of the source is returned as it is, after the pieces before it
+    /// were handed over.
     pub fn skip_with(&mut self, n: u64, each: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
         let mut left = n;
         while left > 0 {
@@ -162,12 +163,13 @@ fn exhausted<T: AsRef<[u8]>>(chunk: &io::Cursor<T>) -> bool {
     chunk.position() >= chunk.get_ref().as_ref().len() as u64
 }
 
+/// A stream of listed chunks, for the tests of what reads one.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// Chunks from a list, some of them empty.
-    struct Listed(std::vec::IntoIter<Vec<u8>>);
+    pub(crate) struct Listed(std::vec::IntoIter<Vec<u8>>);
 
     impl ChunkSource for Listed {
         type Chunk = Vec<u8>;
@@ -176,10 +178,16 @@ mod tests {
         }
     }
 
-    fn listed(chunks: &[&[u8]]) -> ChunkStream<Listed> {
+    pub(crate) fn listed(chunks: &[&[u8]]) -> ChunkStream<Listed> {
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
         ChunkStream::from_source(Listed(chunks.into_iter()))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::listed;
+    use super::*;
 
     #[test]
     fn reads_across_chunks_and_past_empty_ones() {
@@ -219,5 +227,11 @@ mod tests {
             .unwrap();
         assert_eq!((skipped, pieces), (2, vec![b"hi".to_vec()]));
         assert_eq!(stream.skip_with(1, &mut |_| panic!("no bytes")).unwrap(), 0);
+        // Nothing asked, nothing handed over, and the stream stays where it was.
+        let mut stream = listed(&[b"ab"]);
+        assert_eq!(stream.skip_with(0, &mut |_| panic!("no bytes")).unwrap(), 0);
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"ab");
     }
 }

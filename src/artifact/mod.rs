@@ -15,6 +15,7 @@ pub(crate) mod metadata_keys;
 mod owner_names;
 pub mod plain_name;
 mod remove_tree;
+mod skip_hash;
 mod split_check;
 pub mod store;
 pub mod stored_backup;

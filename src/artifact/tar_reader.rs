@@ -6,7 +6,6 @@
 //! twice, and devices, fifos and other special files. Symlinks are made last, after every
 //! file, so nothing is ever written through one.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
@@ -22,6 +21,7 @@ use super::checksums::{Checksums, shown, shown_key};
 use super::digest::{DigestKind, FileDigests, Manifests};
 use super::entry_path::{EntryPath, check_entry, check_symlink_target, resolve_inside};
 use super::hasher::Hasher;
+use super::skip_hash::{self, Announced, HashingSkips};
 use super::tar_header::{
     PATH_MAX, PAX_MAX, decode_time, pax_time, read_record, system_time, until_nul,
 };
@@ -88,26 +88,18 @@ pub fn check_tar(input: impl Read, blake3: bool) -> Result<Checked, TarReadError
 
 /// Checks the tar in the chunks of `input` as [`check_tar`] does, each file's data hashed
 /// where it lies in the chunks, not copied out of them first: the parsing reads every header
-/// and skips past the data, and the skip hashes it ([`InPlace`]). (That copy was about a tenth
+/// and skips past the data, and the skip hashes it (`skip_hash`). (That copy was about a tenth
 /// of a drain's checking thread, the drain's longest: docs/benchmarks.md, "Drain, stop 19".)
 pub fn check_tar_chunks<S: ChunkSource>(
     input: &mut ChunkStream<S>,
     blake3: bool,
 ) -> Result<Checked, TarReadError> {
-    let in_place = Rc::new(RefCell::new(InPlace {
-        file: None,
-        sums: Manifests::new(blake3),
-        blake3,
-    }));
-    let mut archive = tar::Archive::new(HashingSkips {
-        input,
-        at: 0,
-        in_place: Rc::clone(&in_place),
-    });
+    let in_place = skip_hash::announced(blake3);
+    let mut archive = tar::Archive::new(HashingSkips::new(input, Rc::clone(&in_place)));
     let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
     let side = Side::InPlace(Rc::clone(&in_place));
     let mut reader = Reader::new(None, Some(side), DigestKind::Sha256, blake3).read(entries)?;
-    let hashed = std::mem::take(&mut in_place.borrow_mut().sums);
+    let hashed = in_place.borrow_mut().take_sums();
     reader.sums.extend(hashed);
     reader.finish().map(Checked::from)
 }
@@ -158,7 +150,7 @@ enum Side {
         batched: u64,
     },
     /// The skip itself, in the stream's chunks: told of each file just before it is skipped.
-    InPlace(Rc<RefCell<InPlace>>),
+    InPlace(Announced),
 }
 
 const BATCH_BYTES: u64 = 4 << 20;
@@ -174,18 +166,7 @@ impl Side {
                     false => Ok(()),
                 }
             }
-            Side::InPlace(in_place) => {
-                let mut in_place = in_place.borrow_mut();
-                // Each file's data is skipped before the next header is read.
-                if let Some((before, ..)) = &in_place.file {
-                    return Err(refused(
-                        &shown_key(before),
-                        "its data was never reached in the stream",
-                    ));
-                }
-                in_place.file = Some((key, at, len));
-                Ok(())
-            }
+            Side::InPlace(in_place) => in_place.borrow_mut().announce(key, at, len),
         }
     }
 
@@ -204,84 +185,8 @@ impl Side {
                     ))
                 })
             }
-            Side::InPlace(in_place) => match &in_place.borrow().file {
-                Some(_) => Err(TarReadError::Read(past_the_end())),
-                None => Ok(()),
-            },
+            Side::InPlace(in_place) => in_place.borrow().all_reached(),
         }
-    }
-}
-
-/// A check's hashing in place: the file whose data comes next in the stream, as (key, offset,
-/// length), and the digests of those skipped so far.
-struct InPlace {
-    file: Option<(String, u64, u64)>,
-    sums: Manifests,
-    blake3: bool,
-}
-
-/// Bytes hashed at a time, by one digest and then the other while they are in this core's
-/// cache (a chunk is a megabyte).
-const HASHED_AT_A_TIME: usize = 64 << 10;
-
-/// A stream of chunks as the archive's input: read for the headers, and skipped past the data,
-/// which the skip hashes where it lies ([`InPlace`]). Only forward skips are taken; a skip
-/// past the stream's end is the error a read meets there.
-struct HashingSkips<'a, S: ChunkSource> {
-    input: &'a mut ChunkStream<S>,
-    at: u64,
-    in_place: Rc<RefCell<InPlace>>,
-}
-
-impl<S: ChunkSource> Read for HashingSkips<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.input.read(buf)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
-impl<S: ChunkSource> HashingSkips<'_, S> {
-    /// Skips `n` bytes, each piece given to `each`; short only at the stream's end, an error.
-    fn skip(&mut self, n: u64, each: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        let skipped = self.input.skip_with(n, each)?;
-        self.at += skipped;
-        match skipped == n {
-            true => Ok(()),
-            false => Err(past_the_end()),
-        }
-    }
-}
-
-impl<S: ChunkSource> io::Seek for HashingSkips<'_, S> {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let by = match pos {
-            io::SeekFrom::Current(by) => u64::try_from(by).ok(),
-            _ => None,
-        }
-        .ok_or_else(|| io::Error::other("a stream is only skipped forward"))?;
-        let in_place = Rc::clone(&self.in_place);
-        let mut in_place = in_place.borrow_mut();
-        let mut left = by;
-        if let Some((key, at, len)) = in_place.file.take() {
-            // The data starts here, and the skip covers it (then its padding).
-            if at != self.at || len > by {
-                return Err(io::Error::other(format!(
-                    "the skip past {} is not its data",
-                    shown_key(&key)
-                )));
-            }
-            let mut digests = FileDigests::new(DigestKind::Sha256, in_place.blake3);
-            self.skip(len, &mut |piece| {
-                for bytes in piece.chunks(HASHED_AT_A_TIME) {
-                    digests.update(bytes);
-                }
-            })?;
-            in_place.sums.insert(key, digests);
-            left -= len;
-        }
-        self.skip(left, &mut |_| {})?;
-        Ok(self.at)
     }
 }
 
@@ -318,7 +223,7 @@ impl Read for Counting<'_> {
     }
 }
 
-fn past_the_end() -> io::Error {
+pub(super) fn past_the_end() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         "the archive ends inside an entry's data or padding",
@@ -522,7 +427,7 @@ struct Reader<'a> {
     side: Option<Side>,
 }
 
-fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
+pub(super) fn refused(entry: &str, why: impl Into<String>) -> TarReadError {
     TarReadError::Refused {
         entry: entry.to_string(),
         why: why.into(),
@@ -875,6 +780,7 @@ fn chown(path: &Path, owner: Option<(u64, u64)>, is_link: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk_stream::testing::{Listed, listed};
 
     /// A header of `kind` named `name` with `size` bytes of data to follow.
     fn raw_header(name: &[u8], kind: EntryType, size: u64) -> [u8; 512] {
@@ -1163,19 +1069,9 @@ mod tests {
         assert!(cut.is_err(), "{cut:?}");
     }
 
-    /// A stream's chunks, as a drain's batches hand them to its check.
-    struct Chunks(std::vec::IntoIter<Vec<u8>>);
-
-    impl ChunkSource for Chunks {
-        type Chunk = Vec<u8>;
-        fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<bool> {
-            Ok(self.0.next().map(|next| *chunk = next).is_some())
-        }
-    }
-
-    fn in_chunks(bytes: &[u8], size: usize) -> ChunkStream<Chunks> {
-        let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
-        ChunkStream::from_source(Chunks(chunks.into_iter()))
+    /// A stream in chunks of `size` bytes, as a drain's batches hand it to its check.
+    fn in_chunks(bytes: &[u8], size: usize) -> ChunkStream<Listed> {
+        listed(&bytes.chunks(size).collect::<Vec<_>>())
     }
 
     /// Hashed where it lies in the chunks, a stream gives what a read of it gives, whatever
@@ -1223,10 +1119,17 @@ mod tests {
         // The link's header follows the last file's 90,000 bytes, padded to 90,112.
         let link = bytes.windows(7).position(|w| w == b"linked\0").unwrap();
         let last_data = link - 90_112;
-        for cut in [last_data + 1_000, link - 50, last_data] {
+        // Cut inside its data, inside its padding, right after its header, and inside the
+        // first file: refused as a short stream, as a read of it is.
+        let first_data = 512 + 1000;
+        for cut in [last_data + 1_000, link - 50, last_data, first_data] {
             let short = check_tar_chunks(&mut in_chunks(&bytes[..cut], 4096), true);
-            assert!(short.is_err(), "cut at {cut} of {}: {short:?}", bytes.len());
-            assert!(read_tar(&bytes[..cut], None).is_err());
+            assert!(
+                matches!(&short, Err(TarReadError::Read(e)) if e.kind() == io::ErrorKind::UnexpectedEof),
+                "cut at {cut} of {}: {short:?}",
+                bytes.len()
+            );
+            assert!(check_tar(&bytes[..cut], true).is_err());
         }
     }
 

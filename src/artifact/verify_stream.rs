@@ -176,7 +176,10 @@ impl Filling {
 type Check = fn(&mut ChunkStream<Batches>, bool) -> Result<Checked, TarReadError>;
 
 /// A plain tar: each file hashed where it lies in the batches.
-fn check_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, TarReadError> {
+fn check_plain_tar(
+    input: &mut ChunkStream<Batches>,
+    blake3: bool,
+) -> Result<Checked, TarReadError> {
     check_tar_chunks(input, blake3)
 }
 
@@ -318,7 +321,7 @@ impl Checker {
 
 impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
-        VerifyingWriter::with(out, check_tar, crate::interrupt::is_interrupted)
+        VerifyingWriter::with(out, check_plain_tar, crate::interrupt::is_interrupted)
     }
 
     /// As [`VerifyingWriter::new`] for a stream the VM compressed with zstd: `out` gets the
