@@ -5,6 +5,11 @@
 //! hard links to anything but an earlier file, entries below a symlink, names that appear
 //! twice, and devices, fifos and other special files. Symlinks are made last, after every
 //! file, so nothing is ever written through one.
+//!
+//! A check (nothing extracted) hashes the files' data one of three ways: as it reads them
+//! ([`check_tar`]), on threads beside, each file read by its offset ([`check_tar_file`],
+//! `split_check`), or where the data lies in a stream's chunks ([`check_tar_chunks`],
+//! `skip_hash`). The headers are judged the same way in all three.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
