@@ -1138,6 +1138,55 @@ mod tests {
         }
     }
 
+    /// What the in-place check skips without hashing (a global PAX record, a PAX record that
+    /// names the next file, a directory that says it has data) keeps it in step: it gives
+    /// what a read gives, whatever its chunks.
+    #[test]
+    fn records_and_a_directory_with_data_are_skipped_in_step_in_place() {
+        let pax = |key: &str, value: &str| {
+            let body = format!(" {key}={value}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            format!("{len}{body}").into_bytes()
+        };
+        let padded = |mut bytes: Vec<u8>| {
+            bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+            bytes
+        };
+        let global = pax("comment", "made by git archive");
+        let named = pax("path", &format!("./{}/named", "p".repeat(120)));
+        let mut tar = Vec::new();
+        tar.extend(raw_header(
+            b"pax_global_header",
+            EntryType::XGlobalHeader,
+            global.len() as u64,
+        ));
+        tar.extend(padded(global));
+        tar.extend(raw_header(b"./f", EntryType::Regular, 700));
+        tar.extend(padded(vec![1u8; 700]));
+        tar.extend(raw_header(b"./d/", EntryType::Directory, 600));
+        tar.extend(padded(vec![2u8; 600]));
+        tar.extend(raw_header(
+            b"PaxHeaders/named",
+            EntryType::XHeader,
+            named.len() as u64,
+        ));
+        tar.extend(padded(named));
+        tar.extend(raw_header(b"./short", EntryType::Regular, 1_030));
+        tar.extend(padded((0..1_030).map(|i| (i % 251) as u8).collect()));
+        tar.extend([0u8; 1024]);
+        let read = check_tar(&tar[..], true).unwrap();
+        let named_key = format!("./{}/named", "p".repeat(120));
+        assert!(read.sha256.contains_key(&named_key), "{read:?}");
+        assert_eq!(read.sha256.len(), 2, "{read:?}");
+        for size in [1, 100, 512, 4096, tar.len()] {
+            let in_place = check_tar_chunks(&mut in_chunks(&tar, size), true);
+            assert_eq!(in_place.unwrap(), read, "in chunks of {size} bytes");
+        }
+    }
+
     /// Told to stop (a check beside it failed), a check of a tar file reads no further, on
     /// its reading thread and the threads beside, and ends in an error, not a manifest.
     #[test]
