@@ -1151,31 +1151,23 @@ mod tests {
             }
             format!("{len}{body}").into_bytes()
         };
-        let padded = |mut bytes: Vec<u8>| {
-            bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-            bytes
-        };
         let global = pax("comment", "made by git archive");
         let named = pax("path", &format!("./{}/named", "p".repeat(120)));
         let mut tar = Vec::new();
-        tar.extend(raw_header(
-            b"pax_global_header",
-            EntryType::XGlobalHeader,
-            global.len() as u64,
-        ));
-        tar.extend(padded(global));
-        tar.extend(raw_header(b"./f", EntryType::Regular, 700));
-        tar.extend(padded(vec![1u8; 700]));
-        tar.extend(raw_header(b"./d/", EntryType::Directory, 600));
-        tar.extend(padded(vec![2u8; 600]));
-        tar.extend(raw_header(
-            b"PaxHeaders/named",
-            EntryType::XHeader,
-            named.len() as u64,
-        ));
-        tar.extend(padded(named));
-        tar.extend(raw_header(b"./short", EntryType::Regular, 1_030));
-        tar.extend(padded((0..1_030).map(|i| (i % 251) as u8).collect()));
+        let mut entry = |name: &[u8], kind: EntryType, mut data: Vec<u8>| {
+            tar.extend(raw_header(name, kind, data.len() as u64));
+            data.resize(data.len().div_ceil(512) * 512, 0);
+            tar.extend(data);
+        };
+        entry(b"pax_global_header", EntryType::XGlobalHeader, global);
+        entry(b"./f", EntryType::Regular, vec![1u8; 700]);
+        entry(b"./d/", EntryType::Directory, vec![2u8; 600]);
+        entry(b"PaxHeaders/named", EntryType::XHeader, named);
+        entry(
+            b"./short",
+            EntryType::Regular,
+            (0..1_030).map(|i| (i % 251) as u8).collect(),
+        );
         tar.extend([0u8; 1024]);
         let read = check_tar(&tar[..], true).unwrap();
         let named_key = format!("./{}/named", "p".repeat(120));

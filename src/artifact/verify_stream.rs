@@ -175,14 +175,6 @@ impl Filling {
 /// too when the flag says.
 type Check = fn(&mut ChunkStream<Batches>, bool) -> Result<Checked, TarReadError>;
 
-/// A plain tar: each file hashed where it lies in the batches.
-fn check_plain_tar(
-    input: &mut ChunkStream<Batches>,
-    blake3: bool,
-) -> Result<Checked, TarReadError> {
-    check_tar_chunks(input, blake3)
-}
-
 /// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
 /// cut short or damaged is an error, as a short tar is.
 fn check_zstd_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, TarReadError> {
@@ -321,7 +313,8 @@ impl Checker {
 
 impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
-        VerifyingWriter::with(out, check_plain_tar, crate::interrupt::is_interrupted)
+        // A plain tar: each file hashed where it lies in the batches.
+        VerifyingWriter::with(out, check_tar_chunks, crate::interrupt::is_interrupted)
     }
 
     /// As [`VerifyingWriter::new`] for a stream the VM compressed with zstd: `out` gets the
