@@ -1179,6 +1179,20 @@ mod tests {
         }
     }
 
+    /// A VM that declares a file far larger than it sends, in a header's base-256 size (up to
+    /// the largest a header holds): the in-place check walks what arrives once and refuses it,
+    /// as a read does, without holding more than the chunks it is given.
+    #[test]
+    fn a_file_declared_far_larger_than_the_stream_is_refused_in_place() {
+        for size in [1u64 << 40, i64::MAX as u64, u64::MAX] {
+            let mut tar = raw_header(b"./huge", EntryType::Regular, size).to_vec();
+            tar.extend(vec![7u8; 100_000]);
+            let in_place = check_tar_chunks(&mut in_chunks(&tar, 4096), true);
+            assert!(in_place.is_err(), "size {size}: {in_place:?}");
+            assert!(check_tar(&tar[..], true).is_err(), "size {size}");
+        }
+    }
+
     /// Told to stop (a check beside it failed), a check of a tar file reads no further, on
     /// its reading thread and the threads beside, and ends in an error, not a manifest.
     #[test]
