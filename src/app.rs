@@ -14,6 +14,13 @@ use crate::logging;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
+    let result = run_command(cli);
+    // The empty script cgroups kept for later scripts: an agent leaves none behind.
+    crate::exec::leave_cgroups();
+    result
+}
+
+fn run_command(cli: Cli) -> Result<i32, AppError> {
     if let Command::ProtocolVersion = cli.command {
         // Asked by the bootstrap before anything else: no configuration, no log.
         println!("{PROTOCOL_VERSION}");

@@ -599,3 +599,107 @@ fn scripts_that_finish_in_time_are_not_affected_by_the_timeout() {
         run.explain()
     );
 }
+
+/// The directory of the cgroup a `0::<path>` line of `/proc/<pid>/cgroup` names, under the
+/// cgroup2 mount of `/proc/self/mountinfo`.
+fn cgroup_dir(line: &str) -> Option<PathBuf> {
+    let path = line.trim().strip_prefix("0::")?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, mount_point) = mountinfo.lines().find_map(|line| {
+        let (fields, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        Some((fields.get(3)?.to_string(), fields.get(4)?.to_string()))
+    })?;
+    let relative = path.strip_prefix(root.trim_end_matches('/'))?;
+    Some(Path::new(&mount_point).join(relative.trim_start_matches('/')))
+}
+
+/// A script's cgroup, once empty, is kept for the next script (a fleet's `mkdir` and `rmdir`
+/// of one per script were 15% of a session's CPU), never one that a daemon still holds (a
+/// timeout of the next script would end the daemon with it), and the agent leaves none
+/// behind but the daemon's.
+#[test]
+fn an_empty_script_cgroup_is_reused_a_daemons_is_not_and_none_is_left_behind() {
+    let vm = Vm::with_identity("acme", "backend");
+    let survivors = Survivors::new(&vm);
+    let seen = vm.dir.path().join("cgroups");
+    let record = format!("grep '^0::' /proc/self/cgroup >> '{}'", seen.display());
+    vm.job("api")
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "{record}\n(setsid sleep 314 > /dev/null 2>&1 & echo $! > '{daemon}')",
+                daemon = survivors.file("daemon").display(),
+            ),
+        )
+        .script(
+            "backup",
+            &format!("{record}\necho data > \"${{BBR_ARTIFACT_DIRECTORY}}data\""),
+        )
+        .script("post-backup-unlock", &record);
+    let args = backup_args(&vm, &[]);
+    let (run, _) = timed(&vm, &as_strs(&args));
+    run.assert_success();
+    let lines: Vec<String> = fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if !lines.first().is_some_and(|l| l.contains("/bbr-agent-")) {
+        eprintln!("skipped: no cgroup per script on this host ({lines:?})");
+        return;
+    }
+    let [lock, backup, unlock] = &lines[..] else {
+        panic!(
+            "expected the cgroups of 3 scripts, got {lines:?}\n{}",
+            run.explain()
+        );
+    };
+    let held = cgroup_dir(lock).expect("the lock's cgroup directory");
+    let kept = cgroup_dir(backup).expect("the backup's cgroup directory");
+    // Tidy up, whatever is asserted: the daemon ended, its cgroup and the agent's directory
+    // removed once the kernel has emptied it.
+    let daemon = survivors.pid("daemon", &run);
+    let tidy = || {
+        let _ = kill(Pid::from_raw(daemon), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::remove_dir(&held).is_err() && held.exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(agents) = held.parent() {
+            let _ = fs::remove_dir(agents);
+        }
+    };
+    let checks = std::panic::catch_unwind(|| {
+        assert_ne!(
+            lock,
+            backup,
+            "the backup was born in the cgroup the lock's daemon holds\n{}",
+            run.explain()
+        );
+        assert_eq!(
+            backup,
+            unlock,
+            "the unlock was not born in the backup's cgroup, empty and kept\n{}",
+            run.explain()
+        );
+        assert!(
+            !kept.exists(),
+            "the agent left its empty cgroup {} behind\n{}",
+            kept.display(),
+            run.explain()
+        );
+        assert!(
+            held.exists(),
+            "the cgroup {} of the lock's daemon (still running) was removed",
+            held.display()
+        );
+    });
+    tidy();
+    if let Err(panic) = checks {
+        std::panic::resume_unwind(panic);
+    }
+}

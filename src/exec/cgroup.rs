@@ -6,19 +6,25 @@
 //! controller, no limit: they only group). A script starts inside its cgroup without a race:
 //! it is born there, by `clone3` with `CLONE_INTO_CGROUP` (`clone_into`) where the kernel
 //! has it (5.7), else by the agent moving itself into the new cgroup under the spawn lock,
-//! spawning, and moving itself back. A cgroup is removed once empty, and the agent's
-//! directory when no script runs and none is left; one that a script's daemon still holds
-//! stays until a later script's end or a later agent finds it empty.
+//! spawning, and moving itself back.
+//!
+//! A script's cgroup, once empty (`cgroup.events` says `populated 0`), is kept for a later
+//! script rather than removed: a cgroup's `mkdir` and `rmdir` were 15% of a fleet session's
+//! CPU (docs/benchmarks.md, "Fleet, stop 20"). Nothing can enter an empty cgroup of ours but
+//! by root's write to its `cgroup.procs`, so the next script born there has it to itself. One
+//! that a script's daemon still holds is never reused: it stays until a later script's end
+//! finds it empty, or a later agent does. The agent removes what it kept, and its directory,
+//! as it exits ([`remove_kept`]).
 //!
 //! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
 //! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Turns the cgroups off (`off`), for a host whose cgroup manager must not see others.
 pub const CGROUPS_ENV: &str = "BBR_AGENT_CGROUPS";
@@ -30,10 +36,32 @@ struct Home {
     /// `own/bbr-agent-<pid>`.
     ours: PathBuf,
     next: AtomicU64,
+    /// Empty script cgroups, for the next scripts.
+    kept: Mutex<Vec<PathBuf>>,
 }
 
+/// Empty cgroups kept for later scripts, at most: as many as scripts run at once, usually.
+const KEPT_AT_MOST: usize = 16;
+
+impl Home {
+    fn new(own: PathBuf, ours: PathBuf) -> Home {
+        Home {
+            own,
+            ours,
+            next: AtomicU64::new(0),
+            kept: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn kept(&self) -> MutexGuard<'_, Vec<PathBuf>> {
+        // Every change leaves the list whole, so a panic elsewhere does not spoil it.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+static HOME: OnceLock<Option<Home>> = OnceLock::new();
+
 fn home() -> Option<&'static Home> {
-    static HOME: OnceLock<Option<Home>> = OnceLock::new();
     HOME.get_or_init(|| {
         if std::env::var(CGROUPS_ENV).is_ok_and(|v| v == "off") {
             return None;
@@ -42,16 +70,8 @@ fn home() -> Option<&'static Home> {
         remove_stale(&own);
         let ours = own.join(format!("bbr-agent-{}", std::process::id()));
         match fs::create_dir(&ours) {
-            Ok(()) => Some(Home {
-                own,
-                ours,
-                next: AtomicU64::new(0),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Home {
-                own,
-                ours,
-                next: AtomicU64::new(0),
-            }),
+            Ok(()) => Some(Home::new(own, ours)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Home::new(own, ours)),
             Err(e) => {
                 tracing::debug!(error = %e, "no cgroup per script; following the process tree instead");
                 None
@@ -119,12 +139,35 @@ fn remove_empty_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// Removes the agent's own directory of script cgroups if none is left in it, so that an
-/// agent that exits leaves nothing behind. The caller holds the spawn lock.
-pub fn remove_ours_if_empty() {
-    if let Some(home) = home() {
-        let _ = fs::remove_dir(&home.ours);
+/// As the agent exits: removes the empty cgroups it kept, and its own directory of script
+/// cgroups if none is left in it (a daemon's stays), so that it leaves nothing behind.
+pub fn remove_kept() {
+    // Only where scripts had cgroups: an agent that ran none makes no directory to remove.
+    let Some(Some(home)) = HOME.get() else {
+        return;
+    };
+    for dir in home.kept().drain(..) {
+        let _ = fs::remove_dir(dir);
     }
+    let _ = fs::remove_dir(&home.ours);
+}
+
+/// Whether the cgroup of `dir` has a process in it, or in a cgroup below it; `None` when
+/// its `cgroup.events` cannot be read (removed by someone else, say).
+fn populated(dir: &Path) -> Option<bool> {
+    // `populated 0\nfrozen 0\n`: one read of a small buffer (no size asked first).
+    let mut buf = [0u8; 256];
+    let n = File::open(dir.join("cgroup.events"))
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
+    let events = std::str::from_utf8(&buf[..n]).ok()?;
+    events
+        .lines()
+        .find_map(|line| match line.strip_prefix("populated ")? {
+            "0" => Some(false),
+            _ => Some(true),
+        })
 }
 
 /// Whether scripts start straight into their cgroup (`clone_into`); off for good once the
@@ -176,13 +219,20 @@ impl ScriptCgroup {
         let Some(home) = home() else {
             return (spawn(Birth::Outside), None);
         };
-        let dir = home
-            .ours
-            .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
-        // `_all`: the agent's directory goes whenever no script holds a cgroup in it.
-        if fs::create_dir_all(&dir).is_err() {
-            return (spawn(Birth::Outside), None);
-        }
+        let kept = home.kept().pop();
+        let dir = match kept {
+            Some(dir) => dir,
+            None => {
+                let dir = home
+                    .ours
+                    .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
+                // `_all`: the agent's directory may have been removed under it (by root).
+                if fs::create_dir_all(&dir).is_err() {
+                    return (spawn(Birth::Outside), None);
+                }
+                dir
+            }
+        };
         if clone_into_enabled()
             && let Ok(handle) = File::open(&dir)
         {
@@ -243,9 +293,24 @@ impl ScriptCgroup {
         &self.dir
     }
 
-    /// Removes it if it is empty (else a daemon of the script holds it; a later look may).
-    pub fn remove_if_empty(&self) -> bool {
-        fs::remove_dir(&self.dir).is_ok()
+    /// Once it is empty, keeps it for a later script (or removes it, when enough are kept);
+    /// else a daemon of the script holds it, and it is handed back for a later look.
+    pub fn release(self) -> Option<ScriptCgroup> {
+        match populated(&self.dir) {
+            Some(true) => Some(self),
+            Some(false) => {
+                let home = home().expect("a script cgroup has a home");
+                let mut kept = home.kept();
+                if kept.len() < KEPT_AT_MOST {
+                    kept.push(self.dir);
+                } else {
+                    let _ = fs::remove_dir(&self.dir);
+                }
+                None
+            }
+            // Not readable: gone, or not to be judged; removed if it can be.
+            None => (fs::remove_dir(&self.dir).is_err() && self.dir.exists()).then_some(self),
+        }
     }
 }
 

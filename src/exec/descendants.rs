@@ -123,7 +123,8 @@ pub fn start_script<T>(
         Ok(child) => child,
         Err(e) => {
             if let Some(cgroup) = cgroup {
-                cgroup.remove_if_empty();
+                // Nothing started in it: empty, kept.
+                let _ = cgroup.release();
             }
             return Err(e);
         }
@@ -192,22 +193,34 @@ impl Ticket {
             .collect()
     }
 
-    /// The script's leader has been reaped: it is no longer running. Its cgroup goes once
-    /// empty (now, or at a later script's end).
+    /// The script's leader has been reaped: it is no longer running. Its cgroup is kept for
+    /// a later script once empty (now, or at a later script's end).
     pub fn finished(self) {
         let mut registry = registry();
         registry.running.remove(&self.pid);
         let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
-        lingering.retain(|cgroup| !cgroup.remove_if_empty());
-        if let Some(cgroup) = self.cgroup
-            && !cgroup.remove_if_empty()
-        {
+        let held: Vec<ScriptCgroup> = lingering
+            .drain(..)
+            .filter_map(ScriptCgroup::release)
+            .collect();
+        *lingering = held;
+        if let Some(cgroup) = self.cgroup.and_then(ScriptCgroup::release) {
             lingering.push(cgroup);
         }
-        if registry.running.is_empty() && lingering.is_empty() {
-            cgroup::remove_ours_if_empty();
-        }
     }
+}
+
+/// As the agent exits: the cgroups its scripts' daemons held that have emptied since are
+/// removed with those kept for later scripts (`cgroup::remove_kept`); a daemon's that still
+/// runs stays, for a later agent to remove once it is empty.
+pub fn leave_cgroups() {
+    let mut lingering = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
+    let held: Vec<ScriptCgroup> = lingering
+        .drain(..)
+        .filter_map(ScriptCgroup::release)
+        .collect();
+    *lingering = held;
+    cgroup::remove_kept();
 }
 
 /// Waits for every zombie child of this process that is not a running script's leader:
@@ -507,7 +520,6 @@ pub(super) mod tests {
             born.moved, 0,
             "the agent moved into the script's cgroup to spawn it"
         );
-        assert!(!dir.exists(), "its cgroup is removed once it ended");
     }
 
     /// On a kernel without `CLONE_INTO_CGROUP` a script is still born in its own cgroup: the

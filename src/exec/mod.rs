@@ -14,5 +14,6 @@ mod sudo_env;
 mod watch;
 
 pub use capture::{Captured, LineSink, Stream};
+pub use descendants::leave_cgroups;
 pub use process_group::{ChildLeader, Members, NotOurs, ProcessGroup};
 pub use run::{OnSpawn, ScriptCommand, ScriptEnd, run_script};
