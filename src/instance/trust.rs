@@ -14,8 +14,9 @@
 //! by root, so nobody else can swap it. (OpenSSH refuses such a directory; a jobs root is
 //! never under one on a VM, but a test tree or a `--root` under `/tmp` is.)
 //!
-//! **The file run**: each script is opened when judged (`O_PATH`, no symlink followed at the
-//! end: a script must be a regular file, as BBR's `find -type f` wants), and its identity is
+//! **The file run**: each script is examined from its judged directory when judged (no
+//! symlink followed at the end: a script must be a regular file, as BBR's `find -type f`
+//! wants), and its identity is
 //! kept: device, inode, size and modification time (which any write moves). Owner and mode
 //! are not part of it: they are judged afresh on the path each time, so a chmod or chown
 //! that leaves the file as trusted as it was (a redeploy's, say) does not refuse a job's
@@ -47,8 +48,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nix::fcntl::{OFlag, open, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
 use crate::instance::discover::DiscoveredJob;
 
@@ -243,12 +244,22 @@ fn resolve(
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
 
     let root = PathBuf::from("/");
-    let root_fd =
-        open("/", flags | OFlag::O_DIRECTORY, Mode::empty()).map_err(|e| examine(&root, e))?;
-    let root_stat = fstat(&root_fd).map_err(|e| examine(&root, e))?;
-    judge(&root_stat).map_err(|why| (root.clone(), why))?;
-    // The directories entered, for `..`; the first is `/`.
-    let mut dirs: Vec<(Arc<OwnedFd>, PathBuf)> = vec![(Arc::new(root_fd), root)];
+    // The directories entered, for `..`; the first is `/`, judged once a pass like the rest.
+    let judged_root = judged_dirs.as_deref().and_then(|j| j.get(&root)).cloned();
+    let mut dirs: Vec<(Arc<OwnedFd>, PathBuf)> = match judged_root {
+        Some(stack) => stack,
+        None => {
+            let root_fd = open("/", flags | OFlag::O_DIRECTORY, Mode::empty())
+                .map_err(|e| examine(&root, e))?;
+            let root_stat = fstat(&root_fd).map_err(|e| examine(&root, e))?;
+            judge(&root_stat).map_err(|why| (root.clone(), why))?;
+            let stack = vec![(Arc::new(root_fd), root.clone())];
+            if let Some(judged) = judged_dirs.as_deref_mut() {
+                judged.insert(root, stack.clone());
+            }
+            stack
+        }
+    };
     // Components still to resolve, the next one last.
     let mut pending: Vec<OsString> = names_of(&absolute);
     let mut links = 0;
@@ -363,10 +374,10 @@ fn judge_in(
     name: &std::ffi::OsStr,
 ) -> Result<Judged, (PathBuf, String)> {
     let here = dir_path.join(name);
-    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let examine = |e: nix::Error| (here.clone(), format!("cannot be examined ({e})"));
-    let fd = openat(dir, name, flags, Mode::empty()).map_err(examine)?;
-    let stat = fstat(&fd).map_err(examine)?;
+    // One `fstatat` from the judged directory, the last name not followed: what an `O_PATH`
+    // open, its `fstat` and its close would tell, in one call instead of three (`list`).
+    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(examine)?;
     let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
     if kind == SFlag::S_IFLNK {
         return Err((here, "is a symlink, not a regular file".to_string()));
@@ -608,6 +619,17 @@ mod tests {
         assert_eq!(
             why(&dir.path().join("backup")),
             Err("is a symlink, not a regular file".to_string())
+        );
+        // Swapped for a link after discovery, the one check of a job's scripts (from their
+        // judged directory, not by a walk from `/`) refuses it too.
+        let job = job_in(dir.path());
+        let script = job.scripts[&ScriptKind::Backup].clone();
+        fs::remove_file(&script).unwrap();
+        std::os::unix::fs::symlink(&real, &script).unwrap();
+        let refused = Trust::new().check_job(&job).unwrap_err();
+        assert_eq!(
+            (refused.path, refused.why),
+            (script, "is a symlink, not a regular file".to_string())
         );
         std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
         assert_eq!(
