@@ -14,10 +14,18 @@ use crate::logging;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub fn run(cli: Cli) -> Result<i32, AppError> {
-    let result = run_command(cli);
-    // The empty script cgroups kept for later scripts: an agent leaves none behind.
-    crate::exec::leave_cgroups();
-    result
+    let _leave = LeaveCgroups;
+    run_command(cli)
+}
+
+/// The empty script cgroups kept for later scripts: an agent leaves none behind, even when it
+/// panics (dropped as the panic unwinds).
+struct LeaveCgroups;
+
+impl Drop for LeaveCgroups {
+    fn drop(&mut self) {
+        crate::exec::leave_cgroups();
+    }
 }
 
 fn run_command(cli: Cli) -> Result<i32, AppError> {

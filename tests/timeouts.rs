@@ -703,3 +703,81 @@ fn an_empty_script_cgroup_is_reused_a_daemons_is_not_and_none_is_left_behind() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A script that leaves its cgroup frozen (`cgroup.freeze`) and is ended for its timeout:
+/// its cgroup, empty, is not kept for the next script, which would be born frozen and hang.
+#[test]
+fn a_cgroup_a_script_left_frozen_is_not_given_to_the_next_script() {
+    let Some(mount) = cgroup_dir("0::/") else {
+        eprintln!("skipped: the cgroup2 mount's root is not / on this host");
+        return;
+    };
+    let vm = Vm::with_identity("acme", "backend");
+    let seen = vm.dir.path().join("cgroups");
+    let unlocked = vm.dir.path().join("unlocked");
+    let record = format!("grep '^0::' /proc/self/cgroup >> '{}'", seen.display());
+    vm.job("api")
+        .script(
+            "pre-backup-lock",
+            &format!(
+                "{record}\n\
+                 cg='{mount}'$(sed -n 's/^0:://p' /proc/self/cgroup)\n\
+                 echo 1 > \"$cg/cgroup.freeze\"\n\
+                 sleep 30",
+                mount = mount.display(),
+            ),
+        )
+        .script("backup", "echo data > \"${BBR_ARTIFACT_DIRECTORY}data\"")
+        .script(
+            "post-backup-unlock",
+            &format!("{record}\ntouch '{}'", unlocked.display()),
+        );
+    let args = backup_args(
+        &vm,
+        &[
+            "--timeout",
+            "pre-backup-lock=1s",
+            "--timeout",
+            "post-backup-unlock=3s",
+            "--kill-grace",
+            "1s",
+        ],
+    );
+    let (run, _) = timed(&vm, &as_strs(&args));
+    let lines: Vec<String> = fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(!lines.is_empty(), "no script ran\n{}", run.explain());
+    if !lines[0].contains("/bbr-agent-") {
+        eprintln!("skipped: no cgroup per script on this host ({lines:?})");
+        return;
+    }
+    run.assert_code(4);
+    assert_says_timed_out(&run, "api pre-backup-lock");
+    let [lock, unlock] = &lines[..] else {
+        panic!(
+            "expected the cgroups of the lock and the unlock, got {lines:?}\n{}",
+            run.explain()
+        );
+    };
+    assert_ne!(
+        lock,
+        unlock,
+        "the unlock was born in the cgroup the lock left frozen\n{}",
+        run.explain()
+    );
+    assert!(
+        unlocked.exists(),
+        "the unlock did not run to its end\n{}",
+        run.explain()
+    );
+    let frozen = cgroup_dir(lock).expect("the lock's cgroup directory");
+    assert!(
+        !frozen.exists(),
+        "the agent left the frozen cgroup {} behind\n{}",
+        frozen.display(),
+        run.explain()
+    );
+}

@@ -5,16 +5,20 @@
 //! Layout: `<the agent's own cgroup>/bbr-agent-<pid>/<n>`, nothing enabled in them (no
 //! controller, no limit: they only group). A script starts inside its cgroup without a race:
 //! it is born there, by `clone3` with `CLONE_INTO_CGROUP` (`clone_into`) where the kernel
-//! has it (5.7), else by the agent moving itself into the new cgroup under the spawn lock,
-//! spawning, and moving itself back.
+//! has it (5.7), else by the agent moving itself into the script's cgroup under the spawn
+//! lock, spawning, and moving itself back.
 //!
-//! A script's cgroup, once empty (`cgroup.events` says `populated 0`), is kept for a later
-//! script rather than removed: a cgroup's `mkdir` and `rmdir` were 15% of a fleet session's
-//! CPU (docs/benchmarks.md, "Fleet, stop 20"). Nothing can enter an empty cgroup of ours but
-//! by root's write to its `cgroup.procs`, so the next script born there has it to itself. One
-//! that a script's daemon still holds is never reused: it stays until a later script's end
-//! finds it empty, or a later agent does. The agent removes what it kept, and its directory,
-//! as it exits ([`remove_kept`]).
+//! A script's cgroup, once empty (`cgroup.events` says `populated 0`) and not frozen, is kept
+//! for a later script rather than removed: a cgroup's `mkdir` and `rmdir` were 15% of a fleet
+//! session's CPU on one machine (docs/benchmarks.md, "Fleet, stop 20"). Nothing can enter an
+//! empty cgroup of ours but by a write to its `cgroup.procs`, which only its owner may make
+//! (root, or the agent's user where the cgroup tree is delegated to it), so the next script
+//! born there has it to itself. One that a script's daemon still holds is never reused: it
+//! stays until a later script's end finds it empty, or a later agent does. One a script left
+//! frozen (`cgroup.freeze`) is removed, not kept: the next script would be born frozen. A new
+//! cgroup is always made by the agent, never one found there (a dead agent of the same pid
+//! may have left a daemon's). The agent removes what it kept, and its directory, as it exits
+//! ([`remove_kept`]), even when it panics.
 //!
 //! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
 //! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
@@ -147,27 +151,88 @@ pub fn remove_kept() {
         return;
     };
     for dir in home.kept().drain(..) {
-        let _ = fs::remove_dir(dir);
+        // A cgroup a script made inside its own (empty, or it would not be kept) goes too.
+        if fs::remove_dir(&dir).is_err() {
+            remove_empty_tree(&dir);
+        }
     }
     let _ = fs::remove_dir(&home.ours);
 }
 
-/// Whether the cgroup of `dir` has a process in it, or in a cgroup below it; `None` when
-/// its `cgroup.events` cannot be read (removed by someone else, say).
-fn populated(dir: &Path) -> Option<bool> {
+/// What a cgroup's `cgroup.events` says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Events {
+    /// A process is in it, or in a cgroup below it.
+    populated: bool,
+    /// Frozen (`cgroup.freeze` set): a process born in it would not run.
+    frozen: bool,
+}
+
+/// `dir`'s `cgroup.events`; `None` when it cannot be read (removed by someone else, say) or
+/// does not say whether the cgroup is populated.
+fn events(dir: &Path) -> Option<Events> {
     // `populated 0\nfrozen 0\n`: one read of a small buffer (no size asked first).
     let mut buf = [0u8; 256];
     let n = File::open(dir.join("cgroup.events"))
         .ok()?
         .read(&mut buf)
         .ok()?;
-    let events = std::str::from_utf8(&buf[..n]).ok()?;
-    events
-        .lines()
-        .find_map(|line| match line.strip_prefix("populated ")? {
-            "0" => Some(false),
-            _ => Some(true),
-        })
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let flag = |key: &str| {
+        text.lines()
+            .find_map(|line| Some(line.strip_prefix(key)?.strip_prefix(' ')? != "0"))
+    };
+    Some(Events {
+        populated: flag("populated")?,
+        // A kernel before 5.2 has no freezer in cgroup v2, nor this line.
+        frozen: flag("frozen").unwrap_or(false),
+    })
+}
+
+/// A cgroup for the next script: one kept, unless it was removed meanwhile (by root), else a
+/// new one; with it opened, for a birth into it.
+fn cgroup_for_script(home: &Home) -> Option<(PathBuf, File)> {
+    loop {
+        let kept = home.kept().pop();
+        let Some(dir) = kept else {
+            break;
+        };
+        if let Ok(handle) = File::open(&dir) {
+            return Some((dir, handle));
+        }
+    }
+    let dir = new_cgroup(home)?;
+    match File::open(&dir) {
+        Ok(handle) => Some((dir, handle)),
+        Err(_) => {
+            let _ = fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+/// Makes a cgroup of the agent's that did not exist: one found there (a dead agent of the same
+/// pid left it, a daemon of its scripts in it, maybe) is never given to a script.
+fn new_cgroup(home: &Home) -> Option<PathBuf> {
+    for _ in 0..64 {
+        let dir = home
+            .ours
+            .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
+        match fs::create_dir(&dir) {
+            Ok(()) => return Some(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            // The agent's directory removed under it (by root): made again, once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let made = fs::create_dir(&home.ours);
+                if made.is_err_and(|e| e.kind() != io::ErrorKind::AlreadyExists) {
+                    return None;
+                }
+                return fs::create_dir(&dir).is_ok().then_some(dir);
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Whether scripts start straight into their cgroup (`clone_into`); off for good once the
@@ -207,8 +272,8 @@ pub struct ScriptCgroup {
 }
 
 impl ScriptCgroup {
-    /// Runs `spawn` so that its child is born in a new cgroup of its own; `None` with the
-    /// spawn's result when there is none to be had. `spawn` is told how (`Birth`): straight
+    /// Runs `spawn` so that its child is born in a cgroup of its own (one kept empty, else a
+    /// new one); `None` with the spawn's result when there is none to be had. `spawn` is told how (`Birth`): straight
     /// into the cgroup where the kernel can (`clone_into`), else with this process inside
     /// it (moved in for the spawn and back), else outside any. It is called a second time
     /// only when the first, `Birth::Into`, failed with `Unsupported` (nothing started).
@@ -219,23 +284,10 @@ impl ScriptCgroup {
         let Some(home) = home() else {
             return (spawn(Birth::Outside), None);
         };
-        let kept = home.kept().pop();
-        let dir = match kept {
-            Some(dir) => dir,
-            None => {
-                let dir = home
-                    .ours
-                    .join(home.next.fetch_add(1, Ordering::Relaxed).to_string());
-                // `_all`: the agent's directory may have been removed under it (by root).
-                if fs::create_dir_all(&dir).is_err() {
-                    return (spawn(Birth::Outside), None);
-                }
-                dir
-            }
+        let Some((dir, handle)) = cgroup_for_script(home) else {
+            return (spawn(Birth::Outside), None);
         };
-        if clone_into_enabled()
-            && let Ok(handle) = File::open(&dir)
-        {
+        if clone_into_enabled() {
             #[cfg(test)]
             let refused = tests::BIRTH_REFUSED.with(std::cell::Cell::get);
             #[cfg(not(test))]
@@ -293,12 +345,19 @@ impl ScriptCgroup {
         &self.dir
     }
 
-    /// Once it is empty, keeps it for a later script (or removes it, when enough are kept);
-    /// else a daemon of the script holds it, and it is handed back for a later look.
+    /// Once it is empty, keeps it for a later script (or removes it, when enough are kept, or
+    /// when it was left frozen); else a daemon of the script holds it, and it is handed back
+    /// for a later look.
     pub fn release(self) -> Option<ScriptCgroup> {
-        match populated(&self.dir) {
-            Some(true) => Some(self),
-            Some(false) => {
+        match events(&self.dir) {
+            Some(Events {
+                populated: true, ..
+            }) => Some(self),
+            Some(Events { frozen: true, .. }) => {
+                let _ = fs::remove_dir(&self.dir);
+                None
+            }
+            Some(Events { .. }) => {
                 let home = home().expect("a script cgroup has a home");
                 let mut kept = home.kept();
                 if kept.len() < KEPT_AT_MOST {
@@ -327,6 +386,63 @@ pub(super) mod tests {
         /// This thread's births into a cgroup are refused as a cgroup whose files are not
         /// ours refuses them (EACCES).
         pub(in crate::exec) static BIRTH_REFUSED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A cgroup the agent makes for a script is new, never one found there: a dead agent of
+    /// the same pid may have left one that its script's daemon holds, which a timeout of the
+    /// next script would end. And a kept one removed meanwhile (by root) is passed over.
+    #[test]
+    fn a_script_gets_a_cgroup_made_for_it_or_one_kept_that_is_still_there() {
+        let Some(home) = home() else {
+            eprintln!("skipped: no cgroup per script on this host");
+            return;
+        };
+        let found = home
+            .ours
+            .join(home.next.load(Ordering::Relaxed).to_string());
+        fs::create_dir(&found).unwrap();
+        let made = new_cgroup(home).expect("a new cgroup");
+        let _ = fs::remove_dir(&found);
+        let _ = fs::remove_dir(&made);
+        assert_ne!(made, found, "a cgroup found there was given to a script");
+
+        let gone = home.ours.join("removed-by-root");
+        home.kept().push(gone.clone());
+        let (dir, _handle) = cgroup_for_script(home).expect("a cgroup");
+        let _ = fs::remove_dir(&dir);
+        assert_ne!(dir, gone);
+        assert!(!home.kept().contains(&gone), "a removed cgroup stays kept");
+    }
+
+    #[test]
+    fn cgroup_events_say_populated_and_frozen() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |text: &str| {
+            fs::write(dir.path().join("cgroup.events"), text).unwrap();
+            events(dir.path())
+        };
+        let empty = Events {
+            populated: false,
+            frozen: false,
+        };
+        assert_eq!(with("populated 0\nfrozen 0\n"), Some(empty));
+        assert_eq!(
+            with("populated 1\nfrozen 0\n"),
+            Some(Events {
+                populated: true,
+                ..empty
+            })
+        );
+        assert_eq!(
+            with("populated 0\nfrozen 1\n"),
+            Some(Events {
+                frozen: true,
+                ..empty
+            })
+        );
+        assert_eq!(with("populated 0\n"), Some(empty), "a kernel before 5.2");
+        assert_eq!(with("frozen 0\n"), None, "not said: not to be judged empty");
+        assert_eq!(with("populatedx 0\n"), None);
     }
 
     #[test]

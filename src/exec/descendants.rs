@@ -193,8 +193,9 @@ impl Ticket {
             .collect()
     }
 
-    /// The script's leader has been reaped: it is no longer running. Its cgroup is kept for
-    /// a later script once empty (now, or at a later script's end).
+    /// The script's leader has been reaped: it is no longer running. Its cgroup, once empty
+    /// (now, or at a later script's end), is kept for a later script, or removed (enough kept,
+    /// or left frozen: `ScriptCgroup::release`).
     pub fn finished(self) {
         let mut registry = registry();
         registry.running.remove(&self.pid);

@@ -16,11 +16,10 @@
 //!
 //! **The file run**: each script is examined from its judged directory when judged (no
 //! symlink followed at the end: a script must be a regular file, as BBR's `find -type f`
-//! wants), and its identity is
-//! kept: device, inode, size and modification time (which any write moves). Owner and mode
-//! are not part of it: they are judged afresh on the path each time, so a chmod or chown
-//! that leaves the file as trusted as it was (a redeploy's, say) does not refuse a job's
-//! unlock while it is locked. Right before the script starts, the
+//! wants), and its identity is kept: device, inode, size and modification time (which any
+//! write moves). Owner and mode are not part of it: they are judged afresh on the path each
+//! time, so a chmod or chown that leaves the file as trusted as it was (a redeploy's, say)
+//! does not refuse a job's unlock while it is locked. Right before the script starts, the
 //! whole path is judged again and must lead to that same, unchanged file; else the script
 //! is not run. Once every directory on the way is writable by root alone, only root can
 //! change what the path names, so the path then started (by `posix_spawn`) is the file
@@ -201,7 +200,7 @@ fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
 
 /// Resolves `script` from `/` one component at a time, as the kernel does, judging each
 /// directory before looking in it, each symlink before following it, and the regular file at
-/// the end, which it returns open. Every step is relative to a descriptor already judged, so
+/// the end, whose identity it returns. Every step is relative to a descriptor already judged, so
 /// nothing can be swapped between a judgement and the next step. The error names the
 /// offending component by the path that reached it.
 fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
