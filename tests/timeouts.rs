@@ -600,6 +600,36 @@ fn scripts_that_finish_in_time_are_not_affected_by_the_timeout() {
     );
 }
 
+/// Where each script of a test appends the `0::` line of its cgroup, to be read back in order.
+struct CgroupLog(PathBuf);
+
+impl CgroupLog {
+    fn new(vm: &Vm) -> CgroupLog {
+        CgroupLog(vm.dir.path().join("cgroups"))
+    }
+
+    /// The line of shell that records the running script's cgroup.
+    fn record(&self) -> String {
+        format!("grep '^0::' /proc/self/cgroup >> '{}'", self.0.display())
+    }
+
+    /// The cgroups recorded, in the scripts' order; `None` (the test is skipped) where the
+    /// agent makes no cgroup per script.
+    fn lines(&self, run: &Run) -> Option<Vec<String>> {
+        let lines: Vec<String> = fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(!lines.is_empty(), "no script ran\n{}", run.explain());
+        if !lines[0].contains("/bbr-agent-") {
+            eprintln!("skipped: no cgroup per script on this host ({lines:?})");
+            return None;
+        }
+        Some(lines)
+    }
+}
+
 /// The directory of the cgroup a `0::<path>` line of `/proc/<pid>/cgroup` names, under the
 /// cgroup2 mount of `/proc/self/mountinfo`.
 fn cgroup_dir(line: &str) -> Option<PathBuf> {
@@ -625,8 +655,8 @@ fn cgroup_dir(line: &str) -> Option<PathBuf> {
 fn an_empty_script_cgroup_is_reused_a_daemons_is_not_and_none_is_left_behind() {
     let vm = Vm::with_identity("acme", "backend");
     let survivors = Survivors::new(&vm);
-    let seen = vm.dir.path().join("cgroups");
-    let record = format!("grep '^0::' /proc/self/cgroup >> '{}'", seen.display());
+    let cgroups = CgroupLog::new(&vm);
+    let record = cgroups.record();
     vm.job("api")
         .script(
             "pre-backup-lock",
@@ -643,15 +673,9 @@ fn an_empty_script_cgroup_is_reused_a_daemons_is_not_and_none_is_left_behind() {
     let args = backup_args(&vm, &[]);
     let (run, _) = timed(&vm, &as_strs(&args));
     run.assert_success();
-    let lines: Vec<String> = fs::read_to_string(&seen)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    if !lines.first().is_some_and(|l| l.contains("/bbr-agent-")) {
-        eprintln!("skipped: no cgroup per script on this host ({lines:?})");
+    let Some(lines) = cgroups.lines(&run) else {
         return;
-    }
+    };
     let [lock, backup, unlock] = &lines[..] else {
         panic!(
             "expected the cgroups of 3 scripts, got {lines:?}\n{}",
@@ -713,9 +737,9 @@ fn a_cgroup_a_script_left_frozen_is_not_given_to_the_next_script() {
         return;
     };
     let vm = Vm::with_identity("acme", "backend");
-    let seen = vm.dir.path().join("cgroups");
+    let cgroups = CgroupLog::new(&vm);
     let unlocked = vm.dir.path().join("unlocked");
-    let record = format!("grep '^0::' /proc/self/cgroup >> '{}'", seen.display());
+    let record = cgroups.record();
     vm.job("api")
         .script(
             "pre-backup-lock",
@@ -744,16 +768,9 @@ fn a_cgroup_a_script_left_frozen_is_not_given_to_the_next_script() {
         ],
     );
     let (run, _) = timed(&vm, &as_strs(&args));
-    let lines: Vec<String> = fs::read_to_string(&seen)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert!(!lines.is_empty(), "no script ran\n{}", run.explain());
-    if !lines[0].contains("/bbr-agent-") {
-        eprintln!("skipped: no cgroup per script on this host ({lines:?})");
+    let Some(lines) = cgroups.lines(&run) else {
         return;
-    }
+    };
     run.assert_code(4);
     assert_says_timed_out(&run, "api pre-backup-lock");
     let [lock, unlock] = &lines[..] else {
