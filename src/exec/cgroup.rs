@@ -273,9 +273,9 @@ pub struct ScriptCgroup {
 
 impl ScriptCgroup {
     /// Runs `spawn` so that its child is born in a cgroup of its own (one kept empty, else a
-    /// new one); `None` with the spawn's result when there is none to be had. `spawn` is told how (`Birth`): straight
-    /// into the cgroup where the kernel can (`clone_into`), else with this process inside
-    /// it (moved in for the spawn and back), else outside any. It is called a second time
+    /// new one); `None` with the spawn's result when there is none to be had. `spawn` is told
+    /// how (`Birth`): straight into the cgroup where the kernel can (`clone_into`), else with
+    /// this process inside it (moved in for the spawn and back), else outside any. It is called a second time
     /// only when the first, `Birth::Into`, failed with `Unsupported` (nothing started).
     /// The caller holds the spawn lock.
     pub fn spawn_into<T>(
@@ -350,14 +350,13 @@ impl ScriptCgroup {
     /// for a later look.
     pub fn release(self) -> Option<ScriptCgroup> {
         match events(&self.dir) {
-            Some(Events {
-                populated: true, ..
-            }) => Some(self),
-            Some(Events { frozen: true, .. }) => {
+            Some(events) if events.populated => Some(self),
+            // Born there, the next script would not run.
+            Some(events) if events.frozen => {
                 let _ = fs::remove_dir(&self.dir);
                 None
             }
-            Some(Events { .. }) => {
+            Some(_) => {
                 let home = home().expect("a script cgroup has a home");
                 let mut kept = home.kept();
                 if kept.len() < KEPT_AT_MOST {
