@@ -798,3 +798,96 @@ fn a_cgroup_a_script_left_frozen_is_not_given_to_the_next_script() {
         run.explain()
     );
 }
+
+/// An agent killed (SIGKILL) in the middle of a backup cannot remove the cgroups it kept: the
+/// next agent on the VM that runs a script, here the operator's `backup-cleanup` with its
+/// unlocks, removes them once they are empty, and its own as it exits.
+#[test]
+fn the_cgroups_an_agent_killed_halfway_kept_are_removed_by_the_next_agent() {
+    let vm = Vm::with_identity("acme", "backend");
+    let cgroups = CgroupLog::new(&vm);
+    let record = cgroups.record();
+    let started = vm.dir.path().join("started");
+    // Locked, so that the cleanup has unlocks to run (it unlocks what the journal says).
+    vm.job("api")
+        .script("pre-backup-lock", "exit 0")
+        .script(
+            "backup",
+            &format!("{record}\necho a > \"${{BBR_ARTIFACT_DIRECTORY}}a\""),
+        )
+        .script("post-backup-unlock", "exit 0");
+    vm.job("db")
+        .script("pre-backup-lock", "exit 0")
+        .script(
+            "backup",
+            &format!("{record}\ntouch '{}'\nexec sleep 60", started.display()),
+        )
+        .script("post-backup-unlock", "exit 0");
+    let mut agent = Command::new(AGENT)
+        .arg("--root")
+        .arg(vm.root())
+        .args(backup_args(&vm, &[]))
+        .current_dir(vm.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let two = || fs::read_to_string(&cgroups.0).is_ok_and(|t| t.lines().count() == 2);
+    while !(started.exists() && two()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let recorded = fs::read_to_string(&cgroups.0).unwrap_or_default();
+    let dirs: Vec<PathBuf> = recorded.lines().filter_map(cgroup_dir).collect();
+    // api's backup ends at once: its cgroup, empty, is kept, beside db's, which its sleep holds.
+    let kept = |dir: &Path| {
+        fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.contains("populated 0"))
+    };
+    while !dirs.iter().any(|d| kept(d)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let kept_at_the_kill = dirs.iter().filter(|d| kept(d)).count();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    // db's backup outlives the agent (nobody ended it): ended here, as the test's tidying.
+    for dir in &dirs {
+        for pid in fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
+            let _ = kill(Pid::from_raw(pid.parse().unwrap()), Signal::SIGKILL);
+        }
+    }
+    if !recorded.contains("/bbr-agent-") {
+        eprintln!("skipped: no cgroup per script on this host ({recorded:?})");
+        return;
+    }
+    let [a, b] = &dirs[..] else {
+        panic!("expected the cgroups of two backups, got {recorded:?}");
+    };
+    assert_ne!(a, b, "two backups at once shared a cgroup");
+    let agents = a
+        .parent()
+        .expect("the killed agent's directory")
+        .to_path_buf();
+    assert!(
+        agents.ends_with(format!("bbr-agent-{}", agent.id())),
+        "{agents:?} is not the killed agent's"
+    );
+    assert_eq!(
+        kept_at_the_kill, 1,
+        "api's cgroup (empty) kept, db's held by its backup: {dirs:?}"
+    );
+    while dirs.iter().any(|d| !kept(d)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    let (run, _) = timed(&vm, &["backup-cleanup"]);
+    run.assert_success();
+    assert!(
+        !agents.exists(),
+        "the killed agent's cgroups {} were left behind\n{}",
+        agents.display(),
+        run.explain()
+    );
+}

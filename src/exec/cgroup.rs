@@ -14,7 +14,8 @@
 //! empty cgroup of ours but by a write to its `cgroup.procs`, which only its owner may make
 //! (root, or the agent's user where the cgroup tree is delegated to it), so the next script
 //! born there has it to itself. One that a script's daemon still holds is never reused: it
-//! stays until a later script's end finds it empty, or a later agent does. One a script left
+//! stays until a later script's end finds it empty, or the next agent that runs a script does
+//! (`remove_stale`, as it does for an agent killed before it could remove what it kept). One a script left
 //! frozen (`cgroup.freeze`) is removed, not kept: the next script would be born frozen. A new
 //! cgroup is always made by the agent, never one found there (a dead agent of the same pid
 //! may have left a daemon's). The agent removes what it kept, and its directory, as it exits
@@ -416,10 +417,11 @@ pub(super) mod tests {
     #[test]
     fn cgroup_events_say_populated_and_frozen() {
         let dir = tempfile::tempdir().unwrap();
-        let with = |text: &str| {
-            fs::write(dir.path().join("cgroup.events"), text).unwrap();
+        let with_bytes = |bytes: &[u8]| {
+            fs::write(dir.path().join("cgroup.events"), bytes).unwrap();
             events(dir.path())
         };
+        let with = |text: &str| with_bytes(text.as_bytes());
         let empty = Events {
             populated: false,
             frozen: false,
@@ -442,6 +444,10 @@ pub(super) mod tests {
         assert_eq!(with("populated 0\n"), Some(empty), "a kernel before 5.2");
         assert_eq!(with("frozen 0\n"), None, "not said: not to be judged empty");
         assert_eq!(with("populatedx 0\n"), None);
+        // Not what the kernel writes: never judged empty, so never given to another script.
+        assert_eq!(with_bytes(b"populated 0\xff\n"), None, "not UTF-8");
+        let past_the_read = format!("{}\npopulated 0\n", "x".repeat(300));
+        assert_eq!(with(&past_the_read), None, "beyond the one read");
     }
 
     #[test]
