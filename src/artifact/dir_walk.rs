@@ -116,10 +116,6 @@ fn walk_from(
         e => read_error(root, e),
     })?;
     let stat = stat::fstat(&fd).map_err(|e| read_error(root, e))?;
-    let real_root = fs::canonicalize(root).map_err(|source| TarWriteError::Read {
-        path: root.to_path_buf(),
-        source,
-    })?;
     let root_fd = fd.try_clone().map_err(|source| TarWriteError::Read {
         path: root.to_path_buf(),
         source,
@@ -128,7 +124,8 @@ fn walk_from(
         visit,
         root_fd,
         beneath,
-        real_root,
+        root: root.to_path_buf(),
+        real_root: None,
         name: b"./".to_vec(),
         path: root.to_path_buf(),
         depth: 0,
@@ -165,8 +162,12 @@ struct Walker<'v> {
     /// The root, for resolving links below it in the kernel.
     root_fd: std::os::fd::OwnedFd,
     beneath: Beneath,
-    /// The root with every symlink resolved, for judging where links lead without openat2.
-    real_root: PathBuf,
+    /// The root's path, as given.
+    root: PathBuf,
+    /// The root with every symlink resolved, for judging where links lead without openat2:
+    /// found at the first link that needs it (most artifacts have none, and the lookup is a
+    /// `readlink` for every component of the root's path).
+    real_root: Option<PathBuf>,
     /// The tar name of the current entry (while in a directory: its name, ending in `/`).
     name: Vec<u8>,
     /// The path of the current entry.
@@ -298,8 +299,19 @@ impl Walker<'_> {
                 }
             }
         }
+        if self.real_root.is_none() {
+            let root = &self.root;
+            self.real_root =
+                Some(
+                    fs::canonicalize(root).map_err(|source| TarWriteError::Read {
+                        path: root.clone(),
+                        source,
+                    })?,
+                );
+        }
+        let real_root = self.real_root.as_deref().expect("found above");
         match fs::canonicalize(&self.path) {
-            Ok(resolved) if !resolved.starts_with(&self.real_root) => Err(refuse(
+            Ok(resolved) if !resolved.starts_with(real_root) => Err(refuse(
                 "it is a symlink that, through other symlinks, leads outside the job's directory",
             )),
             Ok(_) => Ok(()),

@@ -23,10 +23,13 @@
 //! whole path is judged again and must lead to that same, unchanged file; else the script
 //! is not run. Once every directory on the way is writable by root alone, only root can
 //! change what the path names, so the path then started (by `posix_spawn`) is the file
-//! judged. (The descriptors are not kept open: a VM with many jobs would hold hundreds. Only
-//! while one pass judges every job, [`Trust::pass`], do the directories the jobs share, `/`
-//! down to `/var/vcap/jobs` and a link's `/var/vcap/data/jobs`, stay open to be judged once,
-//! 32 at most; the walk right before a script runs never uses them.)
+//! judged. The walk itself rests on the same fact: it looks each name up by the path of the
+//! directories judged so far (one `lstat` a component, not an `O_PATH` open, its `fstat`
+//! and its close), and nobody but root can change what such a path names between one lookup
+//! and the next. No descriptor is kept: only while one pass judges every job,
+//! [`Trust::pass`], are the directories the jobs share, `/` down to `/var/vcap/jobs` and a
+//! link's `/var/vcap/data/jobs`, remembered as judged (32 at most); the walk right before a
+//! script runs never uses them.
 //!
 //! Why not run the script by its descriptor (`fexecve`, `execveat(AT_EMPTY_PATH)`, or
 //! `/proc/self/fd/N`)? Every BBR script starts with `#!`, and for a script the kernel hands
@@ -40,15 +43,14 @@
 //! Checked only when the agent runs as root: an unprivileged agent can only run what its own
 //! user could run anyway.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::fcntl::readlink;
+use nix::sys::stat::{FileStat, Mode, SFlag, lstat};
 
 use crate::instance::discover::DiscoveredJob;
 
@@ -86,16 +88,14 @@ pub struct Trust {
 
 /// The directories one pass over the jobs judged, each by the path that reached it (no
 /// symlink in it: `resolve` joins names onto the directory it is in, and a symlink's target
-/// starts again from `/` or its own directory), with the directories above it, open, for `..`.
-/// Every job's path goes through the same ones (`/`, `/var`, `/var/vcap`, `/var/vcap/jobs`, a
-/// link's `/var/vcap/data/jobs`): judged once a pass, not once a job. Only directories judged
-/// are kept, and only for the pass (a survey: moments); the walk right before a script runs
-/// ([`Trust::verify_script`]) judges the whole path afresh, from `/`.
-type JudgedDirs = HashMap<PathBuf, Vec<(Arc<OwnedFd>, PathBuf)>>;
+/// starts again from `/` or its own directory). Every job's path goes through the same ones
+/// (`/`, `/var`, `/var/vcap`, `/var/vcap/jobs`, a link's `/var/vcap/data/jobs`): judged once
+/// a pass, not once a job. Kept only for the pass (a survey: moments); the walk right before
+/// a script runs ([`Trust::verify_script`]) judges the whole path afresh, from `/`.
+type JudgedDirs = HashSet<PathBuf>;
 
-/// Directories a pass keeps open, at most: the first job's path (the shared ones come first)
-/// fits. Each is a descriptor, and a process's table of them grows past 64 by a copy the
-/// kernel frees only after an RCU grace period, milliseconds in a multi-threaded process.
+/// Directories a pass remembers, at most: the first job's path (the shared ones come first)
+/// fits, and a tree of many jobs adds nothing the next job shares.
 const JUDGED_DIRS_AT_MOST: usize = 32;
 
 /// A pass over the jobs ([`Trust::pass`]): while it lives, the jobs' checks share the
@@ -126,7 +126,7 @@ impl Trust {
     /// Starts a pass over the jobs: until the returned guard is dropped, [`Trust::check_job`]
     /// judges each directory on the way once, not once a job.
     pub fn pass(&self) -> Pass<'_> {
-        *self.dirs() = Some(HashMap::new());
+        *self.dirs() = Some(HashSet::new());
         Pass(self)
     }
 
@@ -142,22 +142,22 @@ impl Trust {
         }
         // The path to a job's scripts is judged once for all of them (its `bin/bbr`), then
         // each script in it: the same judgements as one walk per script, a tenth the calls.
-        let mut dir: Option<(PathBuf, Arc<OwnedFd>, PathBuf)> = None;
+        let mut dir: Option<(PathBuf, PathBuf)> = None;
         for script in job.scripts.values() {
             let judged = match (script.parent(), script.file_name()) {
                 (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
-                    if dir.as_ref().is_none_or(|(p, _, _)| p != parent) {
+                    if dir.as_ref().is_none_or(|(p, _)| p != parent) {
                         let mut judged_dirs = self.dirs();
-                        let Resolved::Dir(fd, reached) =
+                        let Resolved::Dir(reached) =
                             resolve(parent, Want::Dir, judged_dirs.as_mut())
                                 .map_err(|(path, why)| untrusted(job, path, why))?
                         else {
                             unreachable!("asked for a directory")
                         };
-                        dir = Some((parent.to_path_buf(), fd, reached));
+                        dir = Some((parent.to_path_buf(), reached));
                     }
-                    let (_, fd, reached) = dir.as_ref().expect("set above");
-                    judge_in(fd, reached, name)
+                    let (_, reached) = dir.as_ref().expect("set above");
+                    judge_in(reached, name)
                 }
                 _ => walk(script),
             }
@@ -200,9 +200,11 @@ fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
 
 /// Resolves `script` from `/` one component at a time, as the kernel does, judging each
 /// directory before looking in it, each symlink before following it, and the regular file at
-/// the end, whose identity it returns. Every step is relative to a descriptor already judged, so
-/// nothing can be swapped between a judgement and the next step. The error names the
-/// offending component by the path that reached it.
+/// the end, whose identity it returns. Each name is looked up (`lstat`, never followed) by the
+/// path of directories judged so far: every one of them is root's alone, so nobody but root
+/// can change what that path names between one lookup and the next, the same reason the path
+/// a script is then started by is the file judged. The error names the offending component
+/// by the path that reached it.
 fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
     match resolve(script, Want::File, None)? {
         Resolved::File(judged) => Ok(judged),
@@ -219,13 +221,13 @@ enum Want {
 
 enum Resolved {
     File(Judged),
-    /// A judged directory, open, and the path that reached it.
-    Dir(Arc<OwnedFd>, PathBuf),
+    /// A judged directory, by the path that reached it (no symlink in it).
+    Dir(PathBuf),
 }
 
-/// As [`walk`], for a directory (`Want::Dir`: returned open, judged) or a script; with
-/// `judged_dirs`, the directories judged before in this pass are not judged again, and those
-/// judged now are kept.
+/// As [`walk`], for a directory (`Want::Dir`: judged) or a script; with `judged_dirs`, the
+/// directories judged before in this pass are not judged again, and those judged now are
+/// kept.
 fn resolve(
     script: &Path,
     want: Want,
@@ -240,92 +242,76 @@ fn resolve(
     };
     let examine =
         |path: &Path, e: nix::Error| (path.to_path_buf(), format!("cannot be examined ({e})"));
-    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
 
-    let root = PathBuf::from("/");
-    // The directories entered, for `..`; the first is `/`, judged once a pass like the rest.
-    let judged_root = judged_dirs.as_deref().and_then(|j| j.get(&root)).cloned();
-    let mut dirs: Vec<(Arc<OwnedFd>, PathBuf)> = match judged_root {
-        Some(stack) => stack,
-        None => {
-            let root_fd = open("/", flags | OFlag::O_DIRECTORY, Mode::empty())
-                .map_err(|e| examine(&root, e))?;
-            let root_stat = fstat(&root_fd).map_err(|e| examine(&root, e))?;
-            judge(&root_stat).map_err(|why| (root.clone(), why))?;
-            let stack = vec![(Arc::new(root_fd), root.clone())];
-            if let Some(judged) = judged_dirs.as_deref_mut() {
-                judged.insert(root, stack.clone());
-            }
-            stack
+    // The directory reached so far: no symlink in it, so its `..` is its parent by name.
+    let mut here = PathBuf::from("/");
+    // `/`, judged once a pass like the rest.
+    if !judged_dirs.as_deref().is_some_and(|j| j.contains(&here)) {
+        let root_stat = lstat(&here).map_err(|e| examine(&here, e))?;
+        judge(&root_stat).map_err(|why| (here.clone(), why))?;
+        if let Some(judged) = judged_dirs.as_deref_mut() {
+            judged.insert(here.clone());
         }
-    };
+    }
     // Components still to resolve, the next one last.
     let mut pending: Vec<OsString> = names_of(&absolute);
     let mut links = 0;
     if let Some(judged) = judged_dirs.as_deref() {
-        enter_judged(judged, &mut dirs, &mut pending);
+        enter_judged(judged, &mut here, &mut pending);
     }
 
     while let Some(name) = pending.pop() {
         if name == ".." {
-            if dirs.len() > 1 {
-                dirs.pop();
-            }
+            here.pop();
             continue;
         }
-        let (dir, dir_path) = dirs.last().expect("`/` is never popped");
-        let here = dir_path.join(&name);
-        let fd =
-            openat(dir, name.as_os_str(), flags, Mode::empty()).map_err(|e| examine(&here, e))?;
-        let stat = fstat(&fd).map_err(|e| examine(&here, e))?;
+        let next = here.join(&name);
+        let stat = lstat(&next).map_err(|e| examine(&next, e))?;
         let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFLNK {
             if pending.is_empty() {
-                return Err((here, "is a symlink, not a regular file".to_string()));
+                return Err((next, "is a symlink, not a regular file".to_string()));
             }
-            owned_by_root(&stat).map_err(|why| (here.clone(), why))?;
+            owned_by_root(&stat).map_err(|why| (next.clone(), why))?;
             links += 1;
             if links > MAX_LINKS {
                 return Err((
-                    here,
+                    next,
                     format!("leads through more than {MAX_LINKS} symlinks"),
                 ));
             }
-            let target = readlinkat(&fd, "").map_err(|e| examine(&here, e))?;
+            let target = readlink(&next).map_err(|e| examine(&next, e))?;
             let target = Path::new(&target);
             pending.extend(names_of(target));
             if target.is_absolute() {
-                dirs.truncate(1);
+                here = PathBuf::from("/");
                 if let Some(judged) = judged_dirs.as_deref() {
-                    enter_judged(judged, &mut dirs, &mut pending);
+                    enter_judged(judged, &mut here, &mut pending);
                 }
             }
         } else if kind == SFlag::S_IFDIR {
             if pending.is_empty() && want == Want::File {
-                return Err((here, "is a directory, not a script".to_string()));
+                return Err((next, "is a directory, not a script".to_string()));
             }
-            judge(&stat).map_err(|why| (here.clone(), why))?;
-            dirs.push((Arc::new(fd), here.clone()));
+            judge(&stat).map_err(|why| (next.clone(), why))?;
             if let Some(judged) = judged_dirs.as_deref_mut()
                 && judged.len() < JUDGED_DIRS_AT_MOST
             {
-                judged.insert(here, dirs.clone());
+                judged.insert(next.clone());
             }
+            here = next;
         } else if kind == SFlag::S_IFREG {
             if !pending.is_empty() || want == Want::Dir {
-                return Err((here, "is not a directory".to_string()));
+                return Err((next, "is not a directory".to_string()));
             }
-            judge(&stat).map_err(|why| (here, why))?;
+            judge(&stat).map_err(|why| (next, why))?;
             return Ok(Resolved::File(judged_as(&stat)));
         } else {
-            return Err((here, "is not a regular file".to_string()));
+            return Err((next, "is not a regular file".to_string()));
         }
     }
     match want {
-        Want::Dir => {
-            let (fd, path) = dirs.pop().expect("`/` is never popped");
-            Ok(Resolved::Dir(fd, path))
-        }
+        Want::Dir => Ok(Resolved::Dir(here)),
         Want::File => Err((absolute, "is a directory, not a script".to_string())),
     }
 }
@@ -339,44 +325,27 @@ fn judged_as(stat: &FileStat) -> Judged {
     }
 }
 
-/// From `/` (`dirs` holds it alone), down the directories of `pending`'s next names that this
-/// pass judged already: `dirs` then holds them, and `pending` the names after them.
-fn enter_judged(
-    judged: &JudgedDirs,
-    dirs: &mut Vec<(Arc<OwnedFd>, PathBuf)>,
-    pending: &mut Vec<OsString>,
-) {
-    let mut path = PathBuf::from("/");
-    let mut deepest = None;
-    for (taken, name) in pending.iter().rev().enumerate() {
-        if name == ".." {
+/// From `/` (`here`), down the directories of `pending`'s next names that this pass judged
+/// already: `here` is then the deepest of them, and `pending` holds the names after it.
+fn enter_judged(judged: &JudgedDirs, here: &mut PathBuf, pending: &mut Vec<OsString>) {
+    let mut taken = 0;
+    for name in pending.iter().rev() {
+        if name == ".." || !judged.contains(&here.join(name)) {
             break;
         }
-        path.push(name);
-        match judged.get(&path) {
-            Some(stack) => deepest = Some((taken + 1, stack)),
-            None => break,
-        }
+        here.push(name);
+        taken += 1;
     }
-    if let Some((taken, stack)) = deepest {
-        pending.truncate(pending.len() - taken);
-        dirs.clone_from(stack);
-    }
+    pending.truncate(pending.len() - taken);
 }
 
 /// A script named `name` in a directory `resolve` judged: a regular file, judged. (What
 /// [`walk`] does for its last component, once per script of a directory instead of once per
 /// script from `/`.)
-fn judge_in(
-    dir: &OwnedFd,
-    dir_path: &Path,
-    name: &std::ffi::OsStr,
-) -> Result<Judged, (PathBuf, String)> {
+fn judge_in(dir_path: &Path, name: &std::ffi::OsStr) -> Result<Judged, (PathBuf, String)> {
     let here = dir_path.join(name);
     let examine = |e: nix::Error| (here.clone(), format!("cannot be examined ({e})"));
-    // One `fstatat` from the judged directory, the last name not followed: what an `O_PATH`
-    // open, its `fstat` and its close would tell, in one call instead of three (`list`).
-    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(examine)?;
+    let stat = lstat(&here).map_err(examine)?;
     let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
     if kind == SFlag::S_IFLNK {
         return Err((here, "is a symlink, not a regular file".to_string()));
@@ -536,6 +505,41 @@ mod tests {
             (
                 dir.path().join("home/link"),
                 "is owned by uid 1000, not root".to_string()
+            )
+        );
+    }
+
+    /// A `..` after a symlink leaves the directory the link led to, as the kernel's does, not
+    /// the link's own: the walk judges the directory the script is really reached through
+    /// (here `data/open`, writable by anyone), never the one the path spells (`jobs/open`).
+    #[test]
+    fn a_dot_dot_past_a_symlink_is_judged_where_the_kernel_goes() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["jobs/open/bin/bbr", "data/real", "data/open/bin/bbr"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        write_script(&root.join("jobs/open/bin/bbr/backup"), "#!/bin/sh\n");
+        write_script(&root.join("data/open/bin/bbr/backup"), "#!/bin/sh\n");
+        std::os::unix::fs::symlink(root.join("data/real"), root.join("jobs/api")).unwrap();
+        let script = root.join("jobs/api/../open/bin/bbr/backup");
+        assert_eq!(why(&script), Ok(()));
+        let physical = walk(&script).unwrap();
+        assert_eq!(
+            physical,
+            walk(&root.join("data/open/bin/bbr/backup")).unwrap(),
+            "the file reached is data/open's"
+        );
+
+        fs::set_permissions(root.join("data/open"), fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            walk(&script).map(|_| ()).unwrap_err(),
+            (
+                root.join("data/open"),
+                "is writable by group or others (mode 0777)".to_string()
             )
         );
     }
