@@ -143,8 +143,10 @@ pub(crate) fn trigger(signal: Option<i32>) {
         _ => "the driver went away".to_string(),
     };
     if FIRST.set(reason) {
-        wake_waiters();
+        // Said before the waiters wake: a session with nothing to release exits at once, and
+        // the VM's log would lose why it ended.
         tracing::warn!("{cause}: ending running scripts, then unlocking what is locked");
+        wake_waiters();
     } else {
         SECOND.set(Reason::SecondSignal);
         tracing::warn!("{cause} again: killing running scripts at once (no grace period)");

@@ -935,3 +935,49 @@ fn an_agent_gives_and_checks_blake3_digests_when_asked() {
     assert_eq!(received.as_deref(), Some(&b"hello"[..]));
     assert_eq!(session.hang_up(), Some(0));
 }
+
+/// A session the driver ends with `bye` and then closes is a clean end: the VM's log says
+/// nothing of a driver that went away (before, every session's last line was that warning,
+/// "ending running scripts, then unlocking what is locked", after a backup that went well).
+/// A driver that hangs up without `bye` is still logged as gone.
+#[test]
+fn a_session_ended_by_bye_is_not_logged_as_a_driver_gone() {
+    let vm = Vm::new();
+    vm.job("j")
+        .script("pre-backup-lock", "exit 0")
+        .script("post-backup-unlock", "exit 0");
+    let mut session = Session::start(&vm);
+    all_ok(
+        &mut session,
+        &[
+            hello(1),
+            line(json!({"id": 2, "op": "describe"})),
+            run_scripts(3, "pre-backup-lock", "j"),
+            run_scripts(4, "post-backup-unlock", "j"),
+            line(json!({"id": 5, "op": "bye"})),
+        ],
+    );
+    assert_eq!(session.hang_up(), Some(0));
+    let agent_log = vm.root().join("var/vcap/sys/log/bbr-agent/bbr-agent.log");
+    let log = std::fs::read_to_string(&agent_log).unwrap();
+    assert!(
+        log.contains("pre-backup-lock"),
+        "the session logged:\n{log}"
+    );
+    assert!(
+        !log.contains("went away"),
+        "a clean session logged the driver as gone:\n{log}"
+    );
+
+    let session = {
+        let mut s = Session::start(&vm);
+        all_ok(&mut s, &[hello(1)]);
+        s
+    };
+    session.hang_up();
+    let log = std::fs::read_to_string(&agent_log).unwrap();
+    assert!(
+        log.contains("the driver went away"),
+        "a driver that hung up without bye is logged as gone:\n{log}"
+    );
+}

@@ -51,12 +51,18 @@ pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Result<Receiver
         || "read the driver's requests".into(),
         move || {
             // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
+            let mut said_bye = false;
             decode(BufReader::with_capacity(64 * 1024, input), |item| {
-                tx.send(item).is_ok()
+                said_bye = matches!(&item, Input::Request(r) if matches!(r.op, Op::Bye));
+                // After `bye` the session ends; nothing more is read.
+                tx.send(item).is_ok() && !said_bye
             });
             // The driver has gone (or broke the stream): end running lock and backup scripts
-            // now, not when they finish on their own.
-            crate::interrupt::trigger(None);
+            // now, not when they finish on their own. Not after its `bye`: the input then
+            // ends as it should, and the VM's log would say "went away" after every run.
+            if !said_bye {
+                crate::interrupt::trigger(None);
+            }
         },
     )?;
     Ok(rx)
