@@ -4,7 +4,10 @@ bbr-agent back up the bench's fleet of N VMs in turn, the order reversed every o
 after one warm-up round; prints each round and the medians. Wall by the clock, CPU from
 RUSAGE_CHILDREN (the driver, its serves and their scripts).
 
-    python3 benches/fleet_ab.py N ROUNDS NAME=/path/to/bbr-agent NAME=/path ...
+    python3 benches/fleet_ab.py N ROUNDS NAME=/path/to/bbr-agent[|PREFIX] NAME=/path ...
+
+PREFIX, when given, goes before the agent in every instance's command (e.g. `env
+GLIBC_TUNABLES=glibc.malloc.arena_max=1`): the same build under another setting, on the VMs only.
 
 Needs a full `benches/run.sh` first (its fleet trees and `inv-fleet-N.yml`, with N among its
 FLEET_SIZES) and its ext4 mounted at `$BENCH_DIR/mnt` (default target/bench): a fleet
@@ -16,14 +19,17 @@ bench = os.environ.get("BENCH_DIR") or os.path.join(os.path.dirname(os.path.absp
 n, rounds = int(sys.argv[1]), int(sys.argv[2])
 builds = [a.split("=", 1) for a in sys.argv[3:]]
 if len(builds) < 2 or any(len(b) != 2 for b in builds):
-    sys.exit("usage: fleet_ab.py N ROUNDS NAME=/path/to/bbr-agent NAME=/path ...")
+    sys.exit("usage: fleet_ab.py N ROUNDS NAME=/path/to/bbr-agent[|PREFIX] NAME=/path ...")
 inventory = open(os.path.join(bench, f"inv-fleet-{n}.yml")).read()
 invs = {}
-for name, path in builds:
+prefixes = {}
+for i, (name, spec) in enumerate(builds):
+    path, _, prefix = spec.partition("|")
+    builds[i], prefixes[name] = [name, path], prefix + " " if prefix else ""
     invs[name] = os.path.join(bench, f"inv-ab-{name}-{n}.yml")
     with open(invs[name], "w") as f:
         # Every instance's command starts with the bench's agent: this build's instead.
-        f.write(re.sub(r"command: '\S+ ", lambda _: f"command: '{path} ", inventory))
+        f.write(re.sub(r"command: '\S+ ", lambda _: f"command: '{prefixes[name]}{path} ", inventory))
 art = os.path.join(bench, "mnt", "artifacts", "fleet-ab")
 res = {name: [] for name, _ in builds}
 for r in range(rounds + 1):

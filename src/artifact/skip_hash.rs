@@ -27,14 +27,16 @@ pub(super) type Announced = Rc<RefCell<Skipped>>;
 pub(super) struct Skipped {
     file: Option<(String, u64, u64)>,
     sums: Manifests,
+    kind: DigestKind,
     blake3: bool,
 }
 
-/// Nothing announced yet; the digests to take are SHA-256, and BLAKE3 too with `blake3`.
-pub(super) fn announced(blake3: bool) -> Announced {
+/// Nothing announced yet; the digests to take are of `kind`, and BLAKE3 too with `blake3`.
+pub(super) fn announced(kind: DigestKind, blake3: bool) -> Announced {
     Rc::new(RefCell::new(Skipped {
         file: None,
         sums: Manifests::new(blake3),
+        kind,
         blake3,
     }))
 }
@@ -123,7 +125,7 @@ impl<S: ChunkSource> io::Seek for HashingSkips<'_, S> {
                     shown_key(&key)
                 )));
             }
-            let mut digests = FileDigests::new(DigestKind::Sha256, announced.blake3);
+            let mut digests = FileDigests::new(announced.kind, announced.blake3);
             // Each piece whole: in pieces of 16 or 64 KiB, for the second digest to read them
             // from this core's cache, it was no faster (docs/benchmarks.md, "Drain, stop 19").
             self.skip(len, &mut |piece| digests.update(piece))?;
@@ -148,7 +150,7 @@ mod tests {
     }
 
     fn skips<'a>(stream: &'a mut ChunkStream<Listed>) -> (HashingSkips<'a, Listed>, Announced) {
-        let announced = announced(false);
+        let announced = announced(DigestKind::Sha256, false);
         (HashingSkips::new(stream, Rc::clone(&announced)), announced)
     }
 
@@ -218,7 +220,7 @@ mod tests {
     /// the archive ended, are errors: no file leaves the check without its digest.
     #[test]
     fn a_file_never_skipped_is_an_error_not_a_missing_digest() {
-        let announced = announced(true);
+        let announced = announced(DigestKind::Sha256, true);
         announced
             .borrow_mut()
             .announce("./a".into(), 512, 1)

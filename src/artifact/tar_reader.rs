@@ -99,14 +99,31 @@ pub fn check_tar_chunks<S: ChunkSource>(
     input: &mut ChunkStream<S>,
     blake3: bool,
 ) -> Result<Checked, TarReadError> {
-    let in_place = skip_hash::announced(blake3);
+    check_chunks_as(input, DigestKind::Sha256, blake3).map(Checked::from)
+}
+
+/// As [`check_tar_chunks`], with BLAKE3 the only digest: the half of a drain's check that a
+/// thread beside takes (`verify_stream`), while another takes the SHA-256 of the same chunks.
+/// Every header is judged here too, so either half alone refuses what the other refuses.
+pub fn check_tar_chunks_blake3<S: ChunkSource>(
+    input: &mut ChunkStream<S>,
+) -> Result<Checksums, TarReadError> {
+    check_chunks_as(input, DigestKind::Blake3, false).map(|sums| sums.main)
+}
+
+fn check_chunks_as<S: ChunkSource>(
+    input: &mut ChunkStream<S>,
+    kind: DigestKind,
+    blake3: bool,
+) -> Result<Manifests, TarReadError> {
+    let in_place = skip_hash::announced(kind, blake3);
     let mut archive = tar::Archive::new(HashingSkips::new(input, Rc::clone(&in_place)));
     let entries = archive.entries_with_seek().map_err(TarReadError::Read)?;
     let side = Side::InPlace(Rc::clone(&in_place));
-    let mut reader = Reader::new(None, Some(side), DigestKind::Sha256, blake3).read(entries)?;
+    let mut reader = Reader::new(None, Some(side), kind, blake3).read(entries)?;
     let hashed = in_place.borrow_mut().take_sums();
     reader.sums.extend(hashed);
-    reader.finish().map(Checked::from)
+    reader.finish()
 }
 
 /// Checks the tar file `file` as [`check_tar`] does: this thread parses and judges every

@@ -5,7 +5,10 @@
 //! The caller's thread only gathers bytes into batches; one thread writes them to the file and
 //! a checker thread parses and hashes them (a plain tar's file data where it lies in the
 //! batches, never copied out), so reading the stream, writing it to disk and hashing it run
-//! side by side. Bounded channels keep the memory to a few batches whatever the
+//! side by side. A plain tar whose BLAKE3 is asked for too has two checkers, each parsing
+//! every header, one taking the SHA-256 of every file and the other its BLAKE3: one thread
+//! took both one after the other and was the drain's longest (docs/benchmarks.md, "Drain,
+//! stop 21"). Bounded channels keep the memory to a few batches whatever the
 //! size. A stream shorter than one batch starts no thread: it is written and checked at the
 //! end, on the caller's thread.
 
@@ -13,7 +16,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, mpsc};
 
 use super::handoff::{self, Outcome, Receiver, RunInterrupted, Sender, Stopped};
-use super::tar_reader::{Checked, TarReadError, check_tar as read_checked, check_tar_chunks};
+use super::tar_reader::{
+    Checked, TarReadError, check_tar as read_checked, check_tar_chunks, check_tar_chunks_blake3,
+};
 use crate::chunk_stream::{ChunkSink, ChunkSource, ChunkStream};
 
 /// Bytes gathered before they are handed on, for an upload: it copies them into its parts
@@ -175,6 +180,31 @@ impl Filling {
 /// too when the flag says.
 type Check = fn(&mut ChunkStream<Batches>, bool) -> Result<Checked, TarReadError>;
 
+/// The BLAKE3 half of a plain tar's check, for the checker beside (its manifest as `blake3`).
+fn check_blake3_beside(
+    input: &mut ChunkStream<Batches>,
+    _blake3: bool,
+) -> Result<Checked, TarReadError> {
+    check_tar_chunks_blake3(input).map(|sums| Checked {
+        sha256: Default::default(),
+        blake3: Some(sums),
+    })
+}
+
+/// The two halves of a check as one: the same files in each, or neither is believed.
+fn joined(main: Checked, beside: Checked) -> Result<Checked, TarReadError> {
+    let blake3 = beside.blake3.unwrap_or_default();
+    if !main.sha256.keys().eq(blake3.keys()) {
+        return Err(TarReadError::Read(io::Error::other(
+            "the stream's two checks found different files",
+        )));
+    }
+    Ok(Checked {
+        sha256: main.sha256,
+        blake3: Some(blake3),
+    })
+}
+
 /// A zstd stream of a tar (compressed on the VM): decompressed, then read as a tar. A stream
 /// cut short or damaged is an error, as a short tar is.
 fn check_zstd_tar(input: &mut ChunkStream<Batches>, blake3: bool) -> Result<Checked, TarReadError> {
@@ -190,6 +220,9 @@ pub struct VerifyingWriter<W> {
     batch: Filling,
     stage: Stage<W>,
     check: Check,
+    /// Where the stream's BLAKE3 can be taken by a checker of its own: `check` then takes the
+    /// SHA-256 alone.
+    beside: Option<Check>,
     /// Whether the check takes every file's BLAKE3 too.
     blake3: bool,
     /// Whether to stop waiting for the threads: the run was interrupted.
@@ -209,6 +242,8 @@ struct Threads<W> {
     to_file: Option<Sender<Batch>>,
     file: Outcome<io::Result<W>>,
     checker: Checker,
+    /// The BLAKE3 half of the check, on a thread of its own.
+    beside: Option<Checker>,
 }
 
 fn interrupted() -> io::Error {
@@ -216,7 +251,13 @@ fn interrupted() -> io::Error {
 }
 
 impl<W: Write + Send + 'static> Threads<W> {
-    fn start(mut out: W, check: Check, blake3: bool, stop: fn() -> bool) -> Self {
+    fn start(
+        mut out: W,
+        check: Check,
+        beside: Option<Check>,
+        blake3: bool,
+        stop: fn() -> bool,
+    ) -> Self {
         let (to_file, batches) = handoff::bounded::<Batch>(IN_FLIGHT, stop);
         let file = handoff::spawn(stop, move || {
             let mut failed = None;
@@ -234,10 +275,12 @@ impl<W: Write + Send + 'static> Threads<W> {
                 None => out.flush().map(|()| out),
             }
         });
+        let beside = beside.filter(|_| blake3);
         Threads {
             to_file: Some(to_file),
             file,
-            checker: Checker::start(check, blake3, stop),
+            checker: Checker::start(check, blake3 && beside.is_none(), stop),
+            beside: beside.map(|check| Checker::start(check, false, stop)),
         }
     }
 
@@ -250,6 +293,9 @@ impl<W: Write + Send + 'static> Threads<W> {
                 Err(Stopped::Interrupted) => return Err(interrupted()),
             }
         }
+        if let Some(beside) = &mut self.beside {
+            beside.send(batch.clone())?;
+        }
         self.checker.send(batch)
     }
 
@@ -260,7 +306,15 @@ impl<W: Write + Send + 'static> Threads<W> {
             Err(Stopped::Interrupted) => return Err(interrupted()),
             Err(Stopped::Gone) => return Err(io::Error::other("the file writer thread panicked")),
         };
-        Ok((out, self.checker.finish()?))
+        let checked = self.checker.finish()?;
+        let checked = match self.beside {
+            Some(beside) => {
+                let blake3 = beside.finish()?;
+                checked.and_then(|main| joined(main, blake3?))
+            }
+            None => checked,
+        };
+        Ok((out, checked))
     }
 }
 
@@ -315,6 +369,7 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
         // A plain tar: each file hashed where it lies in the batches.
         VerifyingWriter::with(out, check_tar_chunks, crate::interrupt::is_interrupted)
+            .with_beside(check_blake3_beside)
     }
 
     /// As [`VerifyingWriter::new`] for a stream the VM compressed with zstd: `out` gets the
@@ -328,9 +383,15 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
             batch: Filling::new(),
             stage: Stage::Gathering(out),
             check,
+            beside: None,
             blake3: false,
             stop,
         }
+    }
+
+    fn with_beside(mut self, beside: Check) -> Self {
+        self.beside = Some(beside);
+        self
     }
 
     /// Batches of [`LARGE_BATCH`] when `large` says (before the first write): for a local
@@ -353,7 +414,13 @@ impl<W: Write + Send + 'static> VerifyingWriter<W> {
         if let Stage::Gathering(_) = self.stage
             && let Stage::Gathering(out) = std::mem::replace(&mut self.stage, Stage::Switching)
         {
-            self.stage = Stage::Threads(Threads::start(out, self.check, self.blake3, self.stop));
+            self.stage = Stage::Threads(Threads::start(
+                out,
+                self.check,
+                self.beside,
+                self.blake3,
+                self.stop,
+            ));
         }
         match &mut self.stage {
             Stage::Threads(threads) => threads.send(batch),
@@ -515,6 +582,77 @@ mod tests {
             let want_blake3 = taking_blake3.then(|| [("./big".to_string(), blake3)].into());
             assert_eq!(sums.blake3, want_blake3, "{size} bytes");
         }
+    }
+
+    /// A tar of many files, some empty, one a hard link and one a symlink, through the two
+    /// checkers (SHA-256 on one, BLAKE3 on the other) and through one read on this thread:
+    /// the same manifests, the link's digests its target's. And a stream the BLAKE3 half
+    /// refuses alone (its own parse) is refused: neither half's verdict is dropped.
+    #[test]
+    fn the_two_halves_of_a_check_give_what_one_read_gives() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: Vec<u8>| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, &data[..]).unwrap();
+        };
+        for i in 0..40u32 {
+            let size = [0, 1, 511, 512, 70_000, 300_000][i as usize % 6];
+            add(
+                &format!("d/f{i}"),
+                (0..size).map(|b| (b ^ i) as u8).collect(),
+            );
+        }
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Link);
+        link.set_size(0);
+        link.set_mode(0o644);
+        tar.append_link(&mut link, "d/hard", "d/f4").unwrap();
+        let mut sym = tar::Header::new_gnu();
+        sym.set_entry_type(tar::EntryType::Symlink);
+        sym.set_size(0);
+        sym.set_mode(0o777);
+        tar.append_link(&mut sym, "d/soft", "f4").unwrap();
+        let bytes = tar.into_inner().unwrap();
+        assert!(
+            bytes.len() > 2 * LARGE_BATCH,
+            "more than a batch: the threads run"
+        );
+
+        let once = read_checked(&mut &bytes[..], true).unwrap();
+        let mut w = VerifyingWriter::new(Vec::new())
+            .in_large_batches(true)
+            .taking_blake3(true);
+        w.write_all(&bytes).unwrap();
+        let (out, halves) = w.finish().unwrap();
+        assert!(out == bytes);
+        let halves = halves.unwrap();
+        assert_eq!(halves, once);
+        assert_eq!(halves.sha256.len(), 41, "40 files and the hard link");
+        let b3 = halves.blake3.as_ref().unwrap();
+        assert_eq!(b3["./d/hard"], b3["./d/f4"]);
+
+        // The SHA-256 half cannot see a refusal only the BLAKE3 half makes, so one is made to
+        // be seen by it alone: each checker is started with its own check.
+        fn refusing(_: &mut ChunkStream<Batches>, _: bool) -> Result<Checked, TarReadError> {
+            Err(TarReadError::Refused {
+                entry: "./d/f1".into(),
+                why: "refused by the BLAKE3 half".into(),
+            })
+        }
+        let mut w = VerifyingWriter::new(Vec::new())
+            .with_beside(refusing)
+            .taking_blake3(true);
+        w.write_all(&bytes).unwrap();
+        let (_, refused) = w.finish().unwrap();
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("refused by the BLAKE3 half")
+        );
     }
 
     /// What the file's thread is handed: each write's address and length, and the bytes.
