@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The VM side of a backup and a restore, before/after: two or more builds of bbr-agent back up
 the bench's 512 MiB VM tree and restore that backup in turn, the order reversed every other
-round, after one warm-up round; prints the medians. Wall by the clock; the VM side's CPU
-(`serve` and its scripts) from the `cpu.stat` of a cgroup of each build's own, as
-`benches/run.sh` counts target 3.
+round, after one warm-up round; prints the medians. Wall by the clock; the whole command's CPU
+(the driver and everything it started) from RUSAGE_CHILDREN; the VM side's (`serve` and its
+scripts) from the `cpu.stat` of a cgroup of each build's own, as `benches/run.sh` counts
+target 3.
 
     python3 benches/vm_ab.py ROUNDS NAME=/path/to/bbr-agent[|PREFIX] NAME=... ...
 
@@ -13,7 +14,7 @@ only. Needs a full `benches/run.sh` first (its `vm-data` tree and `bin/in-cgroup
 mounted at `$BENCH_DIR/mnt` (default target/bench), root, and cgroup v2 at
 /sys/fs/cgroup/unified or /sys/fs/cgroup.
 """
-import os, shutil, statistics, subprocess, sys, time
+import os, resource, shutil, statistics, subprocess, sys, time
 
 bench = os.environ.get("BENCH_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "bench")
 bench = os.path.abspath(bench)
@@ -30,6 +31,11 @@ vm = os.path.join(bench, "mnt", "vm-data")
 def usage(name):
     with open(os.path.join(cg, name, "cpu.stat")) as f:
         return next(int(l.split()[1]) for l in f if l.startswith("usage_usec"))
+
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run(args):
@@ -54,14 +60,14 @@ try:
             shutil.rmtree(art, ignore_errors=True)
             os.makedirs(art)
             subprocess.run(["sync"], check=True)
-            u, t = usage(name), time.monotonic()
+            u, c, t = usage(name), cpu(), time.monotonic()
             run([agents[name], "deployment", "--inventory", invs[name], "backup", "--artifact-path", art])
-            backup = (time.monotonic() - t, (usage(name) - u) / 1e6)
+            backup = (time.monotonic() - t, (usage(name) - u) / 1e6, cpu() - c)
             (made,) = os.listdir(art)
             subprocess.run(["sync"], check=True)
-            u, t = usage(name), time.monotonic()
+            u, c, t = usage(name), cpu(), time.monotonic()
             run([agents[name], "deployment", "--inventory", invs[name], "restore", "--artifact-path", os.path.join(art, made)])
-            restore = (time.monotonic() - t, (usage(name) - u) / 1e6)
+            restore = (time.monotonic() - t, (usage(name) - u) / 1e6, cpu() - c)
             if r > 0:
                 res[name].append(backup + restore)
 finally:
@@ -71,5 +77,5 @@ finally:
     os.rmdir(cg)
 med = lambda v, i: statistics.median(x[i] for x in v)
 for name, v in res.items():
-    print(f"{name}: backup wall {med(v, 0):.3f} s, VM side {med(v, 1):.3f} CPU-s; "
-          f"restore wall {med(v, 2):.3f} s, VM side {med(v, 3):.3f} CPU-s; {len(v)} rounds")
+    print(f"{name}: backup wall {med(v, 0):.3f} s, CPU {med(v, 2):.3f} s, VM side {med(v, 1):.3f} s; "
+          f"restore wall {med(v, 3):.3f} s, CPU {med(v, 5):.3f} s, VM side {med(v, 4):.3f} s; {len(v)} rounds")
