@@ -981,3 +981,34 @@ fn a_session_ended_by_bye_is_not_logged_as_a_driver_gone() {
         "a driver that hung up without bye is logged as gone:\n{log}"
     );
 }
+
+/// A `bye` sent behind a request still running, and then the input closed (a driver that
+/// pipelines its goodbye and dies): the `bye` is not the clean end yet, so the driver is gone,
+/// and the running backup script is ended now, not after its 60 s; the session's exit says
+/// it did not end cleanly.
+#[test]
+fn a_bye_behind_a_running_script_does_not_hide_a_driver_that_went_away() {
+    let vm = Vm::new();
+    vm.job("j").script("backup", "sleep 60");
+    let input = [
+        hello(1),
+        line(json!({"id": 2, "op": "describe"})),
+        line(json!({"id": 3, "op": "create_store"})),
+        run_scripts(4, "backup", "j"),
+        line(json!({"id": 5, "op": "bye"})),
+    ]
+    .map(|l| l + "\n")
+    .concat();
+    let started = Instant::now();
+    let (code, messages, stderr) = serve(&vm, input.as_bytes());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "the backup script ran on for {took:?} after the driver went away\n{messages:#?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("the driver went away"),
+        "the driver's end not seen:\n{stderr}"
+    );
+    assert_ne!(code, Some(0), "{messages:#?}\n{stderr}");
+}

@@ -15,11 +15,11 @@
 //! (root, or the agent's user where the cgroup tree is delegated to it), so the next script
 //! born there has it to itself. One that a script's daemon still holds is never reused: it
 //! stays until a later script's end finds it empty, or the next agent that runs a script does
-//! (`remove_stale`, as it does for an agent killed before it could remove what it kept). One a script left
-//! frozen (`cgroup.freeze`) is removed, not kept: the next script would be born frozen. A new
-//! cgroup is always made by the agent, never one found there (a dead agent of the same pid
-//! may have left a daemon's). The agent removes what it kept, and its directory, as it exits
-//! ([`remove_kept`]), even when it panics.
+//! (`remove_stale`, as it does for an agent killed before it could remove what it kept). One
+//! a script left frozen (`cgroup.freeze`) is removed, not kept: the next script would be born
+//! frozen. A new cgroup is always made by the agent, never one found there (a dead agent of
+//! the same pid may have left a daemon's). The agent removes what it kept, and its
+//! directory, as it exits ([`remove_kept`]), even when it panics.
 //!
 //! Not available (no cgroup2 mount, read-only, a kernel without it) or turned off with
 //! `BBR_AGENT_CGROUPS=off`: the agent falls back to the process tree (`descendants`).
@@ -276,8 +276,9 @@ impl ScriptCgroup {
     /// Runs `spawn` so that its child is born in a cgroup of its own (one kept empty, else a
     /// new one); `None` with the spawn's result when there is none to be had. `spawn` is told
     /// how (`Birth`): straight into the cgroup where the kernel can (`clone_into`), else with
-    /// this process inside it (moved in for the spawn and back), else outside any. It is called a second time
-    /// only when the first, `Birth::Into`, failed with `Unsupported` (nothing started).
+    /// this process inside it (moved in for the spawn and back), else outside any. It is
+    /// called a second time only when the first, `Birth::Into`, failed with `Unsupported`
+    /// (nothing started).
     /// The caller holds the spawn lock.
     pub fn spawn_into<T>(
         mut spawn: impl FnMut(Birth<'_>) -> io::Result<T>,

@@ -3,6 +3,8 @@
 
 use crate::thread_start::{NoThread, start};
 use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use crate::interrupt::Level;
@@ -34,9 +36,14 @@ pub enum Input {
 }
 
 /// Starts the reader; the channel closes when the input ends (after the interruption that
-/// follows it, `Input::Interrupted`, is passed on). Refused a thread by the OS, the session
-/// cannot start: nothing has been read, so nothing is locked.
-pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Result<Receiver<Input>, NoThread> {
+/// follows it, `Input::Interrupted`, is passed on). The end of the input is no interruption
+/// once the session has answered the driver's `bye` (`answered_bye`, set by the session):
+/// the driver then closes it, as it should. Refused a thread by the OS, the session cannot
+/// start: nothing has been read, so nothing is locked.
+pub(crate) fn spawn_reader(
+    input: impl Read + Send + 'static,
+    answered_bye: Arc<AtomicBool>,
+) -> Result<Receiver<Input>, NoThread> {
     // Bounded: a fast driver cannot make the agent buffer a whole artifact.
     let (tx, rx) = sync_channel(4);
     let wake = tx.clone();
@@ -51,16 +58,14 @@ pub(crate) fn spawn_reader(input: impl Read + Send + 'static) -> Result<Receiver
         || "read the driver's requests".into(),
         move || {
             // Small: a chunk's data mostly bypasses the buffer (see the driver's reader).
-            let mut said_bye = false;
             decode(BufReader::with_capacity(64 * 1024, input), |item| {
-                said_bye = matches!(&item, Input::Request(r) if matches!(r.op, Op::Bye));
-                // After `bye` the session ends; nothing more is read.
-                tx.send(item).is_ok() && !said_bye
+                tx.send(item).is_ok()
             });
             // The driver has gone (or broke the stream): end running lock and backup scripts
-            // now, not when they finish on their own. Not after its `bye`: the input then
-            // ends as it should, and the VM's log would say "went away" after every run.
-            if !said_bye {
+            // now, not when they finish on their own. Not once its `bye` was answered: the
+            // VM's log would say "went away" after every run. A `bye` only read, sent behind
+            // a request still running, is not enough: that request's scripts still end now.
+            if !answered_bye.load(Ordering::SeqCst) {
                 crate::interrupt::trigger(None);
             }
         },
@@ -136,7 +141,7 @@ mod tests {
             (1, "read the driver's requests"),
         ] {
             let refused = crate::thread_start::with_threads_allowed(allowed, || {
-                spawn_reader(std::io::empty()).map(drop)
+                spawn_reader(std::io::empty(), Arc::default()).map(drop)
             });
             let e = refused.expect_err("refused").to_string();
             assert!(e.contains(what), "{allowed} allowed: {e}");

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -50,8 +50,9 @@ pub fn serve(
         current: Arc::new(AtomicU64::new(0)),
         instance: None,
         broken: None,
+        answered_bye: Arc::default(),
     };
-    match spawn_reader(input) {
+    match spawn_reader(input, Arc::clone(&session.answered_bye)) {
         Ok(inputs) => session.run(&inputs),
         Err(refused) => {
             eprintln!("bbr-agent serve: {refused}; nothing was done on this VM");
@@ -74,6 +75,8 @@ struct Session {
     instance: Option<LocalInstance>,
     /// Set when the input stream broke inside a request's data.
     broken: Option<String>,
+    /// Set as `bye` is answered: the input's end after it is the driver's clean goodbye.
+    answered_bye: Arc<AtomicBool>,
 }
 
 /// How the loop ended.
@@ -235,7 +238,10 @@ impl Session {
                 r.map(to_json)
             }
             Op::RemoveStore => self.instance().remove_store().map(to_json),
-            Op::Bye => Ok(serde_json::Value::Null),
+            Op::Bye => {
+                self.answered_bye.store(true, Ordering::SeqCst);
+                Ok(serde_json::Value::Null)
+            }
         };
         match result {
             Ok(value) => self.send(&AgentMessage::Ok { id, result: value }),
