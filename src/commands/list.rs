@@ -65,7 +65,7 @@ pub fn list(ctx: &Context, json: bool) -> Result<i32, AppError> {
             scripts: job.scripts.keys().copied().collect(),
             metadata,
             metadata_error,
-            not_executable: job.not_executable(),
+            not_executable: instance.not_executable(&job),
         });
     }
     if json {

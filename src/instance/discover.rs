@@ -37,18 +37,6 @@ impl DiscoveredJob {
     pub fn has(&self, kind: ScriptKind) -> bool {
         self.scripts.contains_key(&kind)
     }
-
-    /// The scripts without an execute bit: each would fail to start.
-    pub fn not_executable(&self) -> Vec<ScriptKind> {
-        use std::os::unix::fs::PermissionsExt;
-        self.scripts
-            .iter()
-            .filter(|(_, path)| {
-                std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
-            })
-            .map(|(kind, _)| *kind)
-            .collect()
-    }
 }
 
 /// What discovery saw but left out, for `list` to explain.

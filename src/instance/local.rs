@@ -351,6 +351,11 @@ impl LocalInstance {
         })
     }
 
+    /// The scripts of `job`, a job of the last survey, without an execute bit.
+    pub fn not_executable(&self, job: &DiscoveredJob) -> Vec<ScriptKind> {
+        self.trust.not_executable(job)
+    }
+
     /// Discovery alone, no metadata: for running scripts by hand, even when metadata fails.
     pub fn discover_only(&mut self) -> Result<Vec<DiscoveredJob>, InstanceError> {
         let discovery = discover(&self.layout.jobs_root)?;
@@ -414,7 +419,7 @@ impl LocalInstance {
                 release: None,
                 scripts: job.scripts.keys().copied().collect(),
                 metadata,
-                not_executable: job.not_executable(),
+                not_executable: self.trust.not_executable(&job),
             });
             kept.insert(job.name.clone(), job);
         }

@@ -52,6 +52,7 @@ use std::sync::Mutex;
 use nix::fcntl::readlink;
 use nix::sys::stat::{FileStat, Mode, SFlag, lstat};
 
+use crate::contract::ScriptKind;
 use crate::instance::discover::DiscoveredJob;
 
 /// As many symlinks as the kernel follows in one path before it gives up (ELOOP).
@@ -76,12 +77,20 @@ struct Judged {
     mtime: (i64, i64),
 }
 
+/// A judged script: which file it was, and its permission bits as judged (not part of
+/// its identity: see the module's doc), which tell whether it can be started at all.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    judged: Judged,
+    mode: u32,
+}
+
 /// The checks, and the scripts judged so far.
 #[derive(Debug)]
 pub struct Trust {
     /// Whether the agent runs as root (the only case the rule applies to).
     enforced: bool,
-    judged: Mutex<HashMap<PathBuf, Judged>>,
+    judged: Mutex<HashMap<PathBuf, Seen>>,
     /// During a [`Trust::pass`]: the directories judged so far, open.
     judged_dirs: Mutex<Option<JudgedDirs>>,
 }
@@ -159,12 +168,27 @@ impl Trust {
                     let (_, reached) = dir.as_ref().expect("set above");
                     judge_in(reached, name)
                 }
-                _ => walk(script),
+                _ => resolve_file(script),
             }
             .map_err(|(path, why)| untrusted(job, path, why))?;
             self.judged_scripts().insert(script.clone(), judged);
         }
         Ok(())
+    }
+
+    /// The scripts of `job` without an execute bit (each would fail to start): as the check
+    /// of the job saw them, so a surveyed job costs no look of its own at each script; a
+    /// script not judged (an agent that is not root judges none) is looked at now.
+    pub fn not_executable(&self, job: &DiscoveredJob) -> Vec<ScriptKind> {
+        let judged = self.judged_scripts();
+        job.scripts
+            .iter()
+            .filter(|(_, path)| match judged.get(*path) {
+                Some(seen) => seen.mode & 0o111 == 0,
+                None => !is_executable(path),
+            })
+            .map(|(kind, _)| *kind)
+            .collect()
     }
 
     /// Right before `script` of `job` runs: the path is still trusted all the way, and it
@@ -175,7 +199,7 @@ impl Trust {
         }
         let now = walk(script).map_err(|(path, why)| untrusted(job, path, why))?;
         match self.judged_scripts().get(script) {
-            Some(then) if *then != now => Err(untrusted(
+            Some(then) if then.judged != now => Err(untrusted(
                 job,
                 script.to_path_buf(),
                 "is not the file that was checked before the run's first script (it was replaced or changed since)".to_string(),
@@ -184,7 +208,7 @@ impl Trust {
         }
     }
 
-    fn judged_scripts(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Judged>> {
+    fn judged_scripts(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Seen>> {
         // A panic elsewhere while holding it leaves a map that is still whole.
         self.judged.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -206,10 +230,22 @@ fn untrusted(job: &DiscoveredJob, path: PathBuf, why: String) -> Untrusted {
 /// a script is then started by is the file judged. The error names the offending component
 /// by the path that reached it.
 fn walk(script: &Path) -> Result<Judged, (PathBuf, String)> {
+    resolve_file(script).map(|seen| seen.judged)
+}
+
+/// As [`walk`], with the script's permission bits.
+fn resolve_file(script: &Path) -> Result<Seen, (PathBuf, String)> {
     match resolve(script, Want::File, None)? {
-        Resolved::File(judged) => Ok(judged),
+        Resolved::File(seen) => Ok(seen),
         Resolved::Dir(..) => unreachable!("asked for a file"),
     }
+}
+
+/// Whether `path` (followed) has an execute bit: an error is no bit, the script would not
+/// start.
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 /// What [`resolve`] is to find at the end of the path.
@@ -220,7 +256,7 @@ enum Want {
 }
 
 enum Resolved {
-    File(Judged),
+    File(Seen),
     /// A judged directory, by the path that reached it (no symlink in it).
     Dir(PathBuf),
 }
@@ -305,7 +341,7 @@ fn resolve(
                 return Err((next, "is not a directory".to_string()));
             }
             judge(&stat).map_err(|why| (next, why))?;
-            return Ok(Resolved::File(judged_as(&stat)));
+            return Ok(Resolved::File(seen_as(&stat)));
         } else {
             return Err((next, "is not a regular file".to_string()));
         }
@@ -316,12 +352,15 @@ fn resolve(
     }
 }
 
-fn judged_as(stat: &FileStat) -> Judged {
-    Judged {
-        dev: stat.st_dev,
-        ino: stat.st_ino,
-        size: stat.st_size,
-        mtime: (stat.st_mtime, stat.st_mtime_nsec),
+fn seen_as(stat: &FileStat) -> Seen {
+    Seen {
+        judged: Judged {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec),
+        },
+        mode: stat.st_mode,
     }
 }
 
@@ -342,7 +381,7 @@ fn enter_judged(judged: &JudgedDirs, here: &mut PathBuf, pending: &mut Vec<OsStr
 /// A script named `name` in a directory `resolve` judged: a regular file, judged. (What
 /// [`walk`] does for its last component, once per script of a directory instead of once per
 /// script from `/`.)
-fn judge_in(dir_path: &Path, name: &std::ffi::OsStr) -> Result<Judged, (PathBuf, String)> {
+fn judge_in(dir_path: &Path, name: &std::ffi::OsStr) -> Result<Seen, (PathBuf, String)> {
     let here = dir_path.join(name);
     let examine = |e: nix::Error| (here.clone(), format!("cannot be examined ({e})"));
     let stat = lstat(&here).map_err(examine)?;
@@ -357,7 +396,7 @@ fn judge_in(dir_path: &Path, name: &std::ffi::OsStr) -> Result<Judged, (PathBuf,
         return Err((here, "is not a regular file".to_string()));
     }
     judge(&stat).map_err(|why| (here.clone(), why))?;
-    Ok(judged_as(&stat))
+    Ok(seen_as(&stat))
 }
 
 /// The names of `path` after its root, reversed (the first to resolve last); `.` dropped.
@@ -685,5 +724,29 @@ mod tests {
         // Judged again (a new run), the new file is the one that may run.
         trust.check_job(&job).unwrap();
         assert_eq!(trust.verify_script(&job, script), Ok(()));
+    }
+
+    /// The execute bits a survey reports are the ones its check saw, and the same as a look
+    /// of their own at each script gives (an agent that is not root judges nothing).
+    #[test]
+    fn the_scripts_without_an_execute_bit_are_the_ones_the_check_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = job_in(dir.path());
+        let restore = job.dir.join("bin/bbr/restore");
+        write_script(&restore, "#!/bin/sh\n");
+        fs::set_permissions(&restore, fs::Permissions::from_mode(0o644)).unwrap();
+        job.scripts.insert(ScriptKind::Restore, restore.clone());
+
+        let unjudged = Trust::new();
+        assert_eq!(unjudged.not_executable(&job), vec![ScriptKind::Restore]);
+        let trust = Trust::new();
+        trust.check_job(&job).unwrap();
+        assert_eq!(trust.not_executable(&job), vec![ScriptKind::Restore]);
+        if is_root() {
+            // Judged: answered from the check, as the script was when the job was judged.
+            fs::set_permissions(&restore, fs::Permissions::from_mode(0o755)).unwrap();
+            assert_eq!(trust.not_executable(&job), vec![ScriptKind::Restore]);
+            assert_eq!(unjudged.not_executable(&job), Vec::<ScriptKind>::new());
+        }
     }
 }
