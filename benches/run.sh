@@ -14,8 +14,8 @@
 # (use the binary as built), SKIP_4G=1, PROFILE=1 (also record a `perf record -e cpu-clock`
 # profile of one drain and one restore into BENCH_DIR/profile), FLEET_SIZES (e.g. "10 100 300
 # 1000"), BEFORE_AGENT=PATH (another build of bbr-agent, e.g. the last commit's: the fleet runs
-# it too, alternating with this one, as "before"), SKIP_BBR=1 (no bbrlocal), BBR_REFERENCE
-# (where BBR's own code is, default ../shared/bbr-reference).
+# it too, alternating with this one, first every other round, as "before"), SKIP_BBR=1 (no
+# bbrlocal), BBR_REFERENCE (where BBR's own code is, default ../shared/bbr-reference).
 #
 # BBR's own code: `bbrlocal` from $BBR_REFERENCE (its build.sh builds it with Debian's Go,
 # installing what it lacks, and caches it under ~/.cache/bbr-reference) backs up and restores
@@ -828,19 +828,26 @@ script_loop() {
   done
 }
 
+# One fleet backup of N VMs by a build, timed as fleet_<name>_<N>: fleet_run N NAME AGENT INVENTORY.
+fleet_run() {
+  mkdir -p "$ART/fleet"
+  timed "fleet_$2_$1" "$3" deployment --inventory "$4" \
+    --max-in-flight "$MAX_IN_FLIGHT" backup --artifact-path "$ART/fleet"
+  rm -rf "$ART/fleet"
+}
+
 for n in $FLEET_SIZES; do
   pressure "fleet $n"
   say "fleet: $n VMs x 3 jobs ($((n * 9)) scripts), 1 warm-up + $RUNS runs of each, alternating"
   for RUN in $(seq 0 "$RUNS"); do
-    mkdir -p "$ART/fleet"
-    timed "fleet_agent_$n" "$AGENT" deployment --inventory "$WORK/inv-fleet-$n.yml" \
-      --max-in-flight "$MAX_IN_FLIGHT" backup --artifact-path "$ART/fleet"
-    rm -rf "$ART/fleet"
-    if [ -n "$BEFORE_AGENT" ]; then
-      mkdir -p "$ART/fleet"
-      timed "fleet_before_$n" "$BEFORE_AGENT" deployment --inventory "$WORK/inv-fleet-before-$n.yml" \
-        --max-in-flight "$MAX_IN_FLIGHT" backup --artifact-path "$ART/fleet"
-      rm -rf "$ART/fleet"
+    # The two builds swap places every round: two runs of one build took 0.90x of each other's
+    # wall at 1,000 VMs when they always ran in the same order (docs/benchmarks.md, stop 22).
+    if [ -n "$BEFORE_AGENT" ] && [ $((RUN % 2)) -eq 1 ]; then
+      fleet_run "$n" before "$BEFORE_AGENT" "$WORK/inv-fleet-before-$n.yml"
+      fleet_run "$n" agent "$AGENT" "$WORK/inv-fleet-$n.yml"
+    else
+      fleet_run "$n" agent "$AGENT" "$WORK/inv-fleet-$n.yml"
+      [ -z "$BEFORE_AGENT" ] || fleet_run "$n" before "$BEFORE_AGENT" "$WORK/inv-fleet-before-$n.yml"
     fi
     timed "fleet_loop_$n" script_loop "$n"
   done
